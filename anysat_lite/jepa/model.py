@@ -1,0 +1,114 @@
+"""The JEPA pretraining module: context encoder, EMA target encoder, predictor, losses.
+
+One training step on a batch (all randomness from explicit generators)::
+
+    targets  = LN(target_encoder(x, all dates, all patches))[target blocks]     # no gradient
+    tokens   = context_encoder.tokenize(drop_dates(x))                           # [B, M, N, D]
+    context  = tokens[:, :, context block] with modality masking -> joint + fusion
+    pred     = predictor(context, positions of context and target blocks)
+    loss     = smooth_l1(pred, targets) + w * MIL-NCE(tokens)                      # latent space only
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config
+from ..model import AnySat
+from .ema import ema_update, make_target
+from .losses import latent_loss, mil_nce
+from .masks import Masks, drop_dates, modality_mask
+from .monitors import collapse_monitors
+from .predictor import Predictor, gather_tokens
+
+__all__ = ["JEPA"]
+
+
+class JEPA(nn.Module):
+    """AnySat JEPA. ``online`` = the trainable parts (encoder, predictor, modality mask token).
+
+    Args:
+        cfg: full :class:`~anysat_lite.config.Config` (``model`` and ``jepa`` sections are used).
+        sensors: sensors to build projectors for (default: all registered).
+    """
+
+    def __init__(self, cfg: Config, sensors=None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = AnySat(cfg.model, sensors=sensors)
+        D = self.encoder.embed_dim
+        self.predictor = Predictor(D, cfg.jepa.predictor_depth, cfg.jepa.predictor_heads)
+        self.modality_token = nn.Parameter(torch.zeros(1, 1, D))
+        nn.init.trunc_normal_(self.modality_token, std=0.02)
+        self.target = make_target(self.encoder)
+
+    def online_parameters(self):
+        """Parameters updated by the optimiser (everything except the EMA target)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("target.")]
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        ema_update(self.target, self.encoder, momentum)
+
+    def target_embeddings(self, x: Mapping[str, Tensor], patch_size: int) -> Tensor:
+        """``[B, 1 + N, D]`` outputs of the target encoder on the full sample."""
+        enc = self.target
+        ts = enc.tokenize(x, patch_size)
+        pos, coords = enc.patch_positions(ts.grid, ts.scale, ts.tokens.device)
+        return enc.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis)
+
+    def forward(self, x: Mapping[str, Tensor], patch_size: int, masks: Masks, generators: Mapping[str, torch.Generator],
+                monitor: bool = False, rows: slice | None = None, global_batch: int | None = None) -> dict[str, Tensor]:
+        """Losses of one step.
+
+        Args:
+            x: normalised batch in the sample contract (targets keys are ignored).
+            patch_size: metres.
+            masks: context / target indices for this (local) batch (:class:`~.masks.Masks`).
+            generators: ``{"dates": g, "modalities": g}`` for date dropping and modality masking.
+            monitor: also return collapse monitors (``std``, ``erank``, ``cos``).
+            rows, global_batch: under DDP, this process's rows of the global batch (random draws
+                are made for the global batch so that results do not depend on the process count).
+        Returns:
+            dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
+        """
+        jc = self.cfg.jepa
+        sample = {k: v for k, v in x.items() if k.split("_")[0] in self.encoder.sensors}
+        # Targets: every patch, every date, from the EMA encoder (or, to show collapse, the online one).
+        if jc.target == "ema":
+            with torch.no_grad():
+                full = self.target_embeddings(sample, patch_size)
+        else:
+            ts_full = self.encoder.tokenize(sample, patch_size)
+            pos_f, coords_f = self.encoder.patch_positions(ts_full.grid, ts_full.scale, ts_full.tokens.device)
+            full = self.encoder.encode(ts_full.tokens + pos_f, pos_f[None], coords_f, ts_full.modis)
+        h = F.layer_norm(full[:, 1:].float(), (full.shape[-1],))
+        targets = torch.stack([gather_tokens(h, t) for t in masks.targets])          # [n_t, B, Kt, D]
+
+        # Context: fewer dates, the context block, some modalities replaced by a mask token.
+        ctx_sample = drop_dates(sample, jc.date_drop_ratio, generators["dates"], rows, global_batch)
+        ts = self.encoder.tokenize(ctx_sample, patch_size)
+        B, M, N, D = ts.tokens.shape
+        pos, coords = self.encoder.patch_positions(ts.grid, ts.scale, ts.tokens.device)
+        tokens = ts.tokens + pos.to(ts.tokens.dtype)
+        ctx_idx = masks.context
+        kept = torch.gather(tokens, 2, ctx_idx[:, None, :, None].expand(B, M, -1, D))  # [B, M, Kc, D]
+        replaced = modality_mask(global_batch or B, M, ctx_idx.shape[1], jc.modality_mask_ratio,
+                                 generators["modalities"], rows)
+        kept = torch.where(replaced.to(kept.device)[..., None], self.modality_token.to(kept.dtype), kept)
+        qpos = gather_tokens(pos[None].expand(B, -1, -1), ctx_idx)
+        ctx = self.encoder.encode(kept, qpos, coords[ctx_idx], ts.modis)             # [B, 1 + Kc, D]
+
+        pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)              # [n_t, B, Kt, D]
+        out: dict = {"jepa_loss": latent_loss(pred, targets)}
+        if jc.contrastive and M >= 2 and jc.contrastive_weight > 0:
+            out["contrastive_loss"] = mil_nce(ts.tokens, jc.contrastive_tau)
+        else:
+            out["contrastive_loss"] = torch.zeros((), device=pred.device)
+        out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]
+        if monitor:
+            out.update(collapse_monitors(h, full[:, 0]))
+        return out

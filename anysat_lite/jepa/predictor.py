@@ -1,0 +1,59 @@
+"""JEPA predictor: from context embeddings, predict the target encoder's embeddings of masked patches.
+
+As in I-JEPA / AnySat (``VisionTransformerPredictorMulti``): context tokens are mapped by a
+linear layer and given their patch position codes; every target patch becomes a learned
+mask token plus its position code; a cls token, the context and the mask tokens go through
+``depth`` transformer blocks; the outputs at the mask tokens are projected back to the
+encoder width.  One pass per target block (blocks are stacked along the batch).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..model.blocks import Block, init_transformer_weights, rescale_residual_branches
+
+__all__ = ["Predictor"]
+
+
+def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
+    """``x [B, N, D]``, ``idx [B, K]`` -> ``[B, K, D]``."""
+    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class Predictor(nn.Module):
+    def __init__(self, dim: int, depth: int = 4, num_heads: int = 16, width: int | None = None, mlp_ratio: float = 4.0):
+        super().__init__()
+        width = width or dim
+        self.embed = nn.Linear(dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, norm_eps=1e-5) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, dim)
+        init_transformer_weights(self)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        rescale_residual_branches(self.blocks)
+
+    def forward(self, context: Tensor, pos: Tensor, context_idx: Tensor, target_idx: list[Tensor]) -> Tensor:
+        """Predict target embeddings.
+
+        Args:
+            context: ``[B, Kc, D]`` context-encoder outputs at the context patches.
+            pos: ``[N, width]`` patch position codes (the grid's, spacing ``P / 10``).
+            context_idx: ``[B, Kc]`` their patch indices.
+            target_idx: ``n_t`` tensors ``[B, Kt]`` of target patch indices.
+        Returns:
+            ``[n_t, B, Kt, D]`` predictions.
+        """
+        B, Kc, _ = context.shape
+        n_t, Kt = len(target_idx), target_idx[0].shape[1]
+        pos_b = pos[None].expand(B, -1, -1).to(context.dtype)
+        x = self.embed(context) + gather_tokens(pos_b, context_idx)                  # [B, Kc, W]
+        tgt = torch.cat(target_idx, dim=0)                                           # [n_t*B, Kt]
+        queries = self.mask_token.to(x.dtype) + gather_tokens(pos_b.repeat(n_t, 1, 1), tgt)
+        x = torch.cat([self.cls_token.expand(n_t * B, -1, -1).to(x.dtype), x.repeat(n_t, 1, 1), queries], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        out = self.proj(self.norm(x[:, 1 + Kc:]))
+        return out.view(n_t, B, Kt, -1)

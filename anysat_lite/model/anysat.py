@@ -1,0 +1,210 @@
+"""AnySat encoder: any sensors, any GSD, any patch size in metres -> tile / patch / dense features.
+
+Pipeline (one file per stage in this package)::
+
+    sample dict ──projectors──▶ sub-patch maps [B, Hs, Ws, D] per sensor      (projectors.py, ltae.py)
+                ──tokenizer───▶ [B·h·w, g², D] sub-patches of P-metre patches   (tokenizer.py)
+                ──sub-patch encoder──▶ one token per patch and sensor [B, M, N, D] (subpatch_encoder.py)
+                ──+ patch positions (× P/10)──▶ joint transformer [B, 1+M·N, D]  (joint_encoder.py)
+                ──fusion (cross-attention)──▶ [cls, N fused tokens] [B, 1+N, D]  (fusion.py)
+
+Outputs of :meth:`AnySat.forward` (``h = H_m / P``, ``w = W_m / P``):
+
+* ``"tile"``  ``[B, D]``           the cls token
+* ``"patch"`` ``[B, h, w, D]``     one fused token per patch
+* ``"all"``   ``[B, 1 + h*w, D]``  cls then patches (flattened, row-major)
+* ``"dense"`` ``[B, h*g, w*g, 2D]`` per sub-patch of ``output_modality``: its patch's fused
+  token concatenated with the sub-patch token (``g`` = sub-patches per patch side)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig, model_config
+from ..data.contract import SampleError, check_patch_size, validate_sample
+from ..sensors import SENSORS, Sensor, get_sensor
+from .fusion import FusionBlock, fusion_buckets
+from .irpe import grid_coords
+from .joint_encoder import JointEncoder
+from .posenc import grid_sincos_2d
+from .projectors import build_projector
+from .subpatch_encoder import SubPatchEncoder
+from .tokenizer import SubPatchLayout, group_subpatches, subpatch_layout, ungroup_subpatches
+
+__all__ = ["AnySat", "TokenSet", "OUTPUTS"]
+
+OUTPUTS = ("tile", "patch", "all", "dense")
+
+
+@dataclass
+class TokenSet:
+    """Per-modality patch tokens of one batch, before the joint transformer.
+
+    Attributes:
+        tokens: ``[B, M, N, D]`` patch tokens of the ``M`` spatial sensors (no position code yet).
+        sensors: names of the ``M`` sensors, in input order.
+        modis: ``[B, D]`` one-per-tile token (MODIS) or ``None``.
+        grid: patch grid ``(h, w)``; ``N = h * w``.
+        scale: patch size in units of 10 m (``P / 10``), the spacing of patch position codes.
+        subpatches: for sensors asked with ``keep_subpatches``: ``(tokens [B, h, w, g*g, D], layout)``.
+    """
+
+    tokens: Tensor
+    sensors: list[str]
+    modis: Tensor | None
+    grid: tuple[int, int]
+    scale: float
+    subpatches: dict[str, tuple[Tensor, SubPatchLayout]] = field(default_factory=dict)
+
+
+class AnySat(nn.Module):
+    """The AnySat encoder.
+
+    Args:
+        config: a :class:`~anysat_lite.config.ModelConfig` or a size name (``nano``, ``tiny``,
+            ``small``, ``base``).
+        sensors: sensors to build projectors for (default: ``config.sensors`` or every
+            sensor registered now).  More can be added later with :meth:`add_sensor`.
+    """
+
+    def __init__(self, config: ModelConfig | str = "base", sensors: Iterable[str] | None = None):
+        super().__init__()
+        cfg = model_config(config) if isinstance(config, str) else config
+        self.config = cfg
+        D = cfg.embed_dim
+        self.embed_dim = D
+        self.sensors: dict[str, Sensor] = {}
+        self.projectors = nn.ModuleDict()
+        for name in sensors if sensors is not None else (cfg.sensors or list(SENSORS)):
+            self.add_sensor(name)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth + 1).tolist()
+        self.subpatch_encoder = SubPatchEncoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path)
+        self.joint = JointEncoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, drop_path=rates[:-1])
+        self.fusion = FusionBlock(D, cfg.num_heads, cfg.mlp_ratio, drop_path=rates[-1])
+
+    # --- sensors ----------------------------------------------------------------------
+    def add_sensor(self, sensor: str | Sensor) -> None:
+        """Build the projector of a (registered) sensor; its kind decides conv+MLP or L-TAE."""
+        s = get_sensor(sensor) if isinstance(sensor, str) else sensor
+        if s.name in self.projectors:
+            return
+        self.sensors[s.name] = s
+        proj = build_projector(s, self.embed_dim, self.config.ltae_heads, self.config.ltae_dk, self.config.dropout)
+        ref = next(self.parameters(), None)
+        if ref is not None:
+            proj = proj.to(device=ref.device, dtype=ref.dtype)
+        self.projectors[s.name] = proj
+
+    # --- stages -------------------------------------------------------------------------
+    def validate(self, x: Mapping[str, Tensor], patch_size) -> tuple[list[str], tuple[int, int], int]:
+        """Check a sample against the contract and this model; return (sensors, grid, batch)."""
+        missing = [k for k in x if k.split("_")[0] not in self.sensors and k.split("_")[0] in SENSORS]
+        if missing:
+            raise SampleError(f"{missing[0]!r}: this model has no projector for sensor {missing[0].split('_')[0]!r} "
+                              f"(it has: {', '.join(self.sensors)}); call model.add_sensor(...) first")
+        info = validate_sample(x, self.sensors)
+        if info.extent_m is None:
+            raise SampleError(f"the sample holds only one-token-per-tile sensors ({', '.join(info.sensors)}); "
+                              "add at least one sensor with spatial extent")
+        grid = check_patch_size(patch_size, info.extent_m)
+        for name in info.sensors:
+            if not self.sensors[name].one_token_per_tile:
+                try:
+                    subpatch_layout(self.sensors[name], int(patch_size), self.config.subpatch_order)
+                except ValueError as e:
+                    raise SampleError(str(e)) from None
+        return info.sensors, grid, info.batch
+
+    def tokenize(self, x: Mapping[str, Tensor], patch_size: int, keep_subpatches: Iterable[str] = ()) -> TokenSet:
+        """Projectors + sub-patch encoder: sample dict -> :class:`TokenSet`."""
+        names, (h, w), B = self.validate(x, patch_size)
+        keep = set(keep_subpatches)
+        P = int(patch_size)
+        # Group sensors whose patches have the same sub-patch grid: one encoder pass per group.
+        groups: dict[tuple[int, float], list[tuple[str, Tensor, SubPatchLayout | None]]] = {}
+        for name in names:
+            s = self.sensors[name]
+            valid = x.get(f"{name}_mask")
+            fmap = self.projectors[name](x[name], x.get(f"{name}_dates"), None if valid is None else valid.bool())
+            if s.one_token_per_tile:
+                seq, layout = fmap.mean(dim=(1, 2))[:, None, :], None
+                key = (1, s.subpatch_m)
+            else:
+                layout = subpatch_layout(s, P, self.config.subpatch_order)
+                seq = group_subpatches(fmap, layout)                       # [B, h, w, g*g, D]
+                key = (layout.g, layout.spacing_m)
+            groups.setdefault(key, []).append((name, seq, layout))
+        patch_tokens: dict[str, Tensor] = {}
+        subpatches: dict[str, tuple[Tensor, SubPatchLayout]] = {}
+        for (g, spacing), members in groups.items():
+            flat = torch.cat([seq.reshape(-1, g * g, self.embed_dim) for _, seq, _ in members])
+            cls, subs = self.subpatch_encoder(flat, g, spacing)
+            start = 0
+            for name, seq, layout in members:
+                n = seq.numel() // (g * g * self.embed_dim)
+                patch_tokens[name] = cls[start:start + n]
+                if name in keep and layout is not None:
+                    subpatches[name] = (subs[start:start + n].reshape(B, h, w, g * g, -1), layout)
+                start += n
+        spatial = [n for n in names if not self.sensors[n].one_token_per_tile]
+        tokens = torch.stack([patch_tokens[n].view(B, h * w, -1) for n in spatial], dim=1)
+        modis = [patch_tokens[n] for n in names if self.sensors[n].one_token_per_tile]
+        if len(modis) > 1:
+            raise SampleError(f"at most one one-token-per-tile sensor per sample, got {len(modis)}")
+        return TokenSet(tokens, spatial, modis[0] if modis else None, (h, w), P / 10, subpatches)
+
+    def patch_positions(self, grid: tuple[int, int], scale: float, device=None) -> tuple[Tensor, Tensor]:
+        """Position codes ``[N, D]`` (spacing ``scale``) and grid coordinates ``[N, 2]`` of the patch grid."""
+        h, w = grid
+        return grid_sincos_2d(self.embed_dim, h, w, scale, device=device), grid_coords(h, w, device=device)
+
+    def encode(self, tokens: Tensor, query_pos: Tensor, coords: Tensor, modis: Tensor | None = None) -> Tensor:
+        """Joint transformer + fusion.
+
+        Args:
+            tokens: ``[B, M, K, D]`` positioned patch tokens (``K`` kept locations).
+            query_pos: ``[1|B, K, D]`` position codes of the kept locations.
+            coords: ``[K, 2]`` or ``[B, K, 2]`` grid coordinates of the kept locations.
+            modis: ``[B, D]`` one-per-tile token or ``None``.
+        Returns:
+            ``[B, 1 + K, D]``: cls then one fused token per kept location.
+        """
+        B, M, K, D = tokens.shape
+        prefix = None if modis is None else modis[:, None, :].to(tokens.dtype)
+        x = self.joint(tokens.reshape(B, M * K, D), prefix)
+        n_prefix = 1 + (modis is not None)
+        qpos = torch.cat([query_pos.new_zeros(query_pos.shape[0], n_prefix, D), query_pos], dim=1)
+        return self.fusion(x, qpos, fusion_buckets(coords, M, n_prefix), n_prefix)
+
+    # --- public forward ---------------------------------------------------------------
+    def forward(self, x: Mapping[str, Tensor], patch_size: int, output: str = "tile",
+                output_modality: str | None = None) -> Tensor:
+        """Encode a sample dict (see :mod:`anysat_lite.data.contract`) with patches of ``patch_size`` metres."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        dense_sensor = None
+        if output == "dense":
+            sensors = [k for k in x if "_" not in k]
+            dense_sensor = output_modality or next((k for k in sensors if k in self.sensors
+                                                    and not self.sensors[k].one_token_per_tile), None)
+            if dense_sensor not in sensors:
+                raise SampleError(f"output_modality {dense_sensor!r} is not in the sample (sensors: {sensors})")
+            if self.sensors[dense_sensor].one_token_per_tile:
+                raise SampleError(f"{dense_sensor}: one token per tile, it has no dense output")
+        ts = self.tokenize(x, patch_size, keep_subpatches=[dense_sensor] if dense_sensor else [])
+        pos, coords = self.patch_positions(ts.grid, ts.scale, ts.tokens.device)
+        out = self.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis)
+        B, (h, w) = out.shape[0], ts.grid
+        if output == "tile":
+            return out[:, 0]
+        if output == "patch":
+            return out[:, 1:].reshape(B, h, w, -1)
+        if output == "all":
+            return out
+        subs, layout = ts.subpatches[dense_sensor]
+        fused = out[:, 1:].reshape(B, h, w, 1, -1).expand(-1, -1, -1, subs.shape[3], -1)
+        return ungroup_subpatches(torch.cat([fused, subs], dim=-1), layout)

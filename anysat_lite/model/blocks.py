@@ -1,0 +1,115 @@
+"""Transformer building blocks shared by the sub-patch encoder, the joint encoder and the predictor.
+
+Pre-norm ViT blocks (``x + attn(norm1(x))``, ``x + mlp(norm2(x))``) with attention computed
+by :func:`torch.nn.functional.scaled_dot_product_attention`.  An optional contextual iRPE
+adds a query-dependent bias, which SDPA takes as a float ``attn_mask``.
+Parameter names (``qkv``, ``proj``, ``mlp.fc1``...) follow timm, as the official code does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .irpe import ContextualRPE
+
+__all__ = ["DropPath", "MLP", "SelfAttention", "Block"]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``p`` (training only)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class MLP(nn.Module):
+    """``Linear(dim, hidden) -> GELU -> Linear(hidden, dim)``."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention ``[B, L, D] -> [B, L, D]``, optionally with a contextual iRPE bias.
+
+    With ``rpe=True`` the forward needs ``buckets [(B,) L, L]`` (see :mod:`.irpe`); the bias is
+    computed from the *scaled* queries, as in the official ``RPEAttention``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, rpe: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rpe = ContextualRPE(self.head_dim) if rpe else None
+
+    def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        bias = None
+        if self.rpe is not None:
+            if buckets is None:
+                raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
+            bias = self.rpe(q * self.scale, buckets).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, D)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block ``[B, L, D] -> [B, L, D]``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 norm_eps: float = 1e-6, drop_path: float = 0.0, attn_drop: float = 0.0, rpe: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, rpe=rpe)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), buckets))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
+    """I-JEPA/AnySat initialisation: truncated-normal linear weights, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def rescale_residual_branches(blocks) -> None:
+    """Divide each block's output projections by ``sqrt(2 * layer)`` (I-JEPA ``fix_init_weight``)."""
+    with torch.no_grad():
+        for layer, blk in enumerate(blocks, start=1):
+            blk.attn.proj.weight.div_((2.0 * layer) ** 0.5)
+            blk.mlp.fc2.weight.div_((2.0 * layer) ** 0.5)

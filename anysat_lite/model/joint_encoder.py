@@ -1,0 +1,35 @@
+"""Joint transformer over the tokens of all modalities (plus a tile-level cls token).
+
+Input ``[B, P + M*K, D]``: prefix tokens (cls, and a MODIS token when present) followed by
+the ``K`` patch tokens of each of the ``M`` modalities, each already carrying its patch
+position code.  Plain pre-norm ViT blocks (LayerNorm eps 1e-6, as the official
+``AnyModule``) let every token see every modality and location.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .blocks import Block
+
+__all__ = ["JointEncoder"]
+
+
+class JointEncoder(nn.Module):
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path=()):
+        super().__init__()
+        rates = list(drop_path) or [0.0] * depth
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, norm_eps=1e-6, drop_path=r) for r in rates[:depth])
+
+    def forward(self, tokens: Tensor, prefix: Tensor | None = None) -> Tensor:
+        """``tokens [B, M*K, D]`` (+ ``prefix [B, p, D]``, e.g. MODIS) -> ``[B, 1 + p + M*K, D]``."""
+        B = tokens.shape[0]
+        parts = [self.cls_token.expand(B, -1, -1).to(tokens.dtype)]
+        if prefix is not None:
+            parts.append(prefix)
+        x = torch.cat(parts + [tokens], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return x

@@ -1,0 +1,71 @@
+"""Per-sensor projectors: raw pixels -> a map of sub-patch features ``[B, Hs, Ws, D]``.
+
+* :class:`ImageProjector` (single-date imagery): a convolution with kernel = stride =
+  ``subpatch_px`` (one output per sub-patch), then an MLP ``[D, 2D, D]``
+  (``Linear -> LayerNorm -> ReLU`` per layer).
+* :class:`SeriesProjector` (time series): a per-pixel :class:`~.ltae.LTAE`; each pixel is a
+  sub-patch.
+
+Which class a sensor gets is decided by its ``kind`` in the registry, never by its name.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..sensors import Sensor
+from .ltae import LTAE
+
+__all__ = ["ImageProjector", "SeriesProjector", "build_projector"]
+
+
+class ImageProjector(nn.Module):
+    """``[B, C, H, W] -> [B, H/px, W/px, D]`` with ``px = sensor.subpatch_px``."""
+
+    def __init__(self, sensor: Sensor, dim: int):
+        super().__init__()
+        self.sensor = sensor.name
+        px = sensor.subpatch_px
+        self.conv = nn.Conv2d(sensor.n_bands, dim, kernel_size=px, stride=px, bias=False)
+        widths = [dim, 2 * dim, dim]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, dates: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
+        return self.mlp(self.conv(x).permute(0, 2, 3, 1))
+
+
+class SeriesProjector(nn.Module):
+    """``[B, T, C, H, W]`` + ``dates [B, T]`` (+ ``valid [B, T]``) -> ``[B, H, W, D]``.
+
+    Dates flagged invalid get their values replaced by a learned pad value (official
+    behaviour) and are left out of the temporal attention.
+    """
+
+    def __init__(self, sensor: Sensor, dim: int, n_head: int = 16, d_k: int = 8, dropout: float | None = None):
+        super().__init__()
+        self.sensor = sensor.name
+        self.ltae = LTAE(sensor.n_bands, [dim // 8, dim // 2, dim, 2 * dim, dim], dim, n_head=n_head, d_k=d_k,
+                         period=sensor.doy_period, in_norm=sensor.in_norm,
+                         dropout=sensor.dropout if dropout is None else dropout,
+                         attn_dropout=0.1 if dropout is None else dropout)
+        self.pad_value = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        B, T, C, H, W = x.shape
+        if valid is not None:
+            x = torch.where(valid[:, :, None, None, None], x, self.pad_value.to(x.dtype))
+        pixels = x.permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
+        pix_dates = dates[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
+        pix_valid = None if valid is None else valid[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
+        return self.ltae(pixels, pix_dates, pix_valid).view(B, H, W, -1)
+
+
+def build_projector(sensor: Sensor, dim: int, ltae_heads: int = 16, ltae_dk: int = 8,
+                    dropout: float | None = None) -> nn.Module:
+    """Projector for ``sensor`` by its kind; ``dropout`` overrides the sensor's dropout rates."""
+    if sensor.is_series:
+        return SeriesProjector(sensor, dim, n_head=ltae_heads, d_k=ltae_dk, dropout=dropout)
+    return ImageProjector(sensor, dim)

@@ -1,0 +1,42 @@
+"""Dense (semantic segmentation) probe: a per-pixel linear layer on frozen ``output="dense"`` features.
+
+Features ``[N, Hs, Ws, F]`` are classified per cell; logits are bilinearly upsampled to the
+label grid ``[N, H, W]`` for the loss and the evaluation (mIoU at label resolution).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .linear import LinearProbe
+
+__all__ = ["train_segmentation_probe", "predict_segmentation"]
+
+
+def _logits(probe: LinearProbe, feats: Tensor, size) -> Tensor:
+    logits = probe(feats.float()).permute(0, 3, 1, 2)                    # [N, K, Hs, Ws]
+    if logits.shape[-2:] != tuple(size):
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits
+
+
+def train_segmentation_probe(feats: Tensor, labels: Tensor, num_classes: int, epochs: int = 60, lr: float = 1e-2,
+                             batch_size: int = 64, seed: int = 0) -> LinearProbe:
+    torch.manual_seed(seed)
+    flat = feats.reshape(-1, feats.shape[-1]).float()
+    probe = LinearProbe(flat.mean(0), flat.std(0).clamp_min(1e-6), num_classes)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
+    n = feats.shape[0]
+    for _ in range(epochs):
+        for i in torch.randperm(n).split(batch_size):
+            loss = F.cross_entropy(_logits(probe, feats[i], labels.shape[-2:]), labels[i].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def predict_segmentation(probe: LinearProbe, feats: Tensor, size) -> Tensor:
+    return _logits(probe, feats, size).argmax(1)

@@ -1,0 +1,148 @@
+"""Sensor registry: the facts AnySat needs about every sensor it can ingest.
+
+A sensor is either *single-date imagery* (``kind="image"``, input ``[B, C, H, W]``) or a
+*time series* (``kind="series"``, input ``[B, T, C, H, W]`` plus ``<name>_dates`` ``[B, T]``
+in day-of-year).  The tokenizer cuts every sensor into **sub-patches** of
+``subpatch_px`` pixels, i.e. ``subpatch_m = subpatch_px * gsd`` metres on the ground;
+a patch of ``P`` metres then holds ``(P / subpatch_m) ** 2`` sub-patches.
+
+The eleven sensors of the official AnySat release are registered at import time with
+the numbers of its configuration (``hubconf.get_default_config`` and the GeoPlex
+training configs).  Add your own with :func:`register_sensor`::
+
+    from anysat_lite import register_sensor
+    register_sensor("planetscope", gsd=3.0, bands=("B", "G", "R", "NIR"), kind="image",
+                    subpatch_px=10)   # 30 m sub-patches
+
+A model built afterwards (or ``model.add_sensor("planetscope")``) gets a projector for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "sensor_names"]
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """Static facts about one sensor.
+
+    Attributes:
+        name: key used in the input dict (``"s2"``, ``"aerial"``...).
+        gsd: ground sampling distance in metres per pixel.
+        bands: band names, in the order of the channel axis.
+        kind: ``"image"`` (single date, conv+MLP projector) or ``"series"`` (L-TAE projector).
+        subpatch_px: pixels per sub-patch side (image: conv kernel = stride; series: 1,
+            or the number of pixels pooled by ``reduce_scale`` semantics, see below).
+        doy_period: period ``T`` of the day-of-year sinusoidal encoding (series only).
+        in_norm: GroupNorm on the L-TAE input features (the official S2 projector uses it).
+        dropout: dropout inside the projector (official values: 0.0 for S2, 0.2 otherwise).
+        one_token_per_tile: the sensor is summarised by a single token for the whole tile
+            (MODIS at 250 m); it is exempt from the common-extent check.
+        description: free text shown in notebooks and errors.
+    """
+
+    name: str
+    gsd: float
+    bands: tuple[str, ...]
+    kind: Literal["image", "series"]
+    subpatch_px: int = 1
+    doy_period: int = 367
+    in_norm: bool = False
+    dropout: float = 0.2
+    one_token_per_tile: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "series"):
+            raise ValueError(f"sensor {self.name!r}: kind must be 'image' or 'series', got {self.kind!r}")
+        if self.gsd <= 0:
+            raise ValueError(f"sensor {self.name!r}: gsd must be > 0 metres, got {self.gsd}")
+        if self.subpatch_px < 1:
+            raise ValueError(f"sensor {self.name!r}: subpatch_px must be >= 1, got {self.subpatch_px}")
+        if not self.bands:
+            raise ValueError(f"sensor {self.name!r}: needs at least one band name")
+        if any(ch in self.name for ch in "._") or not self.name:
+            raise ValueError(f"sensor name {self.name!r} may not be empty or contain '.' or '_'")
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def is_series(self) -> bool:
+        return self.kind == "series"
+
+    @property
+    def subpatch_m(self) -> float:
+        """Side of one sub-patch on the ground, in metres."""
+        return self.subpatch_px * self.gsd
+
+    @property
+    def input_rank(self) -> int:
+        """Rank of the input tensor: 4 (``[B, C, H, W]``) or 5 (``[B, T, C, H, W]``)."""
+        return 5 if self.is_series else 4
+
+    @property
+    def layout(self) -> str:
+        return "[B, T, C, H, W]" if self.is_series else "[B, C, H, W]"
+
+
+SENSORS: dict[str, Sensor] = {}
+
+
+def register_sensor(name: str, gsd: float, bands, kind: str, *, overwrite: bool = False, **facts) -> Sensor:
+    """Register a sensor at run time and return it.
+
+    ``facts`` are the optional :class:`Sensor` fields (``subpatch_px``, ``doy_period``,
+    ``in_norm``, ``dropout``, ``one_token_per_tile``, ``description``).  Registering an
+    existing name raises unless ``overwrite=True``.
+    """
+    if name in SENSORS and not overwrite:
+        raise ValueError(f"sensor {name!r} is already registered (pass overwrite=True to replace it)")
+    sensor = Sensor(name=name, gsd=float(gsd), bands=tuple(bands), kind=kind, **facts)
+    SENSORS[name] = sensor
+    return sensor
+
+
+def get_sensor(name: str) -> Sensor:
+    try:
+        return SENSORS[name]
+    except KeyError:
+        raise KeyError(f"unknown sensor {name!r}; registered sensors: {', '.join(SENSORS)}") from None
+
+
+def sensor_names() -> list[str]:
+    return list(SENSORS)
+
+
+# --- the official AnySat sensors -------------------------------------------------------
+_S2 = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+_OFFICIAL = [
+    dict(name="aerial", gsd=0.2, bands=("R", "G", "B", "NIR"), kind="image", subpatch_px=10,
+         description="VHR aerial orthophoto (TreeSatAI, 0.2 m)"),
+    dict(name="aerial-flair", gsd=0.2, bands=("R", "G", "B", "NIR", "ELEV"), kind="image", subpatch_px=10,
+         description="FLAIR aerial orthophoto + elevation (0.2 m)"),
+    dict(name="spot", gsd=1.0, bands=("R", "G", "B"), kind="image", subpatch_px=10,
+         description="SPOT 6-7 pansharpened (PASTIS-HD, 1 m)"),
+    dict(name="naip", gsd=1.25, bands=("R", "G", "B", "NIR"), kind="image", subpatch_px=8,
+         description="NAIP aerial (S2NAIP, 1.25 m)"),
+    dict(name="s2", gsd=10.0, bands=_S2, kind="series", in_norm=True, dropout=0.0,
+         description="Sentinel-2 L2A time series (10 m)"),
+    dict(name="s1-asc", gsd=10.0, bands=("VV", "VH"), kind="series",
+         description="Sentinel-1 ascending-orbit backscatter time series (10 m)"),
+    dict(name="s1", gsd=10.0, bands=("VV", "VH", "VV/VH"), kind="series",
+         description="Sentinel-1 backscatter with VV/VH ratio (10 m)"),
+    dict(name="alos", gsd=30.0, bands=("HH", "HV", "HH/HV"), kind="series",
+         description="ALOS-2 PALSAR-2 time series (30 m)"),
+    dict(name="l7", gsd=30.0, bands=("B1", "B2", "B3", "B4", "B5", "B7"), kind="series",
+         description="Landsat 7 time series (30 m)"),
+    dict(name="l8", gsd=10.0, bands=tuple(f"B{i}" for i in range(1, 12)), kind="series", doy_period=366,
+         description="Landsat 8 time series resampled to 10 m"),
+    dict(name="modis", gsd=250.0, bands=tuple(f"B{i}" for i in range(1, 8)), kind="series",
+         one_token_per_tile=True, description="MODIS time series (250 m), one token per tile"),
+]
+for _facts in _OFFICIAL:
+    register_sensor(**_facts)
+OFFICIAL_SENSORS: tuple[str, ...] = tuple(f["name"] for f in _OFFICIAL)

@@ -1,0 +1,80 @@
+"""Metrics log (CSV + JSON lines) and the training-curve figure."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["MetricLog", "read_metrics", "plot_metrics"]
+
+
+class MetricLog:
+    """Appends one row per logged step to ``metrics.csv`` and ``metrics.jsonl`` in ``folder``.
+
+    ``resume_step`` drops rows logged after that step (a run killed after its last checkpoint).
+    """
+
+    FIELDS = ("step", "loss", "jepa_loss", "contrastive_loss", "lr", "wd", "momentum", "std", "erank", "cos",
+              "dataset", "patch_size", "seconds")
+
+    def __init__(self, folder: str | Path, resume_step: int | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv, self.jsonl = self.folder / "metrics.csv", self.folder / "metrics.jsonl"
+        if resume_step is None:
+            for p in (self.csv, self.jsonl):
+                p.unlink(missing_ok=True)
+        else:
+            rows = [r for r in read_metrics(self.folder) if int(r["step"]) <= resume_step]
+            self.csv.unlink(missing_ok=True)
+            self.jsonl.unlink(missing_ok=True)
+            for r in rows:
+                self.write(r)
+
+    def write(self, row: Mapping) -> None:
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps({k: v for k, v in row.items() if k in self.FIELDS}) + "\n")
+
+
+def read_metrics(folder: str | Path) -> list[dict]:
+    p = Path(folder) / "metrics.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(folder: str | Path, out: str | Path | None = None):
+    """Loss terms and collapse monitors against step; saved to ``training_curves.png``."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(folder)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    if rows:
+        step = [r["step"] for r in rows]
+        for key, ax in (("jepa_loss", axes[0]), ("contrastive_loss", axes[1])):
+            ax.plot(step, [r[key] for r in rows])
+            ax.set_title(key.replace("_", " "))
+        mon = [r for r in rows if r.get("std") not in (None, "")]
+        if mon:
+            axes[2].plot([r["step"] for r in mon], [r["std"] for r in mon], label="target std / dim")
+            axes[2].plot([r["step"] for r in mon], [r["cos"] for r in mon], label="tile cosine sim.")
+            axes[2].legend(fontsize=8)
+            axes[3].plot([r["step"] for r in mon], [r["erank"] for r in mon])
+        axes[2].set_title("collapse monitors")
+        axes[3].set_title("effective rank of targets")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    out = Path(out) if out else Path(folder) / "training_curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,71 @@
+"""The validator, one error path at a time: each message names the sensor, the expected and the received value."""
+import pytest
+import torch
+
+from anysat_lite.data.contract import SampleError, check_patch_size, validate_sample
+
+
+def good(B=2, T=3):
+    return {"aerial": torch.rand(B, 4, 300, 300), "s2": torch.rand(B, T, 10, 6, 6),
+            "s2_dates": torch.randint(1, 366, (B, T))}
+
+
+def test_valid_sample_info():
+    info = validate_sample(good())
+    assert info.batch == 2 and info.extent_m == (60.0, 60.0) and info.sensors == ["aerial", "s2"]
+    assert info.n_dates == {"s2": 3}
+
+
+def test_non_square_tiles_are_accepted():
+    x = {"s2": torch.rand(1, 2, 10, 6, 12), "s2_dates": torch.tensor([[10, 20]]), "aerial": torch.rand(1, 4, 300, 600)}
+    assert validate_sample(x).extent_m == (60.0, 120.0)
+    assert check_patch_size(30, (60.0, 120.0)) == (2, 4)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda x: x.update(foo=torch.rand(2, 3)), r"'foo': unknown sensor 'foo'; known sensors: aerial"),
+    (lambda x: x.update(s2_extra=torch.rand(2, 3)), r"'s2_extra': unknown suffix 'extra'"),
+    (lambda x: x.update(aerial=[1, 2]), r"'aerial': expected a torch.Tensor, got list"),
+    (lambda x: x.update(s2_dates=torch.randint(1, 366, (3, 3))), r"'s2_dates': batch size 3 differs from the batch size 2"),
+    (lambda x: x.update(aerial=torch.rand(2, 1, 4, 300, 300)), r"aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[2, 1, 4, 300, 300\]"),
+    (lambda x: x.update(s2=torch.rand(2, 10, 6, 6)), r"s2: expected a 5-D tensor \[B, T, C, H, W\] \(series\), got shape \[2, 10, 6, 6\]"),
+    (lambda x: x.update(aerial=torch.rand(2, 3, 300, 300)), r"aerial: expected 4 bands \(R, G, B, NIR\) on axis 1 of \[B, C, H, W\], got 3"),
+    (lambda x: x.update(s2=torch.rand(2, 3, 4, 6, 6)), r"s2: expected 10 bands \(B2, .*B12\) on axis 2 of \[B, T, C, H, W\], got 4"),
+    (lambda x: x.update(aerial=torch.randint(0, 9, (2, 4, 300, 300))), r"aerial: expected a floating-point tensor, got dtype torch.int64"),
+    (lambda x: x.update(aerial=torch.rand(2, 4, 305, 300)), r"aerial: height and width must be multiples of its 10-pixel sub-patch \(2 m at 0.2 m GSD\), got 305x300"),
+    (lambda x: x["aerial"].__setitem__((0, 0, 0, 0), float("nan")), r"aerial: 1 non-finite values"),
+    (lambda x: x.pop("s2_dates"), r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found"),
+    (lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))), r"s2_dates: expected shape \[B, T\] = \[2, 3\], got \[2, 4\]"),
+    (lambda x: x.update(s2_dates=torch.tensor([[1, 2, 400], [1, 2, 3]])), r"s2_dates: day-of-year must lie in \[0, 366\], got values in \[1, 400\]"),
+    (lambda x: x.update(s2_dates=torch.tensor([[1.5, 2, 3], [1, 2, 3]])), r"s2_dates: dates must be whole days-of-year"),
+    (lambda x: x.update(s2_mask=torch.ones(2, 5, dtype=torch.bool)), r"s2_mask: expected shape \[B, T\] = \[2, 3\] \(True = valid date\), got \[2, 5\]"),
+    (lambda x: x.update(s2_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])), r"s2_mask: every sample needs at least one valid date"),
+    (lambda x: x.update(aerial_dates=torch.ones(2, 3)), r"aerial: single-date sensor takes no 'aerial_dates'"),
+    (lambda x: x.update(s1_dates=torch.ones(2, 3)), r"'s1_dates' given without the 's1' tensor itself"),
+    (lambda x: x.update(s2=torch.rand(2, 3, 10, 5, 5)), r"s2: ground extent 50 x 50 m \(pixels x GSD\) differs from aerial's 60 x 60 m; .* \(expected s2 to be 6 x 6 px at 10 m GSD\)"),
+])
+def test_each_error_path(mutate, match):
+    x = good()
+    mutate(x)
+    with pytest.raises(SampleError, match=match):
+        validate_sample(x)
+
+
+def test_empty_and_only_suffix_samples():
+    with pytest.raises(SampleError, match="non-empty dict"):
+        validate_sample({})
+    with pytest.raises(SampleError, match="no sensor tensor"):
+        validate_sample({"s2_dates": torch.ones(1, 2)})
+
+
+def test_modis_is_exempt_from_the_extent_check():
+    x = good()
+    x.update(modis=torch.rand(2, 4, 7, 1, 1), modis_dates=torch.randint(1, 366, (2, 4)))
+    assert validate_sample(x).extent_m == (60.0, 60.0)
+
+
+@pytest.mark.parametrize("P, match", [(15, "positive multiple of 10 m, got 15"), (0, "got 0"), ("20", "got '20'"),
+                                      (40, "patch size 40 m does not divide the tile of 60 x 60 m")])
+def test_patch_size_errors(P, match):
+    with pytest.raises(SampleError, match=match):
+        check_patch_size(P, (60.0, 60.0))

@@ -1,0 +1,114 @@
+"""EMA, losses, monitors, predictor and one JEPA step."""
+import math
+
+import pytest
+import torch
+
+from anysat_lite.config import get_config
+from anysat_lite.jepa import JEPA, MultiBlockMaskSampler, Predictor, collapse_monitors, ema_update, make_target
+from anysat_lite.jepa.losses import latent_loss, mil_nce
+from anysat_lite.jepa.ema import momentum_at
+
+
+def test_momentum_schedule():
+    assert momentum_at(0, 100) == pytest.approx(0.996)
+    assert momentum_at(50, 100) == pytest.approx(0.998)
+    assert momentum_at(100, 100) == pytest.approx(1.0) and momentum_at(200, 100) == pytest.approx(1.0)
+
+
+def test_ema_update_math():
+    online = torch.nn.Linear(3, 2)
+    target = make_target(online)
+    assert not any(p.requires_grad for p in target.parameters())
+    before = target.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema_update(target, online, 0.9)
+    torch.testing.assert_close(target.weight, 0.9 * before + 0.1 * online.weight)
+
+
+def _naive_milnce(tokens, tau):
+    B, M, N, D = tokens.shape
+    z = torch.nn.functional.normalize(tokens, dim=-1)
+    total, count = 0.0, 0
+    for m in range(M):
+        for b in range(B):
+            for n in range(N):
+                a = z[b, m, n]
+                allowed = [(m2, b2, n2) for m2 in range(M) for b2 in range(B) for n2 in range(N) if (m2, b2) != (m, b)]
+                pos = [(m2, b, n) for m2 in range(M) if m2 != m]
+                s = lambda k: (a @ z[k[1], k[0], k[2]] / tau).exp()  # noqa: E731
+                total += -math.log(sum(s(k) for k in pos) / sum(s(k) for k in allowed))
+                count += 1
+    return total / count
+
+
+def test_mil_nce_matches_a_hand_written_loop():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 3, 4, 5)
+    assert mil_nce(tokens, 0.1).item() == pytest.approx(_naive_milnce(tokens, 0.1), rel=1e-4)
+    assert mil_nce(tokens[:, :1], 0.1).item() == 0.0
+
+
+def test_latent_loss_is_smooth_l1():
+    a, b = torch.zeros(4), torch.tensor([0.5, -0.5, 2.0, -3.0])
+    assert latent_loss(a, b).item() == pytest.approx((0.125 + 0.125 + 1.5 + 2.5) / 4)
+
+
+def test_monitors_detect_collapse():
+    torch.manual_seed(0)
+    healthy = collapse_monitors(torch.randn(8, 9, 16), torch.randn(8, 16))
+    dead = collapse_monitors(torch.ones(8, 9, 16) + 1e-6 * torch.randn(8, 9, 16), torch.ones(8, 16))
+    assert healthy["std"] > 0.9 and healthy["erank"] > 10 and abs(healthy["cos"]) < 0.3
+    assert dead["std"] < 1e-3 and dead["cos"] > 0.999
+
+
+def test_predictor_shapes_and_positions_matter():
+    torch.manual_seed(0)
+    p = Predictor(32, depth=2, num_heads=4)
+    ctx = torch.randn(2, 5, 32)
+    pos = torch.randn(9, 32)
+    cidx = torch.tensor([[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]])
+    t1, t2 = torch.tensor([[5, 6], [0, 1]]), torch.tensor([[7, 8], [2, 3]])
+    out = p(ctx, pos, cidx, [t1, t2])
+    assert out.shape == (2, 2, 2, 32)
+    assert not torch.allclose(out[0], out[1])     # different target positions -> different predictions
+
+
+def _tiny_batch(B=4):
+    return {"aerial": torch.randn(B, 4, 200, 200), "s2": torch.randn(B, 4, 10, 4, 4),
+            "s2_dates": torch.randint(1, 366, (B, 4)), "s1-asc": torch.randn(B, 4, 2, 4, 4),
+            "s1-asc_dates": torch.randint(1, 366, (B, 4)), "label": torch.zeros(B)}
+
+
+def test_one_jepa_step_trains_only_online_parameters():
+    cfg = get_config("cpu-demo")
+    torch.manual_seed(0)
+    model = JEPA(cfg, sensors=["aerial", "s2", "s1-asc"])
+    x = _tiny_batch()
+    masks = MultiBlockMaskSampler()(4, (4, 4), torch.Generator().manual_seed(0))
+    gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
+    out = model(x, 10, masks, gens, monitor=True)
+    assert set(out) >= {"loss", "jepa_loss", "contrastive_loss", "std", "erank", "cos"}
+    assert out["loss"].item() == pytest.approx(out["jepa_loss"].item() + out["contrastive_loss"].item(), rel=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.target.parameters())
+    assert model.modality_token.grad is not None and model.predictor.mask_token.grad is not None
+    assert model.encoder.projectors["aerial"].conv.weight.grad is not None
+    before = [p.clone() for p in model.target.parameters()]
+    model.update_target(0.5)
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.target.parameters()))
+    assert not changed  # online == target at init, EMA keeps it
+    with torch.no_grad():
+        model.encoder.joint.cls_token.add_(1.0)
+    model.update_target(0.5)
+    torch.testing.assert_close(model.target.joint.cls_token, model.encoder.joint.cls_token - 0.5)
+
+
+def test_contrastive_can_be_switched_off():
+    cfg = get_config("cpu-demo", ["jepa.contrastive=false"])
+    model = JEPA(cfg, sensors=["aerial", "s2", "s1-asc"])
+    masks = MultiBlockMaskSampler()(4, (4, 4), torch.Generator().manual_seed(0))
+    gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
+    out = model(_tiny_batch(), 10, masks, gens)
+    assert out["contrastive_loss"].item() == 0.0 and out["loss"].item() == out["jepa_loss"].item()

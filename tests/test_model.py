@@ -1,0 +1,185 @@
+"""Shapes and contracts of every output mode and sensor, plus what the official code cannot do."""
+import pytest
+import torch
+
+from anysat_lite.config import model_config
+from anysat_lite.data.contract import SampleError
+from anysat_lite.model import AnySat
+from anysat_lite.model.tokenizer import group_subpatches, subpatch_layout, ungroup_subpatches
+from anysat_lite.sensors import SENSORS, register_sensor
+
+D = 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return AnySat(model_config("nano")).eval()
+
+
+def sample_for(names, extent=60, B=2, T=3):
+    """A random valid sample of ``names`` covering ``extent`` metres."""
+    x = {}
+    for n in names:
+        s = SENSORS[n]
+        if s.one_token_per_tile:
+            hw = (1, 1)
+        else:
+            hw = (int(round(extent / s.gsd)),) * 2 if isinstance(extent, int) else tuple(int(round(e / s.gsd)) for e in extent)
+        if s.is_series:
+            x[n] = torch.randn(B, T, s.n_bands, *hw)
+            x[f"{n}_dates"] = torch.randint(1, 360, (B, T))
+        else:
+            x[n] = torch.randn(B, s.n_bands, *hw)
+    return x
+
+
+SPATIAL = [n for n in SENSORS if not SENSORS[n].one_token_per_tile and n in
+           ("aerial", "aerial-flair", "spot", "naip", "s2", "s1-asc", "s1", "alos", "l7", "l8")]
+
+
+@pytest.mark.parametrize("sensor", SPATIAL)
+def test_every_output_mode_for_every_sensor(model, sensor):
+    x = sample_for([sensor], extent=60)
+    g = {"aerial": 15, "aerial-flair": 15, "alos": 1, "l7": 1}.get(sensor, 3)  # sub-patches per 30 m patch side
+    with torch.no_grad():
+        assert model(x, 30, "tile").shape == (2, D)
+        assert model(x, 30, "patch").shape == (2, 2, 2, D)
+        assert model(x, 30, "all").shape == (2, 1 + 4, D)
+        assert model(x, 30, "dense").shape == (2, 2 * g, 2 * g, 2 * D)
+
+
+def test_patch_and_all_agree_and_dense_repeats_fused_tokens(model):
+    x = sample_for(["aerial", "s2", "s1-asc"])
+    with torch.no_grad():
+        all_ = model(x, 20, "all")
+        patch = model(x, 20, "patch")
+        dense = model(x, 20, "dense", output_modality="s2")
+    torch.testing.assert_close(all_[:, 1:].reshape(2, 3, 3, D), patch)
+    torch.testing.assert_close(all_[:, 0], model(x, 20, "tile"))
+    assert dense.shape == (2, 6, 6, 2 * D)
+    # first half of each dense vector is its patch's fused token
+    torch.testing.assert_close(dense[:, 0:2, 0:2, :D], patch[:, :1, :1].expand(-1, 2, 2, -1))
+
+
+def test_non_square_tiles(model):
+    x = sample_for(["aerial", "s2"], extent=(60, 120))
+    with torch.no_grad():
+        assert model(x, 30, "patch").shape == (2, 2, 4, D)
+        assert model(x, 20, "dense", output_modality="aerial").shape == (2, 30, 60, 2 * D)
+
+
+def test_time_series_with_a_single_date(model):
+    x = sample_for(["s2", "s1-asc"], T=1)
+    with torch.no_grad():
+        out = model(x, 20, "patch")
+    assert out.shape == (2, 3, 3, D) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("P, grid", [(10, 12), (20, 6), (30, 4), (40, 3), (60, 2), (120, 1)])
+def test_30m_sensors_at_any_patch_size(model, P, grid):
+    """Official code: crashes for l7/alos; here 30 m maps are repeated onto 10 m when P is not a multiple of 30."""
+    x = sample_for(["s2", "l7", "alos"], extent=120)
+    with torch.no_grad():
+        out = model(x, P, "patch")
+    assert out.shape == (2, grid, grid, D) and torch.isfinite(out).all()
+
+
+def test_30m_sensor_alone_with_a_patch_larger_than_its_tile_sub_patch(model):
+    x = sample_for(["l7"], extent=60)   # 2 x 2 px
+    with torch.no_grad():
+        assert model(x, 60, "patch").shape == (2, 1, 1, D)
+        assert model(x, 60, "dense").shape == (2, 2, 2, 2 * D)
+        assert model(x, 20, "patch").shape == (2, 3, 3, D)
+
+
+def test_modis_adds_one_token_per_tile(model):
+    x = sample_for(["s2", "modis"])
+    with torch.no_grad():
+        with_modis = model(x, 20, "all")
+        without = model({k: v for k, v in x.items() if not k.startswith("modis")}, 20, "all")
+    assert with_modis.shape == without.shape == (2, 10, D)
+    assert not torch.allclose(with_modis, without)
+    with pytest.raises(SampleError, match="no dense output"):
+        model(x, 20, "dense", output_modality="modis")
+    with pytest.raises(SampleError, match="only one-token-per-tile sensors"):
+        model({k: v for k, v in x.items() if k.startswith("modis")}, 20)
+
+
+def test_clear_errors(model):
+    x = sample_for(["aerial", "s2"])
+    with pytest.raises(SampleError, match="positive multiple of 10 m, got 25"):
+        model(x, 25)
+    with pytest.raises(SampleError, match="patch size 40 m does not divide the tile of 60 x 60 m"):
+        model(x, 40)
+    with pytest.raises(ValueError, match="output must be one of"):
+        model(x, 20, output="pixels")
+    with pytest.raises(SampleError, match="output_modality 'spot' is not in the sample"):
+        model(x, 20, "dense", output_modality="spot")
+    small = AnySat(model_config("nano"), sensors=["s2"])
+    with pytest.raises(SampleError, match="no projector for sensor 'aerial'.*add_sensor"):
+        small(x, 20)
+
+
+def test_sensor_registered_at_run_time_gets_a_projector():
+    register_sensor("hyper", gsd=5.0, bands=tuple(f"b{i}" for i in range(6)), kind="image", subpatch_px=2)
+    register_sensor("ndvi-ts", gsd=15.0, bands=("NDVI",), kind="series")
+    try:
+        m = AnySat(model_config("nano"), sensors=["s2"]).eval()
+        m.add_sensor("hyper")
+        m.add_sensor("ndvi-ts")
+        assert type(m.projectors["hyper"]).__name__ == "ImageProjector"
+        assert m.projectors["hyper"].conv.weight.shape == (D, 6, 2, 2)
+        assert type(m.projectors["ndvi-ts"]).__name__ == "SeriesProjector"
+        x = sample_for(["s2", "hyper", "ndvi-ts"], extent=60)
+        with torch.no_grad():
+            assert m(x, 30, "patch").shape == (2, 2, 2, D)
+            assert m(x, 30, "dense", output_modality="hyper").shape == (2, 6, 6, 2 * D)
+            assert m(x, 30, "dense", output_modality="ndvi-ts").shape == (2, 4, 4, 2 * D)
+        with pytest.raises(SampleError, match="ndvi-ts: patch size 20 m is not a multiple of its 15 m sub-patch"):
+            m(x, 20)
+    finally:
+        SENSORS.pop("hyper")
+        SENSORS.pop("ndvi-ts")
+
+
+def test_date_mask_excludes_dates(model):
+    x = sample_for(["s2"], T=4)
+    m = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    y = dict(x)
+    y["s2"] = x["s2"].clone()
+    y["s2"][0, 2:] = 1e3   # garbage on the masked dates must not matter
+    with torch.no_grad():
+        a = model({**x, "s2_mask": m}, 20)
+        b = model({**y, "s2_mask": m}, 20)
+    torch.testing.assert_close(a, b)
+
+
+def test_subpatch_orders():
+    s = SENSORS["aerial"]
+    fmap = torch.arange(30 * 30).float().view(1, 30, 30, 1)
+    geo = subpatch_layout(s, 20, "geometric")
+    off = subpatch_layout(s, 20, "official")
+    assert (geo.g, geo.cell, off.cell) == (10, 1, 5)
+    torch.testing.assert_close(ungroup_subpatches(group_subpatches(fmap, geo), geo), fmap)
+    seq = group_subpatches(fmap, off)[0, 0, 0, :, 0]
+    # official order: first the 5 x 5 sub-patches of the top-left 10 m cell, row-major
+    assert seq[:6].tolist() == [0, 1, 2, 3, 4, 30]
+    assert seq[25].item() == 5  # then the next 10 m cell
+    assert subpatch_layout(SENSORS["s2"], 30, "official").cell == 1
+
+
+def test_float_patch_size_and_batch_of_one(model):
+    x = sample_for(["s2"], B=1)
+    with torch.no_grad():
+        assert model(x, 20.0, "patch").shape == (1, 3, 3, D)
+
+
+def test_gradients_reach_every_used_module():
+    m = AnySat(model_config("nano"), sensors=["aerial", "s2"])
+    x = sample_for(["aerial", "s2"])
+    m(x, 20, "patch").sum().backward()
+    for name, p in m.named_parameters():
+        if "fusion.attn.rpe" in name or name.endswith("pad_value"):
+            continue
+        assert p.grad is not None, name

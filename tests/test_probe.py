@@ -1,0 +1,89 @@
+"""Metrics against hand-computed values, probes end to end, the probe report and the embed command."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from anysat_lite.probe.knn import knn_predict
+from anysat_lite.probe.linear import train_linear
+from anysat_lite.probe.metrics import confusion_matrix, f1_scores, mean_iou, multilabel_f1, overall_accuracy
+from anysat_lite.probe.segmentation import predict_segmentation, train_segmentation_probe
+
+
+def test_confusion_accuracy_f1_by_hand():
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    p = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert confusion_matrix(p, y, 3).tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert overall_accuracy(p, y) == pytest.approx(4 / 6)
+    # class 0: P=1, R=2/3 -> F1 0.8; class 1: P=1/2, R=1/2 -> 0.5; class 2: P=1/2, R=1 -> 2/3
+    f = f1_scores(p, y, 3)
+    assert f["macro"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert f["weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    # a class absent from both targets and predictions does not count in the macro average
+    assert f1_scores(p, y, 5)["macro"] == pytest.approx(f["macro"])
+
+
+def test_multilabel_f1_by_hand():
+    t = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    p = torch.tensor([[1, 1, 0], [0, 1, 0]], dtype=torch.bool)
+    # TP=2 (s0c0, s1c1), FP=1 (s0c1), FN=1 (s0c2): micro F1 = 4/6; per class: c0 1, c1 2/3, c2 0
+    r = multilabel_f1(p, t)
+    assert r["micro"] == pytest.approx(4 / 6) and r["macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_miou_by_hand():
+    t = torch.tensor([[0, 0], [1, 1]])
+    p = torch.tensor([[0, 1], [1, 1]])
+    # class 0: TP 1, FP 0, FN 1 -> 1/2 ; class 1: TP 2, FP 1, FN 0 -> 2/3
+    assert mean_iou(p, t, 2) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert mean_iou(p, t, 4) == pytest.approx((0.5 + 2 / 3) / 2)       # absent classes ignored
+    # ignoring the one wrong pixel leaves a perfect prediction
+    assert mean_iou(p, torch.tensor([[0, 255], [1, 1]]), 2, ignore_index=255) == pytest.approx(1.0)
+
+
+def _blobs(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 8, generator=g) * 0.3 + torch.nn.functional.one_hot(y, 8).float() * 3
+    return x, y
+
+
+def test_linear_and_knn_probes_learn():
+    x, y = _blobs()
+    probe = train_linear(x[:40], y[:40], 3, epochs=100)
+    assert overall_accuracy(probe(x[40:]).argmax(1), y[40:]) == 1.0
+    assert overall_accuracy(knn_predict(x[:40], y[:40], x[40:], 3, k=5), y[40:]) == 1.0
+    ml = torch.nn.functional.one_hot(y, 3).bool()
+    mp = train_linear(x[:40], ml[:40], 3, multilabel=True, epochs=200)
+    assert multilabel_f1(mp(x[40:]) > 0, ml[40:])["micro"] == 1.0
+
+
+def test_segmentation_probe_learns_a_dense_rule():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(20, 4, 4, 6, generator=g)
+    labels = (feats[..., 0] > 0).long().repeat_interleave(2, 1).repeat_interleave(2, 2)   # label grid 8 x 8
+    probe = train_segmentation_probe(feats[:15], labels[:15], 2, epochs=40)
+    pred = predict_segmentation(probe, feats[15:], (8, 8))
+    assert pred.shape == (5, 8, 8) and mean_iou(pred, labels[15:], 2) > 0.6
+
+
+def test_run_probe_end_to_end(tmp_path):
+    from anysat_lite.config import get_config
+    from anysat_lite.probe import run_probe
+
+    cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]",
+                                  "probe.modality_sets=[[all], [s2]]", "probe.linear_epochs=10", "probe.seg_epochs=2",
+                                  "probe.finetune_epochs=1"])
+    report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
+    methods = {(r["encoder"], r["modalities"], r["method"], r["metric"]) for r in report["results"]}
+    assert ("random-init", "aerial+s2+s1-asc", "linear", "OA") in methods
+    assert ("raw-pixels", "s2", "kNN", "OA") in methods
+    assert ("random-init", "aerial+s2+s1-asc", "segmentation (aerial)", "mIoU") in methods
+    assert ("random-init", "aerial+s2+s1-asc", "fine-tune", "OA") in methods
+    assert all(0.0 <= r["value"] <= 1.0 for r in report["results"])
+    saved = json.loads((tmp_path / "probe_results.json").read_text())
+    assert saved["splits"]["test"] == 6 and saved["seeds"]["probe"] == 0
+    assert "| patch (m) |" in (tmp_path / "probe_results.md").read_text()
+    assert (tmp_path / "probe_results.png").stat().st_size > 5000
