@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import yaml
 
 __all__ = ["ModelConfig", "DataConfig", "JEPAConfig", "TrainConfig", "ProbeConfig", "Config", "MODEL_SIZES",
-           "PRESETS", "model_config", "get_config", "load_config", "apply_overrides", "config_to_dict",
+           "PRESETS", "SMOKE_OVERRIDES", "model_config", "get_config", "load_config", "apply_overrides", "config_to_dict",
            "config_from_dict"]
 
 
@@ -74,7 +74,6 @@ class DataConfig:
     tile_m: int = 60               # synthetic tiles: side in metres
     n_tiles: int = 384             # synthetic tiles generated (train + val + test)
     n_dates: int = 12              # synthetic time-series length
-    aerial_gsd_factor: int = 1     # synthetic aerial: keep 1 px in N (1 = native 0.2 m)
     seed: int = 0
     cache_dir: str | None = None   # default: ~/.cache/anysat_lite
     num_workers: int = 0
@@ -152,10 +151,10 @@ def _cpu_demo() -> Config:
     return Config(
         name="cpu-demo",
         model=model_config("nano", subpatch_order="geometric"),
-        data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20, 30])], tile_m=60, n_tiles=384,
-                        n_dates=12, aerial_gsd_factor=5),
+        data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20, 30])], tile_m=60, n_tiles=768,
+                        n_dates=12),
         jepa=JEPAConfig(predictor_depth=2, predictor_heads=4),
-        train=TrainConfig(steps=300, batch_size=16, lr=1e-3, min_lr=1e-5, warmup_steps=30, weight_decay=0.04,
+        train=TrainConfig(steps=300, batch_size=16, lr=3e-4, min_lr=1e-6, warmup_steps=30, weight_decay=0.04,
                           final_weight_decay=0.04, out_dir="runs/cpu-demo", ckpt_every=100),
         probe=ProbeConfig(patch_sizes=[20], modality_sets=[["all"], ["s2"], ["s1-asc"], ["aerial"]]),
     )
@@ -166,10 +165,15 @@ def _sized(name: str, size: str, **train) -> Config:
     cfg.name = name
     cfg.model = model_config(size, subpatch_order="geometric")
     cfg.jepa = JEPAConfig()
-    cfg.data.aerial_gsd_factor = 1
     cfg.train = dataclasses.replace(cfg.train, out_dir=f"runs/{name}", **train)
     return cfg
 
+
+# Tiny sizes for CI, notebook smoke runs and tests: seconds instead of minutes.
+SMOKE_OVERRIDES = ["data.n_tiles=32", "data.tile_m=40", "data.n_dates=6",
+                   "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]", "train.batch_size=8",
+                   "train.warmup_steps=2", "train.log_every=1", "probe.patch_sizes=[20]", "probe.linear_epochs=20",
+                   "probe.seg_epochs=3"]
 
 PRESETS = {
     "cpu-demo": _cpu_demo,

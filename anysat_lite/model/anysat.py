@@ -125,24 +125,24 @@ class AnySat(nn.Module):
         keep = set(keep_subpatches)
         P = int(patch_size)
         # Group sensors whose patches have the same sub-patch grid: one encoder pass per group.
-        groups: dict[tuple[int, float], list[tuple[str, Tensor, SubPatchLayout | None]]] = {}
+        groups: dict[tuple[int, float, bool], list[tuple[str, Tensor, SubPatchLayout | None]]] = {}
         for name in names:
             s = self.sensors[name]
             valid = x.get(f"{name}_mask")
             fmap = self.projectors[name](x[name], x.get(f"{name}_dates"), None if valid is None else valid.bool())
             if s.one_token_per_tile:
                 seq, layout = fmap.mean(dim=(1, 2))[:, None, :], None
-                key = (1, s.subpatch_m)
+                key = (1, s.subpatch_m, False)
             else:
                 layout = subpatch_layout(s, P, self.config.subpatch_order)
                 seq = group_subpatches(fmap, layout)                       # [B, h, w, g*g, D]
-                key = (layout.g, layout.spacing_m)
+                key = (layout.g, layout.spacing_m, name in keep)
             groups.setdefault(key, []).append((name, seq, layout))
         patch_tokens: dict[str, Tensor] = {}
         subpatches: dict[str, tuple[Tensor, SubPatchLayout]] = {}
-        for (g, spacing), members in groups.items():
+        for (g, spacing, keep_subs), members in groups.items():
             flat = torch.cat([seq.reshape(-1, g * g, self.embed_dim) for _, seq, _ in members])
-            cls, subs = self.subpatch_encoder(flat, g, spacing)
+            cls, subs = self.subpatch_encoder(flat, g, spacing, keep_subpatches=keep_subs)
             start = 0
             for name, seq, layout in members:
                 n = seq.numel() // (g * g * self.embed_dim)

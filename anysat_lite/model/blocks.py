@@ -13,7 +13,22 @@ from torch import Tensor, nn
 
 from .irpe import ContextualRPE
 
-__all__ = ["DropPath", "MLP", "SelfAttention", "Block"]
+__all__ = ["DropPath", "MLP", "SelfAttention", "Block", "attention"]
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` for ``[B, H, L, d]`` tensors.
+
+    SDPA handles the common case; when the bias needs a gradient (the iRPE table is being
+    trained) PyTorch falls back to a generic path, and the explicit form below is faster.
+    """
+    if bias is None or not bias.requires_grad:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5).add_(bias)
+    weights = scores.softmax(dim=-1)
+    if dropout > 0:
+        weights = F.dropout(weights, dropout)
+    return torch.matmul(weights, v)
 
 
 class DropPath(nn.Module):
@@ -73,13 +88,32 @@ class SelfAttention(nn.Module):
             if buckets is None:
                 raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
             bias = self.rpe(q * self.scale, buckets).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                             dropout_p=self.attn_drop if self.training else 0.0)
+        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, D)))
+
+    def forward_first(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
+        """Attention output of token 0 only, ``[B, L, D] -> [B, 1, D]`` (queries of the others are skipped)."""
+        B, L, D = x.shape
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, :1], w[:D], None if b is None else b[:D]).view(B, 1, self.num_heads, self.head_dim)
+        k, v = F.linear(x, w[D:], None if b is None else b[D:]).view(B, L, 2, self.num_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4)
+        q = q.transpose(1, 2)
+        bias = None
+        if self.rpe is not None:
+            if buckets is None:
+                raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
+            bias = self.rpe(q * self.scale, buckets[..., :1, :]).to(q.dtype)
+        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, 1, D)))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block ``[B, L, D] -> [B, L, D]``."""
+    """Pre-norm transformer block ``[B, L, D] -> [B, L, D]``.
+
+    :meth:`forward_first` computes the same block for the first token only (keys and values
+    still come from every token): enough when a stack's last block only feeds a cls output.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  norm_eps: float = 1e-6, drop_path: float = 0.0, attn_drop: float = 0.0, rpe: bool = False):
@@ -93,6 +127,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), buckets))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_first(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
+        """``[B, L, D] -> [B, 1, D]``: the block's output at token 0 only."""
+        x0 = x[:, :1] + self.drop_path(self.attn.forward_first(self.norm1(x), buckets))
+        return x0 + self.drop_path(self.mlp(self.norm2(x0)))
 
 
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:

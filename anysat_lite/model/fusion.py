@@ -10,10 +10,9 @@ attention), then a residual MLP follows.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import MLP, DropPath
+from .blocks import MLP, DropPath, attention
 from .irpe import ContextualRPE, add_prefix, euclidean_buckets
 
 __all__ = ["FusionBlock", "fusion_buckets"]
@@ -44,7 +43,7 @@ class FusionAttention(nn.Module):
         k = self.wk(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         bias = self.rpe(q, buckets).to(q.dtype)  # contextual on the *unscaled* queries (official)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, Lq, D)
+        out = attention(q, k, v, bias).transpose(1, 2).reshape(B, Lq, D)
         if n_prefix > 1:
             out = torch.cat([out[:, :1], out[:, n_prefix:]], dim=1)
         return self.proj(out)

@@ -11,6 +11,7 @@ Which class a sensor gets is decided by its ``kind`` in the registry, never by i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..sensors import Sensor
@@ -34,7 +35,12 @@ class ImageProjector(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, dates: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
-        return self.mlp(self.conv(x).permute(0, 2, 3, 1))
+        # kernel = stride: the convolution is one matmul over non-overlapping pixel blocks, which
+        # is several times faster than the generic convolution backward on CPU.
+        B, C, H, W = x.shape
+        px = self.conv.kernel_size[0]
+        blocks = x.reshape(B, C, H // px, px, W // px, px).permute(0, 2, 4, 1, 3, 5).reshape(B, H // px, W // px, -1)
+        return self.mlp(F.linear(blocks, self.conv.weight.reshape(self.conv.out_channels, -1)))
 
 
 class SeriesProjector(nn.Module):

@@ -43,14 +43,22 @@ class SubPatchEncoder(nn.Module):
             self._cache[key] = (pos, buckets)
         return self._cache[key]
 
-    def forward(self, x: Tensor, g: int, spacing_m: float) -> tuple[Tensor, Tensor]:
-        """``x [M, g*g, D]`` -> (patch tokens ``[M, D]``, sub-patch tokens ``[M, g*g, D]``)."""
+    def forward(self, x: Tensor, g: int, spacing_m: float, keep_subpatches: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``x [M, g*g, D]`` -> (patch tokens ``[M, D]``, sub-patch tokens ``[M, g*g, D]`` or ``None``).
+
+        Without ``keep_subpatches`` the last block runs for the cls token only (same result,
+        about ``(depth - 1) / depth`` of the work).
+        """
         M, L, D = x.shape
         if L != g * g:
             raise ValueError(f"sub-patch encoder: expected {g}x{g}={g * g} sub-patches per patch, got {L}")
         pos, buckets = self._grid(g, spacing_m, x.device)
         x = torch.cat([self.cls_token.expand(M, -1, -1).to(x.dtype), x], dim=1) + pos.to(x.dtype)
-        for blk in self.blocks:
+        if keep_subpatches:
+            for blk in self.blocks:
+                x = blk(x, buckets)
+            x = self.norm(x)
+            return x[:, 0], x[:, 1:]
+        for blk in self.blocks[:-1]:
             x = blk(x, buckets)
-        x = self.norm(x)
-        return x[:, 0], x[:, 1:]
+        return self.norm(self.blocks[-1].forward_first(x, buckets))[:, 0], None

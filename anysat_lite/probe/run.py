@@ -183,8 +183,6 @@ def format_table(report: dict) -> str:
 
 def plot_results(report: dict, path: str | Path):
     """Grouped bar plot of the headline metric of each probe, per encoder."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import numpy as np
 

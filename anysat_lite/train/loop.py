@@ -42,10 +42,10 @@ def build_pretraining_data(cfg: Config, main: bool = True):
     if not main:
         bundles = [build_dataset(spec, cfg.data) for spec in cfg.data.datasets]
     for b in bundles:
-        too_coarse = [p for p in b.patch_sizes if (b.tile_m // p) ** 2 < 2]
-        if too_coarse:
-            raise ValueError(f"dataset {b.name}: patch size(s) {too_coarse} m leave fewer than 2 patches on its "
-                             f"{b.tile_m:g} m tiles; JEPA needs a grid to mask")
+        bad = [p for p in b.patch_sizes if b.tile_m % p or b.tile_m // p < 2]
+        if bad:
+            raise ValueError(f"dataset {b.name}: patch size(s) {bad} m must divide its {b.tile_m:g} m tiles into at "
+                             "least 2 x 2 patches (JEPA needs a grid to mask); set data.datasets[i].patch_sizes")
     return bundles
 
 

@@ -52,8 +52,6 @@ def read_metrics(folder: str | Path) -> list[dict]:
 
 def plot_metrics(folder: str | Path, out: str | Path | None = None):
     """Loss terms and collapse monitors against step; saved to ``training_curves.png``."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     rows = read_metrics(folder)

@@ -1,0 +1,227 @@
+"""``anysat-lite bench``: encoder speed, memory and FLOP/s, printed and saved as JSON.
+
+Every measurement runs in a fresh subprocess (so the CPU peak-memory figure, the process's
+maximum resident set, belongs to that measurement alone).  For each configuration it
+reports forward and forward+backward time per batch, tokens per second (patch tokens
+``B x M x N`` and sub-patch tokens), peak memory, FLOPs counted by
+``torch.utils.flop_counter`` and the achieved FLOP/s with its ratio to the machine's
+measured matmul peak.
+
+``--official PATH`` also times the official AnySat implementation on the same weights and
+inputs: PATH must be an importable folder exposing ``model.Hub(dim, depth, heads)`` with the
+official ``AnyModule`` (the project does not ship that code; see README, "Benchmarks").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["main", "measure", "matmul_peak"]
+
+SIZES = ("nano", "tiny", "small", "base")
+
+
+def _sample(sensors, tile_m: int, T: int, B: int, device):
+    from .sensors import SENSORS
+
+    g = torch.Generator().manual_seed(0)
+    x = {}
+    for s in sensors:
+        sen = SENSORS[s]
+        hw = (1, 1) if sen.one_token_per_tile else (int(round(tile_m / sen.gsd)),) * 2
+        if sen.is_series:
+            x[s] = torch.randn(B, T, sen.n_bands, *hw, generator=g)
+            x[f"{s}_dates"] = torch.sort(torch.randint(1, 366, (B, T), generator=g), dim=1).values
+        else:
+            x[s] = torch.randn(B, sen.n_bands, *hw, generator=g)
+    return {k: v.to(device) for k, v in x.items()}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device, n: int | None = None, dtype=torch.float32, repeats: int = 5) -> float:
+    """Measured FLOP/s of a large square matmul (the reference for the achieved-FLOP/s ratio)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def _build(impl: str, size: str, sensors, official_path: str | None, device):
+    from .config import model_config
+    from .model import AnySat
+    from .model.official import load_official
+
+    torch.manual_seed(0)
+    if impl == "ours":  # every official sensor gets a projector, as in the official model (same memory)
+        return AnySat(model_config(size)).to(device)
+    sys.path.insert(0, official_path)
+    from model import Hub  # the official implementation (outside this repository)
+
+    cfg = model_config(size)
+    off = Hub(dim=cfg.embed_dim, depth=cfg.depth, heads=cfg.num_heads)
+    load_official(off.model.state_dict(), model=AnySat(model_config(size)))  # same architecture, key for key
+    return off.to(device)
+
+
+def measure(spec: dict) -> dict:
+    """One configuration: ``{impl, size, sensors, tile_m, patch, T, batch, repeats, device, official, threads}``."""
+    device = torch.device(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model = _build(spec["impl"], spec["size"], spec["sensors"], spec.get("official"), device)
+    x = _sample(spec["sensors"], spec["tile_m"], spec["T"], spec["batch"], device)
+    P, reps = spec["patch"], spec["repeats"]
+    amp = spec.get("amp") == "bf16"
+
+    def fwd():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return model(x, P, "all")
+
+    def fwd_bwd():
+        out = fwd()
+        out.float().square().mean().backward()
+
+    model.train()  # dropout layers present but the step is timed as in training
+    for p in model.parameters():
+        p.requires_grad_(True)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            fwd()
+    flops = fc.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    res = {}
+    for name, fn, grad in (("forward", fwd, False), ("forward_backward", fwd_bwd, True)):
+        with torch.set_grad_enabled(grad):
+            fn()
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+                model.zero_grad(set_to_none=True)
+            _sync(device)
+        res[f"{name}_ms"] = round((time.perf_counter() - t) / reps * 1000, 2)
+    from .sensors import SENSORS
+
+    n_patch = (spec["tile_m"] // P) ** 2
+    spatial = [s for s in spec["sensors"] if not SENSORS[s].one_token_per_tile]
+    patch_tokens = spec["batch"] * n_patch * len(spatial)
+    sub_tokens = 0
+    for s in spatial:
+        sub_tokens += spec["batch"] * n_patch * max(1, round(P / SENSORS[s].subpatch_m)) ** 2
+    fb_s = res["forward_backward_ms"] / 1000
+    res.update({
+        "forward_flops": flops,
+        "achieved_flops_forward": flops / (res["forward_ms"] / 1000),
+        "achieved_flops_forward_backward": 3 * flops / fb_s,  # backward ~ 2 x forward
+        "patch_tokens_per_s": round(patch_tokens / fb_s, 1),
+        "subpatch_tokens_per_s": round(sub_tokens / fb_s, 1),
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+    })
+    return res
+
+
+def _run_sub(spec: dict, timeout: int = 3600) -> dict:
+    r = subprocess.run([sys.executable, "-m", "anysat_lite.bench", "--one", json.dumps(spec)], capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        return {"error": (r.stderr or r.stdout).strip().splitlines()[-1][:300]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _row(spec, res, peak):
+    if "error" in res:
+        return f"{spec['impl']:8s} {spec['size']:5s} {spec['label']:34s} ERROR {res['error']}"
+    ratio = res["achieved_flops_forward_backward"] / peak
+    return (f"{spec['impl']:8s} {spec['size']:5s} {spec['label']:34s} fwd {res['forward_ms']:9.1f} ms  "
+            f"fwd+bwd {res['forward_backward_ms']:9.1f} ms  {res['patch_tokens_per_s']:9.0f} patch-tok/s  "
+            f"{res['peak_memory_mb']:8.0f} MB  {res['achieved_flops_forward_backward'] / 1e9:7.1f} GFLOP/s "
+            f"({100 * ratio:4.1f} % of matmul peak)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="anysat-lite bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="*", default=list(SIZES), help="model sizes for the standard input")
+    p.add_argument("--sweep-size", default="nano", help="model size for the growing-work sweeps")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-sweeps", action="store_true")
+    p.add_argument("--official", help="folder with the official AnySat implementation (model.Hub) to compare")
+    p.add_argument("--device", default=None)
+    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(json.loads(args.one))))
+        return 0
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = matmul_peak(device)
+    machine = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or
+               platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "python": platform.python_version(), "matmul_peak_flops": peak, "amp": args.amp}
+    print(f"device {machine['device']} | threads {machine['threads']} | torch {machine['torch']} | "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    std = dict(sensors=["aerial", "s2", "s1-asc"], tile_m=60, patch=20, T=12)
+    specs = [dict(std, size=s, label="aerial+s2+s1-asc 60m P20 T12") for s in args.sizes]
+    if not args.no_sweeps:
+        for tile in (40, 80, 160, 320):
+            specs.append(dict(size=args.sweep_size, sensors=["s2", "s1-asc"], tile_m=tile, patch=10, T=12,
+                              label=f"patches/tile {(tile // 10) ** 2:4d} (s2+s1, P10)"))
+        for sens in (["s2"], ["s2", "s1-asc"], ["s2", "s1-asc", "aerial"], ["s2", "s1-asc", "aerial", "spot"]):
+            specs.append(dict(size=args.sweep_size, sensors=sens, tile_m=60, patch=20, T=12,
+                              label=f"sensors {len(sens)} ({'+'.join(sens)})"))
+        for T in (6, 12, 24, 60):
+            specs.append(dict(size=args.sweep_size, sensors=["s2"], tile_m=60, patch=20, T=T, label=f"dates {T:2d} (s2)"))
+    impls = ["ours"] + (["official"] if args.official else [])
+    results = []
+    for spec in specs:
+        for impl in impls:
+            full = dict(spec, impl=impl, batch=args.batch, repeats=args.repeats, device=str(device),
+                        official=args.official, threads=args.threads, amp=args.amp)
+            res = _run_sub(full)
+            results.append({"spec": full, "result": res})
+            print(_row(full, res, peak), flush=True)
+    if args.official:
+        print("\nspeed-up (official time / ours) and memory ratio (ours / official):")
+        for i in range(0, len(results), 2):
+            a, b = results[i]["result"], results[i + 1]["result"]
+            if "error" in a or "error" in b:
+                continue
+            print(f"  {results[i]['spec']['size']:5s} {results[i]['spec']['label']:34s} "
+                  f"fwd x{b['forward_ms'] / a['forward_ms']:.2f}  fwd+bwd x{b['forward_backward_ms'] / a['forward_backward_ms']:.2f}"
+                  f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}")
+    Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    print(f"\nwritten: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
