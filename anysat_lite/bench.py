@@ -2,7 +2,7 @@
 
 Every measurement runs in a fresh subprocess (so the CPU peak-memory figure, the process's
 maximum resident set, belongs to that measurement alone).  For each configuration it
-reports forward and forward+backward time per batch, tokens per second (patch tokens
+reports the median forward and forward+backward time per batch (after two warm-up runs), tokens per second (patch tokens
 ``B x M x N`` and sub-patch tokens), peak memory, FLOPs counted by
 ``torch.utils.flop_counter`` and the achieved FLOP/s with its ratio to the machine's
 measured matmul peak.
@@ -113,14 +113,18 @@ def measure(spec: dict) -> dict:
     res = {}
     for name, fn, grad in (("forward", fwd, False), ("forward_backward", fwd_bwd, True)):
         with torch.set_grad_enabled(grad):
-            fn()
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(reps):
+            for _ in range(2):  # warm-up
                 fn()
                 model.zero_grad(set_to_none=True)
-            _sync(device)
-        res[f"{name}_ms"] = round((time.perf_counter() - t) / reps * 1000, 2)
+            times = []
+            for _ in range(reps):
+                _sync(device)
+                t = time.perf_counter()
+                fn()
+                _sync(device)
+                times.append(time.perf_counter() - t)
+                model.zero_grad(set_to_none=True)
+        res[f"{name}_ms"] = round(sorted(times)[len(times) // 2] * 1000, 2)  # median
     from .sensors import SENSORS
 
     n_patch = (spec["tile_m"] // P) ** 2
@@ -143,8 +147,36 @@ def measure(spec: dict) -> dict:
     return res
 
 
+def measure_pretraining(spec: dict) -> dict:
+    """``spec = {preset, steps, overrides}``: time a short pretraining run of a preset (steps/s, peak memory)."""
+    import tempfile
+
+    from .config import get_config
+    from .train import pretrain
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = get_config(spec["preset"], list(spec.get("overrides", [])) + [
+            f"train.steps={spec['steps'] + 1}", f"train.out_dir={out}", "train.ckpt_every=100000", "train.log_every=1",
+            "train.warmup_steps=1"])
+        t0 = time.perf_counter()
+        summary = pretrain(cfg, progress=False)
+        total = time.perf_counter() - t0
+        from .train.metrics import read_metrics
+        rows = read_metrics(out)
+        # steps after the first (which includes data generation / compilation)
+        first, last = rows[0]["seconds"], rows[-1]["seconds"]
+    device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+    return {"preset": spec["preset"], "steps": spec["steps"], "batch_size": cfg.train.batch_size,
+            "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
+            "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3), "wall_s": round(total, 1),
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "device": device, "final_jepa_loss": summary["final"]["jepa_loss"]}
+
+
 def _run_sub(spec: dict, timeout: int = 3600) -> dict:
-    r = subprocess.run([sys.executable, "-m", "anysat_lite.bench", "--one", json.dumps(spec)], capture_output=True,
+    flag = "--one-pretrain" if "preset" in spec else "--one"
+    r = subprocess.run([sys.executable, "-m", "anysat_lite.bench", flag, json.dumps(spec)], capture_output=True,
                        text=True, timeout=timeout)
     if r.returncode != 0:
         return {"error": (r.stderr or r.stdout).strip().splitlines()[-1][:300]}
@@ -167,18 +199,30 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="*", default=list(SIZES), help="model sizes for the standard input")
     p.add_argument("--sweep-size", default="nano", help="model size for the growing-work sweeps")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions (the median is reported)")
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--official", help="folder with the official AnySat implementation (model.Hub) to compare")
     p.add_argument("--device", default=None)
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--pretrain", nargs="*", metavar="PRESET",
+                   help="time short pretraining runs of these presets instead (default: every preset this machine "
+                        "can run: cpu-demo, tiny, small, base, and base-cuda with a GPU)")
+    p.add_argument("--steps", type=int, default=5, help="timed pretraining steps per preset")
+    p.add_argument("--pretrain-batch", type=int, default=None,
+                   help="override the presets' global batch size (e.g. to fit the base presets on a CPU)")
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--one-pretrain", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
         return 0
+    if args.one_pretrain:
+        print(json.dumps(measure_pretraining(json.loads(args.one_pretrain))))
+        return 0
+    if args.pretrain is not None:
+        return _bench_pretraining(args)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
@@ -219,6 +263,29 @@ def main(argv=None) -> int:
                   f"fwd x{b['forward_ms'] / a['forward_ms']:.2f}  fwd+bwd x{b['forward_backward_ms'] / a['forward_backward_ms']:.2f}"
                   f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}")
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    print(f"\nwritten: {args.json}")
+    return 0
+
+
+def _bench_pretraining(args) -> int:
+    from .config import PRESETS
+
+    presets = args.pretrain or [p for p in PRESETS if p != "base-cuda" or torch.cuda.is_available()]
+    print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
+          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
+    results = []
+    for preset in presets:
+        over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
+        if not torch.cuda.is_available():
+            over.append("train.device=cpu")
+        res = _run_sub({"preset": preset, "steps": args.steps, "overrides": over})
+        results.append({"preset": preset, "result": res})
+        if "error" in res:
+            print(f"{preset:10s} ERROR {res['error']}")
+        else:
+            print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  {res['steps_per_s']:7.3f} steps/s  "
+                  f"peak {res['peak_memory_mb']:8.0f} MB  ({res['device']})", flush=True)
+    Path(args.json).write_text(json.dumps({"torch": torch.__version__, "pretraining": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0
 

@@ -35,11 +35,13 @@ def cmd_pretrain(args) -> int:
 
 def cmd_probe(args) -> int:
     from .probe import format_table, run_probe
+    from .probe.run import gain_summary
 
     cfg = _config(args)
     out = args.out or cfg.train.out_dir
     report = run_probe(cfg, checkpoint=args.checkpoint, out_dir=out, progress=not args.quiet)
     print(format_table(report))
+    print("\n" + "\n".join(gain_summary(report)))
     print(f"\nwritten: {out}/probe_results.{{json,md,png}}")
     return 0
 
@@ -47,6 +49,7 @@ def cmd_probe(args) -> int:
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
     from .probe import format_table, run_probe
+    from .probe.run import gain_summary
     from .train import pretrain
 
     cfg = _config(args)
@@ -56,6 +59,7 @@ def cmd_demo(args) -> int:
           f"{summary['first_jepa_loss']:.4f} -> {summary['final']['jepa_loss']:.4f}")
     report = run_probe(cfg, checkpoint=out / "encoder", out_dir=out, progress=not args.quiet)
     print("\n" + format_table(report))
+    print("\n" + "\n".join(gain_summary(report)))
     print(f"\nfigures: {out}/training_curves.png, {out}/probe_results.png; tables: {out}/probe_results.md")
     return 0
 
@@ -89,7 +93,7 @@ def cmd_embed(args) -> int:
 def cmd_notebooks(args) -> int:
     from .notebooks import run_notebooks
 
-    failures = run_notebooks(args.out, smoke=not args.full, only=args.only)
+    failures = run_notebooks(args.out, smoke=not args.full, only=args.only, store=args.store)
     return 1 if failures else 0
 
 
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", default="runs/notebooks")
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
+    n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
     n.set_defaults(func=cmd_notebooks)
 
     i = sub.add_parser("info", help="registered sensors and presets")

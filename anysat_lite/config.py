@@ -114,7 +114,7 @@ class TrainConfig:
     final_weight_decay: float = 0.04  # cosine weight-decay schedule end (I-JEPA: 0.04 -> 0.4)
     grad_clip: float = 1.0
     amp: str = "none"              # none | bf16 | fp16
-    compile: bool = False
+    compile: bool = False          # torch.compile the training step (optional; first steps compile for minutes)
     device: str = "auto"           # auto | cpu | cuda
     seed: int = 0
     log_every: int = 10
@@ -154,7 +154,7 @@ def _cpu_demo() -> Config:
         data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20, 30])], tile_m=60, n_tiles=768,
                         n_dates=12),
         jepa=JEPAConfig(predictor_depth=2, predictor_heads=4),
-        train=TrainConfig(steps=300, batch_size=16, lr=3e-4, min_lr=1e-6, warmup_steps=30, weight_decay=0.04,
+        train=TrainConfig(steps=300, batch_size=32, lr=3e-4, min_lr=1e-6, warmup_steps=30, weight_decay=0.04,
                           final_weight_decay=0.04, out_dir="runs/cpu-demo", ckpt_every=100),
         probe=ProbeConfig(patch_sizes=[20], modality_sets=[["all"], ["s2"], ["s1-asc"], ["aerial"]]),
     )
@@ -184,7 +184,7 @@ PRESETS = {
                            weight_decay=0.04, final_weight_decay=0.4, ckpt_every=2000),
     "base-cuda": lambda: _sized("base-cuda", "base", steps=50000, batch_size=128, lr=1e-4, warmup_steps=2000,
                                 weight_decay=0.04, final_weight_decay=0.4, amp="bf16", device="cuda",
-                                compile=True, ckpt_every=2000),
+                                ckpt_every=2000),  # add --set train.compile=true to try torch.compile
 }
 
 

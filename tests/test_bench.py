@@ -14,3 +14,11 @@ def test_bench_writes_json(tmp_path, capsys):
                 "forward_flops", "achieved_flops_forward_backward"):
         assert res[key] > 0, key
     assert "matmul peak" in capsys.readouterr().out
+
+
+def test_bench_pretraining_mode(tmp_path, capsys):
+    out = tmp_path / "pre.json"
+    assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["pretraining"][0]["result"]
+    assert res["steps_per_s"] > 0 and res["peak_memory_mb"] > 0 and res["model"] == "D64/depth2/heads4"
+    assert "steps/s" in capsys.readouterr().out

@@ -90,3 +90,25 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
     torch.save({"bad": object()}, tmp_path / "evil.pt")
     with pytest.raises(Exception):
         load_checkpoint(tmp_path / "evil.pt")                      # arbitrary objects refused
+
+
+def test_multi_dataset_batches(tmp_path):
+    """Two datasets with different sensors: each batch comes from one of them, drawn by weight."""
+    from anysat_lite.data.datasets import BatchPlanner, build_dataset
+
+    two = TINY + ["data.datasets=[{name: synthetic, weight: 1.0, patch_sizes: [10, 20]}, "
+                  "{name: 'synthetic:hd', sensors: [spot, s2, s1], weight: 3.0, patch_sizes: [20]}]"]
+    cfg = get_config("cpu-demo", two + ["train.steps=12", f"train.out_dir={tmp_path}"])
+    bundles = [build_dataset(s, cfg.data) for s in cfg.data.datasets]
+    planner = BatchPlanner(bundles, 8, seed=0)
+    plans = [planner.plan(s) for s in range(400)]
+    share = sum(p.dataset == 1 for p in plans) / len(plans)
+    assert 0.68 < share < 0.82                                    # weights 1 : 3
+    assert all(p.patch_size == 20 for p in plans if p.dataset == 1)
+    assert {p.patch_size for p in plans if p.dataset == 0} == {10, 20}
+    assert planner.plan(7) == planner.plan(7)                     # a pure function of (seed, step)
+    pretrain(cfg, progress=False)
+    rows = read_metrics(tmp_path)
+    assert {r["dataset"] for r in rows} == {"synthetic", "synthetic:hd"}
+    _, meta = load_encoder(tmp_path / "encoder")
+    assert meta["sensors"] == ["aerial", "spot", "s2", "s1-asc", "s1"]  # union of both datasets, registry order

@@ -9,14 +9,15 @@ seven classes, one of them dominant).  The map is rendered at each sensor's nati
   noise and clouds (flagged in ``s2_mask``) are added.
 * **Sentinel-1** (10 m, VV/VH linear power, own dates): class backscatter in dB that
   follows biomass, mixed in linear power, times Gamma(4) speckle (``s1`` adds VV/VH).
-* **Aerial** (0.2 m, R G B NIR, uint8) and **SPOT** (1 m, R G B): the colour of each class
-  on a summer date plus class textures (tree crowns, crop rows, roof blocks, ripples).
+* **Aerial** (0.2 m, R G B NIR, uint8) and **SPOT** (1 m, R G B): the colour of each parcel
+  on one summer date under a random illumination, plus textures that tell the *kind* of
+  cover (tree crowns, crop rows, grass, roof blocks, water) but not which forest or crop.
 
 Labels: ``label`` (majority class of the tile), ``multilabel`` (classes covering >= 10 %)
 and ``segmentation`` (the 2 m map).  The task is built so that raw pixel statistics do
 not solve it: winter and summer crops share spectra and differ only in *when* they are
-green; conifer and broadleaf forests differ mostly in winter; clouds and speckle hide
-single dates.
+green; conifer and broadleaf forests differ mostly in winter; the aerial view shows
+structure, not phenology; clouds and speckle hide single dates.
 
 Generation is vectorised and deterministic in ``WorldSpec``; worlds are cached on disk
 as ``.npy`` files (memory-mapped on load).
@@ -76,7 +77,7 @@ class WorldSpec:
     n_dates: int = 12
     cloud_prob: float = 0.15
     seed: int = 0
-    version: int = 2  # bump when the generator changes
+    version: int = 3  # bump when the generator changes
 
     def __post_init__(self):
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]
@@ -154,6 +155,7 @@ def _render_vhr(rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray
     theta = rng.uniform(0, np.pi, size=(N, 8)).astype(np.float32)
     period = rng.uniform(1.5, 3.5, size=(N, 8)).astype(np.float32)
     roofs_all = rng.uniform(0.55, 1.6, size=(N, cells // 3 + 1, cells // 3 + 1)).astype(np.float32)
+    big_crowns = rng.uniform(size=(N, 8)) < 0.5
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         n = b - a
@@ -163,15 +165,18 @@ def _render_vhr(rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray
         th = np.take_along_axis(theta[a:b], flat_pid, 1).reshape(cls.shape)
         per = np.take_along_axis(period[a:b], flat_pid, 1).reshape(cls.shape)
         tex = np.ones(cls.shape, dtype=np.float32)
-        forest_s, forest_l, crops, grass, built = cls == 0, cls == 1, (cls == 2) | (cls == 3), cls == 4, cls == 5
-        tex[forest_s] += 0.35 * np.tanh(1.5 * _smooth_noise(rng, n, size, 2.5 / gsd)[forest_s])
-        tex[forest_l] += 0.30 * np.tanh(1.2 * _smooth_noise(rng, n, size, 5.0 / gsd)[forest_l])
+        forest, crops, grass, built = (cls == 0) | (cls == 1), (cls == 2) | (cls == 3), cls == 4, cls == 5
+        # Both forest types share the crown texture (crown size varies by parcel, not by class), both crop
+        # types the row texture: aerial imagery tells forest from crop, not which forest or which crop.
+        crowns = np.where(np.take_along_axis(big_crowns[a:b], flat_pid, 1).reshape(cls.shape),
+                          _smooth_noise(rng, n, size, 5.0 / gsd), _smooth_noise(rng, n, size, 2.5 / gsd))
+        tex[forest] += 0.32 * np.tanh(1.4 * crowns[forest])
         tex[crops] += 0.12 * np.sin(2 * np.pi * (xx[None] * np.cos(th) + yy[None] * np.sin(th))[crops] / per[crops])
         fine = _smooth_noise(rng, n, size, 0.6 / gsd)
         tex[grass] += 0.07 * fine[grass]
         roofs = roofs_all[a:b].repeat(3 * f, axis=1).repeat(3 * f, axis=2)[:, :size, :size]
         tex[built] = roofs[built]
-        other = ~(forest_s | forest_l | crops | grass | built)
+        other = ~(forest | crops | grass | built)
         tex[other] += 0.03 * fine[other]
         col = np.take_along_axis(colour[a:b], flat_pid[..., None], 1).reshape(n, size, size, -1)
         img = col * tex[..., None] + 4.0 * rng.standard_normal(col.shape, dtype=np.float32)
@@ -235,7 +240,7 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
         dormant, green = _SPECTRA[pclass, 0] * spec_jit, _SPECTRA[pclass, 1] * spec_jit
         refl = dormant + g[..., None] * (green - dormant)                              # [N, P, 10]
         rgbn = refl[..., [2, 1, 0, 6]] / 10000 * 255 * np.array([3.0, 3.0, 3.0, 1.3], dtype=np.float32)
-        rgbn = rgbn * rng.uniform(0.85, 1.15, size=(N, 1, 1)).astype(np.float32)
+        rgbn = rgbn * rng.uniform(0.7, 1.3, size=(N, 1, 1)).astype(np.float32)   # illumination / sensor gain
         for name, gsd, bands in (("aerial", 0.2, 4), ("spot", 1.0, 3)):
             if name in vhr:
                 out[name] = _render_vhr(rng, seg, parcel, rgbn[..., :bands].astype(np.float32), gsd)

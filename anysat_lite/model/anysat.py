@@ -78,6 +78,9 @@ class AnySat(nn.Module):
         D = cfg.embed_dim
         self.embed_dim = D
         self.sensors: dict[str, Sensor] = {}
+        # Value checks (finite data, date ranges) read the data; training loops that validated
+        # their batches on the CPU turn them off to keep the step free of device syncs.
+        self.check_values = True
         self.projectors = nn.ModuleDict()
         for name in sensors if sensors is not None else (cfg.sensors or list(SENSORS)):
             self.add_sensor(name)
@@ -106,7 +109,7 @@ class AnySat(nn.Module):
         if missing:
             raise SampleError(f"{missing[0]!r}: this model has no projector for sensor {missing[0].split('_')[0]!r} "
                               f"(it has: {', '.join(self.sensors)}); call model.add_sensor(...) first")
-        info = validate_sample(x, self.sensors)
+        info = validate_sample(x, self.sensors, check_values=self.check_values and not torch.compiler.is_compiling())
         if info.extent_m is None:
             raise SampleError(f"the sample holds only one-token-per-tile sensors ({', '.join(info.sensors)}); "
                               "add at least one sensor with spatial extent")

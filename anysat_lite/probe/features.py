@@ -24,7 +24,7 @@ def encode_dataset(encoder, dataset: Dataset, stats: NormStats, patch_size: int,
                    output: str = "tile", output_modality: str | None = None, batch_size: int = 32,
                    device="cpu", progress: bool = False) -> Tensor:
     """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     encoder.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)

@@ -29,7 +29,7 @@ from .linear import train_linear
 from .metrics import f1_scores, mean_iou, multilabel_f1, overall_accuracy
 from .segmentation import predict_segmentation, train_segmentation_probe
 
-__all__ = ["run_probe", "format_table", "plot_results"]
+__all__ = ["run_probe", "format_table", "gain_summary", "plot_results"]
 
 ENCODERS = ("pretrained", "random-init", "raw-pixels")
 
@@ -166,6 +166,23 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
     return report
 
 
+def gain_summary(report: dict, a: str = "pretrained", b: str = "random-init") -> list[str]:
+    """One line per probe: mean of ``a`` and ``b`` over the settings where both were measured, and the gain."""
+    lines = []
+    for method, metric in (("linear", "OA"), ("kNN", "OA"), ("multi-label", "F1-micro")):
+        va = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
+              if r["encoder"] == a and r["method"] == method and r["metric"] == metric}
+        vb = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
+              if r["encoder"] == b and r["method"] == method and r["metric"] == metric}
+        both = sorted(set(va) & set(vb))
+        if both:
+            ma, mb = (100 * sum(v[k] for k in both) / len(both) for v in (va, vb))
+            wins = sum(va[k] > vb[k] for k in both)
+            lines.append(f"{method} {metric}: {a} {ma:.1f} vs {b} {mb:.1f} ({ma - mb:+.1f} points, mean of "
+                         f"{len(both)} settings; better in {wins}/{len(both)})")
+    return lines
+
+
 def format_table(report: dict) -> str:
     """Markdown table: one row per (patch size, modalities, method, metric), one column per encoder."""
     rows: dict[tuple, dict] = {}
@@ -190,14 +207,14 @@ def plot_results(report: dict, path: str | Path):
     rows = [r for r in report["results"] if head.get(r["method"], "mIoU") == r["metric"]]
     keys = list(dict.fromkeys((r["patch_size"], r["modalities"], r["method"]) for r in rows))
     encs = [e for e in ENCODERS if any(r["encoder"] == e for r in rows)]
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(keys) * len(encs)), 4))
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.45 * len(keys) * len(encs))), 4.2))
     width = 0.8 / max(len(encs), 1)
     for j, e in enumerate(encs):
         vals = [next((100 * r["value"] for r in rows if (r["patch_size"], r["modalities"], r["method"]) == k
                       and r["encoder"] == e), np.nan) for k in keys]
         ax.bar(np.arange(len(keys)) + j * width, vals, width, label=e)
     ax.set_xticks(np.arange(len(keys)) + width * (len(encs) - 1) / 2)
-    ax.set_xticklabels([f"{m}\n{mods}\nP={p}" for p, mods, m in keys], fontsize=7)
+    ax.set_xticklabels([f"{m}\n{mods}\nP={p}" for p, mods, m in keys], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("score (%)")
     ax.set_title(f"Probes on {report['dataset']} (test split)")
     ax.legend()

@@ -18,11 +18,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..config import Config, config_to_dict, save_config
+from ..data.contract import validate_sample
 from ..data.datasets import BatchPlanner, build_dataset, collate
 from ..jepa import JEPA, build_mask_sampler, momentum_at
+from ..model.blocks import Block
+from ..model.fusion import FusionBlock
+from ..model.ltae import LTAE
 from ..sensors import SENSORS
 from .checkpoint import export_encoder, load_checkpoint, save_checkpoint
 from .distributed import barrier, cleanup, init_distributed
@@ -103,6 +107,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
     bundles = build_pretraining_data(cfg, info.main)
     sensors = cfg.model.sensors or sorted({s for b in bundles for s in b.sensors}, key=list(SENSORS).index)
     model = JEPA(cfg, sensors=sensors).to(info.device)
+    model.encoder.check_values = model.target.check_values = False  # batches are validated on the CPU below
     opt = torch.optim.AdamW(_param_groups(model), lr=tc.lr, betas=(0.9, 0.999))
     planner = BatchPlanner(bundles, tc.batch_size, tc.seed)
     sampler = build_mask_sampler(jc)
@@ -125,7 +130,11 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None, find_unused_parameters=True)
     step_fn = net
     if tc.compile:
-        step_fn = torch.compile(net, dynamic=True)
+        # Compile the transformer blocks and L-TAEs in place (parameter names and checkpoints unchanged);
+        # the glue between them (masking, gathers, validation) stays eager.
+        for m in model.modules():
+            if isinstance(m, (Block, FusionBlock, LTAE)):
+                m.compile()  # shapes vary with the patch size: a few recompilations
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
     if tc.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"train.amp must be none, bf16 or fp16, got {tc.amp!r}")
@@ -144,7 +153,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
         plan = planner.plan(step)
         bundle = bundles[plan.dataset]
         items = [bundle.train[i] for i in plan.shard(info.rank, info.world)]
-        batch = _to(bundle.stats.apply(collate(items)), info.device)
+        batch = bundle.stats.apply(collate(items))
+        validate_sample({k: v for k, v in batch.items() if k.split("_")[0] in SENSORS})
+        batch = _to(batch, info.device)
         grid = (int(bundle.tile_m // plan.patch_size),) * 2
         masks = sampler(tc.batch_size, grid, planner.generator(step, 1)).shard(rows.start, rows.stop).to(info.device)
         gens = {"dates": planner.generator(step, 2), "modalities": planner.generator(step, 3)}

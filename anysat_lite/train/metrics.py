@@ -57,10 +57,14 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
     rows = read_metrics(folder)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     if rows:
-        step = [r["step"] for r in rows]
+        sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
         for key, ax in (("jepa_loss", axes[0]), ("contrastive_loss", axes[1])):
-            ax.plot(step, [r[key] for r in rows])
+            for P in sizes or [None]:   # one line per patch size: their losses live on different scales
+                sel = [r for r in rows if P is None or r["patch_size"] == P]
+                ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P} m" if P else None)
             ax.set_title(key.replace("_", " "))
+        if sizes:
+            axes[1].legend(fontsize=8)
         mon = [r for r in rows if r.get("std") not in (None, "")]
         if mon:
             axes[2].plot([r["step"] for r in mon], [r["std"] for r in mon], label="target std / dim")
