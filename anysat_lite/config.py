@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import yaml
 
-__all__ = ["ModelConfig", "DataConfig", "JEPAConfig", "TrainConfig", "ProbeConfig", "Config", "MODEL_SIZES",
+__all__ = ["ModelConfig", "DatasetSpec", "DataConfig", "JEPAConfig", "TrainConfig", "ProbeConfig", "Config", "MODEL_SIZES",
            "PRESETS", "SMOKE_OVERRIDES", "model_config", "get_config", "load_config", "apply_overrides", "config_to_dict",
            "config_from_dict"]
 

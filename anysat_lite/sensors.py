@@ -18,7 +18,7 @@ A model built afterwards (or ``model.add_sensor("planetscope")``) gets a project
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "sensor_names"]

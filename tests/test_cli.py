@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 from anysat_lite.cli import main
-from anysat_lite.config import Config, get_config, load_config, save_config, PRESETS
+from anysat_lite.config import get_config, load_config, save_config, PRESETS
 
 from conftest import GEOTIFF
 
@@ -41,9 +41,7 @@ def test_info_and_module_entry_point(capsys):
 
 
 def test_embed_geotiffs_to_netcdf(tmp_path):
-    import json
 
-    import torch
     from anysat_lite.config import model_config
     from anysat_lite.model import AnySat
     from anysat_lite.train.checkpoint import export_encoder

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from anysat_lite.notebooks import NOTEBOOK_DIR, list_notebooks, run_notebooks
 

@@ -1,10 +1,8 @@
 """Metrics against hand-computed values, probes end to end, the probe report and the embed command."""
 import json
 
-import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 from anysat_lite.probe.knn import knn_predict
 from anysat_lite.probe.linear import train_linear

@@ -1,6 +1,7 @@
 """Pretraining loop: learning, resume after a crash, DDP equivalence, checkpoints."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -88,7 +89,7 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
     assert load_checkpoint(path)["step"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]       # no temporary file left
     torch.save({"bad": object()}, tmp_path / "evil.pt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_checkpoint(tmp_path / "evil.pt")                      # arbitrary objects refused
 
 
@@ -112,3 +113,15 @@ def test_multi_dataset_batches(tmp_path):
     assert {r["dataset"] for r in rows} == {"synthetic", "synthetic:hd"}
     _, meta = load_encoder(tmp_path / "encoder")
     assert meta["sensors"] == ["aerial", "spot", "s2", "s1-asc", "s1"]  # union of both datasets, registry order
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(tmp_path):
+    """Optional torch.compile path (about a minute of compilation on CPU): same losses as eager."""
+    from anysat_lite.config import SMOKE_OVERRIDES
+
+    common = SMOKE_OVERRIDES + ["train.steps=4", "model.dropout=0.0"]
+    pretrain(get_config("cpu-demo", common + [f"train.out_dir={tmp_path / 'c'}", "train.compile=true"]), progress=False)
+    pretrain(get_config("cpu-demo", common + [f"train.out_dir={tmp_path / 'e'}"]), progress=False)
+    for a, b in zip(read_metrics(tmp_path / "c"), read_metrics(tmp_path / "e")):
+        assert a["jepa_loss"] == pytest.approx(b["jepa_loss"], rel=1e-4, abs=1e-6)

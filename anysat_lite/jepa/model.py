@@ -53,9 +53,9 @@ class JEPA(nn.Module):
     def update_target(self, momentum: float) -> None:
         ema_update(self.target, self.encoder, momentum)
 
-    def target_embeddings(self, x: Mapping[str, Tensor], patch_size: int) -> Tensor:
-        """``[B, 1 + N, D]`` outputs of the target encoder on the full sample."""
-        enc = self.target
+    def target_embeddings(self, x: Mapping[str, Tensor], patch_size: int, encoder: AnySat | None = None) -> Tensor:
+        """``[B, 1 + N, D]`` outputs of the target encoder (or ``encoder``) on the full sample."""
+        enc = self.target if encoder is None else encoder
         ts = enc.tokenize(x, patch_size)
         pos, coords = enc.patch_positions(ts.grid, ts.scale, ts.tokens.device)
         return enc.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis)
@@ -81,10 +81,10 @@ class JEPA(nn.Module):
         if jc.target == "ema":
             with torch.no_grad():
                 full = self.target_embeddings(sample, patch_size)
+        elif jc.target == "online":
+            full = self.target_embeddings(sample, patch_size, encoder=self.encoder)
         else:
-            ts_full = self.encoder.tokenize(sample, patch_size)
-            pos_f, coords_f = self.encoder.patch_positions(ts_full.grid, ts_full.scale, ts_full.tokens.device)
-            full = self.encoder.encode(ts_full.tokens + pos_f, pos_f[None], coords_f, ts_full.modis)
+            raise ValueError(f"jepa.target must be 'ema' or 'online', got {jc.target!r}")
         h = F.layer_norm(full[:, 1:].float(), (full.shape[-1],))
         targets = torch.stack([gather_tokens(h, t) for t in masks.targets])          # [n_t, B, Kt, D]
 

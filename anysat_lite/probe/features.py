@@ -11,10 +11,11 @@ from ..data.datasets import collate
 from ..data.normalization import NormStats
 from ..sensors import SENSORS
 
-__all__ = ["encode_dataset", "raw_pixel_features", "targets_of"]
+__all__ = ["encode_dataset", "raw_pixel_features", "targets_of", "select_sensors"]
 
 
-def _select(batch: dict, sensors: Sequence[str]) -> dict:
+def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
+    """The keys of ``batch`` that belong to ``sensors`` (tensors, dates, masks); targets are dropped."""
     keep = set(sensors)
     return {k: v for k, v in batch.items() if k.split("_")[0] in keep and k.split("_")[0] in SENSORS}
 
@@ -30,7 +31,7 @@ def encode_dataset(encoder, dataset: Dataset, stats: NormStats, patch_size: int,
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     out = []
     for batch in tqdm(loader, disable=not progress, desc=f"encode P={patch_size} {'+'.join(sensors)}", leave=False):
-        x = {k: v.to(device) for k, v in stats.apply(_select(batch, sensors)).items()}
+        x = {k: v.to(device) for k, v in stats.apply(select_sensors(batch, sensors)).items()}
         out.append(encoder(x, patch_size, output=output, output_modality=output_modality).float().cpu())
     return torch.cat(out)
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import collate
 from ..data.normalization import NormStats
-from .features import _select
+from .features import select_sensors
 
 __all__ = ["finetune"]
 
@@ -29,7 +29,7 @@ def finetune(encoder: nn.Module, train: Dataset, stats: NormStats, patch_size: i
     model.train()
     for _ in range(epochs):
         for batch in loader:
-            x = {k: v.to(device) for k, v in stats.apply(_select(batch, sensors)).items()}
+            x = {k: v.to(device) for k, v in stats.apply(select_sensors(batch, sensors)).items()}
             loss = F.cross_entropy(model(x), batch["label"].to(device).long())
             opt.zero_grad()
             loss.backward()

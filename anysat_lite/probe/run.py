@@ -22,7 +22,7 @@ from ..data.datasets import build_dataset, collate
 from ..data.normalization import NormStats
 from ..model import AnySat
 from ..sensors import SENSORS
-from .features import _select, encode_dataset, raw_pixel_features, targets_of
+from .features import select_sensors, encode_dataset, raw_pixel_features, targets_of
 from .finetune import finetune
 from .knn import knn_predict
 from .linear import train_linear
@@ -147,7 +147,7 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
                 preds = []
                 with torch.no_grad():
                     for b in DataLoader(bundle.test, batch_size=pc.batch_size, collate_fn=collate):
-                        x = {k: v.to(dev) for k, v in stats.apply(_select(b, mods0)).items()}
+                        x = {k: v.to(dev) for k, v in stats.apply(select_sensors(b, mods0)).items()}
                         preds.append(ft(x).argmax(1).cpu())
                 add(name, P0, mods0, "fine-tune", "OA", overall_accuracy(torch.cat(preds), y_te))
 
