@@ -113,6 +113,9 @@ class AnySat(nn.Module):
         if info.extent_m is None:
             raise SampleError(f"the sample holds only one-token-per-tile sensors ({', '.join(info.sensors)}); "
                               "add at least one sensor with spatial extent")
+        per_tile = [n for n in info.sensors if self.sensors[n].one_token_per_tile]
+        if len(per_tile) > 1:
+            raise SampleError(f"at most one one-token-per-tile sensor per sample, got {per_tile}")
         grid = check_patch_size(patch_size, info.extent_m)
         for name in info.sensors:
             if not self.sensors[name].one_token_per_tile:
@@ -156,8 +159,6 @@ class AnySat(nn.Module):
         spatial = [n for n in names if not self.sensors[n].one_token_per_tile]
         tokens = torch.stack([patch_tokens[n].view(B, h * w, -1) for n in spatial], dim=1)
         modis = [patch_tokens[n] for n in names if self.sensors[n].one_token_per_tile]
-        if len(modis) > 1:
-            raise SampleError(f"at most one one-token-per-tile sensor per sample, got {len(modis)}")
         return TokenSet(tokens, spatial, modis[0] if modis else None, (h, w), P / 10, subpatches)
 
     def patch_positions(self, grid: tuple[int, int], scale: float, device=None) -> tuple[Tensor, Tensor]:
