@@ -30,18 +30,9 @@ SIZES = ("nano", "tiny", "small", "base")
 
 
 def _sample(sensors, tile_m: int, T: int, B: int, device):
-    from .sensors import SENSORS
+    from .data.contract import random_sample
 
-    g = torch.Generator().manual_seed(0)
-    x = {}
-    for s in sensors:
-        sen = SENSORS[s]
-        hw = (1, 1) if sen.one_token_per_tile else (int(round(tile_m / sen.gsd)),) * 2
-        if sen.is_series:
-            x[s] = torch.randn(B, T, sen.n_bands, *hw, generator=g)
-            x[f"{s}_dates"] = torch.sort(torch.randint(1, 366, (B, T), generator=g), dim=1).values
-        else:
-            x[s] = torch.randn(B, sen.n_bands, *hw, generator=g)
+    x = random_sample(sensors, tile_m, B, T, generator=torch.Generator().manual_seed(0))
     return {k: v.to(device) for k, v in x.items()}
 
 

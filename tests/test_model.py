@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from anysat_lite.config import model_config
-from anysat_lite.data.contract import SampleError
+from anysat_lite.data.contract import SampleError, random_sample
 from anysat_lite.model import AnySat
 from anysat_lite.model.tokenizer import group_subpatches, subpatch_layout, ungroup_subpatches
 from anysat_lite.sensors import SENSORS, register_sensor
@@ -18,20 +18,8 @@ def model():
 
 
 def sample_for(names, extent=60, B=2, T=3):
-    """A random valid sample of ``names`` covering ``extent`` metres."""
-    x = {}
-    for n in names:
-        s = SENSORS[n]
-        if s.one_token_per_tile:
-            hw = (1, 1)
-        else:
-            hw = (int(round(extent / s.gsd)),) * 2 if isinstance(extent, int) else tuple(int(round(e / s.gsd)) for e in extent)
-        if s.is_series:
-            x[n] = torch.randn(B, T, s.n_bands, *hw)
-            x[f"{n}_dates"] = torch.randint(1, 360, (B, T))
-        else:
-            x[n] = torch.randn(B, s.n_bands, *hw)
-    return x
+    """A random valid sample of ``names`` covering ``extent`` metres (a side or ``(H, W)``)."""
+    return random_sample(names, extent, B, T)
 
 
 SPATIAL = [n for n in SENSORS if not SENSORS[n].one_token_per_tile and n in

@@ -22,7 +22,7 @@ import torch
 
 from ..sensors import SENSORS, Sensor
 
-__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "check_patch_size"]
+__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "check_patch_size", "random_sample"]
 
 _SUFFIXES = ("dates", "mask")
 
@@ -165,3 +165,24 @@ def check_patch_size(patch_m, extent_m: tuple[float, float]) -> tuple[int, int]:
         raise SampleError(f"patch size {patch_m} m does not divide the tile of {H:g} x {W:g} m; "
                           f"choose a divisor of both sides that is a multiple of 10 m")
     return int(round(h)), int(round(w))
+
+
+def random_sample(sensors, extent_m: float | tuple[float, float] = 60, batch: int = 2, n_dates: int = 3,
+                  generator: torch.Generator | None = None, registry: Mapping[str, Sensor] | None = None) -> dict:
+    """Random tensors that satisfy the contract: ``sensors`` over ``extent_m`` metres (a side or ``(H, W)``).
+
+    Handy for shapes, benchmarks and tests; dates are sorted random days-of-year, one-token-per-tile
+    sensors get a single pixel.
+    """
+    registry = SENSORS if registry is None else registry
+    H, W = (extent_m, extent_m) if isinstance(extent_m, (int, float)) else extent_m
+    x = {}
+    for name in sensors:
+        s = registry[name]
+        hw = (1, 1) if s.one_token_per_tile else (int(round(H / s.gsd)), int(round(W / s.gsd)))
+        if s.is_series:
+            x[name] = torch.randn(batch, n_dates, s.n_bands, *hw, generator=generator)
+            x[f"{name}_dates"] = torch.randint(1, 366, (batch, n_dates), generator=generator).sort(dim=1).values
+        else:
+            x[name] = torch.randn(batch, s.n_bands, *hw, generator=generator)
+    return x
