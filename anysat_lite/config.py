@@ -114,7 +114,7 @@ class TrainConfig:
     final_weight_decay: float = 0.04  # cosine weight-decay schedule end (I-JEPA: 0.04 -> 0.4)
     grad_clip: float = 1.0
     amp: str = "none"              # none | bf16 | fp16
-    compile: bool = False          # torch.compile the training step (optional; first steps compile for minutes)
+    compile: bool = False          # torch.compile the transformer blocks (optional; see train/loop.py)
     device: str = "auto"           # auto | cpu | cuda
     seed: int = 0
     log_every: int = 10

@@ -55,10 +55,7 @@ class JEPA(nn.Module):
 
     def target_embeddings(self, x: Mapping[str, Tensor], patch_size: int, encoder: AnySat | None = None) -> Tensor:
         """``[B, 1 + N, D]`` outputs of the target encoder (or ``encoder``) on the full sample."""
-        enc = self.target if encoder is None else encoder
-        ts = enc.tokenize(x, patch_size)
-        pos, coords = enc.patch_positions(ts.grid, ts.scale, ts.tokens.device)
-        return enc.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis)
+        return (self.target if encoder is None else encoder).encode_all(x, patch_size)[0]
 
     def forward(self, x: Mapping[str, Tensor], patch_size: int, masks: Masks, generators: Mapping[str, torch.Generator],
                 monitor: bool = False, rows: slice | None = None, global_batch: int | None = None) -> dict[str, Tensor]:

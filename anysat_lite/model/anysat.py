@@ -184,6 +184,13 @@ class AnySat(nn.Module):
         qpos = torch.cat([query_pos.new_zeros(query_pos.shape[0], n_prefix, D), query_pos], dim=1)
         return self.fusion(x, qpos, fusion_buckets(coords, M, n_prefix), n_prefix)
 
+    def encode_all(self, x: Mapping[str, Tensor], patch_size: int,
+                   keep_subpatches: Iterable[str] = ()) -> tuple[Tensor, TokenSet]:
+        """Every patch of a sample through the whole encoder: (``[B, 1 + N, D]``, its :class:`TokenSet`)."""
+        ts = self.tokenize(x, patch_size, keep_subpatches)
+        pos, coords = self.patch_positions(ts.grid, ts.scale, ts.tokens.device)
+        return self.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis), ts
+
     # --- public forward ---------------------------------------------------------------
     def forward(self, x: Mapping[str, Tensor], patch_size: int, output: str = "tile",
                 output_modality: str | None = None) -> Tensor:
@@ -199,9 +206,7 @@ class AnySat(nn.Module):
                 raise SampleError(f"output_modality {dense_sensor!r} is not in the sample (sensors: {sensors})")
             if self.sensors[dense_sensor].one_token_per_tile:
                 raise SampleError(f"{dense_sensor}: one token per tile, it has no dense output")
-        ts = self.tokenize(x, patch_size, keep_subpatches=[dense_sensor] if dense_sensor else [])
-        pos, coords = self.patch_positions(ts.grid, ts.scale, ts.tokens.device)
-        out = self.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis)
+        out, ts = self.encode_all(x, patch_size, keep_subpatches=[dense_sensor] if dense_sensor else [])
         B, (h, w) = out.shape[0], ts.grid
         if output == "tile":
             return out[:, 0]

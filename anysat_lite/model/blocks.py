@@ -83,13 +83,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        bias = None
-        if self.rpe is not None:
-            if buckets is None:
-                raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
-            bias = self.rpe(q * self.scale, buckets).to(q.dtype)
-        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, D)))
+        return self._attend(q, k, v, buckets)
 
     def forward_first(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
         """Attention output of token 0 only, ``[B, L, D] -> [B, 1, D]`` (queries of the others are skipped)."""
@@ -98,14 +92,18 @@ class SelfAttention(nn.Module):
         q = F.linear(x[:, :1], w[:D], None if b is None else b[:D]).view(B, 1, self.num_heads, self.head_dim)
         k, v = F.linear(x, w[D:], None if b is None else b[D:]).view(B, L, 2, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4)
-        q = q.transpose(1, 2)
+        return self._attend(q.transpose(1, 2), k, v, None if buckets is None else buckets[..., :1, :])
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor | None) -> Tensor:
+        """``q [B, H, Lq, d]``, ``k, v [B, H, L, d]`` -> projected output ``[B, Lq, D]``."""
         bias = None
         if self.rpe is not None:
             if buckets is None:
                 raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
-            bias = self.rpe(q * self.scale, buckets[..., :1, :]).to(q.dtype)
+            bias = self.rpe(q * self.scale, buckets).to(q.dtype)
         out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, 1, D)))
+        B, H, Lq, d = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, Lq, H * d)))
 
 
 class Block(nn.Module):
