@@ -2,7 +2,8 @@
 
 Every measurement runs in a fresh subprocess (so the CPU peak-memory figure, the process's
 maximum resident set, belongs to that measurement alone).  For each configuration it
-reports the median forward and forward+backward time per batch (after two warm-up runs), tokens per second (patch tokens
+reports the median forward and forward+backward time per batch (after two warm-up runs; timings
+pooled over ``--rounds`` processes, interleaved between implementations), tokens per second (patch tokens
 ``B x M x N`` and sub-patch tokens), peak memory, FLOPs counted by
 ``torch.utils.flop_counter`` and the achieved FLOP/s with its ratio to the machine's
 measured matmul peak.
@@ -42,17 +43,20 @@ def _sync(device):
 
 
 def matmul_peak(device, n: int | None = None, dtype=torch.float32, repeats: int = 5) -> float:
-    """Measured FLOP/s of a large square matmul (the reference for the achieved-FLOP/s ratio)."""
+    """Measured FLOP/s of a large square matmul, fastest of ``repeats`` (the reference for the
+    achieved-FLOP/s ratio)."""
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    _sync(device)
-    t = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
         a @ b
-    _sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - t)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
 
 
 def _build(impl: str, size: str, sensors, official_path: str | None, device):
@@ -115,25 +119,38 @@ def measure(spec: dict) -> dict:
                 _sync(device)
                 times.append(time.perf_counter() - t)
                 model.zero_grad(set_to_none=True)
-        res[f"{name}_ms"] = round(sorted(times)[len(times) // 2] * 1000, 2)  # median
-    from .sensors import SENSORS
-
-    n_patch = (spec["tile_m"] // P) ** 2
-    spatial = [s for s in spec["sensors"] if not SENSORS[s].one_token_per_tile]
-    patch_tokens = spec["batch"] * n_patch * len(spatial)
-    sub_tokens = 0
-    for s in spatial:
-        sub_tokens += spec["batch"] * n_patch * max(1, round(P / SENSORS[s].subpatch_m)) ** 2
-    fb_s = res["forward_backward_ms"] / 1000
+        res[f"{name}_times_ms"] = [round(t * 1000, 3) for t in times]
     res.update({
         "forward_flops": flops,
-        "achieved_flops_forward": flops / (res["forward_ms"] / 1000),
-        "achieved_flops_forward_backward": 3 * flops / fb_s,  # backward ~ 2 x forward
-        "patch_tokens_per_s": round(patch_tokens / fb_s, 1),
-        "subpatch_tokens_per_s": round(sub_tokens / fb_s, 1),
         "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+    })
+    return summarise(spec, [res])
+
+
+def summarise(spec: dict, runs: list[dict]) -> dict:
+    """Pool the timings of one configuration's runs (processes): medians, throughput, FLOP/s, worst memory."""
+    from .sensors import SENSORS
+
+    res = dict(runs[0])
+    for name in ("forward", "forward_backward"):
+        pooled = sorted(t for r in runs for t in r[f"{name}_times_ms"])
+        res[f"{name}_times_ms"] = pooled
+        res[f"{name}_ms"] = pooled[len(pooled) // 2]  # median (upper one for an even count)
+    res["peak_memory_mb"] = max(r["peak_memory_mb"] for r in runs)
+    res["processes"] = len(runs)
+    P = spec["patch"]
+    n_patch = (spec["tile_m"] // P) ** 2
+    spatial = [s for s in spec["sensors"] if not SENSORS[s].one_token_per_tile]
+    patch_tokens = spec["batch"] * n_patch * len(spatial)
+    sub_tokens = sum(spec["batch"] * n_patch * max(1, round(P / SENSORS[s].subpatch_m)) ** 2 for s in spatial)
+    fb_s = res["forward_backward_ms"] / 1000
+    res.update({
+        "achieved_flops_forward": res["forward_flops"] / (res["forward_ms"] / 1000),
+        "achieved_flops_forward_backward": 3 * res["forward_flops"] / fb_s,  # backward ~ 2 x forward
+        "patch_tokens_per_s": round(patch_tokens / fb_s, 1),
+        "subpatch_tokens_per_s": round(sub_tokens / fb_s, 1),
     })
     return res
 
@@ -190,7 +207,10 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="*", default=list(SIZES), help="model sizes for the standard input")
     p.add_argument("--sweep-size", default="nano", help="model size for the growing-work sweeps")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=7, help="timed repetitions (the median is reported)")
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions per process")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="processes per configuration and implementation, interleaved (ours, official, ours...); "
+                        "the median of all their timings is reported, which tames a noisy machine")
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--official", help="folder with the official AnySat implementation (model.Hub) to compare")
     p.add_argument("--device", default=None)
@@ -238,21 +258,28 @@ def main(argv=None) -> int:
     impls = ["ours"] + (["official"] if args.official else [])
     results = []
     for spec in specs:
+        fulls = {impl: dict(spec, impl=impl, batch=args.batch, repeats=args.repeats, device=str(device),
+                            official=args.official, threads=args.threads, amp=args.amp) for impl in impls}
+        runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+        for _ in range(max(1, args.rounds)):
+            for impl in impls:
+                runs[impl].append(_run_sub(fulls[impl]))
         for impl in impls:
-            full = dict(spec, impl=impl, batch=args.batch, repeats=args.repeats, device=str(device),
-                        official=args.official, threads=args.threads, amp=args.amp)
-            res = _run_sub(full)
-            results.append({"spec": full, "result": res})
-            print(_row(full, res, peak), flush=True)
+            errors = [r for r in runs[impl] if "error" in r]
+            res = errors[0] if errors else summarise(fulls[impl], runs[impl])
+            results.append({"spec": fulls[impl], "result": res})
+            print(_row(fulls[impl], res, peak), flush=True)
     if args.official:
-        print("\nspeed-up (official time / ours) and memory ratio (ours / official):")
+        print("\nspeed-up (official time / ours), memory ratio (ours / official) and FLOP ratio (official / ours:\n"
+              "the speed-up both would have at equal FLOP/s, i.e. what fewer operations alone buy):")
         for i in range(0, len(results), 2):
             a, b = results[i]["result"], results[i + 1]["result"]
             if "error" in a or "error" in b:
                 continue
             print(f"  {results[i]['spec']['size']:5s} {results[i]['spec']['label']:34s} "
                   f"fwd x{b['forward_ms'] / a['forward_ms']:.2f}  fwd+bwd x{b['forward_backward_ms'] / a['forward_backward_ms']:.2f}"
-                  f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}")
+                  f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}"
+                  f"  FLOPs x{b['forward_flops'] / a['forward_flops']:.2f}")
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0

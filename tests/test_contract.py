@@ -34,6 +34,7 @@ def test_non_square_tiles_are_accepted():
     (lambda x: x.update(aerial=torch.randint(0, 9, (2, 4, 300, 300))), r"aerial: expected a floating-point tensor, got dtype torch.int64"),
     (lambda x: x.update(aerial=torch.rand(2, 4, 305, 300)), r"aerial: height and width must be multiples of its 10-pixel sub-patch \(2 m at 0.2 m GSD\), got 305x300"),
     (lambda x: x["aerial"].__setitem__((0, 0, 0, 0), float("nan")), r"aerial: 1 non-finite values"),
+    (lambda x: x["s2"].__setitem__((1, 2, 3), float("-inf")), r"s2: 36 non-finite values"),
     (lambda x: x.pop("s2_dates"), r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found"),
     (lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))), r"s2_dates: expected shape \[B, T\] = \[2, 3\], got \[2, 4\]"),
     (lambda x: x.update(s2_dates=torch.tensor([[1, 2, 400], [1, 2, 3]])), r"s2_dates: day-of-year must lie in \[0, 366\], got values in \[1, 400\]"),
@@ -49,6 +50,13 @@ def test_each_error_path(mutate, match):
     mutate(x)
     with pytest.raises(SampleError, match=match):
         validate_sample(x)
+
+
+def test_large_finite_values_pass_the_finite_check():
+    x = good()
+    x["aerial"] = torch.full((2, 4, 300, 300), 3e38)  # the fast path's float32 sum overflows to inf
+    x["aerial"][0, 0, 0, 0] = -3e38
+    assert validate_sample(x).sensors == ["aerial", "s2"]
 
 
 def test_empty_and_only_suffix_samples():

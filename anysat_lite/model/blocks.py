@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .irpe import ContextualRPE
+from .layers import DropPath, Dropout
 
-__all__ = ["DropPath", "MLP", "SelfAttention", "Block", "attention"]
+__all__ = ["MLP", "SelfAttention", "Block", "attention"]
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropout: float = 0.0) -> Tensor:
@@ -24,25 +25,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropo
     """
     if bias is None or not bias.requires_grad:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5).add_(bias)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).add_(bias)  # scale the small operand
     weights = scores.softmax(dim=-1)
     if dropout > 0:
         weights = F.dropout(weights, dropout)
     return torch.matmul(weights, v)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch of a sample with probability ``p`` (training only)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
 
 
 class MLP(nn.Module):
@@ -53,7 +40,7 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
@@ -77,7 +64,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
         self.rpe = ContextualRPE(self.head_dim) if rpe else None
 
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import MLP, DropPath, attention
+from .blocks import MLP, attention
+from .layers import DropPath
 from .irpe import ContextualRPE, add_prefix, euclidean_buckets
 
 __all__ = ["FusionBlock", "fusion_buckets"]

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .layers import Dropout, GroupNorm
 from .posenc import doy_encoding
 
 __all__ = ["LTAE"]
@@ -22,9 +23,9 @@ def _mlp_groupnorm(widths: list[int], dropout: float | None) -> nn.Sequential:
     """``Linear -> GroupNorm(4) -> ReLU (-> Dropout)`` for each consecutive pair of ``widths``."""
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.GroupNorm(4, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), GroupNorm(4, b), nn.ReLU()]
         if dropout is not None:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -50,14 +51,14 @@ class LTAE(nn.Module):
             raise ValueError(f"L-TAE width {d} must be divisible by its {n_head} heads")
         self.n_head, self.d_k, self.d_model, self.period = n_head, d_k, d, period
         self.input_mlp = _mlp_groupnorm([in_channels, *mlp_in], dropout)
-        self.in_norm = nn.GroupNorm(n_head, d) if in_norm else nn.Identity()
+        self.in_norm = GroupNorm(n_head, d) if in_norm else nn.Identity()
         self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
         self.key = nn.Linear(d, n_head * d_k)
         nn.init.normal_(self.key.weight, std=math.sqrt(2.0 / d_k))
-        self.attn_drop = nn.Dropout(attn_dropout)
+        self.attn_drop = Dropout(attn_dropout)
         self.output_mlp = _mlp_groupnorm([d, out_dim], None)
-        self.dropout = nn.Dropout(dropout)
-        self.out_norm = nn.GroupNorm(n_head, out_dim)
+        self.dropout = Dropout(dropout)
+        self.out_norm = GroupNorm(n_head, out_dim)
 
     def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
         N, T, C = x.shape
