@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    peak = matmul_peak(device)
+    peak = matmul_peak(device, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float32)  # of the compute dtype
     machine = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                "python": platform.python_version(), "matmul_peak_flops": peak, "amp": args.amp}

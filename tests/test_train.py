@@ -83,6 +83,18 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     assert worst < 1e-4, worst
 
 
+def test_bf16_autocast_on_cpu_tracks_fp32(tmp_path):
+    """The opt-in CPU speed path (README, Benchmarks): bf16 autocast gives the fp32 losses to bf16 precision."""
+    losses = {}
+    for amp in ("none", "bf16"):
+        cfg = get_config("cpu-demo", TINY + ["train.steps=6", f"train.out_dir={tmp_path / amp}", f"train.amp={amp}"])
+        pretrain(cfg, progress=False)
+        losses[amp] = [r["jepa_loss"] for r in read_metrics(tmp_path / amp)]
+    assert len(losses["bf16"]) == 6 and all(torch.isfinite(torch.tensor(losses["bf16"])))
+    assert losses["bf16"] != losses["none"]                                 # autocast was on
+    assert losses["bf16"] == pytest.approx(losses["none"], rel=0.05)
+
+
 def test_checkpoints_are_atomic_and_weights_only(tmp_path):
     path = tmp_path / "ck.pt"
     save_checkpoint({"w": torch.ones(2), "step": 3, "meta": {"a": [1, 2]}}, path)
