@@ -77,7 +77,7 @@ def _build(impl: str, size: str, sensors, official_path: str | None, device):
 
 
 def measure(spec: dict) -> dict:
-    """One configuration: ``{impl, size, sensors, tile_m, patch, T, batch, repeats, device, official, threads}``."""
+    """One configuration in this process: ``{impl, size, sensors, ...}`` -> timings, FLOPs, peak memory."""
     device = torch.device(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -126,7 +126,7 @@ def measure(spec: dict) -> dict:
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
     })
-    return summarise(spec, [res])
+    return res  # raw timings; the parent pools the processes of a configuration with summarise()
 
 
 def summarise(spec: dict, runs: list[dict]) -> dict:

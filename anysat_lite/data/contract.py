@@ -130,7 +130,7 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
     """Raise if ``t`` holds NaN or inf.  A NaN or inf anywhere makes the sum non-finite, so one
     reduction settles the common case; the element-wise test runs only when the sum is not
     finite (a NaN/inf, or a sum that overflowed)."""
-    if not t.is_floating_point() or torch.isfinite(t.sum(dtype=torch.float32)):
+    if torch.isfinite(t.sum(dtype=torch.float32)):  # t is floating point (checked before)
         return
     bad = (~torch.isfinite(t)).sum().item()
     if bad:

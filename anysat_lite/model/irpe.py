@@ -66,12 +66,11 @@ class ContextualRPE(nn.Module):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
     def forward(self, q: Tensor, buckets: Tensor) -> Tensor:
+        table = q[:, 0] @ self.weight[0].to(q.dtype)                                   # [B, Lq, n_buckets]
         if buckets.dim() == 2:
             # Same buckets for every sample: bias[b, i, j] = sum_r table[b, i, r] * [bucket(i, j) = r],
             # one batched matmul over the queries i (exact: the other terms are zeros).  Forward +
             # backward it is faster than indexing the table, whose backward is a scattered add.
-            table = q[:, 0] @ self.weight[0].to(q.dtype)                               # [B, Lq, n]
-            onehot = F.one_hot(buckets, self.weight.shape[-1]).to(q.dtype)            # [Lq, Lk, n]
+            onehot = F.one_hot(buckets, table.shape[-1]).to(q.dtype)                    # [Lq, Lk, n_buckets]
             return torch.einsum("bir,ijr->bij", table, onehot)[:, None]
-        table = q[:, :1] @ self.weight.to(q.dtype)  # [B, 1, Lq, n_buckets]
-        return torch.gather(table, -1, buckets[:, None])
+        return torch.gather(table, -1, buckets)[:, None]
