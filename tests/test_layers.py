@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anysat_lite.model.blocks import attention
+from anysat_lite.model.blocks import _BiasedAttention, attention
 from anysat_lite.model.irpe import ContextualRPE, add_prefix, euclidean_buckets, grid_coords
 from anysat_lite.model.layers import MIN_GROUP, Dropout, GroupNorm
 
@@ -89,12 +89,17 @@ def test_rpe_shared_buckets_equal_per_sample_gather():
     torch.testing.assert_close(bias[:, 0], expected)
 
 
-def test_attention_with_trainable_bias_matches_sdpa():
-    rpe, buckets, q = _rpe_case()
+@pytest.mark.parametrize("d, budget, path", [(8, 2**20, "_BiasedAttention"), (8, 26 * 26 * 4, "_BiasedAttention"),
+                                              (64, 2**20, "UnsafeViewBackward0")])
+def test_attention_with_trainable_bias_matches_sdpa(monkeypatch, d, budget, path):
+    """Chunked (narrow heads; one chunk or one sample per chunk) and explicit paths = PyTorch's SDPA."""
+    monkeypatch.setattr(_BiasedAttention, "budget", budget)
+    rpe, buckets, q = _rpe_case(d=d)
     k = torch.randn_like(q, requires_grad=True)
     v = torch.randn_like(q, requires_grad=True)
     bias = rpe(q * q.shape[-1] ** -0.5, buckets)
-    out = attention(q, k, v, bias)                                  # explicit path (bias needs a gradient)
+    out = attention(q, k, v, bias)                                  # bias needs a gradient
+    assert path in type(out.grad_fn).__name__
     grads = torch.autograd.grad(out.square().sum(), (q, k, v, rpe.weight))
     bias = rpe(q * q.shape[-1] ** -0.5, buckets)
     out_ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # PyTorch's generic path
@@ -102,3 +107,13 @@ def test_attention_with_trainable_bias_matches_sdpa():
     torch.testing.assert_close(out, out_ref)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bias_heads", [1, 3])
+def test_chunked_biased_attention_gradcheck(monkeypatch, bias_heads):
+    monkeypatch.setattr(_BiasedAttention, "budget", 3 * 5 * 4 * 2)   # two samples per chunk, last one partial
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(5, bias_heads, 5, 4, dtype=torch.float64, requires_grad=True)
+    k, v = k[:, :, :4].detach().requires_grad_(), v[:, :, :4].detach().requires_grad_()
+    assert torch.autograd.gradcheck(_BiasedAttention.apply, (q, k, v, bias))

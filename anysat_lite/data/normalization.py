@@ -72,7 +72,7 @@ class NormStats:
             shape[ax] = -1
             m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
             s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
-            out[key] = (x.float() - m) / s
+            out[key] = (x.float() - m).div_(s)
         return out
 
     def to_dict(self) -> dict:

@@ -18,18 +18,73 @@ __all__ = ["MLP", "SelfAttention", "Block", "attention"]
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropout: float = 0.0) -> Tensor:
-    """``softmax(q k^T / sqrt(d) + bias) v`` for ``[B, H, L, d]`` tensors.
+    """``softmax(q k^T / sqrt(d) + bias) v`` for ``[B, H, L, d]`` tensors (``bias [B, 1, Lq, Lk]``).
 
-    SDPA handles the common case; when the bias needs a gradient (the iRPE table is being
-    trained) PyTorch falls back to a generic path, and the explicit form below is faster.
+    SDPA handles the common case.  When the bias needs a gradient (the iRPE table is being
+    trained) PyTorch's CPU SDPA falls back to a generic path; the explicit form below is
+    faster, and for narrow heads (``d <= 32``, where the ``[L, L]`` scores dominate) the
+    chunked :class:`_BiasedAttention` is faster still.
     """
     if bias is None or not bias.requires_grad:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    if (dropout == 0.0 and q.device.type == "cpu" and q.shape[-1] <= _BiasedAttention.max_head_dim
+            and bias.dim() == 4 and bias.shape[0] == q.shape[0] and bias.shape[1] in (1, q.shape[1])):
+        return _BiasedAttention.apply(q, k, v, bias)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).add_(bias)  # scale the small operand
     weights = scores.softmax(dim=-1)
     if dropout > 0:
         weights = F.dropout(weights, dropout)
     return torch.matmul(weights, v)
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """Attention with a trainable bias, a chunk of samples at a time; nothing of size ``[B, H, L, L]`` is kept.
+
+    Forward and backward loop over chunks of the batch whose scores fit in about 4 MB; the
+    backward recomputes the chunk's softmax (one extra ``q k^T``) instead of storing it.  On
+    the CPU with narrow heads the scores stay in cache: about 2x faster forward + backward than
+    the explicit form at the CPU demo's sizes (``[128, 4, 226, 16]``), the same values
+    operation for operation.  With ``d = 64`` the recomputation costs more than it saves.
+    """
+
+    budget = 2**20       # score elements per chunk (tests shrink it)
+    max_head_dim = 32
+
+    @staticmethod
+    def _chunks(q: Tensor, k: Tensor):
+        B, H, Lq, _ = q.shape
+        n = max(1, _BiasedAttention.budget // (H * Lq * k.shape[2]))
+        return ((s, min(B, s + n)) for s in range(0, B, n))
+
+    @staticmethod
+    def _weights(qs: Tensor, k: Tensor, bias: Tensor) -> Tensor:
+        return torch.matmul(qs, k.transpose(-2, -1)).add_(bias).softmax(dim=-1)
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")   # the backward runs under the forward's autocast state
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        scale = q.shape[-1] ** -0.5
+        out = [torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], bias[s:e]), v[s:e])
+               for s, e in _BiasedAttention._chunks(q, k)]
+        ctx.save_for_backward(q, k, v, bias)
+        return torch.cat(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, bias = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        dq, dk, dv, dbias = [], [], [], []
+        for s, e in _BiasedAttention._chunks(q, k):
+            qs, g = q[s:e] * scale, grad_out[s:e]
+            w = _BiasedAttention._weights(qs, k[s:e], bias[s:e])                   # [b, H, Lq, Lk]
+            dv.append(torch.matmul(w.transpose(-2, -1), g))
+            ds = torch._softmax_backward_data(torch.matmul(g, v[s:e].transpose(-2, -1)), w, -1, w.dtype)
+            dbias.append(ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds)
+            dq.append(torch.matmul(ds, k[s:e]).mul_(scale))
+            dk.append(torch.matmul(ds.transpose(-2, -1), qs))
+        return torch.cat(dq), torch.cat(dk), torch.cat(dv), torch.cat(dbias).to(bias.dtype)
 
 
 class MLP(nn.Module):
