@@ -61,30 +61,37 @@ class _BiasedAttention(torch.autograd.Function):
         return torch.matmul(qs, k.transpose(-2, -1)).add_(bias).softmax(dim=-1)
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")   # the backward runs under the forward's autocast state
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-        scale = q.shape[-1] ** -0.5
-        out = [torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], bias[s:e]), v[s:e])
-               for s, e in _BiasedAttention._chunks(q, k)]
-        ctx.save_for_backward(q, k, v, bias)
+        # One compute dtype (that of q: bf16 when the qkv projection ran under autocast), autocast off
+        # inside, so that the forward and the recomputation in the backward see the same numbers.
+        with torch.autocast("cpu", enabled=False):
+            k, v, b = k.to(q.dtype), v.to(q.dtype), bias.to(q.dtype)
+            scale = q.shape[-1] ** -0.5
+            out = [torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], b[s:e]), v[s:e])
+                   for s, e in _BiasedAttention._chunks(q, k)]
+        ctx.save_for_backward(q, k, v, b)
+        ctx.dtypes = (k.dtype, v.dtype, bias.dtype)
         return torch.cat(out)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_out: Tensor):
         q, k, v, bias = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
         dq, dk, dv, dbias = [], [], [], []
-        for s, e in _BiasedAttention._chunks(q, k):
-            qs, g = q[s:e] * scale, grad_out[s:e]
-            w = _BiasedAttention._weights(qs, k[s:e], bias[s:e])                   # [b, H, Lq, Lk]
-            dv.append(torch.matmul(w.transpose(-2, -1), g))
-            ds = torch._softmax_backward_data(torch.matmul(g, v[s:e].transpose(-2, -1)), w, -1, w.dtype)
-            dbias.append(ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds)
-            dq.append(torch.matmul(ds, k[s:e]).mul_(scale))
-            dk.append(torch.matmul(ds.transpose(-2, -1), qs))
-        return torch.cat(dq), torch.cat(dk), torch.cat(dv), torch.cat(dbias).to(bias.dtype)
+        with torch.autocast("cpu", enabled=False):
+            grad_out = grad_out.to(q.dtype)
+            for s, e in _BiasedAttention._chunks(q, k):
+                qs, g = q[s:e] * scale, grad_out[s:e]
+                w = _BiasedAttention._weights(qs, k[s:e], bias[s:e])                   # [b, H, Lq, Lk]
+                dv.append(torch.matmul(w.transpose(-2, -1), g))
+                dw = torch.matmul(g, v[s:e].transpose(-2, -1))
+                ds = torch._softmax_backward_data(dw, w, -1, w.dtype)                 # what autograd calls
+                dbias.append(ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds)
+                dq.append(torch.matmul(ds, k[s:e]).mul_(scale))
+                dk.append(torch.matmul(ds.transpose(-2, -1), qs))
+        kt, vt, bt = ctx.dtypes
+        return torch.cat(dq), torch.cat(dk).to(kt), torch.cat(dv).to(vt), torch.cat(dbias).to(bt)
 
 
 class MLP(nn.Module):
