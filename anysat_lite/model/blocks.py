@@ -45,6 +45,11 @@ class _BiasedAttention(torch.autograd.Function):
     the CPU with narrow heads the scores stay in cache: about 2x faster forward + backward than
     the explicit form at the CPU demo's sizes (``[128, 4, 226, 16]``), the same values
     operation for operation.  With ``d = 64`` the recomputation costs more than it saves.
+
+    Each chunk's result is written straight into an output (and gradients) laid out in memory
+    like its input: ``q, k, v`` given as ``[B, H, L, d]`` views of token-major ``[B, L, H, d]``
+    projections get token-major results, so neither the merge of heads after the attention nor
+    the gradient of the ``qkv`` projection needs a copy.
     """
 
     budget = 2**20       # score elements per chunk (tests shrink it)
@@ -61,37 +66,45 @@ class _BiasedAttention(torch.autograd.Function):
         return torch.matmul(qs, k.transpose(-2, -1)).add_(bias).softmax(dim=-1)
 
     @staticmethod
+    def _like(t: Tensor, shape=None) -> Tensor:
+        """Uninitialised tensor shaped like ``t`` (or ``shape``, same rank) with ``t``'s dimension order in memory."""
+        shape = t.shape if shape is None else shape
+        order = sorted(range(t.dim()), key=lambda i: -t.stride(i))          # outermost dimension first
+        return t.new_empty([shape[i] for i in order]).permute([order.index(i) for i in range(t.dim())])
+
+    @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         # One compute dtype (that of q: bf16 when the qkv projection ran under autocast), autocast off
         # inside, so that the forward and the recomputation in the backward see the same numbers.
         with torch.autocast("cpu", enabled=False):
             k, v, b = k.to(q.dtype), v.to(q.dtype), bias.to(q.dtype)
             scale = q.shape[-1] ** -0.5
-            out = [torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], b[s:e]), v[s:e])
-                   for s, e in _BiasedAttention._chunks(q, k)]
+            out = _BiasedAttention._like(q, (*q.shape[:3], v.shape[-1]))
+            for s, e in _BiasedAttention._chunks(q, k):
+                out[s:e] = torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], b[s:e]), v[s:e])
         ctx.save_for_backward(q, k, v, b)
         ctx.dtypes = (k.dtype, v.dtype, bias.dtype)
-        return torch.cat(out)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
         q, k, v, bias = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
-        dq, dk, dv, dbias = [], [], [], []
+        dq, dk, dv, dbias = (_BiasedAttention._like(t) for t in (q, k, v, bias))
         with torch.autocast("cpu", enabled=False):
             grad_out = grad_out.to(q.dtype)
             for s, e in _BiasedAttention._chunks(q, k):
                 qs, g = q[s:e] * scale, grad_out[s:e]
                 w = _BiasedAttention._weights(qs, k[s:e], bias[s:e])                   # [b, H, Lq, Lk]
-                dv.append(torch.matmul(w.transpose(-2, -1), g))
+                dv[s:e] = torch.matmul(w.transpose(-2, -1), g)
                 dw = torch.matmul(g, v[s:e].transpose(-2, -1))
                 ds = torch._softmax_backward_data(dw, w, -1, w.dtype)                 # what autograd calls
-                dbias.append(ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds)
-                dq.append(torch.matmul(ds, k[s:e]).mul_(scale))
-                dk.append(torch.matmul(ds.transpose(-2, -1), qs))
+                dbias[s:e] = ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds
+                dq[s:e] = torch.matmul(ds, k[s:e]).mul_(scale)
+                dk[s:e] = torch.matmul(ds.transpose(-2, -1), qs)
         kt, vt, bt = ctx.dtypes
-        return torch.cat(dq), torch.cat(dk).to(kt), torch.cat(dv).to(vt), torch.cat(dbias).to(bt)
+        return dq, dk.to(kt), dv.to(vt), dbias.to(bt)
 
 
 class MLP(nn.Module):
@@ -131,7 +144,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # [B, L, 3, H, d] split on its own axis, then [B, H, L, d] views: no copy either way in autograd
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).unbind(2))
         return self._attend(q, k, v, buckets)
 
     def forward_first(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
@@ -139,8 +153,8 @@ class SelfAttention(nn.Module):
         B, L, D = x.shape
         w, b = self.qkv.weight, self.qkv.bias
         q = F.linear(x[:, :1], w[:D], None if b is None else b[:D]).view(B, 1, self.num_heads, self.head_dim)
-        k, v = F.linear(x, w[D:], None if b is None else b[D:]).view(B, L, 2, self.num_heads, self.head_dim).permute(
-            2, 0, 3, 1, 4)
+        k, v = (t.transpose(1, 2) for t in
+                F.linear(x, w[D:], None if b is None else b[D:]).view(B, L, 2, self.num_heads, self.head_dim).unbind(2))
         return self._attend(q.transpose(1, 2), k, v, None if buckets is None else buckets[..., :1, :])
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor | None) -> Tensor:
@@ -149,7 +163,7 @@ class SelfAttention(nn.Module):
         if self.rpe is not None:
             if buckets is None:
                 raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
-            bias = self.rpe(q * self.scale, buckets).to(q.dtype)
+            bias = self.rpe(q[:, :1] * self.scale, buckets).to(q.dtype)  # the first head's queries (see irpe)
         out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
         B, H, Lq, d = out.shape
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, Lq, H * d)))
