@@ -117,3 +117,24 @@ def test_chunked_biased_attention_gradcheck(monkeypatch, bias_heads):
     bias = torch.randn(5, bias_heads, 5, 4, dtype=torch.float64, requires_grad=True)
     k, v = k[:, :, :4].detach().requires_grad_(), v[:, :, :4].detach().requires_grad_()
     assert torch.autograd.gradcheck(_BiasedAttention.apply, (q, k, v, bias))
+
+
+def test_chunked_biased_attention_keeps_token_major_layout(monkeypatch):
+    """q, k, v as [B, H, L, d] views of a token-major projection -> output and gradients token-major too
+    (merging heads and the projection's gradient need no copy), with the same values as the explicit form."""
+    monkeypatch.setattr(_BiasedAttention, "budget", 3 * 7 * 7)         # several chunks
+    torch.manual_seed(0)
+    B, L, H, d = 5, 7, 3, 4
+    qkv = torch.randn(B, L, 3, H, d, requires_grad=True)
+    q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+    bias = torch.randn(B, 1, L, L, requires_grad=True)
+    out = _BiasedAttention.apply(q, k, v, bias)
+    assert out.transpose(1, 2).is_contiguous()
+    g = torch.randn_like(out)
+    dq, dk, dv, db = torch.autograd.grad(out, (q, k, v, bias), g)
+    assert all(t.transpose(1, 2).is_contiguous() for t in (dq, dk, dv)) and db.is_contiguous()
+    ref = torch.softmax(q @ k.transpose(-2, -1) * d**-0.5 + bias, -1) @ v
+    ref_grads = torch.autograd.grad(ref, (q, k, v, bias), g)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip((dq, dk, dv, db), ref_grads):
+        torch.testing.assert_close(a, b)
