@@ -76,6 +76,7 @@ class _BiasedAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         # One compute dtype (that of q: bf16 when the qkv projection ran under autocast), autocast off
         # inside, so that the forward and the recomputation in the backward see the same numbers.
+        ctx.dtypes = (k.dtype, v.dtype, bias.dtype)      # the gradients go back in the inputs' dtypes
         with torch.autocast("cpu", enabled=False):
             k, v, b = k.to(q.dtype), v.to(q.dtype), bias.to(q.dtype)
             scale = q.shape[-1] ** -0.5
@@ -83,7 +84,6 @@ class _BiasedAttention(torch.autograd.Function):
             for s, e in _BiasedAttention._chunks(q, k):
                 out[s:e] = torch.matmul(_BiasedAttention._weights(q[s:e] * scale, k[s:e], b[s:e]), v[s:e])
         ctx.save_for_backward(q, k, v, b)
-        ctx.dtypes = (k.dtype, v.dtype, bias.dtype)
         return out
 
     @staticmethod
