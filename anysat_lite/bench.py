@@ -11,6 +11,11 @@ measured matmul peak.
 ``--official PATH`` also times the official AnySat implementation on the same weights and
 inputs: PATH must be an importable folder exposing ``model.Hub(dim, depth, heads)`` with the
 official ``AnyModule`` (the project does not ship that code; see README, "Benchmarks").
+
+``--pretrain`` times whole JEPA training steps of the presets instead: step time, peak memory,
+and the MFU (model FLOP utilisation: FLOPs per step, counted in a second run of the same
+steps, over the measured step time, as a share of the measured matmul peak of the compute
+dtype, and of the datasheet bf16 peak on known GPUs).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["main", "measure", "matmul_peak"]
+__all__ = ["main", "measure", "measure_pretraining", "add_mfu", "matmul_peak"]
 
 SIZES = ("nano", "tiny", "small", "base")
 
@@ -156,7 +161,12 @@ def summarise(spec: dict, runs: list[dict]) -> dict:
 
 
 def measure_pretraining(spec: dict) -> dict:
-    """``spec = {preset, steps, overrides}``: time a short pretraining run of a preset (steps/s, peak memory)."""
+    """``spec = {preset, steps, overrides[, count_flops]}``: a short pretraining run of a preset.
+
+    Times ``steps`` steps after a first one (which also builds the data): steps/s, the seconds
+    they took, peak memory.  With ``count_flops`` the run counts every step's FLOPs instead
+    (``flops_per_step``, first step included); its timings are then not meaningful.
+    """
     import tempfile
 
     from .config import get_config
@@ -167,19 +177,57 @@ def measure_pretraining(spec: dict) -> dict:
             f"train.steps={spec['steps'] + 1}", f"train.out_dir={out}", "train.ckpt_every=100000", "train.log_every=1",
             "train.warmup_steps=1"])
         t0 = time.perf_counter()
-        summary = pretrain(cfg, progress=False)
+        summary = pretrain(cfg, progress=False, count_flops=bool(spec.get("count_flops")))
         total = time.perf_counter() - t0
         from .train.metrics import read_metrics
         rows = read_metrics(out)
         # steps after the first (which includes data generation / compilation)
         first, last = rows[0]["seconds"], rows[-1]["seconds"]
     device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
-    return {"preset": spec["preset"], "steps": spec["steps"], "batch_size": cfg.train.batch_size,
-            "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
-            "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3), "wall_s": round(total, 1),
-            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-                                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "device": device, "final_jepa_loss": summary["final"]["jepa_loss"]}
+    res = {"preset": spec["preset"], "steps": spec["steps"], "batch_size": cfg.train.batch_size,
+           "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
+           "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3), "timed_s": round(last - first, 3),
+           "wall_s": round(total, 1),
+           "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.machine(),
+           "amp": cfg.train.amp, "final_jepa_loss": summary["final"]["jepa_loss"]}
+    if "flops_per_step" in summary:
+        res["flops_per_step"] = summary["flops_per_step"]
+    return res
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, FLOP/s, by exact device name
+# (as ``torch.cuda.get_device_name`` reports it); other devices get the MFU against the measured peak only.
+DATASHEET_BF16_PEAK = {
+    "NVIDIA H100 80GB HBM3": 989e12,   # H100 SXM5
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA L4": 121e12,
+}
+
+
+def add_mfu(timed: dict, counted: dict, peak: float, datasheet_peak: float | None = None) -> dict:
+    """Model FLOP utilisation of a timed pretraining run, from a second run that counted the same steps.
+
+    Both runs execute the same steps (data, masks and dates are drawn from ``(seed, step)``);
+    the timed window is every step after the first.  ``peak`` is the measured matmul peak of
+    the compute dtype; ``datasheet_peak`` the vendor's, when known.
+    """
+    flops = counted["flops_per_step"][1:timed["steps"] + 1]
+    if len(flops) != timed["steps"]:
+        raise ValueError(f"the counting run has {len(counted['flops_per_step'])} steps, the timed run "
+                         f"{timed['steps']} + 1")
+    achieved = sum(flops) / max(timed["timed_s"], 1e-9)
+    out = dict(timed, flops_per_step=sum(flops) / len(flops), achieved_flops=achieved, matmul_peak_flops=peak,
+               mfu=achieved / peak)
+    if datasheet_peak:
+        out.update(datasheet_peak_flops=datasheet_peak, mfu_datasheet=achieved / datasheet_peak)
+    return out
 
 
 def _run_sub(spec: dict, timeout: int = 3600) -> dict:
@@ -219,7 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="bench.json", help="where to write the results")
     p.add_argument("--pretrain", nargs="*", metavar="PRESET",
                    help="time short pretraining runs of these presets instead (default: every preset this machine "
-                        "can run: cpu-demo, tiny, small, base, and base-cuda with a GPU)")
+                        "can run: cpu-demo, tiny, small, base, and base-cuda with a GPU): step time, peak memory, "
+                        "and the MFU from a second run that counts the same steps' FLOPs")
     p.add_argument("--steps", type=int, default=5, help="timed pretraining steps per preset")
     p.add_argument("--pretrain-batch", type=int, default=None,
                    help="override the presets' global batch size (e.g. to fit the base presets on a CPU)")
@@ -291,18 +340,37 @@ def _bench_pretraining(args) -> int:
     presets = args.pretrain or [p for p in PRESETS if p != "base-cuda" or torch.cuda.is_available()]
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
-    results = []
+    results, peaks = [], {}
     for preset in presets:
         over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
         if not torch.cuda.is_available():
             over.append("train.device=cpu")
-        res = _run_sub({"preset": preset, "steps": args.steps, "overrides": over})
+        spec = {"preset": preset, "steps": args.steps, "overrides": over}
+        res = _run_sub(spec)
+        if "error" not in res:  # the same steps again, counting their FLOPs (counting slows them down)
+            counted = _run_sub(dict(spec, count_flops=True))
+            if "error" in counted:
+                res["mfu_error"] = counted["error"]
+            else:
+                key = (res["device"], res["amp"])
+                if key not in peaks:
+                    peaks[key] = matmul_peak(torch.device(res["device"]),
+                                             dtype=torch.bfloat16 if res["amp"] == "bf16" else torch.float32)
+                sheet = DATASHEET_BF16_PEAK.get(res["device_name"]) if res["amp"] == "bf16" else None
+                res = add_mfu(res, counted, peaks[key], sheet)
         results.append({"preset": preset, "result": res})
         if "error" in res:
             print(f"{preset:10s} ERROR {res['error']}")
-        else:
-            print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  {res['steps_per_s']:7.3f} steps/s  "
-                  f"peak {res['peak_memory_mb']:8.0f} MB  ({res['device']})", flush=True)
+            continue
+        mfu = ""
+        if "mfu" in res:
+            mfu = (f"  {res['flops_per_step'] / 1e9:9.1f} GFLOP/step  {res['achieved_flops'] / 1e9:8.1f} GFLOP/s  "
+                   f"MFU {100 * res['mfu']:4.1f} % of measured {res['amp'] if res['amp'] != 'none' else 'fp32'} "
+                   f"matmul peak" + (f" ({100 * res['mfu_datasheet']:.1f} % of datasheet)" if "mfu_datasheet" in res
+                                     else ""))
+        print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  {res['steps_per_s']:7.3f} steps/s  "
+              f"{1000 * res['timed_s'] / res['steps']:8.0f} ms/step  peak {res['peak_memory_mb']:8.0f} MB  ({res['device']})"
+              + mfu, flush=True)
     Path(args.json).write_text(json.dumps({"torch": torch.__version__, "pretraining": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0

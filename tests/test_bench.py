@@ -1,6 +1,9 @@
 """The benchmark script runs and writes the numbers it promises (no timing assertions)."""
 import json
 
+import pytest
+
+from anysat_lite.bench import add_mfu
 from anysat_lite.cli import main
 
 
@@ -25,4 +28,18 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--json", str(out)]) == 0
     res = json.loads(out.read_text())["pretraining"][0]["result"]
     assert res["steps_per_s"] > 0 and res["peak_memory_mb"] > 0 and res["model"] == "D64/depth2/heads4"
-    assert "steps/s" in capsys.readouterr().out
+    # MFU from a second run counting the same steps: FLOPs / timed seconds / measured matmul peak
+    assert res["flops_per_step"] > 1e9 and res["matmul_peak_flops"] > 0
+    assert res["achieved_flops"] == pytest.approx(2 * res["flops_per_step"] / res["timed_s"])
+    assert 0 < res["mfu"] < 1 and res["mfu"] == pytest.approx(res["achieved_flops"] / res["matmul_peak_flops"])
+    out = capsys.readouterr().out
+    assert "steps/s" in out and "MFU" in out
+
+
+def test_mfu_uses_the_timed_steps_only():
+    timed = {"steps": 2, "timed_s": 4.0, "steps_per_s": 0.5}
+    res = add_mfu(timed, {"flops_per_step": [99e12, 1e12, 3e12]}, peak=1e12, datasheet_peak=2e12)
+    assert res["flops_per_step"] == 2e12 and res["achieved_flops"] == 1e12       # (1 + 3) TFLOP / 4 s
+    assert res["mfu"] == 1.0 and res["mfu_datasheet"] == 0.5
+    with pytest.raises(ValueError, match="counting run"):
+        add_mfu(timed, {"flops_per_step": [1e12, 1e12]}, peak=1e12)

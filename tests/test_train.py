@@ -62,6 +62,21 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
+    over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
+    plain = pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    counted = pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'b'}"]), progress=False,
+                       count_flops=True)
+    assert "flops_per_step" not in plain
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]           # the same steps, bit for bit
+    flops = counted["flops_per_step"]
+    assert len(flops) == 4 and min(flops) > 1e8
+    # counted per step: these four steps draw both patch sizes, whose token counts (and FLOPs) differ
+    by_patch = {p: {f for r, f in zip(b, flops) if r["patch_size"] == p} for p in (10, 20)}
+    assert by_patch[10] and by_patch[20] and not by_patch[10] & by_patch[20]
+
+
 def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=4", "--set", "model.dropout=0.0"] + \
         sum((["--set", o] for o in TINY), [])

@@ -9,6 +9,7 @@ split over several processes, computes the same losses as an uninterrupted singl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config, config_to_dict, save_config
@@ -86,12 +88,18 @@ def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     return values
 
 
-def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
+def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flops: bool = False) -> dict:
     """Run JEPA pretraining as configured; returns a summary dict (also written to ``summary.json``).
 
     Outputs in ``cfg.train.out_dir``: ``config.yaml``, ``last.pt`` and ``step-XXXXXX.pt``
     checkpoints, ``metrics.csv``/``metrics.jsonl``, ``training_curves.png``,
     ``encoder.safetensors`` + ``encoder.json`` (the context encoder, for probing).
+
+    ``count_flops`` adds ``flops_per_step`` to the summary: each step's floating-point operations
+    (forward and backward of target encoder, context encoder and predictor; matmuls, convolutions
+    and attention, as counted by :class:`torch.utils.flop_counter.FlopCounterMode`) on this
+    process.  Counting slows the steps down and changes nothing else (same losses), so
+    ``anysat-lite bench --pretrain`` counts in a second run of the same steps to get the MFU.
     """
     tc, jc = cfg.train, cfg.jepa
     info = init_distributed(tc.device)
@@ -146,6 +154,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
 
     t0 = time.time()
     first_loss = None
+    flops: list[int] = []
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and info.main),
                desc=f"pretrain {cfg.name}", dynamic_ncols=True)
     row = {}
@@ -166,14 +175,18 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
             g["lr"] = lr
             g["weight_decay"] = wd if g["apply_wd"] else 0.0
         monitor = info.main and jc.monitor_every > 0 and (step % jc.monitor_every == 0 or step == tc.steps - 1)
-        with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            res = step_fn(batch, plan.patch_size, masks, gens, monitor=monitor, rows=rows,
-                          global_batch=tc.batch_size)
-        loss = res["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
+        with counter:
+            with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                res = step_fn(batch, plan.patch_size, masks, gens, monitor=monitor, rows=rows,
+                              global_batch=tc.batch_size)
+            loss = res["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+        if count_flops:
+            flops.append(counter.get_total_flops())
         if tc.grad_clip > 0:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.online_parameters(), tc.grad_clip)
@@ -218,6 +231,8 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
                    "first_jepa_loss": first_loss, "final": row, "seconds": round(elapsed, 2),
                    "steps_per_second": round((tc.steps - start) / max(elapsed, 1e-9), 3),
                    "out_dir": str(out)}
+        if count_flops:
+            summary["flops_per_step"] = flops
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     barrier()
     cleanup()
