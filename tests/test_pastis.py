@@ -138,6 +138,7 @@ def test_item_is_a_model_input_and_nano_runs_at_the_paper_patch_size():
     item = PastisHDDataset(FIXTURE, "test")[0]  # patch 30000: every date within days 0..365
     x = {k: v[None] for k, v in item.items() if k.split("_")[0] in SENSORS}
     assert validate_sample(x).extent_m == (80.0, 80.0)
+    assert PastisHDDataset(FIXTURE, "test").tile_m == 80.0 == PastisHDDataset(FIXTURE, "test", sensors=("spot",)).tile_m
     torch.manual_seed(0)
     model = AnySat("nano").eval()
     with torch.no_grad():

@@ -86,7 +86,7 @@ class PastisHDDataset(Dataset):
     sensors: tuple[str, ...] = ("spot", "s2", "s1")
     classes: tuple[str, ...] = CLASSES
     multilabel_classes: tuple[str, ...] = CLASSES[1:]
-    tile_m: float = 1280.0
+    tile_m: float = 1280.0  # the instance's value is read from its first patch (the fixtures are smaller)
     tasks: tuple[str, ...] = ("multilabel", "segmentation")
 
     metadata_file = "metadata.geojson"
@@ -129,6 +129,15 @@ class PastisHDDataset(Dataset):
             folder = self.root / (Path(self.spot_file).parts[0] if s == "spot" else self.series_files[s][0])
             if not folder.is_dir():
                 raise FileNotFoundError(f"PASTIS-HD: folder {folder} not found; the official reader reads {s!r} there")
+        self.tile_m = self._side_m(self.sensors[0], self.names[0])
+
+    def _side_m(self, sensor: str, pid: str) -> float:
+        """Width in metres of one patch (1280 m in PASTIS-HD), from the header of one of its files."""
+        if sensor == "spot":
+            with rasterio.open(self._path(self.spot_file.format(pid))) as src:
+                return float(src.width * abs(src.transform.a))
+        folder, prefix, _ = self.series_files[sensor]
+        return 10.0 * np.load(self._path(f"{folder}/{prefix}_{pid}.npy"), mmap_mode="r").shape[-1]
 
     @staticmethod
     def _date_values(props: dict, key: str, meta: Path) -> list:

@@ -52,7 +52,8 @@ from .io import date_from_name
 from .normalization import NormStats
 from .registry import check_sensors, check_split, choose_dates, item_rng, per_tile_norm_stats, read_norm_files
 
-__all__ = ["TreeSatAITSDataset", "TreeSatAITS", "CLASSES", "read_products", "products_to_doy", "official_norm_stats"]
+__all__ = ["TreeSatAITSDataset", "TreeSatAITS", "CLASSES", "read_products", "products_to_doy", "official_norm_stats",
+           "compute_norm_stats"]
 
 CLASSES = ("Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea", "Pinus",
            "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia")

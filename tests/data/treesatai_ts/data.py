@@ -11,7 +11,8 @@ Nine tiles, named like the real ones (``<Genus>_<species>_<n>_<id>_WEFL_NLF.tif`
                          pixel (b, y, x) = (y + 5 x + 37 k + 60 b) mod 256 for tile k (a crop shows its offset)
     sentinel/<stem>.h5   sen-2-data [T2, 10, 6, 6] float32, sen-2-masks [T2, 10, 6, 6], sen-2-products,
                          sen-1-asc-data [T1, 2, 6, 6] float32, sen-1-asc-products, sen-1-des-data/-products
-                         (product names as in TreeSatAI: date at the start of field 2 (S2) / field 4 (S1))
+                         (product names as in TreeSatAI: date at the start of field 2 (S2) / field 4 (S1));
+                         gzip-compressed to keep the fixture small (h5py reads it the same; the real files are not)
     s1-asc/<stem>.pth    torch tensor [T1, 3, 6, 6]: VV, VH (= sen-1-asc-data) and VV / VH
     s1/60m/, s2/60m/     single-date 6 x 6 px GeoTIFFs of two tiles (never read; they share the tile names)
     NORM_<sensor>_patch.json   statistics in the official format {"mean": [C], "std": [C]}
