@@ -1,16 +1,43 @@
-"""Reader for the TreeSatAI-TS format (aerial GeoTIFF + Sentinel ``.h5`` per tile).
+"""TreeSatAI-TS: the official-layout dataset reader and a per-tile reader of loose files.
 
-Each tile ``<name>`` has ``<name>.tif`` (0.2 m aerial, 304 x 304 px, R G B NIR) and
-``<name>.h5`` with ``sen-2-data [T, 10, 6, 6]``, ``sen-2-masks [T, 10, 6, 6]`` (channel 0:
-snow, 1: cloud probability in %), ``sen-1-asc-data [T, 2, 6, 6]``, ``sen-1-des-data`` and
-``*-products`` (product names; their first ``YYYYMMDD`` is the acquisition date).
-Files may sit in one folder or in the official ``aerial/`` / ``sentinel-ts/`` sub-folders.
+**The official layout** (the folder the official configs call ``data_dir/TreeSat/``), read by
+:class:`TreeSatAITSDataset` exactly as the official ``TreeSAT`` dataset class reads it::
 
-The genus label is the first word of the tile name (``Abies_alba_1_...`` -> ``Abies``);
-a TreeSatAI multi-label JSON (``{"<name>.tif": [["Abies", 0.7], ...]}``) can be given too.
+    train_filenames.lst, val_filenames.lst, test_filenames.lst   one tile file name per line ("<stem>.tif")
+    labels/TreeSatBA_v9_60m_multi_labels.json                    {"<stem>.tif": [["Abies", 0.71], ...]}
+    aerial/<stem>.tif          0.2 m aerial, 304 x 304 px, bands R G B NIR
+    sentinel/<stem>.h5         sen-2-data [T, 10, 6, 6] + sen-2-products, sen-1-asc-products, ...
+    s1-asc/<stem>.pth          a torch tensor [T, 3, 6, 6] (VV, VH, VV/VH) of the ascending S1 series
+    NORM_<sensor>_patch.json   (optional) the official normalisation statistics
+    s1/60m/, s2/60m/, ...      other TreeSatAI folders, never read
+
+An item (no batch axis), as the official ``TreeSAT.__getitem__`` + transform returns it for the
+GeoPlex modalities ``aerial``, ``s2``, ``s1-asc``:
+
+* ``aerial [4, 300, 300]`` float32: the 304 px tile cropped to 300 x 300 px (60 m) at a random
+  offset (the official ``RandomCrop(300)`` of both its train and test transforms); ``crop="center"``
+  takes pixels ``2:302`` instead.
+* ``s2 [T, 10, 6, 6]`` float32 (bands B2 B3 B4 B5 B6 B7 B8 B8A B11 B12) and ``s2_dates [T]`` int64;
+  ``s1-asc [T, 2, 6, 6]`` float32 (the first two channels, VV and VH, of ``s1-asc/<stem>.pth``)
+  and ``s1-asc_dates [T]``.  Dates are the day of the year, 1..366 (``tm_yday``; 1 January = 1),
+  of the ``YYYYMMDD`` at the start of field 2 (S2) or field 4 (S1) of each product name split on
+  ``_``: the values the released AnySat weights received for TreeSatAI-TS.  (The official README
+  says 1 January = 0; its code, used here, gives 1.)  Every date is kept (no ``_mask``): the
+  official reader never reads ``sen-2-masks``.
+* ``multilabel [15]`` float32: the genera whose area share in the label file is above 0.07
+  (strictly, the official ``filter_labels_by_threshold``); tiles with no such genus are left out
+  of the split, as the official reader does.  ``label`` int64: the genus with the largest share
+  (not used by the official code; for single-label probes).
+
+Values are raw; standardise them with :func:`official_norm_stats`.
+
+**Loose files**: :class:`TreeSatAITS` reads tiles given as ``<stem>.tif`` + ``<stem>.h5`` in one
+folder (like ``data/treesatai_ts_sample``) or in ``aerial/`` + ``sentinel/`` sub-folders, with a
+genus label parsed from the tile name; it is the reader of the notebooks and the demo.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Sequence
@@ -19,18 +46,37 @@ import h5py
 import numpy as np
 import rasterio
 import torch
+from torch.utils.data import Dataset
 
 from .io import date_from_name
+from .normalization import NormStats
+from .registry import check_sensors, check_split, choose_dates, item_rng, per_tile_norm_stats, read_norm_files
 
-__all__ = ["TreeSatAITS", "CLASSES", "read_products"]
+__all__ = ["TreeSatAITSDataset", "TreeSatAITS", "CLASSES", "read_products", "products_to_doy", "official_norm_stats",
+           "compute_norm_stats"]
 
 CLASSES = ("Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea", "Pinus",
            "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia")
 _SERIES = {"s2": "sen-2", "s1-asc": "sen-1-asc", "s1-des": "sen-1-des"}
 
 
+def products_to_doy(products, field: int) -> np.ndarray:
+    """Product names -> day-of-year ``[T]`` (1..366) as the official reader parses them: the first
+    8 characters of field ``field`` of the name split on ``_`` are ``YYYYMMDD`` (S2: field 2, S1: field 4)."""
+    out = []
+    for p in products:
+        name = p.decode() if isinstance(p, bytes) else str(p)
+        parts = name.split("_")
+        try:
+            out.append(dt.datetime.strptime(parts[field][:8], "%Y%m%d").timetuple().tm_yday)
+        except (IndexError, ValueError):
+            raise ValueError(f"product name {name!r}: expected YYYYMMDD at the start of field {field} "
+                             "(split on '_'), as in 'S2A_MSIL2A_20200102T...' or 'S1A_IW_GRDH_1SDV_20200103T...'") from None
+    return np.asarray(out, dtype=np.int64)
+
+
 def read_products(names) -> np.ndarray:
-    """Product names (bytes or str) -> day-of-year ``[T]`` (1-based, ``tm_yday``)."""
+    """Product names (bytes or str) -> day-of-year ``[T]`` (1-based, ``tm_yday``) of their first ``YYYYMMDD``."""
     out = []
     for n in names:
         n = n.decode() if isinstance(n, bytes) else str(n)
@@ -38,24 +84,186 @@ def read_products(names) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-class TreeSatAITS:
-    """TreeSatAI-TS tiles under ``root``.
+class TreeSatAITSDataset(Dataset):
+    """TreeSatAI-TS tiles of one official split (layout and item in the module docstring).
 
     Args:
-        root: folder holding ``*.tif`` and ``*.h5`` (searched recursively).
+        root: the TreeSatAI-TS folder (holding ``train_filenames.lst``).
+        split: ``"train"``, ``"val"`` or ``"test"`` (the official lists).
+        sensors: subset of ``("aerial", "s2", "s1-asc")`` (default all three, the GeoPlex modalities).
+        max_dates: cap on the dates of each series (a random subset); ``None`` = all (official).
+        seed: seed of the random crops and date subsets (with the epoch and the index, see
+            :func:`~anysat_lite.data.registry.item_rng`).
+        crop: ``"random"`` (official, every split) or ``"center"`` (pixels 2:302).
+        threshold: area share a genus must exceed to be a label (official 0.07).
+        temporal_dropout: official fraction of dates dropped on the train split (0 in all official configs).
+        s1_from_h5: read VV, VH from ``sen-1-asc-data`` of the ``.h5`` file instead of ``s1-asc/<stem>.pth``
+            (the same values, for copies without the ``s1-asc/`` folder).
+    """
+
+    name: str = "treesatai-ts"
+    sensors: tuple[str, ...] = ("aerial", "s2", "s1-asc")
+    classes: tuple[str, ...] = CLASSES
+    tile_m: float = 60.0
+    tasks: tuple[str, ...] = ("multilabel", "label")
+
+    labels_file = "labels/TreeSatBA_v9_60m_multi_labels.json"
+    folders = {"aerial": "aerial", "sentinel": "sentinel", "s1-asc": "s1-asc"}
+    aerial_px, crop_px = 304, 300
+    s2_field, s1_field = 2, 4  # field of the product name holding the date
+
+    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
+                 max_dates: int | None = None, seed: int = 0, crop: str = "random", threshold: float = 0.07,
+                 temporal_dropout: float = 0.0, s1_from_h5: bool = False):
+        self.root = Path(root)
+        self.split = check_split(type(self), split)
+        self.sensors = check_sensors(type(self), sensors)
+        if crop not in ("random", "center"):
+            raise ValueError(f"TreeSatAITSDataset: crop must be 'random' or 'center', got {crop!r}")
+        if not 0 <= temporal_dropout < 1:
+            raise ValueError(f"TreeSatAITSDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
+        self.max_dates, self.seed, self.epoch, self.crop = max_dates, seed, 0, crop
+        self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
+        lst = self.root / f"{split}_filenames.lst"
+        if not lst.is_file():
+            raise FileNotFoundError(f"TreeSatAI-TS: {lst} not found; expected the official TreeSatAI-TS folder "
+                                    "(train/val/test_filenames.lst, labels/, aerial/, sentinel/, s1-asc/) as root")
+        labels_path = self.root / self.labels_file
+        if not labels_path.is_file():
+            raise FileNotFoundError(f"TreeSatAI-TS: {labels_path} not found; expected the official multi-label "
+                                    "file of TreeSatAI under labels/")
+        needed = ["sentinel"] + [s for s in ("aerial",) if s in self.sensors]
+        needed += ["s1-asc"] if "s1-asc" in self.sensors and not s1_from_h5 else []
+        for key in needed:
+            if not (self.root / self.folders[key]).is_dir():
+                hint = " (or pass s1_from_h5=True)" if key == "s1-asc" else ""
+                raise FileNotFoundError(f"TreeSatAI-TS: folder {self.root / self.folders[key]} not found; the official "
+                                        f"reader reads {self.folders[key]}/<tile>{hint}")
+        listed = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+        shares = json.loads(labels_path.read_text())
+        self.names: list[str] = []
+        multilabels, labels = [], []
+        for name in listed:
+            if name not in shares:
+                raise KeyError(f"TreeSatAI-TS: {name} (listed in {lst.name}) has no entry in {labels_path}")
+            y = np.zeros(len(CLASSES), dtype=np.float32)
+            best, best_share = None, -1.0
+            for genus, share in shares[name]:
+                if genus not in CLASSES:
+                    raise ValueError(f"TreeSatAI-TS: {name}: genus {genus!r} in {labels_path.name} is not one of {CLASSES}")
+                if share > threshold:
+                    y[CLASSES.index(genus)] = 1.0
+                    if share > best_share:
+                        best, best_share = genus, share
+            if best is None:  # official: a tile without a genus above the threshold is left out
+                continue
+            self.names.append(name)
+            multilabels.append(y)
+            labels.append(CLASSES.index(best))
+        if not self.names:
+            raise ValueError(f"TreeSatAI-TS: no tile of {lst} has a genus share above {threshold} in {labels_path.name}")
+        self.multilabels = np.stack(multilabels)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new random crops / date subsets (they are a function of ``(seed, epoch, index)``)."""
+        self.epoch = int(epoch)
+
+    def _file(self, folder: str, name: str, suffix: str) -> Path:
+        path = self.root / self.folders[folder] / (Path(name).stem + suffix)
+        if not path.is_file():
+            raise FileNotFoundError(f"TreeSatAI-TS: {path} not found (tile {name} of {self.split}_filenames.lst)")
+        return path
+
+    def _keep(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        keep_fraction = 1 - self.temporal_dropout if self.split == "train" and self.temporal_dropout else None
+        return choose_dates(n, rng, self.max_dates, keep_fraction)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        name, rng = self.names[i], item_rng(self.seed, self.epoch, i)
+        out: dict[str, torch.Tensor] = {}
+        if "aerial" in self.sensors:
+            with rasterio.open(self._file("aerial", name, ".tif")) as src:
+                img = src.read()
+            H, W = img.shape[1:]
+            c = self.crop_px
+            if H < c or W < c:
+                raise ValueError(f"TreeSatAI-TS: aerial/{name} is {H} x {W} px; expected at least {c} x {c} px "
+                                 f"({self.aerial_px} x {self.aerial_px} px in TreeSatAI)")
+            if self.crop == "random":
+                top, left = int(rng.integers(0, H - c + 1)), int(rng.integers(0, W - c + 1))
+            else:
+                top, left = (H - c) // 2, (W - c) // 2
+            out["aerial"] = torch.from_numpy(img[:, top:top + c, left:left + c].astype(np.float32))
+        series = [s for s in ("s2", "s1-asc") if s in self.sensors]
+        if series:
+            with h5py.File(self._file("sentinel", name, ".h5"), "r") as f:
+                if "s2" in series:
+                    s2 = np.asarray(f["sen-2-data"], dtype=np.float32)
+                    s2_dates = products_to_doy(f["sen-2-products"][()], self.s2_field)
+                if "s1-asc" in series:
+                    s1_dates = products_to_doy(f["sen-1-asc-products"][()], self.s1_field)
+                    if self.s1_from_h5:
+                        s1 = np.asarray(f["sen-1-asc-data"], dtype=np.float32)[:, :2]
+            if "s1-asc" in series and not self.s1_from_h5:
+                s1 = torch.load(self._file("s1-asc", name, ".pth"), map_location="cpu", weights_only=True)
+                s1 = np.asarray(s1[:, :2], dtype=np.float32)
+            for s in series:
+                x, dates = (s2, s2_dates) if s == "s2" else (s1, s1_dates)
+                if len(x) != len(dates):
+                    raise ValueError(f"TreeSatAI-TS: tile {name}: {s} has {len(x)} images but {len(dates)} product "
+                                     "dates; expected one date per image")
+                keep = self._keep(len(x), rng)
+                out[s] = torch.from_numpy(np.ascontiguousarray(x[keep]))
+                out[f"{s}_dates"] = torch.from_numpy(dates[keep])
+        out["multilabel"] = torch.from_numpy(self.multilabels[i].copy())
+        out["label"] = torch.tensor(self.labels[i])
+        return out
+
+
+def official_norm_stats(root: str | Path, sensors: Sequence[str] | None = None) -> NormStats:
+    """The official TreeSatAI-TS statistics: ``NORM_<sensor>_patch.json`` (``{"mean": [C], "std": [C]}``) under ``root``.
+
+    The official reader standardises each sensor with them (``(x - mean) / std`` per band); when a
+    file is missing it computes it on the split it reads first, as :func:`compute_norm_stats` does.
+    """
+    return read_norm_files(root, TreeSatAITSDataset.sensors if sensors is None else sensors)
+
+
+def compute_norm_stats(root: str | Path, sensors: Sequence[str] | None = None, seed: int = 0) -> NormStats:
+    """Statistics computed the official way on the train split (per-tile means of per-band means and stds)."""
+    return per_tile_norm_stats(TreeSatAITSDataset(root, "train", sensors=sensors, seed=seed))
+
+
+class TreeSatAITS:
+    """TreeSatAI-TS tiles given as loose files: ``<stem>.tif`` + ``<stem>.h5`` in ``root`` itself or in
+    ``root/aerial`` + ``root/sentinel`` (or ``root/sentinel-ts``), never in deeper folders (the
+    ``s1/60m``, ``s2/60m`` single-date GeoTIFFs of TreeSatAI share the tile names).
+
+    Args:
+        root: folder holding the tiles.
         labels_json: optional TreeSatAI multi-label file.
         cloud_threshold: a S2 date is valid when its mean cloud and snow probabilities are below this (%).
     """
 
     CLASSES = CLASSES
+    tif_folders = (".", "aerial")
+    h5_folders = (".", "sentinel", "sentinel-ts")
 
     def __init__(self, root: str | Path, labels_json: str | Path | None = None, cloud_threshold: float = 50.0):
         self.root = Path(root)
-        tifs = {p.stem: p for p in self.root.rglob("*.tif")}
-        h5s = {p.stem: p for p in self.root.rglob("*.h5")}
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"TreeSatAI-TS: folder {self.root} not found; expected a folder of <tile>.tif + "
+                                    "<tile>.h5 files (or aerial/ + sentinel/ sub-folders)")
+        tifs = {p.stem: p for d in self.tif_folders for p in sorted((self.root / d).glob("*.tif"))}
+        h5s = {p.stem: p for d in self.h5_folders for p in sorted((self.root / d).glob("*.h5"))}
         self.names = sorted(set(tifs) & set(h5s))
         if not self.names:
-            raise FileNotFoundError(f"no TreeSatAI-TS tile (<name>.tif + <name>.h5) under {self.root}")
+            raise FileNotFoundError(f"no TreeSatAI-TS tile (<name>.tif + <name>.h5) in {self.root} or its "
+                                    f"{', '.join(self.tif_folders[1:] + self.h5_folders[1:])} sub-folders")
         self._tif, self._h5 = tifs, h5s
         self.cloud_threshold = cloud_threshold
         self.multilabels = json.loads(Path(labels_json).read_text()) if labels_json else None
@@ -91,7 +299,7 @@ class TreeSatAITS:
         with rasterio.open(self._tif[name]) as src:
             img = src.read().astype(np.float32)
             if img.shape[1] < 302 or img.shape[2] < 302:
-                raise ValueError(f"{name}.tif: expected 304 x 304 px, got {img.shape[1]} x {img.shape[2]}")
+                raise ValueError(f"{self._tif[name]}: expected 304 x 304 px, got {img.shape[1]} x {img.shape[2]}")
             out["aerial"] = img[:, 2:302, 2:302]
             out["crs"], out["transform"], out["gsd"] = src.crs.to_wkt(), tuple(src.transform)[:6], abs(src.transform.a)
         with h5py.File(self._h5[name], "r") as f:

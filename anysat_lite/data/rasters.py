@@ -1,0 +1,238 @@
+"""A user's own GeoTIFFs as a dataset, listed tile by tile in a manifest (CSV or YAML).
+
+Each tile is a set of co-located rasters: one GeoTIFF per single-date sensor (``aerial``,
+``spot``...) and one GeoTIFF per date for a time series (``s2``, ``s1-asc``...).  Sensor names
+are those of :mod:`anysat_lite.sensors` (register your own with ``register_sensor``).
+
+CSV manifest, one row per file (``date`` empty for single-date sensors or taken from the file
+name, ``split`` defaults to ``train``, ``label`` is optional)::
+
+    tile,split,label,sensor,date,path
+    t0,train,forest,aerial,,t0/aerial.tif
+    t0,train,forest,s2,2020-03-01,t0/s2_a.tif
+    t0,train,forest,s2,,t0/s2_20200615.tif
+
+YAML manifest, one entry per tile (``classes`` optional: it fixes the label indices)::
+
+    classes: [crop, forest]
+    tiles:
+      - name: t0
+        split: train
+        label: forest
+        rasters:
+          aerial: t0/aerial.tif
+          s2: [{path: t0/s2_a.tif, date: 2020-03-01}, t0/s2_20200615.tif]
+
+Relative paths are relative to the manifest.  An item is what
+:func:`~anysat_lite.data.io.rasters_to_sample` makes of the tile's rasters (every sensor
+resampled to its registered GSD over the common extent, cropped to ``extent_m`` or to a size all
+sub-patches divide), without the batch axis: images ``[C, H, W]``, series ``[T, C, H, W]`` with
+``<sensor>_dates [T]`` int64, day-of-year 1..366 (the TreeSatAI-TS convention of the released
+weights), plus ``label`` (int64 index into :attr:`classes`) when the manifest has labels.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from ..sensors import SENSORS
+from .contract import validate_sample
+from .io import date_from_name, read_geotiff, rasters_to_sample, stack_time_series
+from .registry import check_split, choose_dates, item_rng
+
+__all__ = ["RastersDataset", "RasterTile", "read_manifest"]
+
+MANIFEST_NAMES = ("manifest.csv", "manifest.yaml", "manifest.yml")
+CSV_COLUMNS = ("tile", "sensor", "path")
+
+
+@dataclass
+class RasterTile:
+    """One tile of a manifest: ``files[sensor] = [(path, date or None), ...]`` (series sorted by date)."""
+
+    name: str
+    split: str = "train"
+    label: str | None = None
+    files: dict[str, list[tuple[Path, dt.date | None]]] = field(default_factory=dict)
+
+
+def _date(value, path: Path, where: str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    if value in (None, ""):
+        try:
+            return date_from_name(path.name)
+        except ValueError:
+            raise ValueError(f"{where}: no date for {path.name}; give one (YYYY-MM-DD) or put YYYYMMDD in the file name") from None
+    try:
+        return dt.date.fromisoformat(str(value)) if "-" in str(value) else dt.datetime.strptime(str(value), "%Y%m%d").date()
+    except ValueError:
+        raise ValueError(f"{where}: date {value!r} of {path.name} is not YYYY-MM-DD or YYYYMMDD") from None
+
+
+def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> None:
+    if sensor not in SENSORS:
+        raise KeyError(f"{where}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)} "
+                       "(register new ones with anysat_lite.register_sensor)")
+    path = Path(path)
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: raster {path} not found")
+    files = tile.files.setdefault(sensor, [])
+    if SENSORS[sensor].is_series:
+        files.append((path, _date(date, path, where)))
+    else:
+        if files:
+            raise ValueError(f"{where}: tile {tile.name!r} lists {sensor!r} twice; a single-date sensor takes one raster")
+        files.append((path, None))
+
+
+def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] | None]:
+    """Parse a CSV or YAML manifest into tiles (in manifest order) and its ``classes`` (YAML only, else None)."""
+    path = Path(path)
+    base, tiles, classes = path.parent, {}, None
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
+                                 "(and optionally date, split, label)")
+            for n, row in enumerate(reader, start=2):
+                where = f"{path.name} line {n}"
+                name = row["tile"].strip()
+                split, label = (row.get("split") or "train").strip(), (row.get("label") or "").strip() or None
+                tile = tiles.setdefault(name, RasterTile(name, split, label))
+                if (tile.split, tile.label) != (split, label):
+                    raise ValueError(f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
+                                     f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile")
+                _add(tile, row["sensor"].strip(), row["path"].strip(), (row.get("date") or "").strip(), base, where)
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("tiles"), list):
+            raise ValueError(f"{path}: expected a mapping with a 'tiles' list (and optionally 'classes')")
+        classes = tuple(str(c) for c in doc["classes"]) if doc.get("classes") is not None else None
+        for n, entry in enumerate(doc["tiles"]):
+            where = f"{path.name} tile #{n}"
+            if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("rasters"), dict):
+                raise ValueError(f"{where}: expected {{name: ..., rasters: {{sensor: path or [paths]}}, split?, label?}}")
+            name = str(entry["name"])
+            if name in tiles:
+                raise ValueError(f"{where}: tile name {name!r} is used twice")
+            label = entry.get("label")
+            tile = tiles[name] = RasterTile(name, str(entry.get("split", "train")), None if label is None else str(label))
+            for sensor, value in entry["rasters"].items():
+                for v in value if isinstance(value, list) else [value]:
+                    p, d = (v.get("path"), v.get("date")) if isinstance(v, dict) else (v, None)
+                    _add(tile, sensor, p, d, base, where)
+    else:
+        raise ValueError(f"{path}: manifest must be .csv, .yaml or .yml, got {path.suffix!r}")
+    for tile in tiles.values():
+        for files in tile.files.values():
+            files.sort(key=lambda f: f[1] or dt.date.min)
+    if not tiles:
+        raise ValueError(f"{path}: the manifest lists no tile")
+    return list(tiles.values()), classes
+
+
+class RastersDataset(Dataset):
+    """The tiles of one split of a raster manifest (format and item in the module docstring).
+
+    Args:
+        root: the manifest file, or a folder holding ``manifest.csv`` / ``manifest.yaml``.
+        split: the tiles whose ``split`` is this value.
+        sensors: sensors to return (default: every sensor of the manifest); each tile must have them all.
+        max_dates: cap on the dates of each series (a random subset, kept in order); ``None`` = all.
+        seed: seed of the date subsets (with the epoch and the index).
+        extent_m: crop every tile to this side (metres, or ``(height, width)``); default: the largest
+            size every sub-patch divides.
+    """
+
+    name: str = "rasters"
+    sensors: tuple[str, ...] = ()  # per manifest: set by __init__
+    classes: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+
+    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
+                 max_dates: int | None = None, seed: int = 0, extent_m: float | tuple[float, float] | None = None):
+        root = Path(root)
+        if root.is_dir():
+            found = [root / n for n in MANIFEST_NAMES if (root / n).is_file()]
+            if not found:
+                raise FileNotFoundError(f"rasters: no {' / '.join(MANIFEST_NAMES)} in {root}; pass the manifest file "
+                                        "or a folder holding one (see anysat_lite.data.rasters for the format)")
+            root = found[0]
+        elif not root.is_file():
+            raise FileNotFoundError(f"rasters: manifest {root} not found; expected a .csv or .yaml manifest "
+                                    "(see anysat_lite.data.rasters for the format)")
+        self.manifest = root
+        tiles, classes = read_manifest(root)
+        splits = sorted({t.split for t in tiles})
+        self.split = check_split(type(self), split, splits)
+        present = tuple(dict.fromkeys(s for t in tiles for s in t.files))
+        self.sensors = present if sensors is None else tuple(sensors)
+        unknown = [s for s in self.sensors if s not in present]
+        if unknown or not self.sensors:
+            raise ValueError(f"rasters: sensors must be a non-empty subset of those of {root.name} {present}, got {self.sensors}")
+        labels = sorted({t.label for t in tiles if t.label is not None})
+        self.classes = classes if classes is not None else tuple(labels)
+        bad = [lab for lab in labels if lab not in self.classes]
+        if bad:
+            raise ValueError(f"rasters: label(s) {bad} of {root.name} are not in its classes {self.classes}")
+        self.tasks = ("label",) if labels else ()
+        self.tiles = [t for t in tiles if t.split == split]
+        for t in self.tiles:
+            missing = [s for s in self.sensors if s not in t.files]
+            if missing:
+                raise ValueError(f"rasters: tile {t.name!r} of {root.name} has no {missing} raster; list them or "
+                                 f"choose sensors= among those every tile has")
+            if self.tasks and t.label is None:
+                raise ValueError(f"rasters: tile {t.name!r} of {root.name} has no label while others have one")
+        self.names = [t.name for t in self.tiles]
+        self.max_dates, self.seed, self.epoch, self.extent_m = max_dates, seed, 0, extent_m
+        self._tile_m: float | None = None
+
+    @property
+    def tile_m(self) -> float:
+        """Side of a tile in metres (``extent_m``, or the height of the first item's extent)."""
+        if self._tile_m is None:
+            if self.extent_m is not None:
+                self._tile_m = float(self.extent_m if isinstance(self.extent_m, (int, float)) else self.extent_m[0])
+            else:
+                item = self[0]
+                self._tile_m = validate_sample({k: item[k][None] for k in item if k.split("_")[0] in SENSORS},
+                                               check_values=False).extent_m[0]
+        return self._tile_m
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new date subsets (they are a function of ``(seed, epoch, index)``)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        tile, rng = self.tiles[i], item_rng(self.seed, self.epoch, i)
+        rasters = {}
+        for s in self.sensors:
+            files = tile.files[s]
+            if SENSORS[s].is_series:
+                keep = choose_dates(len(files), rng, self.max_dates)
+                rasters[s] = stack_time_series([files[k][0] for k in keep], dates=[files[k][1] for k in keep])
+            else:
+                rasters[s] = read_geotiff(files[0][0])
+        sample = rasters_to_sample(rasters, extent_m=self.extent_m)
+        item = {k: v[0] for k, v in sample.items()}
+        for k in item:
+            if k.endswith("_dates"):
+                item[k] = item[k].long()
+        if self.tasks:
+            item["label"] = torch.tensor(self.classes.index(tile.label))
+        return item
