@@ -93,11 +93,11 @@ def test_random_crop_is_shared_by_tile_and_mask_and_seeded():
         ds.set_epoch(epoch)
         item = ds[0]
         a = item["aerial-flair"].numpy()
-        hits = [(t, l) for t in range(13) for l in range(13)
-                if np.array_equal(a, ref["aerial-flair"][:, t:t + 500, l:l + 500])]
+        hits = [(top, left) for top in range(13) for left in range(13)
+                if np.array_equal(a, ref["aerial-flair"][:, top:top + 500, left:left + 500])]
         assert len(hits) == 1
-        t, l = hits[0]
-        np.testing.assert_array_equal(item["segmentation"].numpy(), ref["segmentation"][t:t + 500, l:l + 500])
+        top, left = hits[0]
+        np.testing.assert_array_equal(item["segmentation"].numpy(), ref["segmentation"][top:top + 500, left:left + 500])
         windows.add(hits[0])
         again = ds[0]  # same (seed, epoch, index): same crop
         assert torch.equal(again["aerial-flair"], item["aerial-flair"])
@@ -153,5 +153,5 @@ def test_item_is_a_valid_model_input_for_the_nano_model():
     torch.manual_seed(0)
     model = AnySat("nano", sensors=FLAIRDataset.sensors).eval()
     with torch.no_grad():
-        out = model(x, patch_size=20, output="patch")  # GeoPlex FLAIR scales 1, 2 -> 10 m and 20 m patches
-    assert out.shape == (1, 5, 5, 64) and torch.isfinite(out).all()
+        out = model(x, patch_size=10, output="patch")  # official FLAIR scale 1 (fine-tuning; GeoPlex: 1 and 2)
+    assert out.shape == (1, 10, 10, 64) and torch.isfinite(out).all()

@@ -29,7 +29,8 @@ def official_sensor(split, name, sensor):
     if sensor in ("alos", "s1"):
         ratio = torch.clamp(x[:, :1] / (x[:, 1:2] + 1e-10), max=1e4, min=-1e4)
         x = torch.cat((x[:, :2], ratio), dim=1)
-    dates = [dt.datetime.fromtimestamp(m / 1000, tz=dt.timezone.utc).timetuple().tm_yday for m in load(f"{sensor}_timestamp")]
+    stamps = load(f"{sensor}_timestamp")
+    dates = [dt.datetime.fromtimestamp(m / 1000, tz=dt.timezone.utc).timetuple().tm_yday for m in stamps]
     return x, torch.tensor(dates)
 
 
@@ -38,14 +39,16 @@ def test_split_membership_and_labels_follow_labels2_json():
     assert train.names == ["p0001", "p0002", "p0003"] and train.labels.tolist() == [3, 17, 3]
     assert PlantedDataset(PLANTED, "val").names == ["p0101"] and PlantedDataset(PLANTED, "test").names == ["p0201"]
     item = PlantedDataset(PLANTED, "test")[0]
-    assert item["label"].dtype == torch.int64 and item["label"].dim() == 0 and CLASSES[item["label"]] == "Theobroma cacao"
+    assert item["label"].dtype == torch.int64 and item["label"].dim() == 0
+    assert CLASSES[item["label"]] == "Theobroma cacao"
 
 
 def test_item_equals_official():
     ds = PlantedDataset(PLANTED, "val")
     item = ds[0]
     assert set(item) == {*ds.sensors, *(f"{s}_dates" for s in ds.sensors), "label"}
-    shapes = {"s2": (4, 10, 12, 12), "s1": (3, 3, 12, 12), "l7": (3, 6, 4, 4), "alos": (2, 3, 4, 4), "modis": (5, 7, 1, 1)}
+    shapes = {"s2": (4, 10, 12, 12), "s1": (3, 3, 12, 12), "l7": (3, 6, 4, 4), "alos": (2, 3, 4, 4),
+              "modis": (5, 7, 1, 1)}
     for s in ds.sensors:
         x, dates = official_sensor("val", "p0101", s)
         assert item[s].shape == shapes[s] and item[s].dtype == torch.float32

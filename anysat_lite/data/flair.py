@@ -97,8 +97,8 @@ def read_norm_files(root: str | Path, sensors: Sequence[str]) -> NormStats:
     for s in sensors:
         path = Path(root) / f"NORM_{s}_patch.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
-                                    f"in the dataset root, compute them with per_tile_norm_stats(dataset, write_to=root)")
+            raise FileNotFoundError(f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json in "
+                                    "the dataset root; compute them with per_tile_norm_stats(dataset, write_to=root)")
         out[s] = json.loads(path.read_text())
     return NormStats.from_dict(out)
 
@@ -199,6 +199,7 @@ class FLAIRDataset(Dataset):
         if not 0 <= temporal_dropout < 1:
             raise ValueError(f"FLAIRDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
         self.temporal_dropout = temporal_dropout
+        self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):
             if not (self.root / f).is_file():
                 raise FileNotFoundError(f"FLAIR: {self.root / f} not found; expected the official FLAIR-2 folder "
@@ -227,7 +228,8 @@ class FLAIRDataset(Dataset):
                                             f"{sen_dir / domain / area}, found {len(data)} and {len(prods)}")
                 if [_tile_id(p) for p in imgs] != [_tile_id(p) for p in msks]:
                     raise FileNotFoundError(f"FLAIR: tiles of {aerial_dir / domain / area} and masks of "
-                                            f"{label_dir / domain / area} differ; expected one MSK_<n>.tif per IMG_<n>.tif")
+                                            f"{label_dir / domain / area} differ; "
+                                            "expected one MSK_<n>.tif per IMG_<n>.tif")
                 for p in imgs:
                     if p.name not in centroids:
                         raise KeyError(f"FLAIR: {p.name} has no centroid in {self.root / self.centroids_file}")
@@ -280,9 +282,9 @@ class FLAIRDataset(Dataset):
                                  f"{self.sp_data[i]} ({sp.shape[2]} x {sp.shape[3]} px); expected a 10 x 10 px window")
             dates = self.read_dates(self.sp_products[i])
             if len(dates) != sp.shape[0]:
-                raise ValueError(f"FLAIR: {self.sp_products[i]} lists {len(dates)} dates, {self.sp_data[i]} has {sp.shape[0]}")
-            keep = choose_dates(len(dates), rng, self.max_dates,
-                                1 - self.temporal_dropout if self.split == "train" and self.temporal_dropout else None)
+                raise ValueError(f"FLAIR: {self.sp_products[i]} lists {len(dates)} dates, "
+                                 f"{self.sp_data[i]} has {sp.shape[0]}; expected one product name per date")
+            keep = choose_dates(len(dates), rng, self.max_dates, self.keep_fraction)
             out["s2"] = torch.from_numpy(np.asarray(sp[keep, :, x - h:x + h, y - h:y + h], dtype=np.float32))
             out["s2_dates"] = torch.from_numpy(dates[keep])
         with rasterio.open(self.masks[i]) as src:

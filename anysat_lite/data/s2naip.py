@@ -57,7 +57,8 @@ __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", 
 CLASSES = ("background", "buildings", "transport", "industry and energy", "water", "other")
 OSM_CLASS = {  # OpenStreetMap category -> class index (official mapping; unlisted categories -> 5, "other")
     **dict.fromkeys(("building", "flagpole", "lighthouse", "obelisk", "observatory"), 1),
-    **dict.fromkeys(("aerialway_pylon", "airport", "gas_station", "helipad", "parking", "road", "runway", "taxiway"), 2),
+    **dict.fromkeys(("aerialway_pylon", "airport", "gas_station", "helipad", "parking", "road", "runway",
+                     "taxiway"), 2),
     **dict.fromkeys(("chimney", "petroleum_well", "power_plant", "power_substation", "power_tower", "satellite_dish",
                      "silo", "storage_tank", "wind_turbine", "works"), 3),
     **dict.fromkeys(("river", "fountain"), 4),
@@ -140,7 +141,8 @@ class S2NAIPUrbanDataset(Dataset):
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
         if not 0 <= temporal_dropout < 1:
             raise ValueError(f"S2NAIPUrbanDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
-        self.temporal_dropout, self.labels = temporal_dropout, labels
+        self.temporal_dropout, self.with_labels = temporal_dropout, labels
+        self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         if labels:
             rasterise_osm({})  # fail now, not in a worker, when OpenCV is missing
         path = self.root / f"{split}_dict.json"
@@ -153,8 +155,8 @@ class S2NAIPUrbanDataset(Dataset):
         if missing:
             raise KeyError(f"S2NAIP-Urban: {path} has no {missing}; expected keys {needed} (got {list(table)})")
         self.names: list[str] = list(table["name"])
-        self.dates = {s: [self.parse_dates(d) for d in table[f"{s}_dates"]] for s in self.sensors if s != "naip"}
-        for s, d in self.dates.items():
+        self.date_strings = {s: table[f"{s}_dates"] for s in self.sensors if s != "naip"}  # parsed when read
+        for s, d in self.date_strings.items():
             if len(d) != len(self.names):
                 raise ValueError(f"S2NAIP-Urban: {path}: {len(d)} '{s}_dates' lists for {len(self.names)} names")
 
@@ -183,7 +185,7 @@ class S2NAIPUrbanDataset(Dataset):
 
     def read_sensor(self, i: int, sensor: str) -> np.ndarray:
         """All dates of one sensor of tile ``i`` as the official code builds them (see the module docstring)."""
-        name, n = self.names[i], len(self.dates[sensor][i]) if sensor != "naip" else 0
+        name, n = self.names[i], len(self.date_strings[sensor][i]) if sensor != "naip" else 0
         hi, lo = self.sat_px, self.low_px
         if sensor == "naip":
             path = self.root / "naip" / f"{name}.png"
@@ -206,13 +208,12 @@ class S2NAIPUrbanDataset(Dataset):
         for s in self.sensors:
             x = self.read_sensor(i, s)
             if s != "naip":
-                dates = self.dates[s][i]
-                keep = choose_dates(len(dates), rng, self.max_dates,
-                                    1 - self.temporal_dropout if self.split == "train" and self.temporal_dropout else None)
+                dates = self.parse_dates(self.date_strings[s][i])
+                keep = choose_dates(len(dates), rng, self.max_dates, self.keep_fraction)
                 x = x[keep]
                 out[f"{s}_dates"] = torch.from_numpy(dates[keep])
             out[s] = torch.from_numpy(np.ascontiguousarray(x))
-        if self.labels:
+        if self.with_labels:
             path = self.root / "openstreetmap" / f"{self.names[i]}.geojson"
             try:
                 geojson = json.loads(path.read_text(encoding="utf-8"))
