@@ -8,7 +8,8 @@ Pipeline (one file per stage in this package)::
                 ──+ patch positions (× P/10)──▶ joint transformer [B, 1+M·N, D]  (joint_encoder.py)
                 ──fusion (cross-attention)──▶ [cls, N fused tokens] [B, 1+N, D]  (fusion.py)
 
-Outputs of :meth:`AnySat.forward` (``h = H_m / P``, ``w = W_m / P``):
+(With a MODIS token the joint transformer holds ``2+M·N`` tokens.)  Outputs of
+:meth:`AnySat.forward` (``P`` the patch size in metres, ``h = H_m / P``, ``w = W_m / P``):
 
 * ``"tile"``  ``[B, D]``           the cls token
 * ``"patch"`` ``[B, h, w, D]``     one fused token per patch

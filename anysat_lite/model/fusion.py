@@ -39,7 +39,10 @@ class FusionAttention(nn.Module):
         self.rpe = ContextualRPE(self.head_dim)
 
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor, n_prefix: int) -> Tensor:
-        """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]`` -> ``[B, 1+K, D]`` (MODIS query dropped)."""
+        """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]``, ``buckets [(B,) P+K, L]`` -> ``[B, 1+K, D]``.
+
+        ``P = n_prefix``; the output of a MODIS query (the second prefix token) is dropped.
+        """
         B, L, D = x.shape
         Lq = query_pos.shape[1]
         q = (self.q_learned.to(x.dtype) + query_pos.to(x.dtype)).expand(B, -1, -1)
@@ -55,6 +58,8 @@ class FusionAttention(nn.Module):
 
 class FusionBlock(nn.Module):
     """``[B, P + M*K, D]`` -> ``[B, 1 + K, D]``: one fused token per location plus the tile (cls) token.
+
+    ``P = n_prefix`` leading tokens (cls, and MODIS when present), ``M`` modalities, ``K`` locations.
 
     ``x = attn(norm1(x))`` (no residual: the queries are new tokens), then ``x + mlp(norm2(x))``.
     """
