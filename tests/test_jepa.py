@@ -52,19 +52,19 @@ def test_mil_nce_matches_a_hand_written_loop():
 
 def test_mil_nce_chunked_denominator_gradients(monkeypatch):
     """The chunked log-sum-exp (no [L, L] matrix kept) has exact gradients, whatever the chunking."""
-    from anysat_lite.jepa.losses import _BlockMaskedLogSumExp
+    from anysat_lite import kernels
 
     torch.manual_seed(0)
     tokens = torch.randn(3, 2, 5, 4, dtype=torch.float64, requires_grad=True)   # L = 30 rows, blocks of 5
     whole = torch.autograd.grad(mil_nce(tokens, 0.1), tokens)[0]
-    monkeypatch.setitem(_BlockMaskedLogSumExp.budget, "cpu", 300)                # 10-row chunks: 3 of them
-    assert _BlockMaskedLogSumExp._chunks(30, 5, tokens.device)[1] == 10
+    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 300)                # 10-row chunks: 3 of them
+    assert kernels._BlockMaskedLogSumExp._chunks(30, 5, tokens.device)[1] == 10
     chunked = torch.autograd.grad(mil_nce(tokens, 0.1), tokens)[0]
     torch.testing.assert_close(chunked, whole)
-    monkeypatch.setitem(_BlockMaskedLogSumExp.budget, "cpu", 450)                # 15 rows: last chunk partial
+    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 450)                # 15 rows: last chunk partial
     assert torch.autograd.gradcheck(lambda t: mil_nce(t, 0.1), (tokens,))
     f = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: _BlockMaskedLogSumExp.apply(x, 4, 0.5), (f,))
+    assert torch.autograd.gradcheck(lambda x: kernels.block_masked_logsumexp(x, 4, 0.5), (f,))
     assert mil_nce(tokens.detach().float(), 0.1).item() == pytest.approx(_naive_milnce(tokens.detach(), 0.1), rel=1e-5)
 
 

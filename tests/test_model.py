@@ -164,10 +164,56 @@ def test_float_patch_size_and_batch_of_one(model):
 
 
 def test_gradients_reach_every_used_module():
+    """Every parameter of the used sensors, the encoders and the fusion gets a gradient; among them the fusion's iRPE
+    table and, with a masked s2 date, the learned pad value get non-zero ones."""
     m = AnySat(model_config("nano"), sensors=["aerial", "s2"])
     x = sample_for(["aerial", "s2"])
+    x["s2_mask"] = torch.tensor([[True, False, True], [True, True, True]])
     m(x, 20, "patch").sum().backward()
     for name, p in m.named_parameters():
-        if "fusion.attn.rpe" in name or name.endswith("pad_value"):
-            continue
         assert p.grad is not None, name
+    assert m.fusion.attn.rpe.weight.grad.abs().sum() > 0
+    assert m.projectors["s2"].pad_value.grad.abs() > 0
+
+
+def _compiled_by_compile_blocks(monkeypatch, module):
+    """Names of the submodules that ``compile_blocks`` hands to ``nn.Module.compile`` (recorded, not compiled)."""
+    from anysat_lite.model import compile_blocks
+
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: calls.append(self))
+    assert compile_blocks(module) is module
+    names = {id(m): n for n, m in module.named_modules()}
+    return [names[id(m)] for m in calls]
+
+
+def test_compile_blocks_compiles_blocks_fusion_and_ltae_outside_the_subpatch_encoder(monkeypatch):
+    m = AnySat(model_config("nano"), sensors=["aerial", "s2"])
+    names = _compiled_by_compile_blocks(monkeypatch, m)
+    expected = [f"joint.blocks.{i}" for i in range(m.config.depth)] + ["fusion", "projectors.s2.ltae"]
+    assert sorted(names) == sorted(expected)
+    assert m.compile_blocks() is m
+
+
+def test_compile_blocks_on_a_whole_jepa_reaches_target_and_predictor(monkeypatch):
+    from anysat_lite.config import get_config
+    from anysat_lite.jepa import JEPA
+
+    model = JEPA(get_config("cpu-demo"), sensors=["aerial", "s2"])
+    names = _compiled_by_compile_blocks(monkeypatch, model)
+    assert len(names) == len(set(names))
+    assert {n.split(".")[0] for n in names} == {"encoder", "target", "predictor"}
+    assert not any("subpatch_encoder" in n for n in names)
+    assert {f"predictor.blocks.{i}" for i in range(len(model.predictor.blocks))} <= set(names)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_compute_what_eager_blocks_compute():
+    torch.manual_seed(0)
+    m = AnySat(model_config("nano"), sensors=["aerial", "s2"]).eval()
+    x = sample_for(["aerial", "s2"])
+    eager = m(x, 20, "all")
+    keys = list(m.state_dict())
+    m.compile_blocks()
+    assert list(m.state_dict()) == keys                  # compiled in place: checkpoints unchanged
+    torch.testing.assert_close(m(x, 20, "all"), eager, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,11 @@
-"""Numerical parity with the official AnySat code (fixtures made by running it with random weights)."""
+"""Numerical parity with the official AnySat code (fixtures made by running it with random weights).
+
+Every output case runs twice: with the fast kernels and with their textbook forms (:mod:`anysat_lite.kernels`).
+"""
 import pytest
 import torch
 
+from anysat_lite import kernels
 from anysat_lite.model import AnySat
 from anysat_lite.model.official import (OfficialCheckpointError, convert_official_state_dict, load_official,
                                         official_model_config)
@@ -19,7 +23,8 @@ def _inputs(reference, name):
 
 
 def _case_id(c):
-    return f"{c['inputs']}-P{c['patch_size']}-{c['output']}{('-' + c['output_modality']) if c['output_modality'] else ''}"
+    modality = f"-{c['output_modality']}" if c["output_modality"] else ""
+    return f"{c['inputs']}-P{c['patch_size']}-{c['output']}{modality}"
 
 
 def test_fixture_has_every_output_mode(reference):
@@ -27,11 +32,12 @@ def test_fixture_has_every_output_mode(reference):
     assert {c["output"] for c in reference["cases"]} == {"tile", "patch", "all", "dense"}
 
 
+@pytest.mark.parametrize("textbook", [False, True], ids=["fast-kernels", "textbook-kernels"])
 @pytest.mark.parametrize("index", range(29))
-def test_parity_with_official_outputs(reference, official_model, index):
+def test_parity_with_official_outputs(reference, official_model, index, textbook):
     case = reference["cases"][index]
     x = _inputs(reference, case["inputs"])
-    with torch.no_grad():
+    with torch.no_grad(), kernels.use_reference(textbook):
         out = official_model(x, case["patch_size"], output=case["output"],
                              output_modality=case["output_modality"] or None)
     expected = case["expected"]

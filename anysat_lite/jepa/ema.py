@@ -34,7 +34,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     o_params = [p.detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise RuntimeError("target and online encoders have different parameter lists")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+    for t, o in zip(t_params, o_params):
+        t.mul_(momentum).add_(o, alpha=1.0 - momentum)
     for tb, ob in zip(target.buffers(), online.buffers()):
         tb.copy_(ob)

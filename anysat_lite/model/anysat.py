@@ -8,13 +8,17 @@ Pipeline (one file per stage in this package)::
                 ──+ patch positions (× P/10)──▶ joint transformer [B, 1+M·N, D]  (joint_encoder.py)
                 ──fusion (cross-attention)──▶ [cls, N fused tokens] [B, 1+N, D]  (fusion.py)
 
-Outputs of :meth:`AnySat.forward` (``h = H_m / P``, ``w = W_m / P``):
+(With a MODIS token the joint transformer holds ``2+M·N`` tokens.)  Outputs of
+:meth:`AnySat.forward` (``P`` the patch size in metres, ``h = H_m / P``, ``w = W_m / P``):
 
 * ``"tile"``  ``[B, D]``           the cls token
 * ``"patch"`` ``[B, h, w, D]``     one fused token per patch
 * ``"all"``   ``[B, 1 + h*w, D]``  cls then patches (flattened, row-major)
 * ``"dense"`` ``[B, h*g, w*g, 2D]`` per sub-patch of ``output_modality``: its patch's fused
   token concatenated with the sub-patch token (``g`` = sub-patches per patch side)
+
+The stages call a few kernels of :mod:`anysat_lite.kernels` (attention, the projector's
+convolution, ...); ``ANYSAT_LITE_REFERENCE=1`` runs their textbook forms instead.
 """
 from __future__ import annotations
 
@@ -26,16 +30,19 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, model_config
 from ..data.contract import SampleError, check_patch_size, validate_sample
+from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
+from .blocks import Block
 from .fusion import FusionBlock, fusion_buckets
 from .irpe import grid_coords
 from .joint_encoder import JointEncoder
+from .ltae import LTAE
 from .posenc import grid_sincos_2d
 from .projectors import build_projector
 from .subpatch_encoder import SubPatchEncoder
 from .tokenizer import SubPatchLayout, group_subpatches, subpatch_layout, ungroup_subpatches
 
-__all__ = ["AnySat", "TokenSet", "OUTPUTS"]
+__all__ = ["AnySat", "TokenSet", "OUTPUTS", "compile_blocks"]
 
 OUTPUTS = ("tile", "patch", "all", "dense")
 
@@ -126,40 +133,36 @@ class AnySat(nn.Module):
         return info.sensors, grid, info.batch
 
     def tokenize(self, x: Mapping[str, Tensor], patch_size: int, keep_subpatches: Iterable[str] = ()) -> TokenSet:
-        """Projectors + sub-patch encoder: sample dict -> :class:`TokenSet`."""
+        """Projectors + sub-patch encoder: sample dict -> :class:`TokenSet`.
+
+        1. Each sensor's projector turns its pixels into a sub-patch map ``[B, Hs, Ws, D]``.
+        2. The map is cut into the ``h x w`` patches of ``patch_size`` metres, ``g x g`` sub-patches
+           each: ``[B*h*w, g*g, D]`` (a one-token-per-tile sensor is averaged into ``[B, 1, D]``).
+        3. The shared sub-patch encoder turns each patch into one token per sensor.  Sensors
+           with the same sub-patch grid go through it together
+           (:func:`~anysat_lite.kernels.batched_calls`).
+        """
         names, (h, w), B = self.validate(x, patch_size)
-        keep = set(keep_subpatches)
         P = int(patch_size)
-        # Group sensors whose patches have the same sub-patch grid: one encoder pass per group.
-        groups: dict[tuple[int, float, bool], list[tuple[str, Tensor, SubPatchLayout | None]]] = {}
+        keep = set(keep_subpatches)
+        calls, layouts = [], {}
         for name in names:
             s = self.sensors[name]
             valid = x.get(f"{name}_mask")
             fmap = self.projectors[name](x[name], x.get(f"{name}_dates"), None if valid is None else valid.bool())
             if s.one_token_per_tile:
-                seq, layout = fmap.mean(dim=(1, 2))[:, None, :], None
-                key = (1, s.subpatch_m, False)
+                calls.append((fmap.mean(dim=(1, 2))[:, None, :], (1, s.subpatch_m, False)))       # [B, 1, D]
             else:
-                layout = subpatch_layout(s, P, self.config.subpatch_order)
-                seq = group_subpatches(fmap, layout)                       # [B, h, w, g*g, D]
-                key = (layout.g, layout.spacing_m, name in keep)
-            groups.setdefault(key, []).append((name, seq, layout))
-        patch_tokens: dict[str, Tensor] = {}
-        subpatches: dict[str, tuple[Tensor, SubPatchLayout]] = {}
-        for (g, spacing, keep_subs), members in groups.items():
-            flat = torch.cat([seq.reshape(-1, g * g, self.embed_dim) for _, seq, _ in members])
-            cls, subs = self.subpatch_encoder(flat, g, spacing, keep_subpatches=keep_subs)
-            start = 0
-            for name, seq, layout in members:
-                n = seq.numel() // (g * g * self.embed_dim)
-                patch_tokens[name] = cls[start:start + n]
-                if name in keep and layout is not None:
-                    subpatches[name] = (subs[start:start + n].reshape(B, h, w, g * g, -1), layout)
-                start += n
-        spatial = [n for n in names if not self.sensors[n].one_token_per_tile]
-        tokens = torch.stack([patch_tokens[n].view(B, h * w, -1) for n in spatial], dim=1)
-        modis = [patch_tokens[n] for n in names if self.sensors[n].one_token_per_tile]
-        return TokenSet(tokens, spatial, modis[0] if modis else None, (h, w), P / 10, subpatches)
+                layout = layouts[name] = subpatch_layout(s, P, self.config.subpatch_order)
+                seq = group_subpatches(fmap, layout).flatten(0, 2)                               # [B*h*w, g*g, D]
+                calls.append((seq, (layout.g, layout.spacing_m, name in keep)))
+        # per sensor: (patch tokens [B*h*w, D] (or [B, D]), sub-patch tokens [B*h*w, g*g, D] or None)
+        encoded = dict(zip(names, batched_calls(self.subpatch_encoder, calls)))
+        spatial = list(layouts)
+        tokens = torch.stack([encoded[n][0].view(B, h * w, -1) for n in spatial], dim=1)         # [B, M, N, D]
+        modis = next((encoded[n][0] for n in names if n not in layouts), None)                 # [B, D] or None
+        subpatches = {n: (encoded[n][1].reshape(B, h, w, -1, self.embed_dim), layouts[n]) for n in spatial if n in keep}
+        return TokenSet(tokens, spatial, modis, (h, w), P / 10, subpatches)
 
     def patch_positions(self, grid: tuple[int, int], scale: float, device=None) -> tuple[Tensor, Tensor]:
         """Position codes ``[N, D]`` (spacing ``scale``) and grid coordinates ``[N, 2]`` of the patch grid."""
@@ -217,3 +220,31 @@ class AnySat(nn.Module):
         subs, layout = ts.subpatches[dense_sensor]
         fused = out[:, 1:].reshape(B, h, w, 1, -1).expand(-1, -1, -1, subs.shape[3], -1)
         return ungroup_subpatches(torch.cat([fused, subs], dim=-1), layout)
+
+    # --- speed ---------------------------------------------------------------------------
+    def compile_blocks(self) -> "AnySat":
+        """Compile the transformer blocks, the fusion block and the L-TAEs in place (see :func:`compile_blocks`)."""
+        compile_blocks(self)
+        return self
+
+
+def compile_blocks(module: nn.Module) -> nn.Module:
+    """``torch.compile`` every :class:`~.blocks.Block`, :class:`~.fusion.FusionBlock` and :class:`~.ltae.LTAE`
+    of ``module`` in place (``nn.Module.compile``: parameter names and checkpoints unchanged).
+
+    The glue between them (validation, grouping, masking, gathers) stays eager.  The sub-patch
+    encoder stays eager too: one of its blocks sees sequences of very different lengths (5 and
+    101 tokens at P = 20 m), which made inductor's CPU backward fail a stride check (torch 2.13).
+    Works on any module holding AnySat parts, e.g. a whole JEPA (encoders and predictor).
+    """
+    def visit(m: nn.Module) -> None:
+        for child in m.children():
+            if isinstance(child, SubPatchEncoder):
+                continue
+            if isinstance(child, (Block, FusionBlock, LTAE)):
+                child.compile()
+            else:
+                visit(child)
+
+    visit(module)
+    return module

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import MLP, attention
-from .layers import DropPath
+from ..kernels import attention
+from .blocks import MLP
 from .irpe import ContextualRPE, add_prefix, euclidean_buckets
+from .layers import DropPath
 
 __all__ = ["FusionBlock", "fusion_buckets"]
 
@@ -26,6 +27,8 @@ def fusion_buckets(coords: Tensor, n_modalities: int, n_prefix: int) -> Tensor:
 
 
 class FusionAttention(nn.Module):
+    """Cross-attention of the learned per-location queries to every token (keys and values from ``x``)."""
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
@@ -36,7 +39,10 @@ class FusionAttention(nn.Module):
         self.rpe = ContextualRPE(self.head_dim)
 
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor, n_prefix: int) -> Tensor:
-        """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]`` -> ``[B, 1+K, D]`` (MODIS query dropped)."""
+        """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]``, ``buckets [(B,) P+K, L]`` -> ``[B, 1+K, D]``.
+
+        ``P = n_prefix``; the output of a MODIS query (the second prefix token) is dropped.
+        """
         B, L, D = x.shape
         Lq = query_pos.shape[1]
         q = (self.q_learned.to(x.dtype) + query_pos.to(x.dtype)).expand(B, -1, -1)
@@ -51,7 +57,12 @@ class FusionAttention(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """``[B, P + M*K, D]`` -> ``[B, 1 + K, D]``: one fused token per location plus the tile (cls) token."""
+    """``[B, P + M*K, D]`` -> ``[B, 1 + K, D]``: one fused token per location plus the tile (cls) token.
+
+    ``P = n_prefix`` leading tokens (cls, and MODIS when present), ``M`` modalities, ``K`` locations.
+
+    ``x = attn(norm1(x))`` (no residual: the queries are new tokens), then ``x + mlp(norm2(x))``.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()

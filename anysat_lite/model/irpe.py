@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..kernels import gather_buckets
 
 __all__ = ["ALPHA", "BETA", "GAMMA", "NUM_BUCKETS", "PREFIX_BUCKET", "grid_coords", "euclidean_buckets",
            "add_prefix", "ContextualRPE"]
@@ -66,11 +67,5 @@ class ContextualRPE(nn.Module):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
     def forward(self, q: Tensor, buckets: Tensor) -> Tensor:
-        table = q[:, 0] @ self.weight[0].to(q.dtype)                                   # [B, Lq, n_buckets]
-        if buckets.dim() == 2:
-            # Same buckets for every sample: bias[b, i, j] = sum_r table[b, i, r] * [bucket(i, j) = r],
-            # one batched matmul over the queries i (exact: the other terms are zeros).  Forward +
-            # backward it is faster than indexing the table, whose backward is a scattered add.
-            onehot = F.one_hot(buckets, table.shape[-1]).to(q.dtype)                    # [Lq, Lk, n_buckets]
-            return torch.einsum("bir,ijr->bij", table, onehot)[:, None]
-        return torch.gather(table, -1, buckets)[:, None]
+        table = q[:, 0] @ self.weight[0].to(q.dtype)                # [B, Lq, n_buckets]: q_i . W[:, r] for every r
+        return gather_buckets(table, buckets)[:, None]              # bias[b, 0, i, j] = table[b, i, bucket(i, j)]

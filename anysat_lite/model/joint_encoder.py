@@ -1,9 +1,10 @@
 """Joint transformer over the tokens of all modalities (plus a tile-level cls token).
 
-Input ``[B, P + M*K, D]``: prefix tokens (cls, and a MODIS token when present) followed by
-the ``K`` patch tokens of each of the ``M`` modalities, each already carrying its patch
-position code.  Plain pre-norm ViT blocks (LayerNorm eps 1e-6, as the official
-``AnyModule``) let every token see every modality and location.
+Input: the ``K`` patch tokens of each of the ``M`` modalities, ``[B, M*K, D]``, each already
+carrying its patch position code.  A learned cls token (and a MODIS token when present) is
+put in front: ``[B, P + M*K, D]`` with ``P`` prefix tokens.  Plain pre-norm ViT blocks
+(LayerNorm eps 1e-6, as the official ``AnyModule``) let every token see every modality and
+location.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ __all__ = ["JointEncoder"]
 
 
 class JointEncoder(nn.Module):
+    """A cls token and ``depth`` pre-norm blocks (no relative position bias) over all modalities' tokens."""
+
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path=()):
         super().__init__()
         rates = list(drop_path) or [0.0] * depth

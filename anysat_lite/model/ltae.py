@@ -40,7 +40,8 @@ class LTAE(nn.Module):
         n_head, d_k: number of master queries and their key width (AnySat: 16, 8).
         period: ``T`` of the day-of-year code (367; 366 for Landsat 8).
         in_norm: GroupNorm(``n_head``) over channels x dates after the input MLP.
-        dropout: dropout of the MLPs; attention weights use 0.1 as in the official code.
+        dropout: dropout after each layer of the input MLP and after the output MLP.
+        attn_dropout: dropout of the attention weights (official: 0.1).
     """
 
     def __init__(self, in_channels: int, mlp_in: list[int], out_dim: int, n_head: int = 16, d_k: int = 8,
@@ -61,6 +62,7 @@ class LTAE(nn.Module):
         self.out_norm = GroupNorm(n_head, out_dim)
 
     def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``x [N, T, C]``, ``dates [N, T]`` (day of year), ``valid [N, T]`` bool or ``None`` -> ``[N, out_dim]``."""
         N, T, C = x.shape
         h = self.input_mlp(x.reshape(N * T, C)).view(N, T, self.d_model)
         h = self.in_norm(h.transpose(1, 2)).transpose(1, 2)

@@ -36,7 +36,8 @@ def grid_sincos_2d(dim: int, rows: int, cols: int, spacing: float, device=None) 
         torch.arange(cols, dtype=torch.float32, device=device),
         indexing="ij",
     )
-    return torch.cat([sincos_1d(c * spacing, dim // 2), sincos_1d(r * spacing, dim // 2)], dim=-1).reshape(rows * cols, dim)
+    code = torch.cat([sincos_1d(c * spacing, dim // 2), sincos_1d(r * spacing, dim // 2)], dim=-1)  # [rows, cols, dim]
+    return code.reshape(rows * cols, dim)
 
 
 def doy_encoding(dates: Tensor, dim: int, period: int, repeat: int) -> Tensor:

@@ -11,9 +11,9 @@ Which class a sensor gets is decided by its ``kind`` in the registry, never by i
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import blockwise_conv2d
 from ..sensors import Sensor
 from .ltae import LTAE
 
@@ -35,12 +35,8 @@ class ImageProjector(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, dates: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
-        # kernel = stride: the convolution is one matmul over non-overlapping pixel blocks, which
-        # is several times faster than the generic convolution backward on CPU.
-        B, C, H, W = x.shape
-        px = self.conv.kernel_size[0]
-        blocks = x.reshape(B, C, H // px, px, W // px, px).permute(0, 2, 4, 1, 3, 5).reshape(B, H // px, W // px, -1)
-        return self.mlp(F.linear(blocks, self.conv.weight.reshape(self.conv.out_channels, -1)))
+        """``x [B, C, H, W]`` -> ``[B, H/px, W/px, D]`` (``dates`` and ``valid`` are unused)."""
+        return self.mlp(blockwise_conv2d(x, self.conv.weight))      # the conv, channels last: [B, H/px, W/px, D]
 
 
 class SeriesProjector(nn.Module):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..kernels import block_first_token
 from .blocks import Block, init_transformer_weights, rescale_residual_branches
 from .irpe import add_prefix, euclidean_buckets, grid_coords
 from .posenc import grid_sincos_2d
@@ -20,6 +21,8 @@ __all__ = ["SubPatchEncoder"]
 
 
 class SubPatchEncoder(nn.Module):
+    """``depth`` iRPE blocks shared by every sensor: sub-patches ``[M, g*g, D]`` -> patch tokens ``[M, D]``."""
+
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
         self.dim = dim
@@ -43,22 +46,21 @@ class SubPatchEncoder(nn.Module):
             self._cache[key] = (pos, buckets)
         return self._cache[key]
 
-    def forward(self, x: Tensor, g: int, spacing_m: float, keep_subpatches: bool = True) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, g: int, spacing_m: float,
+                keep_subpatches: bool = True) -> tuple[Tensor, Tensor | None]:
         """``x [M, g*g, D]`` -> (patch tokens ``[M, D]``, sub-patch tokens ``[M, g*g, D]`` or ``None``).
 
-        Without ``keep_subpatches`` the last block runs for the cls token only (same result,
-        about ``(depth - 1) / depth`` of the work).
+        Without ``keep_subpatches`` only the cls token leaves the encoder, so the last block
+        runs for that token alone (:func:`~anysat_lite.kernels.block_first_token`).
         """
         M, L, D = x.shape
         if L != g * g:
             raise ValueError(f"sub-patch encoder: expected {g}x{g}={g * g} sub-patches per patch, got {L}")
-        pos, buckets = self._grid(g, spacing_m, x.device)
+        pos, buckets = self._grid(g, spacing_m, x.device)                 # [1 + g*g, D], [1 + g*g, 1 + g*g]
         x = torch.cat([self.cls_token.expand(M, -1, -1).to(x.dtype), x], dim=1) + pos.to(x.dtype)
-        if keep_subpatches:
-            for blk in self.blocks:
-                x = blk(x, buckets)
-            x = self.norm(x)
-            return x[:, 0], x[:, 1:]
         for blk in self.blocks[:-1]:
-            x = blk(x, buckets)
-        return self.norm(self.blocks[-1].forward_first(x, buckets))[:, 0], None
+            x = blk(x, buckets)                                           # [M, 1 + g*g, D]
+        if keep_subpatches:
+            x = self.norm(self.blocks[-1](x, buckets))
+            return x[:, 0], x[:, 1:]
+        return self.norm(block_first_token(self.blocks[-1], x, buckets))[:, 0], None

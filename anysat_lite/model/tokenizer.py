@@ -1,16 +1,23 @@
 """Scale-adaptive tokenization: a patch size in metres becomes sub-patches at each sensor's GSD.
 
 For a patch of ``P`` metres and a sensor whose sub-patches measure ``s`` metres
-(``subpatch_px * gsd``), every patch holds ``g x g`` sub-patches with ``g = P / s``:
+(``subpatch_px * gsd``), every patch holds ``g x g`` sub-patches with ``g = P / s`` (``g = P / 10``
+when ``P`` is not a multiple of ``s``, see the note):
 
-=========  ======  ========  =======================  ==========================
-sensor     GSD     sub-patch  P = 10 m                  P = 60 m
-=========  ======  ========  =======================  ==========================
-aerial     0.2 m   10 px=2 m  5 x 5 sub-patches          30 x 30
-spot       1 m     10 px=10 m 1 x 1                      6 x 6
-s2 / s1    10 m    1 px=10 m  1 x 1                      6 x 6
-l7 / alos  30 m    1 px=30 m  (30 m map upsampled) 1x1   2 x 2
-=========  ======  ========  =======================  ==========================
+================  ======  ============  ======================  ==================
+sensor            GSD     sub-patch     P = 10 m                P = 60 m
+================  ======  ============  ======================  ==================
+aerial(-flair)    0.2 m   10 px = 2 m   5 x 5                   30 x 30
+spot              1 m     10 px = 10 m  1 x 1                   6 x 6
+naip              1.25 m  8 px = 10 m   1 x 1                   6 x 6
+s2, s1(-asc), l8  10 m    1 px = 10 m   1 x 1                   6 x 6
+l7, alos          30 m    1 px = 30 m   1 x 1 (see the note)    2 x 2
+modis             250 m   the tile      one token per tile      one token per tile
+================  ======  ============  ======================  ==================
+
+Note: when ``P`` is not a multiple of a coarse sensor's sub-patch (l7 at P = 10 or 20 m), the
+sub-patch map is first repeated onto a 10 m grid (nearest neighbour, ``SubPatchLayout.upsample``),
+which the official code does not support.
 
 **Sub-patch order.**  The sub-patch encoder gives the ``k``-th sub-patch of a patch the
 position code of grid cell ``(k // g, k % g)``, and ``output="dense"`` puts it back there.
