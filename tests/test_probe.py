@@ -73,15 +73,82 @@ def test_run_probe_end_to_end(tmp_path):
 
     cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]",
                                   "probe.modality_sets=[[all], [s2]]", "probe.linear_epochs=10", "probe.seg_epochs=2",
-                                  "probe.finetune_epochs=1"])
+                                  "probe.finetune_epochs=1", "probe.bootstrap=50"])
     report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
     methods = {(r["encoder"], r["modalities"], r["method"], r["metric"]) for r in report["results"]}
     assert ("random-init", "aerial+s2+s1-asc", "linear", "OA") in methods
     assert ("raw-pixels", "s2", "kNN", "OA") in methods
     assert ("random-init", "aerial+s2+s1-asc", "segmentation (aerial)", "mIoU") in methods
     assert ("random-init", "aerial+s2+s1-asc", "fine-tune", "OA") in methods
-    assert all(0.0 <= r["value"] <= 1.0 for r in report["results"])
+    assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in report["results"])
     saved = json.loads((tmp_path / "probe_results.json").read_text())
     assert saved["splits"]["test"] == 6 and saved["seeds"]["probe"] == 0
-    assert "| patch (m) |" in (tmp_path / "probe_results.md").read_text()
+    md = (tmp_path / "probe_results.md").read_text()
+    assert "| patch (m) |" in md and " [" in md                         # value [low, high] cells
     assert (tmp_path / "probe_results.png").stat().st_size > 5000
+
+
+def test_bootstrap_interval_brackets_the_value_and_shrinks_with_more_items():
+    from anysat_lite.probe.metrics import bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (400,), generator=g)
+    p = torch.where(torch.rand(400, generator=g) < 0.7, y, (y + 1) % 3)     # about 70 % right
+    lo, hi = bootstrap_interval(overall_accuracy, p, y, n_boot=500)
+    assert lo < overall_accuracy(p, y) < hi and 0.05 < hi - lo < 0.12       # ~ 2 x 1.96 sqrt(.21 / 400) = 0.09
+    lo_s, hi_s = bootstrap_interval(overall_accuracy, p[:100], y[:100], n_boot=500)
+    assert hi_s - lo_s > 1.5 * (hi - lo)                                      # 4x fewer items: ~2x wider
+    assert bootstrap_interval(overall_accuracy, y, y, n_boot=50) == (1.0, 1.0)
+    assert bootstrap_interval(overall_accuracy, p, y, n_boot=200, seed=3) == bootstrap_interval(
+        overall_accuracy, p, y, n_boot=200, seed=3)
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_raw_pixel_features_leave_out_masked_dates():
+    from anysat_lite.probe.features import raw_pixel_features
+
+    x = torch.rand(4, 10, 6, 6)
+    clean = {"s2": x, "s2_dates": torch.arange(4), "s2_mask": torch.tensor([True, True, True, False])}
+    cloudy = dict(clean, s2=torch.cat([x[:3], torch.full((1, 10, 6, 6), 5000.0)]))
+    a, b = raw_pixel_features(_Items([clean]), ["s2"]), raw_pixel_features(_Items([cloudy]), ["s2"])
+    torch.testing.assert_close(a, b)                                  # the cloudy date changes nothing
+    torch.testing.assert_close(a[0, :10], x[:3].mean((0, 2, 3)))     # mean over the 3 valid dates only
+    unmasked = raw_pixel_features(_Items([{k: v for k, v in cloudy.items() if k != "s2_mask"}]), ["s2"])
+    assert unmasked[0, :10].min() > 1000                                # without a mask every date counts
+
+
+def test_raw_pixel_dense_features_for_coarse_series_and_one_pixel_cells():
+    from anysat_lite.probe.features import raw_pixel_dense_features
+
+    item = {"s2": torch.rand(5, 10, 6, 6), "s2_dates": torch.arange(5), "s2_mask": torch.ones(5, dtype=torch.bool),
+            "aerial": torch.rand(4, 30, 30)}
+    ds = _Items([item, item])
+    s2 = raw_pixel_dense_features(ds, "s2", (30, 30))                   # 10 m pixels onto a 2 m grid
+    assert s2.shape == (2, 30, 30, 20) and torch.isfinite(s2).all()
+    torch.testing.assert_close(s2[0, :5, :5, :10], item["s2"].mean(0)[:, 0, 0].expand(5, 5, 10))
+    one = raw_pixel_dense_features(ds, "aerial", (30, 30))              # one pixel per cell: std 0, not NaN
+    assert torch.isfinite(one).all() and one[..., 4:].abs().max() == 0
+
+
+def test_run_probe_on_a_single_time_series_sensor(tmp_path):
+    """Regression: the dense raw-pixel baseline crashed on a dataset of one time-series sensor."""
+    from anysat_lite.config import get_config
+    from anysat_lite.probe import run_probe
+
+    cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]",
+                                  "data.datasets=[{name: synthetic, sensors: [s2]}]", "probe.modality_sets=[[all]]",
+                                  "probe.linear_epochs=5", "probe.seg_epochs=1", "probe.bootstrap=20"])
+    report = run_probe(cfg, checkpoint=None, out_dir=None, progress=False)
+    seg = [r for r in report["results"] if r["method"].startswith("segmentation")]
+    assert {r["encoder"] for r in seg} == {"random-init", "raw-pixels"} and seg[0]["method"] == "segmentation (s2)"
+    assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in report["results"])

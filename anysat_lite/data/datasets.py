@@ -171,7 +171,8 @@ class BatchPlanner:
 
     def generator(self, step: int, stream: int = 0) -> torch.Generator:
         """A torch generator for ``(seed, step, stream)``: stream 0 data, 1 masks, 2 dates, 3 modalities."""
-        return torch.Generator().manual_seed(hash((self.seed, step, stream)) & 0x7FFFFFFF)
+        state = np.random.SeedSequence([self.seed, step, stream]).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def plan(self, step: int) -> BatchPlan:
         rng = np.random.default_rng([self.seed, step])

@@ -4,6 +4,8 @@
   blocks to predict (same size for the whole batch, drawn by scale and aspect ratio) and one
   large context block with the targets removed.  AnySat: 4 targets, scale 0.2–0.8, aspect
   0.75–1.5; context 0.85–1.0, no overlap.  The same indices apply to every modality.
+  :func:`context_statistics` measures how much of a grid the context keeps (on small grids
+  the AnySat numbers leave a single patch: see notebook 02).
 * :class:`RandomMaskSampler` and :class:`SingleBlockMaskSampler` — baselines for comparison.
 * :func:`modality_mask` — at every kept location one random modality stays, and a share of
   the others is replaced by a learned mask token.
@@ -24,7 +26,7 @@ from torch import Tensor
 from ..sensors import SENSORS
 
 __all__ = ["Masks", "MultiBlockMaskSampler", "RandomMaskSampler", "SingleBlockMaskSampler", "build_mask_sampler",
-           "modality_mask", "drop_dates", "masks_to_grid"]
+           "context_statistics", "modality_mask", "drop_dates", "masks_to_grid"]
 
 
 @dataclass
@@ -77,35 +79,78 @@ def _block(g: torch.Generator, grid, bh: int, bw: int) -> Tensor:
 
 
 class MultiBlockMaskSampler:
-    """I-JEPA multi-block masks (every knob is an argument).
+    """I-JEPA multi-block masks, every knob an argument (defaults: AnySat's pretraining numbers).
+
+    One step draws, for the whole batch, the size of the target blocks and of the context
+    block; then, per sample, ``n_targets`` target positions and a context block that is cut
+    out of the grid minus the targets.  As in I-JEPA and the official AnySat collator:
+
+    * a block's area is ``int(scale * h * w)`` patches and its height/width ratio ``aspect``;
+      scale and aspect come from **one** uniform draw ``r`` (``scale = lo + r (hi - lo)``,
+      ``aspect = lo + r (hi - lo)``, so large blocks are also the tall ones);
+    * blocks stay strictly inside the grid (height < h, width < w), so a context block on a
+      3 x 3 grid is at most 2 x 2;
+    * **constraint relaxation**: if the context keeps fewer than ``min_keep`` patches, it is
+      redrawn; after every ``timeout`` failed draws one more target block is ignored when the
+      context is cut (the context may then overlap that target).
 
     Args:
-        n_targets: target blocks per sample.
-        target_scale: range of a target block's area, as a fraction of the grid.
-        target_aspect: range of its height/width ratio (log-uniform).
-        context_scale: range of the context block's area (square).
-        min_keep: minimum number of context patches per sample.
-        allow_overlap: keep target patches in the context (I-JEPA default: no).
+        n_targets: target blocks per sample (AnySat: 4).
+        target_scale: range of a target block's area as a fraction of the grid (AnySat: 0.2-0.8).
+        target_aspect: range of its height/width ratio (AnySat: 0.75-1.5).
+        context_scale: range of the (square) context block's area (AnySat: 0.85-1.0).
+        min_keep: minimum number of context patches per sample.  The official collator asks for
+            ``len > min_keep`` with ``min_keep = 0``, i.e. at least one patch: our ``min_keep=1``.
+        allow_overlap: keep target patches in the context (AnySat: no).
+        context: ``"block"`` (I-JEPA, AnySat) or ``"complement"``: the context block is the whole
+            grid, so the context is every patch outside the targets.  For grids too small for a
+            block strictly inside them (the CPU demo; see notebook 02).
+        relax: apply the constraint relaxation above (I-JEPA, AnySat).  Without it, a sample whose
+            context cannot keep ``min_keep`` patches raises an error.
+        timeout: failed draws before one target is ignored (I-JEPA: 20).
     """
 
     def __init__(self, n_targets: int = 4, target_scale=(0.2, 0.8), target_aspect=(0.75, 1.5),
-                 context_scale=(0.85, 1.0), min_keep: int = 1, allow_overlap: bool = False):
+                 context_scale=(0.85, 1.0), min_keep: int = 1, allow_overlap: bool = False, context: str = "block",
+                 relax: bool = True, timeout: int = 20):
+        if context not in ("block", "complement"):
+            raise ValueError(f"context must be 'block' or 'complement', got {context!r}")
+        if n_targets < 1 or min_keep < 1 or timeout < 1:
+            raise ValueError(f"n_targets, min_keep and timeout must be >= 1, got {n_targets}, {min_keep}, {timeout}")
         self.n_targets, self.target_scale, self.target_aspect = n_targets, tuple(target_scale), tuple(target_aspect)
         self.context_scale, self.min_keep, self.allow_overlap = tuple(context_scale), min_keep, allow_overlap
+        self.context, self.relax, self.timeout = context, relax, timeout
 
     @staticmethod
     def block_size(g: torch.Generator, grid, scale, aspect) -> tuple[int, int]:
-        """Block ``(height, width)`` in patches: area ``scale * h * w``, ratio ``aspect``, strictly inside the grid
-        when the grid allows it (as I-JEPA)."""
+        """Block ``(height, width)`` in patches: area ``int(scale * h * w)``, ratio ``aspect``, strictly inside
+        the grid where the grid allows it, at least 1 x 1 (the official code may return an empty block)."""
         h, w = grid
-        s = _uniform(g, *scale)
-        ar = math.exp(_uniform(g, math.log(aspect[0]), math.log(aspect[1])))
-        keep = max(1, int(h * w * s))
-        bh = max(1, int(round(math.sqrt(keep * ar))))
-        bw = max(1, int(round(math.sqrt(keep / ar))))
-        bh = min(bh, max(1, h - 1))
-        bw = min(bw, max(1, w - 1))
-        return bh, bw
+        r = float(torch.rand(1, generator=g))
+        s = scale[0] + r * (scale[1] - scale[0])
+        ar = aspect[0] + r * (aspect[1] - aspect[0])
+        keep = int(h * w * s)
+        bh = min(int(round(math.sqrt(keep * ar))), h - 1)
+        bw = min(int(round(math.sqrt(keep / ar))), w - 1)
+        return max(bh, 1), max(bw, 1)
+
+    def _context(self, g: torch.Generator, grid, size, targets: list[Tensor]) -> Tensor:
+        """Boolean ``[h, w]`` context of one sample (see the class docstring for the relaxation)."""
+        excluded = [] if self.allow_overlap else targets
+        ignored = 0
+        for _ in range(self.timeout * (len(excluded) + 1)):
+            for _ in range(self.timeout):
+                c = _block(g, grid, *size)
+                for b in excluded[:len(excluded) - ignored]:
+                    c = c & ~b
+                if int(c.sum()) >= self.min_keep:
+                    return c
+            if not self.relax or ignored == len(excluded):
+                break
+            ignored += 1
+        raise ValueError(f"no context of at least min_keep={self.min_keep} patches fits a {size[0]}x{size[1]} "
+                         f"context block on a {grid[0]}x{grid[1]} grid with {len(excluded)} target block(s) "
+                         f"excluded{'' if self.relax else ' (relax=False)'}; lower min_keep or the target scale")
 
     def __call__(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator) -> Masks:
         h, w = grid
@@ -113,31 +158,35 @@ class MultiBlockMaskSampler:
             raise ValueError(f"JEPA masking needs at least 2 patches, the grid is {h}x{w}; use a smaller patch size")
         g = generator
         tb = self.block_size(g, grid, self.target_scale, self.target_aspect)
-        cb = self.block_size(g, grid, self.context_scale, (1.0, 1.0))
+        cb = grid if self.context == "complement" else self.block_size(g, grid, self.context_scale, (1.0, 1.0))
         contexts, targets = [], [[] for _ in range(self.n_targets)]
         for _ in range(batch_size):
             blocks = [_block(g, grid, *tb) for _ in range(self.n_targets)]
-            ctx = None
-            for _attempt in range(20):
-                c = _block(g, grid, *cb)
-                if not self.allow_overlap:
-                    for b in blocks:
-                        c = c & ~b
-                if c.sum() >= self.min_keep:
-                    ctx = c
-                    break
-            if ctx is None:  # targets cover the context: keep the complement, drop blocks if needed
-                union = torch.zeros(h, w, dtype=torch.bool)
-                for b in blocks:
-                    union |= b
-                ctx = ~union
-                if ctx.sum() < self.min_keep:
-                    ctx = ~blocks[0]
-                    blocks = [blocks[0]] * self.n_targets
-            contexts.append(ctx.flatten().nonzero().squeeze(1))
+            contexts.append(self._context(g, grid, cb, blocks).flatten().nonzero().squeeze(1))
             for t, b in zip(targets, blocks):
                 t.append(b.flatten().nonzero().squeeze(1))
         return Masks(_equalise(contexts, g), [_equalise(t, g) for t in targets], grid)
+
+
+def context_statistics(sampler, grid: tuple[int, int], steps: int = 200, batch_size: int = 8,
+                       seed: int = 0) -> dict[str, float]:
+    """How much of the grid the context encoder sees under ``sampler`` (over ``steps`` batches).
+
+    Returns ``mean_patches`` and ``mean_share`` (context patches per sample, and as a share of
+    the grid), ``p_one`` and ``p_at_least_4`` (share of steps whose context has exactly one /
+    at least four patches), ``mean_target_patches`` (patches per target block).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = grid[0] * grid[1]
+    k, kt = [], []
+    for _ in range(steps):
+        m = sampler(batch_size, grid, g)
+        k.append(m.context.shape[1])
+        kt.append(m.targets[0].shape[1])
+    k = torch.tensor(k, dtype=torch.float64)
+    return {"grid": f"{grid[0]}x{grid[1]}", "mean_patches": float(k.mean()), "mean_share": float(k.mean() / n),
+            "p_one": float((k == 1).double().mean()), "p_at_least_4": float((k >= 4).double().mean()),
+            "mean_target_patches": float(torch.tensor(kt, dtype=torch.float64).mean())}
 
 
 class RandomMaskSampler:
@@ -156,18 +205,17 @@ class RandomMaskSampler:
 
 
 class SingleBlockMaskSampler(MultiBlockMaskSampler):
-    """One target block; the context is everything else."""
+    """One target block; the context is every other patch."""
 
     def __init__(self, target_scale=(0.2, 0.8), target_aspect=(0.75, 1.5)):
-        super().__init__(n_targets=1, target_scale=target_scale, target_aspect=target_aspect,
-                         context_scale=(1.0, 1.0), min_keep=1)
+        super().__init__(n_targets=1, target_scale=target_scale, target_aspect=target_aspect, context="complement")
 
 
 def build_mask_sampler(cfg):
     """Sampler from a :class:`~anysat_lite.config.JEPAConfig`."""
     if cfg.mask == "multiblock":
         return MultiBlockMaskSampler(cfg.n_targets, cfg.target_scale, cfg.target_aspect, cfg.context_scale,
-                                     cfg.min_keep, cfg.allow_overlap)
+                                     cfg.min_keep, cfg.allow_overlap, cfg.context, cfg.relax)
     if cfg.mask == "random":
         return RandomMaskSampler(cfg.random_keep)
     if cfg.mask == "block":

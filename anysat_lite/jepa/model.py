@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..model import AnySat
+from ..sensors import SENSORS
 from .ema import ema_update, make_target
 from .losses import latent_loss, mil_nce
 from .masks import Masks, drop_dates, modality_mask
@@ -101,8 +102,13 @@ class JEPA(nn.Module):
 
         pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)              # [n_t, B, Kt, D]
         out: dict = {"jepa_loss": latent_loss(pred, targets)}
-        if jc.contrastive and M >= 2 and jc.contrastive_weight > 0:
-            out["contrastive_loss"] = mil_nce(ts.tokens, jc.contrastive_tau)
+        views = ts.tokens
+        if M == 1 and jc.single_sensor_views and "views" in generators and SENSORS[ts.sensors[0]].is_series:
+            # One time series: its second "modality" is another draw of its dates (see JEPAConfig).
+            other = drop_dates(sample, jc.date_drop_ratio, generators["views"], rows, global_batch)
+            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)   # [B, 2, N, D]
+        if jc.contrastive and views.shape[1] >= 2 and jc.contrastive_weight > 0:
+            out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau)
         else:
             out["contrastive_loss"] = torch.zeros((), device=pred.device)
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]

@@ -1,17 +1,24 @@
 """Collapse monitors: numbers that reveal a representation collapsing to a constant.
 
 * ``std``: per-dimension standard deviation of the (layer-normed) target embeddings over
-  all tokens of the batch, averaged over dimensions (-> 0 under collapse; ~1 when healthy).
-* ``erank``: effective rank ``exp(H(p))`` of the embedding matrix, ``p`` = normalised
-  singular values (RankMe); 1 = collapsed to a line, up to ``D``.
+  all tokens of the batch, averaged over dimensions.  -> 0 under collapse.  Its ceiling is 1
+  (every token layer-normed to unit variance *and* tokens uncorrelated); a freshly initialised
+  AnySat sits around 0.3-0.5 because all its tokens share a large common component.
+* ``erank``: effective rank ``exp(H(p))`` of the embedding matrix ``[tokens, D]``, ``p`` = its
+  normalised singular values (RankMe, Garrido et al. 2023); 1 when every token is the same vector
+  (or lies on one line), up to ``D``.  Not centred, as in RankMe: a common component shared by all
+  tokens counts as one direction, so the rank falls when that component dominates.
 * ``cos``: mean cosine similarity between the tile embeddings of different tiles (-> 1).
+
+:func:`collapse_warnings` turns them into messages when they cross the thresholds of
+:class:`~anysat_lite.config.JEPAConfig` (``warn_std``, ``warn_erank``, ``warn_cos``).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["collapse_monitors"]
+__all__ = ["collapse_monitors", "collapse_warnings"]
 
 
 @torch.no_grad()
@@ -19,7 +26,7 @@ def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict
     """``patch_embeddings [B, N, D]``, ``tile_embeddings [B, D]`` -> ``{"std", "erank", "cos"}``."""
     z = patch_embeddings.float().reshape(-1, patch_embeddings.shape[-1])
     std = z.std(dim=0).mean().item()
-    s = torch.linalg.svdvals(z - z.mean(0, keepdim=True))
+    s = torch.linalg.svdvals(z)
     p = s / s.sum().clamp_min(1e-12)
     erank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()).item()
     t = torch.nn.functional.normalize(tile_embeddings.float(), dim=-1)
@@ -27,3 +34,16 @@ def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict
     sim = t @ t.t()
     cos = ((sim.sum() - sim.diagonal().sum()) / max(B * (B - 1), 1)).item()
     return {"std": std, "erank": erank, "cos": cos}
+
+
+def collapse_warnings(monitors: dict[str, float], min_std: float = 0.1, min_erank: float = 3.0,
+                      max_cos: float = 0.95) -> dict[str, str]:
+    """``{monitor: message}`` for every monitor beyond its threshold (empty when healthy)."""
+    out = {}
+    if "std" in monitors and monitors["std"] < min_std:
+        out["std"] = f"target std per dimension {monitors['std']:.3f} < {min_std:g}"
+    if "erank" in monitors and monitors["erank"] < min_erank:
+        out["erank"] = f"effective rank {monitors['erank']:.1f} < {min_erank:g}"
+    if "cos" in monitors and monitors["cos"] > max_cos:
+        out["cos"] = f"tile cosine similarity {monitors['cos']:.3f} > {max_cos:g}"
+    return out

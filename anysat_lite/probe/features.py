@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -11,7 +12,7 @@ from ..data.datasets import collate
 from ..data.normalization import NormStats
 from ..sensors import SENSORS
 
-__all__ = ["encode_dataset", "raw_pixel_features", "targets_of", "select_sensors"]
+__all__ = ["encode_dataset", "raw_pixel_features", "raw_pixel_dense_features", "targets_of", "select_sensors"]
 
 
 def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
@@ -36,19 +37,66 @@ def encode_dataset(encoder, dataset: Dataset, stats: NormStats, patch_size: int,
     return torch.cat(out)
 
 
+def _valid_dates(batch: dict, sensor: str) -> Tensor:
+    """``[B, T]`` float weights: 1 for the dates a series may use (its ``_mask``, all dates without one)."""
+    x = batch[sensor]
+    m = batch.get(f"{sensor}_mask")
+    return torch.ones(x.shape[:2]) if m is None else m.float()
+
+
+def _masked_moments(x: Tensor, w: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Weighted mean and (population) std of ``x`` over ``dims``; ``w`` (0/1) broadcasts against ``x``."""
+    w = w.expand_as(x)
+    n = w.sum(dims, keepdim=True).clamp_min(1e-12)
+    mean = (w * x).sum(dims, keepdim=True) / n
+    std = ((w * (x - mean) ** 2).sum(dims, keepdim=True) / n).sqrt()
+    return mean.squeeze(dims), std.squeeze(dims)
+
+
 def raw_pixel_features(dataset: Dataset, sensors: Sequence[str], batch_size: int = 64) -> Tensor:
-    """Baseline features: per-band mean and std of every sensor over space (and time) -> ``[N, F]``."""
+    """Baseline features: per-band mean and std of every sensor over space (and valid dates) -> ``[N, F]``.
+
+    Dates flagged invalid by a series' ``_mask`` (clouds) are left out, as the encoder leaves them out.
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     feats = []
     for batch in loader:
         parts = []
         for s in sensors:
             x = batch[s].float()
-            band = 2 if SENSORS[s].is_series else 1
-            x = x.movedim(band, -1).reshape(x.shape[0], -1, x.shape[band])
-            parts += [x.mean(1), x.std(1)]
+            if SENSORS[s].is_series:                                   # [B, T, C, H, W]
+                w = _valid_dates(batch, s)[:, :, None, None, None]
+                mean, std = _masked_moments(x, w, (1, 3, 4))
+            else:                                                      # [B, C, H, W]
+                mean, std = x.mean((2, 3)), x.std((2, 3), correction=0)
+            parts += [mean, std]
         feats.append(torch.cat(parts, dim=1))
     return torch.cat(feats)
+
+
+def raw_pixel_dense_features(dataset: Dataset, sensor: str, grid: tuple[int, int]) -> Tensor:
+    """Dense baseline on a ``grid`` (the label raster) -> ``[N, h, w, 2C]``.
+
+    Images: per-band mean and std of the pixels inside each cell.  Series: per-pixel mean and
+    std over the valid dates, averaged over the cell's pixels; a sensor coarser than the grid
+    (S2 pixels of 10 m on a 2 m label grid) is repeated onto it (nearest neighbour).
+    """
+    h, w = grid
+    out = []
+    for batch in DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate):
+        x = batch[sensor].float()
+        if SENSORS[sensor].is_series:
+            mean, std = _masked_moments(x, _valid_dates(batch, sensor)[:, :, None, None, None], (1,))
+            f = torch.cat([mean, std], dim=1)                          # [B, 2C, H, W]
+            cells = F.adaptive_avg_pool2d(f, grid) if f.shape[-2] >= h else F.interpolate(f, size=grid)
+        else:
+            C, H, W = x.shape[1:]
+            if H % h or W % w:
+                raise ValueError(f"{sensor}: {H} x {W} px do not split into the {h} x {w} label grid")
+            blocks = x.reshape(x.shape[0], C, h, H // h, w, W // w)
+            cells = torch.cat([blocks.mean((3, 5)), blocks.std((3, 5), correction=0)], dim=1)
+        out.append(cells.permute(0, 2, 3, 1))
+    return torch.cat(out)
 
 
 def targets_of(dataset: Dataset, key: str) -> Tensor:

@@ -5,13 +5,14 @@
   over classes present in targets or predictions) and ``weighted`` (by class support).
 * :func:`multilabel_f1` — F1 over (sample, class) decisions: ``micro`` and ``macro``.
 * :func:`mean_iou` — per-class IoU ``TP / (TP + FP + FN)`` over pixels, mean over classes present.
+* :func:`bootstrap_interval` — a 95 % percentile-bootstrap interval of any of them over test items.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "overall_accuracy", "f1_scores", "multilabel_f1", "mean_iou"]
+__all__ = ["confusion_matrix", "overall_accuracy", "f1_scores", "multilabel_f1", "mean_iou", "bootstrap_interval"]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
@@ -58,3 +59,21 @@ def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int |
     union = cm.sum(0) + cm.sum(1) - tp
     present = union > 0
     return (tp[present] / union[present]).mean().item()
+
+
+def bootstrap_interval(metric, pred: Tensor, target: Tensor, n_boot: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``metric(pred, target)`` over the test items (axis 0).
+
+    The test set is resampled with replacement ``n_boot`` times (the same resamples for every
+    encoder when ``seed`` is the same, so intervals of different encoders are comparable); the
+    interval holds the central ``level`` share of the resampled metric values.  It measures how
+    much the number depends on *which* test tiles were drawn, not the variation between
+    training runs.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = pred.shape[0]
+    values = torch.tensor([metric(pred[i], target[i]) for i in torch.randint(n, (n_boot, n), generator=g)],
+                          dtype=torch.float64)
+    tail = (1 - level) / 2
+    return float(values.quantile(tail)), float(values.quantile(1 - tail))

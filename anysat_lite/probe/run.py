@@ -1,12 +1,19 @@
 """``anysat-lite probe``: probes and baselines on one dataset, at several patch sizes and modality sets.
 
-Encoders compared by the same code: the **pretrained** checkpoint, a **random-init**
-encoder of the same architecture (fixed seed), and **raw pixels** (per-band mean/std of
-each sensor; per-cell band statistics for segmentation).  For every setting (patch size x
-modality set): a linear probe (OA, macro/weighted F1), kNN (OA), a multi-label linear
-probe (micro F1); at the first patch size with all modalities also a dense segmentation
-probe (mIoU) and, if ``probe.finetune_epochs > 0``, full fine-tuning (OA).  Train split
-for fitting, test split for the numbers; seeds and split sizes are written to the JSON.
+Encoders compared by the same code:
+
+* **pretrained** — the exported EMA *target* encoder (what the official code evaluates);
+* **online** — the context encoder of the same run (``<checkpoint>-online``, when present and
+  ``probe.online`` is on), to show what the EMA adds;
+* **random-init** — the same architecture with random weights (fixed seed);
+* **raw-pixels** — per-band mean/std of each sensor over space and valid dates (per-cell
+  statistics for segmentation).
+
+For every setting (patch size x modality set): a linear probe (OA, macro/weighted F1), kNN
+(OA) and a multi-label linear probe (micro F1); at the first setting also a dense
+segmentation probe (mIoU) and, if ``probe.finetune_epochs > 0``, full fine-tuning (OA).
+Probes are fitted on the train split and scored on the test split; every number comes with
+a 95 % bootstrap interval over the test tiles (:func:`~.metrics.bootstrap_interval`).
 """
 from __future__ import annotations
 
@@ -18,23 +25,25 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, config_to_dict
-from ..data.datasets import build_dataset, collate
+from ..data.datasets import DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..model import AnySat
 from ..sensors import SENSORS
-from .features import select_sensors, encode_dataset, raw_pixel_features, targets_of
+from .features import encode_dataset, raw_pixel_dense_features, raw_pixel_features, select_sensors, targets_of
 from .finetune import finetune
 from .knn import knn_predict
 from .linear import train_linear
-from .metrics import f1_scores, mean_iou, multilabel_f1, overall_accuracy
+from .metrics import bootstrap_interval, f1_scores, mean_iou, multilabel_f1, overall_accuracy
 from .segmentation import predict_segmentation, train_segmentation_probe
 
-__all__ = ["run_probe", "format_table", "gain_summary", "plot_results"]
+__all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "ENCODERS"]
 
-ENCODERS = ("pretrained", "random-init", "raw-pixels")
+ENCODERS = ("pretrained", "online", "random-init", "raw-pixels")
 
 
+# --- 1. what to probe -------------------------------------------------------------------
 def _settings(cfg: Config, sensors: list[str]) -> list[tuple[int, tuple[str, ...]]]:
+    """``(patch size, modalities)`` pairs: every patch size with all sensors, then each modality set."""
     out = [(p, tuple(sensors)) for p in cfg.probe.patch_sizes]
     p0 = cfg.probe.patch_sizes[0]
     for subset in cfg.probe.modality_sets:
@@ -47,50 +56,87 @@ def _settings(cfg: Config, sensors: list[str]) -> list[tuple[int, tuple[str, ...
     return out
 
 
-def _raw_dense(dataset, sensor: str, grid: int) -> torch.Tensor:
-    """Per-cell band mean/std of ``sensor`` on a ``grid x grid`` raster -> ``[N, grid, grid, 2C]``."""
-    feats = []
-    for i in range(len(dataset)):
-        x = torch.as_tensor(dataset[i][sensor]).float()
-        if SENSORS[sensor].is_series:
-            x = x.mean(0)
-        C, H, W = x.shape
-        f = H // grid
-        blocks = x.reshape(C, grid, f, grid, f)
-        feats.append(torch.cat([blocks.mean((2, 4)), blocks.std((2, 4))]).permute(1, 2, 0))
-    return torch.stack(feats)
-
-
-def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | Path | None = None,
-              progress: bool = True, device: str | None = None) -> dict:
-    """Run every probe; returns the report dict and writes ``probe_results.{json,md,png}`` to ``out_dir``."""
+def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tuple[dict, NormStats]:
+    """The encoders to compare and the normalisation statistics they were trained with."""
     from ..train.checkpoint import load_encoder
 
-    t0 = time.time()
-    pc = cfg.probe
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
-    bundle = build_dataset(cfg.data.datasets[0], cfg.data)
-    stats: NormStats = bundle.stats
-    encoders: dict = {}
-    model_cfg = cfg.model
+    encoders, stats, model_cfg = {}, bundle.stats, cfg.model
     if checkpoint is not None:
-        enc, meta = load_encoder(checkpoint, dev)
+        checkpoint = Path(checkpoint)
+        enc, meta = load_encoder(checkpoint, device)
         encoders["pretrained"] = enc
         model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in ModelConfig.__dataclass_fields__})
         if bundle.name in meta.get("norm_stats", {}):
             stats = NormStats.from_dict(meta["norm_stats"][bundle.name])
-    torch.manual_seed(pc.seed)
-    encoders["random-init"] = AnySat(model_cfg, sensors=bundle.sensors).to(dev).eval()
+        online = checkpoint.with_name(checkpoint.name + "-online")
+        if cfg.probe.online and online.with_suffix(".safetensors").exists():
+            encoders["online"] = load_encoder(online, device)[0]
+    torch.manual_seed(cfg.probe.seed)
+    encoders["random-init"] = AnySat(model_cfg, sensors=bundle.sensors).to(device).eval()
+    return encoders, stats
+
+
+# --- 2. one probe family per function ----------------------------------------------------
+class _Report:
+    """Collects result rows; each row carries its value and bootstrap interval."""
+
+    def __init__(self, n_boot: int, seed: int):
+        self.rows: list[dict] = []
+        self.n_boot, self.seed = n_boot, seed
+
+    def add(self, encoder, P, mods, method, metric, fn, pred, target):
+        row = {"encoder": encoder, "patch_size": P, "modalities": "+".join(mods), "method": method,
+               "metric": metric, "value": round(float(fn(pred, target)), 4)}
+        if self.n_boot > 0:
+            lo, hi = bootstrap_interval(fn, pred, target, self.n_boot, seed=self.seed)
+            row["ci95"] = [round(lo, 4), round(hi, 4)]
+        self.rows.append(row)
+
+
+def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, bundle, targets, K, pc) -> None:
+    """Linear (single-label), kNN and multi-label linear probes on tile features."""
+    y_tr, y_te, ml_tr, ml_te = targets
+    probe = train_linear(f_tr, y_tr, K, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
+    with torch.no_grad():
+        pred = probe(f_te).argmax(1)
+    report.add(name, P, mods, "linear", "OA", overall_accuracy, pred, y_te)
+    report.add(name, P, mods, "linear", "F1-macro", lambda p, t: f1_scores(p, t, K)["macro"], pred, y_te)
+    report.add(name, P, mods, "linear", "F1-weighted", lambda p, t: f1_scores(p, t, K)["weighted"], pred, y_te)
+    report.add(name, P, mods, "kNN", "OA", overall_accuracy, knn_predict(f_tr, y_tr, f_te, K, pc.knn_k), y_te)
+    mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
+    with torch.no_grad():
+        mpred = mprobe(f_te) > 0
+    report.add(name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te)
+
+
+def _dense_features(name, encoder, bundle, stats, P, mods, sensor, size, pc, device, progress):
+    if name == "raw-pixels":
+        return (raw_pixel_dense_features(bundle.train, sensor, size),
+                raw_pixel_dense_features(bundle.test, sensor, size))
+    kw = dict(output="dense", output_modality=sensor, batch_size=pc.batch_size, device=device, progress=progress)
+    return (encode_dataset(encoder, bundle.train, stats, P, mods, **kw),
+            encode_dataset(encoder, bundle.test, stats, P, mods, **kw))
+
+
+# --- 3. the whole run --------------------------------------------------------------------
+def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | Path | None = None,
+              progress: bool = True, device: str | None = None) -> dict:
+    """Run every probe; returns the report dict and writes ``probe_results.{json,md,png}`` to ``out_dir``.
+
+    ``checkpoint`` is an exported encoder (path without suffix, e.g. ``runs/cpu-demo/encoder``);
+    without it only the baselines are measured.
+    """
+    t0 = time.time()
+    pc = cfg.probe
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
+    bundle = build_dataset(cfg.data.datasets[0], cfg.data)
+    encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
-    y_tr, y_te = targets_of(bundle.train, "label"), targets_of(bundle.test, "label")
-    ml_tr, ml_te = targets_of(bundle.train, "multilabel"), targets_of(bundle.test, "multilabel")
-    results: list[dict] = []
-
-    def add(encoder, P, mods, method, metric, value):
-        results.append({"encoder": encoder, "patch_size": P, "modalities": "+".join(mods), "method": method,
-                        "metric": metric, "value": round(float(value), 4)})
-
+    targets = (targets_of(bundle.train, "label"), targets_of(bundle.test, "label"),
+               targets_of(bundle.train, "multilabel"), targets_of(bundle.test, "multilabel"))
+    report = _Report(pc.bootstrap, pc.seed)
     settings = _settings(cfg, bundle.sensors)
+
     for P, mods in settings:
         for name in ENCODERS:
             if name == "raw-pixels":
@@ -98,47 +144,28 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
                     continue  # raw pixels do not depend on the patch size
                 f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
             elif name in encoders:
-                enc = encoders[name]
-                f_tr = encode_dataset(enc, bundle.train, stats, P, mods, batch_size=pc.batch_size, device=dev,
-                                      progress=progress)
-                f_te = encode_dataset(enc, bundle.test, stats, P, mods, batch_size=pc.batch_size, device=dev,
-                                      progress=progress)
+                kw = dict(batch_size=pc.batch_size, device=dev, progress=progress)
+                f_tr = encode_dataset(encoders[name], bundle.train, stats, P, mods, **kw)
+                f_te = encode_dataset(encoders[name], bundle.test, stats, P, mods, **kw)
             else:
                 continue
-            probe = train_linear(f_tr, y_tr, K, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
-            with torch.no_grad():
-                pred = probe(f_te).argmax(1)
-            f1 = f1_scores(pred, y_te, K)
-            add(name, P, mods, "linear", "OA", overall_accuracy(pred, y_te))
-            add(name, P, mods, "linear", "F1-macro", f1["macro"])
-            add(name, P, mods, "linear", "F1-weighted", f1["weighted"])
-            add(name, P, mods, "kNN", "OA", overall_accuracy(knn_predict(f_tr, y_tr, f_te, K, pc.knn_k), y_te))
-            mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, epochs=pc.linear_epochs, lr=pc.linear_lr,
-                                  seed=pc.seed)
-            with torch.no_grad():
-                mpred = mprobe(f_te) > 0
-            add(name, P, mods, "multi-label", "F1-micro", multilabel_f1(mpred, ml_te)["micro"])
+            _classification_probes(report, name, P, mods, f_tr, f_te, bundle, targets, K, pc)
 
-    # Dense probe at the first setting, on the first sensor of the set (the VHR one if present).
+    # Dense probe at the first setting, on its first image sensor (the VHR one) or its first sensor.
     P0, mods0 = settings[0]
     if "segmentation" in bundle.train[0]:
-        dense_sensor = next((s for s in mods0 if not SENSORS[s].is_series), mods0[0])
+        sensor = next((s for s in mods0 if not SENSORS[s].is_series), mods0[0])
         seg_tr, seg_te = targets_of(bundle.train, "segmentation"), targets_of(bundle.test, "segmentation")
         size = tuple(seg_tr.shape[-2:])
         for name in ENCODERS:
-            if name == "raw-pixels":
-                grid = size[0]
-                d_tr, d_te = _raw_dense(bundle.train, dense_sensor, grid), _raw_dense(bundle.test, dense_sensor, grid)
-            elif name in encoders:
-                kw = dict(output="dense", output_modality=dense_sensor, batch_size=pc.batch_size, device=dev,
-                          progress=progress)
-                d_tr = encode_dataset(encoders[name], bundle.train, stats, P0, mods0, **kw)
-                d_te = encode_dataset(encoders[name], bundle.test, stats, P0, mods0, **kw)
-            else:
+            if name != "raw-pixels" and name not in encoders:
                 continue
+            d_tr, d_te = _dense_features(name, encoders.get(name), bundle, stats, P0, mods0, sensor, size, pc, dev,
+                                         progress)
             sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
-            add(name, P0, mods0, f"segmentation ({dense_sensor})", "mIoU",
-                mean_iou(predict_segmentation(sp, d_te, size), seg_te, K))
+            report.add(name, P0, mods0, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K),
+                       predict_segmentation(sp, d_te, size), seg_te)
+
     if pc.finetune_epochs > 0:
         for name in ("pretrained", "random-init"):
             if name in encoders:
@@ -149,27 +176,33 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
                     for b in DataLoader(bundle.test, batch_size=pc.batch_size, collate_fn=collate):
                         x = {k: v.to(dev) for k, v in stats.apply(select_sensors(b, mods0)).items()}
                         preds.append(ft(x).argmax(1).cpu())
-                add(name, P0, mods0, "fine-tune", "OA", overall_accuracy(torch.cat(preds), y_te))
+                report.add(name, P0, mods0, "fine-tune", "OA", overall_accuracy, torch.cat(preds), targets[1])
 
-    report = {
+    result = {
         "dataset": bundle.name, "classes": list(bundle.classes), "checkpoint": str(checkpoint) if checkpoint else None,
+        "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
         "splits": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
-        "seeds": {"probe": pc.seed, "data": cfg.data.seed, "random_init": pc.seed},
-        "probe_config": config_to_dict(cfg)["probe"], "results": results, "seconds": round(time.time() - t0, 1),
+        "seeds": {"probe": pc.seed, "data": cfg.data.seed, "random_init": pc.seed, "bootstrap": pc.seed},
+        "bootstrap": {"resamples": pc.bootstrap, "level": 0.95, "over": "test tiles"},
+        "probe_config": config_to_dict(cfg)["probe"], "results": report.rows, "seconds": round(time.time() - t0, 1),
     }
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "probe_results.json").write_text(json.dumps(report, indent=1))
-        (out / "probe_results.md").write_text(format_table(report) + "\n")
-        plot_results(report, out / "probe_results.png")
-    return report
+        (out / "probe_results.json").write_text(json.dumps(result, indent=1))
+        (out / "probe_results.md").write_text(format_table(result) + "\n")
+        plot_results(result, out / "probe_results.png")
+    return result
+
+
+# --- 4. reports --------------------------------------------------------------------------
+HEADLINE = (("linear", "OA"), ("kNN", "OA"), ("multi-label", "F1-micro"))
 
 
 def gain_summary(report: dict, a: str = "pretrained", b: str = "random-init") -> list[str]:
     """One line per probe: mean of ``a`` and ``b`` over the settings where both were measured, and the gain."""
     lines = []
-    for method, metric in (("linear", "OA"), ("kNN", "OA"), ("multi-label", "F1-micro")):
+    for method, metric in HEADLINE:
         va = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
               if r["encoder"] == a and r["method"] == method and r["metric"] == metric}
         vb = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
@@ -183,23 +216,34 @@ def gain_summary(report: dict, a: str = "pretrained", b: str = "random-init") ->
     return lines
 
 
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    text = f"{100 * row['value']:.1f}"
+    if "ci95" in row:
+        text += f" [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}]"
+    return text
+
+
 def format_table(report: dict) -> str:
-    """Markdown table: one row per (patch size, modalities, method, metric), one column per encoder."""
+    """Markdown table: one row per (patch size, modalities, method, metric), one column per encoder.
+
+    Cells read ``value [low, high]``: the score on the test split (%) and its 95 % bootstrap interval.
+    """
     rows: dict[tuple, dict] = {}
     for r in report["results"]:
-        key = (r["patch_size"], r["modalities"], r["method"], r["metric"])
-        rows.setdefault(key, {})[r["encoder"]] = r["value"]
+        rows.setdefault((r["patch_size"], r["modalities"], r["method"], r["metric"]), {})[r["encoder"]] = r
     present = [e for e in ENCODERS if any(e in v for v in rows.values())]
     lines = ["| patch (m) | modalities | probe | metric | " + " | ".join(present) + " |",
              "|---:|---|---|---|" + "---:|" * len(present)]
     for (P, mods, method, metric), vals in rows.items():
-        cells = [f"{100 * vals[e]:.1f}" if e in vals else "" for e in present]
-        lines.append(f"| {P} | {mods} | {method} | {metric} | " + " | ".join(cells) + " |")
+        lines.append(f"| {P} | {mods} | {method} | {metric} | " + " | ".join(_cell(vals.get(e)) for e in present)
+                     + " |")
     return "\n".join(lines)
 
 
 def plot_results(report: dict, path: str | Path):
-    """Grouped bar plot of the headline metric of each probe, per encoder."""
+    """Grouped bar plot of the headline metric of each probe, per encoder, with 95 % bootstrap intervals."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -207,17 +251,21 @@ def plot_results(report: dict, path: str | Path):
     rows = [r for r in report["results"] if head.get(r["method"], "mIoU") == r["metric"]]
     keys = list(dict.fromkeys((r["patch_size"], r["modalities"], r["method"]) for r in rows))
     encs = [e for e in ENCODERS if any(r["encoder"] == e for r in rows)]
-    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.45 * len(keys) * len(encs))), 4.2))
+    fig, ax = plt.subplots(figsize=(min(18, max(8, 0.4 * len(keys) * len(encs))), 4.6))
     width = 0.8 / max(len(encs), 1)
     for j, e in enumerate(encs):
-        vals = [next((100 * r["value"] for r in rows if (r["patch_size"], r["modalities"], r["method"]) == k
-                      and r["encoder"] == e), np.nan) for k in keys]
-        ax.bar(np.arange(len(keys)) + j * width, vals, width, label=e)
+        found = [next((r for r in rows if (r["patch_size"], r["modalities"], r["method"]) == k
+                       and r["encoder"] == e), None) for k in keys]
+        vals = np.array([100 * r["value"] if r else np.nan for r in found])
+        err = np.array([[100 * (r["value"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["value"])]
+                        if r and "ci95" in r else [0, 0] for r in found]).T
+        ax.bar(np.arange(len(keys)) + j * width, vals, width, yerr=err, capsize=2, label=e)
     ax.set_xticks(np.arange(len(keys)) + width * (len(encs) - 1) / 2)
-    ax.set_xticklabels([f"{m}\n{mods}\nP={p}" for p, mods, m in keys], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("score (%)")
-    ax.set_title(f"Probes on {report['dataset']} (test split)")
-    ax.legend()
+    ax.set_xticklabels([f"{m}\n{mods}\nP={p} m" for p, mods, m in keys], fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("score on the test split (%)")
+    ax.set_title(f"Probes on {report['dataset']}: {report['splits']['test']} test tiles, bars = 95 % bootstrap "
+                 "intervals")
+    ax.legend(title="encoder", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

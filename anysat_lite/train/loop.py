@@ -24,10 +24,8 @@ from tqdm import tqdm
 from ..config import Config, config_to_dict, save_config
 from ..data.contract import validate_sample
 from ..data.datasets import BatchPlanner, build_dataset, collate
-from ..jepa import JEPA, build_mask_sampler, momentum_at
-from ..model.blocks import Block
-from ..model.fusion import FusionBlock
-from ..model.ltae import LTAE
+from ..jepa import JEPA, build_mask_sampler, collapse_warnings, momentum_at
+from ..model import compile_blocks
 from ..sensors import SENSORS
 from .checkpoint import export_encoder, load_checkpoint, save_checkpoint
 from .distributed import barrier, cleanup, init_distributed
@@ -93,7 +91,13 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
 
     Outputs in ``cfg.train.out_dir``: ``config.yaml``, ``last.pt`` and ``step-XXXXXX.pt``
     checkpoints, ``metrics.csv``/``metrics.jsonl``, ``training_curves.png``,
-    ``encoder.safetensors`` + ``encoder.json`` (the context encoder, for probing).
+    ``encoder.safetensors`` + ``encoder.json`` (the EMA target encoder, which the official code
+    evaluates downstream) and ``encoder-online.*`` (the context encoder, for comparison).
+
+    Collapse monitors (``std``, ``erank``, ``cos``) are logged every ``jepa.monitor_every`` steps;
+    crossing a ``jepa.warn_*`` threshold prints a warning once per monitor, and the summary
+    lists every warning (``collapse_warnings``) and whether the last check was still flagged
+    (``collapsed``).
 
     ``count_flops`` adds ``flops_per_step`` to the summary: each step's floating-point operations
     (forward and backward of target encoder, context encoder and predictor; matmuls, convolutions
@@ -137,13 +141,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None, find_unused_parameters=True)
     step_fn = net
     if tc.compile:
-        # Compile blocks in place (parameter names and checkpoints unchanged); the glue between them
-        # (masking, gathers, validation) stays eager.  The sub-patch transformer is left eager: one
-        # block sees sequences of very different lengths there (5 and 101 tokens at P = 20 m), which
-        # made inductor's CPU backward fail a stride check (torch 2.13).
-        for name, m in model.named_modules():
-            if isinstance(m, (Block, FusionBlock, LTAE)) and "subpatch_encoder" not in name:
-                m.compile()
+        compile_blocks(model)  # transformer blocks and L-TAEs in place; names and checkpoints unchanged
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
     if tc.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"train.amp must be none, bf16 or fp16, got {tc.amp!r}")
@@ -155,6 +153,8 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
     t0 = time.time()
     first_loss = None
     flops: list[int] = []
+    warned: dict[str, dict] = {}
+    flagged_now: dict[str, str] = {}
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and info.main),
                desc=f"pretrain {cfg.name}", dynamic_ncols=True)
     row = {}
@@ -168,7 +168,8 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
         batch = _to(batch, info.device)
         grid = (int(bundle.tile_m // plan.patch_size),) * 2
         masks = sampler(tc.batch_size, grid, planner.generator(step, 1)).shard(rows.start, rows.stop).to(info.device)
-        gens = {"dates": planner.generator(step, 2), "modalities": planner.generator(step, 3)}
+        gens = {"dates": planner.generator(step, 2), "modalities": planner.generator(step, 3),
+                "views": planner.generator(step, 4)}
         lr = lr_at(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps)
         wd = cosine(step, tc.steps, tc.weight_decay, tc.final_weight_decay)
         for g in opt.param_groups:
@@ -206,6 +207,13 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
             for k in ("std", "erank", "cos"):
                 if k in res:
                     row[k] = res[k]
+            if monitor:
+                flagged_now = collapse_warnings(res, jc.warn_std, jc.warn_erank, jc.warn_cos)
+                for k, msg in flagged_now.items():
+                    if k not in warned:
+                        warned[k] = {"step": step, "message": msg}
+                        tqdm.write(f"warning: step {step}: {msg}: the representation may be collapsing "
+                                   "(see notebook 03)")
             if step % tc.log_every == 0 or step == tc.steps - 1 or monitor:
                 log.write(row)
             bar.set_postfix(loss=f"{terms[0]:.4f}", jepa=f"{terms[1]:.4f}", P=plan.patch_size)
@@ -225,12 +233,13 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
                 "sensor_facts": {s: _sensor_facts(s) for s in sensors},
                 "norm_stats": {b.name: b.stats.to_dict() for b in bundles}, "config_name": cfg.name,
                 "steps": tc.steps}
-        export_encoder(model.encoder, out / "encoder", meta)
+        export_encoder(model.target, out / "encoder", meta | {"weights": "ema-target"})
+        export_encoder(model.encoder, out / "encoder-online", meta | {"weights": "online"})
         plot_metrics(out)
         summary = {"preset": cfg.name, "steps": tc.steps, "start_step": start, "world_size": info.world,
                    "first_jepa_loss": first_loss, "final": row, "seconds": round(elapsed, 2),
                    "steps_per_second": round((tc.steps - start) / max(elapsed, 1e-9), 3),
-                   "out_dir": str(out)}
+                   "out_dir": str(out), "collapse_warnings": warned, "collapsed": sorted(flagged_now)}
         if count_flops:
             summary["flops_per_step"] = flops
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
