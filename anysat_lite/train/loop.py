@@ -29,9 +29,10 @@ from ..model.blocks import Block
 from ..model.fusion import FusionBlock
 from ..model.ltae import LTAE
 from ..sensors import SENSORS
-from .checkpoint import export_encoder, load_checkpoint, save_checkpoint
+from .checkpoint import export_encoder, save_checkpoint
 from .distributed import barrier, cleanup, init_distributed
 from .metrics import MetricLog, plot_metrics
+from .rundir import prepare_run_dir
 from .schedules import cosine, lr_at
 
 __all__ = ["pretrain", "build_pretraining_data", "FAULT_ENV"]
@@ -88,7 +89,8 @@ def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     return values
 
 
-def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flops: bool = False) -> dict:
+def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = True, count_flops: bool = False,
+             force: bool = False) -> dict:
     """Run JEPA pretraining as configured; returns a summary dict (also written to ``summary.json``).
 
     Outputs in ``cfg.train.out_dir``: ``config.yaml``, ``last.pt`` and ``step-XXXXXX.pt``
@@ -106,8 +108,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
     if tc.threads and info.device.type == "cpu":
         torch.set_num_threads(tc.threads)
     out = Path(tc.out_dir)
+    # resume: True (<out>/last.pt) or a checkpoint path; force: replace a run in out (see train/rundir.py)
+    ck = prepare_run_dir(out, cfg, resume, force, main=info.main, map_location=info.device)
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     torch.manual_seed(tc.seed + info.rank)
 
@@ -123,8 +126,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
 
     start = 0
     last = out / "last.pt"
-    if resume and last.exists():
-        ck = load_checkpoint(last, map_location=info.device)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start = int(ck["step"])
