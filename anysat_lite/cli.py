@@ -26,20 +26,21 @@ def _config(args):
     """
     from .config import PRESETS, get_config, load_config
 
-    name = args.config
+    name, overrides = args.config, list(args.set)
     resume = getattr(args, "resume", False)
     if name is None and resume:
         folder = Path(resume) if resume is not True else Path(get_config("cpu-demo", args.set).train.out_dir)
         folder = folder if folder.is_dir() or folder.suffix not in (".pt", ".pth", ".ckpt") else folder.parent
         if (folder / "config.yaml").exists():
             print(f"config: {folder / 'config.yaml'} (the run's own; --config to choose another)")
-            return load_config(folder / "config.yaml", [f"train.out_dir={folder}", *args.set])
+            return load_config(folder / "config.yaml", [f"train.out_dir={folder}", *overrides])
+        overrides = [f"train.out_dir={folder}", *overrides]       # the run continues in its own folder
     name = name or "cpu-demo"
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
-        return load_config(name, args.set)
+        return load_config(name, overrides)
     if name not in PRESETS:
         raise UserError(f"--config {name}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
-    return get_config(name, args.set)
+    return get_config(name, overrides)
 
 
 def _add_config_args(p):
@@ -165,10 +166,10 @@ def cmd_embed(args) -> int:
         print(f"normalisation: statistics of {name!r}")
     else:
         warnings.warn("the checkpoint carries no normalisation statistics: the rasters go to the encoder as they are")
-    ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
     if not out.parent.exists():
         out.parent.mkdir(parents=True)
         print(f"created folder {out.parent}")
+    ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
     write_netcdf(ds, out)
     print(f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, {ds.attrs['n_tiles']} tile(s) of "
           f"{ds.attrs['tile_size_m']:g} m, CRS {ds.attrs['crs_name']})")
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="anysat-lite", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", parents=[common], help="pretrain (cpu-demo by default) then probe; prints the results table")
+    d = sub.add_parser("demo", parents=[common],
+                       help="pretrain (cpu-demo by default) then probe; prints the results table")
     _add_config_args(d)
     _add_run_args(d)
     d.set_defaults(func=cmd_demo)

@@ -470,7 +470,8 @@ def validate_config(cfg: Config) -> Config:
 def config_from_dict(data: dict) -> Config:
     """A :class:`Config` from a nested dict (``preset: NAME`` + partial sections), type- and range-checked."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config: expected a mapping of sections (model, data, jepa, train, probe), got {_show(data)}")
+        raise ConfigError("config: expected a mapping of sections (model, data, jepa, train, probe), "
+                          f"got {_show(data)}")
     data = dict(data)
     base = data.pop("preset", None)
     if base is not None and base not in PRESETS:
@@ -506,7 +507,8 @@ def _parse_value(raw: str, key: str = "value"):
         return yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the whole KEY=VALUE "
-                          f"for the shell and write lists/mappings in YAML flow style, e.g. {DATASETS_EXAMPLE}") from None
+                          "for the shell and write lists/mappings in YAML flow style, "
+                          f"e.g. {DATASETS_EXAMPLE}") from None
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:

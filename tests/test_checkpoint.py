@@ -25,7 +25,8 @@ def _one_line(e, path):
     (lambda p, b: p.write_bytes(b""), r"empty file \(0 bytes\), not a checkpoint"),
     (lambda p, b: p.write_bytes(b[: len(b) // 2]), r"not a readable checkpoint \(\d+ bytes, it is a PyTorch file, "
                                                    r"truncated or corrupt: PytorchStreamReader failed"),
-    (lambda p, b: p.write_bytes(os.urandom(3000)), r"not a readable checkpoint \(3000 bytes, it is not a PyTorch file\)"),
+    (lambda p, b: p.write_bytes(os.urandom(3000)),
+     r"not a readable checkpoint \(3000 bytes, it is not a PyTorch file\)"),
     (lambda p, b: p.write_text(json.dumps(META)), r"it looks like a JSON file, an encoder sidecar"),
     (lambda p, b: torch.save({"bad": object()}, p), r"Weights only load failed: the file holds a Python object "
                                                     r"\(object\) besides tensors"),

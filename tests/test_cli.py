@@ -40,6 +40,15 @@ def test_presets_and_overrides(tmp_path):
     assert load_config(tmp_path / "p.yaml").train.steps == 5 and load_config(tmp_path / "p.yaml").train.amp == "bf16"
 
 
+def test_set_help_shows_an_override_the_parser_accepts(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    examples = re.findall(r'--set "([^"]+)"', text)
+    assert examples == ["data.datasets=[{name: synthetic, sensors: [s2]}]"]
+    assert get_config("cpu-demo", examples).data.datasets[0].sensors == ["s2"]
+
+
 def test_info_and_module_entry_point(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
@@ -74,7 +83,8 @@ def test_embed_geotiffs_to_cf_netcdf_that_gdal_places_on_the_map(tmp_path, encod
     ds = xr.open_dataset(out)
     assert ds.embedding.dims == ("feature", "y", "x") and ds.embedding.shape == (64, 2, 2)
     assert ds.x.values.tolist() == [500005.0, 500015.0] and ds.y.values.tolist() == [5000015.0, 5000005.0]
-    assert ds.x.attrs["standard_name"] == "projection_x_coordinate" and ds.embedding.attrs["grid_mapping"] == "spatial_ref"
+    assert ds.x.attrs["standard_name"] == "projection_x_coordinate"
+    assert ds.embedding.attrs["grid_mapping"] == "spatial_ref"
     assert CRS.from_wkt(ds.spatial_ref.attrs["crs_wkt"]).to_epsg() == 32632
     assert ds.spatial_ref.attrs["grid_mapping_name"] == "transverse_mercator"
     assert ds.attrs["patch_size_m"] == 10 and ds.valid.values.tolist() == [[1, 1], [1, 1]]
@@ -196,11 +206,13 @@ def test_embed_mistakes(tmp_path, encoder_files):
     one_line_error(embed("--raster", "aerial", "--out", out), r"--raster 'aerial': expected SENSOR=PATH\[,PATH...\]")
     one_line_error(embed("--raster", aerial, "--out", tmp_path / "emb.zarr"),
                    r"--out .*emb.zarr: expected a NetCDF file name ending in .nc")
-    one_line_error(embed("--raster", f"aerial={GEOTIFF / 'nocrs.tif'}", "--out", out), r"nocrs.tif\): the raster has no CRS")
+    one_line_error(embed("--raster", f"aerial={GEOTIFF / 'nocrs.tif'}", "--out", out),
+                   r"nocrs.tif\): the raster has no CRS")
     one_line_error(embed("--raster", f"aerial={GEOTIFF / 'aerial_tiny.tif'}", "--raster", s2, "--out", out),
                    r"the rasters overlap on 1.0 x 1.0 m .* less than one 20 m cell")
     one_line_error(embed("--raster", f"aerial={GEOTIFF / 'aerial_nodata.tif'}", "--raster", s2, "--patch-size", "10",
-                         "--out", out), r"aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels .* --nodata skip")
+                         "--out", out),
+                   r"aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels .* --nodata skip")
 
 
 @pytest.mark.parametrize("args, pattern", [
@@ -224,7 +236,8 @@ def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, p
     assert not (tmp_path / "e.nc").exists()
 
 
-TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
+TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6",
+        "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
         "train.batch_size=8", "train.warmup_steps=1", "train.log_every=1", "train.ckpt_every=2", "jepa.monitor_every=0",
         "probe.patch_sizes=[20]", "probe.modality_sets=[[all]]", "probe.linear_epochs=10", "probe.seg_epochs=2"]
 

@@ -103,7 +103,8 @@ def small(B=2, T=3, dtype=torch.float32):
 @pytest.mark.parametrize("x, match", [
     (small(T=0), r"^s2: the time series has no dates \(T = 0, shape \[2, 0, 10, 2, 2\]\); give at least one date"),
     (small(B=0), r"^'aerial': batch size 0 \(shape \[0, 4, 100, 100\]\); give at least one sample$"),
-    ({**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)}, r"^aerial: empty image \(0x100 px"),
+    ({**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)},
+     r"^aerial: empty image \(0x100 px"),
     ({**small(), "s2_dates": torch.tensor([[1.0, float("nan"), 3.0]] * 2)},
      r"^s2_dates: 2 NaN/inf dates; give every date a day-of-year in \[0, 366\] and flag the missing ones False in "
      r"'s2_mask'"),
@@ -170,6 +171,7 @@ def test_memory_estimate_refuses_what_would_not_fit(model, monkeypatch):
     monkeypatch.setattr(contract, "available_memory", lambda device: 8 * 10**9)
     with pytest.raises(SampleError, match=r"^not enough memory: the sub-patch transformer would need about 2\d\.\d GB "
                                           r"\(aerial: 1 sequence\(s\) of 120x120\+1 = 14401 tokens at P = 240 m; .*\), "
-                                          r"8\.0 GB are free on cpu; use a smaller patch size \(P = 120 m needs about 1\.\d GB\)"):
+                                          r"8\.0 GB are free on cpu; use a smaller patch size "
+                                          r"\(P = 120 m needs about 1\.\d GB\)"):
         with torch.no_grad():
             model(big, 240)

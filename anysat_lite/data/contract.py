@@ -183,9 +183,10 @@ def patch_size_m(patch_m) -> int:
     Raises :class:`SampleError` unless it is a positive multiple of 10 m.
     """
     value = patch_m
-    if torch.is_tensor(value) and value.dim() == 0 and not value.dtype == torch.bool:
+    if torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool:
         value = value.item()
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) and float(value).is_integer():
+    whole = isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+    if whole and float(value).is_integer():
         value = int(value)
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0 or value % 10:
         shown = f"tensor of shape {_shape(patch_m)}" if torch.is_tensor(patch_m) and patch_m.dim() else repr(patch_m)
@@ -278,7 +279,8 @@ def _check_memory(model, x: Mapping, patch_size: int, device: torch.device) -> N
     grad = torch.is_grad_enabled()
     extents = [(t.shape[-2] * model.sensors[k].gsd, t.shape[-1] * model.sensors[k].gsd) for k, t in x.items()
                if k in model.sensors and not model.sensors[k].one_token_per_tile and torch.is_tensor(t) and t.dim() > 3]
-    fits = [p for p in range(10, patch_size, 10) if all(abs(e / p - round(e / p)) < 1e-6 for ext in extents for e in ext)
+    fits = [p for p in range(10, patch_size, 10)
+            if all(abs(e / p - round(e / p)) < 1e-6 for ext in extents for e in ext)
             and estimate_memory(x, p, model.sensors, depth, grad)[0] < free]
     hint = (f"use a smaller patch size (P = {fits[-1]} m needs about "
             f"{estimate_memory(x, fits[-1], model.sensors, depth, grad)[0] / 1e9:.1f} GB)" if fits else
@@ -306,15 +308,18 @@ def _raw_input_check(model, x: Mapping) -> None:
         std = torch.tensor(stats[source][name]["std"], dtype=torch.float64).clamp_min(1e-12)
         if mean.numel() != s.n_bands or t.shape[2 if s.is_series else 1] != s.n_bands:
             continue
-        dims = [d for d in range(t.dim()) if d != (2 if s.is_series else 1)]
-        m = t.detach().double().mean(dim=dims).cpu()         # per-band mean of the input
+        c_axis = 2 if s.is_series else 1
+        step = max(1, int((t.shape[-2] * t.shape[-1] / 4096) ** 0.5))     # a strided subset is enough for a mean
+        m = t.detach()[..., ::step, ::step].float().mean(dim=[d for d in range(t.dim()) if d != c_axis])
+        m = m.double().cpu()                                                  # per-band mean of the input
         # Standardised inputs have band means of a few units at most; raw inputs have band means near the
         # training data's raw means (both distances in units of the training std).
         to_zero = (m / std).abs().mean().item()
         to_raw = ((m - mean) / std).abs().mean().item()
         if m.abs().mean().item() > 5 and to_raw < to_zero / 2:
             warned.add(name)
-            warnings.warn(f"{name}: the input looks like raw values (band means {[round(v, 1) for v in m[:3].tolist()]}..., the training "
+            shown = [round(v, 1) for v in m[:3].tolist()]
+            warnings.warn(f"{name}: the input looks like raw values (band means {shown}..., the training "
                           f"data's raw means {[round(v, 3) for v in mean[:3].tolist()]}...) but the model was "
                           "trained on standardised inputs; apply its statistics first: "
                           f"NormStats.from_dict(model.norm_stats[{source!r}]).apply(sample)", stacklevel=4)

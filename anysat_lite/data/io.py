@@ -197,7 +197,8 @@ def common_grid(rasters: Mapping[str, xr.DataArray], unit_m: float | None = None
     right, top = min(b[2] for b in boxes.values()), min(b[3] for b in boxes.values())
     where = "; ".join(f"{n} x {b[0]:.1f}..{b[2]:.1f}, y {b[1]:.1f}..{b[3]:.1f}" for n, b in boxes.items())
     if right <= left or top <= bottom:
-        raise RasterError(f"the rasters do not overlap ({where} m in {crs.to_string()}); give rasters of the same place")
+        raise RasterError(f"the rasters do not overlap ({where} m in {crs.to_string()}); "
+                          "give rasters of the same place")
     spatial = [n for n in rasters if not SENSORS[n].one_token_per_tile]
     if not spatial:
         raise RasterError(f"only one-token-per-tile sensors ({', '.join(rasters)}); add a sensor with spatial extent")

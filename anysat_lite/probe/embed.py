@@ -184,10 +184,9 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
         out[v].attrs["grid_mapping"] = "spatial_ref"
     out["embedding"].attrs.update(long_name="AnySat patch embedding", units="1")
     out["valid"].attrs.update(long_name="1 where the patch was encoded, 0 where its tile was skipped for nodata")
-    out["x"].attrs.update(standard_name="projection_x_coordinate", long_name="x coordinate of projection (patch centre)",
-                          units="m", axis="X")
-    out["y"].attrs.update(standard_name="projection_y_coordinate", long_name="y coordinate of projection (patch centre)",
-                          units="m", axis="Y")
+    for axis in ("x", "y"):
+        out[axis].attrs.update(standard_name=f"projection_{axis}_coordinate", units="m", axis=axis.upper(),
+                               long_name=f"{axis} coordinate of projection (patch centre)")
     out.attrs["Conventions"] = "CF-1.8"
     out.to_netcdf(path)
     return path
