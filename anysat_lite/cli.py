@@ -1,45 +1,102 @@
-"""Command line: ``anysat-lite {demo,pretrain,probe,embed,bench,notebooks,info}`` (also ``python -m anysat_lite``)."""
+"""Command line: ``anysat-lite {demo,pretrain,probe,embed,bench,notebooks,info}`` (also ``python -m anysat_lite``).
+
+A mistake (bad value, missing or corrupt file, a run folder in the way) prints one line on
+stderr naming what was wrong and what to do, exit code 2; ``--debug`` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
-__all__ = ["main"]
+from .errors import UserError
+
+__all__ = ["main", "DEBUG_ENV"]
+
+DEBUG_ENV = "ANYSAT_LITE_DEBUG"
 
 
 def _config(args):
-    from .config import get_config, load_config
+    """The run config: ``--config`` (preset name or YAML file) plus ``--set`` overrides.
 
-    if args.config.endswith((".yaml", ".yml")):
-        return load_config(args.config, args.set)
-    return get_config(args.config, args.set)
+    ``--resume`` without ``--config`` continues the run with its own ``config.yaml``.
+    """
+    from .config import PRESETS, get_config, load_config
+
+    name, overrides = args.config, list(args.set)
+    resume = getattr(args, "resume", False)
+    if name is None and resume:
+        folder = Path(resume) if resume is not True else Path(get_config("cpu-demo", args.set).train.out_dir)
+        folder = folder if folder.is_dir() or folder.suffix not in (".pt", ".pth", ".ckpt") else folder.parent
+        if (folder / "config.yaml").exists():
+            print(f"config: {folder / 'config.yaml'} (the run's own; --config to choose another)")
+            return load_config(folder / "config.yaml", [f"train.out_dir={folder}", *overrides])
+        overrides = [f"train.out_dir={folder}", *overrides]       # the run continues in its own folder
+    name = name or "cpu-demo"
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        return load_config(name, overrides)
+    if name not in PRESETS:
+        raise UserError(f"--config {name}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
+    return get_config(name, overrides)
 
 
-def _add_config_args(p, default="cpu-demo"):
-    p.add_argument("--config", default=default, help="preset name (cpu-demo, tiny, small, base, base-cuda) or YAML file")
+def _add_config_args(p):
+    p.add_argument("--config", default=None,
+                   help="preset name (cpu-demo, tiny, small, base, base-cuda) or YAML file (default: cpu-demo; "
+                        "with --resume: the run's own config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override, e.g. --set train.steps=100 --set data.datasets[0]... (repeatable)")
+                   help="override a config value, YAML syntax, lists replaced whole (repeatable), e.g. "
+                        "--set train.steps=100 --set \"data.datasets=[{name: synthetic, sensors: [s2]}]\"")
+
+
+def _add_run_args(p):
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the run in train.out_dir from its last.pt, or from CHECKPOINT "
+                        "(e.g. runs/x/step-000200.pt)")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a train.out_dir that holds one, deleting that run's files")
+    p.add_argument("--quiet", action="store_true")
 
 
 def cmd_pretrain(args) -> int:
+    cfg = _config(args)   # config mistakes are reported before torch is imported
     from .train import pretrain
 
-    cfg = _config(args)
-    summary = pretrain(cfg, resume=args.resume, progress=not args.quiet)
+    summary = pretrain(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
     if summary:
         print(json.dumps(summary, indent=1))
     return 0
 
 
+def _probe_checkpoint(args, cfg) -> Path:
+    """``--checkpoint``, or else the encoder in ``train.out_dir`` (a message says which files are wanted)."""
+    from .train.checkpoint import resolve_encoder_path
+
+    if args.checkpoint:
+        return resolve_encoder_path(args.checkpoint)
+    default = Path(cfg.train.out_dir) / "encoder"
+    if Path(f"{default}.safetensors").exists():
+        print(f"checkpoint: {default} (the encoder in train.out_dir; --checkpoint to choose another)")
+        return default
+    raise UserError(f"no --checkpoint given and no encoder at {default}.safetensors; pass --checkpoint PATH "
+                    "(an exported encoder such as runs/cpu-demo/encoder, or a training checkpoint such as "
+                    "runs/cpu-demo/last.pt)")
+
+
 def cmd_probe(args) -> int:
+    cfg = _config(args)
+    checkpoint = _probe_checkpoint(args, cfg)
+    out = Path(args.out or cfg.train.out_dir)
+    if (out / "probe_results.json").exists() and not args.force:
+        raise UserError(f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
+                        "--out DIR, or replace them with --force")
     from .probe import format_table, run_probe
     from .probe.run import gain_summary
 
-    cfg = _config(args)
-    out = args.out or cfg.train.out_dir
-    report = run_probe(cfg, checkpoint=args.checkpoint, out_dir=out, progress=not args.quiet)
+    report = run_probe(cfg, checkpoint=checkpoint, out_dir=out, progress=not args.quiet)
     print(format_table(report))
     print("\n" + "\n".join(gain_summary(report)))
     print(f"\nwritten: {out}/probe_results.{{json,md,png}}")
@@ -48,45 +105,74 @@ def cmd_probe(args) -> int:
 
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
+    cfg = _config(args)
     from .probe import format_table, run_probe
     from .probe.run import gain_summary
     from .train import pretrain
+    from .train.rundir import RunFinishedError
 
-    cfg = _config(args)
     out = Path(cfg.train.out_dir)
-    summary = pretrain(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"pretraining: {summary['steps']} steps in {summary['seconds']:.0f} s, JEPA loss "
-          f"{summary['first_jepa_loss']:.4f} -> {summary['final']['jepa_loss']:.4f}")
-    report = run_probe(cfg, checkpoint=out / "encoder", out_dir=out, progress=not args.quiet)
+    try:
+        summary = pretrain(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
+        print(f"pretraining: {summary['steps'] - summary['start_step']} steps in {summary['seconds']:.0f} s, "
+              f"JEPA loss {summary['first_jepa_loss']:.4f} -> {summary['final']['jepa_loss']:.4f}")
+    except RunFinishedError as e:
+        print(f"pretraining: {e.checkpoint} is already at step {e.step} = train.steps; probing its encoder")
+    checkpoint = out / "encoder" if (out / "encoder.safetensors").exists() else out / "last.pt"
+    report = run_probe(cfg, checkpoint=checkpoint, out_dir=out, progress=not args.quiet)
     print("\n" + format_table(report))
     print("\n" + "\n".join(gain_summary(report)))
     print(f"\nfigures: {out}/training_curves.png, {out}/probe_results.png; tables: {out}/probe_results.md")
     return 0
 
 
+def _raster_spec(items) -> dict[str, list[str]]:
+    from .sensors import SENSORS
+
+    spec: dict[str, list[str]] = {}
+    for item in items:
+        sensor, _, paths = item.partition("=")
+        files = [p for p in paths.split(",") if p]
+        if not sensor or not files:
+            raise UserError(f"--raster {item!r}: expected SENSOR=PATH[,PATH...], e.g. --raster aerial=a.tif "
+                            "--raster s2=s2_20200301.tif,s2_20200615.tif")
+        if sensor not in SENSORS:
+            raise UserError(f"--raster {item!r}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
+        spec.setdefault(sensor, []).extend(files)
+    return spec
+
+
 def cmd_embed(args) -> int:
+    spec = _raster_spec(args.raster)
+    out = Path(args.out)
+    if out.suffix != ".nc":
+        raise UserError(f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported)")
+    from .data.contract import patch_size_m
+    from .data.io import common_grid
     from .data.normalization import NormStats
-    from .probe.embed import embed_rasters, load_rasters
+    from .probe.embed import embed_rasters, load_rasters, write_netcdf
     from .train.checkpoint import load_encoder
 
-    spec = {}
-    for item in args.raster:
-        if "=" not in item:
-            raise SystemExit(f"--raster {item!r}: expected SENSOR=path[,path...]")
-        sensor, paths = item.split("=", 1)
-        spec.setdefault(sensor, []).extend(p for p in paths.split(",") if p)
+    rasters = load_rasters(spec)
+    common_grid(rasters, unit_m=patch_size_m(args.patch_size))    # raster problems before loading the encoder
     encoder, meta = load_encoder(args.checkpoint)
-    stats = None
-    if meta.get("norm_stats"):
-        name = args.stats or next(iter(meta["norm_stats"]))
-        stats = NormStats.from_dict(meta["norm_stats"][name])
-    ds = embed_rasters(encoder, load_rasters(spec), args.patch_size, stats)
-    out = Path(args.out)
-    if out.suffix == ".zarr":
-        ds.to_zarr(out, mode="w")
+    print(f"encoder: {meta.get('source', args.checkpoint)}")
+    stats, available = None, meta.get("norm_stats") or {}
+    if args.stats and args.stats not in available:
+        raise UserError(f"--stats {args.stats}: the checkpoint has statistics for {sorted(available) or 'no dataset'}")
+    if available:
+        name = args.stats or next(iter(available))
+        stats = NormStats.from_dict(available[name])
+        print(f"normalisation: statistics of {name!r}")
     else:
-        ds.to_netcdf(out)
-    print(f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, crs from {args.raster[0].split('=')[0]})")
+        warnings.warn("the checkpoint carries no normalisation statistics: the rasters go to the encoder as they are")
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
+        print(f"created folder {out.parent}")
+    ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
+    write_netcdf(ds, out)
+    print(f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, {ds.attrs['n_tiles']} tile(s) of "
+          f"{ds.attrs['tile_size_m']:g} m, CRS {ds.attrs['crs_name']})")
     return 0
 
 
@@ -109,57 +195,100 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="anysat-lite", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    p = argparse.ArgumentParser(prog="anysat-lite", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="pretrain (cpu-demo by default) then probe; prints the results table")
+    d = sub.add_parser("demo", parents=[common],
+                       help="pretrain (cpu-demo by default) then probe; prints the results table")
     _add_config_args(d)
-    d.add_argument("--resume", action="store_true")
-    d.add_argument("--quiet", action="store_true")
+    _add_run_args(d)
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("pretrain", help="JEPA pretraining (works under torchrun)")
+    t = sub.add_parser("pretrain", parents=[common], help="JEPA pretraining (works under torchrun)")
     _add_config_args(t)
-    t.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
-    t.add_argument("--quiet", action="store_true")
+    _add_run_args(t)
     t.set_defaults(func=cmd_pretrain)
 
-    pr = sub.add_parser("probe", help="linear / kNN / segmentation probes and baselines")
+    pr = sub.add_parser("probe", parents=[common], help="linear / kNN / segmentation probes and baselines")
     _add_config_args(pr)
-    pr.add_argument("--checkpoint", help="exported encoder (path without suffix, e.g. runs/cpu-demo/encoder)")
+    pr.add_argument("--checkpoint", help="exported encoder (path without suffix, e.g. runs/cpu-demo/encoder) or "
+                                         "training checkpoint (runs/cpu-demo/last.pt); default: the encoder in "
+                                         "train.out_dir")
     pr.add_argument("--out", help="output folder (default: train.out_dir)")
+    pr.add_argument("--force", action="store_true", help="replace probe results already in the output folder")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_probe)
 
-    e = sub.add_parser("embed", help="per-patch embeddings of GeoTIFFs -> NetCDF / zarr")
-    e.add_argument("--checkpoint", required=True)
+    e = sub.add_parser("embed", parents=[common], help="per-patch embeddings of GeoTIFFs -> NetCDF (CF, with CRS)")
+    e.add_argument("--checkpoint", required=True,
+                   help="exported encoder (runs/x/encoder) or training checkpoint (runs/x/last.pt: EMA target encoder)")
     e.add_argument("--raster", action="append", required=True, metavar="SENSOR=PATH[,PATH...]")
-    e.add_argument("--patch-size", type=int, default=20)
+    e.add_argument("--patch-size", type=int, default=20, help="patch size in metres (default 20)")
+    e.add_argument("--tile-size", type=float, default=None,
+                   help="metres per side of the tiles the extent is encoded in (default: the multiple of the patch "
+                        "size nearest 240 m)")
+    e.add_argument("--nodata", choices=("error", "skip"), default="error",
+                   help="image pixels equal to the raster's nodata value: stop with an error (default), or leave "
+                        "the tiles holding them out (NaN embeddings); time-series dates with nodata are always masked")
     e.add_argument("--stats", help="which dataset's normalisation statistics to use (default: the first)")
-    e.add_argument("--out", required=True, help="output .nc or .zarr")
+    e.add_argument("--out", required=True, help="output .nc file (its folder is created if missing)")
     e.set_defaults(func=cmd_embed)
 
     sub.add_parser("bench", help="benchmarks (prints numbers and writes JSON); see anysat-lite bench --help")
 
-    n = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
+    n = sub.add_parser("notebooks", parents=[common], help="execute the numbered notebooks with papermill")
     n.add_argument("--out", default="runs/notebooks")
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
     n.set_defaults(func=cmd_notebooks)
 
-    i = sub.add_parser("info", help="registered sensors and presets")
+    i = sub.add_parser("info", parents=[common], help="registered sensors and presets")
     i.set_defaults(func=cmd_info)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+    return " ".join(str(msg).split()) or type(e).__name__
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"anysat-lite: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    """Run a command; errors print one line on stderr (exit code 2), ``--debug`` shows the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
         from .bench import main as bench_main
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    prog = f"anysat-lite {args.command}"
+    shown = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _warning_line
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, (UserError, ValueError, KeyError, OSError)):
+            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: this looks like a bug; rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it",
+              file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

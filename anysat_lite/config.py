@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .errors import UserError
+
 __all__ = ["ModelConfig", "DatasetSpec", "DataConfig", "JEPAConfig", "TrainConfig", "ProbeConfig", "Config", "MODEL_SIZES",
            "PRESETS", "SMOKE_OVERRIDES", "model_config", "get_config", "load_config", "apply_overrides", "config_to_dict",
-           "config_from_dict"]
+           "config_from_dict", "validate_config", "ConfigError", "UnknownKeyError", "RULES"]
 
 
 @dataclass
@@ -228,32 +234,278 @@ def config_to_dict(cfg) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
-def _build(cls, data: dict, where: str):
-    """Instantiate dataclass ``cls`` from ``data`` recursively, rejecting unknown keys."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
+class ConfigError(UserError):
+    """A config value, key or file that cannot be used; the message names the key, expected and received values."""
+
+
+class UnknownKeyError(ConfigError, KeyError):
+    """A key that no config section has (also a ``KeyError``, as before)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+DATASETS_EXAMPLE = '--set "data.datasets=[{name: synthetic, sensors: [s2]}]"'
+
+
+def _yaml(value) -> str:
+    """``value`` as a one-line YAML flow value (what ``--set`` accepts)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+_NOUNS = {bool: ("a boolean (true/false)", "booleans"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a text", "texts")}
+
+
+def _show(value) -> str:
+    """A received value for a message: ``'abc'``, ``-4``, ``nan``, ``[10, 15]``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, (str, float)):
+        return repr(value)
+    return _yaml(list(value) if isinstance(value, tuple) else value)
+
+
+def _kind(hint, plural: bool = False) -> str:
+    """Plain words for a field type: ``int`` -> "an integer", ``list[int]`` -> "a list of integers"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return f"{_kind([a for a in args if a is not type(None)][0], plural)} or null"
+    if origin is list:
+        return ("lists of " if plural else "a list of ") + _kind(args[0], plural=True)
+    if origin is tuple:
+        return ("pairs" if plural else "a pair") + f" [{', '.join(_kind(a) for a in args)}]"
+    if hint is DatasetSpec:
+        return "datasets {name: ..., sensors: [...], ...}" if plural else "a dataset {name: ..., ...}"
+    if dataclasses.is_dataclass(hint):
+        return "mappings" if plural else "a mapping"
+    return _NOUNS[hint][1 if plural else 0] if hint in _NOUNS else str(hint)
+
+
+def _coerce(value, hint, where: str):
+    """Check ``value`` against the field type ``hint`` (``int``, ``float | None``, ``list[int]``...); convert
+    the harmless cases (``2.0`` -> ``2``, ``5`` -> ``5.0``, ``"1e-4"`` -> ``0.0001`` as YAML 1.1 reads it)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad():
+        return ConfigError(f"config {where}: expected {_kind(hint)}, got {_show(value)}; e.g. {_example(where)}")
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"config {where}: unsupported type {hint}")
+        try:
+            return _coerce(value, inner[0], where)
+        except ConfigError:
+            raise bad() from None
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else _build(hint, value, where)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad()
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad()
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint in (int, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if hint is float:
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise bad()
+        return int(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    return value
+
+
+def _build(cls, data, where: str):
+    """Instantiate dataclass ``cls`` from ``data`` recursively: unknown keys and mistyped values are refused."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config {where or 'file'}: expected a mapping of keys to values, got {_show(data)}; "
+                          f"e.g. {_example(where + '.' + dataclasses.fields(cls)[0].name if where else 'train.steps')}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        raise KeyError(f"unknown config key(s) {sorted(unknown)} in {where or 'config'}; valid: {sorted(fields)}")
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        close = difflib.get_close_matches(str(unknown[0]), sorted(fields), n=1)
+        hint = f"did you mean {where + '.' if where else ''}{close[0]}? " if close else ""
+        raise UnknownKeyError(f"unknown config key(s) {sorted(map(str, unknown))} in {where or 'config'} "
+                              f"({key}); {hint}valid: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        ftype = fields[name].type
-        sub = {"model": ModelConfig, "data": DataConfig, "jepa": JEPAConfig, "train": TrainConfig,
-               "probe": ProbeConfig}.get(name) if cls is Config else None
-        if sub is not None and isinstance(value, dict):
-            value = _build(sub, value, name)
-        elif cls is DataConfig and name == "datasets":
-            value = [v if isinstance(v, DatasetSpec) else _build(DatasetSpec, v, "data.datasets") for v in value]
-        elif isinstance(value, list) and "tuple" in str(ftype):
-            value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
     return cls(**kwargs)
 
 
+# Ranges of the values (types come from the dataclass fields).  Keys of data.datasets apply to every dataset.
+def _ge(lo):
+    return lambda v: v >= lo, f">= {lo:g}"
+
+
+def _gt(lo):
+    return lambda v: v > lo, f"> {lo:g}"
+
+
+def _unit(closed_hi: bool = True):
+    return ((lambda v: 0 <= v <= 1, "in [0, 1]") if closed_hi else (lambda v: 0 <= v < 1, "in [0, 1)"))
+
+
+def _choice(*names):
+    return lambda v: v in names, "one of " + ", ".join(names)
+
+
+def _pair(lo_ok, text):
+    return lambda v: all(lo_ok(x) for x in v) and v[0] <= v[1], f"[low, high] with low <= high, {text}"
+
+
+def _sensor_list(v):
+    from .sensors import SENSORS
+    return v is None or (len(v) > 0 and all(s in SENSORS for s in v))
+
+
+_PATCHES = (lambda v: len(v) > 0 and all(p > 0 and p % 10 == 0 for p in v),
+            "non-empty, each a positive multiple of 10 (metres), e.g. [10, 20]")
+_SENSORS = (_sensor_list, "null (all) or registered sensor names (anysat-lite info lists them)")
+RULES: dict[str, tuple] = {
+    "model.embed_dim": (lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (the L-TAE groups)"),
+    "model.depth": _ge(1), "model.num_heads": _ge(1), "model.mlp_ratio": _gt(0), "model.ltae_heads": _ge(1),
+    "model.ltae_dk": _ge(1), "model.drop_path": _unit(False),
+    "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
+    "model.subpatch_order": _choice("official", "geometric"), "model.sensors": _SENSORS,
+    "data.datasets": (lambda v: len(v) > 0, "at least one dataset"),
+    "data.datasets.name": (lambda v: v in ("synthetic", "treesatai") or v.startswith("synthetic:"),
+                           "synthetic, synthetic:<tag> or treesatai"),
+    "data.datasets.weight": _gt(0), "data.datasets.patch_sizes": _PATCHES, "data.datasets.sensors": _SENSORS,
+    "data.tile_m": (lambda v: v > 0 and v % 10 == 0, "a positive multiple of 10 (metres)"),
+    "data.n_tiles": _ge(3), "data.n_dates": _ge(1), "data.seed": _ge(0), "data.num_workers": _ge(0),
+    "jepa.mask": _choice("multiblock", "random", "block"), "jepa.n_targets": _ge(1),
+    "jepa.target_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
+    "jepa.target_aspect": _pair(lambda x: x > 0, "> 0"),
+    "jepa.context_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
+    "jepa.min_keep": _ge(1), "jepa.random_keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "jepa.modality_mask_ratio": _unit(), "jepa.date_drop_ratio": _unit(False), "jepa.predictor_depth": _ge(1),
+    "jepa.predictor_heads": _ge(1), "jepa.ema": _pair(lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "jepa.target": _choice("ema", "online"), "jepa.contrastive_weight": _ge(0), "jepa.contrastive_tau": _gt(0),
+    "jepa.monitor_every": _ge(0),
+    "train.steps": _ge(1), "train.batch_size": _ge(1), "train.lr": _gt(0), "train.min_lr": _ge(0),
+    "train.warmup_steps": _ge(0), "train.weight_decay": _ge(0), "train.final_weight_decay": _ge(0),
+    "train.grad_clip": _ge(0), "train.amp": _choice("none", "bf16", "fp16"),
+    "train.device": (lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
+                     "auto, cpu, cuda or cuda:N"),
+    "train.seed": _ge(0), "train.log_every": _ge(1), "train.ckpt_every": _ge(1),
+    "train.out_dir": (lambda v: v.strip() != "", "a folder path"),
+    "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "probe.patch_sizes": _PATCHES,
+    "probe.modality_sets": (lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
+                            "non-empty lists of sensor names or [all], e.g. [[all], [s2]]"),
+    "probe.linear_epochs": _ge(1), "probe.linear_lr": _gt(0), "probe.knn_k": _ge(1), "probe.seg_epochs": _ge(1),
+    "probe.finetune_epochs": _ge(0), "probe.finetune_lr": _gt(0), "probe.batch_size": _ge(1), "probe.seed": _ge(0),
+}
+
+
+def _default(where: str):
+    """The dataclass default of ``section.key`` (for the examples in messages), or ``None``."""
+    parts = re.sub(r"\[\d+\]", "", where).split(".")
+    cls = {"model": ModelConfig, "data": DataConfig, "jepa": JEPAConfig, "train": TrainConfig, "probe": ProbeConfig}
+    node = cls.get(parts[0])
+    if node is None or len(parts) < 2:
+        return None
+    obj = node()
+    for p in parts[1:]:
+        if isinstance(obj, list) and obj and dataclasses.is_dataclass(obj[0]):
+            obj = obj[0]
+        if not hasattr(obj, p):
+            return None
+        obj = getattr(obj, p)
+    return config_to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _example(where: str) -> str:
+    """An override ``--set`` accepts for ``where`` (the field's default value)."""
+    if where.startswith("data.datasets"):
+        return DATASETS_EXAMPLE
+    key = re.sub(r"\[\d+\]$", "", where)
+    value = _default(key)
+    if value is None:
+        return f"--set {key}=null" if key.count(".") == 1 else "--set train.steps=300"
+    text = _yaml(list(value) if isinstance(value, tuple) else value)
+    return f'--set "{key}={text}"' if " " in text else f"--set {key}={text}"
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check every value of ``cfg`` against :data:`RULES` and the constraints between fields; return ``cfg``.
+
+    Raises :class:`ConfigError` naming the key, the expected range and the received value.
+    """
+    def check(where: str, rule_key: str, value):
+        ok, expected = RULES[rule_key]
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            section, *_, name = rule_key.split(".")
+            hint = typing.get_type_hints(DatasetSpec if rule_key.count(".") == 2 else type(getattr(cfg, section)))[name]
+            if expected[0] in "<>":   # "an integer >= 1", "a number > 0"
+                expected = f"{_kind(hint)} {expected}"
+            raise ConfigError(f"config {where}: expected {expected}, got {_show(value)}; e.g. {_example(where)}")
+
+    d = dataclasses.asdict(cfg)
+    for key in RULES:
+        parts = key.split(".")
+        if parts[:2] == ["data", "datasets"] and len(parts) == 3:
+            for i, spec in enumerate(d["data"]["datasets"]):
+                check(f"data.datasets[{i}].{parts[2]}", key, spec[parts[2]])
+        else:
+            check(key, key, d[parts[0]][parts[1]])
+    m, j = cfg.model, cfg.jepa
+    for heads in ("model.num_heads", "model.ltae_heads", "jepa.predictor_heads"):
+        n = m.num_heads if heads == "model.num_heads" else m.ltae_heads if heads == "model.ltae_heads" else \
+            j.predictor_heads
+        if m.embed_dim % n:
+            near = max(k for k in range(1, n + 1) if m.embed_dim % k == 0)
+            raise ConfigError(f"config {heads}: expected a divisor of model.embed_dim={m.embed_dim}, got {n}; "
+                              f"e.g. --set {heads}={near}")
+    for spec_i, spec in enumerate(cfg.data.datasets):
+        if spec.name == "treesatai" and not spec.path:
+            raise ConfigError(f"config data.datasets[{spec_i}].path: dataset treesatai needs the folder of "
+                              "TreeSatAI-TS, got null; e.g. --set \"data.datasets=[{name: treesatai, "
+                              "path: data/treesatai_ts_sample}]\"")
+    return cfg
+
+
 def config_from_dict(data: dict) -> Config:
+    """A :class:`Config` from a nested dict (``preset: NAME`` + partial sections), type- and range-checked."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("config: expected a mapping of sections (model, data, jepa, train, probe), "
+                          f"got {_show(data)}")
     data = dict(data)
     base = data.pop("preset", None)
+    if base is not None and base not in PRESETS:
+        raise ConfigError(f"config preset: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
     cfg = get_config(base) if base else Config()
-    return _merge(cfg, data)
+    return validate_config(_merge(cfg, data))
 
 
 def _merge(cfg: Config, data: dict) -> Config:
@@ -269,31 +521,62 @@ def _merge(cfg: Config, data: dict) -> Config:
     return _build(Config, merged, "")
 
 
-def _parse_value(raw: str):
-    """YAML scalar/list parsing, plus floats YAML 1.1 leaves as strings (``1e-4``)."""
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``"expected ',' or ']', but got '<stream end>' (column 24)"`` from a PyYAML error."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def _parse_value(raw: str, key: str = "value"):
+    """A ``--set`` value parsed as YAML (``3``, ``1e-4``, ``[10, 20]``, ``true``, ``{name: x}``); the types are
+    checked against the config fields later.  Malformed YAML raises :class:`ConfigError`."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the whole KEY=VALUE "
+                          "for the shell and write lists/mappings in YAML flow style, "
+                          f"e.g. {DATASETS_EXAMPLE}") from None
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:
-    """Apply ``section.key=value`` strings (values parsed as YAML: ``3``, ``1e-4``, ``[10, 20]``, ``true``)."""
+    """Apply ``section.key=value`` strings (values parsed as YAML: ``3``, ``1e-4``, ``[10, 20]``, ``true``).
+
+    Every value is checked against its field's type and range (:func:`validate_config`) before
+    anything runs; lists are replaced whole (``data.datasets=[{name: synthetic, sensors: [s2]}]``).
+    """
+    if isinstance(overrides, str):
+        overrides = [overrides]
     data: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=100")
         key, raw = item.split("=", 1)
-        value = _parse_value(raw)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return _merge(cfg, data) if data else cfg
+        key = key.strip()
+        if "[" in key:
+            raise ConfigError(f"--set {key}: indexing into a list is not supported; give the whole list, "
+                              f"e.g. {DATASETS_EXAMPLE}")
+        parts = key.split(".")
+        if len(parts) != 2 or not all(parts):
+            section = parts[0] if parts[0] in {f.name for f in dataclasses.fields(Config)} else "train"
+            raise ConfigError(f"--set {key}={raw}: expected section.key=value with a section among model, data, "
+                              f"jepa, train, probe, e.g. --set {section}.{_first_field(section)}=...")
+        node = data.setdefault(parts[0], {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: section {parts[0]!r} is not a mapping")
+        node[parts[1]] = _parse_value(raw, key)
+    unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(Config)} - {"name"}]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], ["model", "data", "jepa", "train", "probe"], n=1)
+        raise UnknownKeyError(f"unknown config key(s) {sorted(unknown)} in --set; "
+                              f"{'did you mean ' + close[0] + '? ' if close else ''}sections: model, data, jepa, "
+                              "train, probe")
+    return validate_config(_merge(cfg, data) if data else cfg)
+
+
+def _first_field(section: str) -> str:
+    cls = {"model": ModelConfig, "data": DataConfig, "jepa": JEPAConfig, "train": TrainConfig, "probe": ProbeConfig}
+    return dataclasses.fields(cls.get(section, TrainConfig))[0].name
 
 
 def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Config:
@@ -305,9 +588,25 @@ def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Confi
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file (optionally ``preset: NAME`` + partial sections) and apply overrides."""
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return apply_overrides(config_from_dict(data), overrides)
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; give an existing YAML file or a preset name "
+                          f"({', '.join(PRESETS)})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) "
+                          "or a preset name") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the file "
+                          "(sections model, data, jepa, train, probe of key: value lines)") from None
+    try:
+        cfg = config_from_dict(data or {})
+    except ConfigError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -1,8 +1,13 @@
 """The validator, one error path at a time: each message names the sensor, the expected and the received value."""
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
-from anysat_lite.data.contract import SampleError, check_patch_size, validate_sample
+import anysat_lite.data.contract as contract
+from anysat_lite.data.contract import SampleError, check_patch_size, estimate_memory, patch_size_m, validate_sample
+from anysat_lite.model import AnySat
 
 
 def good(B=2, T=3):
@@ -77,3 +82,96 @@ def test_modis_is_exempt_from_the_extent_check():
 def test_patch_size_errors(P, match):
     with pytest.raises(SampleError, match=match):
         check_patch_size(P, (60.0, 60.0))
+
+
+# --- inputs of the Python API (prepare_input, called at the top of AnySat.encode_all) ------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return AnySat("nano", sensors=["aerial", "s2"]).eval()
+
+
+def small(B=2, T=3, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1)
+    return {"aerial": torch.rand(B, 4, 100, 100, generator=g).to(dtype),
+            "s2": torch.rand(B, T, 10, 2, 2, generator=g).to(dtype),
+            "s2_dates": torch.tensor([[10, 100, 200][:T]] * B)}
+
+
+@pytest.mark.parametrize("x, match", [
+    (small(T=0), r"^s2: the time series has no dates \(T = 0, shape \[2, 0, 10, 2, 2\]\); give at least one date"),
+    (small(B=0), r"^'aerial': batch size 0 \(shape \[0, 4, 100, 100\]\); give at least one sample$"),
+    ({**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)},
+     r"^aerial: empty image \(0x100 px"),
+    ({**small(), "s2_dates": torch.tensor([[1.0, float("nan"), 3.0]] * 2)},
+     r"^s2_dates: 2 NaN/inf dates; give every date a day-of-year in \[0, 366\] and flag the missing ones False in "
+     r"'s2_mask'"),
+])
+def test_empty_and_nan_inputs(model, x, match):
+    with pytest.raises(SampleError, match=match):
+        model(x, 10)
+
+
+def test_float16_and_float64_inputs_are_cast_to_the_model_dtype(model):
+    with torch.no_grad():
+        ref = model(small(), 10)
+        for dtype in (torch.float16, torch.float64):
+            x = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in small().items()}
+            out = model(x, 10)
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out, model({k: (v.float() if v.is_floating_point() else v)
+                                                   for k, v in x.items()}, 10))
+        assert ref.shape == (2, 64)
+
+
+def test_1d_dates_apply_to_every_sample(model):
+    x = small()
+    one = {**x, "s2_dates": torch.tensor([10, 100, 200]), "s2_mask": torch.tensor([True, True, False])}
+    full = {**x, "s2_dates": torch.tensor([[10, 100, 200]] * 2), "s2_mask": torch.tensor([[True, True, False]] * 2)}
+    with torch.no_grad():
+        torch.testing.assert_close(model(one, 10), model(full, 10))
+
+
+@pytest.mark.parametrize("P", [np.int64(20), np.int32(20), torch.tensor(20), 20.0, np.float32(20), torch.tensor(20.0)])
+def test_patch_size_types(model, P):
+    assert patch_size_m(P) == 20 and isinstance(patch_size_m(P), int)
+    with torch.no_grad():
+        torch.testing.assert_close(model(small(), P, output="patch"), model(small(), 20, output="patch"))
+
+
+@pytest.mark.parametrize("P, match", [(torch.tensor([20, 20]), r"got tensor of shape \[2\]"), (True, "got True"),
+                                      (np.float64(12.5), "got np.float64\\(12.5\\)")])
+def test_bad_patch_size_types(P, match):
+    with pytest.raises(SampleError, match=match):
+        patch_size_m(P)
+
+
+def test_raw_values_warn_once_when_the_model_has_statistics(model):
+    m = AnySat("nano", sensors=["aerial", "s2"]).eval()
+    m.norm_stats = {"synthetic": {"s2": {"mean": [1500.0] * 10, "std": [900.0] * 10}}}
+    raw = {**small(), "s2": 1500 + 900 * torch.rand(2, 3, 10, 2, 2)}
+    with warnings.catch_warnings(record=True) as w, torch.no_grad():
+        warnings.simplefilter("always")
+        m(raw, 10)
+        m(raw, 10)                                                              # once per model and sensor
+        m({**small(), "s2": torch.randn(2, 3, 10, 2, 2)}, 10)                   # standardised: no warning
+        model(raw, 10)                                                          # no statistics: no warning
+    msgs = [str(x.message) for x in w if "raw values" in str(x.message)]
+    assert len(msgs) == 1 and msgs[0].startswith("s2: the input looks like raw values")
+    assert "NormStats.from_dict(model.norm_stats['synthetic']).apply(sample)" in msgs[0]
+
+
+def test_memory_estimate_refuses_what_would_not_fit(model, monkeypatch):
+    big = {"aerial": torch.zeros(1, 4, 1200, 1200)}                     # 240 m at 0.2 m
+    need, worst = estimate_memory(big, 240, model.sensors, depth=2)
+    assert 15e9 < need < 30e9 and worst == "aerial: 1 sequence(s) of 120x120+1 = 14401 tokens at P = 240 m"
+    assert estimate_memory(big, 20, model.sensors, depth=2)[0] < 1e9
+    monkeypatch.setattr(contract, "available_memory", lambda device: 8 * 10**9)
+    with pytest.raises(SampleError, match=r"^not enough memory: the sub-patch transformer would need about 2\d\.\d GB "
+                                          r"\(aerial: 1 sequence\(s\) of 120x120\+1 = 14401 tokens at P = 240 m; .*\), "
+                                          r"8\.0 GB are free on cpu; use a smaller patch size "
+                                          r"\(P = 120 m needs about 1\.\d GB\)"):
+        with torch.no_grad():
+            model(big, 240)

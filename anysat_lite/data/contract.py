@@ -15,19 +15,24 @@ which is summarised as one token per tile).  Tiles need not be square.
 """
 from __future__ import annotations
 
+import numbers
+import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 
+from ..errors import UserError
 from ..sensors import SENSORS, Sensor
 
-__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "check_patch_size", "random_sample"]
+__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "check_patch_size", "patch_size_m",
+           "prepare_input", "estimate_memory", "random_sample"]
 
 _SUFFIXES = ("dates", "mask")
 
 
-class SampleError(ValueError):
+class SampleError(UserError):
     """An input sample does not follow the contract; the message names sensor, expected and received values."""
 
 
@@ -76,6 +81,8 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
             raise SampleError(f"{key!r}: expected a batched tensor, got a scalar")
         if batch is None:
             batch = value.shape[0]
+            if batch == 0:
+                raise SampleError(f"{key!r}: batch size 0 (shape {_shape(value)}); give at least one sample")
         elif value.shape[0] != batch:
             raise SampleError(f"{key!r}: batch size {value.shape[0]} differs from the batch size {batch} of the other keys")
         if suffix is None:
@@ -97,6 +104,12 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
             raise SampleError(f"{name}: expected {s.n_bands} bands ({', '.join(s.bands)}) on axis {c_axis} of "
                               f"{s.layout}, got {t.shape[c_axis]} (shape {_shape(t)})")
         H, W = t.shape[-2:]
+        if s.is_series and t.shape[1] == 0:
+            raise SampleError(f"{name}: the time series has no dates (T = 0, shape {_shape(t)}); give at least "
+                              f"one date, or leave {name} out of the sample")
+        if H == 0 or W == 0:
+            raise SampleError(f"{name}: empty image ({H}x{W} px, shape {_shape(t)}); give at least one sub-patch "
+                              f"({s.subpatch_px}x{s.subpatch_px} px)")
         if not s.one_token_per_tile and (H % s.subpatch_px or W % s.subpatch_px):
             raise SampleError(f"{name}: height and width must be multiples of its {s.subpatch_px}-pixel sub-patch "
                               f"({s.subpatch_m:g} m at {s.gsd:g} m GSD), got {H}x{W} px")
@@ -146,6 +159,10 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
     if tuple(d.shape) != (B, T):
         raise SampleError(f"{key}: expected shape [B, T] = [{B}, {T}], got {_shape(d)}")
     if check_values:
+        if d.is_floating_point() and not bool(torch.isfinite(d).all()):
+            bad = int((~torch.isfinite(d)).sum())
+            raise SampleError(f"{key}: {bad} NaN/inf dates; give every date a day-of-year in [0, {s.doy_period - 1}] "
+                              f"and flag the missing ones False in '{s.name}_mask' [B, T]")
         if d.is_floating_point() and not torch.equal(d, d.round()):
             raise SampleError(f"{key}: dates must be whole days-of-year, got fractional values")
         lo, hi = d.min().item(), d.max().item()
@@ -160,21 +177,187 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
             raise SampleError(f"{mkey}: every sample needs at least one valid date")
 
 
+def patch_size_m(patch_m) -> int:
+    """The patch size as an ``int`` of metres: Python/NumPy integers, whole floats and 0-d tensors are accepted.
+
+    Raises :class:`SampleError` unless it is a positive multiple of 10 m.
+    """
+    value = patch_m
+    if torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool:
+        value = value.item()
+    whole = isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+    if whole and float(value).is_integer():
+        value = int(value)
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0 or value % 10:
+        shown = f"tensor of shape {_shape(patch_m)}" if torch.is_tensor(patch_m) and patch_m.dim() else repr(patch_m)
+        raise SampleError(f"patch size must be a positive multiple of 10 m, got {shown}")
+    return int(value)
+
+
 def check_patch_size(patch_m, extent_m: tuple[float, float]) -> tuple[int, int]:
     """Patch grid ``(h, w)`` for a patch of ``patch_m`` metres over a tile of ``extent_m`` metres.
 
     The patch size must be a positive multiple of 10 m that divides both sides of the tile.
     """
-    if isinstance(patch_m, float) and patch_m.is_integer():
-        patch_m = int(patch_m)
-    if not isinstance(patch_m, int) or isinstance(patch_m, bool) or patch_m <= 0 or patch_m % 10:
-        raise SampleError(f"patch size must be a positive multiple of 10 m, got {patch_m!r}")
+    patch_m = patch_size_m(patch_m)
     H, W = extent_m
     h, w = H / patch_m, W / patch_m
     if abs(h - round(h)) > 1e-6 or abs(w - round(w)) > 1e-6 or round(h) < 1 or round(w) < 1:
+        divisors = [p for p in range(10, int(min(H, W)) + 1, 10) if H % p < 1e-6 and W % p < 1e-6]
         raise SampleError(f"patch size {patch_m} m does not divide the tile of {H:g} x {W:g} m; "
-                          f"choose a divisor of both sides that is a multiple of 10 m")
+                          f"choose a divisor of both sides that is a multiple of 10 m"
+                          + (f" ({', '.join(map(str, divisors[:8]))})" if divisors else ""))
     return int(round(h)), int(round(w))
+
+
+# --- inputs of the Python API -------------------------------------------------------------------
+# What the sub-patch transformer holds per sequence of L = g*g + 1 tokens (g sub-patches per patch
+# side), in bytes: the iRPE one-hot bucket map [L, L, 8] (int64, then in the compute dtype) once per
+# block call, and per sequence the attention bias [L, L] and its einsum output; with gradients each
+# block keeps its one-hot map and biases for the backward.
+_BYTES_PER_L2 = 100
+_BYTES_PER_L2_PER_BLOCK_GRAD = 32
+_BYTES_PER_SEQ_L2 = 8
+_BYTES_PER_SEQ_L2_PER_BLOCK_GRAD = 12
+_CHECK_ABOVE = 2**28   # estimates below this are not compared with the free memory
+
+
+def estimate_memory(x: Mapping, patch_size: int, registry: Mapping[str, Sensor], depth: int,
+                    grad: bool = False) -> tuple[int, str]:
+    """Rough peak bytes of the sub-patch transformer on sample ``x`` at ``patch_size`` metres, and its largest term.
+
+    Sensors with the same sub-patch grid are encoded together as ``S = B x patches x sensors``
+    sequences of ``L = g*g + 1`` tokens; memory grows as ``L**2`` (``g = P / sub-patch size``).
+    """
+    groups: dict[int, list] = {}
+    for key, t in x.items():
+        s = registry.get(key)
+        if s is None or s.one_token_per_tile or not torch.is_tensor(t) or t.dim() < 3:
+            continue
+        g = max(1, int(round(patch_size / s.subpatch_m)))
+        n = max(1, int(round(t.shape[-2] * s.gsd / patch_size)) * int(round(t.shape[-1] * s.gsd / patch_size)))
+        groups.setdefault(g * g + 1, []).append((key, t.shape[0] * n))
+    total, worst, worst_bytes = 0, "", 0
+    for L, members in groups.items():
+        S = sum(n for _, n in members)
+        per_l2 = _BYTES_PER_L2 + (_BYTES_PER_L2_PER_BLOCK_GRAD * depth if grad else 0)
+        per_seq = _BYTES_PER_SEQ_L2 + (_BYTES_PER_SEQ_L2_PER_BLOCK_GRAD * depth if grad else 0)
+        b = L * L * (per_l2 + per_seq * S)
+        total += b
+        if b > worst_bytes:
+            g = int(round((L - 1) ** 0.5))
+            worst_bytes, worst = b, (f"{'+'.join(k for k, _ in members)}: {S} sequence(s) of {g}x{g}+1 = {L} tokens "
+                                     f"at P = {patch_size} m")
+    return total, worst
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (``None`` if unknown)."""
+    try:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        if device.type == "cpu":
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, RuntimeError, AttributeError):
+        return None
+    return None
+
+
+def _check_memory(model, x: Mapping, patch_size: int, device: torch.device) -> None:
+    depth = len(getattr(getattr(model, "subpatch_encoder", None), "blocks", [])) or 1
+    need, worst = estimate_memory(x, patch_size, model.sensors, depth, grad=torch.is_grad_enabled())
+    if need < _CHECK_ABOVE:
+        return
+    free = available_memory(device)
+    if free is None or need <= free:
+        return
+    grad = torch.is_grad_enabled()
+    extents = [(t.shape[-2] * model.sensors[k].gsd, t.shape[-1] * model.sensors[k].gsd) for k, t in x.items()
+               if k in model.sensors and not model.sensors[k].one_token_per_tile and torch.is_tensor(t) and t.dim() > 3]
+    fits = [p for p in range(10, patch_size, 10)
+            if all(abs(e / p - round(e / p)) < 1e-6 for ext in extents for e in ext)
+            and estimate_memory(x, p, model.sensors, depth, grad)[0] < free]
+    hint = (f"use a smaller patch size (P = {fits[-1]} m needs about "
+            f"{estimate_memory(x, fits[-1], model.sensors, depth, grad)[0] / 1e9:.1f} GB)" if fits else
+            "use a smaller patch size")
+    raise SampleError(f"not enough memory: the sub-patch transformer would need about {need / 1e9:.1f} GB "
+                      f"({worst}; memory grows with (P / sub-patch size)^4), {free / 1e9:.1f} GB are free on "
+                      f"{device.type}; {hint}, fewer samples per batch, or cut the tile into smaller tiles")
+
+
+def _raw_input_check(model, x: Mapping) -> None:
+    """Warn once per model and sensor when a sensor's values look like raw data although the model carries
+    normalisation statistics (``model.norm_stats``, set by ``load_encoder``)."""
+    stats = getattr(model, "norm_stats", None)
+    if not stats:
+        return
+    warned = model.__dict__.setdefault("_raw_input_warned", set())
+    for name, t in x.items():
+        if name in warned or name not in model.sensors or not torch.is_tensor(t) or not t.is_floating_point():
+            continue
+        source = next((d for d, st in stats.items() if name in st), None)
+        if source is None:
+            continue
+        s = model.sensors[name]
+        mean = torch.tensor(stats[source][name]["mean"], dtype=torch.float64)
+        std = torch.tensor(stats[source][name]["std"], dtype=torch.float64).clamp_min(1e-12)
+        if mean.numel() != s.n_bands or t.shape[2 if s.is_series else 1] != s.n_bands:
+            continue
+        c_axis = 2 if s.is_series else 1
+        step = max(1, int((t.shape[-2] * t.shape[-1] / 4096) ** 0.5))     # a strided subset is enough for a mean
+        m = t.detach()[..., ::step, ::step].float().mean(dim=[d for d in range(t.dim()) if d != c_axis])
+        m = m.double().cpu()                                                  # per-band mean of the input
+        # Standardised inputs have band means of a few units at most; raw inputs have band means near the
+        # training data's raw means (both distances in units of the training std).
+        to_zero = (m / std).abs().mean().item()
+        to_raw = ((m - mean) / std).abs().mean().item()
+        if m.abs().mean().item() > 5 and to_raw < to_zero / 2:
+            warned.add(name)
+            shown = [round(v, 1) for v in m[:3].tolist()]
+            warnings.warn(f"{name}: the input looks like raw values (band means {shown}..., the training "
+                          f"data's raw means {[round(v, 3) for v in mean[:3].tolist()]}...) but the model was "
+                          "trained on standardised inputs; apply its statistics first: "
+                          f"NormStats.from_dict(model.norm_stats[{source!r}]).apply(sample)", stacklevel=4)
+
+
+def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
+    """Bring an API input to the form the model computes on, or refuse it with a one-line :class:`SampleError`.
+
+    * ``patch_size``: Python/NumPy integers, whole floats and 0-d tensors -> ``int`` metres.
+    * floating-point sensor tensors (float16, float64...) -> the model's parameter dtype.
+    * 1-D ``<sensor>_dates`` / ``<sensor>_mask`` ``[T]`` -> ``[B, T]`` (the same dates for every sample).
+    * raw values for a model that carries normalisation statistics -> a warning (once per sensor).
+    * an input whose sub-patch attention would not fit in the free memory -> refused, with the estimate.
+
+    Returns ``(sample dict, patch size in metres)``; the contract itself is checked by :func:`validate_sample`.
+    """
+    P = patch_size_m(patch_size)
+    if not isinstance(x, Mapping):
+        raise SampleError(f"a sample must be a dict {{sensor: tensor, sensor_dates: tensor, ...}}, got "
+                          f"{type(x).__name__}")
+    ref = next(model.parameters(), None)
+    dtype = ref.dtype if ref is not None else torch.float32
+    out = dict(x)
+    for key, value in x.items():
+        if not torch.is_tensor(value):
+            continue
+        name, suffix = split_key(key)
+        if suffix is None and value.is_floating_point() and value.dtype != dtype:
+            out[key] = value.to(dtype)
+        elif suffix in _SUFFIXES and value.dim() == 1 and torch.is_tensor(x.get(name)) and x[name].dim() == 5 \
+                and value.shape[0] == x[name].shape[1]:
+            out[key] = value[None].expand(x[name].shape[0], -1)
+    if not torch.compiler.is_compiling():
+        if ref is not None:
+            _check_memory(model, out, P, ref.device)
+        if getattr(model, "check_values", True):
+            _raw_input_check(model, out)
+    return out, P
 
 
 def random_sample(sensors, extent_m: float | tuple[float, float] = 60, batch: int = 2, n_dates: int = 3,

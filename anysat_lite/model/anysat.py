@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig, model_config
-from ..data.contract import SampleError, check_patch_size, validate_sample
+from ..data.contract import SampleError, check_patch_size, prepare_input, validate_sample
 from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
 from .blocks import Block
@@ -190,6 +190,7 @@ class AnySat(nn.Module):
     def encode_all(self, x: Mapping[str, Tensor], patch_size: int,
                    keep_subpatches: Iterable[str] = ()) -> tuple[Tensor, TokenSet]:
         """Every patch of a sample through the whole encoder: (``[B, 1 + N, D]``, its :class:`TokenSet`)."""
+        x, patch_size = prepare_input(self, x, patch_size)  # dtypes, 1-D dates, patch size type, memory (contract.py)
         ts = self.tokenize(x, patch_size, keep_subpatches)
         pos, coords = self.patch_positions(ts.grid, ts.scale, ts.tokens.device)
         return self.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis), ts

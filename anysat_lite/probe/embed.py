@@ -1,9 +1,13 @@
 """``anysat-lite embed``: per-patch embeddings of a set of GeoTIFFs, as a georeferenced xarray dataset.
 
 The rasters (one single-date GeoTIFF per image sensor, one or more dated GeoTIFFs per time
-series) are brought to a common extent (:func:`~anysat_lite.data.io.rasters_to_sample`),
-normalised with the checkpoint's statistics, encoded with ``output="patch"``, and written
-with the CRS and the patch-centre coordinates, ready to be probed on your own labels.
+series) may differ in CRS, pixel size and extent.  Their common extent (in a metric CRS, see
+:func:`~anysat_lite.data.io.common_grid`) is cut into tiles of ``tile_m`` metres; each tile is
+resampled to every sensor's native GSD (:func:`~anysat_lite.data.io.rasters_to_sample`),
+normalised with the checkpoint's statistics and encoded (``output="all"``).  The result holds
+``embedding (feature, y, x)`` per patch, ``tile_embedding (feature, tile_row, tile_col)`` per tile
+and ``valid (y, x)``; :func:`write_netcdf` writes it with CF conventions, so GDAL, QGIS and
+rioxarray place it on the map.
 """
 from __future__ import annotations
 
@@ -13,13 +17,17 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import xarray as xr
-from rasterio.transform import Affine
+from rasterio.crs import CRS
 
-from ..data.io import rasters_to_sample, read_geotiff, stack_time_series
+from ..data.contract import patch_size_m
+from ..data.io import NodataError, RasterError, common_grid, rasters_to_sample, read_geotiff, source_gsd_m, \
+    stack_time_series, target_crs
 from ..data.normalization import NormStats
 from ..sensors import SENSORS
 
-__all__ = ["embed_rasters", "load_rasters"]
+__all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
+
+DEFAULT_TILE_M = 240.0   # tiles of about this side (a multiple of the patch size) are encoded one at a time
 
 
 def load_rasters(spec: Mapping[str, Sequence[str | Path]]) -> dict[str, xr.DataArray]:
@@ -27,40 +35,158 @@ def load_rasters(spec: Mapping[str, Sequence[str | Path]]) -> dict[str, xr.DataA
     out = {}
     for sensor, paths in spec.items():
         if sensor not in SENSORS:
-            raise KeyError(f"unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
+            raise RasterError(f"unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
         s = SENSORS[sensor]
+        missing = [str(p) for p in paths if not Path(p).is_file()]
+        if missing:
+            raise RasterError(f"{sensor}: no such file {missing[0]}")
         if s.is_series:
-            out[sensor] = stack_time_series(list(paths), bands=s.bands)
+            out[sensor] = stack_time_series(list(paths), bands=_bands(s, paths))
         else:
             if len(paths) != 1:
-                raise ValueError(f"{sensor} is single-date imagery: give exactly one GeoTIFF, got {len(paths)}")
-            out[sensor] = read_geotiff(paths[0], bands=s.bands)
+                raise RasterError(f"{sensor} is single-date imagery: give exactly one GeoTIFF, got {len(paths)}")
+            out[sensor] = read_geotiff(paths[0], bands=_bands(s, paths))
     return out
+
+
+def _bands(s, paths) -> tuple[str, ...]:
+    import rasterio
+
+    for p in paths:
+        with rasterio.open(p) as src:
+            if src.count != s.n_bands:
+                raise RasterError(f"{p}: {src.count} band(s), but {s.name} takes {s.n_bands} "
+                                  f"({', '.join(s.bands)}, in that order); give a file with those bands")
+    return s.bands
+
+
+def default_tile_m(patch_size: int) -> float:
+    """The multiple of ``patch_size`` nearest :data:`DEFAULT_TILE_M` (at least one patch)."""
+    return float(max(1, round(DEFAULT_TILE_M / patch_size)) * patch_size)
+
+
+def _cuts(total_m: float, tile_m: float) -> list[tuple[float, float]]:
+    """``(start, size)`` of tiles covering ``total_m`` metres; the last may be shorter."""
+    n = int(np.ceil(total_m / tile_m - 1e-9))
+    return [(i * tile_m, min(tile_m, total_m - i * tile_m)) for i in range(n)]
 
 
 @torch.no_grad()
 def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int, stats: NormStats | None = None,
-                  device="cpu") -> xr.Dataset:
-    """Encode co-located rasters -> ``xr.Dataset`` with ``embedding (y, x, feature)`` and ``tile (feature)``."""
-    sample = rasters_to_sample(rasters)
-    if stats is not None:
-        sample = stats.apply(sample)
-    sample = {k: v.to(device) for k, v in sample.items()}
-    patch = encoder(sample, patch_size, output="all")[0].float().cpu().numpy()   # [1 + h*w, D]
-    first = next(n for n in rasters if not SENSORS[n].one_token_per_tile)
-    ref = rasters[first]
-    t = Affine(*ref.attrs["transform"])
-    s = SENSORS[first]
-    h = int(round(ref.sizes["y"] * s.gsd / patch_size))
-    w = int(round(ref.sizes["x"] * s.gsd / patch_size))
-    # Patch centres in the raster CRS, from the top-left corner of the common extent.
-    left, top = float(ref.x.min()) - s.gsd / 2, float(ref.y.max()) + s.gsd / 2
-    xs = left + (np.arange(w) + 0.5) * patch_size
-    ys = top - (np.arange(h) + 0.5) * patch_size
-    ds = xr.Dataset(
-        {"embedding": (("y", "x", "feature"), patch[1:].reshape(h, w, -1)), "tile": (("feature",), patch[0])},
-        coords={"y": ys, "x": xs, "feature": np.arange(patch.shape[-1])},
-        attrs={"crs": ref.attrs.get("crs", ""), "patch_size_m": patch_size, "sensors": ",".join(rasters),
-               "transform": (float(patch_size), 0.0, left, 0.0, -float(patch_size), top), "north_up": int(t.e < 0)},
+                  device="cpu", tile_m: float | None = None, nodata: str = "error") -> xr.Dataset:
+    """Encode co-located rasters tile by tile -> ``xr.Dataset`` (see the module docstring).
+
+    Args:
+        encoder: an :class:`~anysat_lite.model.AnySat` (e.g. from ``load_encoder``).
+        rasters: ``{sensor: DataArray}`` as from :func:`load_rasters`.
+        patch_size: patch side ``P`` in metres; the common extent is cut to whole patches.
+        stats: normalisation statistics applied to every tile (``None``: the rasters go in as they are).
+        tile_m: side of the tiles in metres, a multiple of ``P`` (default :func:`default_tile_m`);
+            patches attend to the patches of their tile only.
+        nodata: ``"error"`` (stop when image pixels of a tile are nodata or a series has no complete
+            date there) or ``"skip"`` (leave such tiles out: NaN embeddings, ``valid`` 0).
+    """
+    if nodata not in ("error", "skip"):
+        raise RasterError(f"nodata must be 'error' or 'skip', got {nodata!r}")
+    P = patch_size_m(patch_size)
+    tile_m = default_tile_m(P) if tile_m is None else float(tile_m)
+    if tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
+        raise RasterError(f"tile size {tile_m:g} m: expected a positive multiple of the {P} m patch size, "
+                          f"e.g. {default_tile_m(P):g}")
+    units = [SENSORS[n].subpatch_m for n in rasters if not SENSORS[n].one_token_per_tile]
+    bad = [n for n in rasters if not SENSORS[n].one_token_per_tile and
+           abs(P / SENSORS[n].subpatch_m - round(P / SENSORS[n].subpatch_m)) > 1e-9]
+    if bad:
+        raise RasterError(f"patch size {P} m is not a multiple of the {SENSORS[bad[0]].subpatch_m:g} m sub-patch of "
+                          f"{bad[0]}; choose a multiple of {max(units):g} m (--patch-size)")
+    grid = common_grid(rasters, unit_m=float(P))
+    crs, crs_note = target_crs(rasters)
+    rows, cols = _cuts(grid.height_m, tile_m), _cuts(grid.width_m, tile_m)
+    h, w = int(round(grid.height_m / P)), int(round(grid.width_m / P))
+    emb = tiles = None
+    valid = np.zeros((h, w), dtype=np.uint8)
+    skipped, masked, dates = [], {}, {}
+    for i, (r0, rh) in enumerate(rows):
+        for j, (c0, cw) in enumerate(cols):
+            part = grid.part(r0, c0, rh, cw)
+            try:
+                sample = rasters_to_sample(rasters, grid=part)
+            except NodataError as e:
+                if nodata == "error":
+                    raise NodataError(f"tile {i},{j} ({rh:g} x {cw:g} m at x {part.left:.1f}, y {part.top:.1f}): {e}") \
+                        from None
+                skipped.append((i, j))
+                continue
+            for n in rasters:
+                if SENSORS[n].is_series:
+                    m = sample.get(f"{n}_mask")
+                    masked[n] = masked.get(n, 0) + (0 if m is None else int((~m).sum()))
+                    dates[n] = dates.get(n, 0) + sample[n].shape[1]
+            if stats is not None:
+                sample = stats.apply(sample)
+            sample = {k: v.to(device) for k, v in sample.items()}
+            out = encoder(sample, P, output="all")[0].float().cpu().numpy()          # [1 + hp*wp, D]
+            if emb is None:
+                emb = np.full((out.shape[-1], h, w), np.nan, dtype=np.float32)
+                tiles = np.full((out.shape[-1], len(rows), len(cols)), np.nan, dtype=np.float32)
+            y0, x0 = int(round(r0 / P)), int(round(c0 / P))
+            hp, wp = int(round(rh / P)), int(round(cw / P))
+            emb[:, y0:y0 + hp, x0:x0 + wp] = out[1:].reshape(hp, wp, -1).transpose(2, 0, 1)
+            tiles[:, i, j] = out[0]
+            valid[y0:y0 + hp, x0:x0 + wp] = 1
+    if emb is None:
+        raise NodataError(f"every one of the {len(rows) * len(cols)} tiles has nodata; nothing to embed")
+    xs = grid.left + (np.arange(w) + 0.5) * P
+    ys = grid.top - (np.arange(h) + 0.5) * P
+    resampled = []
+    for n, da in rasters.items():
+        src = source_gsd_m(da, crs)
+        s = SENSORS[n]
+        how = "native" if abs(src - s.gsd) <= 1e-3 * s.gsd else \
+            f"resampled from {src:.3g} m, {'average' if src < s.gsd else 'bilinear'}"
+        resampled.append(f"{n}: {s.gsd:g} m ({how})")
+    nodata_notes = [f"{n}: nodata {da.attrs.get('nodata')}" for n, da in rasters.items()]
+    nodata_notes += [f"{n}: {masked[n]} of {dates[n]} tile-dates masked for nodata" for n in masked]
+    nodata_notes.append(f"{len(skipped)} of {len(rows) * len(cols)} tiles skipped for nodata")
+    return xr.Dataset(
+        {"embedding": (("feature", "y", "x"), emb), "tile_embedding": (("feature", "tile_row", "tile_col"), tiles),
+         "valid": (("y", "x"), valid)},
+        coords={"y": ys, "x": xs, "feature": np.arange(emb.shape[0])},
+        attrs={"crs": grid.crs, "crs_name": crs_note, "patch_size_m": P, "tile_size_m": tile_m,
+               "n_tiles": len(rows) * len(cols), "sensors": ",".join(rasters),
+               "transform": (float(P), 0.0, grid.left, 0.0, -float(P), grid.top),
+               "gsd_per_sensor": "; ".join(resampled), "nodata": "; ".join(nodata_notes)},
     )
-    return ds
+
+
+def _cf_grid_mapping(crs: CRS) -> dict:
+    """CF grid-mapping attributes: the WKT (read by GDAL, QGIS and rioxarray) and, for UTM, the CF parameters."""
+    wkt = crs.to_wkt()
+    attrs = {"crs_wkt": wkt, "spatial_ref": wkt}
+    p = crs.to_dict()
+    if p.get("proj") == "utm":
+        south = bool(p.get("south"))
+        attrs.update(grid_mapping_name="transverse_mercator", scale_factor_at_central_meridian=0.9996,
+                     longitude_of_central_meridian=float(6 * int(p["zone"]) - 183), latitude_of_projection_origin=0.0,
+                     false_easting=500000.0, false_northing=10000000.0 if south else 0.0)
+    return attrs
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write :func:`embed_rasters`' dataset to NetCDF with CF conventions (grid mapping, coordinate attributes)."""
+    path = Path(path)
+    crs = CRS.from_wkt(ds.attrs["crs"])
+    a, _, c, _, e, f = ds.attrs["transform"]
+    mapping = _cf_grid_mapping(crs)
+    mapping["GeoTransform"] = f"{c!r} {a!r} 0.0 {f!r} 0.0 {e!r}"          # GDAL order: x0, dx, 0, y0, 0, dy
+    out = ds.assign(spatial_ref=xr.DataArray(np.int32(0), attrs=mapping))
+    for v in ("embedding", "valid"):
+        out[v].attrs["grid_mapping"] = "spatial_ref"
+    out["embedding"].attrs.update(long_name="AnySat patch embedding", units="1")
+    out["valid"].attrs.update(long_name="1 where the patch was encoded, 0 where its tile was skipped for nodata")
+    for axis in ("x", "y"):
+        out[axis].attrs.update(standard_name=f"projection_{axis}_coordinate", units="m", axis=axis.upper(),
+                               long_name=f"{axis} coordinate of projection (patch centre)")
+    out.attrs["Conventions"] = "CF-1.8"
+    out.to_netcdf(path)
+    return path

@@ -3,18 +3,26 @@
 A training checkpoint holds only tensors and plain Python containers: model/EMA/optimizer
 state dicts, step, RNG states, normalisation statistics and the config as a dict.  The
 final encoder is exported as ``safetensors`` + a JSON sidecar (config, sensors, stats).
+Files that cannot be used (missing, empty, truncated, foreign) raise :class:`CheckpointError`,
+one line naming the file and what to do.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "export_encoder", "load_encoder"]
+from ..errors import UserError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "export_encoder", "load_encoder", "resolve_encoder_path",
+           "CheckpointError"]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -34,8 +42,62 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
     _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def _looks_like(path: Path) -> str:
+    """What a file that ``torch.load`` refused seems to be, for the message."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[8:10] == b'{"':
+        return "it looks like a safetensors file, an exported encoder: give its path without suffix"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it looks like a JSON file, an encoder sidecar: give the encoder path without suffix"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "it is a PyTorch file, truncated or corrupt"
+    return "it is not a PyTorch file"
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load(path, weights_only=True)``; a missing, empty, truncated or foreign file raises
+    :class:`CheckpointError` naming the file and what to do."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file such as {path / 'last.pt'}")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file; check the path (training writes "
+                              "<out_dir>/last.pt and step-XXXXXX.pt)")
+    size = path.stat().st_size
+    fix = "use an intact checkpoint (e.g. a step-*.pt beside it) or write it again"
+    if size == 0:
+        problem = f"{path}: empty file (0 bytes), not a checkpoint"
+        raise CheckpointError(f"{problem}; {fix}", problem)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise ForeignCheckpointError(
+                f"{path}: Weights only load failed: the file holds a Python object ({found.group(1)}) besides "
+                "tensors and plain containers, so it was not written by anysat-lite; anysat-lite loads only "
+                "its own .pt checkpoints and exported encoders (.safetensors + .json)") from None
+        problem = f"{path}: not a readable checkpoint ({size} bytes, {_looks_like(path)})"
+    except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, IndexError...)
+        reason = (str(e).splitlines() or [""])[0].split(". ")[0] or f"{type(e).__name__}, the file ends too early"
+        problem = f"{path}: not a readable checkpoint ({size} bytes, {_looks_like(path)}: {reason})"
+    raise CheckpointError(f"{problem}; {fix}", problem)
+
+
+class CheckpointError(UserError):
+    """A checkpoint or encoder file that cannot be used; the message names the file and what to do.
+
+    ``problem`` is the message without the advice (callers that know better advice add their own).
+    """
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
+
+
+class ForeignCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A pickle holding arbitrary Python objects, refused by the weights-only loader."""
 
 
 def export_encoder(encoder, path: str | Path, meta: dict) -> None:
@@ -46,17 +108,141 @@ def export_encoder(encoder, path: str | Path, meta: dict) -> None:
     _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
 
 
+TRAINING_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def resolve_encoder_path(path: str | Path) -> Path:
+    """The file(s) :func:`load_encoder` reads for ``path``: a training checkpoint (``.pt``), or the exported
+    encoder's path without suffix (``runs/x/encoder`` for ``encoder.safetensors`` + ``encoder.json``).
+
+    A folder stands for its ``encoder`` (or, without one, its ``last.pt``); ``encoder.safetensors`` or
+    ``encoder.json`` stand for ``encoder``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "encoder.safetensors").exists() or (path / "encoder.json").exists():
+            return path / "encoder"
+        if (path / "last.pt").exists():
+            return path / "last.pt"
+        raise CheckpointError(f"{path}: folder without encoder.safetensors/.json or last.pt; give an exported "
+                              "encoder (e.g. runs/cpu-demo/encoder) or a training checkpoint (.pt)")
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix("")
+    if path.suffix in TRAINING_SUFFIXES:
+        return path
+    if not Path(f"{path}.safetensors").exists() and not Path(f"{path}.json").exists():
+        if path.exists():
+            raise CheckpointError(f"{path}: unknown kind of file; give an exported encoder without suffix "
+                                  "(runs/x/encoder for encoder.safetensors + encoder.json) or a training "
+                                  "checkpoint (.pt)")
+        raise CheckpointError(f"no encoder at {path} (neither {path}.safetensors nor {path}.json exists); give an "
+                              "exported encoder without suffix (e.g. runs/cpu-demo/encoder) or a training "
+                              "checkpoint (e.g. runs/cpu-demo/last.pt)")
+    return path
+
+
 def load_encoder(path: str | Path, device="cpu"):
-    """Rebuild an exported encoder: returns ``(AnySat in eval mode, meta dict)``."""
+    """Rebuild an encoder: returns ``(AnySat in eval mode, meta dict)``.
+
+    ``path`` is an exported encoder without suffix (``runs/x/encoder`` for ``encoder.safetensors`` +
+    ``encoder.json``) or a training checkpoint (``runs/x/last.pt``, ``step-XXXXXX.pt``), whose EMA
+    target encoder (keys ``target.*``) is preferred over the context encoder (``encoder.*``).
+    ``meta["source"]`` says which weights were loaded; ``model.norm_stats`` holds the
+    normalisation statistics of the training data (``{dataset: {sensor: {mean, std}}}``).
+    """
+    path = resolve_encoder_path(path)
+    if path.suffix in TRAINING_SUFFIXES:
+        model, meta = _encoder_from_training_checkpoint(path)
+    else:
+        model, meta = _encoder_from_export(path)
+    model.norm_stats = meta.get("norm_stats") or {}
+    return model.to(device).eval(), meta
+
+
+def _build_encoder(model_cfg: dict, sensors, where: Path, sensor_facts: dict | None = None):
     from ..config import ModelConfig
     from ..model import AnySat
     from ..sensors import SENSORS, register_sensor
 
-    path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    for name, facts in meta.get("sensor_facts", {}).items():
+    for name, facts in (sensor_facts or {}).items():
         if name not in SENSORS:
             register_sensor(**facts)
-    model = AnySat(ModelConfig(**meta["model"]), sensors=meta["sensors"])
-    model.load_state_dict(load_file(str(path.with_suffix(".safetensors"))), strict=True)
-    return model.to(device).eval(), meta
+    unknown = [s for s in sensors if s not in SENSORS]
+    if unknown:
+        raise CheckpointError(f"{where}: sensor(s) {unknown} are not registered in this session; register them "
+                              "with anysat_lite.register_sensor(...) before loading")
+    fields = {k: v for k, v in model_cfg.items() if k in ModelConfig.__dataclass_fields__}
+    try:
+        return AnySat(ModelConfig(**fields), sensors=sensors)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: the model settings {fields} do not build an encoder ({e})") from None
+
+
+def _load_weights(model, state: dict, where: Path, described_by: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line summary of what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        first = (f"e.g. {shapes[0]!r} {list(state[shapes[0]].shape)} in the file vs {list(own[shapes[0]].shape)}"
+                 if shapes else f"e.g. {(missing or unexpected)[0]!r}")
+        raise CheckpointError(f"{where}: the weights do not fit the model described by {described_by} "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} of another "
+                              f"shape; {first}); use files written together by the same run")
+    model.load_state_dict(state, strict=True)
+
+
+def _encoder_from_export(path: Path):
+    weights, sidecar = Path(f"{path}.safetensors"), Path(f"{path}.json")
+    for f in (sidecar, weights):
+        if not f.exists():
+            other = weights if f is sidecar else sidecar
+            raise CheckpointError(f"{f} not found (beside {other.name}); an exported encoder is the pair "
+                                  f"{path.name}.safetensors + {path.name}.json: copy both")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{sidecar}: not valid JSON ({e}; truncated?); re-export the encoder or copy the "
+                              "file again") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict) or "sensors" not in meta:
+        keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{sidecar}: not an anysat-lite encoder sidecar (expected keys 'model' and "
+                              f"'sensors', got {keys}); give the .json written with the .safetensors")
+    model = _build_encoder(meta["model"], meta["sensors"], sidecar, meta.get("sensor_facts"))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({weights.stat().st_size} bytes; {e}); "
+                              "the file is truncated or corrupt: copy or export it again") from None
+    _load_weights(model, state, weights, sidecar.name)
+    meta = dict(meta)
+    meta.setdefault("source", f"exported encoder {weights}")
+    return model, meta
+
+
+def _encoder_from_training_checkpoint(path: Path):
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict) or not isinstance(ck.get("config"), dict):
+        keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{path}: not an anysat-lite training checkpoint (expected keys 'model', 'config', "
+                              f"'step'..., got {keys}); give a last.pt/step-*.pt of anysat-lite pretrain or an "
+                              "exported encoder")
+    state = ck["model"]
+    for prefix, what in (("target.", "EMA target encoder"), ("encoder.", "context encoder")):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            break
+    else:
+        raise CheckpointError(f"{path}: the checkpoint holds no encoder weights (no 'target.*' or 'encoder.*' keys)")
+    model_cfg = ck["config"].get("model") or {}
+    sensors = ck.get("sensors") or model_cfg.get("sensors")
+    if not sensors:
+        raise CheckpointError(f"{path}: the checkpoint does not say which sensors the encoder has")
+    model = _build_encoder(model_cfg, sensors, path)
+    _load_weights(model, sub, path, f"its own config ({what})")
+    step = ck.get("step")
+    meta = {"model": {**model_cfg, "sensors": list(sensors)}, "sensors": list(sensors),
+            "norm_stats": ck.get("norm_stats") or {}, "config_name": ck["config"].get("name"), "steps": step,
+            "source": f"{what} of {path} (step {step})"}
+    return model, meta

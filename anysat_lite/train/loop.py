@@ -27,9 +27,10 @@ from ..data.datasets import BatchPlanner, build_dataset, collate
 from ..jepa import JEPA, build_mask_sampler, collapse_warnings, momentum_at
 from ..model import compile_blocks
 from ..sensors import SENSORS
-from .checkpoint import export_encoder, load_checkpoint, save_checkpoint
+from .checkpoint import export_encoder, save_checkpoint
 from .distributed import barrier, cleanup, init_distributed
 from .metrics import MetricLog, plot_metrics
+from .rundir import prepare_run_dir
 from .schedules import cosine, lr_at
 
 __all__ = ["pretrain", "build_pretraining_data", "FAULT_ENV"]
@@ -86,7 +87,8 @@ def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     return values
 
 
-def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flops: bool = False) -> dict:
+def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = True, count_flops: bool = False,
+             force: bool = False) -> dict:
     """Run JEPA pretraining as configured; returns a summary dict (also written to ``summary.json``).
 
     Outputs in ``cfg.train.out_dir``: ``config.yaml``, ``last.pt`` and ``step-XXXXXX.pt``
@@ -110,8 +112,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
     if tc.threads and info.device.type == "cpu":
         torch.set_num_threads(tc.threads)
     out = Path(tc.out_dir)
+    # resume: True (<out>/last.pt) or a checkpoint path; force: replace a run in out (see train/rundir.py)
+    ck = prepare_run_dir(out, cfg, resume, force, main=info.main, map_location=info.device)
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     torch.manual_seed(tc.seed + info.rank)
 
@@ -127,8 +130,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, count_flo
 
     start = 0
     last = out / "last.pt"
-    if resume and last.exists():
-        ck = load_checkpoint(last, map_location=info.device)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start = int(ck["step"])

@@ -1,0 +1,175 @@
+"""Run folders: what :func:`~anysat_lite.train.pretrain` may write where, and which checkpoint it resumes.
+
+A run folder (``train.out_dir``) holds one run: ``config.yaml``, ``last.pt``, ``step-XXXXXX.pt``,
+``metrics.csv``/``.jsonl``, ``training_curves.png``, ``encoder.safetensors``/``.json``,
+``summary.json`` and, after probing, ``probe_results.*``.  :func:`prepare_run_dir` runs before
+anything is written and refuses what would lose or mix results:
+
+* a new run into a folder that holds one (continue it with ``resume``, replace it with ``force``,
+  or choose another ``train.out_dir``);
+* ``resume`` without a readable checkpoint (a corrupt ``last.pt`` names the newest intact
+  ``step-*.pt``), or from a checkpoint of another model, data or JEPA setup, or of a run
+  already at ``train.steps`` (:class:`RunFinishedError`).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..config import Config, config_to_dict, validate_config
+from ..errors import UserError
+from .checkpoint import CheckpointError, load_checkpoint
+
+__all__ = ["RunDirError", "RunFinishedError", "RUN_FILES", "run_files", "prepare_run_dir", "newest_intact_checkpoint"]
+
+# Files (glob patterns) a run writes into its folder; ``force`` deletes exactly these.
+RUN_FILES = ("config.yaml", "last.pt", "step-*.pt", "metrics.csv", "metrics.jsonl", "training_curves.png",
+             "encoder.safetensors", "encoder.json", "encoder-online.safetensors", "encoder-online.json", "summary.json", "probe_results.json", "probe_results.md",
+             "probe_results.png", ".*.tmp")
+# Config entries a resumed run may change: they do not change what the checkpoint's weights mean.
+_MAY_CHANGE = re.compile(r"^(train\..*|name|data\.num_workers|data\.cache_dir|data\.datasets\[\d+\]\.path|"
+                         r"jepa\.monitor_every|probe\..*)$")
+
+
+class RunDirError(UserError):
+    """The run folder or the checkpoint to resume cannot be used as asked; the message says what to do."""
+
+
+class RunFinishedError(RunDirError):
+    """``resume`` of a run whose checkpoint is already at ``train.steps``."""
+
+    def __init__(self, message: str, checkpoint: Path, step: int):
+        super().__init__(message)
+        self.checkpoint, self.step = checkpoint, step
+
+
+def run_files(out_dir: str | Path) -> list[Path]:
+    """The files of :data:`RUN_FILES` present in ``out_dir``, sorted by name."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    return sorted({p for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
+
+
+def _step_files(out: Path) -> list[Path]:
+    """``step-XXXXXX.pt`` files, newest step first."""
+    return sorted(out.glob("step-*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0), reverse=True)
+
+
+def newest_intact_checkpoint(out_dir: str | Path, exclude: Path | None = None) -> Path | None:
+    """The ``step-*.pt`` of ``out_dir`` with the highest step that loads (``None`` if there is none)."""
+    for p in _step_files(Path(out_dir)):
+        if exclude is not None and p.resolve() == exclude.resolve():
+            continue
+        try:
+            ck = load_checkpoint(p)
+        except CheckpointError:
+            continue
+        if isinstance(ck, dict) and "model" in ck and "step" in ck:
+            return p
+    return None
+
+
+def _flat(d, prefix: str = "") -> dict:
+    """``{"a": {"b": [1, {"c": 2}]}}`` -> ``{"a.b[0]": 1, "a.b[1].c": 2}``."""
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(d, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flat(v, f"{prefix}[{i}]"))
+        return out | ({prefix: f"<{len(d)} items>"} if prefix else {})
+    return {prefix: list(d) if isinstance(d, tuple) else d}
+
+
+def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dict]:
+    """Load the checkpoint ``resume`` names (``True``: ``<out>/last.pt``) or say which one would work."""
+    path = out / "last.pt" if resume is True else Path(resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.exists():
+        newest = newest_intact_checkpoint(path.parent) if path.parent.is_dir() else None
+        hint = f"resume from {newest} (--resume {newest})" if newest else \
+            "start the run without --resume (resume=False)"
+        raise RunDirError(f"nothing to resume: {path} does not exist; {hint}")
+    try:
+        ck = load_checkpoint(path, map_location=map_location)
+    except CheckpointError as e:
+        newest = newest_intact_checkpoint(path.parent, exclude=path)
+        hint = (f"resume from the newest intact checkpoint: --resume {newest}" if newest else
+                f"no intact step-*.pt in {path.parent}: start again with --force (force=True) or in a new folder")
+        raise RunDirError(f"{e.problem}; {hint}") from None
+    if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= set(ck):
+        keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        raise RunDirError(f"{path}: not a training checkpoint (expected model, optimizer, step, rng; got {keys}); "
+                          "resume from a last.pt or step-*.pt written by anysat-lite pretrain")
+    return path, ck
+
+
+def _check_same_run(path: Path, ck: dict, cfg: Config) -> None:
+    saved = ck.get("config")
+    if isinstance(saved, dict):
+        old, new = _flat(saved), _flat(config_to_dict(cfg))
+        order = {"model": 0, "data": 1, "jepa": 2}
+        diffs = sorted((k for k in set(old) | set(new) if not _MAY_CHANGE.match(k) and old.get(k) != new.get(k)),
+                       key=lambda k: (order.get(k.split(".")[0], 3), k))
+        if diffs:
+            k = diffs[0]
+            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise RunDirError(f"{path} was trained with {k}={old.get(k)!r}, the config now says {new.get(k)!r}{more}; "
+                              f"resume with the run's own config (--config {path.parent / 'config.yaml'}, or leave "
+                              "--config out) or start a new run in another folder")
+    step = int(ck["step"])
+    if step > cfg.train.steps:
+        raise RunDirError(f"{path} is at step {step}, beyond train.steps={cfg.train.steps}; "
+                          f"set train.steps >= {step} to continue it")
+    if step == cfg.train.steps:
+        raise RunFinishedError(f"{path} is at step {step} = train.steps: the run is finished; "
+                               f"raise train.steps (e.g. --set train.steps={2 * step}) to train it longer",
+                               path, step)
+
+
+def prepare_run_dir(out_dir: str | Path, cfg: Config, resume: bool | str | Path = False, force: bool = False,
+                    main: bool = True, map_location="cpu") -> dict | None:
+    """Check the run folder and the checkpoint to resume before anything is written; return that checkpoint.
+
+    Args:
+        out_dir: the run folder (``train.out_dir``).
+        cfg: the run's config (validated here too).
+        resume: ``False`` (new run), ``True`` (continue from ``<out_dir>/last.pt``) or the path of a
+            checkpoint to continue from (e.g. an intact ``step-*.pt`` when ``last.pt`` is corrupt).
+        force: start a new run in a folder holding one, deleting that run's files (:data:`RUN_FILES`).
+        main: the process that writes (rank 0); the others only load the checkpoint.
+    Returns:
+        The loaded checkpoint dict to continue from, or ``None`` for a new run.
+    Raises:
+        RunDirError (:class:`RunFinishedError` when the checkpoint is already at ``train.steps``).
+    """
+    validate_config(cfg)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"train.out_dir {out} is a file, not a folder; choose a folder (--set train.out_dir=...)")
+    if resume is not False and resume is not None and force:
+        raise RunDirError("--resume and --force exclude each other: --resume continues the run in "
+                          f"{out}, --force deletes it and starts again")
+    if resume:
+        path, ck = _resume_checkpoint(out, resume, map_location)
+        if main and path.parent.resolve() != out.resolve() and run_files(out):
+            raise RunDirError(f"{out} already holds another run; resume {path} into its own folder "
+                              f"(--set train.out_dir={path.parent}) or into a new one")
+        _check_same_run(path, ck, cfg)
+        return ck
+    if main:
+        existing = run_files(out)
+        if existing and not force:
+            names = ", ".join(p.name for p in existing[:4]) + (", ..." if len(existing) > 4 else "")
+            raise RunDirError(f"{out} already holds a run ({names}); continue it with --resume (resume=True), "
+                              "replace it with --force (force=True), or choose a new folder "
+                              "(--set train.out_dir=runs/NEW)")
+        for p in existing:
+            p.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+    return None

@@ -1,0 +1,96 @@
+"""Config parsing and validation: every mistyped or out-of-range value is refused up front, in one line."""
+import pytest
+
+from anysat_lite.config import (PRESETS, Config, ConfigError, TrainConfig, UnknownKeyError, apply_overrides,
+                                get_config, load_config, validate_config)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.steps=abc", r"^config train.steps: expected an integer, got 'abc'; e.g. --set train.steps=300$"),
+    ("train.lr=fast", r"^config train.lr: expected a number, got 'fast'; e.g. --set train.lr=0.0001$"),
+    ("train.batch_size=-4",
+     r"^config train.batch_size: expected an integer >= 1, got -4; e.g. --set train.batch_size=16$"),
+    ("train.ckpt_every=0", r"^config train.ckpt_every: expected an integer >= 1, got 0"),
+    ("train.steps=0", r"^config train.steps: expected an integer >= 1, got 0"),
+    ("train.steps=2.5", r"train.steps: expected an integer, got 2.5"),
+    ("train.lr=-1e-4", r"train.lr: expected a number > 0, got -0.0001"),
+    ("train.lr=nan", r"train.lr: expected a number > 0, got nan"),
+    ("train.amp=fp8", r"train.amp: expected one of none, bf16, fp16, got 'fp8'; e.g. --set train.amp=none"),
+    ("train.device=gpu", r"train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("train.compile=1", r"train.compile: expected a boolean \(true/false\), got 1"),
+    ("train.threads=0", r"train.threads: expected null or >= 1, got 0"),
+    ("model.num_heads=5",
+     r"model.num_heads: expected a divisor of model.embed_dim=64, got 5; e.g. --set model.num_heads=4"),
+    ("model.embed_dim=100", r"model.embed_dim: expected a positive multiple of 32"),
+    ("jepa.predictor_heads=3", r"jepa.predictor_heads: expected a divisor of model.embed_dim=64, got 3"),
+    ("jepa.target_scale=[0.9, 0.1]", r"jepa.target_scale: expected \[low, high\] with low <= high"),
+    ("jepa.ema=[0.9]", r"jepa.ema: expected a pair \[a number, a number\], got \[0.9\]"),
+    ("jepa.mask=blocks", r"jepa.mask: expected one of multiblock, random, block, got 'blocks'"),
+    ("probe.patch_sizes=[15]", r"probe.patch_sizes: expected non-empty, each a positive multiple of 10"),
+    ("probe.modality_sets=[[all], s2]", r"probe.modality_sets\[1\]: expected a list of texts, got 's2'"),
+    ("data.datasets=[{name: synthetic, sensors: [s2x]}]", r"data.datasets\[0\].sensors: expected null \(all\) or "
+                                                          r"registered sensor names"),
+    ("data.datasets=[{name: synthetic, weight: 0}]", r"data.datasets\[0\].weight: expected a number > 0, got 0.0"),
+    ("data.datasets=[{name: treesatai}]", r"data.datasets\[0\].path: dataset treesatai needs the folder"),
+    ("data.datasets=[]", r"data.datasets: expected at least one dataset, got \[\]"),
+    ("data.datasets=[{name: synthetic", r"^--set data.datasets=\[\{name: synthetic: not valid YAML \(expected ',' or "
+                                        r"'\}', but got '<stream end>' \(line 1, column 18\)\); quote the whole"),
+    ("data.datasets[0].sensors=[s2]", r"indexing into a list is not supported; give the whole list, e.g. --set "
+                                      r"\"data.datasets=\[\{name: synthetic, sensors: \[s2\]\}\]\""),
+    ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
+    ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
+    ("model=3", r"expected section.key=value"),
+])
+def test_bad_overrides_are_refused_in_one_line(override, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        get_config("cpu-demo", [override])
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_keys_suggest_the_close_one():
+    with pytest.raises(UnknownKeyError, match=r"unknown config key\(s\) \['stepz'\] in train .*did you mean "
+                                              r"train.steps\?") as e:
+        get_config("cpu-demo", ["train.stepz=3"])
+    assert isinstance(e.value, KeyError) and not str(e.value).startswith("'")      # still a KeyError, readable
+    with pytest.raises(UnknownKeyError, match=r"\['trian'\] in --set; did you mean train\?"):
+        get_config("cpu-demo", ["trian.steps=3"])
+
+
+def test_the_help_example_and_harmless_conversions_are_accepted():
+    cfg = get_config("cpu-demo", ["data.datasets=[{name: synthetic, sensors: [s2]}]", "train.lr=1e-4",
+                                  "train.steps=1e3", "model.mlp_ratio=4", "train.threads=null",
+                                  "jepa.target_scale=[1e-1, 0.5]"])
+    assert cfg.data.datasets[0].sensors == ["s2"] and cfg.data.datasets[0].patch_sizes == [10, 20, 30]
+    assert cfg.train.lr == 1e-4 and cfg.train.steps == 1000 and isinstance(cfg.train.steps, int)
+    assert cfg.model.mlp_ratio == 4.0 and isinstance(cfg.model.mlp_ratio, float) and cfg.train.threads is None
+    assert cfg.jepa.target_scale == (0.1, 0.5)
+
+
+def test_every_preset_is_valid():
+    for name in PRESETS:
+        assert validate_config(get_config(name)).name == name
+
+
+def test_programmatic_configs_are_validated_too():
+    with pytest.raises(ConfigError, match=r"train.steps: expected an integer >= 1, got 0"):
+        validate_config(Config(train=TrainConfig(steps=0)))
+    assert apply_overrides(Config(), []) == Config()
+
+
+def test_yaml_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: [1, 2\n  lr: 3\n")
+    with pytest.raises(ConfigError, match=r"^config file .*bad.yaml: not valid YAML \(.*line \d+, column \d+\)") as e:
+        load_config(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"config file .*none.yaml not found; give an existing YAML file or a preset"):
+        load_config(tmp_path / "none.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"expected a mapping of sections"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "steps.yaml").write_text("preset: tiny\ntrain:\n  steps: 0\n")
+    with pytest.raises(ConfigError, match=r"steps.yaml: config train.steps: expected an integer >= 1, got 0"):
+        load_config(tmp_path / "steps.yaml")
+    (tmp_path / "preset.yaml").write_text("preset: huge\n")
+    with pytest.raises(ConfigError, match=r"unknown preset 'huge'; choose one of cpu-demo"):
+        load_config(tmp_path / "preset.yaml")
