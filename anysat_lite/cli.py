@@ -106,22 +106,22 @@ def cmd_probe(args) -> int:
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
     cfg = _config(args)
-    from .probe import format_table, run_probe
+    from .demo import replace_readme_block, results_block, run_demo
+    from .probe import format_table
     from .probe.run import gain_summary
-    from .train import pretrain
-    from .train.rundir import RunFinishedError
 
     out = Path(cfg.train.out_dir)
-    try:
-        summary = pretrain(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
-        print(f"pretraining: {summary['steps'] - summary['start_step']} steps in {summary['seconds']:.0f} s, "
-              f"JEPA loss {summary['first_jepa_loss']:.4f} -> {summary['final']['jepa_loss']:.4f}")
-    except RunFinishedError as e:
-        print(f"pretraining: {e.checkpoint} is already at step {e.step} = train.steps; probing its encoder")
-    checkpoint = out / "encoder" if (out / "encoder.safetensors").exists() else out / "last.pt"
-    report = run_probe(cfg, checkpoint=checkpoint, out_dir=out, progress=not args.quiet)
+    summary, report = run_demo(cfg, resume=args.resume, force=args.force, progress=not args.quiet)
+    if summary.get("seconds") is not None:
+        print(f"pretraining: {summary['steps'] - summary['start_step']} steps in {summary['seconds']:.0f} s; "
+              f"probes: {report['seconds']:.0f} s")
     print("\n" + format_table(report))
     print("\n" + "\n".join(gain_summary(report)))
+    block = results_block(summary, report)
+    print("\n" + block)
+    if args.update_readme:
+        changed = replace_readme_block(args.update_readme, block)
+        print(f"\n{args.update_readme}: demo results {'updated' if changed else 'already up to date'}")
     print(f"\nfigures: {out}/training_curves.png, {out}/probe_results.png; tables: {out}/probe_results.md")
     return 0
 
@@ -190,7 +190,10 @@ def cmd_info(args) -> int:
     print("sensors:")
     for s in SENSORS.values():
         print(f"  {s.name:13s} {s.kind:6s} {s.gsd:7g} m  {s.n_bands:2d} bands  sub-patch {s.subpatch_m:g} m  {s.description}")
+    from .data.registry import dataset_names
+
     print("presets:", ", ".join(PRESETS))
+    print("datasets:", ", ".join(["synthetic", *dataset_names()]))
     return 0
 
 
@@ -205,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pretrain (cpu-demo by default) then probe; prints the results table")
     _add_config_args(d)
     _add_run_args(d)
+    d.add_argument("--update-readme", metavar="README", nargs="?", const="README.md",
+                   help="write the results block between the demo-results markers of README (default README.md)")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("pretrain", parents=[common], help="JEPA pretraining (works under torchrun)")

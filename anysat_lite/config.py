@@ -116,6 +116,7 @@ class JEPAConfig:
     contrastive_weight: float = 1.0
     contrastive_tau: float = 0.1
     single_sensor_views: bool = True               # one time series: MIL-NCE between two draws of its dates
+    center_targets: bool = False                   # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
     warn_std: float = 0.1                          # collapse warnings: target std per dimension below,
     warn_erank: float = 3.0                        # effective rank (RankMe) below,

@@ -23,13 +23,24 @@ _ROWS = (("all", "linear", "OA"), ("all", "kNN", "OA"), ("all", "multi-label", "
          ("aerial", "linear", "OA"), ("aerial", "kNN", "OA"), ("all", "segmentation", "mIoU"))
 
 
-def run_demo(cfg: Config, resume: bool = False, progress: bool = True) -> tuple[dict, dict]:
-    """Pretrain ``cfg`` then probe its exported encoders; returns ``(training summary, probe report)``."""
+def run_demo(cfg: Config, resume: bool | str | Path = False, force: bool = False,
+             progress: bool = True) -> tuple[dict, dict]:
+    """Pretrain ``cfg`` then probe its exported encoders; returns ``(training summary, probe report)``.
+
+    Resuming a finished run skips straight to the probes (its ``summary.json`` is reused).
+    """
+    import json
+
     from .probe import run_probe
     from .train import pretrain
+    from .train.rundir import RunFinishedError
 
-    summary = pretrain(cfg, resume=resume, progress=progress)
     out = Path(cfg.train.out_dir)
+    try:
+        summary = pretrain(cfg, resume=resume, progress=progress, force=force)
+    except RunFinishedError as e:
+        print(f"pretraining: {e.checkpoint} is already at step {e.step} = train.steps; probing its encoders")
+        summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     report = run_probe(cfg, checkpoint=out / "encoder", out_dir=out, progress=progress)
     return summary, report
 

@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -21,3 +22,25 @@ def test_readme_quickstart_matches_ci():
     test_cmd = 'pip install torch==2.13.0 -e ".[test]" && python -m pytest -q'
     assert test_cmd in text and test_cmd in ci
     assert "pip install torch==2.13.0 -e . && anysat-lite demo" in text
+
+
+def test_readme_demo_results_block_is_present_and_well_formed():
+    from anysat_lite.demo import readme_block
+
+    block = readme_block((ROOT / "README.md").read_text())
+    assert block is not None, "README lost its demo-results markers"
+    assert block.startswith("| modalities (P = 20 m) | probe | metric | pretrained") and "bootstrap" in block
+
+
+@pytest.mark.slow
+def test_readme_demo_results_are_what_the_demo_prints(tmp_path):
+    """The demo is deterministic: its results block must be the README's, digit for digit.
+
+    Regenerate with ``anysat-lite demo --force --update-readme`` after a change that moves the numbers.
+    """
+    from anysat_lite.config import get_config
+    from anysat_lite.demo import readme_block, results_block, run_demo
+
+    cfg = get_config("cpu-demo", [f"train.out_dir={tmp_path / 'run'}"])
+    summary, report = run_demo(cfg, progress=False)
+    assert results_block(summary, report) == readme_block((ROOT / "README.md").read_text())

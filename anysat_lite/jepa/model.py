@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,7 +26,17 @@ from .masks import Masks, drop_dates, modality_mask
 from .monitors import collapse_monitors
 from .predictor import Predictor, gather_tokens
 
-__all__ = ["JEPA"]
+__all__ = ["JEPA", "batch_mean_token"]
+
+
+def batch_mean_token(h: Tensor) -> Tensor:
+    """``h [B, N, D]`` -> ``[1, 1, D]``: the mean token of the (global, under DDP) batch."""
+    mean = h.mean(dim=(0, 1), keepdim=True)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        mean = mean.clone()
+        dist.all_reduce(mean)
+        mean /= dist.get_world_size()
+    return mean
 
 
 class JEPA(nn.Module):
@@ -83,7 +94,10 @@ class JEPA(nn.Module):
             full = self.target_embeddings(sample, patch_size, encoder=self.encoder)
         else:
             raise ValueError(f"jepa.target must be 'ema' or 'online', got {jc.target!r}")
-        h = F.layer_norm(full[:, 1:].float(), (full.shape[-1],))
+        h = full[:, 1:].float()
+        if jc.center_targets:
+            h = h - batch_mean_token(h)
+        h = F.layer_norm(h, (full.shape[-1],))
         targets = torch.stack([gather_tokens(h, t) for t in masks.targets])          # [n_t, B, Kt, D]
 
         # Context: fewer dates, the context block, some modalities replaced by a mask token.

@@ -26,7 +26,7 @@ def train_linear(x: Tensor, y: Tensor, num_classes: int, multilabel: bool = Fals
     """Fit a :class:`LinearProbe` on ``x [N, F]``, ``y [N]`` (class ids) or ``[N, K]`` (multi-label)."""
     torch.manual_seed(seed)
     x = x.float()
-    probe = LinearProbe(x.mean(0), x.std(0).clamp_min(1e-6), num_classes)
+    probe = LinearProbe(x.mean(0), x.std(0, correction=0).clamp_min(1e-6), num_classes)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(epochs):
         logits = probe(x)

@@ -25,7 +25,7 @@ def train_segmentation_probe(feats: Tensor, labels: Tensor, num_classes: int, ep
                              batch_size: int = 64, seed: int = 0) -> LinearProbe:
     torch.manual_seed(seed)
     flat = feats.reshape(-1, feats.shape[-1]).float()
-    probe = LinearProbe(flat.mean(0), flat.std(0).clamp_min(1e-6), num_classes)
+    probe = LinearProbe(flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6), num_classes)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
     n = feats.shape[0]
     for _ in range(epochs):
