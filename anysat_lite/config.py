@@ -70,7 +70,7 @@ class DatasetSpec:
     name: str = "synthetic"       # "synthetic" (embedded world) or "treesatai" (TreeSatAI-TS folder)
     path: str | None = None        # folder for file-backed datasets
     weight: float = 1.0            # sampling weight of this dataset's batches
-    patch_sizes: list[int] = field(default_factory=lambda: [10, 20, 30])  # metres, one per batch
+    patch_sizes: list[int] = field(default_factory=lambda: [10, 20])  # metres, one per batch
     sensors: list[str] | None = None  # subset of the dataset's sensors (None = all)
 
 

@@ -60,7 +60,7 @@ def test_the_help_example_and_harmless_conversions_are_accepted():
     cfg = get_config("cpu-demo", ["data.datasets=[{name: synthetic, sensors: [s2]}]", "train.lr=1e-4",
                                   "train.steps=1e3", "model.mlp_ratio=4", "train.threads=null",
                                   "jepa.target_scale=[1e-1, 0.5]"])
-    assert cfg.data.datasets[0].sensors == ["s2"] and cfg.data.datasets[0].patch_sizes == [10, 20, 30]
+    assert cfg.data.datasets[0].sensors == ["s2"] and cfg.data.datasets[0].patch_sizes == [10, 20]
     assert cfg.train.lr == 1e-4 and cfg.train.steps == 1000 and isinstance(cfg.train.steps, int)
     assert cfg.model.mlp_ratio == 4.0 and isinstance(cfg.model.mlp_ratio, float) and cfg.train.threads is None
     assert cfg.jepa.target_scale == (0.1, 0.5)

@@ -126,6 +126,6 @@ class JEPA(nn.Module):
         else:
             out["contrastive_loss"] = torch.zeros((), device=pred.device)
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]
-        if monitor:
-            out.update(collapse_monitors(h, full[:, 0]))
+        if monitor:  # on the layer-normed targets before any centring, comparable between settings
+            out.update(collapse_monitors(F.layer_norm(full[:, 1:].float(), (full.shape[-1],)), full[:, 0]))
         return out
