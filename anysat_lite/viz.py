@@ -379,10 +379,10 @@ def plot_pipeline(trace, ax=None):
     M = len(sensors)
     rows = max(M, 4)
     if ax is None:
-        _, ax = plt.subplots(figsize=(15, 1.25 * rows + 1.4))
+        _, ax = plt.subplots(figsize=(15, 1.15 * rows + 1.2))
     height = rows * 10.0
-    ax.set_xlim(0, 150)
-    ax.set_ylim(-6, height + 4)
+    ax.set_xlim(0, 152)
+    ax.set_ylim(-1, height + 1)
     ax.axis("off")
 
     def box(x, y, w, h, text, colour):
@@ -414,14 +414,14 @@ def plot_pipeline(trace, ax=None):
     arrow(107, mid, 116, mid, _shape(trace.joint.shape))
     box(116.5, mid, 9.5, 7, "fusion\n(cross-\nattention)", "#e8e0f4")
     ax.text(99, mid - 6.5, f"in: {_shape(trace.patch_tokens.shape)}", ha="center", va="top", fontsize=7)
-    outs = [("tile", "cls token"), ("patch", f"{h}x{w} patches"), ("all", "cls + patches"),
+    outs = [("tile", "the cls token"), ("patch", f"{h} x {w} patches"), ("all", "cls + patches"),
             ("dense", f"sub-patches of {trace.dense_sensor}")]
     oy = [mid + 1.5 * 9 - i * 9 for i in range(4)]
     ax.text(121, mid + 5, _shape(trace.fused.shape), ha="center", va="bottom", fontsize=7)
     for (mode, what), y in zip(outs, oy):
         arrow(127.5, mid, 134, y)
         shape = trace.outputs.get(mode)
-        box(134.5, y, 14, 6, f"'{mode}': {what}\n{_shape(shape) if shape else ''}", "#dff2e1")
+        box(134.5, y, 16, 7.5, f"'{mode}'\n{what}\n{_shape(shape) if shape else ''}", "#dff2e1")
     ax.set_title(f"AnySat, one forward pass with P = {trace.patch_size} m (batch B = {trace.fused.shape[0]}, "
                  f"width D = {D}, patch grid {h} x {w})")
     return ax
