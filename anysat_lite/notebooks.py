@@ -119,7 +119,8 @@ def report_run_time() -> None:
 # --- Colab links ------------------------------------------------------------------------------------------------
 
 def github_slug(repo: str) -> str:
-    """``https://github.com/OWNER/REPO(.git)``, ``git@github.com:OWNER/REPO.git`` or ``OWNER/REPO`` -> ``OWNER/REPO``."""
+    """``https://github.com/OWNER/REPO(.git)``, ``git@github.com:OWNER/REPO.git`` or ``OWNER/REPO``
+    -> ``OWNER/REPO``."""
     text = repo.strip().rstrip("/")
     m = re.fullmatch(r"(?:https?://(?:www\.)?github\.com/|git@github\.com:)?([\w.-]+)/([\w.-]+?)(?:\.git)?", text)
     if not m:
@@ -163,34 +164,45 @@ def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOT
     return links
 
 
+def _own_parameters(source: str) -> str:
+    """The notebook's own lines of a parameters cell: everything but the shared block (or, in an older cell,
+    its header comment and its SMOKE / DEVICE / REPO lines)."""
+    if source.startswith(PARAMETERS):
+        return source[len(PARAMETERS):].strip("\n")
+    keep = [line for line in source.splitlines()
+            if not re.match(r"\s*#\s*Parameters\b", line) and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)]
+    return "\n".join(keep).strip("\n")
+
+
+def _old_setup(cell) -> bool:
+    """A set-up cell of the earlier convention (its own install code, or the SMOKE environment check)."""
+    src = cell.source
+    installs = 'find_spec("anysat_lite")' in src and "git" in src
+    return cell.cell_type == "code" and src != SETUP and (installs or "SMOKE = SMOKE or os.environ" in src)
+
+
 def apply_standard_cells(path: str | Path) -> None:
     """Give a notebook the shared cells: the ``colab`` cell after the title, the parameters cell (keeping the
-    notebook's own parameters after :data:`PARAMETERS`) and the setup cell right after it."""
+    notebook's own parameters after :data:`PARAMETERS`) and the setup cell right after it.  Set-up cells of
+    the earlier convention (their own install code, the SMOKE environment check) are removed."""
     import nbformat
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if not _old_setup(c)]
     params = _tagged(nb, "parameters")
-    extra = ""
-    if params:
-        old = params[0].source
-        own = old[len(PARAMETERS):] if old.startswith(PARAMETERS) else ""
-        extra = own.strip("\n")
-        idx = nb.cells.index(params[0])
-    else:
-        idx = 2
+    extra = _own_parameters(params[0].source) if params else ""
     if not _tagged(nb, "colab"):
         nb.cells.insert(1, nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}))
-        idx += 1
     source = PARAMETERS + ("\n\n" + extra if extra else "")
     if params:
         params[0].source = source
+        idx = nb.cells.index(params[0])
     else:
+        idx = 3 if len(nb.cells) > 2 and nb.cells[2].cell_type == "markdown" else 2
         nb.cells.insert(idx, nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]}))
-    after = nb.cells[idx + 1] if idx + 1 < len(nb.cells) else None
-    if after is not None and after.cell_type == "code" and "notebooks import setup" in after.source:
-        after.source = SETUP
-    else:
+    nb.cells = [c for i, c in enumerate(nb.cells) if c.source != SETUP or i == idx + 1]
+    if idx + 1 >= len(nb.cells) or nb.cells[idx + 1].source != SETUP:
         nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(SETUP))
     nbformat.write(nb, path)
 

@@ -148,7 +148,8 @@ def show_sample(sample: dict, b: int = 0, sensors: Sequence[str] | None = None, 
 
 # --- tokenization -------------------------------------------------------------------------------------------------
 
-def token_table(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float, order: str = "geometric") -> list[dict]:
+def token_table(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float,
+                order: str = "geometric") -> list[dict]:
     """Sub-patches per patch and tokens per tile for each sensor and patch size."""
     from .model.tokenizer import subpatch_layout
 

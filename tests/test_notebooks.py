@@ -100,12 +100,14 @@ def _complete_notebook(words: int, solution_output: str):
              nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
              nbformat.v4.new_code_cell(SETUP),
              nbformat.v4.new_code_cell("plot()", outputs=[image]),
-             nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises\n\n### Exercise 1\n\nOne.\n\n### Exercise 2\n\nTwo.")]
+             nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises\n\n### Exercise 1\n\nOne.\n\n"
+                                           "### Exercise 2\n\nTwo.")]
     for n in (1, 2):
         cells.append(nbformat.v4.new_code_cell(f"# Solution {n}\n# NBVAL_CHECK_OUTPUT\nprint(42)", outputs=[
             nbformat.v4.new_output("stream", name="stdout", text=solution_output)]))
+    timing = nbformat.v4.new_output("stream", name="stdout", text="this run: 1 s")
     cells.append(nbformat.v4.new_code_cell("from anysat_lite.notebooks import report_run_time\nreport_run_time()",
-                                           outputs=[nbformat.v4.new_output("stream", name="stdout", text="this run: 1 s")]))
+                                           outputs=[timing]))
     for i, c in enumerate(cells):
         if c.cell_type == "code":
             c.execution_count = i
@@ -128,7 +130,8 @@ def test_check_structure_accepts_a_complete_notebook_and_counts_words(tmp_path):
 
 def test_github_addresses_and_colab_urls():
     for form in ("https://github.com/someone/anysat_lite", "https://github.com/someone/anysat_lite.git",
-                 "git@github.com:someone/anysat_lite.git", "someone/anysat_lite", "https://github.com/someone/anysat_lite/"):
+                 "git@github.com:someone/anysat_lite.git", "someone/anysat_lite",
+                 "https://github.com/someone/anysat_lite/"):
         assert github_slug(form) == "someone/anysat_lite"
     with pytest.raises(ValueError, match="GitHub"):
         github_slug("https://gitlab.com/someone/anysat_lite")
@@ -150,18 +153,26 @@ def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
 
 
 def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):
+    old_install = ('import importlib.util, os, subprocess, sys\nif importlib.util.find_spec("anysat_lite") is None:\n'
+                   '    subprocess.run(["git", "clone", REPO_URL, "x"], check=True)')
+    old_mode = 'import os\nSMOKE = SMOKE or os.environ.get("ANYSAT_LITE_SMOKE") == "1"'
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 98 · Old"),
-                nbformat.v4.new_code_cell(PARAMETERS + "\n\nSTEPS = 3", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(old_install),
+                nbformat.v4.new_code_cell("# Parameters: papermill\nSMOKE = False\nSTEPS = 3  # steps",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(old_mode),
                 nbformat.v4.new_code_cell("print(STEPS)")]
     path = tmp_path / "98_old.ipynb"
     nbformat.write(nb, path)
     apply_standard_cells(path)
+    once = nbformat.read(path, as_version=4)
     apply_standard_cells(path)                                   # idempotent
     cells = nbformat.read(path, as_version=4).cells
+    assert [c.source for c in cells] == [c.source for c in once.cells]
     assert [c.metadata.get("tags", []) for c in cells[:3]] == [[], ["colab"], ["parameters"]]
-    assert cells[2].source == PARAMETERS + "\n\nSTEPS = 3" and cells[3].source == SETUP
-    assert cells[4].source == "print(STEPS)" and len(cells) == 5
+    assert cells[2].source == PARAMETERS + "\n\nSTEPS = 3  # steps" and cells[3].source == SETUP
+    assert [c.source for c in cells[4:]] == ["print(STEPS)"]
 
 
 def test_setup_cell_explains_what_to_do_when_the_package_is_missing(tmp_path):

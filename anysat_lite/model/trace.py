@@ -4,7 +4,8 @@
 what the stages hand each other (nothing is recomputed beside the model)::
 
     sensor inputs ──projectors──▶ sub-patch maps ──grouped into patches──▶ sub-patch transformer
-        ──▶ one token per patch and sensor ──+ positions──▶ joint transformer ──▶ fusion ──▶ outputs
+        ──▶ one token per patch and sensor ──+ positions──▶ joint transformer ──▶ fusion
+        ──▶ outputs
 
 ``anysat_lite.viz.plot_pipeline`` draws it with the shape at every arrow.
 """
