@@ -177,8 +177,25 @@ def cmd_embed(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
-    from .notebooks import run_notebooks
+    from .notebooks import apply_standard_cells, check_structure, insert_colab_links, list_notebooks, run_notebooks
 
+    chosen = [p for p in list_notebooks() if not args.only or any(p.name.startswith(o) for o in args.only)]
+    if args.standard_cells:
+        for path in chosen:
+            apply_standard_cells(path)
+            print(f"standard cells: {path.name}")
+    if args.colab_links:
+        for name, url in insert_colab_links(args.colab_links, args.branch).items():
+            print(f"[{name}]({url})")
+    if args.check:
+        bad = 0
+        for path in chosen:
+            problems = check_structure(path)
+            bad += bool(problems)
+            print(f"{'ok  ' if not problems else 'FAIL'}  {path.name}" + "".join(f"\n      - {p}" for p in problems))
+        return 1 if bad else 0
+    if args.colab_links or args.standard_cells:
+        return 0
     failures = run_notebooks(args.out, smoke=not args.full, only=args.only, store=args.store)
     return 1 if failures else 0
 
@@ -249,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
+    n.add_argument("--check", action="store_true",
+                   help="list what each notebook lacks of the shared structure (learning goals, exercises...)")
+    n.add_argument("--colab-links", metavar="GITHUB_REPO",
+                   help="put 'Open in Colab' badges for https://github.com/OWNER/REPO into the notebooks (and that "
+                        "address into their REPO parameter), and print the links")
+    n.add_argument("--branch", default="main", help="branch of the Colab links (default main)")
+    n.add_argument("--standard-cells", action="store_true",
+                   help="(re)write the shared colab, parameters and setup cells of the notebooks")
     n.set_defaults(func=cmd_notebooks)
 
     i = sub.add_parser("info", parents=[common], help="registered sensors and presets")

@@ -1,19 +1,285 @@
-"""Run the numbered notebooks with papermill (``anysat-lite notebooks``), in smoke or full mode."""
+"""The numbered notebooks: their shared cells, their set-up, Colab links, structure checks, and running them.
+
+Every notebook ``notebooks/NN_*.ipynb`` follows one convention (:func:`check_structure` tests it):
+
+* a title cell, then a markdown cell tagged ``colab`` (the "Open in Colab" badge, or how to make it),
+  then the **Learning goals**, prerequisites, run times and paper sections;
+* the **parameters** cell (tagged ``parameters``; papermill overrides it) that starts with
+  :data:`PARAMETERS` and may add the notebook's own parameters below;
+* the **setup** cell :data:`SETUP`: installs the package when the kernel lacks it (Colab) from the
+  one repository setting ``REPO`` / ``ANYSAT_LITE_REPO``, then :func:`setup` fixes the mode
+  (``SMOKE``), the device (``DEVICE``: the GPU when there is one) and the seeds;
+* the lessons, each concept in prose (and LaTeX) next to the code that computes it;
+* a **Summary** and **Exercises** (``### Exercise N``), each with a solution cell that starts with
+  ``# Solution N`` and ``# NBVAL_CHECK_OUTPUT`` and prints what proves it right; the last cell prints
+  the run time (:func:`report_run_time`).
+
+``anysat-lite notebooks`` runs them with papermill (``--full`` for the full mode, ``--store`` to keep the
+outputs), ``--check`` lists what a notebook lacks, ``--colab-links https://github.com/OWNER/REPO``
+puts the Colab badges and the default ``REPO`` into every notebook and prints the links.
+"""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
-__all__ = ["NOTEBOOK_DIR", "list_notebooks", "run_notebooks", "tidy_outputs", "SMOKE_ENV"]
+__all__ = ["NOTEBOOK_DIR", "SMOKE_ENV", "REPO_ENV", "PARAMETERS", "SETUP", "COLAB_PLACEHOLDER", "list_notebooks",
+           "setup", "report_run_time", "github_slug", "colab_url", "colab_links", "insert_colab_links",
+           "apply_standard_cells", "markdown_words", "check_structure", "run_notebooks", "tidy_outputs"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 SMOKE_ENV = "ANYSAT_LITE_SMOKE"  # "1": notebooks run their smoke variant (what CI and nbval use)
+REPO_ENV = "ANYSAT_LITE_REPO"    # where the setup cell installs anysat_lite from when the kernel lacks it
+MIN_WORDS = 800                  # words of markdown explanation every notebook has at least
+MIN_EXERCISES = 2
+
+PARAMETERS = '''\
+# Parameters (papermill: -p NAME VALUE, or edit them here)
+SMOKE = False   # True, or the environment variable ANYSAT_LITE_SMOKE set to 1: the tiny sizes CI runs
+DEVICE = ""     # empty: the GPU when there is one, else the CPU; or "cpu", "cuda", "cuda:1", "mps"
+REPO = ""       # only where anysat_lite is not installed (Colab): git URL or folder of the repository to
+                # install it from; empty: the environment variable ANYSAT_LITE_REPO'''
+# (papermill reads a parameter line with exactly one "=": keep "=" out of the comments.)
+
+SETUP = '''\
+# Setup: install anysat_lite if this kernel lacks it (Colab), then fix the mode, the device and the seeds.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("anysat_lite") is None:
+    REPO = REPO or os.environ.get("ANYSAT_LITE_REPO", "")
+    if not REPO:
+        print("anysat_lite is not installed in this kernel, and no repository is set to install it from. On Colab, "
+              "write the address of the anysat_lite repository you use (your fork or the project's, in the form "
+              "https://github.com/<owner>/<repo>) into REPO in the Parameters cell above, or run "
+              "%env ANYSAT_LITE_REPO=https://github.com/<owner>/<repo> in a new cell, then run this cell again: it "
+              "clones the repository and installs it with pip (about a minute). On your own machine, run "
+              "pip install -e \\".[notebooks]\\" in your clone instead and restart the kernel.")
+        raise RuntimeError("anysat_lite is not installed: set REPO (see the paragraph above)")
+    if not os.path.isdir(REPO):
+        if not os.path.isdir("anysat_lite_repo"):
+            subprocess.run(["git", "clone", "--depth", "1", REPO, "anysat_lite_repo"], check=True)
+        REPO = "anysat_lite_repo"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO], check=True)
+    sys.path.insert(0, os.path.abspath(REPO))
+from anysat_lite.notebooks import setup
+SMOKE, DEVICE = setup(SMOKE, DEVICE)'''
+
+COLAB_PLACEHOLDER = (
+    "**Open in Colab:** no link yet, because this copy does not know where it is published. Run "
+    "`anysat-lite notebooks --colab-links https://github.com/OWNER/REPO` once in your clone (with your "
+    "repository's address): it puts the badge here and the same address into `REPO`, which the setup cell "
+    "installs the package from on Colab.")
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+_START: dict = {}
 
 
 def list_notebooks(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
+
+# --- inside a notebook ------------------------------------------------------------------------------------------
+
+def setup(smoke: bool = False, device: str = "", seed: int = 0):
+    """The notebooks' common set-up: returns ``(SMOKE, DEVICE)`` and prints them on one line.
+
+    ``smoke`` is also switched on by the environment variable ``ANYSAT_LITE_SMOKE=1`` (how CI runs the
+    notebooks with nbval); ``device`` ``""`` picks the GPU when there is one.  Seeds torch and NumPy,
+    sets the figure style of :mod:`anysat_lite.viz` and starts the clock of :func:`report_run_time`.
+    """
+    import numpy as np
+    import torch
+
+    from . import viz
+
+    smoke = bool(smoke) or os.environ.get(SMOKE_ENV, "") == "1"
+    if device:
+        dev = torch.device(device)
+    elif torch.cuda.is_available():
+        dev = torch.device("cuda")
+    else:
+        dev = torch.device("cpu")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    viz.use_style()
+    _START.update(t=time.time(), smoke=smoke, device=str(dev))
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"{'smoke' if smoke else 'full'} mode on {dev} ({where}), torch {torch.__version__}")
+    return smoke, dev
+
+
+def report_run_time() -> None:
+    """Print the seconds since :func:`setup`: the run time of the notebook, stored with its outputs."""
+    seconds = time.time() - _START.get("t", time.time())
+    mode = "smoke" if _START.get("smoke") else "full"
+    print(f"this run: {seconds:.0f} s in {mode} mode on {_START.get('device', '?')}")
+
+
+# --- Colab links ------------------------------------------------------------------------------------------------
+
+def github_slug(repo: str) -> str:
+    """``https://github.com/OWNER/REPO(.git)``, ``git@github.com:OWNER/REPO.git`` or ``OWNER/REPO``
+    -> ``OWNER/REPO``."""
+    text = repo.strip().rstrip("/")
+    m = re.fullmatch(r"(?:https?://(?:www\.)?github\.com/|git@github\.com:)?([\w.-]+)/([\w.-]+?)(?:\.git)?", text)
+    if not m:
+        raise ValueError(f"repository {repo!r}: expected https://github.com/OWNER/REPO or OWNER/REPO (Colab opens "
+                         "notebooks from GitHub only); give your repository's GitHub address")
+    return f"{m.group(1)}/{m.group(2)}"
+
+
+def colab_url(repo: str, notebook: str, branch: str = "main") -> str:
+    """The Colab address of ``notebooks/<notebook>`` in the GitHub repository ``repo`` on ``branch``."""
+    return f"https://colab.research.google.com/github/{github_slug(repo)}/blob/{branch}/notebooks/{Path(notebook).name}"
+
+
+def colab_links(repo: str, branch: str = "main", folder: str | Path = NOTEBOOK_DIR) -> dict[str, str]:
+    """``{notebook file name: Colab address}`` for every numbered notebook."""
+    return {p.name: colab_url(repo, p.name, branch) for p in list_notebooks(folder)}
+
+
+def _tagged(nb, tag: str) -> list:
+    return [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+
+
+def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOTEBOOK_DIR) -> dict[str, str]:
+    """Write the Colab badge into each notebook's ``colab`` cell and ``REPO = "https://github.com/OWNER/REPO"``
+    into its parameters cell (the address the setup cell installs from); returns :func:`colab_links`."""
+    import nbformat
+
+    slug = github_slug(repo)
+    links = colab_links(slug, branch, folder)
+    for path in list_notebooks(folder):
+        nb = nbformat.read(path, as_version=4)
+        cells = _tagged(nb, "colab")
+        params = _tagged(nb, "parameters")
+        if len(cells) != 1 or len(params) != 1:
+            raise ValueError(f"{path.name}: expected one cell tagged 'colab' and one tagged 'parameters'; run "
+                             "anysat-lite notebooks --standard-cells first")
+        cells[0].source = f"[![Open In Colab]({COLAB_BADGE})]({links[path.name]})"
+        params[0].source = re.sub(r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source,
+                                  count=1, flags=re.M)
+        nbformat.write(nb, path)
+    return links
+
+
+def _own_parameters(source: str) -> str:
+    """The notebook's own lines of a parameters cell: everything but the shared block (or, in an older cell,
+    its header comment and its SMOKE / DEVICE / REPO lines)."""
+    if source.startswith(PARAMETERS):
+        return source[len(PARAMETERS):].strip("\n")
+    keep = [line for line in source.splitlines()
+            if not re.match(r"\s*#\s*Parameters\b", line) and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)]
+    return "\n".join(keep).strip("\n")
+
+
+def _old_setup(cell) -> bool:
+    """A set-up cell of the earlier convention (its own install code, or the SMOKE environment check)."""
+    src = cell.source
+    installs = 'find_spec("anysat_lite")' in src and "git" in src
+    return cell.cell_type == "code" and src != SETUP and (installs or "SMOKE = SMOKE or os.environ" in src)
+
+
+def apply_standard_cells(path: str | Path) -> None:
+    """Give a notebook the shared cells: the ``colab`` cell after the title, the parameters cell (keeping the
+    notebook's own parameters after :data:`PARAMETERS`) and the setup cell right after it.  Set-up cells of
+    the earlier convention (their own install code, the SMOKE environment check) are removed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if not _old_setup(c)]
+    params = _tagged(nb, "parameters")
+    extra = _own_parameters(params[0].source) if params else ""
+    if not _tagged(nb, "colab"):
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}))
+    source = PARAMETERS + ("\n\n" + extra if extra else "")
+    if params:
+        params[0].source = source
+        idx = nb.cells.index(params[0])
+    else:
+        idx = 3 if len(nb.cells) > 2 and nb.cells[2].cell_type == "markdown" else 2
+        nb.cells.insert(idx, nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]}))
+    nb.cells = [c for i, c in enumerate(nb.cells) if c.source != SETUP or i == idx + 1]
+    if idx + 1 >= len(nb.cells) or nb.cells[idx + 1].source != SETUP:
+        nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(SETUP))
+    nbformat.write(nb, path)
+
+
+# --- structure ------------------------------------------------------------------------------------------------------
+
+def markdown_words(nb) -> int:
+    """Words of explanation: tokens holding a letter in the markdown cells (LaTeX commands and code spans count
+    like words; headings too)."""
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return sum(1 for tok in text.split() if re.search(r"[A-Za-z]", tok))
+
+
+def _outputs_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out.get("text", ""))
+        elif "data" in out and "text/plain" in out["data"]:
+            parts.append(out["data"]["text/plain"])
+    return "".join(parts)
+
+
+def check_structure(path: str | Path, min_words: int = MIN_WORDS) -> list[str]:
+    """What a notebook lacks of the convention (module docstring); ``[]`` when it has everything."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    md = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    headings = [line.lstrip("#").strip() for s in md for line in s.splitlines() if line.startswith("#")]
+    intro = "\n".join(md[:4])
+    for name in ("Learning goals", "Summary", "Exercises"):
+        if not any(h.lower().startswith(name.lower()) for h in headings):
+            problems.append(f"no '{name}' heading")
+    if not re.search(r"prerequisite", intro, re.I):
+        problems.append("the introduction does not name the prerequisites")
+    if not (re.search(r"2 CPU cores", intro) and re.search(r"Colab GPU", intro)):
+        problems.append("the introduction does not give the run time on 2 CPU cores and on a Colab GPU")
+    if not re.search(r"paper", intro, re.I) or not re.search(r"(Sec\.|Section|§)\s*\d", intro):
+        problems.append("the introduction does not name the paper sections it covers")
+    words = markdown_words(nb)
+    if words < min_words:
+        problems.append(f"{words} words of markdown, fewer than {min_words}")
+    params = _tagged(nb, "parameters")
+    if len(params) != 1 or not params[0].source.startswith(PARAMETERS):
+        problems.append("no parameters cell starting with anysat_lite.notebooks.PARAMETERS")
+    if not any(c.source == SETUP for c in code):
+        problems.append("no setup cell equal to anysat_lite.notebooks.SETUP")
+    if len(_tagged(nb, "colab")) != 1:
+        problems.append("no markdown cell tagged 'colab'")
+    exercises = sorted({int(n) for s in md for n in re.findall(r"^#+\s*Exercise\s+(\d+)", s, re.M)})
+    if len(exercises) < MIN_EXERCISES:
+        problems.append(f"{len(exercises)} exercises, fewer than {MIN_EXERCISES}")
+    for n in exercises:
+        sol = [c for c in code if re.match(rf"#\s*Solution {n}\b", c.source)]
+        if not sol:
+            problems.append(f"exercise {n} has no solution cell ('# Solution {n}')")
+            continue
+        if "# NBVAL_CHECK_OUTPUT" not in sol[0].source:
+            problems.append(f"the solution of exercise {n} is not checked (# NBVAL_CHECK_OUTPUT)")
+        printed = _outputs_text(sol[0]).split()
+        if not printed:
+            problems.append(f"the solution of exercise {n} has no stored output")
+        elif all(tok.strip(".,:;") in ("True", "False") for tok in printed):
+            problems.append(f"the solution of exercise {n} prints only booleans: print the numbers that prove it")
+    if any(c.source.strip() and c.get("execution_count") is None for c in code):
+        problems.append("stored without the outputs of a full run (code cells never executed)")
+    if not any("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])):
+        problems.append("no figure in the stored outputs")
+    if not code or "report_run_time()" not in code[-1].source or not _outputs_text(code[-1]).strip():
+        problems.append("the last cell does not report the run time (anysat_lite.notebooks.report_run_time())")
+    return problems
+
+
+# --- running -------------------------------------------------------------------------------------------------------
 
 def _apply_carriage_returns(text: str) -> str:
     lines = []

@@ -120,8 +120,10 @@ def sensor_names() -> list[str]:
 # --- the official AnySat sensors -------------------------------------------------------
 _S2 = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 _OFFICIAL = [
-    dict(name="aerial", gsd=0.2, bands=("R", "G", "B", "NIR"), kind="image", subpatch_px=10,
-         description="VHR aerial orthophoto (TreeSatAI, 0.2 m)"),
+    # TreeSatAI's colour-infrared orthophotos store NIR, G, B, R (its documentation; in the data the first band is
+    # the brightest over forest, and the official demo's normalisation means are 151, 93, 85, 81).
+    dict(name="aerial", gsd=0.2, bands=("NIR", "G", "B", "R"), kind="image", subpatch_px=10,
+         description="VHR colour-infrared aerial orthophoto (TreeSatAI, 0.2 m)"),
     dict(name="aerial-flair", gsd=0.2, bands=("R", "G", "B", "NIR", "ELEV"), kind="image", subpatch_px=10,
          description="FLAIR aerial orthophoto + elevation (0.2 m)"),
     dict(name="spot", gsd=1.0, bands=("R", "G", "B"), kind="image", subpatch_px=10,

@@ -34,7 +34,7 @@ def test_non_square_tiles_are_accepted():
     (lambda x: x.update(s2_dates=torch.randint(1, 366, (3, 3))), r"'s2_dates': batch size 3 differs from the batch size 2"),
     (lambda x: x.update(aerial=torch.rand(2, 1, 4, 300, 300)), r"aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[2, 1, 4, 300, 300\]"),
     (lambda x: x.update(s2=torch.rand(2, 10, 6, 6)), r"s2: expected a 5-D tensor \[B, T, C, H, W\] \(series\), got shape \[2, 10, 6, 6\]"),
-    (lambda x: x.update(aerial=torch.rand(2, 3, 300, 300)), r"aerial: expected 4 bands \(R, G, B, NIR\) on axis 1 of \[B, C, H, W\], got 3"),
+    (lambda x: x.update(aerial=torch.rand(2, 3, 300, 300)), r"aerial: expected 4 bands \(NIR, G, B, R\) on axis 1 of \[B, C, H, W\], got 3"),
     (lambda x: x.update(s2=torch.rand(2, 3, 4, 6, 6)), r"s2: expected 10 bands \(B2, .*B12\) on axis 2 of \[B, T, C, H, W\], got 4"),
     (lambda x: x.update(aerial=torch.randint(0, 9, (2, 4, 300, 300))), r"aerial: expected a floating-point tensor, got dtype torch.int64"),
     (lambda x: x.update(aerial=torch.rand(2, 4, 305, 300)), r"aerial: height and width must be multiples of its 10-pixel sub-patch \(2 m at 0.2 m GSD\), got 305x300"),

@@ -1,35 +1,202 @@
-"""Every numbered notebook runs (papermill, smoke mode) and its checked cells still match (nbval --nbval-lax)."""
+"""The numbered notebooks: their shared structure, the tools that keep it, and one run of each in CI.
+
+The run executes every notebook once with nbval in smoke mode (``ANYSAT_LITE_SMOKE=1``): nbval runs the
+cells and compares the output of every cell marked ``# NBVAL_CHECK_OUTPUT`` with the stored one
+(``--nbval-lax``), so the stored notebooks (a full run) and the smoke run must print the same there.
+"""
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 
+import nbformat
+import pytest
 
-from anysat_lite.notebooks import NOTEBOOK_DIR, list_notebooks, run_notebooks
+from anysat_lite.notebooks import (COLAB_PLACEHOLDER, NOTEBOOK_DIR, PARAMETERS, SETUP, apply_standard_cells,
+                                   check_structure, colab_url, github_slug, insert_colab_links, list_notebooks,
+                                   markdown_words)
 
 NOTEBOOKS = list_notebooks()
+# Notebooks whose teaching content (learning goals, exercises...) is still being written by the second helper
+# of issue 14; their shared cells are in place.  Remove a prefix when its notebook lands: the strict xfail
+# turns into a failure as soon as the notebook passes, as a reminder.
+PENDING = {"02", "03", "04", "05"}
 
 
-def test_notebooks_exist_with_parameters_and_colab_cells():
-    import nbformat
-
-    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
-    for path in NOTEBOOKS:
-        nb = nbformat.read(path, as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1 and "SMOKE = False" in tagged[0].source, path.name
-        assert any("google.colab" in c.source or "find_spec(\"anysat_lite\")" in c.source for c in nb.cells), path.name
-        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: stored without outputs"
-        assert any("NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells), path.name
+def _ids(paths):
+    return [p.name[:2] for p in paths]
 
 
-def test_papermill_smoke_run(tmp_path):
-    failures = run_notebooks(tmp_path, smoke=True)
-    assert failures == []
+def test_the_eight_notebooks_are_there():
+    assert _ids(NOTEBOOKS) == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
-def test_nbval_lax():
-    env = {**os.environ, "ANYSAT_LITE_SMOKE": "1"}
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="content pending"))
+                                  if p.name[:2] in PENDING else p for p in NOTEBOOKS], ids=_ids(NOTEBOOKS))
+def test_notebook_structure(path):
+    """Learning goals, prerequisites, run times, paper sections, >= 800 words, Summary, >= 2 exercises with
+    checked solutions, the shared cells, stored outputs of a full run with a figure and the run time."""
+    assert check_structure(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_shared_cells_and_one_repository_setting(path):
+    nb = nbformat.read(path, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and params[0].source.startswith(PARAMETERS.split("REPO = ")[0])
+    setup = [i for i, c in enumerate(nb.cells) if c.source == SETUP]
+    assert setup == [nb.cells.index(params[0]) + 1], "the setup cell follows the parameters cell"
+    colab = [c for c in nb.cells if "colab" in c.metadata.get("tags", [])]
+    assert len(colab) == 1 and nb.cells.index(colab[0]) == 1
+    # The repository is one setting: REPO is empty (no invented address), or the GitHub address the Colab
+    # badge was made from by `anysat-lite notebooks --colab-links`.
+    repo = re.search(r'^REPO = "([^"]*)"', params[0].source, re.M).group(1)
+    if repo:
+        assert f"/github/{github_slug(repo)}/blob/" in colab[0].source
+    else:
+        assert colab[0].source == COLAB_PLACEHOLDER
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            source = re.sub(r'^REPO = "[^"]*"', "", cell.source, flags=re.M)
+            assert not re.search(r"github\.com/(?!<owner>)", source), f"{path.name}: a GitHub address in a code cell"
+            assert "ANYSAT_LITE_REPO" not in cell.source or cell.source in (SETUP, params[0].source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_papermill_reads_every_parameter(path, caplog):
+    """papermill (``-p NAME VALUE``) must see every name of the parameters cell (it skips a line whose
+    comment holds a second "=")."""
+    from papermill.translators import PythonTranslator
+
+    cell = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])][0]
+    names = re.findall(r"^([A-Z_][A-Z0-9_]*) = ", cell.source, re.M)
+    assert {"SMOKE", "DEVICE", "REPO"} <= set(names)
+    assert [p.name for p in PythonTranslator.inspect(cell)] == names
+    assert "Unable to parse" not in caplog.text
+
+
+def test_check_structure_names_what_is_missing(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A notebook\n\nSome words.")]
+    path = tmp_path / "99_bare.ipynb"
+    nbformat.write(nb, path)
+    problems = "\n".join(check_structure(path))
+    for missing in ("'Learning goals'", "'Summary'", "'Exercises'", "prerequisites", "2 CPU cores",
+                    "paper sections", "fewer than 800", "parameters cell", "setup cell", "tagged 'colab'",
+                    "0 exercises", "no figure", "run time"):
+        assert missing in problems, missing
+
+
+def _complete_notebook(words: int, solution_output: str):
+    nb = nbformat.v4.new_notebook()
+    intro = ("## Learning goals\n\n**Prerequisites:** notebook 00.\n\n**Run time:** 2 CPU cores: 10 s; "
+             "Colab GPU: not measured yet.\n\n**Paper:** AnySat, Sec. 3.\n\n" + "word " * words)
+    image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    cells = [nbformat.v4.new_markdown_cell("# 99 · Test"),
+             nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}),
+             nbformat.v4.new_markdown_cell(intro),
+             nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell(SETUP),
+             nbformat.v4.new_code_cell("plot()", outputs=[image]),
+             nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises\n\n### Exercise 1\n\nOne.\n\n"
+                                           "### Exercise 2\n\nTwo.")]
+    for n in (1, 2):
+        cells.append(nbformat.v4.new_code_cell(f"# Solution {n}\n# NBVAL_CHECK_OUTPUT\nprint(42)", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text=solution_output)]))
+    timing = nbformat.v4.new_output("stream", name="stdout", text="this run: 1 s")
+    cells.append(nbformat.v4.new_code_cell("from anysat_lite.notebooks import report_run_time\nreport_run_time()",
+                                           outputs=[timing]))
+    for i, c in enumerate(cells):
+        if c.cell_type == "code":
+            c.execution_count = i
+    nb.cells = cells
+    return nb
+
+
+def test_check_structure_accepts_a_complete_notebook_and_counts_words(tmp_path):
+    path = tmp_path / "99_complete.ipynb"
+    nbformat.write(_complete_notebook(800, "answer 42 = 6 x 7\n"), path)
+    assert check_structure(path) == []
+    nbformat.write(_complete_notebook(700, "answer 42 = 6 x 7\n"), path)
+    assert any("fewer than 800" in p for p in check_structure(path))
+    nbformat.write(_complete_notebook(800, "True\n"), path)
+    assert any("prints only booleans" in p for p in check_structure(path))
+    nb = nbformat.read(path, as_version=4)
+    assert markdown_words(nb) == sum(1 for c in nb.cells if c.cell_type == "markdown"
+                                     for t in c.source.split() if re.search("[A-Za-z]", t))
+
+
+def test_github_addresses_and_colab_urls():
+    for form in ("https://github.com/someone/anysat_lite", "https://github.com/someone/anysat_lite.git",
+                 "git@github.com:someone/anysat_lite.git", "someone/anysat_lite",
+                 "https://github.com/someone/anysat_lite/"):
+        assert github_slug(form) == "someone/anysat_lite"
+    with pytest.raises(ValueError, match="GitHub"):
+        github_slug("https://gitlab.com/someone/anysat_lite")
+    assert colab_url("someone/anysat_lite", "00_quickstart.ipynb", "dev") == \
+        "https://colab.research.google.com/github/someone/anysat_lite/blob/dev/notebooks/00_quickstart.ipynb"
+
+
+def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
+    for p in NOTEBOOKS[:2]:
+        (tmp_path / p.name).write_text(p.read_text())
+    links = insert_colab_links("https://github.com/someone/anysat_lite.git", "main", folder=tmp_path)
+    assert sorted(links) == [p.name for p in NOTEBOOKS[:2]]
+    for p in list_notebooks(tmp_path):
+        nb = nbformat.read(p, as_version=4)
+        badge = [c.source for c in nb.cells if "colab" in c.metadata.get("tags", [])][0]
+        assert links[p.name] in badge and "colab-badge.svg" in badge
+        params = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0]
+        assert 'REPO = "https://github.com/someone/anysat_lite"' in params
+
+
+def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):
+    old_install = ('import importlib.util, os, subprocess, sys\nif importlib.util.find_spec("anysat_lite") is None:\n'
+                   '    subprocess.run(["git", "clone", REPO_URL, "x"], check=True)')
+    old_mode = 'import os\nSMOKE = SMOKE or os.environ.get("ANYSAT_LITE_SMOKE") == "1"'
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 98 · Old"),
+                nbformat.v4.new_code_cell(old_install),
+                nbformat.v4.new_code_cell("# Parameters: papermill\nSMOKE = False\nSTEPS = 3  # steps",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(old_mode),
+                nbformat.v4.new_code_cell("print(STEPS)")]
+    path = tmp_path / "98_old.ipynb"
+    nbformat.write(nb, path)
+    apply_standard_cells(path)
+    once = nbformat.read(path, as_version=4)
+    apply_standard_cells(path)                                   # idempotent
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.source for c in cells] == [c.source for c in once.cells]
+    assert [c.metadata.get("tags", []) for c in cells[:3]] == [[], ["colab"], ["parameters"]]
+    assert cells[2].source == PARAMETERS + "\n\nSTEPS = 3  # steps" and cells[3].source == SETUP
+    assert [c.source for c in cells[4:]] == ["print(STEPS)"]
+
+
+def test_setup_cell_explains_what_to_do_when_the_package_is_missing(tmp_path):
+    """Run the setup cell where anysat_lite cannot be imported and REPO is empty: one paragraph, then stop."""
+    script = ("import importlib.util, sys\n"
+              "real = importlib.util.find_spec\n"
+              "importlib.util.find_spec = lambda name, *a: None if name == 'anysat_lite' else real(name, *a)\n"
+              + PARAMETERS + "\n" + SETUP)
+    env = {k: v for k, v in os.environ.items() if k != "ANYSAT_LITE_REPO"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode != 0 and "set REPO" in r.stderr
+    paragraph = r.stdout.strip()
+    assert "\n" not in paragraph and "REPO" in paragraph and "ANYSAT_LITE_REPO" in paragraph
+    assert "pip install -e" in paragraph and not list(tmp_path.iterdir())      # nothing cloned
+
+
+def test_every_notebook_runs_once_and_its_checked_outputs_match():
+    """nbval in smoke mode: executes all eight notebooks (errors fail) and compares the checked cells."""
+    env = {**os.environ, "ANYSAT_LITE_SMOKE": "1", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                        "--rootdir", str(NOTEBOOK_DIR), *map(str, NOTEBOOKS)], cwd=NOTEBOOK_DIR, env=env,
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+                        "--nbval-current-env", "--rootdir", str(NOTEBOOK_DIR), *map(str, NOTEBOOKS)],
+                       cwd=NOTEBOOK_DIR, env=env, capture_output=True, text=True, timeout=1200)
+    summary = {"seconds": round(time.time() - t0), "tail": r.stdout[-300:]}
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    print(json.dumps(summary))

@@ -9,7 +9,7 @@ seven classes, one of them dominant).  The map is rendered at each sensor's nati
   noise and clouds (flagged in ``s2_mask``) are added.
 * **Sentinel-1** (10 m, VV/VH linear power, own dates): class backscatter in dB that
   follows biomass, mixed in linear power, times Gamma(4) speckle (``s1`` adds VV/VH).
-* **Aerial** (0.2 m, R G B NIR, uint8) and **SPOT** (1 m, R G B): the colour of each parcel
+* **Aerial** (0.2 m, NIR G B R like TreeSatAI's files, uint8) and **SPOT** (1 m, R G B): the colour of each parcel
   on one summer date under a random illumination, plus textures that tell the *kind* of
   cover (tree crowns, crop rows, grass, roof blocks, water) but not which forest or crop.
 
@@ -77,7 +77,7 @@ class WorldSpec:
     n_dates: int = 12
     cloud_prob: float = 0.15
     seed: int = 0
-    version: int = 3  # bump when the generator changes
+    version: int = 4  # bump when the generator changes
 
     def __post_init__(self):
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]
@@ -241,9 +241,9 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
         refl = dormant + g[..., None] * (green - dormant)                              # [N, P, 10]
         rgbn = refl[..., [2, 1, 0, 6]] / 10000 * 255 * np.array([3.0, 3.0, 3.0, 1.3], dtype=np.float32)
         rgbn = rgbn * rng.uniform(0.7, 1.3, size=(N, 1, 1)).astype(np.float32)   # illumination / sensor gain
-        for name, gsd, bands in (("aerial", 0.2, 4), ("spot", 1.0, 3)):
+        for name, gsd, order in (("aerial", 0.2, [3, 1, 2, 0]), ("spot", 1.0, [0, 1, 2])):   # aerial: NIR G B R
             if name in vhr:
-                out[name] = _render_vhr(rng, seg, parcel, rgbn[..., :bands].astype(np.float32), gsd)
+                out[name] = _render_vhr(rng, seg, parcel, rgbn[..., order].astype(np.float32), gsd)
     # Deterministic split: 60 % train, 20 % val, 20 % test.
     perm = np.random.default_rng(spec.seed + 1).permutation(N)
     split = np.zeros(N, dtype=np.int8)

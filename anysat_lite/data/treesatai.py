@@ -5,7 +5,7 @@
 
     train_filenames.lst, val_filenames.lst, test_filenames.lst   one tile file name per line ("<stem>.tif")
     labels/TreeSatBA_v9_60m_multi_labels.json                    {"<stem>.tif": [["Abies", 0.71], ...]}
-    aerial/<stem>.tif          0.2 m aerial, 304 x 304 px, bands R G B NIR
+    aerial/<stem>.tif          0.2 m colour-infrared aerial, 304 x 304 px, bands NIR G B R
     sentinel/<stem>.h5         sen-2-data [T, 10, 6, 6] + sen-2-products, sen-1-asc-products, ...
     s1-asc/<stem>.pth          a torch tensor [T, 3, 6, 6] (VV, VH, VV/VH) of the ascending S1 series
     NORM_<sensor>_patch.json   (optional) the official normalisation statistics

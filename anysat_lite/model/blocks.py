@@ -52,20 +52,39 @@ class SelfAttention(nn.Module):
         self.proj_drop = Dropout(proj_drop)
         self.rpe = ContextualRPE(self.head_dim) if rpe else None
 
-    def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
-        """``x [B, L, D]`` (+ ``buckets [(B,) L, L]`` with iRPE) -> ``[B, L, D]``."""
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [B, L, D]`` -> queries, keys, values ``[B, H, L, d]`` (``H`` heads of ``d = D / H`` channels)."""
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))                # each [B, H, L, d]
-        return self.attend(q, k, v, buckets)
+        return q, k, v
+
+    def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
+        """``x [B, L, D]`` (+ ``buckets [(B,) L, L]`` with iRPE) -> ``[B, L, D]``."""
+        return self.attend(*self.heads(x), buckets)
+
+    def position_bias(self, q: Tensor, buckets: Tensor | None) -> Tensor | None:
+        """The iRPE bias ``[B, 1, Lq, Lk]`` added to every head's scores (``None`` without iRPE).
+
+        Computed from the *first* head's scaled queries ``q[:, :1]``, as the official code does (see :mod:`.irpe`).
+        """
+        if self.rpe is None:
+            return None
+        if buckets is None:
+            raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
+        return self.rpe(q[:, :1] * self.scale, buckets).to(q.dtype)
+
+    def weights(self, x: Tensor, buckets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """For inspection: ``softmax(q k^T / sqrt(d) + bias)`` ``[B, H, L, L]`` and the iRPE bias ``[B, 1, L, L]``
+        (``None`` without iRPE), in the textbook form; :meth:`forward` computes the same with a fast kernel."""
+        q, k, _ = self.heads(x)
+        bias = self.position_bias(q, buckets)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        return (scores if bias is None else scores + bias).softmax(dim=-1), bias
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor | None = None) -> Tensor:
         """Attention from projected heads: ``q [B, H, Lq, d]``, ``k, v [B, H, L, d]`` -> ``[B, Lq, D]``."""
-        bias = None
-        if self.rpe is not None:
-            if buckets is None:
-                raise ValueError("this attention uses iRPE: pass the bucket ids of the token grid")
-            bias = self.rpe(q[:, :1] * self.scale, buckets).to(q.dtype)  # the first head's queries (see irpe)
+        bias = self.position_bias(q, buckets)                               # the first head's queries (see irpe)
         out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)     # [B, H, Lq, d]
         B, H, Lq, d = out.shape
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, Lq, H * d)))
@@ -82,6 +101,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
+
+    def attention_weights(self, x: Tensor, buckets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The attention weights ``[B, H, L, L]`` (and iRPE bias) this block computes on ``x [B, L, D]``."""
+        return self.attn.weights(self.norm1(x), buckets)
 
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), buckets))

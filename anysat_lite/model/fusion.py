@@ -38,6 +38,23 @@ class FusionAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rpe = ContextualRPE(self.head_dim)
 
+    def heads(self, x: Tensor, query_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries ``[B, H, P+K, d]`` (learned query + position code) and keys, values ``[B, H, L, d]`` of ``x``."""
+        B, L, D = x.shape
+        Lq = query_pos.shape[1]
+        q = (self.q_learned.to(x.dtype) + query_pos.to(x.dtype)).expand(B, -1, -1)
+        q = q.reshape(B, Lq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def weights(self, x: Tensor, query_pos: Tensor, buckets: Tensor) -> Tensor:
+        """For inspection: the weights ``[B, H, P+K, L]`` with which each query attends to the tokens of ``x``
+        (``softmax(q k^T / sqrt(d) + bias)``, textbook form; :meth:`forward` computes the same with a fast kernel)."""
+        q, k, _ = self.heads(x, query_pos)
+        bias = self.rpe(q, buckets).to(q.dtype)
+        return ((q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor, n_prefix: int) -> Tensor:
         """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]``, ``buckets [(B,) P+K, L]`` -> ``[B, 1+K, D]``.
 
@@ -45,10 +62,7 @@ class FusionAttention(nn.Module):
         """
         B, L, D = x.shape
         Lq = query_pos.shape[1]
-        q = (self.q_learned.to(x.dtype) + query_pos.to(x.dtype)).expand(B, -1, -1)
-        q = q.reshape(B, Lq, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.heads(x, query_pos)
         bias = self.rpe(q, buckets).to(q.dtype)  # contextual on the *unscaled* queries (official)
         out = attention(q, k, v, bias).transpose(1, 2).reshape(B, Lq, D)
         if n_prefix > 1:

@@ -61,8 +61,12 @@ class LTAE(nn.Module):
         self.dropout = Dropout(dropout)
         self.out_norm = GroupNorm(n_head, out_dim)
 
-    def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
-        """``x [N, T, C]``, ``dates [N, T]`` (day of year), ``valid [N, T]`` bool or ``None`` -> ``[N, out_dim]``."""
+    def _features_and_attention(self, x: Tensor, dates: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Dated features ``h [N, T, d]`` and the master queries' attention ``[N, heads, T]`` (before dropout).
+
+        ``attn[n, i, t] = softmax_t(q_i . k_t / sqrt(d_k))`` with ``k_t = W_k h_t`` and ``h_t`` = the lifted
+        values of date ``t`` plus the sinusoidal code of its day-of-year; invalid dates get a score of -1000.
+        """
         N, T, C = x.shape
         h = self.input_mlp(x.reshape(N * T, C)).view(N, T, self.d_model)
         h = self.in_norm(h.transpose(1, 2)).transpose(1, 2)
@@ -71,7 +75,20 @@ class LTAE(nn.Module):
         scores = torch.einsum("hd,nthd->nht", self.query.to(k.dtype), k) / math.sqrt(self.d_k)
         if valid is not None:
             scores = scores.masked_fill(~valid[:, None, :], -1e3)
-        attn = self.attn_drop(scores.softmax(dim=-1))                      # [N, heads, T]
+        return h, scores.softmax(dim=-1)
+
+    def attention(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The weights each head gives each date: ``[N, heads, T]``, rows summing to 1 (no dropout).
+
+        The same numbers :meth:`forward` pools the dates with (there, with attention dropout in training).
+        """
+        return self._features_and_attention(x, dates, valid)[1]
+
+    def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``x [N, T, C]``, ``dates [N, T]`` (day of year), ``valid [N, T]`` bool or ``None`` -> ``[N, out_dim]``."""
+        N, T, C = x.shape
+        h, attn = self._features_and_attention(x, dates, valid)
+        attn = self.attn_drop(attn)                                        # [N, heads, T]
         v = h.view(N, T, self.n_head, self.d_model // self.n_head)
         out = torch.einsum("nht,nthc->nhc", attn, v).reshape(N, self.d_model)
         return self.out_norm(self.dropout(self.output_mlp(out)))

@@ -3,7 +3,8 @@
 The released ``AnySat.pth`` holds, under ``"state_dict"``, the state dict of the official
 ``AnyModule``.  :func:`convert_official_state_dict` renames its keys with the table
 below; :func:`load_official` builds a matching model and loads the weights, failing
-loudly on any missing, unexpected or mis-shaped key.
+loudly on any missing, unexpected or mis-shaped key.  :func:`to_official_state_dict` goes
+the other way, e.g. to write a random-weight stand-in for the released file.
 """
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ import torch
 
 from ..config import MODEL_SIZES, ModelConfig
 
-__all__ = ["convert_official_state_dict", "load_official", "OfficialCheckpointError"]
+__all__ = ["convert_official_state_dict", "to_official_state_dict", "load_official", "OfficialCheckpointError",
+           "RELEASED_URL"]
+
+# Where the official code (hubconf.AnySat.from_pretrained) downloads the released base model from.
+RELEASED_URL = "https://huggingface.co/g-astruc/AnySat/resolve/main/models/AnySat.pth"
 
 
 class OfficialCheckpointError(KeyError):
@@ -25,26 +30,40 @@ class OfficialCheckpointError(KeyError):
         return str(self.args[0])
 
 
-# (official pattern, our name); ``{J}`` is the index of the fusion block (= depth).
+# (official name, our name) templates, tried in order.  Fields: {s} a sensor, {i} a block index,
+# {n} in_norm or out_norm, {r} the rest of the key; {J} is the index of the fusion block (= depth).
 _RULES: list[tuple[str, str]] = [
-    (r"cls_token", r"joint.cls_token"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.weight", r"projectors.\g<s>.conv.weight"),
-    (r"projector_(?P<s>[^.]+)\.mlp\.(?P<r>.+)", r"projectors.\g<s>.mlp.\g<r>"),
-    (r"projector_(?P<s>[^.]+)\.pad_parameter", r"projectors.\g<s>.pad_value"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.inconv\.(?P<r>.+)", r"projectors.\g<s>.ltae.input_mlp.\g<r>"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.attention_heads\.Q", r"projectors.\g<s>.ltae.query"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.attention_heads\.fc1_k\.(?P<r>.+)", r"projectors.\g<s>.ltae.key.\g<r>"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.(?P<n>in_norm|out_norm)\.(?P<r>.+)", r"projectors.\g<s>.ltae.\g<n>.\g<r>"),
-    (r"projector_(?P<s>[^.]+)\.patch_embed\.mlp\.(?P<r>.+)", r"projectors.\g<s>.ltae.output_mlp.\g<r>"),
-    (r"spatial_encoder\.cls_token", r"subpatch_encoder.cls_token"),
-    (r"spatial_encoder\.predictor_blocks\.(?P<i>\d+)\.attn\.rpe_k\.lookup_table_weight",
-     r"subpatch_encoder.blocks.\g<i>.attn.rpe.weight"),
-    (r"spatial_encoder\.predictor_blocks\.(?P<i>\d+)\.(?P<r>.+)", r"subpatch_encoder.blocks.\g<i>.\g<r>"),
-    (r"spatial_encoder\.predictor_norm\.(?P<r>.+)", r"subpatch_encoder.norm.\g<r>"),
-    (r"blocks\.{J}\.attn\.rpe_k\.lookup_table_weight", r"fusion.attn.rpe.weight"),
-    (r"blocks\.{J}\.(?P<r>.+)", r"fusion.\g<r>"),
-    (r"blocks\.(?P<i>\d+)\.(?P<r>.+)", r"joint.blocks.\g<i>.\g<r>"),
+    ("cls_token", "joint.cls_token"),
+    ("projector_{s}.patch_embed.weight", "projectors.{s}.conv.weight"),
+    ("projector_{s}.mlp.{r}", "projectors.{s}.mlp.{r}"),
+    ("projector_{s}.pad_parameter", "projectors.{s}.pad_value"),
+    ("projector_{s}.patch_embed.inconv.{r}", "projectors.{s}.ltae.input_mlp.{r}"),
+    ("projector_{s}.patch_embed.attention_heads.Q", "projectors.{s}.ltae.query"),
+    ("projector_{s}.patch_embed.attention_heads.fc1_k.{r}", "projectors.{s}.ltae.key.{r}"),
+    ("projector_{s}.patch_embed.{n}.{r}", "projectors.{s}.ltae.{n}.{r}"),
+    ("projector_{s}.patch_embed.mlp.{r}", "projectors.{s}.ltae.output_mlp.{r}"),
+    ("spatial_encoder.cls_token", "subpatch_encoder.cls_token"),
+    ("spatial_encoder.predictor_blocks.{i}.attn.rpe_k.lookup_table_weight",
+     "subpatch_encoder.blocks.{i}.attn.rpe.weight"),
+    ("spatial_encoder.predictor_blocks.{i}.{r}", "subpatch_encoder.blocks.{i}.{r}"),
+    ("spatial_encoder.predictor_norm.{r}", "subpatch_encoder.norm.{r}"),
+    ("blocks.{J}.attn.rpe_k.lookup_table_weight", "fusion.attn.rpe.weight"),
+    ("blocks.{J}.{r}", "fusion.{r}"),
+    ("blocks.{i}.{r}", "joint.blocks.{i}.{r}"),
 ]
+_FIELDS = {"s": r"[^.]+", "i": r"\d+", "n": r"in_norm|out_norm", "r": r".+"}
+
+
+def _rename(key: str, depth: int, official_to_ours: bool = True) -> str | None:
+    """The other side's name of ``key`` by the first matching template of :data:`_RULES` (``None``: no match)."""
+    for official, ours in _RULES:
+        src, dst = (official, ours) if official_to_ours else (ours, official)
+        parts = re.split(r"\{(\w)\}", src.replace("{J}", str(depth)))     # literal, field, literal, field, ...
+        pattern = "".join(re.escape(p) if n % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for n, p in enumerate(parts))
+        m = re.fullmatch(pattern, key)
+        if m:
+            return dst.replace("{J}", str(depth)).format(**m.groupdict())
+    return None
 
 
 def _official_depth(keys) -> int:
@@ -55,11 +74,10 @@ def _official_depth(keys) -> int:
 
 
 def convert_official_key(key: str, depth: int) -> str:
-    for pattern, repl in _RULES:
-        pattern = pattern.replace("{J}", str(depth))
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, repl, key)
-    raise OfficialCheckpointError(f"official key {key!r} has no counterpart in anysat_lite")
+    new = _rename(key, depth)
+    if new is None:
+        raise OfficialCheckpointError(f"official key {key!r} has no counterpart in anysat_lite")
+    return new
 
 
 def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,6 +89,24 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
         if new in out:
             raise OfficialCheckpointError(f"two official keys map onto {new!r}")
         out[new] = v
+    return out
+
+
+def to_official_state_dict(model_or_state_dict) -> dict[str, torch.Tensor]:
+    """Our :class:`~anysat_lite.model.AnySat` (or its state dict) -> the official ``AnyModule`` key names.
+
+    The inverse of :func:`convert_official_state_dict` (values untouched): :func:`load_official` of the
+    result gives back the same model.  Writes official-format checkpoints, e.g. a random-weight stand-in for
+    the released ``AnySat.pth``: ``torch.save({"state_dict": to_official_state_dict(model)}, path)``.
+    """
+    sd = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
+    depth = 1 + max((int(m.group(1)) for k in sd if (m := re.fullmatch(r"joint\.blocks\.(\d+)\..+", k))), default=-1)
+    out = {}
+    for key, value in sd.items():
+        name = _rename(key, depth, official_to_ours=False)
+        if name is None:
+            raise OfficialCheckpointError(f"key {key!r} has no counterpart in the official AnyModule")
+        out[name] = value
     return out
 
 

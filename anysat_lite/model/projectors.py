@@ -55,14 +55,24 @@ class SeriesProjector(nn.Module):
                          attn_dropout=0.1 if dropout is None else dropout)
         self.pad_value = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+    def _pixels(self, x: Tensor, dates: Tensor, valid: Tensor | None):
+        """``[B, T, C, H, W]`` -> one series per pixel: ``[B*H*W, T, C]``, dates and valid ``[B*H*W, T]``."""
         B, T, C, H, W = x.shape
         if valid is not None:
             x = torch.where(valid[:, :, None, None, None], x, self.pad_value.to(x.dtype))
         pixels = x.permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
         pix_dates = dates[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
         pix_valid = None if valid is None else valid[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
-        return self.ltae(pixels, pix_dates, pix_valid).view(B, H, W, -1)
+        return pixels, pix_dates, pix_valid
+
+    def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        B, T, C, H, W = x.shape
+        return self.ltae(*self._pixels(x, dates, valid)).view(B, H, W, -1)
+
+    def attention(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The L-TAE's attention over the dates of every pixel: ``[B, H, W, heads, T]`` (see :meth:`LTAE.attention`)."""
+        B, T, C, H, W = x.shape
+        return self.ltae.attention(*self._pixels(x, dates, valid)).view(B, H, W, -1, T)
 
 
 def build_projector(sensor: Sensor, dim: int, ltae_heads: int = 16, ltae_dk: int = 8,

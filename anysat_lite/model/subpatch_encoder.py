@@ -46,6 +46,15 @@ class SubPatchEncoder(nn.Module):
             self._cache[key] = (pos, buckets)
         return self._cache[key]
 
+    def embed(self, x: Tensor, g: int, spacing_m: float) -> tuple[Tensor, Tensor]:
+        """The blocks' input: ``x [M, g*g, D]`` -> ``[cls, x] + positions`` ``[M, 1 + g*g, D]``, and the iRPE
+        bucket ids ``[1 + g*g, 1 + g*g]`` of the sub-patch grid (sub-patches ``spacing_m`` metres apart)."""
+        M, L, D = x.shape
+        if L != g * g:
+            raise ValueError(f"sub-patch encoder: expected {g}x{g}={g * g} sub-patches per patch, got {L}")
+        pos, buckets = self._grid(g, spacing_m, x.device)                 # [1 + g*g, D], [1 + g*g, 1 + g*g]
+        return torch.cat([self.cls_token.expand(M, -1, -1).to(x.dtype), x], dim=1) + pos.to(x.dtype), buckets
+
     def forward(self, x: Tensor, g: int, spacing_m: float,
                 keep_subpatches: bool = True) -> tuple[Tensor, Tensor | None]:
         """``x [M, g*g, D]`` -> (patch tokens ``[M, D]``, sub-patch tokens ``[M, g*g, D]`` or ``None``).
@@ -53,11 +62,7 @@ class SubPatchEncoder(nn.Module):
         Without ``keep_subpatches`` only the cls token leaves the encoder, so the last block
         runs for that token alone (:func:`~anysat_lite.kernels.block_first_token`).
         """
-        M, L, D = x.shape
-        if L != g * g:
-            raise ValueError(f"sub-patch encoder: expected {g}x{g}={g * g} sub-patches per patch, got {L}")
-        pos, buckets = self._grid(g, spacing_m, x.device)                 # [1 + g*g, D], [1 + g*g, 1 + g*g]
-        x = torch.cat([self.cls_token.expand(M, -1, -1).to(x.dtype), x], dim=1) + pos.to(x.dtype)
+        x, buckets = self.embed(x, g, spacing_m)
         for blk in self.blocks[:-1]:
             x = blk(x, buckets)                                           # [M, 1 + g*g, D]
         if keep_subpatches:

@@ -7,7 +7,7 @@ Nine tiles, named like the real ones (``<Genus>_<species>_<n>_<id>_WEFL_NLF.tif`
     val_filenames.lst    2 tiles
     test_filenames.lst   2 tiles
     labels/TreeSatBA_v9_60m_multi_labels.json   shares of all 9 tiles + one tile of no list
-    aerial/<stem>.tif    304 x 304 px, 4 bands uint8 (R, G, B, NIR), 0.2 m, EPSG:25832, deflate;
+    aerial/<stem>.tif    304 x 304 px, 4 bands uint8 (NIR, G, B, R), 0.2 m, EPSG:25832, deflate;
                          pixel (b, y, x) = (y + 5 x + 37 k + 60 b) mod 256 for tile k (a crop shows its offset)
     sentinel/<stem>.h5   sen-2-data [T2, 10, 6, 6] float32, sen-2-masks [T2, 10, 6, 6], sen-2-products,
                          sen-1-asc-data [T1, 2, 6, 6] float32, sen-1-asc-products, sen-1-des-data/-products
