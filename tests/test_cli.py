@@ -21,7 +21,7 @@ from conftest import GEOTIFF
 
 
 def test_presets_and_overrides(tmp_path):
-    assert set(PRESETS) == {"cpu-demo", "tiny", "small", "base", "base-cuda"}
+    assert set(PRESETS) == {"cpu-demo", "tiny", "small", "base", "base-cuda", "geoplex"}
     base = get_config("base-cuda")
     assert (base.model.embed_dim, base.model.depth, base.model.num_heads) == (768, 6, 12)
     assert base.train.amp == "bf16" and base.train.device == "cuda" and base.jepa.predictor_depth == 4

@@ -461,7 +461,7 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
                     tensorboard=tc.tensorboard) if info.main else None
     pace = _Pace(info.device)
     t0 = time.time()
-    first_loss, warned, flagged, row = None, {}, {}, {}
+    first_loss, warned, flagged, row, per_dataset = None, {}, {}, {}, {}
     bar = tqdm(total=tc.steps, initial=run.start, disable=not (progress and info.main), desc=f"pretrain {cfg.name}",
                dynamic_ncols=True)
     batches = iter(data.loader)
@@ -471,6 +471,7 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
         sb = dict(sb, batch=_to(_pad_across_processes(sb["batch"], info.device), info.device),
                   masks=sb["masks"].to(info.device))
         pace.add(time.perf_counter() - t_wait, sb["global_batch"])
+        per_dataset[sb["name"]] = per_dataset.get(sb["name"], 0) + 1
         for cb in callbacks:
             getattr(cb, "on_step_start", lambda *a: None)(step, state)
         monitor = info.main and jc.monitor_every > 0 and (step % jc.monitor_every == 0 or step == tc.steps - 1)
@@ -503,7 +504,8 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
         summary = {"preset": cfg.name, "steps": tc.steps, "start_step": run.start, "world_size": info.world,
                    "first_jepa_loss": first_loss, "final": row, "seconds": round(elapsed, 2),
                    "steps_per_second": round((tc.steps - run.start) / max(elapsed, 1e-9), 3),
-                   "out_dir": str(run.out), "collapse_warnings": warned, "collapsed": sorted(flagged)}
+                   "steps_per_dataset": per_dataset, "out_dir": str(run.out), "collapse_warnings": warned,
+                   "collapsed": sorted(flagged)}
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
     barrier()
     cleanup()
