@@ -169,7 +169,7 @@ def snapshot(folder):
     (["--set", "train.ckpt_every=0"], r"train.ckpt_every: expected an integer >= 1, got 0"),
     (["--set", "data.datasets=[{name: synthetic"], r"not valid YAML \(expected ',' or '\}'.*\); quote the whole"),
     (["--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*did you mean train.steps\?"),
-    (["--config", "huge"], r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda\) nor an "
+    (["--config", "huge"], r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda, geoplex\) nor an "
                            r"existing YAML file"),
 ])
 def test_pretrain_config_mistakes(tmp_path, args, pattern):

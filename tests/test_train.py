@@ -337,3 +337,25 @@ def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2 and set(summary["steps_per_dataset"]) == {
         "treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
+
+
+def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
+    """TreeSatAI-TS tiles have different numbers of dates: each process pads its rows to the longest series of the
+    *global* batch, so the date draws and the losses are those of one process."""
+    root = Path(__file__).resolve().parents[1]
+    common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=3", "--set", "model.dropout=0.0"] + \
+        sum((["--set", o] for o in TINY if not o.startswith("data.datasets")), []) + \
+        ["--set", "data.datasets=[{name: treesatai-ts, path: tests/data/treesatai_ts, patch_sizes: [10], tile_m: 30, "
+                  "batch_size: 4}]"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={one}"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                    "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={two}"], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=600)
+    a, b = read_metrics(one), read_metrics(two)
+    assert len(a) == len(b) == 3 and {r["dataset"] for r in a} == {"treesatai-ts"}
+    for ra, rb in zip(a, b):
+        assert rb["jepa_loss"] == pytest.approx(ra["jepa_loss"], rel=1e-4, abs=1e-6)
+        assert rb["contrastive_loss"] == pytest.approx(ra["contrastive_loss"], rel=1e-4, abs=1e-6)
