@@ -368,7 +368,9 @@ def main(argv=None) -> int:
 def _bench_pretraining(args) -> int:
     from .config import PRESETS
 
-    presets = args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or torch.cuda.is_available())]
+    # every preset this machine runs on its own data (geoplex needs the datasets on disk)
+    gpu = torch.cuda.is_available()
+    presets = args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or gpu)]
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
     results, peaks = [], {}

@@ -27,7 +27,8 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     out = tmp_path / "pre.json"
     assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["pretraining"]
-    assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [("cpu-demo", 0, 0), ("cpu-demo", 2, 2)]
+    assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [("cpu-demo", 0, 0),
+                                                                                 ("cpu-demo", 2, 2)]
     # the data wait per step, read in the training process and by two workers (same steps, same FLOPs)
     assert all(r["result"]["data_wait_ms"] >= 0 for r in runs)
     assert runs[0]["result"]["flops_per_step"] == runs[1]["result"]["flops_per_step"]

@@ -359,3 +359,18 @@ def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
     for ra, rb in zip(a, b):
         assert rb["jepa_loss"] == pytest.approx(ra["jepa_loss"], rel=1e-4, abs=1e-6)
         assert rb["contrastive_loss"] == pytest.approx(ra["contrastive_loss"], rel=1e-4, abs=1e-6)
+
+
+def test_tensorboard_is_optional(tmp_path):
+    import importlib.util
+
+    from anysat_lite.errors import UserError
+
+    cfg = get_config("cpu-demo", TINY + ["train.steps=2", "train.tensorboard=true", f"train.out_dir={tmp_path}"])
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(UserError, match=r"train.tensorboard=true needs the tensorboard package; install it"):
+            pretrain(cfg, progress=False)
+        assert not (tmp_path / "metrics.csv").exists()                  # refused before anything ran
+    else:
+        pretrain(cfg, progress=False)
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
