@@ -7,10 +7,11 @@ DistributedDataParallel, mixed precision and DataLoader workers.  A run reads as
     run   = start_run(cfg, resume, force)     # processes, run folder, checkpoint to continue from
     data  = build_data(cfg, run)              # datasets, batch plans, DataLoaders of step batches
     state = build_state(cfg, run, data)       # model, optimiser, schedules (restored when resuming)
-    for batch in data.loader:                 # this process's share of one step's global batch
-        terms = train_step(state, batch)      # forward + backward (micro-batches), optimiser, EMA
-        log_step / validate / save_checkpoint
-    export(state)                             # EMA target encoder (+ the online one), summary
+    for sb in data.loader:                    # this process's share of one step's global batch
+        res = train_step(state, sb, ...)      # forward + backward (micro-batches), optimiser, EMA
+        validate(state, data)                 # every train.val_every steps
+        log row; save_training_checkpoint(state, data)
+    export(state, data)                       # EMA target encoder (+ the online one); then the summary
 
 Every step's data, masks, dropped dates and masked modalities are drawn for the *global* batch
 from generators seeded by ``(seed, step)``; each process takes its rows.  Hence a run resumed
@@ -252,12 +253,14 @@ def _to(x: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in x.items()}
 
 
-def _pad_across_processes(batch: dict, device) -> dict:
-    """Pad every series to the longest of the *global* batch, so that date draws (``[global batch, T]``)
-    do not depend on how the batch is split over processes."""
+def _on_device(sb: dict, device) -> dict:
+    """A step batch on the device, its series padded to the longest of the *global* batch (so that date
+    draws, ``[global batch, T]``, do not depend on how the batch is split over processes)."""
+    batch = sb["batch"]
     series = sorted(k for k in batch if k in SENSORS and SENSORS[k].is_series)
     lengths = all_max([batch[s].shape[1] for s in series], device)
-    return pad_series(batch, dict(zip(series, lengths)))
+    batch = pad_series(batch, dict(zip(series, lengths)))
+    return dict(sb, batch=_to(batch, device), masks=sb["masks"].to(device))
 
 
 def _generators(planner: BatchPlanner, step: int) -> dict[str, torch.Generator]:
@@ -357,8 +360,7 @@ def validate(state: State, data: Data) -> float:
     state.model.eval()
     losses = []
     for sb in data.val_loader:
-        sb = dict(sb, batch=_to(_pad_across_processes(sb["batch"], info.device), info.device),
-                  masks=sb["masks"].to(info.device))
+        sb = _on_device(sb, info.device)
         b = sb["global_batch"] // info.world
         with torch.autocast(info.device.type, dtype=state.amp_dtype, enabled=state.amp_dtype is not None):
             res = state.model(sb["batch"], sb["patch_size"], sb["masks"], _generators(data.val_planner, sb["step"]),
@@ -467,10 +469,9 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
     batches = iter(data.loader)
     for step in range(run.start, tc.steps):
         t_wait = time.perf_counter()
-        sb = next(batches)
-        sb = dict(sb, batch=_to(_pad_across_processes(sb["batch"], info.device), info.device),
-                  masks=sb["masks"].to(info.device))
+        sb = next(batches)                                     # read by the workers, or here without them
         pace.add(time.perf_counter() - t_wait, sb["global_batch"])
+        sb = _on_device(sb, info.device)
         per_dataset[sb["name"]] = per_dataset.get(sb["name"], 0) + 1
         for cb in callbacks:
             getattr(cb, "on_step_start", lambda *a: None)(step, state)
