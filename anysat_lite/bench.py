@@ -12,10 +12,12 @@ measured matmul peak.
 inputs: PATH must be an importable folder exposing ``model.Hub(dim, depth, heads)`` with the
 official ``AnyModule`` (the project does not ship that code; see README, "Benchmarks").
 
-``--pretrain`` times whole JEPA training steps of the presets instead: step time, peak memory,
-and the MFU (model FLOP utilisation: FLOPs per step, counted in a second run of the same
-steps, over the measured step time, as a share of the measured matmul peak of the compute
-dtype, and of the datasheet bf16 peak on known GPUs).
+``--pretrain`` times whole JEPA training steps of the presets instead: step time, the time each
+step waits for its batch (once with the batches read in the training process, once by
+``--workers`` DataLoader workers), peak memory, and the MFU (model FLOP utilisation: FLOPs per
+step, counted in another run of the same steps by the :class:`FlopCounter` callback, over the
+measured step time, as a share of the measured matmul peak of the compute dtype, and of the
+datasheet bf16 peak on known GPUs).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["main", "measure", "measure_pretraining", "add_mfu", "matmul_peak"]
+__all__ = ["main", "measure", "measure_pretraining", "add_mfu", "matmul_peak", "FlopCounter"]
 
 SIZES = ("nano", "tiny", "small", "base")
 
@@ -160,12 +162,35 @@ def summarise(spec: dict, runs: list[dict]) -> dict:
     return res
 
 
+class FlopCounter:
+    """A pretraining callback: the floating-point operations of every step, counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` from the moment the step's batch is there to
+    the end of the step (forward and backward of target encoder, context encoder and predictor:
+    matmuls, convolutions and attention; the optimiser's element-wise updates count nothing).
+    Counting slows the steps down and changes nothing else (the same losses)."""
+
+    def __init__(self):
+        self.per_step: list[int] = []
+        self._mode = None
+
+    def on_step_start(self, step: int, state) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self._mode = FlopCounterMode(display=False)
+        self._mode.__enter__()
+
+    def on_step_end(self, step: int, state) -> None:
+        self._mode.__exit__(None, None, None)
+        self.per_step.append(self._mode.get_total_flops())
+
+
 def measure_pretraining(spec: dict) -> dict:
-    """``spec = {preset, steps, overrides[, count_flops]}``: a short pretraining run of a preset.
+    """``spec = {preset, steps, overrides[, count_flops][, workers]}``: a short pretraining run of a preset.
 
     Times ``steps`` steps after a first one (which also builds the data): steps/s, the seconds
-    they took, peak memory.  With ``count_flops`` the run counts every step's FLOPs instead
-    (``flops_per_step``, first step included); its timings are then not meaningful.
+    they took, the mean time a step waited for its batch (``data_wait_ms``, with ``workers``
+    DataLoader workers), peak memory.  With ``count_flops`` the run counts every step's FLOPs
+    instead (``flops_per_step``, first step included); its timings are then not meaningful.
     """
     import tempfile
 
@@ -175,14 +200,16 @@ def measure_pretraining(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = get_config(spec["preset"], list(spec.get("overrides", [])) + [
             f"train.steps={spec['steps'] + 1}", f"train.out_dir={out}", "train.ckpt_every=100000", "train.log_every=1",
-            "train.warmup_steps=1"])
+            "train.warmup_steps=1", f"train.val_every={10**9}", f"data.num_workers={spec.get('workers', 0)}"])
+        counter = FlopCounter() if spec.get("count_flops") else None
         t0 = time.perf_counter()
-        summary = pretrain(cfg, progress=False, count_flops=bool(spec.get("count_flops")))
+        summary = pretrain(cfg, progress=False, callbacks=[counter] if counter else [])
         total = time.perf_counter() - t0
         from .train.metrics import read_metrics
         rows = read_metrics(out)
-        # steps after the first (which includes data generation / compilation)
+        # steps after the first (which includes data generation / compilation / starting the workers)
         first, last = rows[0]["seconds"], rows[-1]["seconds"]
+        wait = sum(r["data_wait_s"] for r in rows[1:]) / max(len(rows) - 1, 1)
     device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
     res = {"preset": spec["preset"], "steps": spec["steps"], "batch_size": cfg.train.batch_size,
            "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
@@ -191,9 +218,10 @@ def measure_pretraining(spec: dict) -> dict:
            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
                                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.machine(),
-           "amp": cfg.train.amp, "final_jepa_loss": summary["final"]["jepa_loss"]}
-    if "flops_per_step" in summary:
-        res["flops_per_step"] = summary["flops_per_step"]
+           "amp": cfg.train.amp, "final_jepa_loss": summary["final"]["jepa_loss"], "workers": cfg.data.num_workers,
+           "data_wait_ms": round(1000 * wait, 3)}
+    if counter is not None:
+        res["flops_per_step"] = counter.per_step
     return res
 
 
@@ -272,6 +300,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed pretraining steps per preset")
     p.add_argument("--pretrain-batch", type=int, default=None,
                    help="override the presets' global batch size (e.g. to fit the base presets on a CPU)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                   help="DataLoader workers of the timed pretraining runs, one run each (default: 0 2); the data "
+                        "wait per step is reported for each")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--one-pretrain", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -337,7 +368,9 @@ def main(argv=None) -> int:
 def _bench_pretraining(args) -> int:
     from .config import PRESETS
 
-    presets = args.pretrain or [p for p in PRESETS if p != "base-cuda" or torch.cuda.is_available()]
+    # every preset this machine runs on its own data (geoplex needs the datasets on disk)
+    gpu = torch.cuda.is_available()
+    presets = args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or gpu)]
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
     results, peaks = [], {}
@@ -346,31 +379,34 @@ def _bench_pretraining(args) -> int:
         if not torch.cuda.is_available():
             over.append("train.device=cpu")
         spec = {"preset": preset, "steps": args.steps, "overrides": over}
-        res = _run_sub(spec)
-        if "error" not in res:  # the same steps again, counting their FLOPs (counting slows them down)
-            counted = _run_sub(dict(spec, count_flops=True))
-            if "error" in counted:
+        counted = None
+        for workers in args.workers:
+            res = _run_sub(dict(spec, workers=workers))
+            if "error" not in res and counted is None:  # the same steps again, counting their FLOPs (slower)
+                counted = _run_sub(dict(spec, count_flops=True))
+            if "error" not in res and "error" in counted:
                 res["mfu_error"] = counted["error"]
-            else:
+            elif "error" not in res:
                 key = (res["device"], res["amp"])
                 if key not in peaks:
                     peaks[key] = matmul_peak(torch.device(res["device"]),
                                              dtype=torch.bfloat16 if res["amp"] == "bf16" else torch.float32)
                 sheet = DATASHEET_BF16_PEAK.get(res["device_name"]) if res["amp"] == "bf16" else None
                 res = add_mfu(res, counted, peaks[key], sheet)
-        results.append({"preset": preset, "result": res})
-        if "error" in res:
-            print(f"{preset:10s} ERROR {res['error']}")
-            continue
-        mfu = ""
-        if "mfu" in res:
-            mfu = (f"  {res['flops_per_step'] / 1e9:9.1f} GFLOP/step  {res['achieved_flops'] / 1e9:8.1f} GFLOP/s  "
-                   f"MFU {100 * res['mfu']:4.1f} % of measured {res['amp'] if res['amp'] != 'none' else 'fp32'} "
-                   f"matmul peak" + (f" ({100 * res['mfu_datasheet']:.1f} % of datasheet)" if "mfu_datasheet" in res
-                                     else ""))
-        print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  {res['steps_per_s']:7.3f} steps/s  "
-              f"{1000 * res['timed_s'] / res['steps']:8.0f} ms/step  peak {res['peak_memory_mb']:8.0f} MB  ({res['device']})"
-              + mfu, flush=True)
+            results.append({"preset": preset, "workers": workers, "result": res})
+            if "error" in res:
+                print(f"{preset:10s} workers {workers}  ERROR {res['error']}")
+                continue
+            mfu = ""
+            if "mfu" in res:
+                mfu = (f"  {res['flops_per_step'] / 1e9:9.1f} GFLOP/step  {res['achieved_flops'] / 1e9:8.1f} GFLOP/s  "
+                       f"MFU {100 * res['mfu']:4.1f} % of measured {res['amp'] if res['amp'] != 'none' else 'fp32'} "
+                       f"matmul peak" + (f" ({100 * res['mfu_datasheet']:.1f} % of datasheet)"
+                                         if "mfu_datasheet" in res else ""))
+            print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  workers {workers}  "
+                  f"{res['steps_per_s']:7.3f} steps/s  {1000 * res['timed_s'] / res['steps']:8.0f} ms/step  "
+                  f"data wait {res['data_wait_ms']:8.1f} ms/step  peak {res['peak_memory_mb']:8.0f} MB  "
+                  f"({res['device']})" + mfu, flush=True)
     Path(args.json).write_text(json.dumps({"torch": torch.__version__, "pretraining": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0

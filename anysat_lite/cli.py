@@ -45,7 +45,7 @@ def _config(args):
 
 def _add_config_args(p):
     p.add_argument("--config", default=None,
-                   help="preset name (cpu-demo, tiny, small, base, base-cuda) or YAML file (default: cpu-demo; "
+                   help="preset name (cpu-demo, tiny, small, base, base-cuda, geoplex) or YAML file (default: cpu-demo; "
                         "with --resume: the run's own config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, YAML syntax, lists replaced whole (repeatable), e.g. "

@@ -5,11 +5,13 @@ Presets go from a laptop to a GPU node by name only::
 
     cfg = get_config("cpu-demo")                      # nano model, embedded data, CPU, minutes
     cfg = get_config("base-cuda", ["train.steps=20000", "train.batch_size=128"])
+    cfg = get_config("geoplex", ["data.root=/data"])  # the official GeoPlex run: five datasets, AnySat's recipe
     cfg = load_config("my_run.yaml")                  # YAML may name a preset: {preset: base-cuda, ...}
 
 Model sizes follow the official AnySat configs: ``tiny`` (D=256, depth 2, 4 heads),
 ``small`` (512, 4, 8), ``base`` (768, 6, 12).  ``nano`` (64, 2, 4) is the width of the
-parity fixtures and the CPU demo.
+parity fixtures and the CPU demo.  ``model.size=NAME`` (an override or a YAML key) sets the
+three numbers of a size at once.
 """
 from __future__ import annotations
 
@@ -65,24 +67,47 @@ def model_config(size: str = "base", **overrides) -> ModelConfig:
 
 @dataclass
 class DatasetSpec:
-    """One pretraining/probing dataset of a (possibly multi-dataset) mix."""
+    """One pretraining/probing dataset of a (possibly multi-dataset) mix.
 
-    name: str = "synthetic"       # "synthetic" (embedded world) or "treesatai" (TreeSatAI-TS folder)
-    path: str | None = None        # folder for file-backed datasets
+    ``name`` is ``synthetic`` (the embedded world; ``synthetic:<tag>`` for a second one) or a
+    name of the dataset registry (``treesatai-ts``, ``pastis-hd``, ``flair``, ``planted``,
+    ``s2naip-urban``, ``rasters``, or one registered with
+    :func:`anysat_lite.data.registry.register_dataset`); ``treesatai`` means ``treesatai-ts``.
+    ``norm`` chooses the normalisation statistics: ``official`` (the dataset's
+    ``NORM_<sensor>_patch.json`` files, computed the official way where a file is missing, as
+    the official readers do), ``per-tile`` (always computed the official way: per-tile band
+    means and standard deviations, averaged) or ``pixels`` (pooled mean and standard deviation
+    of every pixel); computed statistics use up to ``data.norm_samples`` train tiles.
+    """
+
+    name: str = "synthetic"
+    path: str | None = None        # the dataset's folder (or manifest); None = found under data.root
     weight: float = 1.0            # sampling weight of this dataset's batches
     patch_sizes: list[int] = field(default_factory=lambda: [10, 20])  # metres, one per batch
     sensors: list[str] | None = None  # subset of the dataset's sensors (None = all)
+    batch_size: int | None = None  # global batch of this dataset's steps (None = train.batch_size)
+    max_dates: int | None = None   # cap on the dates of each series on the train split (None = all)
+    tile_m: float | None = None    # crop every item to this side in metres (None = the reader's tiles)
+    norm: str = "pixels"           # official | per-tile | pixels
+    options: dict | None = None    # keyword arguments of the reader class, e.g. {crop: center}
 
 
 @dataclass
 class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
+    root: str | None = None        # folder holding the datasets (PASTIS-R/, TreeSat/... or pastis_hd/...)
+    mixing: str = "weighted"       # weighted: a dataset per step by weight | official: epochs without replacement
+    epoch_steps: int | None = None  # official mixing: cap on the steps of an epoch (None = every batch)
     tile_m: int = 60               # synthetic tiles: side in metres
     n_tiles: int = 384             # synthetic tiles generated (train + val + test)
     n_dates: int = 12              # synthetic time-series length
-    seed: int = 0
+    seed: int = 0                  # synthetic world, and the crops / date subsets of the readers
     cache_dir: str | None = None   # default: ~/.cache/anysat_lite
-    num_workers: int = 0
+    norm_samples: int = 256        # train tiles read to compute normalisation statistics (0 = all)
+    num_workers: int = 0           # DataLoader worker processes (0 = read in the training process)
+    prefetch_factor: int = 2       # batches each worker reads ahead
+    persistent_workers: bool = True
+    pin_memory: bool = True        # page-locked batches for faster copies to the GPU (CUDA only)
 
 
 @dataclass
@@ -115,6 +140,7 @@ class JEPAConfig:
     contrastive: bool = True
     contrastive_weight: float = 1.0
     contrastive_tau: float = 0.1
+    contrastive_scope: str = "global"              # global: tokens of every process | local: per process (official)
     single_sensor_views: bool = True               # one time series: MIL-NCE between two draws of its dates
     center_targets: bool = False                   # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
@@ -125,22 +151,43 @@ class JEPAConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimisation.  ``recipe`` chooses the schedule:
+
+    * ``ijepa``: AdamW, linear warm-up then cosine decay of the learning rate (``lr`` ->
+      ``min_lr``), cosine weight decay (``weight_decay`` -> ``final_weight_decay``) on weights
+      only (not biases and norms), as I-JEPA.
+    * ``anysat``: the official AnySat optimisation: AdamW at a constant ``lr``, multiplied by
+      ``plateau_factor`` when the validation loss has not improved for ``plateau_patience``
+      validations (``ReduceLROnPlateau``; needs ``val_every``), weight decay ``weight_decay``
+      on every parameter.  The GeoPlex preset adds the rest of the official numbers (lr 5e-5,
+      decay 0.05, no clipping, fp16).
+    """
+
+    recipe: str = "ijepa"          # ijepa | anysat
     steps: int = 300
-    batch_size: int = 16
+    batch_size: int = 16           # global batch (every process together) of datasets without their own
+    accum_steps: int = 1           # micro-batches per step (gradient accumulation)
     lr: float = 1e-4
     min_lr: float = 1e-6
     warmup_steps: int = 20
     weight_decay: float = 0.04
     final_weight_decay: float = 0.04  # cosine weight-decay schedule end (I-JEPA: 0.04 -> 0.4)
+    plateau_factor: float = 0.1    # anysat recipe: learning-rate factor on a plateau of the validation loss
+    plateau_patience: int = 10     # anysat recipe: validations without improvement before reducing
     grad_clip: float = 1.0
     amp: str = "none"              # none | bf16 | fp16
+    tf32: bool = True              # TensorFloat-32 for float32 matmuls and convolutions on CUDA
     compile: bool = False          # torch.compile the transformer blocks (optional; see train/loop.py)
     device: str = "auto"           # auto | cpu | cuda
     seed: int = 0
     log_every: int = 10
+    val_every: int = 0             # validation loss every this many steps (0 = never)
+    val_batches: int = 4           # validation batches (official mixing: at most this many, one pass)
     ckpt_every: int = 100
+    keep_last: int = 0             # step-XXXXXX.pt checkpoints kept (0 = all); last.pt is always kept
     out_dir: str = "runs/cpu-demo"
     threads: int | None = None     # torch.set_num_threads on CPU (None = leave as is)
+    tensorboard: bool = False      # also write TensorBoard scalars to out_dir/tensorboard (needs tensorboard)
 
 
 @dataclass
@@ -204,6 +251,43 @@ def _sized(name: str, size: str, **train) -> Config:
     return cfg
 
 
+# GeoPlex datasets as the official configs/dataset/GeoPlex.yaml: patch sizes (its "scales" times the
+# 10 m of a Sentinel-2 pixel), batch sizes (per GPU there, global here), weights (configs/exp/GeoPlex_AnySat.yaml)
+GEOPLEX_DATASETS = (
+    dict(name="treesatai-ts", patch_sizes=[10, 20], batch_size=128, weight=1.0),
+    dict(name="pastis-hd", patch_sizes=[40, 80, 160], batch_size=1, weight=1.0, max_dates=20),
+    dict(name="flair", patch_sizes=[10, 20], batch_size=32, weight=1.0),
+    dict(name="planted", patch_sizes=[30], batch_size=256, weight=2.0),
+    dict(name="s2naip-urban", patch_sizes=[40, 80, 160], batch_size=2, weight=4.0),
+)
+GEOPLEX_EPOCH = 359046 // (10 * 2)  # official iterations per epoch: len(S2NAIP train) // (10 x its batch of 2)
+
+
+def _geoplex() -> Config:
+    """AnySat pretraining on GeoPlex as the official run (``configs/exp/GeoPlex_AnySat.yaml``).
+
+    Five datasets read from ``data.root`` (``TreeSat/``, ``PASTIS-R/``, ``FLAIR/``, ``Planted/``,
+    ``S2NAIP-urban/``, or the fixture names ``treesatai_ts/``...); each batch comes from one
+    dataset and one patch size, datasets drawn by weight among those not yet exhausted in the
+    epoch (``data.mixing=official``); official normalisation files; AnySat's optimisation
+    (``train.recipe=anysat``: AdamW 5e-5 constant, plateau reduction x0.1 after 10 validations
+    without improvement, weight decay 0.05 on every parameter, no clipping, fp16); MIL-NCE
+    within each process (``jepa.contrastive_scope=local``); 200 epochs with a validation per epoch.
+    The base encoder with every official sensor.  Deviations: README, "Deviations".
+    """
+    return Config(
+        name="geoplex",
+        model=model_config("base"),
+        data=DataConfig(datasets=[DatasetSpec(norm="official", **d) for d in GEOPLEX_DATASETS], root="data",
+                        mixing="official", epoch_steps=GEOPLEX_EPOCH, num_workers=8),
+        jepa=JEPAConfig(contrastive_scope="local"),
+        train=TrainConfig(recipe="anysat", steps=200 * GEOPLEX_EPOCH, batch_size=128, lr=5e-5, min_lr=0.0,
+                          warmup_steps=0, weight_decay=0.05, final_weight_decay=0.05, grad_clip=0.0, amp="fp16",
+                          val_every=GEOPLEX_EPOCH, val_batches=82140 // (10 * 2), log_every=50,
+                          ckpt_every=GEOPLEX_EPOCH, keep_last=3, out_dir="runs/geoplex"),
+    )
+
+
 # Tiny sizes for CI, notebook smoke runs and tests: seconds instead of minutes.
 SMOKE_OVERRIDES = ["data.n_tiles=32", "data.tile_m=40", "data.n_dates=6",
                    "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]", "train.batch_size=8",
@@ -220,6 +304,7 @@ PRESETS = {
     "base-cuda": lambda: _sized("base-cuda", "base", steps=50000, batch_size=128, lr=1e-4, warmup_steps=2000,
                                 weight_decay=0.04, final_weight_decay=0.4, amp="bf16", device="cuda",
                                 ckpt_every=2000),  # add --set train.compile=true to try torch.compile
+    "geoplex": _geoplex,
 }
 
 
@@ -255,7 +340,7 @@ def _yaml(value) -> str:
 
 
 _NOUNS = {bool: ("a boolean (true/false)", "booleans"), int: ("an integer", "integers"),
-          float: ("a number", "numbers"), str: ("a text", "texts")}
+          float: ("a number", "numbers"), str: ("a text", "texts"), dict: ("a mapping {key: value}", "mappings")}
 
 
 def _show(value) -> str:
@@ -316,6 +401,10 @@ def _coerce(value, hint, where: str):
     if hint is bool:
         if isinstance(value, bool):
             return value
+        raise bad()
+    if hint is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
         raise bad()
     if hint in (int, float):
         if isinstance(value, str):
@@ -385,6 +474,16 @@ def _sensor_list(v):
     return v is None or (len(v) > 0 and all(s in SENSORS for s in v))
 
 
+def _dataset_name(v):
+    from .data.registry import canonical_name, dataset_names
+    return v == "synthetic" or v.startswith("synthetic:") or canonical_name(v) in dataset_names()
+
+
+def _dataset_names() -> str:
+    from .data.registry import dataset_names
+    return "synthetic, synthetic:<tag> or a registered dataset (" + ", ".join(dataset_names()) + ")"
+
+
 _PATCHES = (lambda v: len(v) > 0 and all(p > 0 and p % 10 == 0 for p in v),
             "non-empty, each a positive multiple of 10 (metres), e.g. [10, 20]")
 _SENSORS = (_sensor_list, "null (all) or registered sensor names (anysat-lite info lists them)")
@@ -395,11 +494,22 @@ RULES: dict[str, tuple] = {
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
     "model.subpatch_order": _choice("official", "geometric"), "model.sensors": _SENSORS,
     "data.datasets": (lambda v: len(v) > 0, "at least one dataset"),
-    "data.datasets.name": (lambda v: v in ("synthetic", "treesatai") or v.startswith("synthetic:"),
-                           "synthetic, synthetic:<tag> or treesatai"),
+    "data.datasets.name": (_dataset_name, None),
+    "data.datasets.path": (lambda v: v is None or v.strip() != "", "null or a folder path"),
     "data.datasets.weight": _gt(0), "data.datasets.patch_sizes": _PATCHES, "data.datasets.sensors": _SENSORS,
+    "data.datasets.batch_size": (lambda v: v is None or v >= 1, "null (train.batch_size) or >= 1"),
+    "data.datasets.max_dates": (lambda v: v is None or v >= 1, "null (every date) or >= 1"),
+    "data.datasets.tile_m": (lambda v: v is None or (v > 0 and v % 10 == 0),
+                             "null (the reader's tiles) or a positive multiple of 10 (metres)"),
+    "data.datasets.norm": _choice("official", "per-tile", "pixels"),
+    "data.datasets.options": (lambda v: v is None or all(isinstance(k, str) for k in v),
+                              "null or a mapping of keyword arguments of the reader, e.g. {crop: center}"),
+    "data.root": (lambda v: v is None or v.strip() != "", "null or a folder path"),
+    "data.mixing": _choice("weighted", "official"),
+    "data.epoch_steps": (lambda v: v is None or v >= 1, "null (every batch) or >= 1"),
     "data.tile_m": (lambda v: v > 0 and v % 10 == 0, "a positive multiple of 10 (metres)"),
-    "data.n_tiles": _ge(3), "data.n_dates": _ge(1), "data.seed": _ge(0), "data.num_workers": _ge(0),
+    "data.n_tiles": _ge(3), "data.n_dates": _ge(1), "data.seed": _ge(0), "data.norm_samples": _ge(0),
+    "data.num_workers": _ge(0), "data.prefetch_factor": _ge(1),
     "jepa.mask": _choice("multiblock", "random", "block"), "jepa.n_targets": _ge(1),
     "jepa.target_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
     "jepa.target_aspect": _pair(lambda x: x > 0, "> 0"),
@@ -408,13 +518,16 @@ RULES: dict[str, tuple] = {
     "jepa.modality_mask_ratio": _unit(), "jepa.date_drop_ratio": _unit(False), "jepa.predictor_depth": _ge(1),
     "jepa.predictor_heads": _ge(1), "jepa.ema": _pair(lambda x: 0 <= x <= 1, "in [0, 1]"),
     "jepa.target": _choice("ema", "online"), "jepa.contrastive_weight": _ge(0), "jepa.contrastive_tau": _gt(0),
-    "jepa.monitor_every": _ge(0),
-    "train.steps": _ge(1), "train.batch_size": _ge(1), "train.lr": _gt(0), "train.min_lr": _ge(0),
-    "train.warmup_steps": _ge(0), "train.weight_decay": _ge(0), "train.final_weight_decay": _ge(0),
-    "train.grad_clip": _ge(0), "train.amp": _choice("none", "bf16", "fp16"),
+    "jepa.contrastive_scope": _choice("global", "local"), "jepa.monitor_every": _ge(0),
+    "train.recipe": _choice("ijepa", "anysat"),
+    "train.steps": _ge(1), "train.batch_size": _ge(1), "train.accum_steps": _ge(1), "train.lr": _gt(0),
+    "train.min_lr": _ge(0), "train.warmup_steps": _ge(0), "train.weight_decay": _ge(0),
+    "train.final_weight_decay": _ge(0), "train.plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.plateau_patience": _ge(0), "train.grad_clip": _ge(0), "train.amp": _choice("none", "bf16", "fp16"),
     "train.device": (lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
                      "auto, cpu, cuda or cuda:N"),
-    "train.seed": _ge(0), "train.log_every": _ge(1), "train.ckpt_every": _ge(1),
+    "train.seed": _ge(0), "train.log_every": _ge(1), "train.val_every": _ge(0), "train.val_batches": _ge(1),
+    "train.ckpt_every": _ge(1), "train.keep_last": _ge(0),
     "train.out_dir": (lambda v: v.strip() != "", "a folder path"),
     "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
     "probe.patch_sizes": _PATCHES,
@@ -461,6 +574,7 @@ def validate_config(cfg: Config) -> Config:
     """
     def check(where: str, rule_key: str, value):
         ok, expected = RULES[rule_key]
+        expected = _dataset_names() if expected is None else expected
         try:
             good = bool(ok(value))
         except TypeError:
@@ -489,10 +603,14 @@ def validate_config(cfg: Config) -> Config:
             raise ConfigError(f"config {heads}: expected a divisor of model.embed_dim={m.embed_dim}, got {n}; "
                               f"e.g. --set {heads}={near}")
     for spec_i, spec in enumerate(cfg.data.datasets):
-        if spec.name == "treesatai" and not spec.path:
-            raise ConfigError(f"config data.datasets[{spec_i}].path: dataset treesatai needs the folder of "
-                              "TreeSatAI-TS, got null; e.g. --set \"data.datasets=[{name: treesatai, "
-                              "path: data/treesatai_ts_sample}]\"")
+        if not spec.name.startswith("synthetic") and not spec.path and not cfg.data.root:
+            raise ConfigError(f"config data.datasets[{spec_i}].path: dataset {spec.name} needs the folder of its "
+                              "files, got null; give data.datasets[i].path or data.root (the folder holding it), "
+                              f"e.g. --set data.root=/data")
+    t = cfg.train
+    if t.recipe == "anysat" and t.val_every == 0:
+        raise ConfigError("config train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
+                          "validation loss, so it needs a validation, got 0; e.g. --set train.val_every=1000")
     return cfg
 
 
@@ -509,7 +627,21 @@ def config_from_dict(data: dict) -> Config:
     return validate_config(_merge(cfg, data))
 
 
+def _expand_size(data: dict) -> dict:
+    """``model: {size: nano, ...}`` -> the size's ``embed_dim``, ``depth``, ``num_heads`` (explicit keys win)."""
+    model = data.get("model")
+    if not isinstance(model, Mapping) or "size" not in model:
+        return data
+    model = dict(model)
+    size = model.pop("size")
+    if size not in MODEL_SIZES:
+        raise ConfigError(f"config model.size: expected one of {', '.join(MODEL_SIZES)}, got {_show(size)}; "
+                          "e.g. --set model.size=nano")
+    return {**data, "model": {**MODEL_SIZES[size], **model}}
+
+
 def _merge(cfg: Config, data: dict) -> Config:
+    data = _expand_size(data)
     merged = config_to_dict(cfg)
 
     def deep(dst, src):

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "sensor_names"]
+__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor"]
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,6 @@ def get_sensor(name: str) -> Sensor:
         return SENSORS[name]
     except KeyError:
         raise KeyError(f"unknown sensor {name!r}; registered sensors: {', '.join(SENSORS)}") from None
-
-
-def sensor_names() -> list[str]:
-    return list(SENSORS)
 
 
 # --- the official AnySat sensors -------------------------------------------------------

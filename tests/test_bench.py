@@ -25,15 +25,21 @@ def test_bench_writes_json(tmp_path, capsys):
 
 def test_bench_pretraining_mode(tmp_path, capsys):
     out = tmp_path / "pre.json"
-    assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--json", str(out)]) == 0
-    res = json.loads(out.read_text())["pretraining"][0]["result"]
+    assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["pretraining"]
+    assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [("cpu-demo", 0, 0),
+                                                                                 ("cpu-demo", 2, 2)]
+    # the data wait per step, read in the training process and by two workers (same steps, same FLOPs)
+    assert all(r["result"]["data_wait_ms"] >= 0 for r in runs)
+    assert runs[0]["result"]["flops_per_step"] == runs[1]["result"]["flops_per_step"]
+    res = runs[0]["result"]
     assert res["steps_per_s"] > 0 and res["peak_memory_mb"] > 0 and res["model"] == "D64/depth2/heads4"
     # MFU from a second run counting the same steps: FLOPs / timed seconds / measured matmul peak
     assert res["flops_per_step"] > 1e9 and res["matmul_peak_flops"] > 0
     assert res["achieved_flops"] == pytest.approx(2 * res["flops_per_step"] / res["timed_s"])
     assert 0 < res["mfu"] < 1 and res["mfu"] == pytest.approx(res["achieved_flops"] / res["matmul_peak_flops"])
     out = capsys.readouterr().out
-    assert "steps/s" in out and "MFU" in out
+    assert "steps/s" in out and "MFU" in out and out.count("data wait") == 2
 
 
 def test_mfu_uses_the_timed_steps_only():

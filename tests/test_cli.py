@@ -21,7 +21,7 @@ from conftest import GEOTIFF
 
 
 def test_presets_and_overrides(tmp_path):
-    assert set(PRESETS) == {"cpu-demo", "tiny", "small", "base", "base-cuda"}
+    assert set(PRESETS) == {"cpu-demo", "tiny", "small", "base", "base-cuda", "geoplex"}
     base = get_config("base-cuda")
     assert (base.model.embed_dim, base.model.depth, base.model.num_heads) == (768, 6, 12)
     assert base.train.amp == "bf16" and base.train.device == "cuda" and base.jepa.predictor_depth == 4
@@ -169,7 +169,7 @@ def snapshot(folder):
     (["--set", "train.ckpt_every=0"], r"train.ckpt_every: expected an integer >= 1, got 0"),
     (["--set", "data.datasets=[{name: synthetic"], r"not valid YAML \(expected ',' or '\}'.*\); quote the whole"),
     (["--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*did you mean train.steps\?"),
-    (["--config", "huge"], r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda\) nor an "
+    (["--config", "huge"], r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda, geoplex\) nor an "
                            r"existing YAML file"),
 ])
 def test_pretrain_config_mistakes(tmp_path, args, pattern):

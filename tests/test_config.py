@@ -37,6 +37,25 @@ from anysat_lite.config import (PRESETS, Config, ConfigError, TrainConfig, Unkno
                                         r"'\}', but got '<stream end>' \(line 1, column 18\)\); quote the whole"),
     ("data.datasets[0].sensors=[s2]", r"indexing into a list is not supported; give the whole list, e.g. --set "
                                       r"\"data.datasets=\[\{name: synthetic, sensors: \[s2\]\}\]\""),
+    ("data.datasets=[{name: pastis}]", r"data.datasets\[0\].name: expected synthetic, synthetic:<tag> or a registered "
+                                       r"dataset \(treesatai-ts, pastis-hd, flair, planted, s2naip-urban, rasters"),
+    ("data.datasets=[{name: flair, path: x, norm: mean}]", r"data.datasets\[0\].norm: expected one of official, "
+                                                           r"per-tile, pixels, got 'mean'"),
+    ("data.datasets=[{name: flair, path: x, options: 3}]", r"data.datasets\[0\].options: expected a mapping "
+                                                           r"\{key: value\} or null, got 3"),
+    ("data.datasets=[{name: flair, path: x, tile_m: 15}]", r"data.datasets\[0\].tile_m: expected null \(the reader's "
+                                                           r"tiles\) or a positive multiple of 10"),
+    ("data.datasets=[{name: flair, path: x, batch_size: 0}]", r"data.datasets\[0\].batch_size: expected null"),
+    ("data.mixing=random", r"data.mixing: expected one of weighted, official, got 'random'"),
+    ("data.prefetch_factor=0", r"data.prefetch_factor: expected an integer >= 1, got 0"),
+    ("model.size=huge", r"^config model.size: expected one of nano, tiny, small, base, got 'huge'"),
+    ("train.recipe=adam", r"train.recipe: expected one of ijepa, anysat, got 'adam'"),
+    ("train.recipe=anysat", r"train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
+                            r"validation loss, so it needs a validation, got 0"),
+    ("train.accum_steps=0", r"train.accum_steps: expected an integer >= 1, got 0"),
+    ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
+    ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
+    ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
     ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
     ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
     ("model=3", r"expected section.key=value"),
@@ -94,3 +113,31 @@ def test_yaml_files(tmp_path):
     (tmp_path / "preset.yaml").write_text("preset: huge\n")
     with pytest.raises(ConfigError, match=r"unknown preset 'huge'; choose one of cpu-demo"):
         load_config(tmp_path / "preset.yaml")
+
+
+def test_model_size_sets_the_three_numbers_and_explicit_keys_win():
+    cfg = get_config("geoplex", ["model.size=nano"])
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (64, 2, 4)
+    cfg = get_config("cpu-demo", ["model.size=tiny", "model.depth=3"])
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (256, 3, 4)
+
+
+def test_geoplex_preset_has_the_official_numbers():
+    cfg = get_config("geoplex")
+    ds = {d.name: d for d in cfg.data.datasets}
+    assert {n: d.patch_sizes for n, d in ds.items()} == {"treesatai-ts": [10, 20], "pastis-hd": [40, 80, 160],
+                                                          "flair": [10, 20], "planted": [30],
+                                                          "s2naip-urban": [40, 80, 160]}
+    assert {n: d.batch_size for n, d in ds.items()} == {"treesatai-ts": 128, "pastis-hd": 1, "flair": 32,
+                                                         "planted": 256, "s2naip-urban": 2}
+    assert {n: d.weight for n, d in ds.items()} == {"treesatai-ts": 1, "pastis-hd": 1, "flair": 1, "planted": 2,
+                                                     "s2naip-urban": 4}
+    assert ds["pastis-hd"].max_dates == 20 and all(d.norm == "official" for d in ds.values())
+    t = cfg.train
+    assert (t.recipe, t.lr, t.weight_decay, t.grad_clip, t.amp, t.plateau_factor, t.plateau_patience) == \
+        ("anysat", 5e-5, 0.05, 0.0, "fp16", 0.1, 10)
+    assert cfg.data.mixing == "official" and cfg.data.epoch_steps == 17952 == t.val_every
+    assert cfg.jepa.contrastive_scope == "local" and cfg.model.embed_dim == 768
+    # a config names a dataset and where it is
+    cfg = get_config("cpu-demo", ["data.datasets=[{name: pastis-hd, path: /data/PASTIS-R}]"])
+    assert cfg.data.datasets[0].path == "/data/PASTIS-R"

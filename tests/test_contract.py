@@ -42,8 +42,9 @@ def test_non_square_tiles_are_accepted():
     (lambda x: x["s2"].__setitem__((1, 2, 3), float("-inf")), r"s2: 36 non-finite values"),
     (lambda x: x.pop("s2_dates"), r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found"),
     (lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))), r"s2_dates: expected shape \[B, T\] = \[2, 3\], got \[2, 4\]"),
-    (lambda x: x.update(s2_dates=torch.tensor([[1, 2, 400], [1, 2, 3]])), r"s2_dates: day-of-year must lie in \[0, 366\], got values in \[1, 400\]"),
-    (lambda x: x.update(s2_dates=torch.tensor([[1.5, 2, 3], [1, 2, 3]])), r"s2_dates: dates must be whole days-of-year"),
+    (lambda x: x.update(s2_dates=torch.tensor([[1, 2, -3], [1, 2, 3]])), r"s2_dates: dates must be whole days >= 0 "
+     r"\(day-of-year, or days since the dataset's origin\), got values down to -3"),
+    (lambda x: x.update(s2_dates=torch.tensor([[1.5, 2, 3], [1, 2, 3]])), r"s2_dates: dates must be whole days"),
     (lambda x: x.update(s2_mask=torch.ones(2, 5, dtype=torch.bool)), r"s2_mask: expected shape \[B, T\] = \[2, 3\] \(True = valid date\), got \[2, 5\]"),
     (lambda x: x.update(s2_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])), r"s2_mask: every sample needs at least one valid date"),
     (lambda x: x.update(aerial_dates=torch.ones(2, 3)), r"aerial: single-date sensor takes no 'aerial_dates'"),
@@ -106,7 +107,8 @@ def small(B=2, T=3, dtype=torch.float32):
     ({**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)},
      r"^aerial: empty image \(0x100 px"),
     ({**small(), "s2_dates": torch.tensor([[1.0, float("nan"), 3.0]] * 2)},
-     r"^s2_dates: 2 NaN/inf dates; give every date a day-of-year in \[0, 366\] and flag the missing ones False in "
+     r"^s2_dates: 2 NaN/inf dates; give every date a whole day number >= 0 \(e.g. its day-of-year\) and flag the "
+     r"missing ones False in "
      r"'s2_mask'"),
 ])
 def test_empty_and_nan_inputs(model, x, match):
@@ -175,3 +177,10 @@ def test_memory_estimate_refuses_what_would_not_fit(model, monkeypatch):
                                           r"\(P = 120 m needs about 1\.\d GB\)"):
         with torch.no_grad():
             model(big, 240)
+
+
+def test_dates_beyond_the_encoding_period_pass():
+    """Day 366 of a leap year on l8 (period 366) and PASTIS days since 2018-09-01 (up to ~420) are valid dates."""
+    x = {"l8": torch.rand(1, 2, 11, 2, 2), "l8_dates": torch.tensor([[1, 366]]),
+         "s2": torch.rand(1, 2, 10, 2, 2), "s2_dates": torch.tensor([[0, 419]])}
+    assert validate_sample(x).n_dates == {"l8": 2, "s2": 2}

@@ -15,7 +15,9 @@ import torch
 
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
-from anysat_lite.data.flair import CLASSES, FLAIRDataset, choose_dates, official_norm_stats, per_tile_norm_stats
+from anysat_lite.data.flair import CLASSES, FLAIRDataset, official_norm_stats
+from anysat_lite.data.normalization import per_tile_norm_stats
+from anysat_lite.data.readers import choose_dates
 
 from conftest import ROOT
 

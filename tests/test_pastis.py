@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import torch
 
-from anysat_lite.data.contract import SampleError, validate_sample
+from anysat_lite.data.contract import sensor_entries, validate_sample
 from anysat_lite.data.pastis import CLASSES, PastisHDDataset, compute_norm_stats, days_since, official_norm_stats
 from anysat_lite.data.registry import get_dataset
 
@@ -136,7 +136,7 @@ def test_official_norm_stats_average_the_folds_read():
 def test_item_is_a_model_input_and_nano_runs_at_the_paper_patch_size():
     from anysat_lite import AnySat
     item = PastisHDDataset(FIXTURE, "test")[0]  # patch 30000: every date within days 0..365
-    x = {k: v[None] for k, v in item.items() if k.split("_")[0] in SENSORS}
+    x = {k: v[None] for k, v in sensor_entries(item).items()}
     assert validate_sample(x).extent_m == (80.0, 80.0)
     assert PastisHDDataset(FIXTURE, "test").tile_m == 80.0 == PastisHDDataset(FIXTURE, "test", sensors=("spot",)).tile_m
     torch.manual_seed(0)
@@ -146,11 +146,7 @@ def test_item_is_a_model_input_and_nano_runs_at_the_paper_patch_size():
     assert out.shape[:3] == (1, 2, 2) and torch.isfinite(out).all()
 
 
-@pytest.mark.xfail(strict=True, raises=SampleError,
-                   reason="contract.validate_sample bounds dates by the sensor's doy_period (366 for s2), but the "
-                          "released weights received PASTIS dates beyond 365 (days since 2018-09-01 of autumn-2019 "
-                          "acquisitions); relax the upper bound in contract.py, then drop this marker")
 def test_dates_past_one_year_pass_the_contract():
     item = PastisHDDataset(FIXTURE, "val")[0]  # dates up to day 419
     assert item["s2_dates"].max() > 366
-    validate_sample({k: v[None] for k, v in item.items() if k.split("_")[0] in SENSORS})
+    validate_sample({k: v[None] for k, v in sensor_entries(item).items()})

@@ -9,8 +9,8 @@ import pytest
 from torch.utils.data import Dataset
 
 from anysat_lite.data import registry
-from anysat_lite.data.registry import (DATASETS, choose_dates, dataset_names, get_dataset, item_rng,
-                                       register_dataset)
+from anysat_lite.data.readers import choose_dates, item_rng
+from anysat_lite.data.registry import DATASETS, dataset_names, get_dataset, register_dataset
 from anysat_lite.sensors import SENSORS
 
 BUILTIN = ("treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban", "rasters")

@@ -4,14 +4,18 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from anysat_lite.bench import FlopCounter
 from anysat_lite.config import get_config
 from anysat_lite.train import load_checkpoint, load_encoder, pretrain, save_checkpoint
-from anysat_lite.train.loop import FAULT_ENV
 from anysat_lite.train.metrics import read_metrics
+from train_helpers import KILL_ENV
+
+HELPERS = Path(__file__).with_name("train_helpers.py")
 
 # A small world and model that train in seconds on 2 CPU cores.
 TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
@@ -22,6 +26,13 @@ TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "data.datasets=[{
 def _run_cli(args, env_extra=None, check=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "anysat_lite", *args], env=env, capture_output=True, text=True,
+                          check=check, timeout=600)
+
+
+def _run_helper(args, env_extra=None, check=True):
+    """``tests/train_helpers.py`` (pretraining with test-only callbacks) in a subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, str(HELPERS), *args], env=env, capture_output=True, text=True,
                           check=check, timeout=600)
 
 
@@ -44,15 +55,15 @@ def test_cpu_demo_learns_without_collapsing(tmp_path):
 
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
-    common = ["pretrain", "--config", "cpu-demo", "--quiet", "--set", "train.steps=12"] + sum((["--set", o] for o in TINY), [])
+    common = ["--config", "cpu-demo", "--set", "train.steps=12"] + sum((["--set", o] for o in TINY), [])
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    _run_cli(common + ["--set", f"train.out_dir={ref}"])
-    killed = _run_cli(common + ["--set", f"train.out_dir={crash}"], env_extra={FAULT_ENV: "9"}, check=False)
-    assert killed.returncode != 0                                  # SIGKILL after step 9
+    _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={ref}"])
+    killed = _run_helper(common + ["--set", f"train.out_dir={crash}"], env_extra={KILL_ENV: "9"}, check=False)
+    assert killed.returncode == -9                                 # SIGKILL after step 9
     assert not (crash / "encoder.safetensors").exists()
     assert load_checkpoint(crash / "last.pt")["step"] == 8         # last checkpoint before the kill
     assert max(r["step"] for r in read_metrics(crash)) == 9        # steps 8-9 were logged, then lost
-    _run_cli(common + ["--set", f"train.out_dir={crash}", "--resume"])
+    _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"])
     a, b = read_metrics(ref), read_metrics(crash)
     assert [r["step"] for r in b] == list(range(12))
     for ra, rb in zip(a, b):
@@ -64,13 +75,12 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
     over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
-    plain = pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'a'}"]), progress=False)
-    counted = pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'b'}"]), progress=False,
-                       count_flops=True)
-    assert "flops_per_step" not in plain
+    pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    counter = FlopCounter()
+    pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'b'}"]), progress=False, callbacks=[counter])
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]           # the same steps, bit for bit
-    flops = counted["flops_per_step"]
+    flops = counter.per_step
     assert len(flops) == 4 and min(flops) > 1e8
     # counted per step: these four steps draw both patch sizes, whose token counts (and FLOPs) differ
     by_patch = {p: {f for r, f in zip(b, flops) if r["patch_size"] == p} for p in (10, 20)}
@@ -152,3 +162,215 @@ def test_torch_compile_matches_eager(tmp_path):
     pretrain(get_config("cpu-demo", common + [f"train.out_dir={tmp_path / 'e'}"]), progress=False)
     for a, b in zip(read_metrics(tmp_path / "c"), read_metrics(tmp_path / "e")):
         assert a["jepa_loss"] == pytest.approx(b["jepa_loss"], rel=1e-4, abs=1e-6)
+
+
+def test_the_same_losses_with_0_and_2_dataloader_workers(tmp_path):
+    over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
+    for w in (0, 2):
+        pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / str(w)}", f"data.num_workers={w}"]),
+                 progress=False)
+    a, b = read_metrics(tmp_path / "0"), read_metrics(tmp_path / "2")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4        # bit for bit
+    # the pace of every logged step: wall time, time waiting for the batch, samples/s, peak memory
+    for r in a + b:
+        assert 0 <= r["data_wait_s"] < r["step_s"] and r["samples_per_s"] > 0 and r["peak_mem_mb"] > 0
+        assert r["batch"] == 8
+
+
+def _one_step_state(tmp_path, accum: int):
+    """Model, optimiser and first batch of a TINY run with ``accum`` micro-batches (built as pretrain does)."""
+    from anysat_lite.train.distributed import DistInfo
+    from anysat_lite.train.loop import Run, build_data, build_state
+
+    cfg = get_config("cpu-demo", TINY + ["train.steps=2", "model.dropout=0.0", "jepa.contrastive=false",
+                                         f"train.accum_steps={accum}", f"train.out_dir={tmp_path / str(accum)}"])
+    run = Run(cfg, DistInfo(), tmp_path / str(accum), None, 0)
+    data = build_data(cfg, run)
+    torch.manual_seed(0)
+    state = build_state(cfg, run, data)
+    return state, data, next(iter(data.loader))
+
+
+def test_gradient_accumulation_2x4_equals_1x8(tmp_path):
+    from anysat_lite.train.loop import forward_backward
+
+    grads, losses = {}, {}
+    for accum in (1, 2):
+        state, data, sb = _one_step_state(tmp_path, accum)
+        assert sb["global_batch"] == 8
+        res = forward_backward(state, sb, data.planner)
+        losses[accum] = res["jepa_loss"].item()
+        grads[accum] = {n: p.grad.clone() for n, p in state.model.named_parameters() if p.grad is not None}
+    assert losses[2] == pytest.approx(losses[1], abs=1e-6)
+    assert grads[1].keys() == grads[2].keys() and len(grads[1]) > 20
+    worst = max((grads[1][n] - grads[2][n]).abs().max().item() for n in grads[1])
+    assert worst < 1e-6, worst
+
+
+def test_accumulation_must_divide_the_batch(tmp_path):
+    with pytest.raises(ValueError, match=r"train.accum_steps=3 must divide the batch of each process; dataset "
+                                         r"synthetic has 8"):
+        pretrain(get_config("cpu-demo", TINY + ["train.steps=1", "train.accum_steps=3",
+                                                f"train.out_dir={tmp_path}"]), progress=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_nan_on_one_process_stops_every_process(tmp_path):
+    """Rank 1's loss turns NaN at step 2: both processes leave with the error instead of rank 0 waiting in the
+    next collective until a timeout."""
+    import time
+
+    args = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", f"train.out_dir={tmp_path}"] + \
+        sum((["--set", o] for o in TINY), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "ANYSAT_LITE_TEST_NAN_AT": "1:2"}
+    procs = [subprocess.Popen([sys.executable, str(HELPERS), *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    codes = [p.wait(timeout=300) for p in procs]
+    ended = time.time()
+    assert codes == [3, 3], [p.stdout.read()[-2000:] for p in procs]
+    assert ended - float((tmp_path / "nan-injected.txt").read_text()) < 30
+    for r in (0, 1):
+        msg = (tmp_path / f"error-rank{r}.txt").read_text()
+        assert msg.startswith("non-finite loss (") and "at step 2 on process(es) [1] of 2: every process stops" in msg
+    assert max(row["step"] for row in read_metrics(tmp_path)) == 1
+
+
+def test_ddp_resume_restores_every_process_rng(tmp_path):
+    """With dropout on, a 2-process run killed after a checkpoint and resumed gives the uninterrupted run's
+    losses bit for bit: each process gets back its own generator state."""
+    common = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", "train.ckpt_every=3"] + \
+        sum((["--set", o] for o in TINY if not o.startswith("train.ckpt_every")), [])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPERS)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+    subprocess.run(torchrun + common + ["--set", f"train.out_dir={ref}"], env=env, check=True, capture_output=True,
+                   timeout=600)
+    killed = subprocess.run(torchrun + common + ["--set", f"train.out_dir={crash}"], env={**env, KILL_ENV: "4"},
+                            capture_output=True, timeout=600)
+    assert killed.returncode != 0 and load_checkpoint(crash / "last.pt")["step"] == 3
+    rng = load_checkpoint(crash / "last.pt")["rng"]["ranks"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])     # one state per process
+    subprocess.run(torchrun + common + ["--set", f"train.out_dir={crash}", "--resume"], env=env, check=True,
+                   capture_output=True, timeout=600)
+    a, b = read_metrics(ref), read_metrics(crash)
+    assert [r["step"] for r in b] == list(range(6))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+
+
+def test_keep_last_checkpoints(tmp_path):
+    pretrain(get_config("cpu-demo", TINY + ["train.steps=5", "train.ckpt_every=1", "train.keep_last=2",
+                                            f"train.out_dir={tmp_path}"]), progress=False)
+    assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == ["step-000004.pt", "step-000005.pt"]
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
+
+
+def test_anysat_recipe_constant_lr_reduced_on_a_validation_plateau(tmp_path):
+    """AdamW at a constant lr with weight decay on every parameter; the validation loss every 2 steps.  At a
+    learning rate this small the validation loss moves by less than ReduceLROnPlateau's relative threshold
+    (1e-4) between validations: a plateau, and the lr drops by plateau_factor (by more than the scheduler's
+    eps of 1e-8; a second drop, to 1.5e-10, would be smaller than eps and is skipped as in torch)."""
+    cfg = get_config("cpu-demo", TINY + ["train.steps=8", "train.recipe=anysat", "train.lr=1.5e-8", "train.val_every=2",
+                                         "train.val_batches=2", "train.plateau_patience=0", "train.plateau_factor=0.1",
+                                         "train.weight_decay=0.05", f"train.out_dir={tmp_path}"])
+    pretrain(cfg, progress=False)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows if "val_loss" in r] == [1, 3, 5, 7]
+    assert {r["wd"] for r in rows} == {0.05}
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert all(abs(a - b) < 1e-4 * b for a, b in zip(val, val[1:]))
+    # the validation at step 3 does not improve on step 1's by the threshold (> patience 0): lr x 0.1 from step 4
+    assert [r["lr"] for r in rows] == pytest.approx([1.5e-8] * 4 + [1.5e-9] * 4, rel=1e-9)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert len(ck["optimizer"]["param_groups"]) == 1 and ck["optimizer"]["param_groups"][0]["weight_decay"] == 0.05
+    assert ck["plateau"]["factor"] == 0.1 and ck["plateau"]["_last_lr"] == pytest.approx([1.5e-9], rel=1e-9)
+
+
+def test_the_rasters_dataset_pretrains_from_a_manifest(tmp_path):
+    from test_rasters_dataset import make_manifest
+
+    make_manifest(tmp_path / "tiles")
+    cfg = get_config("cpu-demo", TINY + ["train.steps=2", f"train.out_dir={tmp_path / 'run'}",
+                                         f"data.datasets=[{{name: rasters, path: {tmp_path / 'tiles'}, "
+                                         "patch_sizes: [10], batch_size: 2}]"])
+    summary = pretrain(cfg, progress=False)
+    rows = read_metrics(tmp_path / "run")
+    assert [r["dataset"] for r in rows] == ["rasters", "rasters"] and [r["batch"] for r in rows] == [2, 2]
+    assert summary["steps_per_dataset"] == {"rasters": 2}
+    _, meta = load_encoder(tmp_path / "run" / "encoder")
+    assert meta["sensors"] == ["aerial", "s2", "s1-asc"] and set(meta["norm_stats"]["rasters"]) == set(meta["sensors"])
+
+
+GEOPLEX = ["pretrain", "--config", "geoplex", "--quiet", "--set", "data.root=tests/data", "--set", "model.size=nano",
+           "--set", "train.steps=8", "--set", "data.num_workers=0"]
+
+
+@pytest.mark.slow
+def test_geoplex_preset_on_the_fixtures_touches_every_dataset(tmp_path):
+    """The acceptance run: one epoch of the five fixture datasets (official mixing: every dataset's batches once)."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "anysat_lite", *GEOPLEX, "--set", "train.val_every=4",
+                        "--set", f"train.out_dir={tmp_path}"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["steps_per_dataset"]) == {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
+    assert [row["step"] for row in read_metrics(tmp_path) if "val_loss" in row] == [3, 7]
+    _, meta = load_encoder(tmp_path / "encoder")
+    assert len(meta["sensors"]) == 11 and set(meta["norm_stats"]) == set(summary["steps_per_dataset"])
+
+
+@pytest.mark.slow
+def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                        "anysat_lite", *GEOPLEX, "--set", f"train.out_dir={tmp_path}"], cwd=root,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2 and set(summary["steps_per_dataset"]) == {
+        "treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
+
+
+def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
+    """TreeSatAI-TS tiles have different numbers of dates: each process pads its rows to the longest series of the
+    *global* batch, so the date draws and the losses are those of one process."""
+    root = Path(__file__).resolve().parents[1]
+    common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=3", "--set", "model.dropout=0.0"] + \
+        sum((["--set", o] for o in TINY if not o.startswith("data.datasets")), []) + \
+        ["--set", "data.datasets=[{name: treesatai-ts, path: tests/data/treesatai_ts, patch_sizes: [10], tile_m: 30, "
+                  "batch_size: 4}]"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={one}"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                    "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={two}"], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=600)
+    a, b = read_metrics(one), read_metrics(two)
+    assert len(a) == len(b) == 3 and {r["dataset"] for r in a} == {"treesatai-ts"}
+    for ra, rb in zip(a, b):
+        assert rb["jepa_loss"] == pytest.approx(ra["jepa_loss"], rel=1e-4, abs=1e-6)
+        assert rb["contrastive_loss"] == pytest.approx(ra["contrastive_loss"], rel=1e-4, abs=1e-6)
+
+
+def test_tensorboard_is_optional(tmp_path):
+    import importlib.util
+
+    from anysat_lite.errors import UserError
+
+    cfg = get_config("cpu-demo", TINY + ["train.steps=2", "train.tensorboard=true", f"train.out_dir={tmp_path}"])
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(UserError, match=r"train.tensorboard=true needs the tensorboard package; install it"):
+            pretrain(cfg, progress=False)
+        assert not (tmp_path / "metrics.csv").exists()                  # refused before anything ran
+    else:
+        pretrain(cfg, progress=False)
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -5,10 +5,15 @@ The input format is the official AnySat one, a dict of tensors::
     {
       "aerial":   [B, C, H, W]          single-date imagery
       "s2":       [B, T, C, H, W]       time series
-      "s2_dates": [B, T]                day-of-year of each date (integers, 0..period-1)
+      "s2_dates": [B, T]                day of each date (whole days >= 0; see below)
       "s2_mask":  [B, T]  (optional)    True/1 where the date is valid
       ...
     }
+
+Dates are whole days counted from a dataset's origin: the day of the year (1..366) for most
+datasets, days since 2018-09-01 for PASTIS (up to about 420), as the released weights received
+them.  The L-TAE's sinusoidal code of period ``doy_period`` is defined for any value, so the
+contract refuses only negative, fractional and non-finite dates.
 
 Every sensor must cover the same ground extent (``pixels x GSD`` equal, MODIS excepted,
 which is summarised as one token per tile).  Tiles need not be square.
@@ -19,15 +24,15 @@ import numbers
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
 from ..errors import UserError
 from ..sensors import SENSORS, Sensor
 
-__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "check_patch_size", "patch_size_m",
-           "prepare_input", "estimate_memory", "random_sample"]
+__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "sensor_entries", "check_patch_size",
+           "patch_size_m", "prepare_input", "estimate_memory", "random_sample"]
 
 _SUFFIXES = ("dates", "mask")
 
@@ -47,11 +52,19 @@ class SampleInfo:
 
 
 def split_key(key: str) -> tuple[str, str | None]:
-    """``"s2_dates" -> ("s2", "dates")``, ``"s2" -> ("s2", None)``."""
+    """``"s2_dates" -> ("s2", "dates")``, ``"s2" -> ("s2", None)``: the one parser of sample keys
+    (sensor names never contain ``_``)."""
     if "_" in key:
         name, suffix = key.rsplit("_", 1)
         return name, suffix
     return key, None
+
+
+def sensor_entries(x: Mapping, sensors: Mapping | Sequence | None = None) -> dict:
+    """The entries of ``x`` that belong to ``sensors`` (default: every registered sensor): each sensor's
+    tensor and its ``_dates`` / ``_mask``; targets (``label``...) and other keys are left out."""
+    sensors = SENSORS if sensors is None else sensors
+    return {k: v for k, v in x.items() if split_key(k)[0] in sensors}
 
 
 def _shape(t) -> str:
@@ -161,13 +174,14 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
     if check_values:
         if d.is_floating_point() and not bool(torch.isfinite(d).all()):
             bad = int((~torch.isfinite(d)).sum())
-            raise SampleError(f"{key}: {bad} NaN/inf dates; give every date a day-of-year in [0, {s.doy_period - 1}] "
-                              f"and flag the missing ones False in '{s.name}_mask' [B, T]")
+            raise SampleError(f"{key}: {bad} NaN/inf dates; give every date a whole day number >= 0 (e.g. its "
+                              f"day-of-year) and flag the missing ones False in '{s.name}_mask' [B, T]")
         if d.is_floating_point() and not torch.equal(d, d.round()):
-            raise SampleError(f"{key}: dates must be whole days-of-year, got fractional values")
-        lo, hi = d.min().item(), d.max().item()
-        if lo < 0 or hi > s.doy_period - 1:
-            raise SampleError(f"{key}: day-of-year must lie in [0, {s.doy_period - 1}], got values in [{lo:g}, {hi:g}]")
+            raise SampleError(f"{key}: dates must be whole days (e.g. day-of-year), got fractional values")
+        lo = d.min().item()
+        if lo < 0:
+            raise SampleError(f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
+                              f"origin), got values down to {lo:g}")
     mkey = f"{s.name}_mask"
     if mkey in x:
         m = x[mkey]

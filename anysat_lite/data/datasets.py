@@ -1,17 +1,21 @@
-"""Torch datasets over the embedded world and TreeSatAI-TS, collation, and multi-dataset batch plans.
+"""Datasets of a config (the embedded world or a registered reader), collation, and multi-dataset batch plans.
 
 Items are dicts in the sample contract *without* the batch axis, plus targets::
 
     {"s2": [T, C, H, W], "s2_dates": [T], "aerial": [C, H, W], ...,
-     "label": int, "multilabel": [K] bool, "segmentation": [h, w] (optional)}
+     "label": int, "multilabel": [K], "segmentation": [h, w] (optional)}
 
-:func:`collate` stacks them; :class:`BatchPlanner` decides, for every training step, which
-dataset, patch size and tiles form the (global) batch, as a pure function of
-``(seed, step)`` so that training resumes and shards across processes deterministically.
+:func:`build_dataset` turns one :class:`~anysat_lite.config.DatasetSpec` into a
+:class:`DatasetBundle` (splits, sensors, patch sizes, normalisation statistics);
+:func:`collate` stacks items, padding time series of different lengths (``<sensor>_mask``
+flags the padded dates); :class:`BatchPlanner` decides, for every training step, which
+dataset, patch size and tiles form the (global) batch, as a pure function of ``(seed, step)``
+so that training resumes and shards across processes deterministically.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -19,12 +23,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ..sensors import SENSORS
-from .normalization import NormStats
+from .contract import split_key
+from .normalization import NormStats, per_tile_norm_stats, read_norm_files
+from .registry import canonical_name, dataset_root, get_dataset
 from .synthetic import CLASSES as WORLD_CLASSES, WorldSpec, load_world
-from .treesatai import CLASSES as TREESAT_CLASSES, TreeSatAITS
 
-__all__ = ["ArrayTileDataset", "TreeSatDataset", "DatasetBundle", "collate", "build_dataset", "BatchPlanner",
-           "BatchPlan"]
+__all__ = ["ArrayTileDataset", "DatasetBundle", "collate", "build_dataset", "BatchPlanner", "BatchPlan",
+           "effective_batch_size"]
 
 TARGET_KEYS = ("label", "multilabel", "segmentation")
 
@@ -59,61 +64,122 @@ class ArrayTileDataset(Dataset):
         return item
 
 
-class TreeSatDataset(Dataset):
-    """TreeSatAI-TS tiles as items; each series is evenly sub-sampled to ``n_dates`` (so batches stack)."""
+def _shape(t) -> str:
+    return "[" + ", ".join(map(str, t.shape)) + "]"
 
-    def __init__(self, reader: TreeSatAITS, names: Sequence[str], sensors: Sequence[str], n_dates: int = 12):
-        self.reader, self.names, self.sensors, self.n_dates = reader, list(names), list(sensors), n_dates
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int) -> dict:
-        name = self.names[i]
-        sample = self.reader.sample(name, self.sensors, max_dates=self.n_dates)
-        item = {k: v[0] for k, v in sample.items()}
-        for s in self.sensors:
-            if SENSORS[s].is_series and item[s].shape[0] < self.n_dates:  # repeat dates to a fixed length
-                idx = torch.linspace(0, item[s].shape[0] - 1, self.n_dates).round().long()
-                item[s], item[f"{s}_dates"] = item[s][idx], item[f"{s}_dates"][idx]
-        item["label"] = torch.tensor(self.reader.label(name))
-        item["multilabel"] = torch.from_numpy(self.reader.multilabel(name))
-        return item
+def pad_series(batch: dict, lengths: Mapping[str, int]) -> dict:
+    """Pad the series of a collated ``batch`` to ``lengths[sensor]`` dates: zeros for the images and the
+    dates, ``False`` in ``<sensor>_mask`` (created, all ``True`` for the real dates, if absent)."""
+    out = dict(batch)
+    for s, T in lengths.items():
+        x = batch[s]
+        B, t = x.shape[:2]
+        if t == T:
+            continue
+        extra = T - t
+        out[s] = torch.cat([x, x.new_zeros(B, extra, *x.shape[2:])], dim=1)
+        out[f"{s}_dates"] = torch.cat([batch[f"{s}_dates"], batch[f"{s}_dates"].new_zeros(B, extra)], dim=1)
+        mask = batch.get(f"{s}_mask")
+        mask = torch.ones(B, t, dtype=torch.bool) if mask is None else mask.bool()
+        out[f"{s}_mask"] = torch.cat([mask, torch.zeros(B, extra, dtype=torch.bool)], dim=1)
+    return out
 
 
 def collate(items: Sequence[Mapping]) -> dict:
-    """Stack item dicts into a batch dict (every item must have the same keys and shapes)."""
+    """Stack item dicts into a batch dict.
+
+    Every item must have the same keys.  Time series with different numbers of dates are padded
+    at the end to the longest (zeros) and get ``<sensor>_mask [B, T]`` (``False`` on padded dates;
+    the official PASTIS collate pads with zeros the same way, without a mask).  Series of equal
+    length are stacked as they are.
+    """
     keys = items[0].keys()
     for it in items[1:]:
         if it.keys() != keys:
             raise ValueError(f"cannot batch items with different keys: {sorted(keys)} vs {sorted(it.keys())}")
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
+    series = [k for k in keys if k in SENSORS and SENSORS[k].is_series]
+    lengths = {s: [int(it[s].shape[0]) for it in items] for s in series}
+    ragged = {s: max(n) for s, n in lengths.items() if len(set(n)) > 1}
+    out = {}
+    for k in keys:
+        name, suffix = split_key(k)
+        values = [torch.as_tensor(it[k]) for it in items]
+        if name in ragged:
+            T = ragged[name]
+            if suffix == "mask":
+                values = [v.bool() for v in values]
+            values = [torch.cat([v, v.new_zeros(T - v.shape[0], *v.shape[1:])]) for v in values]
+        elif len({tuple(v.shape) for v in values}) > 1:
+            shapes = sorted({_shape(v) for v in values})
+            raise ValueError(f"cannot batch items: {k!r} has shapes {', '.join(shapes[:3])}; give every tile the same "
+                             "size (data.datasets[i].tile_m crops them)")
+        out[k] = torch.stack(values)
+    for s, T in ragged.items():
+        valid = torch.stack([torch.arange(T) < n for n in lengths[s]])
+        out[f"{s}_mask"] = out[f"{s}_mask"] & valid if f"{s}_mask" in out else valid
+    return out
 
 
 @dataclass
 class DatasetBundle:
-    """A dataset ready for pretraining/probing: splits, sensors, patch sizes, class names, norm stats."""
+    """A dataset ready for pretraining/probing: splits, sensors, patch sizes, class names, norm stats.
+
+    ``val`` / ``test`` are ``None`` when the dataset has no such split (e.g. a manifest listing only
+    training tiles).  ``batch_size`` is the dataset's global batch (``None``: ``train.batch_size``);
+    ``crop_m`` crops every item to that side (metres) before batching.
+    """
 
     name: str
     train: Dataset
-    val: Dataset
-    test: Dataset
+    val: Dataset | None
+    test: Dataset | None
     sensors: list[str]
     patch_sizes: list[int]
     classes: tuple[str, ...]
     stats: NormStats
     weight: float = 1.0
     tile_m: float = 60.0
-    extra: dict = field(default_factory=dict)
+    batch_size: int | None = None
+    crop_m: float | None = None
 
 
-def _stats_from(ds: Dataset, limit: int = 256) -> NormStats:
-    idx = np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)
-    return NormStats.from_samples(ds[int(i)] for i in np.unique(idx))
+def _spread(n: int, limit: int) -> list[int]:
+    """Up to ``limit`` indices spread evenly over ``range(n)`` (all of them when ``limit`` is 0)."""
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, limit).round().astype(int))]
+
+
+def _stats(spec, ds: Dataset, sensors: Sequence[str], root: Path | None, limit: int) -> NormStats:
+    """The statistics ``spec.norm`` asks for (see :class:`~anysat_lite.config.DatasetSpec`)."""
+    indices = _spread(len(ds), limit)
+    if spec.norm == "pixels":
+        return NormStats.from_samples(ds[i] for i in indices)
+    have = [s for s in sensors if spec.norm == "official" and root is not None
+            and (root / f"NORM_{s}_patch.json").is_file()]
+    stats = read_norm_files(root, have, folds=getattr(ds, "folds", None)).stats if have else {}
+    rest = [s for s in sensors if s not in have]
+    if rest:
+        stats |= per_tile_norm_stats(ds, rest, indices=indices).stats
+    return NormStats(stats)
+
+
+def _split(cls, root, split: str, kwargs: dict) -> Dataset | None:
+    """One split of a reader, or ``None`` when the dataset has no such split (validation and test only)."""
+    try:
+        return cls(root, split, **kwargs)
+    except (ValueError, KeyError, FileNotFoundError):
+        if split == "train":
+            raise
+        return None
 
 
 def build_dataset(spec, data_cfg) -> DatasetBundle:
-    """Instantiate one :class:`~anysat_lite.config.DatasetSpec` (``synthetic`` or ``treesatai``)."""
+    """Instantiate one :class:`~anysat_lite.config.DatasetSpec`: the embedded world (``synthetic``) or a
+    reader of the registry, read from ``spec.path`` or from its folder under ``data_cfg.root``."""
+    common = dict(patch_sizes=list(spec.patch_sizes), weight=spec.weight, batch_size=spec.batch_size,
+                  crop_m=spec.tile_m)
     if spec.name == "synthetic" or spec.name.startswith("synthetic:"):
         sensors = tuple(spec.sensors or ("aerial", "s2", "s1-asc"))
         wspec = WorldSpec(n_tiles=data_cfg.n_tiles, tile_m=data_cfg.tile_m, sensors=sensors,
@@ -121,22 +187,33 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         arrays = load_world(wspec, data_cfg.cache_dir)
         split = np.asarray(arrays["split"])
         parts = [ArrayTileDataset(arrays, np.flatnonzero(split == k), sensors) for k in range(3)]
-        return DatasetBundle(spec.name, *parts, sensors=list(sensors), patch_sizes=list(spec.patch_sizes),
-                             classes=WORLD_CLASSES, stats=_stats_from(parts[0]), weight=spec.weight,
-                             tile_m=data_cfg.tile_m, extra={"world_spec": wspec})
-    if spec.name == "treesatai":
-        if not spec.path:
-            raise ValueError("dataset 'treesatai' needs a path (data.datasets[i].path)")
-        reader = TreeSatAITS(spec.path)
-        sensors = list(spec.sensors or ("aerial", "s2", "s1-asc"))
-        names = reader.names
-        n = len(names)
-        cut1, cut2 = max(1, int(0.6 * n)), max(1, int(0.8 * n))
-        parts = [TreeSatDataset(reader, names[a:b] or names, sensors, data_cfg.n_dates)
-                 for a, b in ((0, cut1), (cut1, cut2), (cut2, n))]
-        return DatasetBundle("treesatai", *parts, sensors=sensors, patch_sizes=list(spec.patch_sizes),
-                             classes=TREESAT_CLASSES, stats=_stats_from(parts[0]), weight=spec.weight, tile_m=60.0)
-    raise KeyError(f"unknown dataset {spec.name!r}; use 'synthetic' or 'treesatai'")
+        return DatasetBundle(spec.name, *parts, sensors=list(sensors), classes=WORLD_CLASSES,
+                             stats=_stats(spec, parts[0], sensors, None, data_cfg.norm_samples),
+                             tile_m=spec.tile_m or data_cfg.tile_m, **common)
+    cls = get_dataset(spec.name)
+    if spec.path:
+        root = Path(spec.path)
+    elif data_cfg.root:
+        root = dataset_root(spec.name, data_cfg.root)
+    else:
+        raise ValueError(f"dataset {spec.name!r} needs data.datasets[i].path or data.root")
+    kwargs = dict(sensors=spec.sensors, seed=data_cfg.seed, **(spec.options or {}))
+    train = cls(root, "train", max_dates=spec.max_dates, **kwargs)
+    val, test = (_split(cls, root, s, dict(kwargs, max_dates=None)) for s in ("val", "test"))
+    sensors = list(train.sensors)
+    norm_root = root if root.is_dir() else root.parent        # a manifest's folder
+    return DatasetBundle(canonical_name(spec.name), train, val, test, sensors=sensors,
+                         classes=tuple(train.classes),
+                         stats=_stats(spec, train, sensors, norm_root, data_cfg.norm_samples),
+                         tile_m=float(spec.tile_m or train.tile_m), **common)
+
+
+def effective_batch_size(wanted: int, n: int, world: int = 1) -> int:
+    """The global batch of a dataset with ``n`` tiles: at most ``n`` (a batch never repeats a tile), a
+    multiple of the ``world`` processes, and at least one tile per process (then drawn with replacement)."""
+    b = min(wanted, n)
+    b -= b % world
+    return max(b, world)
 
 
 @dataclass(frozen=True)
@@ -144,7 +221,8 @@ class BatchPlan:
     step: int
     dataset: int          # index into the bundles
     patch_size: int       # metres
-    indices: tuple[int, ...]  # global batch (train split indices)
+    indices: tuple[int, ...]  # global batch (indices into the split)
+    epoch: int = 0        # the readers' epoch of this batch (see pipeline.StepBatches)
 
     def shard(self, rank: int, world: int) -> tuple[int, ...]:
         """This process's contiguous share of the global batch."""
@@ -156,29 +234,87 @@ class BatchPlan:
 
 
 class BatchPlanner:
-    """Step -> :class:`BatchPlan`: dataset drawn by weight, one patch size, tiles without replacement.
+    """Step -> :class:`BatchPlan`; every batch comes from a single dataset and a single patch size.
 
-    As in GeoPlex pretraining, every batch comes from a single dataset and a single patch
-    size; the plan depends only on ``(seed, step)``.
+    ``mixing="weighted"``: each step draws a dataset by weight, then one of its patch sizes, then
+    tiles without replacement; the reader epoch is the step.  ``mixing="official"`` follows the
+    official multi-dataset loader (``MultiBatchDataLoader``): an epoch is one shuffled pass over
+    every dataset's split, cut into full batches (``drop_last``); each step draws a dataset by
+    weight among those with batches left, takes its next batch and draws a patch size; the epoch
+    ends when every dataset is exhausted or after ``epoch_steps`` steps.  Both are pure functions
+    of ``(seed, step)`` (``salt`` separates independent streams, e.g. validation batches).
+
+    ``batch_size`` is the global batch of bundles without their own; batches are capped at the
+    split's size and rounded to a multiple of ``world`` (:func:`effective_batch_size`).
     """
 
-    def __init__(self, bundles: Sequence[DatasetBundle], batch_size: int, seed: int = 0):
-        self.bundles, self.batch_size, self.seed = list(bundles), batch_size, seed
+    def __init__(self, bundles: Sequence[DatasetBundle], batch_size: int, seed: int = 0, mixing: str = "weighted",
+                 world: int = 1, split: str = "train", epoch_steps: int | None = None, salt: int = 0):
+        self.bundles, self.seed, self.mixing, self.split, self.salt = list(bundles), seed, mixing, split, salt
+        self.world = world
+        if mixing not in ("weighted", "official"):
+            raise ValueError(f"mixing must be 'weighted' or 'official', got {mixing!r}")
         w = np.array([b.weight for b in self.bundles], dtype=np.float64)
         if (w <= 0).any():
             raise ValueError("dataset weights must be > 0")
+        self.weights = w
         self.p = w / w.sum()
+        self.wanted = [b.batch_size or batch_size for b in self.bundles]
+        self.sizes = [len(getattr(b, split)) for b in self.bundles]
+        self.batch_sizes = [effective_batch_size(b, n, world) for b, n in zip(self.wanted, self.sizes)]
+        # full batches per epoch (official drop_last); a split smaller than the processes still gives one
+        self.per_epoch = [max(n // b, int(0 < n < b)) for n, b in zip(self.sizes, self.batch_sizes)]
+        self.epoch_steps = sum(self.per_epoch)
+        if epoch_steps is not None:
+            self.epoch_steps = min(self.epoch_steps, epoch_steps)
+        self._epochs: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
 
     def generator(self, step: int, stream: int = 0) -> torch.Generator:
-        """A torch generator for ``(seed, step, stream)``: stream 0 data, 1 masks, 2 dates, 3 modalities."""
-        state = np.random.SeedSequence([self.seed, step, stream]).generate_state(2, dtype=np.uint32)
+        """A torch generator for ``(seed, step, stream)``: 1 masks, 2 dates, 3 modalities, 4 views."""
+        key = [self.seed, step, stream] + ([self.salt] if self.salt else [])
+        state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
+    def adjusted(self) -> list[str]:
+        """Lines naming the datasets whose batch differs from the configured one (and why)."""
+        rows = zip(self.bundles, self.wanted, self.batch_sizes, self.sizes)
+        return [f"dataset {b.name}: batch {w} -> {e} (its {self.split} split has {n} tile(s); {self.world} "
+                f"process(es))" for b, w, e, n in rows if w != e]
+
     def plan(self, step: int) -> BatchPlan:
-        rng = np.random.default_rng([self.seed, step])
+        if self.mixing == "official":
+            epoch, k = divmod(step, self.epoch_steps)
+            d, P, idx = self._epoch(epoch)[k]
+            return BatchPlan(step, d, P, idx, epoch)
+        rng = np.random.default_rng([self.seed, step, self.salt] if self.salt else [self.seed, step])
         d = int(rng.choice(len(self.bundles), p=self.p))
-        b = self.bundles[d]
-        P = int(rng.choice(b.patch_sizes))
-        n = len(b.train)
-        idx = rng.choice(n, size=self.batch_size, replace=self.batch_size > n)
-        return BatchPlan(step, d, P, tuple(int(i) for i in idx))
+        P = int(rng.choice(self.bundles[d].patch_sizes))
+        n, B = self.sizes[d], self.batch_sizes[d]
+        idx = rng.choice(n, size=B, replace=B > n)
+        return BatchPlan(step, d, P, tuple(int(i) for i in idx), step)
+
+    def _epoch(self, epoch: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """The batches of one epoch of the official mixing (cached)."""
+        if epoch not in self._epochs:
+            if self.epoch_steps == 0:
+                raise ValueError(f"no dataset has a full batch on its {self.split} split: sizes {self.sizes}, "
+                                 f"batches {self.batch_sizes}")
+            rng = np.random.default_rng([self.seed, epoch, self.salt, 1])
+            order = [np.random.default_rng([self.seed, epoch, self.salt, 2, d]).permutation(n)
+                     for d, n in enumerate(self.sizes)]
+            left = list(self.per_epoch)
+            used = [0] * len(self.bundles)
+            batches = []
+            while len(batches) < self.epoch_steps:
+                avail = [d for d in range(len(self.bundles)) if left[d] > 0]
+                w = self.weights[avail]
+                d = int(avail[rng.choice(len(avail), p=w / w.sum())])
+                B = self.batch_sizes[d]
+                idx = order[d][used[d] * B:(used[d] + 1) * B]
+                if len(idx) < B:  # fewer tiles than processes: with replacement
+                    idx = rng.choice(self.sizes[d], size=B, replace=True)
+                used[d] += 1
+                left[d] -= 1
+                batches.append((d, int(rng.choice(self.bundles[d].patch_sizes)), tuple(int(i) for i in idx)))
+            self._epochs = {epoch: batches}      # one epoch at a time is all a run needs
+        return self._epochs[epoch]

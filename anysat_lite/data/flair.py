@@ -56,97 +56,13 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from .normalization import NormStats
+from .normalization import NormStats, read_norm_files
+from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
-__all__ = ["FLAIRDataset", "CLASSES", "official_norm_stats", "read_norm_files", "per_tile_norm_stats", "choose_dates",
-           "item_rng"]
+__all__ = ["FLAIRDataset", "CLASSES", "official_norm_stats"]
 
 CLASSES = ("building", "pervious surface", "impervious surface", "bare soil", "water", "coniferous", "deciduous",
            "brushwood", "vineyard", "herbaceous vegetation", "agricultural land", "plowed land", "other")
-SPLITS = ("train", "val", "test")
-
-
-# --- helpers shared by the official-layout readers ----------------------------------------
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random generator of one item read: a pure function of ``(seed, epoch, index)``."""
-    return np.random.default_rng([int(seed), int(epoch), int(index)])
-
-
-def choose_dates(n: int, rng: np.random.Generator, max_dates: int | None = None,
-                 keep_fraction: float | None = None) -> np.ndarray:
-    """Indices of the dates kept out of ``n``, sorted (chronological order of the file).
-
-    ``keep_fraction`` is the official temporal dropout: keep ``int(n * keep_fraction)`` random
-    dates (at least one); ``max_dates`` then caps the count with another random subset.
-    """
-    idx = np.arange(n)
-    if keep_fraction is not None and keep_fraction < 1:
-        idx = np.sort(rng.permutation(idx)[:max(1, int(n * keep_fraction))])
-    if max_dates is not None and len(idx) > max_dates:
-        idx = np.sort(rng.choice(idx, size=max_dates, replace=False))
-    return idx
-
-
-def read_norm_files(root: str | Path, sensors: Sequence[str]) -> NormStats:
-    """The official statistics ``NORM_<sensor>_patch.json`` (``{"mean": [C], "std": [C]}``) under ``root``.
-
-    The official readers standardise every sensor with these files (and write them on first use
-    with the formula of :func:`per_tile_norm_stats` when absent).
-    """
-    out = {}
-    for s in sensors:
-        path = Path(root) / f"NORM_{s}_patch.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json in "
-                                    "the dataset root; compute them with per_tile_norm_stats(dataset, write_to=root)")
-        out[s] = json.loads(path.read_text())
-    return NormStats.from_dict(out)
-
-
-def per_tile_norm_stats(dataset, sensors: Sequence[str] | None = None, write_to: str | Path | None = None) -> NormStats:
-    """Statistics computed the official way: per band, the mean over tiles of each tile's mean and of its
-    standard deviation (unbiased, over dates and pixels).  Optionally written as ``NORM_<sensor>_patch.json``.
-
-    The official code reads the items as its ``__getitem__`` returns them (crops and, on the train
-    split, temporal dropout included); pass a dataset built with the same options to match.
-    """
-    sensors = list(dataset.sensors if sensors is None else sensors)
-    means: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
-    stds: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        for s in sensors:
-            x = item[s].double()
-            x = x.transpose(0, 1).flatten(1) if x.dim() == 4 else x.flatten(1)  # [C, T*H*W] or [C, H*W]
-            means[s].append(x.mean(dim=1).numpy())
-            stds[s].append(x.std(dim=1).numpy())
-    stats = {s: {"mean": np.mean(means[s], axis=0).tolist(), "std": np.mean(stds[s], axis=0).tolist()} for s in sensors}
-    if write_to is not None:
-        for s, v in stats.items():
-            (Path(write_to) / f"NORM_{s}_patch.json").write_text(json.dumps(v, indent=4))
-    return NormStats.from_dict(stats)
-
-
-def check_sensors(cls, sensors) -> tuple[str, ...]:
-    """The requested sensors, checked against what the reader ``cls`` can return."""
-    if sensors is None:
-        return tuple(cls.sensors)
-    sensors = (sensors,) if isinstance(sensors, str) else tuple(sensors)
-    bad = [s for s in sensors if s not in cls.sensors]
-    if bad or not sensors:
-        raise ValueError(f"{cls.__name__}: sensors must be a non-empty subset of {cls.sensors}, got {sensors}")
-    return sensors
-
-
-def check_split(cls, split: str, splits: Sequence[str] = SPLITS) -> str:
-    if split not in splits:
-        raise ValueError(f"{cls.__name__}: split must be one of {tuple(splits)}, got {split!r}")
-    return split
-
-
-def doy(date: dt.date) -> int:
-    """Day-of-year, 1..366 (Python's ``tm_yday``, what the official readers feed the model)."""
-    return date.timetuple().tm_yday
 
 
 def _tile_id(path: Path) -> int:

@@ -5,18 +5,27 @@ normalise new data exactly as its training data was::
 
     stats = NormStats.from_samples(train_samples)   # {sensor: (mean[C], std[C])}
     x = stats.apply(sample)                           # (x - mean) / std on the band axis
+
+Three sources of statistics (``data.datasets[i].norm`` in the config):
+
+* :func:`read_norm_files` -- the official ``NORM_<sensor>_patch.json`` files of a dataset root;
+* :func:`per_tile_norm_stats` -- computed as the official readers compute those files (per band,
+  the mean over tiles of each tile's mean and standard deviation);
+* :meth:`NormStats.from_samples` -- the pooled mean and standard deviation of every pixel.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..sensors import SENSORS
 
-__all__ = ["NormStats"]
+__all__ = ["NormStats", "read_norm_files", "per_tile_norm_stats"]
 
 
 def _band_axis(sensor: str, ndim: int, batched: bool) -> int:
@@ -39,7 +48,7 @@ class NormStats:
         acc: dict[str, list[np.ndarray]] = {}
         for s in samples:
             for key, value in s.items():
-                if "_" in key or key not in SENSORS:
+                if key not in SENSORS:  # "<sensor>_dates" / "_mask" keys are not sensors
                     continue
                 arr = np.asarray(value.float() if torch.is_tensor(value) else value, dtype=np.float64)
                 ax = _band_axis(key, arr.ndim, batched)
@@ -81,3 +90,56 @@ class NormStats:
     @classmethod
     def from_dict(cls, d: Mapping) -> "NormStats":
         return cls({k: (list(v["mean"]), list(v["std"])) for k, v in d.items()})
+
+
+def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[int] | None = None) -> NormStats:
+    """The official statistics ``NORM_<sensor>_patch.json`` under ``root``.
+
+    A file holds ``{"mean": [C], "std": [C]}``, or one such entry per fold (``{"Fold_1": {...}, ...}``,
+    PASTIS), of which the official reader averages those of the ``folds`` it reads.
+    """
+    out = {}
+    for s in sensors:
+        path = Path(root) / f"NORM_{s}_patch.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
+                                    f"in the dataset root, or compute them with per_tile_norm_stats(dataset)")
+        d = json.loads(path.read_text())
+        if "mean" not in d:
+            if folds is None:
+                raise ValueError(f"{path} holds per-fold statistics ({', '.join(d)}); pass the folds to average")
+            missing = [f for f in folds if f"Fold_{f}" not in d]
+            if missing:
+                raise KeyError(f"{path}: no statistics for fold(s) {missing}; it has {', '.join(d)}")
+            d = {k: np.mean([d[f"Fold_{f}"][k] for f in folds], axis=0).tolist() for k in ("mean", "std")}
+        out[s] = d
+    return NormStats.from_dict(out)
+
+
+def per_tile_norm_stats(dataset, sensors: Sequence[str] | None = None, write_to: str | Path | None = None,
+                        indices: Sequence[int] | None = None) -> NormStats:
+    """Statistics computed the official way: per band, the mean over tiles of each tile's mean and of its
+    standard deviation (unbiased, over dates and pixels).  Optionally written as ``NORM_<sensor>_patch.json``.
+
+    The official code reads the items as its ``__getitem__`` returns them (crops and, on the train
+    split, date subsets included); pass a dataset built with the same options to match.  ``indices``
+    restricts the tiles (default: all, as the official code).  ``*_mask`` keys flag padded or
+    invalid dates, which are left out.
+    """
+    sensors = list(dataset.sensors if sensors is None else sensors)
+    means: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
+    stds: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
+    for i in range(len(dataset)) if indices is None else indices:
+        item = dataset[int(i)]
+        for s in sensors:
+            x = item[s].double()
+            if x.dim() == 4 and f"{s}_mask" in item:
+                x = x[item[f"{s}_mask"].bool()]
+            x = x.transpose(0, 1).flatten(1) if x.dim() == 4 else x.flatten(1)  # [C, T*H*W] or [C, H*W]
+            means[s].append(x.mean(dim=1).numpy())
+            stds[s].append(x.std(dim=1).numpy())
+    stats = {s: {"mean": np.mean(means[s], axis=0).tolist(), "std": np.mean(stds[s], axis=0).tolist()} for s in sensors}
+    if write_to is not None:
+        for s, v in stats.items():
+            (Path(write_to) / f"NORM_{s}_patch.json").write_text(json.dumps(v, indent=4))
+    return NormStats.from_dict(stats)

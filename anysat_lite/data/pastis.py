@@ -45,8 +45,8 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from .normalization import NormStats
-from .registry import check_sensors, check_split, choose_dates, item_rng, per_tile_norm_stats, read_norm_files
+from .normalization import NormStats, per_tile_norm_stats, read_norm_files
+from .readers import check_sensors, check_split, choose_dates, item_rng
 
 __all__ = ["PastisHDDataset", "CLASSES", "days_since", "official_norm_stats", "compute_norm_stats"]
 

@@ -57,8 +57,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .flair import check_sensors, check_split, choose_dates, doy, item_rng, read_norm_files
-from .normalization import NormStats
+from .normalization import NormStats, read_norm_files
+from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
 __all__ = ["PlantedDataset", "CLASSES", "official_norm_stats", "doy_from_milliseconds"]
 

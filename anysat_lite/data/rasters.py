@@ -43,9 +43,9 @@ import yaml
 from torch.utils.data import Dataset
 
 from ..sensors import SENSORS
-from .contract import validate_sample
+from .contract import sensor_entries, split_key, validate_sample
 from .io import date_from_name, read_geotiff, rasters_to_sample, stack_time_series
-from .registry import check_split, choose_dates, item_rng
+from .readers import check_split, choose_dates, item_rng
 
 __all__ = ["RastersDataset", "RasterTile", "read_manifest"]
 
@@ -207,7 +207,7 @@ class RastersDataset(Dataset):
                 self._tile_m = float(self.extent_m if isinstance(self.extent_m, (int, float)) else self.extent_m[0])
             else:
                 item = self[0]
-                self._tile_m = validate_sample({k: item[k][None] for k in item if k.split("_")[0] in SENSORS},
+                self._tile_m = validate_sample({k: v[None] for k, v in sensor_entries(item).items()},
                                                check_values=False).extent_m[0]
         return self._tile_m
 
@@ -231,7 +231,7 @@ class RastersDataset(Dataset):
         sample = rasters_to_sample(rasters, extent_m=self.extent_m)
         item = {k: v[0] for k, v in sample.items()}
         for k in item:
-            if k.endswith("_dates"):
+            if split_key(k)[1] == "dates":
                 item[k] = item[k].long()
         if self.tasks:
             item["label"] = torch.tensor(self.classes.index(tile.label))

@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .flair import check_sensors, check_split, choose_dates, doy, item_rng, read_norm_files
-from .normalization import NormStats
+from .normalization import NormStats, read_norm_files
+from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
 __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", "resize_int16", "rasterise_osm"]
 

@@ -49,15 +49,15 @@ import torch
 from torch.utils.data import Dataset
 
 from .io import date_from_name
-from .normalization import NormStats
-from .registry import check_sensors, check_split, choose_dates, item_rng, per_tile_norm_stats, read_norm_files
+from .normalization import NormStats, per_tile_norm_stats, read_norm_files
+from .readers import check_sensors, check_split, choose_dates, item_rng
 
 __all__ = ["TreeSatAITSDataset", "TreeSatAITS", "CLASSES", "read_products", "products_to_doy", "official_norm_stats",
            "compute_norm_stats"]
 
 CLASSES = ("Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea", "Pinus",
            "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia")
-_SERIES = {"s2": "sen-2", "s1-asc": "sen-1-asc", "s1-des": "sen-1-des"}
+_SERIES = {"s2": "sen-2", "s1-asc": "sen-1-asc"}  # registered sensor -> prefix of its .h5 datasets
 
 
 def products_to_doy(products, field: int) -> np.ndarray:
@@ -93,7 +93,7 @@ class TreeSatAITSDataset(Dataset):
         sensors: subset of ``("aerial", "s2", "s1-asc")`` (default all three, the GeoPlex modalities).
         max_dates: cap on the dates of each series (a random subset); ``None`` = all (official).
         seed: seed of the random crops and date subsets (with the epoch and the index, see
-            :func:`~anysat_lite.data.registry.item_rng`).
+            :func:`~anysat_lite.data.readers.item_rng`).
         crop: ``"random"`` (official, every split) or ``"center"`` (pixels 2:302).
         threshold: area share a genus must exceed to be a label (official 0.07).
         temporal_dropout: official fraction of dates dropped on the train split (0 in all official configs).
@@ -291,7 +291,7 @@ class TreeSatAITS:
 
         Keys: ``aerial [4, 300, 300]`` float32 (crop 2:302 of the GeoTIFF), ``s2 [T, 10, 6, 6]``,
         ``s2_dates [T]`` (day-of-year), ``s2_cloud``/``s2_snow [T]`` (mean probability, %),
-        ``s2_mask [T]`` (valid dates), ``s1-asc [T, 2, 6, 6]`` + dates, ``s1-des`` + dates,
+        ``s2_mask [T]`` (valid dates), ``s1-asc [T, 2, 6, 6]`` + dates,
         ``s1 [T, 3, 6, 6]`` (ascending VV, VH, VV/VH as the official demo) + dates,
         ``label`` (genus index), ``multilabel [15]``, ``gsd``/``crs``/``transform`` of the aerial.
         """
@@ -328,7 +328,7 @@ class TreeSatAITS:
         sample: dict[str, torch.Tensor] = {}
         for s in sensors:
             if s not in raw:
-                raise KeyError(f"{name}: sensor {s!r} not in this tile (has: aerial, s2, s1-asc, s1-des, s1)")
+                raise KeyError(f"{name}: sensor {s!r} not in this tile (has: aerial, s2, s1-asc, s1)")
             x = raw[s]
             if s == "aerial":
                 sample[s] = torch.from_numpy(x)[None]

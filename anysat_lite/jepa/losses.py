@@ -6,8 +6,17 @@
   token of every modality is an anchor; the same location's tokens in the *other*
   modalities are its positives; all tokens are in the denominator except those of the
   same tile and modality.  The loss is summed over anchors and divided by their number.
-  Under DistributedDataParallel, tokens are gathered from every process first, so the
-  value equals the single-process one on the same global batch.
+
+Scope of the MIL-NCE negatives under DistributedDataParallel (``jepa.contrastive_scope``):
+
+* ``local`` (the official code): each process compares its own ``L = M b N`` tokens
+  (``b`` tiles per process); the cost per process is ``L^2`` similarities, whatever the
+  number of processes, and the loss depends on how the batch is split.
+* ``global``: tokens are gathered from every process first (:func:`gather_with_grad`), so
+  the value equals the single-process one on the same global batch; each process computes
+  the ``(world L)^2`` similarities of the global batch -- ``world^2`` times the local cost,
+  growing with the square of the global batch -- and one all-gather of ``[b, M, N, D]``
+  tokens (and an all-reduce of their gradient) per step.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data.contract import sensor_entries
 from ..model import AnySat
 from ..sensors import SENSORS
 from .ema import ema_update, make_target
@@ -85,7 +86,7 @@ class JEPA(nn.Module):
             dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
         """
         jc = self.cfg.jepa
-        sample = {k: v for k, v in x.items() if k.split("_")[0] in self.encoder.sensors}
+        sample = sensor_entries(x, self.encoder.sensors)
         # Targets: every patch, every date, from the EMA encoder (or, to show collapse, the online one).
         if jc.target == "ema":
             with torch.no_grad():
@@ -122,7 +123,7 @@ class JEPA(nn.Module):
             other = drop_dates(sample, jc.date_drop_ratio, generators["views"], rows, global_batch)
             views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)   # [B, 2, N, D]
         if jc.contrastive and views.shape[1] >= 2 and jc.contrastive_weight > 0:
-            out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau)
+            out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau, distributed=jc.contrastive_scope == "global")
         else:
             out["contrastive_loss"] = torch.zeros((), device=pred.device)
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig, model_config
-from ..data.contract import SampleError, check_patch_size, prepare_input, validate_sample
+from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
 from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
 from .blocks import Block
@@ -112,9 +112,9 @@ class AnySat(nn.Module):
     # --- stages -------------------------------------------------------------------------
     def validate(self, x: Mapping[str, Tensor], patch_size) -> tuple[list[str], tuple[int, int], int]:
         """Check a sample against the contract and this model; return (sensors, grid, batch)."""
-        missing = [k for k in x if k.split("_")[0] not in self.sensors and k.split("_")[0] in SENSORS]
+        missing = [k for k in x if split_key(k)[0] not in self.sensors and split_key(k)[0] in SENSORS]
         if missing:
-            raise SampleError(f"{missing[0]!r}: this model has no projector for sensor {missing[0].split('_')[0]!r} "
+            raise SampleError(f"{missing[0]!r}: this model has no projector for sensor {split_key(missing[0])[0]!r} "
                               f"(it has: {', '.join(self.sensors)}); call model.add_sensor(...) first")
         info = validate_sample(x, self.sensors, check_values=self.check_values and not torch.compiler.is_compiling())
         if info.extent_m is None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.contract import sensor_entries
 from ..data.datasets import collate
 from ..data.normalization import NormStats
 from ..sensors import SENSORS
@@ -17,8 +18,7 @@ __all__ = ["encode_dataset", "raw_pixel_features", "raw_pixel_dense_features", "
 
 def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
     """The keys of ``batch`` that belong to ``sensors`` (tensors, dates, masks); targets are dropped."""
-    keep = set(sensors)
-    return {k: v for k, v in batch.items() if k.split("_")[0] in keep and k.split("_")[0] in SENSORS}
+    return sensor_entries(batch, [s for s in sensors if s in SENSORS])
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "export_encoder", "load_encoder", "resolve_encoder_path",
-           "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "prune_checkpoints", "export_encoder", "load_encoder",
+           "resolve_encoder_path", "CheckpointError"]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -40,6 +40,17 @@ def _atomic_write(path: Path, write) -> None:
 def save_checkpoint(obj: dict, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (a crash never leaves a half-written file)."""
     _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest ``step-XXXXXX.pt`` of ``folder`` (``0`` keeps all); return them."""
+    if keep_last <= 0:
+        return []
+    steps = sorted(Path(folder).glob("step-*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    old = steps[:-keep_last]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
 
 
 def _looks_like(path: Path) -> str:

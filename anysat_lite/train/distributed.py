@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "cleanup", "all_mean", "all_max", "ranks_where",
+           "gather_objects"]
 
 
 @dataclass
@@ -40,6 +41,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local, dev)
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -48,3 +53,43 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over processes (in place; ``values`` itself without a process group)."""
+    if _active():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+def all_max(values: list[int], device) -> list[int]:
+    """Element-wise maximum of an integer list over processes (the list itself without a process group)."""
+    if not _active() or not values:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def ranks_where(flag: bool, device) -> list[int]:
+    """The ranks of every process on which ``flag`` is true (all processes must call it, as a collective).
+
+    One small all-reduce: a process that meets a problem (e.g. a non-finite loss) lets every other
+    process stop at the same point instead of waiting for it in the next collective.
+    """
+    if not _active():
+        return [0] if flag else []
+    flags = torch.zeros(dist.get_world_size(), dtype=torch.int32, device=device)
+    flags[dist.get_rank()] = int(flag)
+    dist.all_reduce(flags)
+    return flags.nonzero().flatten().tolist()
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` without a process group)."""
+    if not _active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

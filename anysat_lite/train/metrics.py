@@ -13,14 +13,22 @@ class MetricLog:
     """Appends one row per logged step to ``metrics.csv`` and ``metrics.jsonl`` in ``folder``.
 
     ``resume_step`` drops rows logged after that step (a run killed after its last checkpoint).
+    Besides the losses and schedules: ``val_loss`` (on validation steps), ``batch`` (global batch),
+    ``seconds`` since the start, and the pace averaged over the steps since the previous row:
+    ``step_s`` (wall seconds per step, data wait included), ``data_wait_s`` (seconds per step
+    spent waiting for the batch), ``samples_per_s``, and ``peak_mem_mb`` (CUDA: the most memory
+    allocated since the previous row; CPU: the process's maximum resident set so far).
+    ``tensorboard`` also writes the numbers as TensorBoard scalars (needs the ``tensorboard`` package).
     """
 
-    FIELDS = ("step", "loss", "jepa_loss", "contrastive_loss", "lr", "wd", "momentum", "std", "erank", "cos",
-              "dataset", "patch_size", "seconds")
+    FIELDS = ("step", "loss", "jepa_loss", "contrastive_loss", "val_loss", "lr", "wd", "momentum", "std", "erank",
+              "cos", "dataset", "patch_size", "batch", "seconds", "step_s", "data_wait_s", "samples_per_s",
+              "peak_mem_mb")
 
-    def __init__(self, folder: str | Path, resume_step: int | None = None):
+    def __init__(self, folder: str | Path, resume_step: int | None = None, tensorboard: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.board = None
         self.csv, self.jsonl = self.folder / "metrics.csv", self.folder / "metrics.jsonl"
         if resume_step is None:
             for p in (self.csv, self.jsonl):
@@ -31,6 +39,15 @@ class MetricLog:
             self.jsonl.unlink(missing_ok=True)
             for r in rows:
                 self.write(r)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                from ..errors import UserError
+                raise UserError("train.tensorboard=true needs the tensorboard package; install it (pip install "
+                                "tensorboard) or set train.tensorboard=false") from None
+            purge = None if resume_step is None else resume_step + 1    # events a killed run wrote after it
+            self.board = SummaryWriter(str(self.folder / "tensorboard"), purge_step=purge)
 
     def write(self, row: Mapping) -> None:
         new = not self.csv.exists()
@@ -41,6 +58,15 @@ class MetricLog:
             w.writerow({k: row.get(k, "") for k in self.FIELDS})
         with self.jsonl.open("a") as f:
             f.write(json.dumps({k: v for k, v in row.items() if k in self.FIELDS}) + "\n")
+        if self.board is not None:
+            for k, v in row.items():
+                if k in self.FIELDS and k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.board.add_scalar(k, v, int(row["step"]))
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
 
 
 def read_metrics(folder: str | Path) -> list[dict]:

@@ -24,11 +24,12 @@ __all__ = ["RunDirError", "RunFinishedError", "RUN_FILES", "run_files", "prepare
 
 # Files (glob patterns) a run writes into its folder; ``force`` deletes exactly these.
 RUN_FILES = ("config.yaml", "last.pt", "step-*.pt", "metrics.csv", "metrics.jsonl", "training_curves.png",
-             "encoder.safetensors", "encoder.json", "encoder-online.safetensors", "encoder-online.json", "summary.json", "probe_results.json", "probe_results.md",
-             "probe_results.png", ".*.tmp")
+             "encoder.safetensors", "encoder.json", "encoder-online.safetensors", "encoder-online.json", "summary.json",
+             "probe_results.json", "probe_results.md", "probe_results.png", "tensorboard/events.out.tfevents.*",
+             ".*.tmp")
 # Config entries a resumed run may change: they do not change what the checkpoint's weights mean.
-_MAY_CHANGE = re.compile(r"^(train\..*|name|data\.num_workers|data\.cache_dir|data\.datasets\[\d+\]\.path|"
-                         r"jepa\.monitor_every|probe\..*)$")
+_MAY_CHANGE = re.compile(r"^(train\..*|name|data\.(num_workers|prefetch_factor|persistent_workers|pin_memory|cache_dir|"
+                         r"root)|data\.datasets\[\d+\]\.path|jepa\.monitor_every|probe\..*)$")
 
 
 class RunDirError(UserError):
