@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, config_to_dict
+from ..errors import UserError
 from ..data.datasets import DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..model import AnySat
@@ -130,6 +131,9 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
     pc = cfg.probe
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)
+    if bundle.test is None:
+        raise UserError(f"dataset {bundle.name!r} has no test split to probe on; add test tiles to it (for a "
+                        "rasters manifest: rows with split 'test')")
     encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
     targets = (targets_of(bundle.train, "label"), targets_of(bundle.test, "label"),
@@ -181,7 +185,8 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
     result = {
         "dataset": bundle.name, "classes": list(bundle.classes), "checkpoint": str(checkpoint) if checkpoint else None,
         "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
-        "splits": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)},
+        "splits": {name: len(part) for name, part in (("train", bundle.train), ("val", bundle.val),
+                                                        ("test", bundle.test)) if part is not None},
         "seeds": {"probe": pc.seed, "data": cfg.data.seed, "random_init": pc.seed, "bootstrap": pc.seed},
         "bootstrap": {"resamples": pc.bootstrap, "level": 0.95, "over": "test tiles"},
         "probe_config": config_to_dict(cfg)["probe"], "results": report.rows, "seconds": round(time.time() - t0, 1),
