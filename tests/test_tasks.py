@@ -48,7 +48,9 @@ def test_every_issue_task_has_both_protocols_and_the_paper_value():
 def test_presets_match_the_official_configs():
     # patch size = official encoder scale x 10 m; metric, loss and head per task (configs/exp/*_AnySat_FT*.yaml)
     expected = {"treesatai-ts": (10, "f1-weighted", "bce", "tile", 15),
-                "pastis-hd-cls": (40, "f1-macro", "bce", "tile", 18), "pastis-hd-seg": (40, "miou", "ce-seg", "dense", 20), "flair-seg": (10, "miou", "ce-seg", "dense", 13),
+                "pastis-hd-cls": (40, "f1-macro", "bce", "tile", 18),
+                "pastis-hd-seg": (40, "miou", "ce-seg", "dense", 20),
+                "flair-seg": (10, "miou", "ce-seg", "dense", 13),
                 "planted": (30, "f1-macro", "ce", "tile", 40)}
     for stem, (P, metric, loss, head, K) in expected.items():
         for suffix in ("lp", "ft"):

@@ -430,6 +430,8 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
         raise UserError(f"amp must be 'fp16', 'bf16', 'auto' or None, got {amp!r}")
     workers = (8 if dev.type == "cuda" else 0) if num_workers is None else num_workers
     _seed_everything(task.seed)
+    official_path = Path(official) if isinstance(official, (str, Path)) else None
+    model = build_task_model(task, official, dev)            # checkpoint mistakes before reading any data
 
     datasets = build_splits(task, data, task.seed)
     stats, norm_source = split_norm_stats(datasets, data, task.sensors)
@@ -446,8 +448,6 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
                               num_workers=workers),
                "test": _loader(wrapped["test"], B, train=False, drop_last=False, seed=task.seed, num_workers=workers)}
 
-    official_path = Path(official) if isinstance(official, (str, Path)) else None
-    model = build_task_model(task, official, dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=task.lr, weight_decay=task.weight_decay)
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
