@@ -364,3 +364,27 @@ def test_linear_probing_trains_the_head_only_and_planted_pad_values(tiny_officia
     trainable = {n for n, p in planted.named_parameters() if p.requires_grad}
     assert {f"encoder.projectors.{s}.pad_value" for s in ("s2", "s1", "l7", "alos", "modis")} <= trainable
     assert all(p.requires_grad for p in build_task_model(get_task("planted-ft"), tiny_official).parameters())
+
+
+def test_load_official_takes_the_hub_module_itself(nano):
+    class HubWrapper(nn.Module):          # the layout of hubconf.AnySat: the sub-patch transformer twice
+        def __init__(self, inner):
+            super().__init__()
+            self.spatial_encoder = inner.spatial_encoder
+            self.model = inner
+
+    class AnyModule(nn.Module):
+        def __init__(self, sd):
+            super().__init__()
+            for k, v in sd.items():
+                *path, leaf = k.split(".")
+                m = self
+                for p in path:
+                    if not hasattr(m, p):
+                        m.add_module(p, nn.Module())
+                    m = getattr(m, p)
+                m.register_buffer(leaf, v.clone())
+
+    hub = HubWrapper(AnyModule(to_official_state_dict(nano)))
+    assert any(k.startswith("spatial_encoder.") for k in hub.state_dict())
+    assert _same_weights(load_official(hub), nano)

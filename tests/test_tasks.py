@@ -131,3 +131,20 @@ def test_rows_of_several_runs_fill_one_table(tiny_official, tmp_path):
     md = (tmp_path / "reproduction.md").read_text().splitlines()
     assert md[0].startswith("| task | protocol | metric | paper | measured | Δ | 95 % CI | seed |")
     assert sum(line.startswith("| planted-") for line in md) == 2
+
+
+def test_cost_estimate_counts_flops_on_the_real_input_sizes():
+    from anysat_lite.probe.cost import DATASETS, disk_gb, estimate, flops_per_tile
+
+    # FLAIR evaluation: five 500 px windows of the same size as a training crop, with more S2 dates
+    train, ev = flops_per_tile("flair-seg-lp", "train", size="nano"), flops_per_tile("flair-seg-lp", "eval", size="nano")
+    assert train > 1e9 and ev > 5 * train
+    e = estimate("treesatai-ts-ft", tflops=100.0, size="nano")
+    f = DATASETS["treesatai-ts"]
+    fwd = e["forward_gflops_train_tile"] * 1e9
+    assert e["train_factor"] == 3.0 and estimate("treesatai-ts-lp", size="nano")["train_factor"] == 1.0
+    assert estimate("planted-lp", size="nano")["train_factor"] == 2.0          # pad values train through the encoder
+    assert e["epoch_pflops"] * 1e15 == pytest.approx(3 * fwd * f.tiles_train + fwd * f.tiles_val)
+    assert e["hours_max_epochs"] == pytest.approx((200 * e["epoch_pflops"] * 1e15 + fwd * f.tiles_test) / 1e14 / 3600)
+    assert disk_gb("treesatai-ts") == pytest.approx(50_381 * 897_347 / 1e9, rel=1e-3)   # the sample tile's 3 files
+    assert disk_gb("planted") is None

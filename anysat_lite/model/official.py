@@ -209,8 +209,8 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
     Args:
         state_dict_or_path: an official state dict in any wrapping of :data:`OFFICIAL_FORMATS` (the
             released ``AnySat.pth``, the torch.hub wrapper's ``state_dict()``, an official pretraining
-            checkpoint), optionally under ``"state_dict"``, or a path to such a file (read with
-            ``weights_only=True``).
+            checkpoint), optionally under ``"state_dict"``, a path to such a file (read with
+            ``weights_only=True``), or an official module itself (e.g. the model ``torch.hub.load`` returns).
         model: an existing model to load into (default: a new one of the inferred size).
         num_heads: attention heads, when the width is not one of the official sizes.
     Returns:
@@ -218,7 +218,11 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
     """
     from .anysat import AnySat
 
-    sd = _read(state_dict_or_path) if isinstance(state_dict_or_path, (str, Path)) else state_dict_or_path
+    sd = state_dict_or_path
+    if isinstance(sd, (str, Path)):
+        sd = _read(sd)
+    elif isinstance(sd, torch.nn.Module):
+        sd = sd.state_dict()
     sd, _ = official_encoder_state(sd)
     if model is None:
         model = AnySat(official_model_config(sd, num_heads))
