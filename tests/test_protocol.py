@@ -134,7 +134,8 @@ def test_test_time_windows_average_the_five_official_windows():
     with torch.no_grad():
         y = model({"aerial-flair": img})
         assert y.shape == (1, 1, 512, 512)
-        windows = [(t, l_, model({"aerial-flair": img[..., t:t + 500, l_:l_ + 500]})) for t, l_ in window_offsets(512, 500)]
+        windows = [(t, l_, model({"aerial-flair": img[..., t:t + 500, l_:l_ + 500]}))
+                   for t, l_ in window_offsets(512, 500)]
     for r, c in [(0, 0), (3, 505), (8, 8), (300, 200), (511, 511), (7, 511)]:
         covering = [w[0, 0, r - t, c - l_] for t, l_, w in windows if t <= r < t + 500 and l_ <= c < l_ + 500]
         assert y[0, 0, r, c].item() == pytest.approx(torch.stack(covering).mean().item(), abs=1e-6), (r, c)
@@ -183,7 +184,7 @@ def test_warmup_cosine_schedule_matches_pl_bolts_stepped_per_epoch():
     assert lr[0] == 0.0                                          # the first epoch trains with lr 0
     assert lr[1] == pytest.approx(5e-5 / 19) and lr[19] == pytest.approx(5e-5) and lr[20] == pytest.approx(5e-5)
     assert lr[110] == pytest.approx(2.5e-5) and lr[200] == pytest.approx(0.0, abs=1e-20)
-    assert all(a >= b for a, b in zip(lr[20:], lr[21:]))
+    assert all(a >= b for a, b in zip(lr[20:-1], lr[21:], strict=True))
 
 
 def test_epoch_selection_keeps_the_strictly_best_epoch_and_stops_after_patience_and_min_epochs():
@@ -323,8 +324,8 @@ def test_dense_features_are_streamed_within_a_memory_ceiling(tmp_path):
 
 # --- command line --------------------------------------------------------------------------------------
 def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
-    args = ["probe", "--official", str(tiny_official), "--task", "treesatai-ts-lp", "--data", str(DATA / "treesatai_ts"),
-            "--out", str(tmp_path), "--epochs", "1", "--min-epochs", "0", "--batch-size", "2", "--bootstrap", "10",
+    args = ["probe", "--official", str(tiny_official), "--task", "treesatai-ts-lp",
+            "--data", str(DATA / "treesatai_ts"), "--out", str(tmp_path), "--epochs", "1", "--min-epochs", "0", "--batch-size", "2", "--bootstrap", "10",
             "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -339,7 +340,8 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
     (["--task", "planted-lp"], "needs --official, --task and --data; missing --official, --data"),
     (["--official", "x.pth", "--task", "planted-lp", "--data", "d", "--checkpoint", "runs/x/encoder"],
      "exclude each other"),
-    (["--official", "x.pth", "--task", "planted-lp", "--task", "flair-seg-lp", "--data", "d"], "one dataset per command"),
+    (["--official", "x.pth", "--task", "planted-lp", "--task", "flair-seg-lp", "--data", "d"],
+     "one dataset per command"),
     (["--official", "x.pth", "--task", "planted", "--data", "d"], "did you mean 'planted-lp'"),
 ])
 def test_cli_probe_official_mistakes_are_one_line_errors(args, message, tmp_path, capsys):

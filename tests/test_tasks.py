@@ -137,7 +137,8 @@ def test_cost_estimate_counts_flops_on_the_real_input_sizes():
     from anysat_lite.probe.cost import DATASETS, disk_gb, estimate, flops_per_tile
 
     # FLAIR evaluation: five 500 px windows of the same size as a training crop, with more S2 dates
-    train, ev = flops_per_tile("flair-seg-lp", "train", size="nano"), flops_per_tile("flair-seg-lp", "eval", size="nano")
+    train = flops_per_tile("flair-seg-lp", "train", size="nano")
+    ev = flops_per_tile("flair-seg-lp", "eval", size="nano")
     assert train > 1e9 and ev > 5 * train
     e = estimate("treesatai-ts-ft", tflops=100.0, size="nano")
     f = DATASETS["treesatai-ts"]

@@ -78,27 +78,34 @@ def split_norm_stats(datasets: Mapping[str, Dataset], root: str | Path, sensors:
     """Official statistics per role and where each sensor's came from.
 
     Each sensor's ``NORM_<sensor>_patch.json`` is read with the reader module's ``official_norm_stats``
-    (PASTIS: averaged over the folds of the split, as the official reader does).  A missing file is
-    replaced, as in the official readers, by statistics computed on the train split with the official
-    formula (:func:`~anysat_lite.data.registry.per_tile_norm_stats`); nothing is written to the data folder.
+    (PASTIS: averaged over the folds of the split, as the official reader does).  Sensors without a file
+    get, as in the official readers, statistics computed on the train split with the official formula
+    (the reader module's ``compute_norm_stats`` when it has one, else
+    :func:`~anysat_lite.data.registry.per_tile_norm_stats` on the train items), in one pass over the
+    data; nothing is written to the data folder.
     """
     reader = sys.modules[type(datasets["train"]).__module__]
     official = reader.official_norm_stats
     takes_folds = "folds" in inspect.signature(official).parameters
-    out: dict[str, dict] = {role: {} for role in datasets}
-    source: dict[str, str] = {}
-    computed: dict[str, dict] = {}
+
+    def read(s: str, ds: Dataset) -> dict:
+        kw = {"folds": ds.folds} if takes_folds and hasattr(ds, "folds") else {}
+        return official(root, [s], **kw).to_dict()[s]
+
+    missing, source = [], {}
     for s in sensors:
-        for role, ds in datasets.items():
-            kw = {"folds": ds.folds} if takes_folds and hasattr(ds, "folds") else {}
-            try:
-                out[role][s] = official(root, [s], **kw).to_dict()[s]
-                source[s] = f"NORM_{s}_patch.json" + (" (the folds of each split)" if kw else "")
-            except FileNotFoundError:
-                if s not in computed:
-                    computed[s] = per_tile_norm_stats(datasets["train"], [s]).to_dict()[s]
-                out[role][s] = computed[s]
-                source[s] = "computed on the train split with the official formula (no NORM file)"
+        try:
+            read(s, datasets["train"])
+            source[s] = f"NORM_{s}_patch.json" + (" (the folds of each split)" if takes_folds else "")
+        except FileNotFoundError:
+            missing.append(s)
+            source[s] = "computed on the train split with the official formula (no NORM file)"
+    computed: dict = {}
+    if missing:
+        compute = getattr(reader, "compute_norm_stats", None)
+        stats = compute(root, missing) if compute else per_tile_norm_stats(datasets["train"], missing)
+        computed = stats.to_dict()
+    out = {role: {s: computed[s] if s in computed else read(s, ds) for s in sensors} for role, ds in datasets.items()}
     return {role: NormStats.from_dict(d) for role, d in out.items()}, source
 
 
