@@ -86,7 +86,44 @@ def _probe_checkpoint(args, cfg) -> Path:
                     "runs/cpu-demo/last.pt)")
 
 
+def _probe_official(args) -> int:
+    """``probe --official AnySat.pth --task NAME --data ROOT``: the paper's evaluation, one table row per task."""
+    missing = [f"--{n}" for n in ("official", "task", "data") if not getattr(args, n)]
+    if missing:
+        raise UserError(f"reproducing a paper row needs --official, --task and --data; missing {', '.join(missing)} "
+                        "(e.g. anysat-lite probe --official AnySat.pth --task treesatai-ts-lp --data /data/TreeSat)")
+    if args.checkpoint:
+        raise UserError("--checkpoint (an anysat_lite encoder) and --official (the released AnySat.pth) exclude "
+                        "each other; give one")
+    from .probe.tasks import get_task
+
+    tasks = [get_task(t) for t in args.task]
+    datasets = sorted({t.dataset for t in tasks})
+    if len(datasets) > 1:
+        raise UserError(f"--task {' '.join(args.task)}: these tasks read {', '.join(datasets)}, but --data names one "
+                        "folder; run one dataset per command")
+    out = Path(args.out or "runs/reproduction")
+    done = [t.name for t in tasks if (out / f"{t.name}.json").exists()]
+    if done and not args.force:
+        raise UserError(f"{out / (done[0] + '.json')} already holds a result; write elsewhere with --out DIR, or "
+                        "replace it with --force")
+    from .probe.paper_table import TABLE_NAME, format_table, read_results
+    from .probe.protocol import run_task
+
+    for t in tasks:
+        run_task(t, args.official, args.data, out, device=args.device, seed=args.seed, max_epochs=args.epochs,
+                 min_epochs=args.min_epochs, batch_size=args.batch_size, num_workers=args.num_workers,
+                 amp=None if args.amp == "none" else args.amp, limit_batches=args.limit_batches,
+                 bootstrap=args.bootstrap,
+                 progress=not args.quiet, log=(lambda *a, **k: None) if args.quiet else print)
+    print(format_table(read_results(out)))
+    print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
+    return 0
+
+
 def cmd_probe(args) -> int:
+    if args.official or args.task or args.data:
+        return _probe_official(args)
     cfg = _config(args)
     checkpoint = _probe_checkpoint(args, cfg)
     out = Path(args.out or cfg.train.out_dir)
@@ -234,14 +271,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(t)
     t.set_defaults(func=cmd_pretrain)
 
-    pr = sub.add_parser("probe", parents=[common], help="linear / kNN / segmentation probes and baselines")
+    pr = sub.add_parser("probe", parents=[common], help="linear / kNN / segmentation probes and baselines; with "
+                                                        "--official: the paper's evaluation of the released weights")
     _add_config_args(pr)
     pr.add_argument("--checkpoint", help="exported encoder (path without suffix, e.g. runs/cpu-demo/encoder) or "
                                          "training checkpoint (runs/cpu-demo/last.pt); default: the encoder in "
                                          "train.out_dir")
-    pr.add_argument("--out", help="output folder (default: train.out_dir)")
+    pr.add_argument("--out", help="output folder (default: train.out_dir; with --official: runs/reproduction)")
     pr.add_argument("--force", action="store_true", help="replace probe results already in the output folder")
     pr.add_argument("--quiet", action="store_true")
+    off = pr.add_argument_group("the paper's evaluation with the released weights (docs/reproduction.md)")
+    off.add_argument("--official", metavar="ANYSAT_PTH",
+                     help="official checkpoint: the released AnySat.pth, a torch.hub wrapper's or an official "
+                          "pretraining checkpoint's state dict")
+    off.add_argument("--task", action="append", default=[], metavar="NAME",
+                     help="task preset (repeatable): treesatai-ts-{lp,ft}, pastis-hd-cls-{lp,ft}, "
+                          "pastis-hd-seg-{lp,ft}, flair-seg-{lp,ft}, planted-{lp,ft}")
+    off.add_argument("--data", metavar="ROOT", help="the task's dataset folder, in its official layout")
+    off.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda when available)")
+    off.add_argument("--seed", type=int, help="default: the official 32")
+    off.add_argument("--epochs", type=int, help="at most this many epochs (official 200; fewer marks the row partial)")
+    off.add_argument("--min-epochs", type=int, help="no early stop before (official 50; changing it marks the row "
+                                                     "partial)")
+    off.add_argument("--batch-size", type=int, help="official per task (256, 4, 32, 64); changing it marks the row "
+                                                     "partial")
+    off.add_argument("--num-workers", type=int, help="data-loading processes (default 8 on CUDA, 0 on the CPU)")
+    off.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), default="auto",
+                     help="mixed precision (auto: fp16 on CUDA, as the official precision: 16; none on the CPU)")
+    off.add_argument("--limit-batches", type=int, help="at most this many batches per epoch and split (smoke test; "
+                                                        "marks the row partial)")
+    off.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95 %% interval (0: none)")
     pr.set_defaults(func=cmd_probe)
 
     e = sub.add_parser("embed", parents=[common], help="per-patch embeddings of GeoTIFFs -> NetCDF (CF, with CRS)")

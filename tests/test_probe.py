@@ -152,3 +152,55 @@ def test_run_probe_on_a_single_time_series_sensor(tmp_path):
     seg = [r for r in report["results"] if r["method"].startswith("segmentation")]
     assert {r["encoder"] for r in seg} == {"random-init", "raw-pixels"} and seg[0]["method"] == "segmentation (s2)"
     assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in report["results"])
+
+
+# --- the official evaluation's metrics (anysat_lite/probe/metrics.py, issue 17) ------------------------
+def test_official_weighted_and_macro_f1_by_hand():
+    from anysat_lite.probe.metrics import f1_from_counts, multilabel_counts
+
+    t = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    p = torch.tensor([[1, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    counts = multilabel_counts(p, t)
+    # class 0: TP 2, FP 0, FN 1 -> F1 4/5, support 3; class 1: TP 1, FP 1, FN 1 -> 1/2, support 2;
+    # class 2: TP 0, FP 1, FN 1 -> 0, support 1; class 3: never present nor predicted -> 0, support 0
+    assert counts.tolist() == [[2, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]]
+    f = f1_from_counts(counts)
+    assert f["per_class"] == pytest.approx([0.8, 0.5, 0.0, 0.0])
+    assert f["weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 0.0) / 6)        # 0.5667
+    assert f["macro"] == pytest.approx((0.8 + 0.5 + 0 + 0) / 4)                       # absent class counts as 0
+    assert f["micro"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 3))                      # 6 / 11
+
+
+def test_official_multiclass_macro_f1_by_hand():
+    from anysat_lite.probe.metrics import f1_from_counts, multiclass_counts
+
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    p = torch.tensor([0, 0, 1, 1, 2, 2])
+    f = f1_from_counts(multiclass_counts(p, y, 4))
+    # per class 0.8, 0.5, 2/3 and 0 for the fourth class, which the official macro average keeps
+    assert f["macro"] == pytest.approx((0.8 + 0.5 + 2 / 3 + 0) / 4)
+    assert f["weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 2 / 3) / 6)
+
+
+def test_official_multilabel_decision_keeps_the_torchmetrics_rule():
+    from anysat_lite.probe.metrics import multilabel_decision
+
+    # logits outside [0, 1]: sigmoid(logit) > 0.5, i.e. logit > 0
+    assert multilabel_decision(torch.tensor([[-2.0, 0.3, 3.0]])).tolist() == [[False, True, True]]
+    # every value inside [0, 1]: thresholded at 0.5 as they are (no sigmoid), as the official metric does
+    assert multilabel_decision(torch.tensor([[0.0, 0.3, 0.7]])).tolist() == [[False, False, True]]
+
+
+def test_official_miou_leaves_out_void_and_the_ignored_class_by_hand():
+    from anysat_lite.probe.metrics import confusion_matrix, miou_from_confusion
+
+    t = torch.tensor([0, 0, 1, 1, -1, 2])
+    p = torch.tensor([0, 1, 1, 1, 0, 0])
+    cm = confusion_matrix(p, t, 3, ignore_index=-1)                # the void pixel (-1) is not counted
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    r = miou_from_confusion(cm, ignore_classes=(2,))
+    # row and column of class 2 zeroed: class 0 TP 1, FP 0, FN 1 -> 1/2; class 1 TP 2, FP 1 -> 2/3; class 2 undefined
+    assert r["per_class"][:2] == pytest.approx([0.5, 2 / 3]) and r["per_class"][2] != r["per_class"][2]
+    assert r["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
+    # without ignoring class 2 its pixel is an error: class 0 gets an FP, class 2 an IoU of 0
+    assert miou_from_confusion(cm)["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)

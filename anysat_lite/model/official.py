@@ -1,13 +1,24 @@
 """Load checkpoints of the official AnySat code (github gastruc/AnySat) into :class:`AnySat`.
 
-The released ``AnySat.pth`` holds, under ``"state_dict"``, the state dict of the official
-``AnyModule``.  :func:`convert_official_state_dict` renames its keys with the table
-below; :func:`load_official` builds a matching model and loads the weights, failing
-loudly on any missing, unexpected or mis-shaped key.  :func:`to_official_state_dict` goes
-the other way, e.g. to write a random-weight stand-in for the released file.
+The official encoder is the ``AnyModule`` of ``src/models/networks/encoder/Any_multi.py``.  Its
+state dict reaches users in three wrappings, all accepted by :func:`load_official`:
+
+* the released ``AnySat.pth``: ``{"state_dict": <AnyModule keys>}`` (``cls_token``, ``blocks.0...``);
+* the torch.hub wrapper (``hubconf.AnySat``, what ``torch.hub.load("gastruc/anysat", ...)`` returns):
+  its ``state_dict()`` holds the ``AnyModule`` under ``model.`` and, because the wrapper also keeps the
+  sub-patch transformer as its own attribute, a second copy of it under ``spatial_encoder.``;
+* a Lightning checkpoint of the official pretraining (``src/models/module_JEPA.py``): the EMA target
+  encoder under ``target_encoder.`` (what the official fine-tuning configs load), the online encoder
+  under ``model.encoder.`` and the predictor under ``model.predictor.``.
+
+:func:`convert_official_state_dict` renames the ``AnyModule`` keys with the table below;
+:func:`to_official_state_dict` is its inverse (an ``anysat_lite`` model written in the official
+format, e.g. a small random checkpoint for tests).  Anything that does not map one-to-one fails with a
+one-line :class:`OfficialCheckpointError` naming the keys and what to do.
 """
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 from typing import Mapping
@@ -15,16 +26,17 @@ from typing import Mapping
 import torch
 
 from ..config import MODEL_SIZES, ModelConfig
+from ..errors import UserError
 
-__all__ = ["convert_official_state_dict", "to_official_state_dict", "load_official", "OfficialCheckpointError",
-           "RELEASED_URL"]
+__all__ = ["convert_official_state_dict", "to_official_state_dict", "official_encoder_state", "load_official",
+           "official_model_config", "OfficialCheckpointError", "OFFICIAL_FORMATS", "RELEASED_URL"]
 
 # Where the official code (hubconf.AnySat.from_pretrained) downloads the released base model from.
 RELEASED_URL = "https://huggingface.co/g-astruc/AnySat/resolve/main/models/AnySat.pth"
 
 
-class OfficialCheckpointError(KeyError):
-    """The official state dict does not map one-to-one onto this model."""
+class OfficialCheckpointError(UserError, KeyError):
+    """The official state dict does not map one-to-one onto this model (a one-line message)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
@@ -66,17 +78,70 @@ def _rename(key: str, depth: int, official_to_ours: bool = True) -> str | None:
     return None
 
 
+# How an AnyModule state dict is wrapped: (name, prefix of the AnyModule keys, prefixes of keys that are left out)
+OFFICIAL_FORMATS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("AnyModule state dict (released AnySat.pth)", "", ()),
+    ("torch.hub wrapper (hubconf.AnySat)", "model.", ("spatial_encoder.",)),
+    ("official pretraining checkpoint (EMA target encoder)", "target_encoder.", ("model.",)),
+)
+
+
+def _keys_hint(keys) -> str:
+    keys = list(keys)
+    shown = ", ".join(repr(k) for k in keys[:3])
+    return f"{shown}{', ...' if len(keys) > 3 else ''} ({len(keys)} key{'s' if len(keys) != 1 else ''})"
+
+
+def official_encoder_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """The ``AnyModule`` state dict inside any official wrapping (module docstring), and the wrapping's name.
+
+    Keys of the hub wrapper's second copy of the sub-patch transformer (``spatial_encoder.*``) must
+    equal their ``model.spatial_encoder.*`` twins; the pretraining checkpoint's online encoder and
+    predictor (``model.*``) are left out, as the official fine-tuning leaves them out.
+    """
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise OfficialCheckpointError(f"expected a state dict (a mapping of names to tensors), got "
+                                      f"{type(state_dict).__name__}; pass the official AnySat.pth or its state dict")
+    for name, prefix, dropped in OFFICIAL_FORMATS:
+        if f"{prefix}cls_token" not in state_dict:
+            continue
+        inner = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        rest = [k for k in state_dict if not k.startswith(prefix)]
+        unknown = [k for k in rest if not k.startswith(dropped)] if dropped else rest
+        if unknown:
+            raise OfficialCheckpointError(
+                f"{name}: keys outside {prefix or 'the AnyModule'!r}: {_keys_hint(unknown)}; expected only "
+                f"{', '.join(repr(d + '*') for d in dropped) or 'AnyModule keys'} beside them; "
+                "pass the encoder's state dict alone")
+        if prefix == "model.":   # the hub wrapper's second copy of the sub-patch transformer
+            differ = [k for k in rest if f"model.{k}" not in state_dict or
+                      not torch.equal(state_dict[k], state_dict[f"model.{k}"])]
+            if differ:
+                raise OfficialCheckpointError(
+                    f"{name}: {_keys_hint(differ)} differ from their 'model.' twins; expected the wrapper's two "
+                    "references to one sub-patch transformer; pass the 'model.*' part alone")
+        return inner, name
+    raise OfficialCheckpointError(
+        f"not an official AnySat state dict: no 'cls_token' key under any known prefix (found {_keys_hint(state_dict)})"
+        "; expected the released AnySat.pth ('cls_token', 'blocks.0...'), the torch.hub wrapper's state dict "
+        "('model.cls_token') or an official pretraining checkpoint ('target_encoder.cls_token')")
+
+
 def _official_depth(keys) -> int:
     idx = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"blocks\.(\d+)\..+", k))]
     if not idx:
-        raise OfficialCheckpointError("no 'blocks.<i>.' keys: this is not an official AnyModule state dict")
+        raise OfficialCheckpointError("no 'blocks.<i>.' keys: this is not an official AnyModule state dict; "
+                                      "pass the released AnySat.pth or its 'state_dict'")
     return max(idx)  # the last block is the fusion block
 
 
 def convert_official_key(key: str, depth: int) -> str:
     new = _rename(key, depth)
     if new is None:
-        raise OfficialCheckpointError(f"official key {key!r} has no counterpart in anysat_lite")
+        raise OfficialCheckpointError(f"official key {key!r} has no counterpart in anysat_lite; "
+                                      "expected the keys of an AnySat encoder (see anysat_lite/model/official.py)")
     return new
 
 
@@ -87,7 +152,8 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     for k, v in state_dict.items():
         new = convert_official_key(k, depth)
         if new in out:
-            raise OfficialCheckpointError(f"two official keys map onto {new!r}")
+            raise OfficialCheckpointError(f"two official keys map onto {new!r}; expected one official key per "
+                                          "anysat_lite key")
         out[new] = v
     return out
 
@@ -105,19 +171,23 @@ def to_official_state_dict(model_or_state_dict) -> dict[str, torch.Tensor]:
     for key, value in sd.items():
         name = _rename(key, depth, official_to_ours=False)
         if name is None:
-            raise OfficialCheckpointError(f"key {key!r} has no counterpart in the official AnyModule")
-        out[name] = value
+            raise OfficialCheckpointError(f"key {key!r} has no counterpart in the official AnyModule; "
+                                          "expected the keys of an anysat_lite AnySat encoder")
+        out[name] = value.detach().clone()
     return out
 
 
 def official_model_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None) -> ModelConfig:
     """Infer the :class:`ModelConfig` of an official state dict (width, depth, sensors, L-TAE sizes)."""
+    if "cls_token" not in state_dict:
+        state_dict = official_encoder_state(state_dict)[0]
     D = state_dict["cls_token"].shape[-1]
     depth = _official_depth(state_dict)
     if num_heads is None:
         known = {v["embed_dim"]: v["num_heads"] for v in MODEL_SIZES.values()}
         if D not in known:
-            raise OfficialCheckpointError(f"cannot infer the number of heads for width {D}; pass num_heads=")
+            raise OfficialCheckpointError(f"cannot infer the number of heads for width {D} (known widths: "
+                                          f"{sorted(known)}); pass num_heads=")
         num_heads = known[D]
     sensors = sorted({m.group(1) for k in state_dict if (m := re.match(r"projector_([^.]+)\.", k))})
     ltae_heads, ltae_dk = 16, 8
@@ -129,12 +199,27 @@ def official_model_config(state_dict: Mapping[str, torch.Tensor], num_heads: int
                        sensors=sensors)
 
 
+def _read(path: str | Path) -> Mapping:
+    path = Path(path)
+    if not path.is_file():
+        raise OfficialCheckpointError(f"{path}: no such file; expected the official AnySat.pth (download it from "
+                                      f"{RELEASED_URL})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = " ".join(str(e).split())[:160]
+        raise OfficialCheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first}); "
+                                      "expected the official AnySat.pth (a state dict saved with torch.save)") from None
+
+
 def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
     """Build (or fill) an :class:`~anysat_lite.model.AnySat` from an official checkpoint.
 
     Args:
-        state_dict_or_path: an official ``AnyModule`` state dict, a checkpoint dict holding it
-            under ``"state_dict"``, or a path to such a file (read with ``weights_only=True``).
+        state_dict_or_path: an official state dict in any wrapping of :data:`OFFICIAL_FORMATS` (the
+            released ``AnySat.pth``, the torch.hub wrapper's ``state_dict()``, an official pretraining
+            checkpoint), optionally under ``"state_dict"``, a path to such a file (read with
+            ``weights_only=True``), or an official module itself (e.g. the model ``torch.hub.load`` returns).
         model: an existing model to load into (default: a new one of the inferred size).
         num_heads: attention heads, when the width is not one of the official sizes.
     Returns:
@@ -144,22 +229,24 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
 
     sd = state_dict_or_path
     if isinstance(sd, (str, Path)):
-        sd = torch.load(sd, map_location="cpu", weights_only=True)
-    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-        sd = sd["state_dict"]
+        sd = _read(sd)
+    elif isinstance(sd, torch.nn.Module):
+        sd = sd.state_dict()
+    sd, _ = official_encoder_state(sd)
     if model is None:
         model = AnySat(official_model_config(sd, num_heads))
     converted = convert_official_state_dict(sd)
     own = model.state_dict()
     missing = sorted(set(own) - set(converted))
     unexpected = sorted(set(converted) - set(own))
-    wrong = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in set(own) & set(converted) if converted[k].shape != own[k].shape]
+    wrong = sorted(f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
+                   for k in set(own) & set(converted) if converted[k].shape != own[k].shape)
     if missing or unexpected or wrong:
-        raise OfficialCheckpointError(
-            "official checkpoint does not match the model:\n"
-            + (f"  missing in checkpoint: {missing}\n" if missing else "")
-            + (f"  unexpected in checkpoint: {unexpected}\n" if unexpected else "")
-            + (f"  shape mismatches: {sorted(wrong)}\n" if wrong else ""))
+        parts = [f"missing in checkpoint: {_keys_hint(missing)}" if missing else "",
+                 f"unexpected in checkpoint: {_keys_hint(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {_keys_hint(wrong)}" if wrong else ""]
+        raise OfficialCheckpointError("official checkpoint does not match the model: "
+                                      + "; ".join(p for p in parts if p)
+                                      + "; build the model with official_model_config(state_dict) or pass model=None")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=True)
     return model.eval()

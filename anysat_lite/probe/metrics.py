@@ -6,13 +6,25 @@
 * :func:`multilabel_f1` — F1 over (sample, class) decisions: ``micro`` and ``macro``.
 * :func:`mean_iou` — per-class IoU ``TP / (TP + FP + FN)`` over pixels, mean over classes present.
 * :func:`bootstrap_interval` — a 95 % percentile-bootstrap interval of any of them over test items.
+
+The metrics of the official AnySat evaluation (``src/models/metrics/metrics.py`` of the official
+repository), computed from counts so that a test split is scored batch by batch:
+
+* :func:`multilabel_decision` — the official multi-label decision: ``sigmoid(logit) > 0.5``.
+* :func:`multilabel_counts`, :func:`multiclass_counts` — per-class ``TP``, ``FP``, ``FN`` ``[3, K]``.
+* :func:`f1_from_counts` — per-class F1 and its ``macro`` (mean over *all* ``K`` classes, 0 for a class
+  never present nor predicted, as the official ``sum(f1) / len(f1)``), ``weighted`` (by support
+  ``TP + FN``) and ``micro`` averages.
+* :func:`miou_from_confusion` — the official IoU: the rows and columns of ``ignore_classes`` zeroed
+  in the confusion matrix, then the mean over the classes whose IoU is defined.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "overall_accuracy", "f1_scores", "multilabel_f1", "mean_iou", "bootstrap_interval"]
+__all__ = ["confusion_matrix", "overall_accuracy", "f1_scores", "multilabel_f1", "mean_iou", "bootstrap_interval",
+           "multilabel_decision", "multilabel_counts", "multiclass_counts", "f1_from_counts", "miou_from_confusion"]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
@@ -77,3 +89,67 @@ def bootstrap_interval(metric, pred: Tensor, target: Tensor, n_boot: int = 1000,
                           dtype=torch.float64)
     tail = (1 - level) / 2
     return float(values.quantile(tail)), float(values.quantile(1 - tail))
+
+
+# --- the official evaluation's metrics, from counts ---------------------------------------------------
+def multilabel_decision(logits: Tensor) -> Tensor:
+    """Official multi-label decision ``[N, K]`` logits -> bool: ``sigmoid(logit) > 0.5``, i.e. ``logit > 0``.
+
+    The official metric (torchmetrics ``F1Score(task="multilabel")``, threshold 0.5) applies the sigmoid
+    only when some value of the batch lies outside ``[0, 1]``; a batch whose logits all lie inside it is
+    thresholded at 0.5 as it is.  That rule is kept here, so that scores match batch for batch.
+    """
+    inside = bool(((logits >= 0) & (logits <= 1)).all())
+    return logits > 0.5 if inside else logits > 0
+
+
+def multilabel_counts(pred: Tensor, target: Tensor) -> Tensor:
+    """``pred``, ``target`` ``[N, K]`` (bool or 0/1) -> ``[3, K]`` int64: per-class TP, FP, FN."""
+    p, t = pred.bool(), target.bool()
+    return torch.stack([(p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)]).long()
+
+
+def multiclass_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Class ids ``pred``, ``target`` ``[N]`` -> ``[3, K]`` int64: per-class TP, FP, FN (one-vs-rest)."""
+    cm = confusion_matrix(pred, target, num_classes)
+    tp = cm.diag()
+    return torch.stack([tp, cm.sum(0) - tp, cm.sum(1) - tp]).long()
+
+
+def f1_from_counts(counts: Tensor) -> dict:
+    """Per-class F1 ``2 TP / (2 TP + FP + FN)`` from ``counts [3, K]`` (TP, FP, FN) and its averages.
+
+    Returns ``{"per_class": [K], "macro", "weighted", "micro"}``: ``macro`` is the mean over all ``K``
+    classes, a class with no TP, FP nor FN counting as 0 (the official ``sum(f1) / len(f1)`` of
+    torchmetrics' per-class scores); ``weighted`` weighs each class by its support ``TP + FN`` (the
+    official ``F1_Score_weighted``); ``micro`` pools the counts of all classes.
+    """
+    tp, fp, fn = counts.double()
+    denom = 2 * tp + fp + fn
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
+    support = tp + fn
+    pooled = 2 * tp.sum() + fp.sum() + fn.sum()
+    return {"per_class": f1.tolist(), "macro": f1.mean().item(),
+            "weighted": (f1 * support).sum().item() / support.sum().item() if support.sum() > 0 else 0.0,
+            "micro": (2 * tp.sum() / pooled).item() if pooled > 0 else 0.0}
+
+
+def miou_from_confusion(cm: Tensor, ignore_classes=()) -> dict:
+    """Mean IoU of a confusion matrix ``cm [K, K]`` (``cm[i, j]``: pixels of true class ``i`` predicted ``j``).
+
+    As the official ``IoU`` metric: the rows and columns of ``ignore_classes`` are zeroed (pixels of
+    that true class, and pixels predicted as it, leave the count), ``IoU_k = TP / (TP + FP + FN)``,
+    and the mean runs over the classes whose IoU is defined (``TP + FP + FN > 0``).  Returns
+    ``{"miou", "per_class": [K] (NaN where undefined), "accuracy"}``.
+    """
+    cm = cm.double().clone()
+    for k in ignore_classes:
+        cm[k, :] = 0
+        cm[:, k] = 0
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    defined = ~iou.isnan()
+    total = cm.sum()
+    return {"miou": iou[defined].mean().item() if defined.any() else float("nan"), "per_class": iou.tolist(),
+            "accuracy": (tp.sum() / total).item() if total > 0 else float("nan")}
