@@ -1,16 +1,26 @@
 """Package additions used by notebooks 02-05: JEPA step intermediates and the figure helpers of viz.py."""
 import math
 
-import matplotlib
 import pytest
 import torch
 
-matplotlib.use("Agg")
-
-from anysat_lite import get_config  # noqa: E402
-from anysat_lite.jepa import JEPA, MultiBlockMaskSampler, context_statistics, latent_loss, mil_nce  # noqa: E402
-from anysat_lite.viz import (contrastive_pairs, ema_memory, plot_context_statistics, plot_contrastive_pairs,  # noqa: E402
-                             plot_ema_memory, plot_monitor_runs, plot_schedules)
+from anysat_lite import get_config
+from anysat_lite.jepa import (
+    JEPA,
+    MultiBlockMaskSampler,
+    context_statistics,
+    latent_loss,
+    mil_nce,
+)
+from anysat_lite.viz import (
+    contrastive_pairs,
+    ema_memory,
+    plot_context_statistics,
+    plot_contrastive_pairs,
+    plot_ema_memory,
+    plot_monitor_runs,
+    plot_schedules,
+)
 
 
 def _batch(B=4):
