@@ -71,7 +71,8 @@ class JEPA(nn.Module):
         return (self.target if encoder is None else encoder).encode_all(x, patch_size)[0]
 
     def forward(self, x: Mapping[str, Tensor], patch_size: int, masks: Masks, generators: Mapping[str, torch.Generator],
-                monitor: bool = False, rows: slice | None = None, global_batch: int | None = None) -> dict[str, Tensor]:
+                monitor: bool = False, rows: slice | None = None, global_batch: int | None = None,
+                return_intermediates: bool = False) -> dict[str, Tensor]:
         """Losses of one step.
 
         Args:
@@ -82,6 +83,19 @@ class JEPA(nn.Module):
             monitor: also return collapse monitors (``std``, ``erank``, ``cos``).
             rows, global_batch: under DDP, this process's rows of the global batch (random draws
                 are made for the global batch so that results do not depend on the process count).
+            return_intermediates: also return ``out["intermediates"]``, the tensors of the step
+                (for notebooks 03 and 04; the losses are the same either way):
+
+                * ``target_out`` ``[B, 1 + N, D]``: target encoder on the full sample (cls first);
+                * ``targets`` ``[n_t, B, Kt, D]``: its layer-normed patch outputs at the target blocks;
+                * ``context_sample``: the sample after date dropping (what the context encoder reads);
+                * ``tokens`` ``[B, M, N, D]``: context-side patch tokens per modality (before positions);
+                * ``replaced`` ``[B, M, Kc]`` bool: context tokens replaced by the modality mask token;
+                * ``context_tokens`` ``[B, M, Kc, D]``: the joint transformer's input (positions added);
+                * ``context_out`` ``[B, 1 + Kc, D]``: context encoder output (cls first);
+                * ``predictions`` ``[n_t, B, Kt, D]``: the predictor's output;
+                * ``views`` ``[B, M', N, D]``: the tokens MIL-NCE compares (``M' = 2`` for one time
+                  series with ``jepa.single_sensor_views``).
         Returns:
             dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
         """
@@ -129,4 +143,8 @@ class JEPA(nn.Module):
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]
         if monitor:  # on the layer-normed targets before any centring, comparable between settings
             out.update(collapse_monitors(F.layer_norm(full[:, 1:].float(), (full.shape[-1],)), full[:, 0]))
+        if return_intermediates:
+            out["intermediates"] = {"target_out": full, "targets": targets, "context_sample": ctx_sample,
+                                    "tokens": ts.tokens, "replaced": replaced, "context_tokens": kept,
+                                    "context_out": ctx, "predictions": pred, "views": views}
         return out
