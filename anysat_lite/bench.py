@@ -19,6 +19,7 @@ step, counted in another run of the same steps by the :class:`FlopCounter` callb
 measured step time, as a share of the measured matmul peak of the compute dtype, and of the
 datasheet bf16 peak on known GPUs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,12 +128,18 @@ def measure(spec: dict) -> dict:
                 times.append(time.perf_counter() - t)
                 model.zero_grad(set_to_none=True)
         res[f"{name}_times_ms"] = [round(t * 1000, 3) for t in times]
-    res.update({
-        "forward_flops": flops,
-        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
-    })
+    res.update(
+        {
+            "forward_flops": flops,
+            "peak_memory_mb": round(
+                torch.cuda.max_memory_allocated() / 2**20
+                if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                1,
+            ),
+            "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+        }
+    )
     return res  # raw timings; the parent pools the processes of a configuration with summarise()
 
 
@@ -153,12 +160,14 @@ def summarise(spec: dict, runs: list[dict]) -> dict:
     patch_tokens = spec["batch"] * n_patch * len(spatial)
     sub_tokens = sum(spec["batch"] * n_patch * max(1, round(P / SENSORS[s].subpatch_m)) ** 2 for s in spatial)
     fb_s = res["forward_backward_ms"] / 1000
-    res.update({
-        "achieved_flops_forward": res["forward_flops"] / (res["forward_ms"] / 1000),
-        "achieved_flops_forward_backward": 3 * res["forward_flops"] / fb_s,  # backward ~ 2 x forward
-        "patch_tokens_per_s": round(patch_tokens / fb_s, 1),
-        "subpatch_tokens_per_s": round(sub_tokens / fb_s, 1),
-    })
+    res.update(
+        {
+            "achieved_flops_forward": res["forward_flops"] / (res["forward_ms"] / 1000),
+            "achieved_flops_forward_backward": 3 * res["forward_flops"] / fb_s,  # backward ~ 2 x forward
+            "patch_tokens_per_s": round(patch_tokens / fb_s, 1),
+            "subpatch_tokens_per_s": round(sub_tokens / fb_s, 1),
+        }
+    )
     return res
 
 
@@ -198,28 +207,51 @@ def measure_pretraining(spec: dict) -> dict:
     from .train import pretrain
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = get_config(spec["preset"], list(spec.get("overrides", [])) + [
-            f"train.steps={spec['steps'] + 1}", f"train.out_dir={out}", "train.ckpt_every=100000", "train.log_every=1",
-            "train.warmup_steps=1", f"train.val_every={10**9}", f"data.num_workers={spec.get('workers', 0)}"])
+        cfg = get_config(
+            spec["preset"],
+            list(spec.get("overrides", []))
+            + [
+                f"train.steps={spec['steps'] + 1}",
+                f"train.out_dir={out}",
+                "train.ckpt_every=100000",
+                "train.log_every=1",
+                "train.warmup_steps=1",
+                f"train.val_every={10**9}",
+                f"data.num_workers={spec.get('workers', 0)}",
+            ],
+        )
         counter = FlopCounter() if spec.get("count_flops") else None
         t0 = time.perf_counter()
         summary = pretrain(cfg, progress=False, callbacks=[counter] if counter else [])
         total = time.perf_counter() - t0
         from .train.metrics import read_metrics
+
         rows = read_metrics(out)
         # steps after the first (which includes data generation / compilation / starting the workers)
         first, last = rows[0]["seconds"], rows[-1]["seconds"]
         wait = sum(r["data_wait_s"] for r in rows[1:]) / max(len(rows) - 1, 1)
     device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
-    res = {"preset": spec["preset"], "steps": spec["steps"], "batch_size": cfg.train.batch_size,
-           "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
-           "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3), "timed_s": round(last - first, 3),
-           "wall_s": round(total, 1),
-           "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-                                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.machine(),
-           "amp": cfg.train.amp, "final_jepa_loss": summary["final"]["jepa_loss"], "workers": cfg.data.num_workers,
-           "data_wait_ms": round(1000 * wait, 3)}
+    res = {
+        "preset": spec["preset"],
+        "steps": spec["steps"],
+        "batch_size": cfg.train.batch_size,
+        "model": f"D{cfg.model.embed_dim}/depth{cfg.model.depth}/heads{cfg.model.num_heads}",
+        "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3),
+        "timed_s": round(last - first, 3),
+        "wall_s": round(total, 1),
+        "peak_memory_mb": round(
+            torch.cuda.max_memory_allocated() / 2**20
+            if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            1,
+        ),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.machine(),
+        "amp": cfg.train.amp,
+        "final_jepa_loss": summary["final"]["jepa_loss"],
+        "workers": cfg.data.num_workers,
+        "data_wait_ms": round(1000 * wait, 3),
+    }
     if counter is not None:
         res["flops_per_step"] = counter.per_step
     return res
@@ -228,7 +260,7 @@ def measure_pretraining(spec: dict) -> dict:
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, FLOP/s, by exact device name
 # (as ``torch.cuda.get_device_name`` reports it); other devices get the MFU against the measured peak only.
 DATASHEET_BF16_PEAK = {
-    "NVIDIA H100 80GB HBM3": 989e12,   # H100 SXM5
+    "NVIDIA H100 80GB HBM3": 989e12,  # H100 SXM5
     "NVIDIA H100 PCIe": 756e12,
     "NVIDIA H200": 989e12,
     "NVIDIA A100-SXM4-40GB": 312e12,
@@ -246,13 +278,19 @@ def add_mfu(timed: dict, counted: dict, peak: float, datasheet_peak: float | Non
     the timed window is every step after the first.  ``peak`` is the measured matmul peak of
     the compute dtype; ``datasheet_peak`` the vendor's, when known.
     """
-    flops = counted["flops_per_step"][1:timed["steps"] + 1]
+    flops = counted["flops_per_step"][1 : timed["steps"] + 1]
     if len(flops) != timed["steps"]:
-        raise ValueError(f"the counting run has {len(counted['flops_per_step'])} steps, the timed run "
-                         f"{timed['steps']} + 1")
+        raise ValueError(
+            f"the counting run has {len(counted['flops_per_step'])} steps, the timed run {timed['steps']} + 1"
+        )
     achieved = sum(flops) / max(timed["timed_s"], 1e-9)
-    out = dict(timed, flops_per_step=sum(flops) / len(flops), achieved_flops=achieved, matmul_peak_flops=peak,
-               mfu=achieved / peak)
+    out = dict(
+        timed,
+        flops_per_step=sum(flops) / len(flops),
+        achieved_flops=achieved,
+        matmul_peak_flops=peak,
+        mfu=achieved / peak,
+    )
     if datasheet_peak:
         out.update(datasheet_peak_flops=datasheet_peak, mfu_datasheet=achieved / datasheet_peak)
     return out
@@ -260,8 +298,12 @@ def add_mfu(timed: dict, counted: dict, peak: float, datasheet_peak: float | Non
 
 def _run_sub(spec: dict, timeout: int = 3600) -> dict:
     flag = "--one-pretrain" if "preset" in spec else "--one"
-    r = subprocess.run([sys.executable, "-m", "anysat_lite.bench", flag, json.dumps(spec)], capture_output=True,
-                       text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "anysat_lite.bench", flag, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if r.returncode != 0:
         return {"error": (r.stderr or r.stdout).strip().splitlines()[-1][:300]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -271,38 +313,58 @@ def _row(spec, res, peak):
     if "error" in res:
         return f"{spec['impl']:8s} {spec['size']:5s} {spec['label']:34s} ERROR {res['error']}"
     ratio = res["achieved_flops_forward_backward"] / peak
-    return (f"{spec['impl']:8s} {spec['size']:5s} {spec['label']:34s} fwd {res['forward_ms']:9.1f} ms  "
-            f"fwd+bwd {res['forward_backward_ms']:9.1f} ms  {res['patch_tokens_per_s']:9.0f} patch-tok/s  "
-            f"{res['peak_memory_mb']:8.0f} MB  {res['achieved_flops_forward_backward'] / 1e9:7.1f} GFLOP/s "
-            f"({100 * ratio:4.1f} % of matmul peak)")
+    return (
+        f"{spec['impl']:8s} {spec['size']:5s} {spec['label']:34s} fwd {res['forward_ms']:9.1f} ms  "
+        f"fwd+bwd {res['forward_backward_ms']:9.1f} ms  {res['patch_tokens_per_s']:9.0f} patch-tok/s  "
+        f"{res['peak_memory_mb']:8.0f} MB  {res['achieved_flops_forward_backward'] / 1e9:7.1f} GFLOP/s "
+        f"({100 * ratio:4.1f} % of matmul peak)"
+    )
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="anysat-lite bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="anysat-lite bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", nargs="*", default=list(SIZES), help="model sizes for the standard input")
     p.add_argument("--sweep-size", default="nano", help="model size for the growing-work sweeps")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions per process")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="processes per configuration and implementation, interleaved (ours, official, ours...); "
-                        "the median of all their timings is reported, which tames a noisy machine")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="processes per configuration and implementation, interleaved (ours, official, ours...); "
+        "the median of all their timings is reported, which tames a noisy machine",
+    )
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--official", help="folder with the official AnySat implementation (model.Hub) to compare")
     p.add_argument("--device", default=None)
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default="bench.json", help="where to write the results")
-    p.add_argument("--pretrain", nargs="*", metavar="PRESET",
-                   help="time short pretraining runs of these presets instead (default: every preset this machine "
-                        "can run: cpu-demo, tiny, small, base, and base-cuda with a GPU): step time, peak memory, "
-                        "and the MFU from a second run that counts the same steps' FLOPs")
+    p.add_argument(
+        "--pretrain",
+        nargs="*",
+        metavar="PRESET",
+        help="time short pretraining runs of these presets instead (default: every preset this machine "
+        "can run: cpu-demo, tiny, small, base, and base-cuda with a GPU): step time, peak memory, "
+        "and the MFU from a second run that counts the same steps' FLOPs",
+    )
     p.add_argument("--steps", type=int, default=5, help="timed pretraining steps per preset")
-    p.add_argument("--pretrain-batch", type=int, default=None,
-                   help="override the presets' global batch size (e.g. to fit the base presets on a CPU)")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
-                   help="DataLoader workers of the timed pretraining runs, one run each (default: 0 2); the data "
-                        "wait per step is reported for each")
+    p.add_argument(
+        "--pretrain-batch",
+        type=int,
+        default=None,
+        help="override the presets' global batch size (e.g. to fit the base presets on a CPU)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 2],
+        help="DataLoader workers of the timed pretraining runs, one run each (default: 0 2); the data "
+        "wait per step is reported for each",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--one-pretrain", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -319,27 +381,65 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_peak(device, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float32)  # of the compute dtype
-    machine = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or
-               platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "python": platform.python_version(), "matmul_peak_flops": peak, "amp": args.amp}
-    print(f"device {machine['device']} | threads {machine['threads']} | torch {machine['torch']} | "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    machine = {
+        "device": torch.cuda.get_device_name(0)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "matmul_peak_flops": peak,
+        "amp": args.amp,
+    }
+    print(
+        f"device {machine['device']} | threads {machine['threads']} | torch {machine['torch']} | "
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
     std = dict(sensors=["aerial", "s2", "s1-asc"], tile_m=60, patch=20, T=12)
     specs = [dict(std, size=s, label="aerial+s2+s1-asc 60m P20 T12") for s in args.sizes]
     if not args.no_sweeps:
         for tile in (40, 80, 160, 320):
-            specs.append(dict(size=args.sweep_size, sensors=["s2", "s1-asc"], tile_m=tile, patch=10, T=12,
-                              label=f"patches/tile {(tile // 10) ** 2:4d} (s2+s1, P10)"))
+            specs.append(
+                dict(
+                    size=args.sweep_size,
+                    sensors=["s2", "s1-asc"],
+                    tile_m=tile,
+                    patch=10,
+                    T=12,
+                    label=f"patches/tile {(tile // 10) ** 2:4d} (s2+s1, P10)",
+                )
+            )
         for sens in (["s2"], ["s2", "s1-asc"], ["s2", "s1-asc", "aerial"], ["s2", "s1-asc", "aerial", "spot"]):
-            specs.append(dict(size=args.sweep_size, sensors=sens, tile_m=60, patch=20, T=12,
-                              label=f"sensors {len(sens)} ({'+'.join(sens)})"))
+            specs.append(
+                dict(
+                    size=args.sweep_size,
+                    sensors=sens,
+                    tile_m=60,
+                    patch=20,
+                    T=12,
+                    label=f"sensors {len(sens)} ({'+'.join(sens)})",
+                )
+            )
         for T in (6, 12, 24, 60):
-            specs.append(dict(size=args.sweep_size, sensors=["s2"], tile_m=60, patch=20, T=T, label=f"dates {T:2d} (s2)"))
+            specs.append(
+                dict(size=args.sweep_size, sensors=["s2"], tile_m=60, patch=20, T=T, label=f"dates {T:2d} (s2)")
+            )
     impls = ["ours"] + (["official"] if args.official else [])
     results = []
     for spec in specs:
-        fulls = {impl: dict(spec, impl=impl, batch=args.batch, repeats=args.repeats, device=str(device),
-                            official=args.official, threads=args.threads, amp=args.amp) for impl in impls}
+        fulls = {
+            impl: dict(
+                spec,
+                impl=impl,
+                batch=args.batch,
+                repeats=args.repeats,
+                device=str(device),
+                official=args.official,
+                threads=args.threads,
+                amp=args.amp,
+            )
+            for impl in impls
+        }
         runs: dict[str, list[dict]] = {impl: [] for impl in impls}
         for _ in range(max(1, args.rounds)):
             for impl in impls:
@@ -350,16 +450,21 @@ def main(argv=None) -> int:
             results.append({"spec": fulls[impl], "result": res})
             print(_row(fulls[impl], res, peak), flush=True)
     if args.official:
-        print("\nspeed-up (official time / ours), memory ratio (ours / official) and FLOP ratio (official / ours:\n"
-              "the speed-up both would have at equal FLOP/s, i.e. what fewer operations alone buy):")
+        print(
+            "\nspeed-up (official time / ours), memory ratio (ours / official) and FLOP ratio (official / ours:\n"
+            "the speed-up both would have at equal FLOP/s, i.e. what fewer operations alone buy):"
+        )
         for i in range(0, len(results), 2):
             a, b = results[i]["result"], results[i + 1]["result"]
             if "error" in a or "error" in b:
                 continue
-            print(f"  {results[i]['spec']['size']:5s} {results[i]['spec']['label']:34s} "
-                  f"fwd x{b['forward_ms'] / a['forward_ms']:.2f}  fwd+bwd x{b['forward_backward_ms'] / a['forward_backward_ms']:.2f}"
-                  f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}"
-                  f"  FLOPs x{b['forward_flops'] / a['forward_flops']:.2f}")
+            print(
+                f"  {results[i]['spec']['size']:5s} {results[i]['spec']['label']:34s} "
+                f"fwd x{b['forward_ms'] / a['forward_ms']:.2f}  "
+                f"fwd+bwd x{b['forward_backward_ms'] / a['forward_backward_ms']:.2f}"
+                f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}"
+                f"  FLOPs x{b['forward_flops'] / a['forward_flops']:.2f}"
+            )
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0
@@ -371,8 +476,10 @@ def _bench_pretraining(args) -> int:
     # every preset this machine runs on its own data (geoplex needs the datasets on disk)
     gpu = torch.cuda.is_available()
     presets = args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or gpu)]
-    print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
-          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
+    print(
+        f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
+        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
+    )
     results, peaks = [], {}
     for preset in presets:
         over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
@@ -389,8 +496,9 @@ def _bench_pretraining(args) -> int:
             elif "error" not in res:
                 key = (res["device"], res["amp"])
                 if key not in peaks:
-                    peaks[key] = matmul_peak(torch.device(res["device"]),
-                                             dtype=torch.bfloat16 if res["amp"] == "bf16" else torch.float32)
+                    peaks[key] = matmul_peak(
+                        torch.device(res["device"]), dtype=torch.bfloat16 if res["amp"] == "bf16" else torch.float32
+                    )
                 sheet = DATASHEET_BF16_PEAK.get(res["device_name"]) if res["amp"] == "bf16" else None
                 res = add_mfu(res, counted, peaks[key], sheet)
             results.append({"preset": preset, "workers": workers, "result": res})
@@ -399,14 +507,19 @@ def _bench_pretraining(args) -> int:
                 continue
             mfu = ""
             if "mfu" in res:
-                mfu = (f"  {res['flops_per_step'] / 1e9:9.1f} GFLOP/step  {res['achieved_flops'] / 1e9:8.1f} GFLOP/s  "
-                       f"MFU {100 * res['mfu']:4.1f} % of measured {res['amp'] if res['amp'] != 'none' else 'fp32'} "
-                       f"matmul peak" + (f" ({100 * res['mfu_datasheet']:.1f} % of datasheet)"
-                                         if "mfu_datasheet" in res else ""))
-            print(f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  workers {workers}  "
-                  f"{res['steps_per_s']:7.3f} steps/s  {1000 * res['timed_s'] / res['steps']:8.0f} ms/step  "
-                  f"data wait {res['data_wait_ms']:8.1f} ms/step  peak {res['peak_memory_mb']:8.0f} MB  "
-                  f"({res['device']})" + mfu, flush=True)
+                mfu = (
+                    f"  {res['flops_per_step'] / 1e9:9.1f} GFLOP/step  {res['achieved_flops'] / 1e9:8.1f} GFLOP/s  "
+                    f"MFU {100 * res['mfu']:4.1f} % of measured {res['amp'] if res['amp'] != 'none' else 'fp32'} "
+                    f"matmul peak"
+                    + (f" ({100 * res['mfu_datasheet']:.1f} % of datasheet)" if "mfu_datasheet" in res else "")
+                )
+            print(
+                f"{preset:10s} {res['model']:22s} batch {res['batch_size']:4d}  workers {workers}  "
+                f"{res['steps_per_s']:7.3f} steps/s  {1000 * res['timed_s'] / res['steps']:8.0f} ms/step  "
+                f"data wait {res['data_wait_ms']:8.1f} ms/step  peak {res['peak_memory_mb']:8.0f} MB  "
+                f"({res['device']})" + mfu,
+                flush=True,
+            )
     Path(args.json).write_text(json.dumps({"torch": torch.__version__, "pretraining": results}, indent=1))
     print(f"\nwritten: {args.json}")
     return 0

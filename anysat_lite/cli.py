@@ -3,6 +3,7 @@
 A mistake (bad value, missing or corrupt file, a run folder in the way) prints one line on
 stderr naming what was wrong and what to do, exit code 2; ``--debug`` shows the traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def _config(args):
         if (folder / "config.yaml").exists():
             print(f"config: {folder / 'config.yaml'} (the run's own; --config to choose another)")
             return load_config(folder / "config.yaml", [f"train.out_dir={folder}", *overrides])
-        overrides = [f"train.out_dir={folder}", *overrides]       # the run continues in its own folder
+        overrides = [f"train.out_dir={folder}", *overrides]  # the run continues in its own folder
     name = name or "cpu-demo"
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         return load_config(name, overrides)
@@ -44,25 +45,41 @@ def _config(args):
 
 
 def _add_config_args(p):
-    p.add_argument("--config", default=None,
-                   help="preset name (cpu-demo, tiny, small, base, base-cuda, geoplex) or YAML file (default: cpu-demo; "
-                        "with --resume: the run's own config.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, YAML syntax, lists replaced whole (repeatable), e.g. "
-                        "--set train.steps=100 --set \"data.datasets=[{name: synthetic, sensors: [s2]}]\"")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="preset name (cpu-demo, tiny, small, base, base-cuda, geoplex) or YAML file (default: cpu-demo; "
+        "with --resume: the run's own config.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, YAML syntax, lists replaced whole (repeatable), e.g. "
+        '--set train.steps=100 --set "data.datasets=[{name: synthetic, sensors: [s2]}]"',
+    )
 
 
 def _add_run_args(p):
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                   help="continue the run in train.out_dir from its last.pt, or from CHECKPOINT "
-                        "(e.g. runs/x/step-000200.pt)")
-    p.add_argument("--force", action="store_true",
-                   help="start a new run in a train.out_dir that holds one, deleting that run's files")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue the run in train.out_dir from its last.pt, or from CHECKPOINT (e.g. runs/x/step-000200.pt)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in a train.out_dir that holds one, deleting that run's files",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
 def cmd_pretrain(args) -> int:
-    cfg = _config(args)   # config mistakes are reported before torch is imported
+    cfg = _config(args)  # config mistakes are reported before torch is imported
     from .train import pretrain
 
     summary = pretrain(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
@@ -81,41 +98,63 @@ def _probe_checkpoint(args, cfg) -> Path:
     if Path(f"{default}.safetensors").exists():
         print(f"checkpoint: {default} (the encoder in train.out_dir; --checkpoint to choose another)")
         return default
-    raise UserError(f"no --checkpoint given and no encoder at {default}.safetensors; pass --checkpoint PATH "
-                    "(an exported encoder such as runs/cpu-demo/encoder, or a training checkpoint such as "
-                    "runs/cpu-demo/last.pt)")
+    raise UserError(
+        f"no --checkpoint given and no encoder at {default}.safetensors; pass --checkpoint PATH "
+        "(an exported encoder such as runs/cpu-demo/encoder, or a training checkpoint such as "
+        "runs/cpu-demo/last.pt)"
+    )
 
 
 def _probe_official(args) -> int:
     """``probe --official AnySat.pth --task NAME --data ROOT``: the paper's evaluation, one table row per task."""
     missing = [f"--{n}" for n in ("official", "task", "data") if not getattr(args, n)]
     if missing:
-        raise UserError(f"reproducing a paper row needs --official, --task and --data; missing {', '.join(missing)} "
-                        "(e.g. anysat-lite probe --official AnySat.pth --task treesatai-ts-lp --data /data/TreeSat)")
+        raise UserError(
+            f"reproducing a paper row needs --official, --task and --data; missing {', '.join(missing)} "
+            "(e.g. anysat-lite probe --official AnySat.pth --task treesatai-ts-lp --data /data/TreeSat)"
+        )
     if args.checkpoint:
-        raise UserError("--checkpoint (an anysat_lite encoder) and --official (the released AnySat.pth) exclude "
-                        "each other; give one")
+        raise UserError(
+            "--checkpoint (an anysat_lite encoder) and --official (the released AnySat.pth) exclude "
+            "each other; give one"
+        )
     from .probe.tasks import get_task
 
     tasks = [get_task(t) for t in args.task]
     datasets = sorted({t.dataset for t in tasks})
     if len(datasets) > 1:
-        raise UserError(f"--task {' '.join(args.task)}: these tasks read {', '.join(datasets)}, but --data names one "
-                        "folder; run one dataset per command")
+        raise UserError(
+            f"--task {' '.join(args.task)}: these tasks read {', '.join(datasets)}, but --data names one "
+            "folder; run one dataset per command"
+        )
     out = Path(args.out or "runs/reproduction")
     done = [t.name for t in tasks if (out / f"{t.name}.json").exists()]
     if done and not args.force:
-        raise UserError(f"{out / (done[0] + '.json')} already holds a result; write elsewhere with --out DIR, or "
-                        "replace it with --force")
+        raise UserError(
+            f"{out / (done[0] + '.json')} already holds a result; write elsewhere with --out DIR, or "
+            "replace it with --force"
+        )
     from .probe.paper_table import TABLE_NAME, format_table, read_results
     from .probe.protocol import run_task
 
     for t in tasks:
-        run_task(t, args.official, args.data, out, device=args.device, seed=args.seed, max_epochs=args.epochs,
-                 min_epochs=args.min_epochs, batch_size=args.batch_size, num_workers=args.num_workers,
-                 amp=None if args.amp == "none" else args.amp, limit_batches=args.limit_batches,
-                 bootstrap=args.bootstrap,
-                 progress=not args.quiet, log=(lambda *a, **k: None) if args.quiet else print)
+        run_task(
+            t,
+            args.official,
+            args.data,
+            out,
+            device=args.device,
+            seed=args.seed,
+            max_epochs=args.epochs,
+            min_epochs=args.min_epochs,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            amp=None if args.amp == "none" else args.amp,
+            limit_batches=args.limit_batches,
+            bootstrap=args.bootstrap,
+            progress=not args.quiet,
+            log=(lambda *a, **k: None) if args.quiet else print,
+        )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
     return 0
@@ -128,8 +167,10 @@ def cmd_probe(args) -> int:
     checkpoint = _probe_checkpoint(args, cfg)
     out = Path(args.out or cfg.train.out_dir)
     if (out / "probe_results.json").exists() and not args.force:
-        raise UserError(f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
-                        "--out DIR, or replace them with --force")
+        raise UserError(
+            f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
+            "--out DIR, or replace them with --force"
+        )
     from .probe import format_table, run_probe
     from .probe.run import gain_summary
 
@@ -150,8 +191,10 @@ def cmd_demo(args) -> int:
     out = Path(cfg.train.out_dir)
     summary, report = run_demo(cfg, resume=args.resume, force=args.force, progress=not args.quiet)
     if summary.get("seconds") is not None:
-        print(f"pretraining: {summary['steps'] - summary['start_step']} steps in {summary['seconds']:.0f} s; "
-              f"probes: {report['seconds']:.0f} s")
+        print(
+            f"pretraining: {summary['steps'] - summary['start_step']} steps in {summary['seconds']:.0f} s; "
+            f"probes: {report['seconds']:.0f} s"
+        )
     print("\n" + format_table(report))
     print("\n" + "\n".join(gain_summary(report)))
     block = results_block(summary, report)
@@ -171,8 +214,10 @@ def _raster_spec(items) -> dict[str, list[str]]:
         sensor, _, paths = item.partition("=")
         files = [p for p in paths.split(",") if p]
         if not sensor or not files:
-            raise UserError(f"--raster {item!r}: expected SENSOR=PATH[,PATH...], e.g. --raster aerial=a.tif "
-                            "--raster s2=s2_20200301.tif,s2_20200615.tif")
+            raise UserError(
+                f"--raster {item!r}: expected SENSOR=PATH[,PATH...], e.g. --raster aerial=a.tif "
+                "--raster s2=s2_20200301.tif,s2_20200615.tif"
+            )
         if sensor not in SENSORS:
             raise UserError(f"--raster {item!r}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
         spec.setdefault(sensor, []).extend(files)
@@ -191,7 +236,7 @@ def cmd_embed(args) -> int:
     from .train.checkpoint import load_encoder
 
     rasters = load_rasters(spec)
-    common_grid(rasters, unit_m=patch_size_m(args.patch_size))    # raster problems before loading the encoder
+    common_grid(rasters, unit_m=patch_size_m(args.patch_size))  # raster problems before loading the encoder
     encoder, meta = load_encoder(args.checkpoint)
     print(f"encoder: {meta.get('source', args.checkpoint)}")
     stats, available = None, meta.get("norm_stats") or {}
@@ -202,14 +247,19 @@ def cmd_embed(args) -> int:
         stats = NormStats.from_dict(available[name])
         print(f"normalisation: statistics of {name!r}")
     else:
-        warnings.warn("the checkpoint carries no normalisation statistics: the rasters go to the encoder as they are")
+        warnings.warn(
+            "the checkpoint carries no normalisation statistics: the rasters go to the encoder as they are",
+            stacklevel=2,
+        )
     if not out.parent.exists():
         out.parent.mkdir(parents=True)
         print(f"created folder {out.parent}")
     ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
     write_netcdf(ds, out)
-    print(f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, {ds.attrs['n_tiles']} tile(s) of "
-          f"{ds.attrs['tile_size_m']:g} m, CRS {ds.attrs['crs_name']})")
+    print(
+        f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, {ds.attrs['n_tiles']} tile(s) of "
+        f"{ds.attrs['tile_size_m']:g} m, CRS {ds.attrs['crs_name']})"
+    )
     return 0
 
 
@@ -243,7 +293,10 @@ def cmd_info(args) -> int:
 
     print("sensors:")
     for s in SENSORS.values():
-        print(f"  {s.name:13s} {s.kind:6s} {s.gsd:7g} m  {s.n_bands:2d} bands  sub-patch {s.subpatch_m:g} m  {s.description}")
+        print(
+            f"  {s.name:13s} {s.kind:6s} {s.gsd:7g} m  {s.n_bands:2d} bands  "
+            f"sub-patch {s.subpatch_m:g} m  {s.description}"
+        )
     from .data.registry import dataset_names
 
     print("presets:", ", ".join(PRESETS))
@@ -253,17 +306,27 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)",
+    )
     p = argparse.ArgumentParser(prog="anysat-lite", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", parents=[common],
-                       help="pretrain (cpu-demo by default) then probe; prints the results table")
+    d = sub.add_parser(
+        "demo", parents=[common], help="pretrain (cpu-demo by default) then probe; prints the results table"
+    )
     _add_config_args(d)
     _add_run_args(d)
-    d.add_argument("--update-readme", metavar="README", nargs="?", const="README.md",
-                   help="write the results block between the demo-results markers of README (default README.md)")
+    d.add_argument(
+        "--update-readme",
+        metavar="README",
+        nargs="?",
+        const="README.md",
+        help="write the results block between the demo-results markers of README (default README.md)",
+    )
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("pretrain", parents=[common], help="JEPA pretraining (works under torchrun)")
@@ -271,49 +334,84 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(t)
     t.set_defaults(func=cmd_pretrain)
 
-    pr = sub.add_parser("probe", parents=[common], help="linear / kNN / segmentation probes and baselines; with "
-                                                        "--official: the paper's evaluation of the released weights")
+    pr = sub.add_parser(
+        "probe",
+        parents=[common],
+        help="linear / kNN / segmentation probes and baselines; with "
+        "--official: the paper's evaluation of the released weights",
+    )
     _add_config_args(pr)
-    pr.add_argument("--checkpoint", help="exported encoder (path without suffix, e.g. runs/cpu-demo/encoder) or "
-                                         "training checkpoint (runs/cpu-demo/last.pt); default: the encoder in "
-                                         "train.out_dir")
+    pr.add_argument(
+        "--checkpoint",
+        help="exported encoder (path without suffix, e.g. runs/cpu-demo/encoder) or "
+        "training checkpoint (runs/cpu-demo/last.pt); default: the encoder in "
+        "train.out_dir",
+    )
     pr.add_argument("--out", help="output folder (default: train.out_dir; with --official: runs/reproduction)")
     pr.add_argument("--force", action="store_true", help="replace probe results already in the output folder")
     pr.add_argument("--quiet", action="store_true")
     off = pr.add_argument_group("the paper's evaluation with the released weights (docs/reproduction.md)")
-    off.add_argument("--official", metavar="ANYSAT_PTH",
-                     help="official checkpoint: the released AnySat.pth, a torch.hub wrapper's or an official "
-                          "pretraining checkpoint's state dict")
-    off.add_argument("--task", action="append", default=[], metavar="NAME",
-                     help="task preset (repeatable): treesatai-ts-{lp,ft}, pastis-hd-cls-{lp,ft}, "
-                          "pastis-hd-seg-{lp,ft}, flair-seg-{lp,ft}, planted-{lp,ft}")
+    off.add_argument(
+        "--official",
+        metavar="ANYSAT_PTH",
+        help="official checkpoint: the released AnySat.pth, a torch.hub wrapper's or an official "
+        "pretraining checkpoint's state dict",
+    )
+    off.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="task preset (repeatable): treesatai-ts-{lp,ft}, pastis-hd-cls-{lp,ft}, "
+        "pastis-hd-seg-{lp,ft}, flair-seg-{lp,ft}, planted-{lp,ft}",
+    )
     off.add_argument("--data", metavar="ROOT", help="the task's dataset folder, in its official layout")
     off.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda when available)")
     off.add_argument("--seed", type=int, help="default: the official 32")
     off.add_argument("--epochs", type=int, help="at most this many epochs (official 200; fewer marks the row partial)")
-    off.add_argument("--min-epochs", type=int, help="no early stop before (official 50; changing it marks the row "
-                                                     "partial)")
-    off.add_argument("--batch-size", type=int, help="official per task (256, 4, 32, 64); changing it marks the row "
-                                                     "partial")
+    off.add_argument(
+        "--min-epochs", type=int, help="no early stop before (official 50; changing it marks the row partial)"
+    )
+    off.add_argument(
+        "--batch-size", type=int, help="official per task (256, 4, 32, 64); changing it marks the row partial"
+    )
     off.add_argument("--num-workers", type=int, help="data-loading processes (default 8 on CUDA, 0 on the CPU)")
-    off.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), default="auto",
-                     help="mixed precision (auto: fp16 on CUDA, as the official precision: 16; none on the CPU)")
-    off.add_argument("--limit-batches", type=int, help="at most this many batches per epoch and split (smoke test; "
-                                                        "marks the row partial)")
+    off.add_argument(
+        "--amp",
+        choices=("auto", "fp16", "bf16", "none"),
+        default="auto",
+        help="mixed precision (auto: fp16 on CUDA, as the official precision: 16; none on the CPU)",
+    )
+    off.add_argument(
+        "--limit-batches",
+        type=int,
+        help="at most this many batches per epoch and split (smoke test; marks the row partial)",
+    )
     off.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95 %% interval (0: none)")
     pr.set_defaults(func=cmd_probe)
 
     e = sub.add_parser("embed", parents=[common], help="per-patch embeddings of GeoTIFFs -> NetCDF (CF, with CRS)")
-    e.add_argument("--checkpoint", required=True,
-                   help="exported encoder (runs/x/encoder) or training checkpoint (runs/x/last.pt: EMA target encoder)")
+    e.add_argument(
+        "--checkpoint",
+        required=True,
+        help="exported encoder (runs/x/encoder) or training checkpoint (runs/x/last.pt: EMA target encoder)",
+    )
     e.add_argument("--raster", action="append", required=True, metavar="SENSOR=PATH[,PATH...]")
     e.add_argument("--patch-size", type=int, default=20, help="patch size in metres (default 20)")
-    e.add_argument("--tile-size", type=float, default=None,
-                   help="metres per side of the tiles the extent is encoded in (default: the multiple of the patch "
-                        "size nearest 240 m)")
-    e.add_argument("--nodata", choices=("error", "skip"), default="error",
-                   help="image pixels equal to the raster's nodata value: stop with an error (default), or leave "
-                        "the tiles holding them out (NaN embeddings); time-series dates with nodata are always masked")
+    e.add_argument(
+        "--tile-size",
+        type=float,
+        default=None,
+        help="metres per side of the tiles the extent is encoded in (default: the multiple of the patch "
+        "size nearest 240 m)",
+    )
+    e.add_argument(
+        "--nodata",
+        choices=("error", "skip"),
+        default="error",
+        help="image pixels equal to the raster's nodata value: stop with an error (default), or leave "
+        "the tiles holding them out (NaN embeddings); time-series dates with nodata are always masked",
+    )
     e.add_argument("--stats", help="which dataset's normalisation statistics to use (default: the first)")
     e.add_argument("--out", required=True, help="output .nc file (its folder is created if missing)")
     e.set_defaults(func=cmd_embed)
@@ -325,14 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
-    n.add_argument("--check", action="store_true",
-                   help="list what each notebook lacks of the shared structure (learning goals, exercises...)")
-    n.add_argument("--colab-links", metavar="GITHUB_REPO",
-                   help="put 'Open in Colab' badges for https://github.com/OWNER/REPO into the notebooks (and that "
-                        "address into their REPO parameter), and print the links")
+    n.add_argument(
+        "--check",
+        action="store_true",
+        help="list what each notebook lacks of the shared structure (learning goals, exercises...)",
+    )
+    n.add_argument(
+        "--colab-links",
+        metavar="GITHUB_REPO",
+        help="put 'Open in Colab' badges for https://github.com/OWNER/REPO into the notebooks (and that "
+        "address into their REPO parameter), and print the links",
+    )
     n.add_argument("--branch", default="main", help="branch of the Colab links (default main)")
-    n.add_argument("--standard-cells", action="store_true",
-                   help="(re)write the shared colab, parameters and setup cells of the notebooks")
+    n.add_argument(
+        "--standard-cells",
+        action="store_true",
+        help="(re)write the shared colab, parameters and setup cells of the notebooks",
+    )
     n.set_defaults(func=cmd_notebooks)
 
     i = sub.add_parser("info", parents=[common], help="registered sensors and presets")
@@ -354,6 +461,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
         from .bench import main as bench_main
+
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -373,8 +481,10 @@ def main(argv=None) -> int:
             print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
             return 2
         print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        print(f"{prog}: this looks like a bug; rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it",
-              file=sys.stderr)
+        print(
+            f"{prog}: this looks like a bug; rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.formatwarning = shown

@@ -13,6 +13,7 @@ Model sizes follow the official AnySat configs: ``tiny`` (D=256, depth 2, 4 head
 parity fixtures and the CPU demo.  ``model.size=NAME`` (an override or a YAML key) sets the
 three numbers of a size at once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,17 +22,37 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import UserError
 
-__all__ = ["ModelConfig", "DatasetSpec", "DataConfig", "JEPAConfig", "TrainConfig", "ProbeConfig", "Config", "MODEL_SIZES",
-           "PRESETS", "SMOKE_OVERRIDES", "model_config", "get_config", "load_config", "apply_overrides", "config_to_dict",
-           "config_from_dict", "validate_config", "ConfigError", "UnknownKeyError", "RULES"]
+__all__ = [
+    "ModelConfig",
+    "DatasetSpec",
+    "DataConfig",
+    "JEPAConfig",
+    "TrainConfig",
+    "ProbeConfig",
+    "Config",
+    "MODEL_SIZES",
+    "PRESETS",
+    "SMOKE_OVERRIDES",
+    "model_config",
+    "get_config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "validate_config",
+    "ConfigError",
+    "UnknownKeyError",
+    "RULES",
+]
 
 
 @dataclass
@@ -42,8 +63,8 @@ class ModelConfig:
     depth: int = 6
     num_heads: int = 12
     mlp_ratio: float = 4.0
-    ltae_heads: int = 16          # L-TAE master queries
-    ltae_dk: int = 8              # L-TAE key width
+    ltae_heads: int = 16  # L-TAE master queries
+    ltae_dk: int = 8  # L-TAE key width
     drop_path: float = 0.0
     dropout: float | None = None  # projector dropout override; None = official per-sensor values
     subpatch_order: str = "official"  # "official" (released weights) or "geometric" (see model/tokenizer.py)
@@ -81,33 +102,33 @@ class DatasetSpec:
     """
 
     name: str = "synthetic"
-    path: str | None = None        # the dataset's folder (or manifest); None = found under data.root
-    weight: float = 1.0            # sampling weight of this dataset's batches
+    path: str | None = None  # the dataset's folder (or manifest); None = found under data.root
+    weight: float = 1.0  # sampling weight of this dataset's batches
     patch_sizes: list[int] = field(default_factory=lambda: [10, 20])  # metres, one per batch
     sensors: list[str] | None = None  # subset of the dataset's sensors (None = all)
     batch_size: int | None = None  # global batch of this dataset's steps (None = train.batch_size)
-    max_dates: int | None = None   # cap on the dates of each series on the train split (None = all)
-    tile_m: float | None = None    # crop every item to this side in metres (None = the reader's tiles)
-    norm: str = "pixels"           # official | per-tile | pixels
-    options: dict | None = None    # keyword arguments of the reader class, e.g. {crop: center}
+    max_dates: int | None = None  # cap on the dates of each series on the train split (None = all)
+    tile_m: float | None = None  # crop every item to this side in metres (None = the reader's tiles)
+    norm: str = "pixels"  # official | per-tile | pixels
+    options: dict | None = None  # keyword arguments of the reader class, e.g. {crop: center}
 
 
 @dataclass
 class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
-    root: str | None = None        # folder holding the datasets (PASTIS-R/, TreeSat/... or pastis_hd/...)
-    mixing: str = "weighted"       # weighted: a dataset per step by weight | official: epochs without replacement
+    root: str | None = None  # folder holding the datasets (PASTIS-R/, TreeSat/... or pastis_hd/...)
+    mixing: str = "weighted"  # weighted: a dataset per step by weight | official: epochs without replacement
     epoch_steps: int | None = None  # official mixing: cap on the steps of an epoch (None = every batch)
-    tile_m: int = 60               # synthetic tiles: side in metres
-    n_tiles: int = 384             # synthetic tiles generated (train + val + test)
-    n_dates: int = 12              # synthetic time-series length
-    seed: int = 0                  # synthetic world, and the crops / date subsets of the readers
-    cache_dir: str | None = None   # default: ~/.cache/anysat_lite
-    norm_samples: int = 256        # train tiles read to compute normalisation statistics (0 = all)
-    num_workers: int = 0           # DataLoader worker processes (0 = read in the training process)
-    prefetch_factor: int = 2       # batches each worker reads ahead
+    tile_m: int = 60  # synthetic tiles: side in metres
+    n_tiles: int = 384  # synthetic tiles generated (train + val + test)
+    n_dates: int = 12  # synthetic time-series length
+    seed: int = 0  # synthetic world, and the crops / date subsets of the readers
+    cache_dir: str | None = None  # default: ~/.cache/anysat_lite
+    norm_samples: int = 256  # train tiles read to compute normalisation statistics (0 = all)
+    num_workers: int = 0  # DataLoader worker processes (0 = read in the training process)
+    prefetch_factor: int = 2  # batches each worker reads ahead
     persistent_workers: bool = True
-    pin_memory: bool = True        # page-locked batches for faster copies to the GPU (CUDA only)
+    pin_memory: bool = True  # page-locked batches for faster copies to the GPU (CUDA only)
 
 
 @dataclass
@@ -121,32 +142,32 @@ class JEPAConfig:
     collapses on one sensor at the demo's scale (README, "Deviations"; notebook 03).
     """
 
-    mask: str = "multiblock"                       # multiblock | random | block
+    mask: str = "multiblock"  # multiblock | random | block
     n_targets: int = 4
     target_scale: tuple[float, float] = (0.2, 0.8)
     target_aspect: tuple[float, float] = (0.75, 1.5)
     context_scale: tuple[float, float] = (0.85, 1.0)
-    min_keep: int = 1                              # official min_keep=0 with a strict ">": at least one patch
+    min_keep: int = 1  # official min_keep=0 with a strict ">": at least one patch
     allow_overlap: bool = False
-    context: str = "block"                         # block (I-JEPA, AnySat) | complement (all but the targets)
-    relax: bool = True                             # I-JEPA constraint relaxation when min_keep cannot be met
-    random_keep: float = 0.5                       # "random" masks: fraction of context patches
-    modality_mask_ratio: float = 0.5               # share of the *other* modalities replaced by a mask token
-    date_drop_ratio: float = 0.5                   # share of each series' dates the context encoder drops
+    context: str = "block"  # block (I-JEPA, AnySat) | complement (all but the targets)
+    relax: bool = True  # I-JEPA constraint relaxation when min_keep cannot be met
+    random_keep: float = 0.5  # "random" masks: fraction of context patches
+    modality_mask_ratio: float = 0.5  # share of the *other* modalities replaced by a mask token
+    date_drop_ratio: float = 0.5  # share of each series' dates the context encoder drops
     predictor_depth: int = 4
     predictor_heads: int = 16
     ema: tuple[float, float] = (0.996, 1.0)
-    target: str = "ema"                            # "ema", or "online" (no EMA/stop-grad: shows collapse)
+    target: str = "ema"  # "ema", or "online" (no EMA/stop-grad: shows collapse)
     contrastive: bool = True
     contrastive_weight: float = 1.0
     contrastive_tau: float = 0.1
-    contrastive_scope: str = "global"              # global: tokens of every process | local: per process (official)
-    single_sensor_views: bool = True               # one time series: MIL-NCE between two draws of its dates
-    center_targets: bool = False                   # subtract the batch's mean target token before the layer norm
+    contrastive_scope: str = "global"  # global: tokens of every process | local: per process (official)
+    single_sensor_views: bool = True  # one time series: MIL-NCE between two draws of its dates
+    center_targets: bool = False  # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
-    warn_std: float = 0.1                          # collapse warnings: target std per dimension below,
-    warn_erank: float = 3.0                        # effective rank (RankMe) below,
-    warn_cos: float = 0.95                         # mean tile cosine similarity above
+    warn_std: float = 0.1  # collapse warnings: target std per dimension below,
+    warn_erank: float = 3.0  # effective rank (RankMe) below,
+    warn_cos: float = 0.95  # mean tile cosine similarity above
 
 
 @dataclass
@@ -163,31 +184,31 @@ class TrainConfig:
       decay 0.05, no clipping, fp16).
     """
 
-    recipe: str = "ijepa"          # ijepa | anysat
+    recipe: str = "ijepa"  # ijepa | anysat
     steps: int = 300
-    batch_size: int = 16           # global batch (every process together) of datasets without their own
-    accum_steps: int = 1           # micro-batches per step (gradient accumulation)
+    batch_size: int = 16  # global batch (every process together) of datasets without their own
+    accum_steps: int = 1  # micro-batches per step (gradient accumulation)
     lr: float = 1e-4
     min_lr: float = 1e-6
     warmup_steps: int = 20
     weight_decay: float = 0.04
     final_weight_decay: float = 0.04  # cosine weight-decay schedule end (I-JEPA: 0.04 -> 0.4)
-    plateau_factor: float = 0.1    # anysat recipe: learning-rate factor on a plateau of the validation loss
-    plateau_patience: int = 10     # anysat recipe: validations without improvement before reducing
+    plateau_factor: float = 0.1  # anysat recipe: learning-rate factor on a plateau of the validation loss
+    plateau_patience: int = 10  # anysat recipe: validations without improvement before reducing
     grad_clip: float = 1.0
-    amp: str = "none"              # none | bf16 | fp16
-    tf32: bool = True              # TensorFloat-32 for float32 matmuls and convolutions on CUDA
-    compile: bool = False          # torch.compile the transformer blocks (optional; see train/loop.py)
-    device: str = "auto"           # auto | cpu | cuda
+    amp: str = "none"  # none | bf16 | fp16
+    tf32: bool = True  # TensorFloat-32 for float32 matmuls and convolutions on CUDA
+    compile: bool = False  # torch.compile the transformer blocks (optional; see train/loop.py)
+    device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     log_every: int = 10
-    val_every: int = 0             # validation loss every this many steps (0 = never)
-    val_batches: int = 4           # validation batches (official mixing: at most this many, one pass)
+    val_every: int = 0  # validation loss every this many steps (0 = never)
+    val_batches: int = 4  # validation batches (official mixing: at most this many, one pass)
     ckpt_every: int = 100
-    keep_last: int = 0             # step-XXXXXX.pt checkpoints kept (0 = all); last.pt is always kept
+    keep_last: int = 0  # step-XXXXXX.pt checkpoints kept (0 = all); last.pt is always kept
     out_dir: str = "runs/cpu-demo"
-    threads: int | None = None     # torch.set_num_threads on CPU (None = leave as is)
-    tensorboard: bool = False      # also write TensorBoard scalars to out_dir/tensorboard (needs tensorboard)
+    threads: int | None = None  # torch.set_num_threads on CPU (None = leave as is)
+    tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard (needs tensorboard)
 
 
 @dataclass
@@ -202,8 +223,8 @@ class ProbeConfig:
     finetune_lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
-    online: bool = True            # also probe the online (context) encoder when it was exported
-    bootstrap: int = 1000          # resamples of the test split for the 95 % intervals (0 = none)
+    online: bool = True  # also probe the online (context) encoder when it was exported
+    bootstrap: int = 1000  # resamples of the test split for the 95 % intervals (0 = none)
 
 
 @dataclass
@@ -232,12 +253,22 @@ def _cpu_demo() -> Config:
     return Config(
         name="cpu-demo",
         model=model_config("nano", subpatch_order="geometric"),
-        data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20])], tile_m=60, n_tiles=1000,
-                        n_dates=12),
-        jepa=JEPAConfig(context="complement", target_scale=(0.1, 0.2), min_keep=4, predictor_depth=2,
-                        predictor_heads=4),
-        train=TrainConfig(steps=300, batch_size=32, lr=3e-4, min_lr=1e-6, warmup_steps=30, weight_decay=0.04,
-                          final_weight_decay=0.04, out_dir="runs/cpu-demo", ckpt_every=100, threads=2),
+        data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20])], tile_m=60, n_tiles=1000, n_dates=12),
+        jepa=JEPAConfig(
+            context="complement", target_scale=(0.1, 0.2), min_keep=4, predictor_depth=2, predictor_heads=4
+        ),
+        train=TrainConfig(
+            steps=300,
+            batch_size=32,
+            lr=3e-4,
+            min_lr=1e-6,
+            warmup_steps=30,
+            weight_decay=0.04,
+            final_weight_decay=0.04,
+            out_dir="runs/cpu-demo",
+            ckpt_every=100,
+            threads=2,
+        ),
         probe=ProbeConfig(patch_sizes=[20], modality_sets=[["all"], ["s2"], ["s1-asc"], ["aerial"]]),
     )
 
@@ -278,32 +309,78 @@ def _geoplex() -> Config:
     return Config(
         name="geoplex",
         model=model_config("base"),
-        data=DataConfig(datasets=[DatasetSpec(norm="official", **d) for d in GEOPLEX_DATASETS], root="data",
-                        mixing="official", epoch_steps=GEOPLEX_EPOCH, num_workers=8),
+        data=DataConfig(
+            datasets=[DatasetSpec(norm="official", **d) for d in GEOPLEX_DATASETS],
+            root="data",
+            mixing="official",
+            epoch_steps=GEOPLEX_EPOCH,
+            num_workers=8,
+        ),
         jepa=JEPAConfig(contrastive_scope="local"),
-        train=TrainConfig(recipe="anysat", steps=200 * GEOPLEX_EPOCH, batch_size=128, lr=5e-5, min_lr=0.0,
-                          warmup_steps=0, weight_decay=0.05, final_weight_decay=0.05, grad_clip=0.0, amp="fp16",
-                          val_every=GEOPLEX_EPOCH, val_batches=82140 // (10 * 2), log_every=50,
-                          ckpt_every=GEOPLEX_EPOCH, keep_last=3, out_dir="runs/geoplex"),
+        train=TrainConfig(
+            recipe="anysat",
+            steps=200 * GEOPLEX_EPOCH,
+            batch_size=128,
+            lr=5e-5,
+            min_lr=0.0,
+            warmup_steps=0,
+            weight_decay=0.05,
+            final_weight_decay=0.05,
+            grad_clip=0.0,
+            amp="fp16",
+            val_every=GEOPLEX_EPOCH,
+            val_batches=82140 // (10 * 2),
+            log_every=50,
+            ckpt_every=GEOPLEX_EPOCH,
+            keep_last=3,
+            out_dir="runs/geoplex",
+        ),
     )
 
 
 # Tiny sizes for CI, notebook smoke runs and tests: seconds instead of minutes.
-SMOKE_OVERRIDES = ["data.n_tiles=32", "data.tile_m=40", "data.n_dates=6",
-                   "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]", "train.batch_size=8",
-                   "train.warmup_steps=2", "train.log_every=1", "probe.patch_sizes=[20]", "probe.linear_epochs=20",
-                   "probe.seg_epochs=3", "probe.bootstrap=100"]
+SMOKE_OVERRIDES = [
+    "data.n_tiles=32",
+    "data.tile_m=40",
+    "data.n_dates=6",
+    "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
+    "train.batch_size=8",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "probe.patch_sizes=[20]",
+    "probe.linear_epochs=20",
+    "probe.seg_epochs=3",
+    "probe.bootstrap=100",
+]
 
 PRESETS = {
     "cpu-demo": _cpu_demo,
     "tiny": lambda: _sized("tiny", "tiny", steps=2000, batch_size=32, lr=2e-4, warmup_steps=100, ckpt_every=500),
-    "small": lambda: _sized("small", "small", steps=10000, batch_size=64, lr=1e-4, warmup_steps=500,
-                            ckpt_every=1000),
-    "base": lambda: _sized("base", "base", steps=50000, batch_size=128, lr=1e-4, warmup_steps=2000,
-                           weight_decay=0.04, final_weight_decay=0.4, ckpt_every=2000),
-    "base-cuda": lambda: _sized("base-cuda", "base", steps=50000, batch_size=128, lr=1e-4, warmup_steps=2000,
-                                weight_decay=0.04, final_weight_decay=0.4, amp="bf16", device="cuda",
-                                ckpt_every=2000),  # add --set train.compile=true to try torch.compile
+    "small": lambda: _sized("small", "small", steps=10000, batch_size=64, lr=1e-4, warmup_steps=500, ckpt_every=1000),
+    "base": lambda: _sized(
+        "base",
+        "base",
+        steps=50000,
+        batch_size=128,
+        lr=1e-4,
+        warmup_steps=2000,
+        weight_decay=0.04,
+        final_weight_decay=0.4,
+        ckpt_every=2000,
+    ),
+    "base-cuda": lambda: _sized(
+        "base-cuda",
+        "base",
+        steps=50000,
+        batch_size=128,
+        lr=1e-4,
+        warmup_steps=2000,
+        weight_decay=0.04,
+        final_weight_decay=0.4,
+        amp="bf16",
+        device="cuda",
+        ckpt_every=2000,
+    ),  # add --set train.compile=true to try torch.compile
     "geoplex": _geoplex,
 }
 
@@ -311,12 +388,14 @@ PRESETS = {
 # --- (de)serialisation and overrides ------------------------------------------------------
 def config_to_dict(cfg) -> dict:
     """Nested plain dict (tuples become lists), ready for YAML/JSON."""
+
     def plain(v):
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
+
     return plain(dataclasses.asdict(cfg))
 
 
@@ -339,8 +418,13 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
-_NOUNS = {bool: ("a boolean (true/false)", "booleans"), int: ("an integer", "integers"),
-          float: ("a number", "numbers"), str: ("a text", "texts"), dict: ("a mapping {key: value}", "mappings")}
+_NOUNS = {
+    bool: ("a boolean (true/false)", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a text", "texts"),
+    dict: ("a mapping {key: value}", "mappings"),
+}
 
 
 def _show(value) -> str:
@@ -431,16 +515,20 @@ def _coerce(value, hint, where: str):
 def _build(cls, data, where: str):
     """Instantiate dataclass ``cls`` from ``data`` recursively: unknown keys and mistyped values are refused."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config {where or 'file'}: expected a mapping of keys to values, got {_show(data)}; "
-                          f"e.g. {_example(where + '.' + dataclasses.fields(cls)[0].name if where else 'train.steps')}")
+        raise ConfigError(
+            f"config {where or 'file'}: expected a mapping of keys to values, got {_show(data)}; "
+            f"e.g. {_example(where + '.' + dataclasses.fields(cls)[0].name if where else 'train.steps')}"
+        )
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
         close = difflib.get_close_matches(str(unknown[0]), sorted(fields), n=1)
         hint = f"did you mean {where + '.' if where else ''}{close[0]}? " if close else ""
-        raise UnknownKeyError(f"unknown config key(s) {sorted(map(str, unknown))} in {where or 'config'} "
-                              f"({key}); {hint}valid: {', '.join(sorted(fields))}")
+        raise UnknownKeyError(
+            f"unknown config key(s) {sorted(map(str, unknown))} in {where or 'config'} "
+            f"({key}); {hint}valid: {', '.join(sorted(fields))}"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
@@ -458,7 +546,7 @@ def _gt(lo):
 
 
 def _unit(closed_hi: bool = True):
-    return ((lambda v: 0 <= v <= 1, "in [0, 1]") if closed_hi else (lambda v: 0 <= v < 1, "in [0, 1)"))
+    return (lambda v: 0 <= v <= 1, "in [0, 1]") if closed_hi else (lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def _choice(*names):
@@ -471,70 +559,120 @@ def _pair(lo_ok, text):
 
 def _sensor_list(v):
     from .sensors import SENSORS
+
     return v is None or (len(v) > 0 and all(s in SENSORS for s in v))
 
 
 def _dataset_name(v):
     from .data.registry import canonical_name, dataset_names
+
     return v == "synthetic" or v.startswith("synthetic:") or canonical_name(v) in dataset_names()
 
 
 def _dataset_names() -> str:
     from .data.registry import dataset_names
+
     return "synthetic, synthetic:<tag> or a registered dataset (" + ", ".join(dataset_names()) + ")"
 
 
-_PATCHES = (lambda v: len(v) > 0 and all(p > 0 and p % 10 == 0 for p in v),
-            "non-empty, each a positive multiple of 10 (metres), e.g. [10, 20]")
+_PATCHES = (
+    lambda v: len(v) > 0 and all(p > 0 and p % 10 == 0 for p in v),
+    "non-empty, each a positive multiple of 10 (metres), e.g. [10, 20]",
+)
 _SENSORS = (_sensor_list, "null (all) or registered sensor names (anysat-lite info lists them)")
 RULES: dict[str, tuple] = {
     "model.embed_dim": (lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (the L-TAE groups)"),
-    "model.depth": _ge(1), "model.num_heads": _ge(1), "model.mlp_ratio": _gt(0), "model.ltae_heads": _ge(1),
-    "model.ltae_dk": _ge(1), "model.drop_path": _unit(False),
+    "model.depth": _ge(1),
+    "model.num_heads": _ge(1),
+    "model.mlp_ratio": _gt(0),
+    "model.ltae_heads": _ge(1),
+    "model.ltae_dk": _ge(1),
+    "model.drop_path": _unit(False),
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
-    "model.subpatch_order": _choice("official", "geometric"), "model.sensors": _SENSORS,
+    "model.subpatch_order": _choice("official", "geometric"),
+    "model.sensors": _SENSORS,
     "data.datasets": (lambda v: len(v) > 0, "at least one dataset"),
     "data.datasets.name": (_dataset_name, None),
     "data.datasets.path": (lambda v: v is None or v.strip() != "", "null or a folder path"),
-    "data.datasets.weight": _gt(0), "data.datasets.patch_sizes": _PATCHES, "data.datasets.sensors": _SENSORS,
+    "data.datasets.weight": _gt(0),
+    "data.datasets.patch_sizes": _PATCHES,
+    "data.datasets.sensors": _SENSORS,
     "data.datasets.batch_size": (lambda v: v is None or v >= 1, "null (train.batch_size) or >= 1"),
     "data.datasets.max_dates": (lambda v: v is None or v >= 1, "null (every date) or >= 1"),
-    "data.datasets.tile_m": (lambda v: v is None or (v > 0 and v % 10 == 0),
-                             "null (the reader's tiles) or a positive multiple of 10 (metres)"),
+    "data.datasets.tile_m": (
+        lambda v: v is None or (v > 0 and v % 10 == 0),
+        "null (the reader's tiles) or a positive multiple of 10 (metres)",
+    ),
     "data.datasets.norm": _choice("official", "per-tile", "pixels"),
-    "data.datasets.options": (lambda v: v is None or all(isinstance(k, str) for k in v),
-                              "null or a mapping of keyword arguments of the reader, e.g. {crop: center}"),
+    "data.datasets.options": (
+        lambda v: v is None or all(isinstance(k, str) for k in v),
+        "null or a mapping of keyword arguments of the reader, e.g. {crop: center}",
+    ),
     "data.root": (lambda v: v is None or v.strip() != "", "null or a folder path"),
     "data.mixing": _choice("weighted", "official"),
     "data.epoch_steps": (lambda v: v is None or v >= 1, "null (every batch) or >= 1"),
     "data.tile_m": (lambda v: v > 0 and v % 10 == 0, "a positive multiple of 10 (metres)"),
-    "data.n_tiles": _ge(3), "data.n_dates": _ge(1), "data.seed": _ge(0), "data.norm_samples": _ge(0),
-    "data.num_workers": _ge(0), "data.prefetch_factor": _ge(1),
-    "jepa.mask": _choice("multiblock", "random", "block"), "jepa.n_targets": _ge(1),
+    "data.n_tiles": _ge(3),
+    "data.n_dates": _ge(1),
+    "data.seed": _ge(0),
+    "data.norm_samples": _ge(0),
+    "data.num_workers": _ge(0),
+    "data.prefetch_factor": _ge(1),
+    "jepa.mask": _choice("multiblock", "random", "block"),
+    "jepa.n_targets": _ge(1),
     "jepa.target_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
     "jepa.target_aspect": _pair(lambda x: x > 0, "> 0"),
     "jepa.context_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
-    "jepa.min_keep": _ge(1), "jepa.random_keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "jepa.modality_mask_ratio": _unit(), "jepa.date_drop_ratio": _unit(False), "jepa.predictor_depth": _ge(1),
-    "jepa.predictor_heads": _ge(1), "jepa.ema": _pair(lambda x: 0 <= x <= 1, "in [0, 1]"),
-    "jepa.target": _choice("ema", "online"), "jepa.contrastive_weight": _ge(0), "jepa.contrastive_tau": _gt(0),
-    "jepa.contrastive_scope": _choice("global", "local"), "jepa.monitor_every": _ge(0),
+    "jepa.min_keep": _ge(1),
+    "jepa.random_keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "jepa.modality_mask_ratio": _unit(),
+    "jepa.date_drop_ratio": _unit(False),
+    "jepa.predictor_depth": _ge(1),
+    "jepa.predictor_heads": _ge(1),
+    "jepa.ema": _pair(lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "jepa.target": _choice("ema", "online"),
+    "jepa.contrastive_weight": _ge(0),
+    "jepa.contrastive_tau": _gt(0),
+    "jepa.contrastive_scope": _choice("global", "local"),
+    "jepa.monitor_every": _ge(0),
     "train.recipe": _choice("ijepa", "anysat"),
-    "train.steps": _ge(1), "train.batch_size": _ge(1), "train.accum_steps": _ge(1), "train.lr": _gt(0),
-    "train.min_lr": _ge(0), "train.warmup_steps": _ge(0), "train.weight_decay": _ge(0),
-    "train.final_weight_decay": _ge(0), "train.plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "train.plateau_patience": _ge(0), "train.grad_clip": _ge(0), "train.amp": _choice("none", "bf16", "fp16"),
-    "train.device": (lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
-                     "auto, cpu, cuda or cuda:N"),
-    "train.seed": _ge(0), "train.log_every": _ge(1), "train.val_every": _ge(0), "train.val_batches": _ge(1),
-    "train.ckpt_every": _ge(1), "train.keep_last": _ge(0),
+    "train.steps": _ge(1),
+    "train.batch_size": _ge(1),
+    "train.accum_steps": _ge(1),
+    "train.lr": _gt(0),
+    "train.min_lr": _ge(0),
+    "train.warmup_steps": _ge(0),
+    "train.weight_decay": _ge(0),
+    "train.final_weight_decay": _ge(0),
+    "train.plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.plateau_patience": _ge(0),
+    "train.grad_clip": _ge(0),
+    "train.amp": _choice("none", "bf16", "fp16"),
+    "train.device": (
+        lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
+        "auto, cpu, cuda or cuda:N",
+    ),
+    "train.seed": _ge(0),
+    "train.log_every": _ge(1),
+    "train.val_every": _ge(0),
+    "train.val_batches": _ge(1),
+    "train.ckpt_every": _ge(1),
+    "train.keep_last": _ge(0),
     "train.out_dir": (lambda v: v.strip() != "", "a folder path"),
     "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
     "probe.patch_sizes": _PATCHES,
-    "probe.modality_sets": (lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
-                            "non-empty lists of sensor names or [all], e.g. [[all], [s2]]"),
-    "probe.linear_epochs": _ge(1), "probe.linear_lr": _gt(0), "probe.knn_k": _ge(1), "probe.seg_epochs": _ge(1),
-    "probe.finetune_epochs": _ge(0), "probe.finetune_lr": _gt(0), "probe.batch_size": _ge(1), "probe.seed": _ge(0),
+    "probe.modality_sets": (
+        lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
+        "non-empty lists of sensor names or [all], e.g. [[all], [s2]]",
+    ),
+    "probe.linear_epochs": _ge(1),
+    "probe.linear_lr": _gt(0),
+    "probe.knn_k": _ge(1),
+    "probe.seg_epochs": _ge(1),
+    "probe.finetune_epochs": _ge(0),
+    "probe.finetune_lr": _gt(0),
+    "probe.batch_size": _ge(1),
+    "probe.seed": _ge(0),
 }
 
 
@@ -572,6 +710,7 @@ def validate_config(cfg: Config) -> Config:
 
     Raises :class:`ConfigError` naming the key, the expected range and the received value.
     """
+
     def check(where: str, rule_key: str, value):
         ok, expected = RULES[rule_key]
         expected = _dataset_names() if expected is None else expected
@@ -582,7 +721,7 @@ def validate_config(cfg: Config) -> Config:
         if not good:
             section, *_, name = rule_key.split(".")
             hint = typing.get_type_hints(DatasetSpec if rule_key.count(".") == 2 else type(getattr(cfg, section)))[name]
-            if expected[0] in "<>":   # "an integer >= 1", "a number > 0"
+            if expected[0] in "<>":  # "an integer >= 1", "a number > 0"
                 expected = f"{_kind(hint)} {expected}"
             raise ConfigError(f"config {where}: expected {expected}, got {_show(value)}; e.g. {_example(where)}")
 
@@ -596,29 +735,41 @@ def validate_config(cfg: Config) -> Config:
             check(key, key, d[parts[0]][parts[1]])
     m, j = cfg.model, cfg.jepa
     for heads in ("model.num_heads", "model.ltae_heads", "jepa.predictor_heads"):
-        n = m.num_heads if heads == "model.num_heads" else m.ltae_heads if heads == "model.ltae_heads" else \
-            j.predictor_heads
+        n = (
+            m.num_heads
+            if heads == "model.num_heads"
+            else m.ltae_heads
+            if heads == "model.ltae_heads"
+            else j.predictor_heads
+        )
         if m.embed_dim % n:
             near = max(k for k in range(1, n + 1) if m.embed_dim % k == 0)
-            raise ConfigError(f"config {heads}: expected a divisor of model.embed_dim={m.embed_dim}, got {n}; "
-                              f"e.g. --set {heads}={near}")
+            raise ConfigError(
+                f"config {heads}: expected a divisor of model.embed_dim={m.embed_dim}, got {n}; "
+                f"e.g. --set {heads}={near}"
+            )
     for spec_i, spec in enumerate(cfg.data.datasets):
         if not spec.name.startswith("synthetic") and not spec.path and not cfg.data.root:
-            raise ConfigError(f"config data.datasets[{spec_i}].path: dataset {spec.name} needs the folder of its "
-                              "files, got null; give data.datasets[i].path or data.root (the folder holding it), "
-                              f"e.g. --set data.root=/data")
+            raise ConfigError(
+                f"config data.datasets[{spec_i}].path: dataset {spec.name} needs the folder of its "
+                "files, got null; give data.datasets[i].path or data.root (the folder holding it), "
+                f"e.g. --set data.root=/data"
+            )
     t = cfg.train
     if t.recipe == "anysat" and t.val_every == 0:
-        raise ConfigError("config train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
-                          "validation loss, so it needs a validation, got 0; e.g. --set train.val_every=1000")
+        raise ConfigError(
+            "config train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
+            "validation loss, so it needs a validation, got 0; e.g. --set train.val_every=1000"
+        )
     return cfg
 
 
 def config_from_dict(data: dict) -> Config:
     """A :class:`Config` from a nested dict (``preset: NAME`` + partial sections), type- and range-checked."""
     if not isinstance(data, Mapping):
-        raise ConfigError("config: expected a mapping of sections (model, data, jepa, train, probe), "
-                          f"got {_show(data)}")
+        raise ConfigError(
+            f"config: expected a mapping of sections (model, data, jepa, train, probe), got {_show(data)}"
+        )
     data = dict(data)
     base = data.pop("preset", None)
     if base is not None and base not in PRESETS:
@@ -635,8 +786,10 @@ def _expand_size(data: dict) -> dict:
     model = dict(model)
     size = model.pop("size")
     if size not in MODEL_SIZES:
-        raise ConfigError(f"config model.size: expected one of {', '.join(MODEL_SIZES)}, got {_show(size)}; "
-                          "e.g. --set model.size=nano")
+        raise ConfigError(
+            f"config model.size: expected one of {', '.join(MODEL_SIZES)}, got {_show(size)}; "
+            "e.g. --set model.size=nano"
+        )
     return {**data, "model": {**MODEL_SIZES[size], **model}}
 
 
@@ -650,6 +803,7 @@ def _merge(cfg: Config, data: dict) -> Config:
                 deep(dst[k], v)
             else:
                 dst[k] = v
+
     deep(merged, data)
     return _build(Config, merged, "")
 
@@ -667,9 +821,11 @@ def _parse_value(raw: str, key: str = "value"):
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the whole KEY=VALUE "
-                          "for the shell and write lists/mappings in YAML flow style, "
-                          f"e.g. {DATASETS_EXAMPLE}") from None
+        raise ConfigError(
+            f"--set {key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the whole KEY=VALUE "
+            "for the shell and write lists/mappings in YAML flow style, "
+            f"e.g. {DATASETS_EXAMPLE}"
+        ) from None
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:
@@ -687,13 +843,16 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:
         key, raw = item.split("=", 1)
         key = key.strip()
         if "[" in key:
-            raise ConfigError(f"--set {key}: indexing into a list is not supported; give the whole list, "
-                              f"e.g. {DATASETS_EXAMPLE}")
+            raise ConfigError(
+                f"--set {key}: indexing into a list is not supported; give the whole list, e.g. {DATASETS_EXAMPLE}"
+            )
         parts = key.split(".")
         if len(parts) != 2 or not all(parts):
             section = parts[0] if parts[0] in {f.name for f in dataclasses.fields(Config)} else "train"
-            raise ConfigError(f"--set {key}={raw}: expected section.key=value with a section among model, data, "
-                              f"jepa, train, probe, e.g. --set {section}.{_first_field(section)}=...")
+            raise ConfigError(
+                f"--set {key}={raw}: expected section.key=value with a section among model, data, "
+                f"jepa, train, probe, e.g. --set {section}.{_first_field(section)}=..."
+            )
         node = data.setdefault(parts[0], {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: section {parts[0]!r} is not a mapping")
@@ -701,9 +860,11 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:
     unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(Config)} - {"name"}]
     if unknown:
         close = difflib.get_close_matches(unknown[0], ["model", "data", "jepa", "train", "probe"], n=1)
-        raise UnknownKeyError(f"unknown config key(s) {sorted(unknown)} in --set; "
-                              f"{'did you mean ' + close[0] + '? ' if close else ''}sections: model, data, jepa, "
-                              "train, probe")
+        raise UnknownKeyError(
+            f"unknown config key(s) {sorted(unknown)} in --set; "
+            f"{'did you mean ' + close[0] + '? ' if close else ''}sections: model, data, jepa, "
+            "train, probe"
+        )
     return validate_config(_merge(cfg, data) if data else cfg)
 
 
@@ -725,16 +886,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; give an existing YAML file or a preset name "
-                          f"({', '.join(PRESETS)})") from None
+        raise ConfigError(
+            f"config file {path} not found; give an existing YAML file or a preset name ({', '.join(PRESETS)})"
+        ) from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) "
-                          "or a preset name") from None
+        raise ConfigError(
+            f"config file {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a preset name"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the file "
-                          "(sections model, data, jepa, train, probe of key: value lines)") from None
+        raise ConfigError(
+            f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the file "
+            "(sections model, data, jepa, train, probe of key: value lines)"
+        ) from None
     try:
         cfg = config_from_dict(data or {})
     except ConfigError as e:

@@ -5,6 +5,7 @@ was received and what to do.  The command line prints it without a traceback (ex
 ``--debug`` or ``ANYSAT_LITE_DEBUG=1`` shows the traceback).  It subclasses ``ValueError``,
 so code that caught ``ValueError`` keeps working.
 """
+
 from __future__ import annotations
 
 __all__ = ["UserError"]

@@ -32,20 +32,37 @@ every kernel in its textbook form, or switch from Python::
 The textbook forms give the same values to float rounding; :func:`dropout` draws its mask
 from another random stream, with the same distribution.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["REFERENCE_ENV", "use_reference", "reference_enabled",
-           "attention", "attention_reference", "block_first_token", "block_first_token_reference",
-           "gather_buckets", "gather_buckets_reference", "blockwise_conv2d", "blockwise_conv2d_reference",
-           "group_norm", "group_norm_reference", "dropout", "dropout_reference",
-           "batched_calls", "batched_calls_reference", "block_masked_logsumexp", "block_masked_logsumexp_reference"]
+__all__ = [
+    "REFERENCE_ENV",
+    "use_reference",
+    "reference_enabled",
+    "attention",
+    "attention_reference",
+    "block_first_token",
+    "block_first_token_reference",
+    "gather_buckets",
+    "gather_buckets_reference",
+    "blockwise_conv2d",
+    "blockwise_conv2d_reference",
+    "group_norm",
+    "group_norm_reference",
+    "dropout",
+    "dropout_reference",
+    "batched_calls",
+    "batched_calls_reference",
+    "block_masked_logsumexp",
+    "block_masked_logsumexp_reference",
+]
 
 REFERENCE_ENV = "ANYSAT_LITE_REFERENCE"
 
@@ -53,8 +70,10 @@ REFERENCE_ENV = "ANYSAT_LITE_REFERENCE"
 def _reference_from_env() -> bool:
     value = os.environ.get(REFERENCE_ENV, "0").strip().lower()
     if value not in ("", "0", "1", "false", "true"):
-        raise ValueError(f"{REFERENCE_ENV} must be 0 or 1, got {value!r}; set it to 1 for the textbook kernels "
-                         "or unset it for the fast ones")
+        raise ValueError(
+            f"{REFERENCE_ENV} must be 0 or 1, got {value!r}; set it to 1 for the textbook kernels "
+            "or unset it for the fast ones"
+        )
     return value in ("1", "true")
 
 
@@ -78,7 +97,7 @@ class use_reference:
         self._previous = _REFERENCE
         _REFERENCE = bool(on)
 
-    def __enter__(self) -> "use_reference":
+    def __enter__(self) -> use_reference:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -88,7 +107,7 @@ class use_reference:
 
 # --- attention ----------------------------------------------------------------------------------------------------
 
-ATTENTION_CHUNK = 2**20       # score elements per chunk of the chunked attention (tests shrink it)
+ATTENTION_CHUNK = 2**20  # score elements per chunk of the chunked attention (tests shrink it)
 ATTENTION_CHUNK_MAX_HEAD_DIM = 32
 
 
@@ -119,8 +138,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropo
         return attention_reference(q, k, v, bias, dropout)
     if bias is None or not bias.requires_grad:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-    if (dropout == 0.0 and q.device.type == "cpu" and q.shape[-1] <= ATTENTION_CHUNK_MAX_HEAD_DIM
-            and bias.dim() == 4 and bias.shape[0] == q.shape[0] and bias.shape[1] in (1, q.shape[1])):
+    if (
+        dropout == 0.0
+        and q.device.type == "cpu"
+        and q.shape[-1] <= ATTENTION_CHUNK_MAX_HEAD_DIM
+        and bias.dim() == 4
+        and bias.shape[0] == q.shape[0]
+        and bias.shape[1] in (1, q.shape[1])
+    ):
         return _ChunkedBiasedAttention.apply(q, k, v, bias)
     return attention_reference(q, k, v, bias, dropout)
 
@@ -128,7 +153,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropo
 def _empty_like_layout(t: Tensor, shape: Sequence[int] | None = None) -> Tensor:
     """Uninitialised tensor shaped like ``t`` (or ``shape``, same rank) with ``t``'s dimension order in memory."""
     shape = t.shape if shape is None else shape
-    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))          # outermost dimension first
+    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))  # outermost dimension first
     return t.new_empty([shape[i] for i in order]).permute([order.index(i) for i in range(t.dim())])
 
 
@@ -165,7 +190,7 @@ class _ChunkedBiasedAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         # One compute dtype (that of q: bf16 when the qkv projection ran under autocast), autocast off
         # inside, so that the forward and the recomputation in the backward see the same numbers.
-        ctx.dtypes = (k.dtype, v.dtype, bias.dtype)      # the gradients go back in the inputs' dtypes
+        ctx.dtypes = (k.dtype, v.dtype, bias.dtype)  # the gradients go back in the inputs' dtypes
         with torch.autocast("cpu", enabled=False):
             k, v, b = k.to(q.dtype), v.to(q.dtype), bias.to(q.dtype)
             scale = q.shape[-1] ** -0.5
@@ -185,9 +210,9 @@ class _ChunkedBiasedAttention(torch.autograd.Function):
             grad_out = grad_out.to(q.dtype)
             for s, e in _ChunkedBiasedAttention._chunks(q, k):
                 qs, g = q[s:e] * scale, grad_out[s:e]
-                w = _ChunkedBiasedAttention._weights(qs, k[s:e], bias[s:e])           # [b, H, Lq, Lk]
+                w = _ChunkedBiasedAttention._weights(qs, k[s:e], bias[s:e])  # [b, H, Lq, Lk]
                 dv[s:e] = torch.matmul(w.transpose(-2, -1), g)
-                rowsum = (g * out[s:e]).sum(dim=-1, keepdim=True)                    # [b, H, Lq, 1]
+                rowsum = (g * out[s:e]).sum(dim=-1, keepdim=True)  # [b, H, Lq, 1]
                 ds = torch.matmul(g, v[s:e].transpose(-2, -1)).sub_(rowsum).mul_(w)
                 dbias[s:e] = ds.sum(dim=1, keepdim=True) if bias.shape[1] == 1 else ds
                 dq[s:e] = torch.matmul(ds, k[s:e]).mul_(scale)
@@ -213,7 +238,7 @@ def block_first_token(block: nn.Module, x: Tensor, buckets: Tensor | None = None
     B, L, D = x.shape
     H, d = attn.num_heads, attn.head_dim
     h = block.norm1(x)
-    w, b = attn.qkv.weight, attn.qkv.bias                               # rows: [queries; keys; values]
+    w, b = attn.qkv.weight, attn.qkv.bias  # rows: [queries; keys; values]
     q = F.linear(h[:, :1], w[:D], None if b is None else b[:D]).view(B, 1, H, d).transpose(1, 2)
     k, v = (t.transpose(1, 2) for t in F.linear(h, w[D:], None if b is None else b[D:]).view(B, L, 2, H, d).unbind(2))
     x0 = x[:, :1] + block.drop_path(attn.attend(q, k, v, None if buckets is None else buckets[..., :1, :]))
@@ -221,6 +246,7 @@ def block_first_token(block: nn.Module, x: Tensor, buckets: Tensor | None = None
 
 
 # --- relative position bias -----------------------------------------------------------------------------------------
+
 
 def gather_buckets_reference(table: Tensor, buckets: Tensor) -> Tensor:
     """``out[b, i, j] = table[b, i, buckets[(b,) i, j]]``.
@@ -241,11 +267,12 @@ def gather_buckets(table: Tensor, buckets: Tensor) -> Tensor:
     """
     if _REFERENCE or buckets.dim() != 2:
         return gather_buckets_reference(table, buckets)
-    onehot = F.one_hot(buckets, table.shape[-1]).to(table.dtype)                 # [Lq, Lk, R]
+    onehot = F.one_hot(buckets, table.shape[-1]).to(table.dtype)  # [Lq, Lk, R]
     return torch.einsum("bir,ijr->bij", table, onehot)
 
 
 # --- projector convolution ------------------------------------------------------------------------------------------
+
 
 def blockwise_conv2d_reference(x: Tensor, weight: Tensor) -> Tensor:
     """Convolution with kernel = stride, no bias, channels last: ``x [B, C, H, W]``, ``weight [D, C, k, k]``
@@ -271,8 +298,9 @@ GROUP_NORM_MIN_GROUP = 4
 and matching PyTorch's rounding there keeps the parity fixtures closest."""
 
 
-def group_norm_reference(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
-                         eps: float = 1e-5) -> Tensor:
+def group_norm_reference(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
+) -> Tensor:
     """Group normalisation of ``x [N, C, *]``: each sample's ``C / G`` channels (times the other axes)
     of a group are normalised to zero mean and unit variance, then scaled and shifted per channel."""
     return F.group_norm(x, num_groups, weight, bias, eps)
@@ -312,6 +340,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
 # --- batching independent calls -------------------------------------------------------------------------------------
 
+
 def batched_calls_reference(fn: Callable, calls: Sequence[tuple[Tensor, tuple]]) -> list:
     """``[fn(x, *args) for x, args in calls]``."""
     return [fn(x, *args) for x, args in calls]
@@ -343,7 +372,7 @@ def batched_calls(fn: Callable, calls: Sequence[tuple[Tensor, tuple]]) -> list:
 
 # --- contrastive loss ------------------------------------------------------------------------------------------------
 
-LOGSUMEXP_CHUNK = {"cuda": 2**26, "cpu": 2**21}   # elements of one [rows, L] chunk per device type (tests shrink it)
+LOGSUMEXP_CHUNK = {"cuda": 2**26, "cpu": 2**21}  # elements of one [rows, L] chunk per device type (tests shrink it)
 
 
 def block_masked_logsumexp_reference(f: Tensor, n: int, tau: float) -> Tensor:
@@ -353,7 +382,7 @@ def block_masked_logsumexp_reference(f: Tensor, n: int, tau: float) -> Tensor:
     """
     L = f.shape[0]
     block = torch.arange(L, device=f.device) // n
-    s = (f @ f.t()) / tau                                                          # [L, L]
+    s = (f @ f.t()) / tau  # [L, L]
     return torch.logsumexp(s.masked_fill(block[:, None] == block[None, :], float("-inf")), dim=1)
 
 
@@ -376,12 +405,12 @@ class _BlockMaskedLogSumExp(torch.autograd.Function):
     @staticmethod
     def _chunks(L: int, n: int, device) -> tuple[range, int]:
         budget = LOGSUMEXP_CHUNK.get(device.type, LOGSUMEXP_CHUNK["cuda"])
-        rows = max(n, budget // max(L, 1) // n * n)            # whole blocks per chunk
+        rows = max(n, budget // max(L, 1) // n * n)  # whole blocks per chunk
         return range(0, L, rows), rows
 
     @staticmethod
     def _logits(f: Tensor, r0: int, r1: int, n: int, tau: float) -> Tensor:
-        s = (f[r0:r1] @ f.t()).mul_(1.0 / tau)                                          # [R, L]
+        s = (f[r0:r1] @ f.t()).mul_(1.0 / tau)  # [R, L]
         g0, g1 = r0 // n, r1 // n
         s.view(g1 - g0, n, -1, n)[:, :, g0:g1].diagonal(dim1=0, dim2=2).fill_(float("-inf"))
         return s
@@ -410,6 +439,6 @@ class _BlockMaskedLogSumExp(torch.autograd.Function):
             # softmax weights of the chunk's rows, times the incoming gradient and 1/tau
             w = _BlockMaskedLogSumExp._logits(f, r0, r1, n, tau).sub_(out[r0:r1, None]).exp_()
             w.mul_(grad_out[r0:r1, None] / tau)
-            grad[r0:r1] += w @ f           # d/d f_i of <f_i, f_j>
-            grad += w.t() @ f[r0:r1]       # d/d f_j of <f_i, f_j>
+            grad[r0:r1] += w @ f  # d/d f_i of <f_i, f_j>
+            grad += w.t() @ f[r0:r1]  # d/d f_j of <f_i, f_j>
         return grad, None, None

@@ -18,6 +18,7 @@ Every notebook ``notebooks/NN_*.ipynb`` follows one convention (:func:`check_str
 outputs), ``--check`` lists what a notebook lacks, ``--colab-links https://github.com/OWNER/REPO``
 puts the Colab badges and the default ``REPO`` into every notebook and prints the links.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,25 +26,42 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["NOTEBOOK_DIR", "SMOKE_ENV", "REPO_ENV", "PARAMETERS", "SETUP", "COLAB_PLACEHOLDER", "list_notebooks",
-           "setup", "report_run_time", "github_slug", "colab_url", "colab_links", "insert_colab_links",
-           "apply_standard_cells", "markdown_words", "check_structure", "run_notebooks", "tidy_outputs"]
+__all__ = [
+    "NOTEBOOK_DIR",
+    "SMOKE_ENV",
+    "REPO_ENV",
+    "PARAMETERS",
+    "SETUP",
+    "COLAB_PLACEHOLDER",
+    "list_notebooks",
+    "setup",
+    "report_run_time",
+    "github_slug",
+    "colab_url",
+    "colab_links",
+    "insert_colab_links",
+    "apply_standard_cells",
+    "markdown_words",
+    "check_structure",
+    "run_notebooks",
+    "tidy_outputs",
+]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 SMOKE_ENV = "ANYSAT_LITE_SMOKE"  # "1": notebooks run their smoke variant (what CI and nbval use)
-REPO_ENV = "ANYSAT_LITE_REPO"    # where the setup cell installs anysat_lite from when the kernel lacks it
-MIN_WORDS = 800                  # words of markdown explanation every notebook has at least
+REPO_ENV = "ANYSAT_LITE_REPO"  # where the setup cell installs anysat_lite from when the kernel lacks it
+MIN_WORDS = 800  # words of markdown explanation every notebook has at least
 MIN_EXERCISES = 2
 
-PARAMETERS = '''\
+PARAMETERS = """\
 # Parameters (papermill: -p NAME VALUE, or edit them here)
 SMOKE = False   # True, or the environment variable ANYSAT_LITE_SMOKE set to 1: the tiny sizes CI runs
 DEVICE = ""     # empty: the GPU when there is one, else the CPU; or "cpu", "cuda", "cuda:1", "mps"
 REPO = ""       # only where anysat_lite is not installed (Colab): git URL or folder of the repository to
-                # install it from; empty: the environment variable ANYSAT_LITE_REPO'''
+                # install it from; empty: the environment variable ANYSAT_LITE_REPO"""
 # (papermill reads a parameter line with exactly one "=": keep "=" out of the comments.)
 
-SETUP = '''\
+SETUP = """\
 # Setup: install anysat_lite if this kernel lacks it (Colab), then fix the mode, the device and the seeds.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("anysat_lite") is None:
@@ -63,13 +81,14 @@ if importlib.util.find_spec("anysat_lite") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO], check=True)
     sys.path.insert(0, os.path.abspath(REPO))
 from anysat_lite.notebooks import setup
-SMOKE, DEVICE = setup(SMOKE, DEVICE)'''
+SMOKE, DEVICE = setup(SMOKE, DEVICE)"""
 
 COLAB_PLACEHOLDER = (
     "**Open in Colab:** no link yet, because this copy does not know where it is published. Run "
     "`anysat-lite notebooks --colab-links https://github.com/OWNER/REPO` once in your clone (with your "
     "repository's address): it puts the badge here and the same address into `REPO`, which the setup cell "
-    "installs the package from on Colab.")
+    "installs the package from on Colab."
+)
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 _START: dict = {}
@@ -80,6 +99,7 @@ def list_notebooks(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 # --- inside a notebook ------------------------------------------------------------------------------------------
+
 
 def setup(smoke: bool = False, device: str = "", seed: int = 0):
     """The notebooks' common set-up: returns ``(SMOKE, DEVICE)`` and prints them on one line.
@@ -118,14 +138,17 @@ def report_run_time() -> None:
 
 # --- Colab links ------------------------------------------------------------------------------------------------
 
+
 def github_slug(repo: str) -> str:
     """``https://github.com/OWNER/REPO(.git)``, ``git@github.com:OWNER/REPO.git`` or ``OWNER/REPO``
     -> ``OWNER/REPO``."""
     text = repo.strip().rstrip("/")
     m = re.fullmatch(r"(?:https?://(?:www\.)?github\.com/|git@github\.com:)?([\w.-]+)/([\w.-]+?)(?:\.git)?", text)
     if not m:
-        raise ValueError(f"repository {repo!r}: expected https://github.com/OWNER/REPO or OWNER/REPO (Colab opens "
-                         "notebooks from GitHub only); give your repository's GitHub address")
+        raise ValueError(
+            f"repository {repo!r}: expected https://github.com/OWNER/REPO or OWNER/REPO (Colab opens "
+            "notebooks from GitHub only); give your repository's GitHub address"
+        )
     return f"{m.group(1)}/{m.group(2)}"
 
 
@@ -155,11 +178,14 @@ def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOT
         cells = _tagged(nb, "colab")
         params = _tagged(nb, "parameters")
         if len(cells) != 1 or len(params) != 1:
-            raise ValueError(f"{path.name}: expected one cell tagged 'colab' and one tagged 'parameters'; run "
-                             "anysat-lite notebooks --standard-cells first")
+            raise ValueError(
+                f"{path.name}: expected one cell tagged 'colab' and one tagged 'parameters'; run "
+                "anysat-lite notebooks --standard-cells first"
+            )
         cells[0].source = f"[![Open In Colab]({COLAB_BADGE})]({links[path.name]})"
-        params[0].source = re.sub(r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source,
-                                  count=1, flags=re.M)
+        params[0].source = re.sub(
+            r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source, count=1, flags=re.M
+        )
         nbformat.write(nb, path)
     return links
 
@@ -168,9 +194,12 @@ def _own_parameters(source: str) -> str:
     """The notebook's own lines of a parameters cell: everything but the shared block (or, in an older cell,
     its header comment and its SMOKE / DEVICE / REPO lines)."""
     if source.startswith(PARAMETERS):
-        return source[len(PARAMETERS):].strip("\n")
-    keep = [line for line in source.splitlines()
-            if not re.match(r"\s*#\s*Parameters\b", line) and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)]
+        return source[len(PARAMETERS) :].strip("\n")
+    keep = [
+        line
+        for line in source.splitlines()
+        if not re.match(r"\s*#\s*Parameters\b", line) and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)
+    ]
     return "\n".join(keep).strip("\n")
 
 
@@ -192,8 +221,10 @@ def apply_standard_cells(path: str | Path) -> None:
     nb.cells = [c for c in nb.cells if not _old_setup(c)]
     params = _tagged(nb, "parameters")
     extra = _own_parameters(params[0].source) if params else ""
-    if not _tagged(nb, "colab"):
-        nb.cells.insert(1, nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}))
+    colab = _tagged(nb, "colab")  # one markdown cell right after the title (a badge, or the placeholder)
+    keep = next((c for c in colab if c.cell_type == "markdown"), None)
+    nb.cells = [c for c in nb.cells if all(c is not k for k in colab)]
+    nb.cells.insert(1, keep or nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}))
     source = PARAMETERS + ("\n\n" + extra if extra else "")
     if params:
         params[0].source = source
@@ -208,6 +239,7 @@ def apply_standard_cells(path: str | Path) -> None:
 
 
 # --- structure ------------------------------------------------------------------------------------------------------
+
 
 def markdown_words(nb) -> int:
     """Words of explanation: tokens holding a letter in the markdown cells (LaTeX commands and code spans count
@@ -281,6 +313,7 @@ def check_structure(path: str | Path, min_words: int = MIN_WORDS) -> list[str]:
 
 # --- running -------------------------------------------------------------------------------------------------------
 
+
 def _apply_carriage_returns(text: str) -> str:
     lines = []
     for line in text.split("\n"):
@@ -295,21 +328,34 @@ def tidy_outputs(nb) -> None:
             continue
         merged = []
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
-                    and merged[-1].get("name") == out.get("name"):
+            if (
+                out.get("output_type") == "stream"
+                and merged
+                and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")
+            ):
                 merged[-1]["text"] += out["text"]
             else:
                 merged.append(out)
         for out in merged:
             if out.get("output_type") == "stream":
                 text = _apply_carriage_returns(out["text"])
-                out["text"] = "\n".join(line for line in text.split("\n")
-                                        if "TqdmWarning" not in line and "from .autonotebook import" not in line)
+                out["text"] = "\n".join(
+                    line
+                    for line in text.split("\n")
+                    if "TqdmWarning" not in line and "from .autonotebook import" not in line
+                )
         cell["outputs"] = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
-def run_notebooks(out_dir: str | Path, smoke: bool = True, only=None, kernel: str = "python3",
-                  folder: str | Path = NOTEBOOK_DIR, store: bool = False) -> list[str]:
+def run_notebooks(
+    out_dir: str | Path,
+    smoke: bool = True,
+    only=None,
+    kernel: str = "python3",
+    folder: str | Path = NOTEBOOK_DIR,
+    store: bool = False,
+) -> list[str]:
     """Execute every ``NN_*.ipynb`` of ``folder`` into ``out_dir``; returns the names that failed.
 
     ``store`` writes the executed notebooks (outputs tidied) back into ``folder``: how the
@@ -328,11 +374,18 @@ def run_notebooks(out_dir: str | Path, smoke: bool = True, only=None, kernel: st
                 continue
             t0 = time.time()
             try:
-                pm.execute_notebook(str(nb), str(out / nb.name), parameters={"SMOKE": True} if smoke else {},
-                                    kernel_name=kernel, cwd=str(Path(folder)), progress_bar=False)
+                pm.execute_notebook(
+                    str(nb),
+                    str(out / nb.name),
+                    parameters={"SMOKE": True} if smoke else {},
+                    kernel_name=kernel,
+                    cwd=str(Path(folder)),
+                    progress_bar=False,
+                )
                 print(f"ok    {nb.name}  {time.time() - t0:6.1f} s")
                 if store:
                     import nbformat
+
                     done = nbformat.read(out / nb.name, as_version=4)
                     tidy_outputs(done)
                     nbformat.write(done, nb)

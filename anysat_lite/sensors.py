@@ -16,6 +16,7 @@ training configs).  Add your own with :func:`register_sensor`::
 
 A model built afterwards (or ``model.add_sensor("planetscope")``) gets a projector for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -118,28 +119,91 @@ _S2 = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 _OFFICIAL = [
     # TreeSatAI's colour-infrared orthophotos store NIR, G, B, R (its documentation; in the data the first band is
     # the brightest over forest, and the official demo's normalisation means are 151, 93, 85, 81).
-    dict(name="aerial", gsd=0.2, bands=("NIR", "G", "B", "R"), kind="image", subpatch_px=10,
-         description="VHR colour-infrared aerial orthophoto (TreeSatAI, 0.2 m)"),
-    dict(name="aerial-flair", gsd=0.2, bands=("R", "G", "B", "NIR", "ELEV"), kind="image", subpatch_px=10,
-         description="FLAIR aerial orthophoto + elevation (0.2 m)"),
-    dict(name="spot", gsd=1.0, bands=("R", "G", "B"), kind="image", subpatch_px=10,
-         description="SPOT 6-7 pansharpened (PASTIS-HD, 1 m)"),
-    dict(name="naip", gsd=1.25, bands=("R", "G", "B", "NIR"), kind="image", subpatch_px=8,
-         description="NAIP aerial (S2NAIP, 1.25 m)"),
-    dict(name="s2", gsd=10.0, bands=_S2, kind="series", in_norm=True, dropout=0.0,
-         description="Sentinel-2 L2A time series (10 m)"),
-    dict(name="s1-asc", gsd=10.0, bands=("VV", "VH"), kind="series",
-         description="Sentinel-1 ascending-orbit backscatter time series (10 m)"),
-    dict(name="s1", gsd=10.0, bands=("VV", "VH", "VV/VH"), kind="series",
-         description="Sentinel-1 backscatter with VV/VH ratio (10 m)"),
-    dict(name="alos", gsd=30.0, bands=("HH", "HV", "HH/HV"), kind="series",
-         description="ALOS-2 PALSAR-2 time series (30 m)"),
-    dict(name="l7", gsd=30.0, bands=("B1", "B2", "B3", "B4", "B5", "B7"), kind="series",
-         description="Landsat 7 time series (30 m)"),
-    dict(name="l8", gsd=10.0, bands=tuple(f"B{i}" for i in range(1, 12)), kind="series", doy_period=366,
-         description="Landsat 8 time series resampled to 10 m"),
-    dict(name="modis", gsd=250.0, bands=tuple(f"B{i}" for i in range(1, 8)), kind="series",
-         one_token_per_tile=True, description="MODIS time series (250 m), one token per tile"),
+    dict(
+        name="aerial",
+        gsd=0.2,
+        bands=("NIR", "G", "B", "R"),
+        kind="image",
+        subpatch_px=10,
+        description="VHR colour-infrared aerial orthophoto (TreeSatAI, 0.2 m)",
+    ),
+    dict(
+        name="aerial-flair",
+        gsd=0.2,
+        bands=("R", "G", "B", "NIR", "ELEV"),
+        kind="image",
+        subpatch_px=10,
+        description="FLAIR aerial orthophoto + elevation (0.2 m)",
+    ),
+    dict(
+        name="spot",
+        gsd=1.0,
+        bands=("R", "G", "B"),
+        kind="image",
+        subpatch_px=10,
+        description="SPOT 6-7 pansharpened (PASTIS-HD, 1 m)",
+    ),
+    dict(
+        name="naip",
+        gsd=1.25,
+        bands=("R", "G", "B", "NIR"),
+        kind="image",
+        subpatch_px=8,
+        description="NAIP aerial (S2NAIP, 1.25 m)",
+    ),
+    dict(
+        name="s2",
+        gsd=10.0,
+        bands=_S2,
+        kind="series",
+        in_norm=True,
+        dropout=0.0,
+        description="Sentinel-2 L2A time series (10 m)",
+    ),
+    dict(
+        name="s1-asc",
+        gsd=10.0,
+        bands=("VV", "VH"),
+        kind="series",
+        description="Sentinel-1 ascending-orbit backscatter time series (10 m)",
+    ),
+    dict(
+        name="s1",
+        gsd=10.0,
+        bands=("VV", "VH", "VV/VH"),
+        kind="series",
+        description="Sentinel-1 backscatter with VV/VH ratio (10 m)",
+    ),
+    dict(
+        name="alos",
+        gsd=30.0,
+        bands=("HH", "HV", "HH/HV"),
+        kind="series",
+        description="ALOS-2 PALSAR-2 time series (30 m)",
+    ),
+    dict(
+        name="l7",
+        gsd=30.0,
+        bands=("B1", "B2", "B3", "B4", "B5", "B7"),
+        kind="series",
+        description="Landsat 7 time series (30 m)",
+    ),
+    dict(
+        name="l8",
+        gsd=10.0,
+        bands=tuple(f"B{i}" for i in range(1, 12)),
+        kind="series",
+        doy_period=366,
+        description="Landsat 8 time series resampled to 10 m",
+    ),
+    dict(
+        name="modis",
+        gsd=250.0,
+        bands=tuple(f"B{i}" for i in range(1, 8)),
+        kind="series",
+        one_token_per_tile=True,
+        description="MODIS time series (250 m), one token per tile",
+    ),
 ]
 for _facts in _OFFICIAL:
     register_sensor(**_facts)

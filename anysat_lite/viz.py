@@ -12,20 +12,43 @@ Conventions every figure follows:
 * A colourbar or legend wherever colour carries meaning; :func:`use_style` (called by
   ``anysat_lite.notebooks.setup``) turns on constrained layout so titles and legends do not overlap.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .sensors import SENSORS
 
-__all__ = ["PATCH_COLOURS", "TARGET_COLOURS", "use_style", "composite", "rgb", "show_sample", "draw_patch_grid",
-           "token_table", "plot_token_counts", "plot_patch_anatomy", "plot_subpatch_order", "plot_masks",
-           "plot_modality_mask", "plot_date_drop", "plot_ema_schedule", "plot_segmentation", "plot_pipeline",
-           "plot_date_attention", "plot_relative_positions", "plot_modality_share", "pca_colours",
-           "plot_feature_pca", "cosine_similarity_map", "plot_similarity", "plot_embeddings"]
+__all__ = [
+    "PATCH_COLOURS",
+    "TARGET_COLOURS",
+    "use_style",
+    "composite",
+    "rgb",
+    "show_sample",
+    "draw_patch_grid",
+    "token_table",
+    "plot_token_counts",
+    "plot_patch_anatomy",
+    "plot_subpatch_order",
+    "plot_masks",
+    "plot_modality_mask",
+    "plot_date_drop",
+    "plot_ema_schedule",
+    "plot_segmentation",
+    "plot_pipeline",
+    "plot_date_attention",
+    "plot_relative_positions",
+    "plot_modality_share",
+    "pca_colours",
+    "plot_feature_pca",
+    "cosine_similarity_map",
+    "plot_similarity",
+    "plot_embeddings",
+]
 
 # --- colours and style ---------------------------------------------------------------------------------------------
 
@@ -33,16 +56,27 @@ PATCH_COLOURS: dict[str, str] = {"unused": "#e3e3e3", "context": "#2f6db5", "tar
 """The one colour scheme for patch roles in mask figures: context, target (block 1) and unused patches."""
 TARGET_COLOURS: tuple[str, ...] = ("#e4572e", "#f39c12", "#b8336a", "#a0522d", "#ff8c61", "#c9a227")
 """Target blocks 1, 2, ... (warm shades; block 1 is ``PATCH_COLOURS["target"]``)."""
-MASKED_COLOUR = "#3a3a3a"   # a modality token replaced by the mask token
+MASKED_COLOUR = "#3a3a3a"  # a modality token replaced by the mask token
 
 
 def use_style() -> None:
     """Figure defaults of the notebooks: constrained layout (no overlapping titles), readable font sizes."""
     import matplotlib as mpl
 
-    mpl.rcParams.update({"figure.constrained_layout.use": True, "figure.dpi": 100, "savefig.dpi": 110,
-                         "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-                         "legend.fontsize": 8, "figure.titlesize": 11, "image.interpolation": "nearest"})
+    mpl.rcParams.update(
+        {
+            "figure.constrained_layout.use": True,
+            "figure.dpi": 100,
+            "savefig.dpi": 110,
+            "axes.titlesize": 10,
+            "axes.labelsize": 9,
+            "xtick.labelsize": 8,
+            "ytick.labelsize": 8,
+            "legend.fontsize": 8,
+            "figure.titlesize": 11,
+            "image.interpolation": "nearest",
+        }
+    )
 
 
 # --- colour composites --------------------------------------------------------------------------------------------
@@ -111,8 +145,15 @@ def draw_patch_grid(ax, extent_m, patch_m: float, pixel_m: float | None = None, 
         ax.axhline(to_axis(v), color=color, lw=lw)
 
 
-def show_sample(sample: dict, b: int = 0, sensors: Sequence[str] | None = None, patch_m: float | None = None,
-                axes=None, date: int | None = None, kind: str = "true"):
+def show_sample(
+    sample: dict,
+    b: int = 0,
+    sensors: Sequence[str] | None = None,
+    patch_m: float | None = None,
+    axes=None,
+    date: int | None = None,
+    kind: str = "true",
+):
     """One tile, one panel per sensor at its own resolution, axes in metres (optional patch grid).
 
     Titles say the composite (true or false colour), the pixel grid and GSD, and for a time series
@@ -148,8 +189,10 @@ def show_sample(sample: dict, b: int = 0, sensors: Sequence[str] | None = None, 
 
 # --- tokenization -------------------------------------------------------------------------------------------------
 
-def token_table(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float,
-                order: str = "geometric") -> list[dict]:
+
+def token_table(
+    sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float, order: str = "geometric"
+) -> list[dict]:
     """Sub-patches per patch and tokens per tile for each sensor and patch size."""
     from .model.tokenizer import subpatch_layout
 
@@ -159,12 +202,28 @@ def token_table(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: floa
         for s in sensors:
             sen = SENSORS[s]
             if sen.one_token_per_tile:
-                rows.append({"patch_m": P, "sensor": s, "subpatch_m": sen.subpatch_m, "g": 1, "patches": 1,
-                             "subpatch_tokens": 1})
+                rows.append(
+                    {
+                        "patch_m": P,
+                        "sensor": s,
+                        "subpatch_m": sen.subpatch_m,
+                        "g": 1,
+                        "patches": 1,
+                        "subpatch_tokens": 1,
+                    }
+                )
                 continue
             lay = subpatch_layout(sen, P, order)
-            rows.append({"patch_m": P, "sensor": s, "subpatch_m": lay.spacing_m, "g": lay.g, "patches": n_patches,
-                         "subpatch_tokens": n_patches * lay.g ** 2})
+            rows.append(
+                {
+                    "patch_m": P,
+                    "sensor": s,
+                    "subpatch_m": lay.spacing_m,
+                    "g": lay.g,
+                    "patches": n_patches,
+                    "subpatch_tokens": n_patches * lay.g**2,
+                }
+            )
     return rows
 
 
@@ -177,11 +236,19 @@ def plot_token_counts(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m
         _, ax = plt.subplots(figsize=(6, 4))
     for s in sensors:
         r = [x for x in rows if x["sensor"] == s]
-        ax.plot([x["patch_m"] for x in r], [x["subpatch_tokens"] for x in r], "o-",
-                label=f"{s}: sub-patch tokens ({SENSORS[s].subpatch_m:g} m)")
+        ax.plot(
+            [x["patch_m"] for x in r],
+            [x["subpatch_tokens"] for x in r],
+            "o-",
+            label=f"{s}: sub-patch tokens ({SENSORS[s].subpatch_m:g} m)",
+        )
     spatial = [s for s in sensors if not SENSORS[s].one_token_per_tile]
-    ax.plot(patch_sizes, [1 + len(spatial) * int(tile_m // P) ** 2 for P in patch_sizes], "k--",
-            label="joint transformer tokens (1 + sensors x patches)")
+    ax.plot(
+        patch_sizes,
+        [1 + len(spatial) * int(tile_m // P) ** 2 for P in patch_sizes],
+        "k--",
+        label="joint transformer tokens (1 + sensors x patches)",
+    )
     ax.set_xlabel("patch size P (m)")
     ax.set_ylabel(f"tokens per {tile_m:g} m x {tile_m:g} m tile")
     ax.set_yscale("log")
@@ -190,8 +257,15 @@ def plot_token_counts(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m
     return ax
 
 
-def plot_patch_anatomy(sample: dict, patch_m: float, sensors: Sequence[str], patch: tuple[int, int] = (0, 0),
-                       b: int = 0, axes=None, date: int | None = None):
+def plot_patch_anatomy(
+    sample: dict,
+    patch_m: float,
+    sensors: Sequence[str],
+    patch: tuple[int, int] = (0, 0),
+    b: int = 0,
+    axes=None,
+    date: int | None = None,
+):
     """One patch of ``patch_m`` metres as each sensor sees it, with its sub-patch grid (axes in metres)."""
     import matplotlib.pyplot as plt
 
@@ -215,8 +289,7 @@ def plot_patch_anatomy(sample: dict, patch_m: float, sensors: Sequence[str], pat
             ax.axvline(c0 + v, color="white", lw=0.6)
             ax.axhline(r0 + v, color="white", lw=0.6)
         note = f" (each {sen.subpatch_m:g} m pixel repeated)" if lay.upsample > 1 else ""
-        ax.set_title(f"{s}: {lay.g} x {lay.g} sub-patches of {sub:g} m{note}\n"
-                     f"({sen.subpatch_px} px x {sen.gsd:g} m)")
+        ax.set_title(f"{s}: {lay.g} x {lay.g} sub-patches of {sub:g} m{note}\n({sen.subpatch_px} px x {sen.gsd:g} m)")
         ax.set_xlabel("x (m)")
     np.atleast_1d(axes)[0].set_ylabel("y (m)")
     return axes
@@ -232,10 +305,10 @@ def plot_subpatch_order(sensor: str, patch_m: int, axes=None):
         _, axes = plt.subplots(1, 2, figsize=(8, 3.8))
     lay0 = subpatch_layout(SENSORS[sensor], patch_m, "geometric")
     g = lay0.g
-    ground = torch.arange(g * g).float().view(1, g, g, 1)                   # value = row-major ground index
+    ground = torch.arange(g * g).float().view(1, g, g, 1)  # value = row-major ground index
     for ax, order in zip(np.atleast_1d(axes), ("geometric", "official")):
         lay = subpatch_layout(SENSORS[sensor], patch_m, order)
-        seq = group_subpatches(ground, lay)[0, 0, 0, :, 0].long()         # the ground cell of the k-th token
+        seq = group_subpatches(ground, lay)[0, 0, 0, :, 0].long()  # the ground cell of the k-th token
         k_at = torch.empty(g * g)
         k_at[seq] = torch.arange(g * g).float()
         im = ax.imshow(k_at.view(g, g).numpy(), cmap="viridis", extent=(0, patch_m, patch_m, 0))
@@ -247,6 +320,7 @@ def plot_subpatch_order(sensor: str, patch_m: int, axes=None):
 
 
 # --- masks (notebooks 02-04) ----------------------------------------------------------------------------------------
+
 
 def _mask_cmap():
     from matplotlib.colors import ListedColormap
@@ -269,14 +343,19 @@ def plot_masks(masks_by_name: dict, sample: int = 0, axes=None):
         grid = masks_to_grid(m, sample).numpy()
         ax.imshow(grid, cmap=_mask_cmap(), vmin=0, vmax=1 + len(TARGET_COLOURS), interpolation="nearest")
         n_targets = max(n_targets, len(m.targets))
-        ax.set_title(f"{name}\ncontext {m.context.shape[1]} patches, {len(m.targets)} target block(s) of "
-                     f"{m.targets[0].shape[1]}")
+        ax.set_title(
+            f"{name}\ncontext {m.context.shape[1]} patches, {len(m.targets)} target block(s) of {m.targets[0].shape[1]}"
+        )
         ax.set_xlabel("patch column")
         ax.set_ylabel("patch row")
-    handles = [Patch(color=PATCH_COLOURS["context"], label="context"),
-               *[Patch(color=TARGET_COLOURS[i % len(TARGET_COLOURS)], label=f"target block {i + 1}")
-                 for i in range(n_targets)],
-               Patch(color=PATCH_COLOURS["unused"], label="unused")]
+    handles = [
+        Patch(color=PATCH_COLOURS["context"], label="context"),
+        *[
+            Patch(color=TARGET_COLOURS[i % len(TARGET_COLOURS)], label=f"target block {i + 1}")
+            for i in range(n_targets)
+        ],
+        Patch(color=PATCH_COLOURS["unused"], label="unused"),
+    ]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return axes
 
@@ -298,9 +377,12 @@ def plot_modality_mask(masked: torch.Tensor, sensors: Sequence[str], grid, sampl
         ax.set_title(f"{s}: {kept.sum().item()}/{masked.shape[-1]} kept")
         ax.set_xlabel("patch column")
     axes[0].set_ylabel("patch row")
-    axes[-1].legend(handles=[Patch(color=PATCH_COLOURS["context"], label="kept"),
-                             Patch(color=MASKED_COLOUR, label="mask token")],
-                    loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axes[-1].legend(
+        handles=[Patch(color=PATCH_COLOURS["context"], label="kept"), Patch(color=MASKED_COLOUR, label="mask token")],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
+    )
     return axes
 
 
@@ -310,8 +392,11 @@ def plot_date_drop(dates_before: torch.Tensor, dates_after: torch.Tensor, ax=Non
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 1.9))
-    ax.eventplot([np.asarray(dates_before), np.asarray(dates_after)], lineoffsets=[1, 0],
-                 colors=["#8c8c8c", PATCH_COLOURS["target"]])
+    ax.eventplot(
+        [np.asarray(dates_before), np.asarray(dates_after)],
+        lineoffsets=[1, 0],
+        colors=["#8c8c8c", PATCH_COLOURS["target"]],
+    )
     ax.set_yticks([0, 1])
     ax.set_yticklabels([f"context encoder ({len(dates_after)} dates)", f"target encoder ({len(dates_before)} dates)"])
     ax.set_xlim(0, 367)
@@ -336,8 +421,14 @@ def plot_ema_schedule(total_steps: int, start: float = 0.996, end: float = 1.0, 
     return ax
 
 
-def plot_segmentation(image: np.ndarray, truth: torch.Tensor, pred: torch.Tensor, classes: Sequence[str], axes=None,
-                      pixel_m: float | None = None):
+def plot_segmentation(
+    image: np.ndarray,
+    truth: torch.Tensor,
+    pred: torch.Tensor,
+    classes: Sequence[str],
+    axes=None,
+    pixel_m: float | None = None,
+):
     """Image, labels and a dense prediction side by side, one colour per class (colourbar with the names).
 
     ``pixel_m``: ground size of a label cell, to draw the axes in metres (default: pixel indices).
@@ -352,8 +443,9 @@ def plot_segmentation(image: np.ndarray, truth: torch.Tensor, pred: torch.Tensor
     axes[0].set_title("image")
     cmap = plt.get_cmap("tab10", len(classes))
     for ax, lab, t in ((axes[1], truth, "labels"), (axes[2], pred, "dense probe")):
-        im = ax.imshow(np.asarray(lab), cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest",
-                       extent=ext)
+        im = ax.imshow(
+            np.asarray(lab), cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest", extent=ext
+        )
         ax.set_title(t)
     for ax in axes:
         ax.set_xlabel("x (m)" if pixel_m else "x (pixel)")
@@ -365,6 +457,7 @@ def plot_segmentation(image: np.ndarray, truth: torch.Tensor, pred: torch.Tensor
 
 
 # --- inside the model (notebooks 00, 01) ----------------------------------------------------------------------------
+
 
 def _shape(s) -> str:
     return "[" + ", ".join(str(int(v)) for v in s) + "]"
@@ -393,8 +486,15 @@ def plot_pipeline(trace, ax=None):
     def arrow(x0, y0, x1, y1, label="", above=True):
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="->", color="#444", lw=0.9))
         if label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (1.2 if above else -1.2), label, ha="center",
-                    va="bottom" if above else "top", fontsize=7, color="#1a1a1a")
+            ax.text(
+                (x0 + x1) / 2,
+                (y0 + y1) / 2 + (1.2 if above else -1.2),
+                label,
+                ha="center",
+                va="bottom" if above else "top",
+                fontsize=7,
+                color="#1a1a1a",
+            )
 
     ys = [height - 5 - i * (height - 10) / max(M - 1, 1) for i in range(M)] if M > 1 else [height / 2]
     mid = height / 2
@@ -406,25 +506,44 @@ def plot_pipeline(trace, ax=None):
         proj = "L-TAE\n(per pixel, over dates)" if trace.kinds[s] == "series" else "conv + MLP\n(per sub-patch)"
         box(30.5, y, 14, 5.5, f"projector\n{proj}", "#e0ecf8")
         arrow(46, y, 62, y, f"{_shape(trace.projected[s].shape)} map")
-        ax.text(54, y - 1.2, f"cut into {h}x{w} patches:\n{_shape(trace.grouped[s])}", ha="center", va="top",
-                fontsize=7, color="#1a1a1a")
+        ax.text(
+            54,
+            y - 1.2,
+            f"cut into {h}x{w} patches:\n{_shape(trace.grouped[s])}",
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="#1a1a1a",
+        )
         arrow(80, y, 92, mid + (y - mid) * 0.35, f"{_shape((trace.fused.shape[0], h * w, D))}")
-    box(62.5, mid, 16.5, height - 4, "sub-patch\ntransformer\n(shared by all\nsensors, iRPE)\n\n"
-        "one token per\npatch and sensor", "#e8e0f4")
+    box(
+        62.5,
+        mid,
+        16.5,
+        height - 4,
+        "sub-patch\ntransformer\n(shared by all\nsensors, iRPE)\n\none token per\npatch and sensor",
+        "#e8e0f4",
+    )
     box(92.5, mid, 13, 9, "+ patch positions\n(x P/10)\njoint transformer", "#e8e0f4")
     arrow(107, mid, 116, mid, _shape(trace.joint.shape))
     box(116.5, mid, 9.5, 7, "fusion\n(cross-\nattention)", "#e8e0f4")
     ax.text(99, mid - 6.5, f"in: {_shape(trace.patch_tokens.shape)}", ha="center", va="top", fontsize=7)
-    outs = [("tile", "the cls token"), ("patch", f"{h} x {w} patches"), ("all", "cls + patches"),
-            ("dense", f"sub-patches of {trace.dense_sensor}")]
+    outs = [
+        ("tile", "the cls token"),
+        ("patch", f"{h} x {w} patches"),
+        ("all", "cls + patches"),
+        ("dense", f"sub-patches of {trace.dense_sensor}"),
+    ]
     oy = [mid + 1.5 * 9 - i * 9 for i in range(4)]
     ax.text(121, mid + 5, _shape(trace.fused.shape), ha="center", va="bottom", fontsize=7)
     for (mode, what), y in zip(outs, oy):
         arrow(127.5, mid, 134, y)
         shape = trace.outputs.get(mode)
         box(134.5, y, 16, 7.5, f"'{mode}'\n{what}\n{_shape(shape) if shape else ''}", "#dff2e1")
-    ax.set_title(f"AnySat, one forward pass with P = {trace.patch_size} m (batch B = {trace.fused.shape[0]}, "
-                 f"width D = {D}, patch grid {h} x {w})")
+    ax.set_title(
+        f"AnySat, one forward pass with P = {trace.patch_size} m (batch B = {trace.fused.shape[0]}, "
+        f"width D = {D}, patch grid {h} x {w})"
+    )
     return ax
 
 
@@ -439,8 +558,9 @@ def plot_date_attention(weights: torch.Tensor, dates: torch.Tensor, ax=None, tit
     d = np.asarray(torch.as_tensor(dates).cpu())
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.4))
-    im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest",
-                   extent=(-0.5, len(d) - 0.5, w.shape[0] - 0.5, -0.5))
+    im = ax.imshow(
+        w, aspect="auto", cmap="magma", interpolation="nearest", extent=(-0.5, len(d) - 0.5, w.shape[0] - 0.5, -0.5)
+    )
     step = max(1, len(d) // 16)
     ax.set_xticks(range(0, len(d), step))
     ax.set_xticklabels([str(int(v)) for v in d[::step]], rotation=90)
@@ -448,8 +568,9 @@ def plot_date_attention(weights: torch.Tensor, dates: torch.Tensor, ax=None, tit
     ax.set_ylabel("L-TAE head (master query)")
     if valid is not None:
         bad = np.flatnonzero(~np.asarray(valid, dtype=bool))
-        ax.plot(bad, np.full(len(bad), w.shape[0] - 0.5), "x", color="#1f9e89", ms=8, clip_on=False,
-                label="masked date")
+        ax.plot(
+            bad, np.full(len(bad), w.shape[0] - 0.5), "x", color="#1f9e89", ms=8, clip_on=False, label="masked date"
+        )
         if len(bad):
             ax.legend(loc="upper right")
     ax.set_title(title or "Attention of each head over the dates (each row sums to 1)")
@@ -457,8 +578,9 @@ def plot_date_attention(weights: torch.Tensor, dates: torch.Tensor, ax=None, tit
     return ax
 
 
-def plot_relative_positions(buckets: torch.Tensor, bias: torch.Tensor | None, g: int, query: tuple[int, int],
-                            spacing_m: float, axes=None):
+def plot_relative_positions(
+    buckets: torch.Tensor, bias: torch.Tensor | None, g: int, query: tuple[int, int], spacing_m: float, axes=None
+):
     """iRPE seen from one sub-patch: the bucket of every other sub-patch of a ``g x g`` patch (its distance
     class), and the bias the query adds to their attention scores.
 
@@ -499,9 +621,9 @@ def plot_modality_share(trace, axes=None, sample: int = 0):
     sensors = [s for s in trace.sensors if s in trace.grouped]
     M, (h, w) = len(sensors), trace.grid
     N = h * w
-    weights = trace.fusion_weights[sample].mean(0)                         # [P + N, L]
+    weights = trace.fusion_weights[sample].mean(0)  # [P + N, L]
     prefix = weights.shape[-1] - M * N
-    share = weights[-N:, prefix:].reshape(N, M, N).sum(-1)                 # [N, M]
+    share = weights[-N:, prefix:].reshape(N, M, N).sum(-1)  # [N, M]
     if axes is None:
         _, axes = plt.subplots(1, M, figsize=(3.0 * M + 1.0, 3.0))
     axes = np.atleast_1d(axes)
@@ -517,6 +639,7 @@ def plot_modality_share(trace, axes=None, sample: int = 0):
 
 # --- features (notebooks 06, 07) ------------------------------------------------------------------------------------
 
+
 def pca_colours(maps: Mapping[str, torch.Tensor], n: int = 3, joint: bool = True) -> dict[str, np.ndarray]:
     """Feature maps ``{name: [H, W, D]}`` -> ``{name: [H, W, 3]}`` in [0, 1]: their first three principal
     components, each stretched 2-98 %.  ``joint``: one PCA fitted on all maps together (the same colour means
@@ -528,7 +651,7 @@ def pca_colours(maps: Mapping[str, torch.Tensor], n: int = 3, joint: bool = True
     allf = torch.cat([f[~f.isnan().any(1)] for f in flat.values()])
     mean = allf.mean(0)
     _, _, V = torch.linalg.svd(allf - mean, full_matrices=False)
-    comps = V[:n].T                                                        # [D, 3]
+    comps = V[:n].T  # [D, 3]
     proj = {k: ((f - mean) @ comps).numpy() for k, f in flat.items()}
     both = np.concatenate([p[~np.isnan(p).any(1)] for p in proj.values()])
     lo, hi = np.percentile(both, 2, axis=0), np.percentile(both, 98, axis=0)
@@ -539,8 +662,13 @@ def pca_colours(maps: Mapping[str, torch.Tensor], n: int = 3, joint: bool = True
     return out
 
 
-def plot_feature_pca(maps: Mapping[str, torch.Tensor], extent_m: float | tuple[float, float], axes=None,
-                     title: str = "", joint: bool = True):
+def plot_feature_pca(
+    maps: Mapping[str, torch.Tensor],
+    extent_m: float | tuple[float, float],
+    axes=None,
+    title: str = "",
+    joint: bool = True,
+):
     """Each feature map ``[H, W, D]`` as a PCA colour picture (:func:`pca_colours`), axes in metres."""
     import matplotlib.pyplot as plt
 
@@ -548,8 +676,13 @@ def plot_feature_pca(maps: Mapping[str, torch.Tensor], extent_m: float | tuple[f
     cols = pca_colours(maps, joint=joint)
     if axes is None:
         fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 4.3))
-        fig.suptitle(title or ("Features as colours: principal components 1-3 -> R, G, B "
-                               + ("(one PCA for all panels)" if joint else "(one PCA per panel)")))
+        fig.suptitle(
+            title
+            or (
+                "Features as colours: principal components 1-3 -> R, G, B "
+                + ("(one PCA for all panels)" if joint else "(one PCA per panel)")
+            )
+        )
     axes = np.atleast_1d(axes)
     for i, (ax, (name, img)) in enumerate(zip(axes, cols.items())):
         ax.imshow(img, extent=(0, W_m, H_m, 0))
@@ -575,8 +708,15 @@ def cosine_similarity_map(features: torch.Tensor, query: tuple[int, int], center
     return torch.nn.functional.cosine_similarity(f, q.expand_as(f), dim=-1)
 
 
-def plot_similarity(sim: torch.Tensor, extent: tuple[float, float, float, float], query_xy: tuple[float, float],
-                    ax=None, title: str = "", xlabel: str = "x (m)", ylabel: str = "y (m)"):
+def plot_similarity(
+    sim: torch.Tensor,
+    extent: tuple[float, float, float, float],
+    query_xy: tuple[float, float],
+    ax=None,
+    title: str = "",
+    xlabel: str = "x (m)",
+    ylabel: str = "y (m)",
+):
     """A similarity map ``[H, W]`` over ``extent`` (imshow order: left, right, bottom, top) with the query marked."""
     import matplotlib.pyplot as plt
 
@@ -592,8 +732,9 @@ def plot_similarity(sim: torch.Tensor, extent: tuple[float, float, float, float]
     return ax
 
 
-def plot_embeddings(ds, query: tuple[int, int] | None = None, axes=None, image: np.ndarray | None = None,
-                    center: bool = True):
+def plot_embeddings(
+    ds, query: tuple[int, int] | None = None, axes=None, image: np.ndarray | None = None, center: bool = True
+):
     """An embedding dataset of :func:`anysat_lite.probe.embed.embed_rasters` on the map (its CRS, metres):
     [``image``, an RGB picture of the same extent,] the patch embeddings as PCA colours, and the cosine
     similarity of every patch to the ``query`` patch (row, col; default the centre), centred by default
@@ -620,9 +761,15 @@ def plot_embeddings(ds, query: tuple[int, int] | None = None, axes=None, image: 
     axes[k].imshow(colours, extent=extent)
     axes[k].set_title(f"{emb.shape[0]} x {emb.shape[1]} patch embeddings of {P:g} m, PCA 1-3 -> RGB")
     sim = cosine_similarity_map(emb, query, center=center)
-    plot_similarity(sim, extent, (xs[query[1]], ys[query[0]]), ax=axes[k + 1], xlabel="easting (m)",
-                    ylabel="northing (m)",
-                    title=f"{'centred ' if center else ''}cosine similarity to patch {tuple(query)}")
+    plot_similarity(
+        sim,
+        extent,
+        (xs[query[1]], ys[query[0]]),
+        ax=axes[k + 1],
+        xlabel="easting (m)",
+        ylabel="northing (m)",
+        title=f"{'centred ' if center else ''}cosine similarity to patch {tuple(query)}",
+    )
     tile = float(ds.attrs.get("tile_size_m", 0) or 0)
     for ax in axes:
         if tile:
@@ -638,6 +785,7 @@ def plot_embeddings(ds, query: tuple[int, int] | None = None, axes=None, image: 
 
 
 # --- notebooks 02-05: mask statistics, pretraining runs, schedules, contrastive pairs ------------------------------
+
 
 def plot_context_statistics(stats: dict, axes=None):
     """Context size per grid for several mask settings, from :func:`anysat_lite.jepa.context_statistics`.
@@ -662,10 +810,22 @@ def plot_context_statistics(stats: dict, axes=None):
         axes[0].bar(x + j * width, share, width, color=c, label=name)
         for xi, v in zip(x + j * width, share):
             axes[0].text(xi, v + 1, f"{v:.0f}", ha="center", fontsize=7)
-        axes[1].bar(x + j * width - width / 4, [100 * rows[g]["p_one"] for g in grids], width / 2, color=c,
-                    label=f"{name}: exactly 1 patch")
-        axes[1].bar(x + j * width + width / 4, [100 * rows[g]["p_at_least_4"] for g in grids], width / 2, color=c,
-                    hatch="//", edgecolor="white", label=f"{name}: at least 4 patches")
+        axes[1].bar(
+            x + j * width - width / 4,
+            [100 * rows[g]["p_one"] for g in grids],
+            width / 2,
+            color=c,
+            label=f"{name}: exactly 1 patch",
+        )
+        axes[1].bar(
+            x + j * width + width / 4,
+            [100 * rows[g]["p_at_least_4"] for g in grids],
+            width / 2,
+            color=c,
+            hatch="//",
+            edgecolor="white",
+            label=f"{name}: at least 4 patches",
+        )
     for ax in axes:
         ax.set_xticks(x + width * (len(names) - 1) / 2)
         ax.set_xticklabels(grids)
@@ -680,15 +840,18 @@ def plot_context_statistics(stats: dict, axes=None):
     return axes
 
 
-_MONITOR_LABELS = {"jepa_loss": ("JEPA loss (smooth-L1)", "loss (target units)"),
-                   "contrastive_loss": ("MIL-NCE loss", "loss (nats per anchor)"),
-                   "std": ("target std per dimension", "std (layer-normed units)"),
-                   "erank": ("effective rank of the targets (RankMe)", "effective rank (dimensions)"),
-                   "cos": ("mean cosine between tile embeddings", "cosine similarity")}
+_MONITOR_LABELS = {
+    "jepa_loss": ("JEPA loss (smooth-L1)", "loss (target units)"),
+    "contrastive_loss": ("MIL-NCE loss", "loss (nats per anchor)"),
+    "std": ("target std per dimension", "std (layer-normed units)"),
+    "erank": ("effective rank of the targets (RankMe)", "effective rank (dimensions)"),
+    "cos": ("mean cosine between tile embeddings", "cosine similarity"),
+}
 
 
-def plot_monitor_runs(runs: dict, keys: Sequence[str] = ("jepa_loss", "std", "erank", "cos"),
-                      thresholds: dict | None = None, axes=None):
+def plot_monitor_runs(
+    runs: dict, keys: Sequence[str] = ("jepa_loss", "std", "erank", "cos"), thresholds: dict | None = None, axes=None
+):
     """Compare pretraining runs: one panel per logged quantity against the step.
 
     ``runs``: ``{run name: rows of anysat_lite.train.metrics.read_metrics}``; ``thresholds``:
@@ -757,15 +920,16 @@ def contrastive_pairs(n_modalities: int, batch: int, n_patches: int) -> torch.Te
     return role
 
 
-def plot_contrastive_pairs(n_modalities: int, batch: int, n_patches: int, sensors: Sequence[str] | None = None,
-                           ax=None):
+def plot_contrastive_pairs(
+    n_modalities: int, batch: int, n_patches: int, sensors: Sequence[str] | None = None, ax=None
+):
     """The ``[L, L]`` pair roles of :func:`contrastive_pairs` as a picture, with a legend."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     role = contrastive_pairs(n_modalities, batch, n_patches)
-    context = globals().get("PATCH_COLOURS", {}).get("context", "#2f6db5")   # the context colour of the masks
+    context = globals().get("PATCH_COLOURS", {}).get("context", "#2f6db5")  # the context colour of the masks
     colours = ["white", context, "#9a9a9a"]
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -784,10 +948,16 @@ def plot_contrastive_pairs(n_modalities: int, batch: int, n_patches: int, sensor
     ax.set_xlabel(f"other token (modality, then tile, then patch; {L} tokens)")
     ax.set_ylabel("anchor token")
     ax.set_title(f"MIL-NCE pairs: {n_modalities} modalities x {batch} tiles x {n_patches} patches")
-    ax.legend(handles=[Patch(facecolor=colours[1], label="positive (same place, other modality)"),
-                       Patch(facecolor=colours[0], edgecolor="black", label="negative (denominator only)"),
-                       Patch(facecolor=colours[2], label="left out (same tile and modality)")],
-              fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.legend(
+        handles=[
+            Patch(facecolor=colours[1], label="positive (same place, other modality)"),
+            Patch(facecolor=colours[0], edgecolor="black", label="negative (denominator only)"),
+            Patch(facecolor=colours[2], label="left out (same tile and modality)"),
+        ],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     return ax
 
 
@@ -820,5 +990,12 @@ def plot_ema_memory(runs: dict, ax=None):
     return ax
 
 
-__all__ += ["plot_context_statistics", "plot_monitor_runs", "plot_schedules", "contrastive_pairs",
-            "plot_contrastive_pairs", "ema_memory", "plot_ema_memory"]
+__all__ += [
+    "plot_context_statistics",
+    "plot_monitor_runs",
+    "plot_schedules",
+    "contrastive_pairs",
+    "plot_contrastive_pairs",
+    "ema_memory",
+    "plot_ema_memory",
+]

@@ -1,4 +1,5 @@
 """Shared fixtures: paths, the shared reference folder (skipped when absent), a private cache."""
+
 from __future__ import annotations
 
 import os
@@ -13,15 +14,19 @@ SHARED = Path(os.environ.get("ANYSAT_SHARED", ROOT.parent / "shared"))
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption(
+        "--runlong", action="store_true", default=False, help="also run tests marked long (minutes each)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
+    """``slow`` tests (subprocesses, torchrun, notebooks, kill/resume) run by default and are left out with
+    ``-m "not slow"``; ``long`` tests (torch.compile, the whole demo) run only with ``--runlong``."""
+    if config.getoption("--runlong"):
         return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    skip = pytest.mark.skip(reason="long: run with --runlong")
     for item in items:
-        if "slow" in item.keywords:
+        if "long" in item.keywords:
             item.add_marker(skip)
 
 
@@ -39,6 +44,7 @@ def reference():
     if not path.exists():
         pytest.skip(f"shared reference fixtures not found at {path}")
     import torch
+
     return torch.load(path, weights_only=True)
 
 
@@ -48,4 +54,5 @@ def base_manifest():
     if not path.exists():
         pytest.skip(f"shared base-model manifest not found at {path}")
     import json
+
     return json.loads(path.read_text())

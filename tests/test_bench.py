@@ -1,4 +1,5 @@
 """The benchmark script runs and writes the numbers it promises (no timing assertions)."""
+
 import json
 
 import pytest
@@ -9,13 +10,37 @@ from anysat_lite.cli import main
 
 def test_bench_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "2", "--batch", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--sizes",
+                "nano",
+                "--no-sweeps",
+                "--repeats",
+                "1",
+                "--rounds",
+                "2",
+                "--batch",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["machine"]["torch"] and data["machine"]["matmul_peak_flops"] > 0
     res = data["results"][0]["result"]
-    for key in ("forward_ms", "forward_backward_ms", "patch_tokens_per_s", "subpatch_tokens_per_s", "peak_memory_mb",
-                "forward_flops", "achieved_flops_forward_backward"):
+    for key in (
+        "forward_ms",
+        "forward_backward_ms",
+        "patch_tokens_per_s",
+        "subpatch_tokens_per_s",
+        "peak_memory_mb",
+        "forward_flops",
+        "achieved_flops_forward_backward",
+    ):
         assert res[key] > 0, key
     # two processes, one timed repetition each: the reported median is taken over both
     assert res["processes"] == 2 and len(res["forward_backward_times_ms"]) == 2
@@ -27,8 +52,10 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     out = tmp_path / "pre.json"
     assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["pretraining"]
-    assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [("cpu-demo", 0, 0),
-                                                                                 ("cpu-demo", 2, 2)]
+    assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [
+        ("cpu-demo", 0, 0),
+        ("cpu-demo", 2, 2),
+    ]
     # the data wait per step, read in the training process and by two workers (same steps, same FLOPs)
     assert all(r["result"]["data_wait_ms"] >= 0 for r in runs)
     assert runs[0]["result"]["flops_per_step"] == runs[1]["result"]["flops_per_step"]
@@ -45,7 +72,7 @@ def test_bench_pretraining_mode(tmp_path, capsys):
 def test_mfu_uses_the_timed_steps_only():
     timed = {"steps": 2, "timed_s": 4.0, "steps_per_s": 0.5}
     res = add_mfu(timed, {"flops_per_step": [99e12, 1e12, 3e12]}, peak=1e12, datasheet_peak=2e12)
-    assert res["flops_per_step"] == 2e12 and res["achieved_flops"] == 1e12       # (1 + 3) TFLOP / 4 s
+    assert res["flops_per_step"] == 2e12 and res["achieved_flops"] == 1e12  # (1 + 3) TFLOP / 4 s
     assert res["mfu"] == 1.0 and res["mfu_datasheet"] == 0.5
     with pytest.raises(ValueError, match="counting run"):
         add_mfu(timed, {"flops_per_step": [1e12, 1e12]}, peak=1e12)

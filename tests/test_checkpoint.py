@@ -1,4 +1,5 @@
 """Damaged, empty or foreign checkpoint and encoder files: one line naming the file and what to do."""
+
 import json
 import os
 
@@ -10,8 +11,11 @@ from anysat_lite.jepa import JEPA
 from anysat_lite.model import AnySat
 from anysat_lite.train.checkpoint import CheckpointError, export_encoder, load_checkpoint, load_encoder, save_checkpoint
 
-META = {"model": {"embed_dim": 64, "depth": 2, "num_heads": 4}, "sensors": ["aerial", "s2"],
-        "norm_stats": {"synthetic": {"s2": {"mean": [1.0] * 10, "std": [2.0] * 10}}}}
+META = {
+    "model": {"embed_dim": 64, "depth": 2, "num_heads": 4},
+    "sensors": ["aerial", "s2"],
+    "norm_stats": {"synthetic": {"s2": {"mean": [1.0] * 10, "std": [2.0] * 10}}},
+}
 
 
 def _one_line(e, path):
@@ -21,16 +25,27 @@ def _one_line(e, path):
     return msg
 
 
-@pytest.mark.parametrize("write, match", [
-    (lambda p, b: p.write_bytes(b""), r"empty file \(0 bytes\), not a checkpoint"),
-    (lambda p, b: p.write_bytes(b[: len(b) // 2]), r"not a readable checkpoint \(\d+ bytes, it is a PyTorch file, "
-                                                   r"truncated or corrupt: PytorchStreamReader failed"),
-    (lambda p, b: p.write_bytes(os.urandom(3000)),
-     r"not a readable checkpoint \(3000 bytes, it is not a PyTorch file\)"),
-    (lambda p, b: p.write_text(json.dumps(META)), r"it looks like a JSON file, an encoder sidecar"),
-    (lambda p, b: torch.save({"bad": object()}, p), r"Weights only load failed: the file holds a Python object "
-                                                    r"\(object\) besides tensors"),
-])
+@pytest.mark.parametrize(
+    "write, match",
+    [
+        (lambda p, b: p.write_bytes(b""), r"empty file \(0 bytes\), not a checkpoint"),
+        (
+            lambda p, b: p.write_bytes(b[: len(b) // 2]),
+            r"not a readable checkpoint \(\d+ bytes, it is a PyTorch file, "
+            r"truncated or corrupt: PytorchStreamReader failed",
+        ),
+        (
+            lambda p, b: p.write_bytes(os.urandom(3000)),
+            r"not a readable checkpoint \(3000 bytes, it is not a PyTorch file\)",
+        ),
+        (lambda p, b: p.write_text(json.dumps(META)), r"it looks like a JSON file, an encoder sidecar"),
+        (
+            lambda p, b: torch.save({"bad": object()}, p),
+            r"Weights only load failed: the file holds a Python object "
+            r"\(object\) besides tensors",
+        ),
+    ],
+)
 def test_damaged_or_foreign_checkpoints(tmp_path, write, match):
     good = tmp_path / "good.pt"
     save_checkpoint({"w": torch.ones(100), "step": 3}, good)
@@ -61,21 +76,38 @@ def test_exported_encoder_loads_by_any_of_its_names(exported):
         assert meta["source"].startswith("exported encoder") and model.norm_stats == META["norm_stats"]
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda p: p.with_suffix(".safetensors").write_bytes(p.with_suffix(".safetensors").read_bytes()[:-100]),
-     r"encoder.safetensors: not a readable safetensors file \(\d+ bytes; .*\); the file is truncated or corrupt"),
-    (lambda p: p.with_suffix(".safetensors").write_bytes(b""), r"encoder.safetensors: not a readable safetensors"),
-    (lambda p: p.with_suffix(".json").write_text(p.with_suffix(".json").read_text()[:40]),
-     r"encoder.json: not valid JSON \(.*; truncated\?\); re-export the encoder"),
-    (lambda p: p.with_suffix(".json").write_text('{"weights": 1}'),
-     r"encoder.json: not an anysat-lite encoder sidecar \(expected keys 'model' and 'sensors', got \['weights'\]\)"),
-    (lambda p: p.with_suffix(".json").unlink(), r"encoder.json not found \(beside encoder.safetensors\); an exported "
-                                                r"encoder is the pair encoder.safetensors \+ encoder.json: copy both"),
-    (lambda p: p.with_suffix(".json").write_text(json.dumps({**META, "model": {"embed_dim": 128, "depth": 2,
-                                                                                "num_heads": 4}})),
-     r"encoder.safetensors: the weights do not fit the model described by encoder.json \(0 missing, 0 unexpected, "
-     r"\d+ of another shape; e.g. .* \[.*\] in the file vs \[.*\]\); use files written together"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (
+            lambda p: p.with_suffix(".safetensors").write_bytes(p.with_suffix(".safetensors").read_bytes()[:-100]),
+            r"encoder.safetensors: not a readable safetensors file \(\d+ bytes; .*\); the file is truncated or corrupt",
+        ),
+        (lambda p: p.with_suffix(".safetensors").write_bytes(b""), r"encoder.safetensors: not a readable safetensors"),
+        (
+            lambda p: p.with_suffix(".json").write_text(p.with_suffix(".json").read_text()[:40]),
+            r"encoder.json: not valid JSON \(.*; truncated\?\); re-export the encoder",
+        ),
+        (
+            lambda p: p.with_suffix(".json").write_text('{"weights": 1}'),
+            r"encoder.json: not an anysat-lite encoder sidecar "
+            r"\(expected keys 'model' and 'sensors', got \['weights'\]\)",
+        ),
+        (
+            lambda p: p.with_suffix(".json").unlink(),
+            r"encoder.json not found \(beside encoder.safetensors\); an exported "
+            r"encoder is the pair encoder.safetensors \+ encoder.json: copy both",
+        ),
+        (
+            lambda p: p.with_suffix(".json").write_text(
+                json.dumps({**META, "model": {"embed_dim": 128, "depth": 2, "num_heads": 4}})
+            ),
+            r"encoder.safetensors: the weights do not fit the model described by encoder.json "
+            r"\(0 missing, 0 unexpected, "
+            r"\d+ of another shape; e.g. .* \[.*\] in the file vs \[.*\]\); use files written together",
+        ),
+    ],
+)
 def test_damaged_exported_encoders(exported, damage, match):
     path, _ = exported
     damage(path)
@@ -85,8 +117,11 @@ def test_damaged_exported_encoders(exported, damage, match):
 
 
 def test_wrong_encoder_paths(tmp_path):
-    with pytest.raises(CheckpointError, match=r"no encoder at .*nope \(neither .*nope.safetensors nor .*nope.json "
-                                              r"exists\); give an exported encoder without suffix"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no encoder at .*nope \(neither .*nope.safetensors nor .*nope.json "
+        r"exists\); give an exported encoder without suffix",
+    ):
         load_encoder(tmp_path / "nope")
     with pytest.raises(CheckpointError, match=r"folder without encoder.safetensors/.json or last.pt"):
         load_encoder(tmp_path)
@@ -97,9 +132,16 @@ def test_training_checkpoint_gives_its_ema_target_encoder(tmp_path):
     model = JEPA(cfg, sensors=["aerial", "s2"])
     with torch.no_grad():
         for p in model.target.parameters():
-            p.add_(1.0)                                     # target != context encoder
-    ck = {"model": model.state_dict(), "optimizer": {}, "step": 7, "rng": {}, "config": config_to_dict(cfg),
-          "norm_stats": META["norm_stats"], "sensors": ["aerial", "s2"]}
+            p.add_(1.0)  # target != context encoder
+    ck = {
+        "model": model.state_dict(),
+        "optimizer": {},
+        "step": 7,
+        "rng": {},
+        "config": config_to_dict(cfg),
+        "norm_stats": META["norm_stats"],
+        "sensors": ["aerial", "s2"],
+    }
     save_checkpoint(ck, tmp_path / "last.pt")
     for p in (tmp_path / "last.pt", tmp_path):
         enc, meta = load_encoder(p)
@@ -113,6 +155,9 @@ def test_training_checkpoint_gives_its_ema_target_encoder(tmp_path):
     assert meta["source"].startswith("context encoder of")
     assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), model.encoder.state_dict().values()))
     save_checkpoint({"w": torch.ones(2)}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match=r"foreign.pt: not an anysat-lite training checkpoint \(expected keys "
-                                              r"'model', 'config', 'step'\.\.\., got \['w'\]\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"foreign.pt: not an anysat-lite training checkpoint \(expected keys "
+        r"'model', 'config', 'step'\.\.\., got \['w'\]\)",
+    ):
         load_encoder(tmp_path / "foreign.pt")

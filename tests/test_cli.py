@@ -1,4 +1,5 @@
 """Command line entry points, YAML configs and the embed command on the GeoTIFF fixtures."""
+
 import json
 import os
 import re
@@ -12,12 +13,11 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
+from conftest import GEOTIFF
 from rasterio.crs import CRS
 
 from anysat_lite.cli import main
-from anysat_lite.config import get_config, load_config, save_config, PRESETS
-
-from conftest import GEOTIFF
+from anysat_lite.config import PRESETS, get_config, load_config, save_config
 
 
 def test_presets_and_overrides(tmp_path):
@@ -25,8 +25,15 @@ def test_presets_and_overrides(tmp_path):
     base = get_config("base-cuda")
     assert (base.model.embed_dim, base.model.depth, base.model.num_heads) == (768, 6, 12)
     assert base.train.amp == "bf16" and base.train.device == "cuda" and base.jepa.predictor_depth == 4
-    cfg = get_config("cpu-demo", ["train.lr=1e-4", "train.steps=7", "jepa.target_scale=[0.1, 0.3]",
-                                  "data.datasets=[{name: treesatai, path: data/treesatai_ts_sample}]"])
+    cfg = get_config(
+        "cpu-demo",
+        [
+            "train.lr=1e-4",
+            "train.steps=7",
+            "jepa.target_scale=[0.1, 0.3]",
+            "data.datasets=[{name: treesatai, path: data/treesatai_ts_sample}]",
+        ],
+    )
     assert cfg.train.lr == 1e-4 and cfg.train.steps == 7 and cfg.jepa.target_scale == (0.1, 0.3)
     assert cfg.data.datasets[0].name == "treesatai"
     with pytest.raises(KeyError, match="unknown config key"):
@@ -68,8 +75,15 @@ def encoder_files(tmp_path):
     torch.manual_seed(0)
     enc = AnySat(model_config("nano"), sensors=["aerial", "s2"])
     stats = {"aerial": {"mean": [120.0] * 4, "std": [70.0] * 4}, "s2": {"mean": [2500.0] * 10, "std": [1400.0] * 10}}
-    export_encoder(enc, tmp_path / "enc", {"model": {"embed_dim": 64, "depth": 2, "num_heads": 4},
-                                           "sensors": ["aerial", "s2"], "norm_stats": {"synthetic": stats}})
+    export_encoder(
+        enc,
+        tmp_path / "enc",
+        {
+            "model": {"embed_dim": 64, "depth": 2, "num_heads": 4},
+            "sensors": ["aerial", "s2"],
+            "norm_stats": {"synthetic": stats},
+        },
+    )
     return tmp_path / "enc"
 
 
@@ -77,9 +91,25 @@ S2 = ",".join(str(GEOTIFF / f"s2_{d}.tif") for d in ("20200301", "20200615", "20
 
 
 def test_embed_geotiffs_to_cf_netcdf_that_gdal_places_on_the_map(tmp_path, encoder_files):
-    out = tmp_path / "new" / "folder" / "emb.nc"                             # a missing folder is created
-    assert main(["embed", "--checkpoint", str(encoder_files), "--raster", f"aerial={GEOTIFF / 'aerial.tif'}",
-                 "--raster", f"s2={S2}", "--patch-size", "10", "--out", str(out)]) == 0
+    out = tmp_path / "new" / "folder" / "emb.nc"  # a missing folder is created
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(encoder_files),
+                "--raster",
+                f"aerial={GEOTIFF / 'aerial.tif'}",
+                "--raster",
+                f"s2={S2}",
+                "--patch-size",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds = xr.open_dataset(out)
     assert ds.embedding.dims == ("feature", "y", "x") and ds.embedding.shape == (64, 2, 2)
     assert ds.x.values.tolist() == [500005.0, 500015.0] and ds.y.values.tolist() == [5000015.0, 5000005.0]
@@ -89,7 +119,7 @@ def test_embed_geotiffs_to_cf_netcdf_that_gdal_places_on_the_map(tmp_path, encod
     assert ds.spatial_ref.attrs["grid_mapping_name"] == "transverse_mercator"
     assert ds.attrs["patch_size_m"] == 10 and ds.valid.values.tolist() == [[1, 1], [1, 1]]
     assert ds.attrs["gsd_per_sensor"] == "aerial: 0.2 m (native); s2: 10 m (native)"
-    with rasterio.open(f"netcdf:{out}:embedding") as src:                   # GDAL reads CRS and transform
+    with rasterio.open(f"netcdf:{out}:embedding") as src:  # GDAL reads CRS and transform
         assert src.crs.to_epsg() == 32632 and src.count == 64 and (src.height, src.width) == (2, 2)
         assert tuple(src.transform)[:6] == (10.0, 0.0, 500000.0, 0.0, -10.0, 5000020.0)
         np.testing.assert_allclose(src.read(1), ds.embedding.values[0], rtol=1e-6)
@@ -114,7 +144,7 @@ def test_embed_tiles_are_the_encodings_of_each_tile(encoder_files):
                 out = enc(x, 10, output="all")[0]
             torch.testing.assert_close(torch.from_numpy(ds.embedding.values[:, i, j]), out[1])
             torch.testing.assert_close(torch.from_numpy(ds.tile_embedding.values[:, i, j]), out[0])
-    whole = embed_rasters(enc, rasters, 10, stats)                     # default tiles: one 20 m tile here
+    whole = embed_rasters(enc, rasters, 10, stats)  # default tiles: one 20 m tile here
     assert whole.attrs["n_tiles"] == 1 and whole.attrs["tile_size_m"] == 240
 
 
@@ -130,11 +160,12 @@ def test_embed_nodata_skip_leaves_tiles_out(encoder_files):
     with pytest.raises(NodataError, match=r"^tile 0,0 \(10 x 10 m at x 500000.0, y 5000020.0\): aerial .*nodata"):
         embed_rasters(enc, rasters, 10, stats, tile_m=10)
     ds = embed_rasters(enc, rasters, 10, stats, tile_m=10, nodata="skip")
-    assert ds.valid.values.tolist() == [[0, 1], [0, 1]]                     # the western half is nodata
+    assert ds.valid.values.tolist() == [[0, 1], [0, 1]]  # the western half is nodata
     assert np.isnan(ds.embedding.values[:, :, 0]).all() and np.isfinite(ds.embedding.values[:, :, 1]).all()
     assert ds.attrs["nodata"].endswith("2 of 4 tiles skipped for nodata")
-    series = load_rasters({"aerial": [GEOTIFF / "aerial.tif"], "s2": [GEOTIFF / "s2nd_20200401.tif",
-                                                                        GEOTIFF / "s2nd_20200701.tif"]})
+    series = load_rasters(
+        {"aerial": [GEOTIFF / "aerial.tif"], "s2": [GEOTIFF / "s2nd_20200401.tif", GEOTIFF / "s2nd_20200701.tif"]}
+    )
     ds = embed_rasters(enc, series, 10, stats, tile_m=10)
     assert "s2: 1 of 8 tile-dates masked for nodata" in ds.attrs["nodata"] and ds.valid.values.all()
 
@@ -143,8 +174,14 @@ def test_embed_nodata_skip_leaves_tiles_out(encoder_files):
 def anysat_lite(*args, env=None, cwd=None):
     exe = Path(sys.executable).with_name("anysat-lite")
     cmd = [str(exe)] if exe.exists() else [shutil.which("anysat-lite") or "anysat-lite"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run(
+        [*cmd, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def one_line_error(r, pattern):
@@ -160,29 +197,43 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["--set", "train.steps=0"], r"^anysat-lite pretrain: error: config train.steps: expected an integer >= 1, got 0; "
-                                 r"e.g. --set train.steps=300$"),
-    (["--set", "train.steps=abc"], r"train.steps: expected an integer, got 'abc'"),
-    (["--set", "train.lr=fast"], r"train.lr: expected a number, got 'fast'"),
-    (["--set", "train.batch_size=-4"], r"train.batch_size: expected an integer >= 1, got -4"),
-    (["--set", "train.ckpt_every=0"], r"train.ckpt_every: expected an integer >= 1, got 0"),
-    (["--set", "data.datasets=[{name: synthetic"], r"not valid YAML \(expected ',' or '\}'.*\); quote the whole"),
-    (["--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*did you mean train.steps\?"),
-    (["--config", "huge"], r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda, geoplex\) nor an "
-                           r"existing YAML file"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (
+            ["--set", "train.steps=0"],
+            r"^anysat-lite pretrain: error: config train.steps: expected an integer >= 1, got 0; "
+            r"e.g. --set train.steps=300$",
+        ),
+        (["--set", "train.steps=abc"], r"train.steps: expected an integer, got 'abc'"),
+        (["--set", "train.lr=fast"], r"train.lr: expected a number, got 'fast'"),
+        (["--set", "train.batch_size=-4"], r"train.batch_size: expected an integer >= 1, got -4"),
+        (["--set", "train.ckpt_every=0"], r"train.ckpt_every: expected an integer >= 1, got 0"),
+        (["--set", "data.datasets=[{name: synthetic"], r"not valid YAML \(expected ',' or '\}'.*\); quote the whole"),
+        (["--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*did you mean train.steps\?"),
+        (
+            ["--config", "huge"],
+            r"--config huge: neither a preset \(cpu-demo, tiny, small, base, base-cuda, geoplex\) nor an "
+            r"existing YAML file",
+        ),
+    ],
+)
 def test_pretrain_config_mistakes(tmp_path, args, pattern):
     out = tmp_path / "run"
     one_line_error(anysat_lite("pretrain", "--set", f"train.out_dir={out}", *args), pattern)
-    assert not out.exists()                                                  # refused before anything ran
+    assert not out.exists()  # refused before anything ran
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    for r in (anysat_lite("pretrain", "--debug", "--set", "train.steps=0"),
-              anysat_lite("pretrain", "--set", "train.steps=0", env={"ANYSAT_LITE_DEBUG": "1"})):
-        assert r.returncode == 1 and "Traceback" in r.stderr and r.stderr.strip().endswith("got 0; e.g. --set "
-                                                                                           "train.steps=300")
+    for r in (
+        anysat_lite("pretrain", "--debug", "--set", "train.steps=0"),
+        anysat_lite("pretrain", "--set", "train.steps=0", env={"ANYSAT_LITE_DEBUG": "1"}),
+    ):
+        assert (
+            r.returncode == 1
+            and "Traceback" in r.stderr
+            and r.stderr.strip().endswith("got 0; e.g. --set train.steps=300")
+        )
     (tmp_path / "bad.yaml").write_text("train: {steps: [1\n")
     one_line_error(anysat_lite("pretrain", "--config", tmp_path / "bad.yaml"), r"bad.yaml: not valid YAML \(.*line")
 
@@ -196,50 +247,96 @@ def test_embed_mistakes(tmp_path, encoder_files):
 
     bad_pt = tmp_path / "last.pt"
     bad_pt.write_bytes(b"PK\x03\x04 cut short")
-    one_line_error(embed("--raster", aerial, "--out", out, checkpoint=bad_pt),
-                   r"last.pt: not a readable checkpoint \(\d+ bytes, it is a PyTorch file, truncated or corrupt")
+    one_line_error(
+        embed("--raster", aerial, "--out", out, checkpoint=bad_pt),
+        r"last.pt: not a readable checkpoint \(\d+ bytes, it is a PyTorch file, truncated or corrupt",
+    )
     weights = encoder_files.with_suffix(".safetensors")
     kept = weights.read_bytes()
     weights.write_bytes(kept[:1000])
     one_line_error(embed("--raster", aerial, "--out", out), r"enc.safetensors: not a readable safetensors file")
     weights.write_bytes(kept)
     one_line_error(embed("--raster", "aerial", "--out", out), r"--raster 'aerial': expected SENSOR=PATH\[,PATH...\]")
-    one_line_error(embed("--raster", aerial, "--out", tmp_path / "emb.zarr"),
-                   r"--out .*emb.zarr: expected a NetCDF file name ending in .nc")
-    one_line_error(embed("--raster", f"aerial={GEOTIFF / 'nocrs.tif'}", "--out", out),
-                   r"nocrs.tif\): the raster has no CRS")
-    one_line_error(embed("--raster", f"aerial={GEOTIFF / 'aerial_tiny.tif'}", "--raster", s2, "--out", out),
-                   r"the rasters overlap on 1.0 x 1.0 m .* less than one 20 m cell")
-    one_line_error(embed("--raster", f"aerial={GEOTIFF / 'aerial_nodata.tif'}", "--raster", s2, "--patch-size", "10",
-                         "--out", out),
-                   r"aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels .* --nodata skip")
+    one_line_error(
+        embed("--raster", aerial, "--out", tmp_path / "emb.zarr"),
+        r"--out .*emb.zarr: expected a NetCDF file name ending in .nc",
+    )
+    one_line_error(
+        embed("--raster", f"aerial={GEOTIFF / 'nocrs.tif'}", "--out", out), r"nocrs.tif\): the raster has no CRS"
+    )
+    one_line_error(
+        embed("--raster", f"aerial={GEOTIFF / 'aerial_tiny.tif'}", "--raster", s2, "--out", out),
+        r"the rasters overlap on 1.0 x 1.0 m .* less than one 20 m cell",
+    )
+    one_line_error(
+        embed(
+            "--raster", f"aerial={GEOTIFF / 'aerial_nodata.tif'}", "--raster", s2, "--patch-size", "10", "--out", out
+        ),
+        r"aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels .* --nodata skip",
+    )
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["--raster", "s3=x.tif"], r"unknown sensor 's3'; known: aerial"),
-    (["--raster", "aerial=none.tif"], r"aerial: no such file none.tif$"),
-    (["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--patch-size", "15"], r"patch size must be a positive multiple "
-                                                                             r"of 10 m, got 15"),
-    (["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--stats", "treesatai"], r"--stats treesatai: the checkpoint "
-                                                                                r"has statistics for \['synthetic'\]"),
-    (["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "25"], r"tile size 25 m: expected a positive "
-                                                                            r"multiple of the 20 m patch size"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--raster", "s3=x.tif"], r"unknown sensor 's3'; known: aerial"),
+        (["--raster", "aerial=none.tif"], r"aerial: no such file none.tif$"),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--patch-size", "15"],
+            r"patch size must be a positive multiple "
+            r"of 10 m, got 15",
+        ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--stats", "treesatai"],
+            r"--stats treesatai: the checkpoint "
+            r"has statistics for \['synthetic'\]",
+        ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "25"],
+            r"tile size 25 m: expected a positive "
+            r"multiple of the 20 m patch size",
+        ),
+    ],
+)
 def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, pattern):
     assert main(["embed", "--checkpoint", str(encoder_files), *args, "--out", str(tmp_path / "e.nc")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(pattern, err[0]), err
-    assert main(["embed", "--checkpoint", str(tmp_path / "nothing"), "--raster", f"aerial={GEOTIFF / 'aerial.tif'}",
-                 "--out", str(tmp_path / "e.nc")]) == 2
-    assert re.search(r"no encoder at .*nothing \(neither .*\); give an exported encoder without suffix",
-                     capsys.readouterr().err)
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tmp_path / "nothing"),
+                "--raster",
+                f"aerial={GEOTIFF / 'aerial.tif'}",
+                "--out",
+                str(tmp_path / "e.nc"),
+            ]
+        )
+        == 2
+    )
+    assert re.search(
+        r"no encoder at .*nothing \(neither .*\); give an exported encoder without suffix", capsys.readouterr().err
+    )
     assert not (tmp_path / "e.nc").exists()
 
 
-TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6",
-        "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
-        "train.batch_size=8", "train.warmup_steps=1", "train.log_every=1", "train.ckpt_every=2", "jepa.monitor_every=0",
-        "probe.patch_sizes=[20]", "probe.modality_sets=[[all]]", "probe.linear_epochs=10", "probe.seg_epochs=2"]
+TINY = [
+    "data.n_tiles=48",
+    "data.tile_m=40",
+    "data.n_dates=6",
+    "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.ckpt_every=2",
+    "jepa.monitor_every=0",
+    "probe.patch_sizes=[20]",
+    "probe.modality_sets=[[all]]",
+    "probe.linear_epochs=10",
+    "probe.seg_epochs=2",
+]
 
 
 def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
@@ -248,30 +345,40 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     r = anysat_lite("pretrain", "--quiet", *sets, "--set", "train.steps=4")
     assert r.returncode == 0, r.stderr
     before = snapshot(out)
-    assert {"last.pt", "step-000002.pt", "step-000004.pt", "encoder.safetensors", "config.yaml"} <= \
-        {p.name for p in before}
+    assert {"last.pt", "step-000002.pt", "step-000004.pt", "encoder.safetensors", "config.yaml"} <= {
+        p.name for p in before
+    }
     # a new run into the folder: refused, naming both ways on
-    one_line_error(anysat_lite("pretrain", "--quiet", *sets, "--set", "train.steps=4"),
-                   r"already holds a run \(.*\); continue it with --resume .*, replace it with --force .*, or choose "
-                   r"a new folder")
+    one_line_error(
+        anysat_lite("pretrain", "--quiet", *sets, "--set", "train.steps=4"),
+        r"already holds a run \(.*\); continue it with --resume .*, replace it with --force .*, or choose "
+        r"a new folder",
+    )
     # resume with another preset: refused before config.yaml is rewritten
-    one_line_error(anysat_lite("pretrain", "--quiet", "--resume", "--config", "tiny", *sets, "--set", "train.steps=8"),
-                   r"last.pt was trained with model.embed_dim=64, the config now says 256 .*; resume with the run's "
-                   r"own config \(--config .*config.yaml, or leave --config out\)")
-    one_line_error(anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={out}"),
-                   r"last.pt is at step 4 = train.steps: the run is finished; raise train.steps")
-    one_line_error(anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={tmp_path / 'none'}"),
-                   r"nothing to resume: .*none/last.pt does not exist")
+    one_line_error(
+        anysat_lite("pretrain", "--quiet", "--resume", "--config", "tiny", *sets, "--set", "train.steps=8"),
+        r"last.pt was trained with model.embed_dim=64, the config now says 256 .*; resume with the run's "
+        r"own config \(--config .*config.yaml, or leave --config out\)",
+    )
+    one_line_error(
+        anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={out}"),
+        r"last.pt is at step 4 = train.steps: the run is finished; raise train.steps",
+    )
+    one_line_error(
+        anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={tmp_path / 'none'}"),
+        r"nothing to resume: .*none/last.pt does not exist",
+    )
     assert snapshot(out) == before and not (tmp_path / "none").exists()
     # a corrupt last.pt: the message names the newest intact checkpoint, which --resume PATH continues from
     (out / "last.pt").write_bytes(before[Path("last.pt")][:5000])
-    one_line_error(anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={out}", "--set",
-                               "train.steps=6"),
-                   r"last.pt: not a readable checkpoint .*; resume from the newest intact checkpoint: --resume "
-                   r".*step-000004.pt$")
+    one_line_error(
+        anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={out}", "--set", "train.steps=6"),
+        r"last.pt: not a readable checkpoint .*; resume from the newest intact checkpoint: --resume "
+        r".*step-000004.pt$",
+    )
     r = anysat_lite("pretrain", "--quiet", "--resume", out / "step-000004.pt", "--set", "train.steps=6")
     assert r.returncode == 0, r.stderr
-    assert "the run's own" in r.stdout and json.loads(r.stdout[r.stdout.index("{"):])["start_step"] == 4
+    assert "the run's own" in r.stdout and json.loads(r.stdout[r.stdout.index("{") :])["start_step"] == 4
     # demo --resume on the finished run probes its encoder
     r = anysat_lite("demo", "--quiet", "--resume", "--set", f"train.out_dir={out}")
     assert r.returncode == 0, r.stderr
@@ -279,15 +386,26 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     results = (out / "probe_results.json").read_bytes()
     assert json.loads(results)["checkpoint"] == str(out / "encoder")
     # probe does not overwrite those results
-    one_line_error(anysat_lite("probe", "--quiet", "--config", out / "config.yaml"),
-                   r"probe_results.json already holds probe results; write elsewhere with --out DIR, or replace them "
-                   r"with --force")
-    one_line_error(anysat_lite("probe", "--quiet", "--set", f"train.out_dir={tmp_path / 'empty'}"),
-                   r"no --checkpoint given and no encoder at .*empty/encoder.safetensors; pass --checkpoint PATH")
+    one_line_error(
+        anysat_lite("probe", "--quiet", "--config", out / "config.yaml"),
+        r"probe_results.json already holds probe results; write elsewhere with --out DIR, or replace them "
+        r"with --force",
+    )
+    one_line_error(
+        anysat_lite("probe", "--quiet", "--set", f"train.out_dir={tmp_path / 'empty'}"),
+        r"no --checkpoint given and no encoder at .*empty/encoder.safetensors; pass --checkpoint PATH",
+    )
     assert (out / "probe_results.json").read_bytes() == results
     # embed straight from the training checkpoint: the EMA target encoder
-    r = anysat_lite("embed", "--checkpoint", out / "last.pt", "--raster", f"aerial={GEOTIFF / 'aerial.tif'}",
-                    "--out", tmp_path / "emb.nc")
+    r = anysat_lite(
+        "embed",
+        "--checkpoint",
+        out / "last.pt",
+        "--raster",
+        f"aerial={GEOTIFF / 'aerial.tif'}",
+        "--out",
+        tmp_path / "emb.nc",
+    )
     assert r.returncode == 0, r.stderr
     assert f"encoder: EMA target encoder of {out / 'last.pt'} (step 6)" in r.stdout
     assert "normalisation: statistics of 'synthetic'" in r.stdout

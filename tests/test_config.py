@@ -1,65 +1,106 @@
 """Config parsing and validation: every mistyped or out-of-range value is refused up front, in one line."""
+
 import pytest
 
-from anysat_lite.config import (PRESETS, Config, ConfigError, TrainConfig, UnknownKeyError, apply_overrides,
-                                get_config, load_config, validate_config)
+from anysat_lite.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    TrainConfig,
+    UnknownKeyError,
+    apply_overrides,
+    get_config,
+    load_config,
+    validate_config,
+)
 
 
-@pytest.mark.parametrize("override, match", [
-    ("train.steps=abc", r"^config train.steps: expected an integer, got 'abc'; e.g. --set train.steps=300$"),
-    ("train.lr=fast", r"^config train.lr: expected a number, got 'fast'; e.g. --set train.lr=0.0001$"),
-    ("train.batch_size=-4",
-     r"^config train.batch_size: expected an integer >= 1, got -4; e.g. --set train.batch_size=16$"),
-    ("train.ckpt_every=0", r"^config train.ckpt_every: expected an integer >= 1, got 0"),
-    ("train.steps=0", r"^config train.steps: expected an integer >= 1, got 0"),
-    ("train.steps=2.5", r"train.steps: expected an integer, got 2.5"),
-    ("train.lr=-1e-4", r"train.lr: expected a number > 0, got -0.0001"),
-    ("train.lr=nan", r"train.lr: expected a number > 0, got nan"),
-    ("train.amp=fp8", r"train.amp: expected one of none, bf16, fp16, got 'fp8'; e.g. --set train.amp=none"),
-    ("train.device=gpu", r"train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
-    ("train.compile=1", r"train.compile: expected a boolean \(true/false\), got 1"),
-    ("train.threads=0", r"train.threads: expected null or >= 1, got 0"),
-    ("model.num_heads=5",
-     r"model.num_heads: expected a divisor of model.embed_dim=64, got 5; e.g. --set model.num_heads=4"),
-    ("model.embed_dim=100", r"model.embed_dim: expected a positive multiple of 32"),
-    ("jepa.predictor_heads=3", r"jepa.predictor_heads: expected a divisor of model.embed_dim=64, got 3"),
-    ("jepa.target_scale=[0.9, 0.1]", r"jepa.target_scale: expected \[low, high\] with low <= high"),
-    ("jepa.ema=[0.9]", r"jepa.ema: expected a pair \[a number, a number\], got \[0.9\]"),
-    ("jepa.mask=blocks", r"jepa.mask: expected one of multiblock, random, block, got 'blocks'"),
-    ("probe.patch_sizes=[15]", r"probe.patch_sizes: expected non-empty, each a positive multiple of 10"),
-    ("probe.modality_sets=[[all], s2]", r"probe.modality_sets\[1\]: expected a list of texts, got 's2'"),
-    ("data.datasets=[{name: synthetic, sensors: [s2x]}]", r"data.datasets\[0\].sensors: expected null \(all\) or "
-                                                          r"registered sensor names"),
-    ("data.datasets=[{name: synthetic, weight: 0}]", r"data.datasets\[0\].weight: expected a number > 0, got 0.0"),
-    ("data.datasets=[{name: treesatai}]", r"data.datasets\[0\].path: dataset treesatai needs the folder"),
-    ("data.datasets=[]", r"data.datasets: expected at least one dataset, got \[\]"),
-    ("data.datasets=[{name: synthetic", r"^--set data.datasets=\[\{name: synthetic: not valid YAML \(expected ',' or "
-                                        r"'\}', but got '<stream end>' \(line 1, column 18\)\); quote the whole"),
-    ("data.datasets[0].sensors=[s2]", r"indexing into a list is not supported; give the whole list, e.g. --set "
-                                      r"\"data.datasets=\[\{name: synthetic, sensors: \[s2\]\}\]\""),
-    ("data.datasets=[{name: pastis}]", r"data.datasets\[0\].name: expected synthetic, synthetic:<tag> or a registered "
-                                       r"dataset \(treesatai-ts, pastis-hd, flair, planted, s2naip-urban, rasters"),
-    ("data.datasets=[{name: flair, path: x, norm: mean}]", r"data.datasets\[0\].norm: expected one of official, "
-                                                           r"per-tile, pixels, got 'mean'"),
-    ("data.datasets=[{name: flair, path: x, options: 3}]", r"data.datasets\[0\].options: expected a mapping "
-                                                           r"\{key: value\} or null, got 3"),
-    ("data.datasets=[{name: flair, path: x, tile_m: 15}]", r"data.datasets\[0\].tile_m: expected null \(the reader's "
-                                                           r"tiles\) or a positive multiple of 10"),
-    ("data.datasets=[{name: flair, path: x, batch_size: 0}]", r"data.datasets\[0\].batch_size: expected null"),
-    ("data.mixing=random", r"data.mixing: expected one of weighted, official, got 'random'"),
-    ("data.prefetch_factor=0", r"data.prefetch_factor: expected an integer >= 1, got 0"),
-    ("model.size=huge", r"^config model.size: expected one of nano, tiny, small, base, got 'huge'"),
-    ("train.recipe=adam", r"train.recipe: expected one of ijepa, anysat, got 'adam'"),
-    ("train.recipe=anysat", r"train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
-                            r"validation loss, so it needs a validation, got 0"),
-    ("train.accum_steps=0", r"train.accum_steps: expected an integer >= 1, got 0"),
-    ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
-    ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
-    ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
-    ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
-    ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
-    ("model=3", r"expected section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.steps=abc", r"^config train.steps: expected an integer, got 'abc'; e.g. --set train.steps=300$"),
+        ("train.lr=fast", r"^config train.lr: expected a number, got 'fast'; e.g. --set train.lr=0.0001$"),
+        (
+            "train.batch_size=-4",
+            r"^config train.batch_size: expected an integer >= 1, got -4; e.g. --set train.batch_size=16$",
+        ),
+        ("train.ckpt_every=0", r"^config train.ckpt_every: expected an integer >= 1, got 0"),
+        ("train.steps=0", r"^config train.steps: expected an integer >= 1, got 0"),
+        ("train.steps=2.5", r"train.steps: expected an integer, got 2.5"),
+        ("train.lr=-1e-4", r"train.lr: expected a number > 0, got -0.0001"),
+        ("train.lr=nan", r"train.lr: expected a number > 0, got nan"),
+        ("train.amp=fp8", r"train.amp: expected one of none, bf16, fp16, got 'fp8'; e.g. --set train.amp=none"),
+        ("train.device=gpu", r"train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("train.compile=1", r"train.compile: expected a boolean \(true/false\), got 1"),
+        ("train.threads=0", r"train.threads: expected null or >= 1, got 0"),
+        (
+            "model.num_heads=5",
+            r"model.num_heads: expected a divisor of model.embed_dim=64, got 5; e.g. --set model.num_heads=4",
+        ),
+        ("model.embed_dim=100", r"model.embed_dim: expected a positive multiple of 32"),
+        ("jepa.predictor_heads=3", r"jepa.predictor_heads: expected a divisor of model.embed_dim=64, got 3"),
+        ("jepa.target_scale=[0.9, 0.1]", r"jepa.target_scale: expected \[low, high\] with low <= high"),
+        ("jepa.ema=[0.9]", r"jepa.ema: expected a pair \[a number, a number\], got \[0.9\]"),
+        ("jepa.mask=blocks", r"jepa.mask: expected one of multiblock, random, block, got 'blocks'"),
+        ("probe.patch_sizes=[15]", r"probe.patch_sizes: expected non-empty, each a positive multiple of 10"),
+        ("probe.modality_sets=[[all], s2]", r"probe.modality_sets\[1\]: expected a list of texts, got 's2'"),
+        (
+            "data.datasets=[{name: synthetic, sensors: [s2x]}]",
+            r"data.datasets\[0\].sensors: expected null \(all\) or "
+            r"registered sensor names",
+        ),
+        ("data.datasets=[{name: synthetic, weight: 0}]", r"data.datasets\[0\].weight: expected a number > 0, got 0.0"),
+        ("data.datasets=[{name: treesatai}]", r"data.datasets\[0\].path: dataset treesatai needs the folder"),
+        ("data.datasets=[]", r"data.datasets: expected at least one dataset, got \[\]"),
+        (
+            "data.datasets=[{name: synthetic",
+            r"^--set data.datasets=\[\{name: synthetic: not valid YAML \(expected ',' or "
+            r"'\}', but got '<stream end>' \(line 1, column 18\)\); quote the whole",
+        ),
+        (
+            "data.datasets[0].sensors=[s2]",
+            r"indexing into a list is not supported; give the whole list, e.g. --set "
+            r"\"data.datasets=\[\{name: synthetic, sensors: \[s2\]\}\]\"",
+        ),
+        (
+            "data.datasets=[{name: pastis}]",
+            r"data.datasets\[0\].name: expected synthetic, synthetic:<tag> or a registered "
+            r"dataset \(treesatai-ts, pastis-hd, flair, planted, s2naip-urban, rasters",
+        ),
+        (
+            "data.datasets=[{name: flair, path: x, norm: mean}]",
+            r"data.datasets\[0\].norm: expected one of official, "
+            r"per-tile, pixels, got 'mean'",
+        ),
+        (
+            "data.datasets=[{name: flair, path: x, options: 3}]",
+            r"data.datasets\[0\].options: expected a mapping "
+            r"\{key: value\} or null, got 3",
+        ),
+        (
+            "data.datasets=[{name: flair, path: x, tile_m: 15}]",
+            r"data.datasets\[0\].tile_m: expected null \(the reader's "
+            r"tiles\) or a positive multiple of 10",
+        ),
+        ("data.datasets=[{name: flair, path: x, batch_size: 0}]", r"data.datasets\[0\].batch_size: expected null"),
+        ("data.mixing=random", r"data.mixing: expected one of weighted, official, got 'random'"),
+        ("data.prefetch_factor=0", r"data.prefetch_factor: expected an integer >= 1, got 0"),
+        ("model.size=huge", r"^config model.size: expected one of nano, tiny, small, base, got 'huge'"),
+        ("train.recipe=adam", r"train.recipe: expected one of ijepa, anysat, got 'adam'"),
+        (
+            "train.recipe=anysat",
+            r"train.val_every: the anysat recipe reduces the learning rate on plateaus of the "
+            r"validation loss, so it needs a validation, got 0",
+        ),
+        ("train.accum_steps=0", r"train.accum_steps: expected an integer >= 1, got 0"),
+        ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
+        ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
+        ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
+        ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
+        ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
+        ("model=3", r"expected section.key=value"),
+    ],
+)
 def test_bad_overrides_are_refused_in_one_line(override, match):
     with pytest.raises(ConfigError, match=match) as e:
         get_config("cpu-demo", [override])
@@ -67,18 +108,29 @@ def test_bad_overrides_are_refused_in_one_line(override, match):
 
 
 def test_unknown_keys_suggest_the_close_one():
-    with pytest.raises(UnknownKeyError, match=r"unknown config key\(s\) \['stepz'\] in train .*did you mean "
-                                              r"train.steps\?") as e:
+    with pytest.raises(
+        UnknownKeyError,
+        match=r"unknown config key\(s\) \['stepz'\] in train .*did you mean "
+        r"train.steps\?",
+    ) as e:
         get_config("cpu-demo", ["train.stepz=3"])
-    assert isinstance(e.value, KeyError) and not str(e.value).startswith("'")      # still a KeyError, readable
+    assert isinstance(e.value, KeyError) and not str(e.value).startswith("'")  # still a KeyError, readable
     with pytest.raises(UnknownKeyError, match=r"\['trian'\] in --set; did you mean train\?"):
         get_config("cpu-demo", ["trian.steps=3"])
 
 
 def test_the_help_example_and_harmless_conversions_are_accepted():
-    cfg = get_config("cpu-demo", ["data.datasets=[{name: synthetic, sensors: [s2]}]", "train.lr=1e-4",
-                                  "train.steps=1e3", "model.mlp_ratio=4", "train.threads=null",
-                                  "jepa.target_scale=[1e-1, 0.5]"])
+    cfg = get_config(
+        "cpu-demo",
+        [
+            "data.datasets=[{name: synthetic, sensors: [s2]}]",
+            "train.lr=1e-4",
+            "train.steps=1e3",
+            "model.mlp_ratio=4",
+            "train.threads=null",
+            "jepa.target_scale=[1e-1, 0.5]",
+        ],
+    )
     assert cfg.data.datasets[0].sensors == ["s2"] and cfg.data.datasets[0].patch_sizes == [10, 20]
     assert cfg.train.lr == 1e-4 and cfg.train.steps == 1000 and isinstance(cfg.train.steps, int)
     assert cfg.model.mlp_ratio == 4.0 and isinstance(cfg.model.mlp_ratio, float) and cfg.train.threads is None
@@ -125,17 +177,38 @@ def test_model_size_sets_the_three_numbers_and_explicit_keys_win():
 def test_geoplex_preset_has_the_official_numbers():
     cfg = get_config("geoplex")
     ds = {d.name: d for d in cfg.data.datasets}
-    assert {n: d.patch_sizes for n, d in ds.items()} == {"treesatai-ts": [10, 20], "pastis-hd": [40, 80, 160],
-                                                          "flair": [10, 20], "planted": [30],
-                                                          "s2naip-urban": [40, 80, 160]}
-    assert {n: d.batch_size for n, d in ds.items()} == {"treesatai-ts": 128, "pastis-hd": 1, "flair": 32,
-                                                         "planted": 256, "s2naip-urban": 2}
-    assert {n: d.weight for n, d in ds.items()} == {"treesatai-ts": 1, "pastis-hd": 1, "flair": 1, "planted": 2,
-                                                     "s2naip-urban": 4}
+    assert {n: d.patch_sizes for n, d in ds.items()} == {
+        "treesatai-ts": [10, 20],
+        "pastis-hd": [40, 80, 160],
+        "flair": [10, 20],
+        "planted": [30],
+        "s2naip-urban": [40, 80, 160],
+    }
+    assert {n: d.batch_size for n, d in ds.items()} == {
+        "treesatai-ts": 128,
+        "pastis-hd": 1,
+        "flair": 32,
+        "planted": 256,
+        "s2naip-urban": 2,
+    }
+    assert {n: d.weight for n, d in ds.items()} == {
+        "treesatai-ts": 1,
+        "pastis-hd": 1,
+        "flair": 1,
+        "planted": 2,
+        "s2naip-urban": 4,
+    }
     assert ds["pastis-hd"].max_dates == 20 and all(d.norm == "official" for d in ds.values())
     t = cfg.train
-    assert (t.recipe, t.lr, t.weight_decay, t.grad_clip, t.amp, t.plateau_factor, t.plateau_patience) == \
-        ("anysat", 5e-5, 0.05, 0.0, "fp16", 0.1, 10)
+    assert (t.recipe, t.lr, t.weight_decay, t.grad_clip, t.amp, t.plateau_factor, t.plateau_patience) == (
+        "anysat",
+        5e-5,
+        0.05,
+        0.0,
+        "fp16",
+        0.1,
+        10,
+    )
     assert cfg.data.mixing == "official" and cfg.data.epoch_steps == 17952 == t.val_every
     assert cfg.jepa.contrastive_scope == "local" and cfg.model.embed_dim == 768
     # a config names a dataset and where it is

@@ -1,4 +1,5 @@
 """The validator, one error path at a time: each message names the sensor, the expected and the received value."""
+
 import warnings
 
 import numpy as np
@@ -11,8 +12,11 @@ from anysat_lite.model import AnySat
 
 
 def good(B=2, T=3):
-    return {"aerial": torch.rand(B, 4, 300, 300), "s2": torch.rand(B, T, 10, 6, 6),
-            "s2_dates": torch.randint(1, 366, (B, T))}
+    return {
+        "aerial": torch.rand(B, 4, 300, 300),
+        "s2": torch.rand(B, T, 10, 6, 6),
+        "s2_dates": torch.randint(1, 366, (B, T)),
+    }
 
 
 def test_valid_sample_info():
@@ -27,30 +31,73 @@ def test_non_square_tiles_are_accepted():
     assert check_patch_size(30, (60.0, 120.0)) == (2, 4)
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda x: x.update(foo=torch.rand(2, 3)), r"'foo': unknown sensor 'foo'; known sensors: aerial"),
-    (lambda x: x.update(s2_extra=torch.rand(2, 3)), r"'s2_extra': unknown suffix 'extra'"),
-    (lambda x: x.update(aerial=[1, 2]), r"'aerial': expected a torch.Tensor, got list"),
-    (lambda x: x.update(s2_dates=torch.randint(1, 366, (3, 3))), r"'s2_dates': batch size 3 differs from the batch size 2"),
-    (lambda x: x.update(aerial=torch.rand(2, 1, 4, 300, 300)), r"aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[2, 1, 4, 300, 300\]"),
-    (lambda x: x.update(s2=torch.rand(2, 10, 6, 6)), r"s2: expected a 5-D tensor \[B, T, C, H, W\] \(series\), got shape \[2, 10, 6, 6\]"),
-    (lambda x: x.update(aerial=torch.rand(2, 3, 300, 300)), r"aerial: expected 4 bands \(NIR, G, B, R\) on axis 1 of \[B, C, H, W\], got 3"),
-    (lambda x: x.update(s2=torch.rand(2, 3, 4, 6, 6)), r"s2: expected 10 bands \(B2, .*B12\) on axis 2 of \[B, T, C, H, W\], got 4"),
-    (lambda x: x.update(aerial=torch.randint(0, 9, (2, 4, 300, 300))), r"aerial: expected a floating-point tensor, got dtype torch.int64"),
-    (lambda x: x.update(aerial=torch.rand(2, 4, 305, 300)), r"aerial: height and width must be multiples of its 10-pixel sub-patch \(2 m at 0.2 m GSD\), got 305x300"),
-    (lambda x: x["aerial"].__setitem__((0, 0, 0, 0), float("nan")), r"aerial: 1 non-finite values"),
-    (lambda x: x["s2"].__setitem__((1, 2, 3), float("-inf")), r"s2: 36 non-finite values"),
-    (lambda x: x.pop("s2_dates"), r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found"),
-    (lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))), r"s2_dates: expected shape \[B, T\] = \[2, 3\], got \[2, 4\]"),
-    (lambda x: x.update(s2_dates=torch.tensor([[1, 2, -3], [1, 2, 3]])), r"s2_dates: dates must be whole days >= 0 "
-     r"\(day-of-year, or days since the dataset's origin\), got values down to -3"),
-    (lambda x: x.update(s2_dates=torch.tensor([[1.5, 2, 3], [1, 2, 3]])), r"s2_dates: dates must be whole days"),
-    (lambda x: x.update(s2_mask=torch.ones(2, 5, dtype=torch.bool)), r"s2_mask: expected shape \[B, T\] = \[2, 3\] \(True = valid date\), got \[2, 5\]"),
-    (lambda x: x.update(s2_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])), r"s2_mask: every sample needs at least one valid date"),
-    (lambda x: x.update(aerial_dates=torch.ones(2, 3)), r"aerial: single-date sensor takes no 'aerial_dates'"),
-    (lambda x: x.update(s1_dates=torch.ones(2, 3)), r"'s1_dates' given without the 's1' tensor itself"),
-    (lambda x: x.update(s2=torch.rand(2, 3, 10, 5, 5)), r"s2: ground extent 50 x 50 m \(pixels x GSD\) differs from aerial's 60 x 60 m; .* \(expected s2 to be 6 x 6 px at 10 m GSD\)"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda x: x.update(foo=torch.rand(2, 3)), r"'foo': unknown sensor 'foo'; known sensors: aerial"),
+        (lambda x: x.update(s2_extra=torch.rand(2, 3)), r"'s2_extra': unknown suffix 'extra'"),
+        (lambda x: x.update(aerial=[1, 2]), r"'aerial': expected a torch.Tensor, got list"),
+        (
+            lambda x: x.update(s2_dates=torch.randint(1, 366, (3, 3))),
+            r"'s2_dates': batch size 3 differs from the batch size 2",
+        ),
+        (
+            lambda x: x.update(aerial=torch.rand(2, 1, 4, 300, 300)),
+            r"aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[2, 1, 4, 300, 300\]",
+        ),
+        (
+            lambda x: x.update(s2=torch.rand(2, 10, 6, 6)),
+            r"s2: expected a 5-D tensor \[B, T, C, H, W\] \(series\), got shape \[2, 10, 6, 6\]",
+        ),
+        (
+            lambda x: x.update(aerial=torch.rand(2, 3, 300, 300)),
+            r"aerial: expected 4 bands \(NIR, G, B, R\) on axis 1 of \[B, C, H, W\], got 3",
+        ),
+        (
+            lambda x: x.update(s2=torch.rand(2, 3, 4, 6, 6)),
+            r"s2: expected 10 bands \(B2, .*B12\) on axis 2 of \[B, T, C, H, W\], got 4",
+        ),
+        (
+            lambda x: x.update(aerial=torch.randint(0, 9, (2, 4, 300, 300))),
+            r"aerial: expected a floating-point tensor, got dtype torch.int64",
+        ),
+        (
+            lambda x: x.update(aerial=torch.rand(2, 4, 305, 300)),
+            r"aerial: height and width must be multiples of its 10-pixel sub-patch \(2 m at 0.2 m GSD\), got 305x300",
+        ),
+        (lambda x: x["aerial"].__setitem__((0, 0, 0, 0), float("nan")), r"aerial: 1 non-finite values"),
+        (lambda x: x["s2"].__setitem__((1, 2, 3), float("-inf")), r"s2: 36 non-finite values"),
+        (
+            lambda x: x.pop("s2_dates"),
+            r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found",
+        ),
+        (
+            lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))),
+            r"s2_dates: expected shape \[B, T\] = \[2, 3\], got \[2, 4\]",
+        ),
+        (
+            lambda x: x.update(s2_dates=torch.tensor([[1, 2, -3], [1, 2, 3]])),
+            r"s2_dates: dates must be whole days >= 0 "
+            r"\(day-of-year, or days since the dataset's origin\), got values down to -3",
+        ),
+        (lambda x: x.update(s2_dates=torch.tensor([[1.5, 2, 3], [1, 2, 3]])), r"s2_dates: dates must be whole days"),
+        (
+            lambda x: x.update(s2_mask=torch.ones(2, 5, dtype=torch.bool)),
+            r"s2_mask: expected shape \[B, T\] = \[2, 3\] \(True = valid date\), got \[2, 5\]",
+        ),
+        (
+            lambda x: x.update(s2_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])),
+            r"s2_mask: every sample needs at least one valid date",
+        ),
+        (lambda x: x.update(aerial_dates=torch.ones(2, 3)), r"aerial: single-date sensor takes no 'aerial_dates'"),
+        (lambda x: x.update(s1_dates=torch.ones(2, 3)), r"'s1_dates' given without the 's1' tensor itself"),
+        (
+            lambda x: x.update(s2=torch.rand(2, 3, 10, 5, 5)),
+            r"s2: ground extent 50 x 50 m \(pixels x GSD\) differs from aerial's 60 x 60 m; "
+            r".* \(expected s2 to be 6 x 6 px at 10 m GSD\)",
+        ),
+    ],
+)
 def test_each_error_path(mutate, match):
     x = good()
     mutate(x)
@@ -78,8 +125,15 @@ def test_modis_is_exempt_from_the_extent_check():
     assert validate_sample(x).extent_m == (60.0, 60.0)
 
 
-@pytest.mark.parametrize("P, match", [(15, "positive multiple of 10 m, got 15"), (0, "got 0"), ("20", "got '20'"),
-                                      (40, "patch size 40 m does not divide the tile of 60 x 60 m")])
+@pytest.mark.parametrize(
+    "P, match",
+    [
+        (15, "positive multiple of 10 m, got 15"),
+        (0, "got 0"),
+        ("20", "got '20'"),
+        (40, "patch size 40 m does not divide the tile of 60 x 60 m"),
+    ],
+)
 def test_patch_size_errors(P, match):
     with pytest.raises(SampleError, match=match):
         check_patch_size(P, (60.0, 60.0))
@@ -96,21 +150,31 @@ def model():
 
 def small(B=2, T=3, dtype=torch.float32):
     g = torch.Generator().manual_seed(1)
-    return {"aerial": torch.rand(B, 4, 100, 100, generator=g).to(dtype),
-            "s2": torch.rand(B, T, 10, 2, 2, generator=g).to(dtype),
-            "s2_dates": torch.tensor([[10, 100, 200][:T]] * B)}
+    return {
+        "aerial": torch.rand(B, 4, 100, 100, generator=g).to(dtype),
+        "s2": torch.rand(B, T, 10, 2, 2, generator=g).to(dtype),
+        "s2_dates": torch.tensor([[10, 100, 200][:T]] * B),
+    }
 
 
-@pytest.mark.parametrize("x, match", [
-    (small(T=0), r"^s2: the time series has no dates \(T = 0, shape \[2, 0, 10, 2, 2\]\); give at least one date"),
-    (small(B=0), r"^'aerial': batch size 0 \(shape \[0, 4, 100, 100\]\); give at least one sample$"),
-    ({**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)},
-     r"^aerial: empty image \(0x100 px"),
-    ({**small(), "s2_dates": torch.tensor([[1.0, float("nan"), 3.0]] * 2)},
-     r"^s2_dates: 2 NaN/inf dates; give every date a whole day number >= 0 \(e.g. its day-of-year\) and flag the "
-     r"missing ones False in "
-     r"'s2_mask'"),
-])
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (small(T=0), r"^s2: the time series has no dates \(T = 0, shape \[2, 0, 10, 2, 2\]\); give at least one date"),
+        (small(B=0), r"^'aerial': batch size 0 \(shape \[0, 4, 100, 100\]\); give at least one sample$"),
+        (
+            {**small(), "aerial": torch.rand(2, 4, 0, 100), "s2": torch.rand(2, 3, 10, 0, 2)},
+            r"^aerial: empty image \(0x100 px",
+        ),
+        (
+            {**small(), "s2_dates": torch.tensor([[1.0, float("nan"), 3.0]] * 2)},
+            r"^s2_dates: 2 NaN/inf dates; give every date a whole day number >= 0 "
+            r"\(e.g. its day-of-year\) and flag the "
+            r"missing ones False in "
+            r"'s2_mask'",
+        ),
+    ],
+)
 def test_empty_and_nan_inputs(model, x, match):
     with pytest.raises(SampleError, match=match):
         model(x, 10)
@@ -123,8 +187,9 @@ def test_float16_and_float64_inputs_are_cast_to_the_model_dtype(model):
             x = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in small().items()}
             out = model(x, 10)
             assert out.dtype == torch.float32
-            torch.testing.assert_close(out, model({k: (v.float() if v.is_floating_point() else v)
-                                                   for k, v in x.items()}, 10))
+            torch.testing.assert_close(
+                out, model({k: (v.float() if v.is_floating_point() else v) for k, v in x.items()}, 10)
+            )
         assert ref.shape == (2, 64)
 
 
@@ -143,8 +208,14 @@ def test_patch_size_types(model, P):
         torch.testing.assert_close(model(small(), P, output="patch"), model(small(), 20, output="patch"))
 
 
-@pytest.mark.parametrize("P, match", [(torch.tensor([20, 20]), r"got tensor of shape \[2\]"), (True, "got True"),
-                                      (np.float64(12.5), "got np.float64\\(12.5\\)")])
+@pytest.mark.parametrize(
+    "P, match",
+    [
+        (torch.tensor([20, 20]), r"got tensor of shape \[2\]"),
+        (True, "got True"),
+        (np.float64(12.5), "got np.float64\\(12.5\\)"),
+    ],
+)
 def test_bad_patch_size_types(P, match):
     with pytest.raises(SampleError, match=match):
         patch_size_m(P)
@@ -157,30 +228,37 @@ def test_raw_values_warn_once_when_the_model_has_statistics(model):
     with warnings.catch_warnings(record=True) as w, torch.no_grad():
         warnings.simplefilter("always")
         m(raw, 10)
-        m(raw, 10)                                                              # once per model and sensor
-        m({**small(), "s2": torch.randn(2, 3, 10, 2, 2)}, 10)                   # standardised: no warning
-        model(raw, 10)                                                          # no statistics: no warning
+        m(raw, 10)  # once per model and sensor
+        m({**small(), "s2": torch.randn(2, 3, 10, 2, 2)}, 10)  # standardised: no warning
+        model(raw, 10)  # no statistics: no warning
     msgs = [str(x.message) for x in w if "raw values" in str(x.message)]
     assert len(msgs) == 1 and msgs[0].startswith("s2: the input looks like raw values")
     assert "NormStats.from_dict(model.norm_stats['synthetic']).apply(sample)" in msgs[0]
 
 
 def test_memory_estimate_refuses_what_would_not_fit(model, monkeypatch):
-    big = {"aerial": torch.zeros(1, 4, 1200, 1200)}                     # 240 m at 0.2 m
+    big = {"aerial": torch.zeros(1, 4, 1200, 1200)}  # 240 m at 0.2 m
     need, worst = estimate_memory(big, 240, model.sensors, depth=2)
     assert 15e9 < need < 30e9 and worst == "aerial: 1 sequence(s) of 120x120+1 = 14401 tokens at P = 240 m"
     assert estimate_memory(big, 20, model.sensors, depth=2)[0] < 1e9
     monkeypatch.setattr(contract, "available_memory", lambda device: 8 * 10**9)
-    with pytest.raises(SampleError, match=r"^not enough memory: the sub-patch transformer would need about 2\d\.\d GB "
-                                          r"\(aerial: 1 sequence\(s\) of 120x120\+1 = 14401 tokens at P = 240 m; .*\), "
-                                          r"8\.0 GB are free on cpu; use a smaller patch size "
-                                          r"\(P = 120 m needs about 1\.\d GB\)"):
+    with pytest.raises(
+        SampleError,
+        match=r"^not enough memory: the sub-patch transformer would need about 2\d\.\d GB "
+        r"\(aerial: 1 sequence\(s\) of 120x120\+1 = 14401 tokens at P = 240 m; .*\), "
+        r"8\.0 GB are free on cpu; use a smaller patch size "
+        r"\(P = 120 m needs about 1\.\d GB\)",
+    ):
         with torch.no_grad():
             model(big, 240)
 
 
 def test_dates_beyond_the_encoding_period_pass():
     """Day 366 of a leap year on l8 (period 366) and PASTIS days since 2018-09-01 (up to ~420) are valid dates."""
-    x = {"l8": torch.rand(1, 2, 11, 2, 2), "l8_dates": torch.tensor([[1, 366]]),
-         "s2": torch.rand(1, 2, 10, 2, 2), "s2_dates": torch.tensor([[0, 419]])}
+    x = {
+        "l8": torch.rand(1, 2, 11, 2, 2),
+        "l8_dates": torch.tensor([[1, 366]]),
+        "s2": torch.rand(1, 2, 10, 2, 2),
+        "s2_dates": torch.tensor([[0, 419]]),
+    }
     assert validate_sample(x).n_dates == {"l8": 2, "s2": 2}

@@ -6,20 +6,20 @@ to 500 px (``[6:506, 6:506]`` in the test transform), Sentinel-2 ``data[:, :, X-
 around the centroid, dates = ``tm_yday`` of characters 11:19 of each product line, labels
 ``min(code, 13) - 1``.
 """
+
 import json
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import ROOT
 
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.flair import CLASSES, FLAIRDataset, official_norm_stats
 from anysat_lite.data.normalization import per_tile_norm_stats
 from anysat_lite.data.readers import choose_dates
-
-from conftest import ROOT
 
 FLAIR = ROOT / "tests" / "data" / "flair"
 SENSOR_KEYS = ("aerial-flair", "s2", "s2_dates")
@@ -36,12 +36,17 @@ def official_item(root, split, tile, area, domain, top=6, left=6, side=500):
     labels[labels > 13] = 13
     sen = root / f"{prefix}_sen_{status}" / domain / area / "sen"
     X, Y = json.loads((root / "flair-2_centroids_sp_to_patch.json").read_text())[f"IMG_{tile:06d}.tif"]
-    s2 = np.load(sen / f"SEN2_sp_{domain}-{area}_data.npy")[:, :, X - 5:X + 5, Y - 5:Y + 5].astype(float)
+    s2 = np.load(sen / f"SEN2_sp_{domain}-{area}_data.npy")[:, :, X - 5 : X + 5, Y - 5 : Y + 5].astype(float)
     import datetime
+
     lines = (sen / f"SEN2_sp_{domain}-{area}_products.txt").read_text().splitlines()
     dates = [datetime.datetime.strptime(ln[11:19], "%Y%m%d").timetuple().tm_yday for ln in lines]
-    return {"aerial-flair": aerial[:, top:top + side, left:left + side], "s2": s2.astype(np.float32),
-            "s2_dates": np.array(dates), "segmentation": (labels - 1)[top:top + side, left:left + side]}
+    return {
+        "aerial-flair": aerial[:, top : top + side, left : left + side],
+        "s2": s2.astype(np.float32),
+        "s2_dates": np.array(dates),
+        "segmentation": (labels - 1)[top : top + side, left : left + side],
+    }
 
 
 def test_split_membership_follows_splits_json():
@@ -50,8 +55,9 @@ def test_split_membership_follows_splits_json():
     assert FLAIRDataset(FLAIR, "test").names == ["IMG_000030"]
 
 
-@pytest.mark.parametrize("split,index,tile,area,domain", [("val", 0, 20, "Z5_UN", "D002_2021"),
-                                                          ("test", 0, 30, "Z1_NN", "D003_2022")])
+@pytest.mark.parametrize(
+    "split,index,tile,area,domain", [("val", 0, 20, "Z5_UN", "D002_2021"), ("test", 0, 30, "Z1_NN", "D003_2022")]
+)
 def test_item_equals_official_center_crop(split, index, tile, area, domain):
     ds = FLAIRDataset(FLAIR, split)
     item = ds[index]
@@ -95,11 +101,17 @@ def test_random_crop_is_shared_by_tile_and_mask_and_seeded():
         ds.set_epoch(epoch)
         item = ds[0]
         a = item["aerial-flair"].numpy()
-        hits = [(top, left) for top in range(13) for left in range(13)
-                if np.array_equal(a, ref["aerial-flair"][:, top:top + 500, left:left + 500])]
+        hits = [
+            (top, left)
+            for top in range(13)
+            for left in range(13)
+            if np.array_equal(a, ref["aerial-flair"][:, top : top + 500, left : left + 500])
+        ]
         assert len(hits) == 1
         top, left = hits[0]
-        np.testing.assert_array_equal(item["segmentation"].numpy(), ref["segmentation"][top:top + 500, left:left + 500])
+        np.testing.assert_array_equal(
+            item["segmentation"].numpy(), ref["segmentation"][top : top + 500, left : left + 500]
+        )
         windows.add(hits[0])
         again = ds[0]  # same (seed, epoch, index): same crop
         assert torch.equal(again["aerial-flair"], item["aerial-flair"])

@@ -1,16 +1,25 @@
 """GeoTIFF <-> xarray round trips and co-registered rasters -> model sample, on the generated fixtures."""
+
 import datetime as dt
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import GEOTIFF
 from rasterio.crs import CRS
 
-from anysat_lite.data.io import (NodataError, RasterError, common_grid, date_from_name, rasters_to_sample, read_geotiff,
-                                 stack_time_series, target_crs, write_geotiff)
-
-from conftest import GEOTIFF
+from anysat_lite.data.io import (
+    NodataError,
+    RasterError,
+    common_grid,
+    date_from_name,
+    rasters_to_sample,
+    read_geotiff,
+    stack_time_series,
+    target_crs,
+    write_geotiff,
+)
 
 
 def test_read_geotiff_metadata():
@@ -59,9 +68,11 @@ def test_stack_time_series_sorts_and_gives_doy():
 
 
 def test_rasters_to_sample_common_extent():
-    rasters = {"aerial": read_geotiff(GEOTIFF / "aerial.tif"),
-               "s2": stack_time_series([GEOTIFF / f"s2_{d}.tif" for d in ("20200301", "20200615", "20200930")]),
-               "s1-asc": stack_time_series([GEOTIFF / f"s1-asc_{d}.tif" for d in ("20200410", "20200820")])}
+    rasters = {
+        "aerial": read_geotiff(GEOTIFF / "aerial.tif"),
+        "s2": stack_time_series([GEOTIFF / f"s2_{d}.tif" for d in ("20200301", "20200615", "20200930")]),
+        "s1-asc": stack_time_series([GEOTIFF / f"s1-asc_{d}.tif" for d in ("20200410", "20200820")]),
+    }
     x = rasters_to_sample(rasters, resampling=rasterio.enums.Resampling.nearest)
     assert x["aerial"].shape == (1, 4, 100, 100) and x["s2"].shape == (1, 3, 10, 2, 2)
     assert x["s1-asc"].shape == (1, 2, 2, 2, 2) and x["s2_dates"].tolist() == [[61, 167, 274]]
@@ -90,51 +101,68 @@ def test_partly_overlapping_rasters_use_the_common_extent():
     x = rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "aerial.tif"), "s2": _s2("s2_shifted_20200301.tif")})
     # overlap: x 500010..500020 (10 m), y 5000000..5000020 (20 m)
     assert x["aerial"].shape == (1, 4, 100, 50) and x["s2"].shape == (1, 1, 10, 2, 1)
-    torch.testing.assert_close(x["aerial"][0], torch.from_numpy(read_geotiff(GEOTIFF / "aerial.tif").values[:, :, 50:])
-                               .float())
+    torch.testing.assert_close(
+        x["aerial"][0], torch.from_numpy(read_geotiff(GEOTIFF / "aerial.tif").values[:, :, 50:]).float()
+    )
     grid = common_grid({"aerial": read_geotiff(GEOTIFF / "aerial.tif"), "s2": _s2("s2_shifted_20200301.tif")})
     assert (grid.left, grid.top, grid.height_m, grid.width_m) == (500010.0, 5000020.0, 20.0, 10.0)
 
 
 def test_a_raster_at_another_pixel_size_is_resampled_to_the_native_gsd():
-    s2_20m = _s2("s2_20m_20200301.tif")                                # 20 m pixels over 40 m
-    for order in (("s2", "aerial"), ("aerial", "s2")):                 # whichever comes first
+    s2_20m = _s2("s2_20m_20200301.tif")  # 20 m pixels over 40 m
+    for order in (("s2", "aerial"), ("aerial", "s2")):  # whichever comes first
         rasters = {k: {"s2": s2_20m, "aerial": read_geotiff(GEOTIFF / "aerial.tif")}[k] for k in order}
         x = rasters_to_sample(rasters, resampling=rasterio.enums.Resampling.nearest)
         assert x["s2"].shape == (1, 1, 10, 2, 2) and x["aerial"].shape == (1, 4, 100, 100)
         # the 20 m scene is the south-west pixel of the 40 m raster: each 10 m pixel repeats it
-        np.testing.assert_allclose(x["s2"][0, 0, :, :, :].numpy(), np.repeat(np.repeat(
-            s2_20m.values[0, :, 1:2, 0:1], 2, axis=1), 2, axis=2))
+        np.testing.assert_allclose(
+            x["s2"][0, 0, :, :, :].numpy(), np.repeat(np.repeat(s2_20m.values[0, :, 1:2, 0:1], 2, axis=1), 2, axis=2)
+        )
 
 
 def test_image_nodata_is_an_error_and_series_nodata_a_date_mask():
     aerial = read_geotiff(GEOTIFF / "aerial_nodata.tif")
     assert aerial.attrs["nodata"] == 0
-    with pytest.raises(NodataError, match=r"^aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels in the "
-                                          r"20 x 20 m extent have nodata .* use --nodata skip"):
+    with pytest.raises(
+        NodataError,
+        match=r"^aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels in the "
+        r"20 x 20 m extent have nodata .* use --nodata skip",
+    ):
         rasters_to_sample({"aerial": aerial})
-    s2 = _s2("s2nd_20200401.tif", "s2nd_20200701.tif")                  # pixel (0, 1) of the first date is nodata
+    s2 = _s2("s2nd_20200401.tif", "s2nd_20200701.tif")  # pixel (0, 1) of the first date is nodata
     x = rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "aerial.tif"), "s2": s2})
     assert x["s2_mask"].tolist() == [[False, True]] and torch.isfinite(x["s2"]).all()
-    assert (x["s2"][0, 0, :, 0, 1] == 0).all() and x["s2_dates"].tolist() == [[92, 183]]   # the hole, filled
+    assert (x["s2"][0, 0, :, 0, 1] == 0).all() and x["s2_dates"].tolist() == [[92, 183]]  # the hole, filled
     y = rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "aerial.tif"), "s2": s2}, extent_m=10)  # top-left 10 m
-    assert "s2_mask" not in y                                           # the hole is outside: nothing masked
+    assert "s2_mask" not in y  # the hole is outside: nothing masked
 
 
 def test_crs_problems_and_tiny_rasters_say_what_is_wrong():
-    with pytest.raises(RasterError, match=r"^aerial \(.*nocrs.tif\): the raster has no CRS, so it cannot be placed on "
-                                          r"the ground; assign one \(e.g. gdal_edit.py -a_srs"):
+    with pytest.raises(
+        RasterError,
+        match=r"^aerial \(.*nocrs.tif\): the raster has no CRS, so it cannot be placed on "
+        r"the ground; assign one \(e.g. gdal_edit.py -a_srs",
+    ):
         rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "nocrs.tif")})
-    with pytest.raises(RasterError, match=r"^the rasters overlap on 1.0 x 1.0 m \(aerial x 500000.0..500001.0, .*\), "
-                                          r"less than one 10 m cell \(patch or sub-patch\) each way"):
+    with pytest.raises(
+        RasterError,
+        match=r"^the rasters overlap on 1.0 x 1.0 m \(aerial x 500000.0..500001.0, .*\), "
+        r"less than one 10 m cell \(patch or sub-patch\) each way",
+    ):
         rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "aerial_tiny.tif"), "s2": _s2("s2_20200301.tif")})
-    with pytest.raises(RasterError, match=r"^requested extent 30 x 30 m does not fit in the rasters' common extent "
-                                          r"of 20 x 20 m"):
+    with pytest.raises(
+        RasterError,
+        match=r"^requested extent 30 x 30 m does not fit in the rasters' common extent "
+        r"of 20 x 20 m",
+    ):
         rasters_to_sample({"aerial": read_geotiff(GEOTIFF / "aerial.tif")}, extent_m=30)
     far = read_geotiff(GEOTIFF / "aerial.tif")
     far.attrs["transform"] = (0.2, 0.0, 600000.0, 0.0, -0.2, 5000020.0)
-    with pytest.raises(RasterError, match=r"^the rasters do not overlap \(aerial x 600000.0..600020.0, .*; s2 x "
-                                          r"500000.0..500020.0"):
+    with pytest.raises(
+        RasterError,
+        match=r"^the rasters do not overlap \(aerial x 600000.0..600020.0, .*; s2 x "
+        r"500000.0..500020.0",
+    ):
         rasters_to_sample({"aerial": far, "s2": _s2("s2_20200301.tif")})
 
 

@@ -1,4 +1,5 @@
 """EMA, losses, monitors, predictor and one JEPA step."""
+
 import math
 
 import pytest
@@ -6,8 +7,8 @@ import torch
 
 from anysat_lite.config import get_config
 from anysat_lite.jepa import JEPA, MultiBlockMaskSampler, Predictor, collapse_monitors, ema_update, make_target
-from anysat_lite.jepa.losses import latent_loss, mil_nce
 from anysat_lite.jepa.ema import momentum_at
+from anysat_lite.jepa.losses import latent_loss, mil_nce
 
 
 def test_momentum_schedule():
@@ -37,7 +38,7 @@ def _naive_milnce(tokens, tau):
                 a = z[b, m, n]
                 allowed = [(m2, b2, n2) for m2 in range(M) for b2 in range(B) for n2 in range(N) if (m2, b2) != (m, b)]
                 pos = [(m2, b, n) for m2 in range(M) if m2 != m]
-                s = lambda k: (a @ z[k[1], k[0], k[2]] / tau).exp()  # noqa: E731
+                s = lambda k, a=a: (a @ z[k[1], k[0], k[2]] / tau).exp()  # noqa: E731
                 total += -math.log(sum(s(k) for k in pos) / sum(s(k) for k in allowed))
                 count += 1
     return total / count
@@ -55,13 +56,13 @@ def test_mil_nce_chunked_denominator_gradients(monkeypatch):
     from anysat_lite import kernels
 
     torch.manual_seed(0)
-    tokens = torch.randn(3, 2, 5, 4, dtype=torch.float64, requires_grad=True)   # L = 30 rows, blocks of 5
+    tokens = torch.randn(3, 2, 5, 4, dtype=torch.float64, requires_grad=True)  # L = 30 rows, blocks of 5
     whole = torch.autograd.grad(mil_nce(tokens, 0.1), tokens)[0]
-    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 300)                # 10-row chunks: 3 of them
+    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 300)  # 10-row chunks: 3 of them
     assert kernels._BlockMaskedLogSumExp._chunks(30, 5, tokens.device)[1] == 10
     chunked = torch.autograd.grad(mil_nce(tokens, 0.1), tokens)[0]
     torch.testing.assert_close(chunked, whole)
-    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 450)                # 15 rows: last chunk partial
+    monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", 450)  # 15 rows: last chunk partial
     assert torch.autograd.gradcheck(lambda t: mil_nce(t, 0.1), (tokens,))
     f = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: kernels.block_masked_logsumexp(x, 4, 0.5), (f,))
@@ -99,13 +100,18 @@ def test_predictor_shapes_and_positions_matter():
     t1, t2 = torch.tensor([[5, 6], [0, 1]]), torch.tensor([[7, 8], [2, 3]])
     out = p(ctx, pos, cidx, [t1, t2])
     assert out.shape == (2, 2, 2, 32)
-    assert not torch.allclose(out[0], out[1])     # different target positions -> different predictions
+    assert not torch.allclose(out[0], out[1])  # different target positions -> different predictions
 
 
 def _tiny_batch(B=4):
-    return {"aerial": torch.randn(B, 4, 200, 200), "s2": torch.randn(B, 4, 10, 4, 4),
-            "s2_dates": torch.randint(1, 366, (B, 4)), "s1-asc": torch.randn(B, 4, 2, 4, 4),
-            "s1-asc_dates": torch.randint(1, 366, (B, 4)), "label": torch.zeros(B)}
+    return {
+        "aerial": torch.randn(B, 4, 200, 200),
+        "s2": torch.randn(B, 4, 10, 4, 4),
+        "s2_dates": torch.randint(1, 366, (B, 4)),
+        "s1-asc": torch.randn(B, 4, 2, 4, 4),
+        "s1-asc_dates": torch.randint(1, 366, (B, 4)),
+        "label": torch.zeros(B),
+    }
 
 
 def test_one_jepa_step_trains_only_online_parameters():

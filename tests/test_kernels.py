@@ -1,4 +1,5 @@
 """Every fast kernel computes what its textbook form beside it computes: values and gradients."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ def _assert_same(fast, ref, inputs, atol=1e-5, rtol=1e-5, grad_atol=1e-4):
 
 # --- the switch -----------------------------------------------------------------------------------
 
+
 def test_use_reference_switches_and_restores():
     assert not kernels.reference_enabled()
     with kernels.use_reference():
@@ -41,7 +43,7 @@ def test_use_reference_switches_and_restores():
             assert not kernels.reference_enabled()
         assert kernels.reference_enabled()
     assert not kernels.reference_enabled()
-    kernels.use_reference(True)                           # called alone: switches until switched back
+    kernels.use_reference(True)  # called alone: switches until switched back
     try:
         assert kernels.reference_enabled()
     finally:
@@ -73,6 +75,7 @@ def test_the_switch_selects_the_textbook_path():
 
 # --- attention ------------------------------------------------------------------------------------
 
+
 def _qkv_bias(B=3, H=4, Lq=26, Lk=26, d=8, bias_heads=1, trained=True, dtype=torch.float32):
     torch.manual_seed(0)
     q = torch.randn(B, H, Lq, d, dtype=dtype, requires_grad=True)
@@ -82,14 +85,14 @@ def _qkv_bias(B=3, H=4, Lq=26, Lk=26, d=8, bias_heads=1, trained=True, dtype=tor
     return q, k, v, bias
 
 
-ATTENTION_CASES = {    # name: (arguments of _qkv_bias, chunk size or None, the fast form's path)
+ATTENTION_CASES = {  # name: (arguments of _qkv_bias, chunk size or None, the fast form's path)
     "no bias": ({}, None, "ScaledDotProduct"),
     "constant bias": ({"trained": False}, None, "ScaledDotProduct"),
     "trained bias, one chunk": ({}, None, "ChunkedBiasedAttention"),
     "trained bias, one sample per chunk": ({}, 4 * 26 * 26, "ChunkedBiasedAttention"),
     "trained bias per head": ({"bias_heads": 4}, None, "ChunkedBiasedAttention"),
     "trained bias, cross-attention": ({"Lq": 7}, 4 * 7 * 26 * 2, "ChunkedBiasedAttention"),
-    "trained bias, wide heads": ({"d": 64}, None, "UnsafeViewBackward"),      # the textbook form itself
+    "trained bias, wide heads": ({"d": 64}, None, "UnsafeViewBackward"),  # the textbook form itself
 }
 
 
@@ -109,7 +112,7 @@ def test_attention_matches_the_textbook_form(monkeypatch, case):
 
 @pytest.mark.parametrize("bias_heads", [1, 3])
 def test_chunked_attention_gradcheck(monkeypatch, bias_heads):
-    monkeypatch.setattr(kernels, "ATTENTION_CHUNK", 3 * 5 * 4 * 2)   # two samples per chunk, last one partial
+    monkeypatch.setattr(kernels, "ATTENTION_CHUNK", 3 * 5 * 4 * 2)  # two samples per chunk, last one partial
     torch.manual_seed(0)
     q = torch.randn(5, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -120,7 +123,7 @@ def test_chunked_attention_gradcheck(monkeypatch, bias_heads):
 def test_chunked_attention_keeps_token_major_layout(monkeypatch):
     """q, k, v as [B, H, L, d] views of a token-major projection -> output and gradients token-major too
     (merging heads needs no copy), with the textbook values."""
-    monkeypatch.setattr(kernels, "ATTENTION_CHUNK", 3 * 7 * 7)      # several chunks
+    monkeypatch.setattr(kernels, "ATTENTION_CHUNK", 3 * 7 * 7)  # several chunks
     torch.manual_seed(0)
     B, L, H, d = 5, 7, 3, 4
     qkv = torch.randn(B, L, 3, H, d, requires_grad=True)
@@ -149,6 +152,7 @@ def test_chunked_attention_under_bf16_autocast():
 
 # --- a block's first token ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rpe, training", [(True, False), (False, False), (True, True)])
 def test_block_first_token_matches_the_whole_block(rpe, training):
     torch.manual_seed(0)
@@ -156,23 +160,24 @@ def test_block_first_token_matches_the_whole_block(rpe, training):
     x = torch.randn(6, 10, 32, requires_grad=True)
     c = grid_coords(3, 3)
     buckets = add_prefix(euclidean_buckets(c, c), 1, 1) if rpe else None
-    torch.manual_seed(1)          # drop path draws one mask per sample in both forms: the same draws
+    torch.manual_seed(1)  # drop path draws one mask per sample in both forms: the same draws
     fast = kernels.block_first_token(block, x, buckets)
     torch.manual_seed(1)
     ref = kernels.block_first_token_reference(block, x, buckets)
     assert fast.shape == (6, 1, 32)
     if training:
-        assert (fast == x[:, :1]).all(-1).any()          # a dropped branch leaves the token unchanged
+        assert (fast == x[:, :1]).all(-1).any()  # a dropped branch leaves the token unchanged
     _assert_same(fast, ref, [x, *block.parameters()])
 
 
 # --- iRPE buckets ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_gather_buckets_matches_the_textbook_form(per_sample):
     torch.manual_seed(0)
     c = grid_coords(4, 4)
-    buckets = add_prefix(euclidean_buckets(c, c.flip(0)), 1, 1)                     # [17, 17], not symmetric
+    buckets = add_prefix(euclidean_buckets(c, c.flip(0)), 1, 1)  # [17, 17], not symmetric
     if per_sample:
         buckets = torch.stack([buckets, buckets.t()])
     table = torch.randn(2, 17, 8, requires_grad=True)
@@ -180,7 +185,7 @@ def test_gather_buckets_matches_the_textbook_form(per_sample):
     _assert_same(fast, kernels.gather_buckets_reference(table, buckets), [table])
     i, j = 5, 11
     b = buckets[1] if per_sample else buckets
-    assert fast[1, i, j] == table[1, i, b[i, j]]                                     # the definition, one entry
+    assert fast[1, i, j] == table[1, i, b[i, j]]  # the definition, one entry
 
 
 def test_contextual_rpe_is_the_first_heads_query_times_the_bucket_column():
@@ -197,6 +202,7 @@ def test_contextual_rpe_is_the_first_heads_query_times_the_bucket_column():
 
 # --- projector convolution ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("k", [1, 8, 10])
 def test_blockwise_conv2d_is_the_strided_convolution(k):
     torch.manual_seed(0)
@@ -205,13 +211,15 @@ def test_blockwise_conv2d_is_the_strided_convolution(k):
     fast = kernels.blockwise_conv2d(x, conv.weight)
     assert fast.shape == (2, 3, 4, 16)
     _assert_same(fast, kernels.blockwise_conv2d_reference(x, conv.weight), [x, conv.weight])
-    torch.testing.assert_close(fast, conv(x).permute(0, 2, 3, 1))                    # what nn.Conv2d computes
+    torch.testing.assert_close(fast, conv(x).permute(0, 2, 3, 1))  # what nn.Conv2d computes
 
 
 # --- group norm and dropout -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape, groups", [((300, 64), 4), ((300, 128), 16), ((300, 96), 4), ((300, 8), 4),
-                                           ((40, 64, 7), 16)])
+
+@pytest.mark.parametrize(
+    "shape, groups", [((300, 64), 4), ((300, 128), 16), ((300, 96), 4), ((300, 8), 4), ((40, 64, 7), 16)]
+)
 def test_group_norm_matches_the_textbook_form(shape, groups):
     torch.manual_seed(0)
     x = (torch.randn(shape) * 3 + 1).requires_grad_()
@@ -220,7 +228,7 @@ def test_group_norm_matches_the_textbook_form(shape, groups):
     ref = kernels.group_norm_reference(x, groups, weight, bias, 1e-5)
     _assert_same(fast, ref, [x, weight, bias], grad_atol=1e-3)
     if len(shape) > 2 or shape[1] // groups < kernels.GROUP_NORM_MIN_GROUP:
-        assert torch.equal(fast, ref)                     # other ranks and tiny groups run the textbook kernel
+        assert torch.equal(fast, ref)  # other ranks and tiny groups run the textbook kernel
     no_affine = kernels.group_norm(x, groups, None, None, 1e-5)
     torch.testing.assert_close(no_affine, F.group_norm(x, groups, eps=1e-5), atol=1e-5, rtol=1e-5)
 
@@ -232,14 +240,14 @@ def test_dropout_keeps_with_probability_1_minus_p_and_scales():
     y = kernels.dropout(x, p)
     kept = y != 0
     frac = kept.float().mean().item()
-    assert abs(frac - (1 - p)) < 5 * ((p * (1 - p) / kept.numel()) ** 0.5)          # binomial: 5 standard deviations
+    assert abs(frac - (1 - p)) < 5 * ((p * (1 - p) / kept.numel()) ** 0.5)  # binomial: 5 standard deviations
     torch.testing.assert_close(y[kept], x.detach()[kept] / (1 - p))
     (g,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(g, kept.float() / (1 - p))
-    ref = kernels.dropout_reference(x, p)                 # same law, another stream: compare the statistics
+    ref = kernels.dropout_reference(x, p)  # same law, another stream: compare the statistics
     assert abs((ref != 0).float().mean().item() - frac) < 0.01
     torch.testing.assert_close(ref[ref != 0], x.detach()[ref != 0] / (1 - p))
-    assert not torch.equal(kernels.dropout(x, p) != 0, kept)                        # a new mask every call
+    assert not torch.equal(kernels.dropout(x, p) != 0, kept)  # a new mask every call
     assert kernels.dropout(x.detach().bfloat16(), p).dtype == torch.bfloat16
     assert kernels.dropout(x, p, training=False) is x and kernels.dropout(x, 0.0) is x
     assert torch.count_nonzero(kernels.dropout(x, 1.0)) == 0
@@ -247,11 +255,12 @@ def test_dropout_keeps_with_probability_1_minus_p_and_scales():
 
 # --- batched calls --------------------------------------------------------------------------------
 
+
 def test_batched_calls_equal_one_call_each():
     torch.manual_seed(0)
     lin = nn.Linear(4, 4)
 
-    def fn(x, scale, keep):           # row-independent; a tuple with an optional second output
+    def fn(x, scale, keep):  # row-independent; a tuple with an optional second output
         y = lin(x) * scale
         return y.sum(1), (y if keep else None)
 
@@ -264,7 +273,7 @@ def test_batched_calls_equal_one_call_each():
         return fn(x, *args)
 
     fast = kernels.batched_calls(counted, calls)
-    assert n_calls == [5, 6]                               # one call per distinct argument tuple
+    assert n_calls == [5, 6]  # one call per distinct argument tuple
     ref = kernels.batched_calls_reference(fn, calls)
     assert [o[1] is None for o in fast] == [False, True, False, True]
     for (a0, a1), (b0, b1) in zip(fast, ref):
@@ -276,17 +285,18 @@ def test_batched_calls_equal_one_call_each():
     inputs = xs + [lin.weight]
     for a, b in zip(torch.autograd.grad(total_fast, inputs), torch.autograd.grad(total_ref, inputs)):
         torch.testing.assert_close(a, b)
-    single = kernels.batched_calls(lambda x: x * 2, [(xs[0], ())])                     # a plain tensor result
+    single = kernels.batched_calls(lambda x: x * 2, [(xs[0], ())])  # a plain tensor result
     torch.testing.assert_close(single[0], xs[0] * 2)
 
 
 # --- contrastive denominator ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("budget", [2**21, 300, 450])      # one chunk; 10-row chunks; 15 rows, last chunk partial
+
+@pytest.mark.parametrize("budget", [2**21, 300, 450])  # one chunk; 10-row chunks; 15 rows, last chunk partial
 def test_block_masked_logsumexp_matches_the_textbook_form(monkeypatch, budget):
     monkeypatch.setitem(kernels.LOGSUMEXP_CHUNK, "cpu", budget)
     torch.manual_seed(0)
-    f = F.normalize(torch.randn(30, 4), dim=-1).requires_grad_()                     # L = 30 rows, blocks of 5
+    f = F.normalize(torch.randn(30, 4), dim=-1).requires_grad_()  # L = 30 rows, blocks of 5
     fast = kernels.block_masked_logsumexp(f, 5, 0.1)
     _assert_same(fast, kernels.block_masked_logsumexp_reference(f, 5, 0.1), [f])
     # row 7 (block 1) sums over the 25 rows of the other blocks
@@ -302,6 +312,7 @@ def test_block_masked_logsumexp_chunks_and_gradcheck(monkeypatch):
 
 
 # --- the whole encoder ----------------------------------------------------------------------------
+
 
 def test_encoder_with_fast_and_textbook_kernels():
     """Outputs and every parameter's gradient agree, over every kernel the encoder uses: image and series

@@ -1,9 +1,10 @@
 """The small layers: drop-in ``torch.nn`` replacements (same keys, same function) and DropPath."""
+
 import pytest
 import torch
 from torch import nn
 
-from anysat_lite.model.layers import DropPath, Dropout, GroupNorm
+from anysat_lite.model.layers import Dropout, DropPath, GroupNorm
 
 
 @pytest.mark.parametrize("shape", [(300, 64), (50, 64, 7)])
@@ -37,6 +38,7 @@ def test_dropout_is_identity_in_eval_and_drops_in_training():
 
 # --- DropPath ---------------------------------------------------------------------------------------------------------
 
+
 def test_drop_path_is_identity_in_eval_and_at_zero_rate():
     x = torch.randn(8, 5, 3)
     assert DropPath(0.3).eval()(x) is x
@@ -50,11 +52,11 @@ def test_drop_path_drops_whole_samples_and_rescales():
     y = DropPath(p).train()(x)
     dropped = (y == 0).flatten(1)
     kept = ~dropped
-    assert (dropped.all(1) | kept.all(1)).all()                        # a sample's branch goes as a whole
+    assert (dropped.all(1) | kept.all(1)).all()  # a sample's branch goes as a whole
     keep_rate = kept.all(1).float().mean().item()
-    assert abs(keep_rate - (1 - p)) < 5 * (p * (1 - p) / B) ** 0.5       # binomial: 5 standard deviations
+    assert abs(keep_rate - (1 - p)) < 5 * (p * (1 - p) / B) ** 0.5  # binomial: 5 standard deviations
     rows = kept.all(1)
-    torch.testing.assert_close(y[rows], x.detach()[rows] / (1 - p))    # kept samples scaled: E[y] = x
+    torch.testing.assert_close(y[rows], x.detach()[rows] / (1 - p))  # kept samples scaled: E[y] = x
     (g,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(g, rows[:, None, None].float().expand_as(x) / (1 - p))
 

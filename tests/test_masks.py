@@ -1,9 +1,18 @@
 """Mask samplers, modality masking and date dropping."""
+
 import pytest
 import torch
 
-from anysat_lite.jepa.masks import (MultiBlockMaskSampler, RandomMaskSampler, SingleBlockMaskSampler,
-                                    build_mask_sampler, context_statistics, drop_dates, masks_to_grid, modality_mask)
+from anysat_lite.jepa.masks import (
+    MultiBlockMaskSampler,
+    RandomMaskSampler,
+    SingleBlockMaskSampler,
+    build_mask_sampler,
+    context_statistics,
+    drop_dates,
+    masks_to_grid,
+    modality_mask,
+)
 
 
 def gen(seed=0):
@@ -16,12 +25,12 @@ def test_multiblock_properties(grid):
     m = s(16, grid, gen(1))
     n = grid[0] * grid[1]
     assert m.context.shape[0] == 16 and len(m.targets) == 4
-    assert all(t.shape == m.targets[0].shape for t in m.targets)   # same block size in a batch
+    assert all(t.shape == m.targets[0].shape for t in m.targets)  # same block size in a batch
     for b in range(16):
         ctx = set(m.context[b].tolist())
         assert max(ctx) < n and m.context[b].tolist() == sorted(ctx)
         for t in m.targets:
-            assert not ctx & set(t[b].tolist())                      # no overlap (allow_overlap=False)
+            assert not ctx & set(t[b].tolist())  # no overlap (allow_overlap=False)
             assert max(t[b].tolist()) < n
 
 
@@ -67,7 +76,7 @@ def test_min_keep_is_honoured():
     for seed in range(5):
         assert s(8, (6, 6), gen(seed)).context.shape[1] >= 6
     with pytest.raises(ValueError, match="min_keep=10"):
-        MultiBlockMaskSampler(min_keep=10)(2, (3, 3), gen(0))   # a 2 x 2 context block cannot hold 10
+        MultiBlockMaskSampler(min_keep=10)(2, (3, 3), gen(0))  # a 2 x 2 context block cannot hold 10
 
 
 def test_complement_context_is_every_patch_outside_the_targets():
@@ -78,8 +87,9 @@ def test_complement_context_is_every_patch_outside_the_targets():
         ctx = set(m.context[b].tolist())
         assert not ctx & tgt
         # equalised to the smallest context of the batch: a subset of the complement, of that size
-        assert ctx <= set(range(36)) - tgt and len(ctx) == min(36 - len(set().union(
-            *(set(t[c].tolist()) for t in m.targets))) for c in range(8))
+        assert ctx <= set(range(36)) - tgt and len(ctx) == min(
+            36 - len(set().union(*(set(t[c].tolist()) for t in m.targets))) for c in range(8)
+        )
 
 
 @pytest.mark.parametrize("preset", ["cpu-demo"])
@@ -102,7 +112,14 @@ def test_official_size_presets_keep_anysat_mask_numbers(preset):
 
     j, official = get_config(preset).jepa, JEPAConfig()
     assert (j.mask, j.n_targets, j.target_scale, j.target_aspect, j.context_scale, j.context, j.min_keep) == (
-        "multiblock", 4, (0.2, 0.8), (0.75, 1.5), (0.85, 1.0), "block", 1)
+        "multiblock",
+        4,
+        (0.2, 0.8),
+        (0.75, 1.5),
+        (0.85, 1.0),
+        "block",
+        1,
+    )
     assert j == official
 
 
@@ -111,7 +128,7 @@ def test_masks_are_deterministic_in_the_generator():
     a, b = s(8, (6, 6), gen(5)), s(8, (6, 6), gen(5))
     assert torch.equal(a.context, b.context) and all(torch.equal(x, y) for x, y in zip(a.targets, b.targets))
     draws = {tuple(s(8, (6, 6), gen(k)).context.flatten().tolist()) for k in range(6)}
-    assert len(draws) > 1                                       # other seeds, other masks
+    assert len(draws) > 1  # other seeds, other masks
 
 
 def test_sharding_keeps_rows():
@@ -142,26 +159,31 @@ def test_modality_mask_keeps_one_modality_everywhere():
     m = modality_mask(4, 3, 10, 0.5, gen(0))
     assert m.shape == (4, 3, 10)
     kept = ~m
-    assert (kept.sum(1) >= 1).all()                          # one modality kept at every location
+    assert (kept.sum(1) >= 1).all()  # one modality kept at every location
     # 10 kept for coverage + int(10 * 2 * 0.5) = 10 more
     assert (kept.flatten(1).sum(1) == 20).all()
-    assert not modality_mask(2, 1, 10, 0.5, gen(0)).any()   # single modality: nothing masked
-    torch.testing.assert_close(modality_mask(4, 3, 10, 0.5, gen(7), rows=slice(2, 4)), modality_mask(4, 3, 10, 0.5, gen(7))[2:])
+    assert not modality_mask(2, 1, 10, 0.5, gen(0)).any()  # single modality: nothing masked
+    torch.testing.assert_close(
+        modality_mask(4, 3, 10, 0.5, gen(7), rows=slice(2, 4)), modality_mask(4, 3, 10, 0.5, gen(7))[2:]
+    )
 
 
 def test_drop_dates():
-    x = {"s2": torch.arange(2 * 6).float().view(2, 6, 1, 1, 1).expand(2, 6, 10, 2, 2).clone(),
-         "s2_dates": torch.arange(12).view(2, 6) * 10, "s2_mask": torch.ones(2, 6, dtype=torch.bool),
-         "aerial": torch.rand(2, 4, 100, 100)}
+    x = {
+        "s2": torch.arange(2 * 6).float().view(2, 6, 1, 1, 1).expand(2, 6, 10, 2, 2).clone(),
+        "s2_dates": torch.arange(12).view(2, 6) * 10,
+        "s2_mask": torch.ones(2, 6, dtype=torch.bool),
+        "aerial": torch.rand(2, 4, 100, 100),
+    }
     y = drop_dates(x, 0.5, gen(0))
     assert y["s2"].shape == (2, 3, 10, 2, 2) and y["s2_dates"].shape == (2, 3) and y["s2_mask"].shape == (2, 3)
     assert torch.equal(y["aerial"], x["aerial"])
     for b in range(2):
         d = y["s2_dates"][b]
-        assert torch.all(d[1:] > d[:-1])                       # kept in order
-        assert torch.equal(y["s2"][b, :, 0, 0, 0] * 10, d.float())   # values follow their dates
+        assert torch.all(d[1:] > d[:-1])  # kept in order
+        assert torch.equal(y["s2"][b, :, 0, 0, 0] * 10, d.float())  # values follow their dates
     one = drop_dates({"s2": torch.rand(1, 1, 10, 2, 2), "s2_dates": torch.tensor([[5]])}, 0.5, gen(0))
-    assert one["s2"].shape[1] == 1                            # at least one date stays
+    assert one["s2"].shape[1] == 1  # at least one date stays
     shard = drop_dates({k: v[1:2] for k, v in x.items()}, 0.5, gen(3), rows=slice(1, 2), global_batch=2)
     ref = drop_dates(x, 0.5, gen(3))
-    assert torch.equal(shard["s2_dates"][0], ref["s2_dates"][1])   # same draw as in the global batch
+    assert torch.equal(shard["s2_dates"][0], ref["s2_dates"][1])  # same draw as in the global batch

@@ -1,4 +1,5 @@
 """Shapes and contracts of every output mode and sensor, plus what the official code cannot do."""
+
 import pytest
 import torch
 
@@ -22,8 +23,12 @@ def sample_for(names, extent=60, B=2, T=3):
     return random_sample(names, extent, B, T)
 
 
-SPATIAL = [n for n in SENSORS if not SENSORS[n].one_token_per_tile and n in
-           ("aerial", "aerial-flair", "spot", "naip", "s2", "s1-asc", "s1", "alos", "l7", "l8")]
+SPATIAL = [
+    n
+    for n in SENSORS
+    if not SENSORS[n].one_token_per_tile
+    and n in ("aerial", "aerial-flair", "spot", "naip", "s2", "s1-asc", "s1", "alos", "l7", "l8")
+]
 
 
 @pytest.mark.parametrize("sensor", SPATIAL)
@@ -74,7 +79,7 @@ def test_30m_sensors_at_any_patch_size(model, P, grid):
 
 
 def test_30m_sensor_alone_with_a_patch_larger_than_its_tile_sub_patch(model):
-    x = sample_for(["l7"], extent=60)   # 2 x 2 px
+    x = sample_for(["l7"], extent=60)  # 2 x 2 px
     with torch.no_grad():
         assert model(x, 60, "patch").shape == (2, 1, 1, D)
         assert model(x, 60, "dense").shape == (2, 2, 2, 2 * D)
@@ -136,7 +141,7 @@ def test_date_mask_excludes_dates(model):
     m = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     y = dict(x)
     y["s2"] = x["s2"].clone()
-    y["s2"][0, 2:] = 1e3   # garbage on the masked dates must not matter
+    y["s2"][0, 2:] = 1e3  # garbage on the masked dates must not matter
     with torch.no_grad():
         a = model({**x, "s2_mask": m}, 20)
         b = model({**y, "s2_mask": m}, 20)
@@ -207,7 +212,7 @@ def test_compile_blocks_on_a_whole_jepa_reaches_target_and_predictor(monkeypatch
     assert {f"predictor.blocks.{i}" for i in range(len(model.predictor.blocks))} <= set(names)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_compiled_blocks_compute_what_eager_blocks_compute():
     torch.manual_seed(0)
     m = AnySat(model_config("nano"), sensors=["aerial", "s2"]).eval()
@@ -215,5 +220,5 @@ def test_compiled_blocks_compute_what_eager_blocks_compute():
     eager = m(x, 20, "all")
     keys = list(m.state_dict())
     m.compile_blocks()
-    assert list(m.state_dict()) == keys                  # compiled in place: checkpoints unchanged
+    assert list(m.state_dict()) == keys  # compiled in place: checkpoints unchanged
     torch.testing.assert_close(m(x, 20, "all"), eager, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,6 @@
 """What the notebooks open up: intermediates exposed by the model (attention weights, L-TAE attention, the
 pipeline trace), the official-format writer, and the figure helpers' choices (band composites, PCA colours)."""
+
 import pytest
 import torch
 
@@ -20,15 +21,16 @@ def model():
 
 @pytest.fixture(scope="module")
 def sample():
-    return random_sample(["aerial", "s2", "s1-asc"], extent_m=60, batch=2, n_dates=5,
-                         generator=torch.Generator().manual_seed(0))
+    return random_sample(
+        ["aerial", "s2", "s1-asc"], extent_m=60, batch=2, n_dates=5, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_ltae_attention_is_what_the_forward_pools_with(model, sample):
     proj = model.projectors["s2"]
     valid = torch.tensor([[True, True, False, True, True], [True, False, True, True, False]])
     with torch.no_grad():
-        a = proj.attention(sample["s2"], sample["s2_dates"], valid)               # [B, H, W, heads, T]
+        a = proj.attention(sample["s2"], sample["s2_dates"], valid)  # [B, H, W, heads, T]
         assert a.shape == (2, 6, 6, proj.ltae.n_head, 5)
         torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]))
         assert a[0, ..., 2].max() < 1e-30 and a[1, ..., [1, 4]].max() < 1e-30
@@ -48,7 +50,7 @@ def test_attention_weights_reproduce_the_fast_forward(rpe):
     torch.manual_seed(1)
     attn = SelfAttention(32, 4, rpe=rpe).eval()
     if rpe:
-        torch.nn.init.normal_(attn.rpe.weight, std=1.0)                           # a bias that matters
+        torch.nn.init.normal_(attn.rpe.weight, std=1.0)  # a bias that matters
     x = torch.randn(3, 1 + 16, 32)
     buckets = add_prefix(euclidean_buckets(grid_coords(4, 4), grid_coords(4, 4)), 1, 1) if rpe else None
     with torch.no_grad():
@@ -57,7 +59,7 @@ def test_attention_weights_reproduce_the_fast_forward(rpe):
         _, _, v = attn.heads(x)
         by_hand = attn.proj((w @ v).transpose(1, 2).reshape(3, 17, 32))
         torch.testing.assert_close(by_hand, attn(x, buckets), atol=1e-5, rtol=1e-4)
-        if rpe:   # the bias is the first head's, the same for every head
+        if rpe:  # the bias is the first head's, the same for every head
             q, _, _ = attn.heads(x)
             torch.testing.assert_close(bias, attn.rpe(q[:, :1] * attn.scale, buckets))
 
@@ -69,6 +71,7 @@ def test_fusion_weights_reproduce_the_fusion_output(model, sample):
         x = fusion.norm1(trace.joint)
         pos, coords = model.patch_positions(trace.grid, 2.0)
         from anysat_lite.model.fusion import fusion_buckets
+
         qpos = torch.cat([pos.new_zeros(1, 1, model.embed_dim), pos[None]], dim=1)
         w = fusion.attn.weights(x, qpos, fusion_buckets(coords, 3, 1))
         _, _, v = fusion.attn.heads(x, qpos)
@@ -82,8 +85,10 @@ def test_trace_records_a_real_forward_pass_and_leaves_no_hooks(model, sample):
     trace = trace_pipeline(model, sample, 20, output_modality="aerial")
     with torch.no_grad():
         torch.testing.assert_close(trace.fused, model(sample, 20, output="all"), atol=1e-5, rtol=1e-4)
-        assert trace.outputs == {m: tuple(model(sample, 20, output=m, output_modality="aerial").shape)
-                                 for m in ("dense", "tile", "patch", "all")}
+        assert trace.outputs == {
+            m: tuple(model(sample, 20, output=m, output_modality="aerial").shape)
+            for m in ("dense", "tile", "patch", "all")
+        }
     assert trace.grid == (3, 3) and trace.patch_tokens.shape == (2, 27, 64) and trace.joint.shape == (2, 28, 64)
     assert trace.grouped == {"aerial": (18, 100, 64), "s2": (18, 4, 64), "s1-asc": (18, 4, 64)}
     assert trace.projected["aerial"].shape == (2, 30, 30, 64) and trace.subpatch_m["aerial"] == 2.0
@@ -108,10 +113,10 @@ def test_official_format_of_every_key_of_the_released_model(base_manifest):
 
 
 def test_composites_pick_bands_by_name():
-    assert composite("aerial") == ([3, 1, 2], "true colour (R, G, B)")          # file order NIR, G, B, R
+    assert composite("aerial") == ([3, 1, 2], "true colour (R, G, B)")  # file order NIR, G, B, R
     assert composite("aerial", "false") == ([0, 3, 1], "false colour (NIR, R, G)")
     assert composite("s2") == ([2, 1, 0], "true colour (B4, B3, B2)")
-    assert composite("spot", "false") == ([0, 1, 2], "true colour (R, G, B)")   # no NIR: falls back, and says so
+    assert composite("spot", "false") == ([0, 1, 2], "true colour (R, G, B)")  # no NIR: falls back, and says so
     assert composite("s1-asc") == ([0, 0, 0], "VV band (grey)")
 
 
@@ -122,7 +127,7 @@ def test_pca_colours_and_centred_similarity():
     b = common + torch.randn(3, 3, 16) + 3.0
     joint = pca_colours({"a": a, "b": b})
     assert joint["a"].shape == (5, 5, 3) and 0 <= joint["a"].min() and joint["b"].max() <= 1
-    assert not (pca_colours({"b": b})["b"] == joint["b"]).all()                  # joint PCA differs from own
+    assert not (pca_colours({"b": b})["b"] == joint["b"]).all()  # joint PCA differs from own
     raw = cosine_similarity_map(a, (0, 0))
     centred = cosine_similarity_map(a, (0, 0), center=True)
     assert raw.min() > 0.8 and centred.min() < 0.5 and centred[0, 0] == pytest.approx(1.0)

@@ -2,13 +2,18 @@
 
 Every output case runs twice: with the fast kernels and with their textbook forms (:mod:`anysat_lite.kernels`).
 """
+
 import pytest
 import torch
 
 from anysat_lite import kernels
 from anysat_lite.model import AnySat
-from anysat_lite.model.official import (OfficialCheckpointError, convert_official_state_dict, load_official,
-                                        official_model_config)
+from anysat_lite.model.official import (
+    OfficialCheckpointError,
+    convert_official_state_dict,
+    load_official,
+    official_model_config,
+)
 
 TOL = 1e-4
 
@@ -38,8 +43,9 @@ def test_parity_with_official_outputs(reference, official_model, index, textbook
     case = reference["cases"][index]
     x = _inputs(reference, case["inputs"])
     with torch.no_grad(), kernels.use_reference(textbook):
-        out = official_model(x, case["patch_size"], output=case["output"],
-                             output_modality=case["output_modality"] or None)
+        out = official_model(
+            x, case["patch_size"], output=case["output"], output_modality=case["output_modality"] or None
+        )
     expected = case["expected"]
     assert out.shape == expected.shape, _case_id(case)
     diff = (out - expected).abs().max().item()

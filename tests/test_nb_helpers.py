@@ -1,4 +1,5 @@
 """Package additions used by notebooks 02-05: JEPA step intermediates and the figure helpers of viz.py."""
+
 import math
 
 import pytest
@@ -25,16 +26,21 @@ from anysat_lite.viz import (
 
 def _batch(B=4):
     g = torch.Generator().manual_seed(0)
-    return {"aerial": torch.randn(B, 4, 200, 200, generator=g), "s2": torch.randn(B, 4, 10, 4, 4, generator=g),
-            "s2_dates": torch.tensor([[10, 100, 200, 300]] * B), "s1-asc": torch.randn(B, 4, 2, 4, 4, generator=g),
-            "s1-asc_dates": torch.tensor([[20, 120, 220, 320]] * B)}
+    return {
+        "aerial": torch.randn(B, 4, 200, 200, generator=g),
+        "s2": torch.randn(B, 4, 10, 4, 4, generator=g),
+        "s2_dates": torch.tensor([[10, 100, 200, 300]] * B),
+        "s1-asc": torch.randn(B, 4, 2, 4, 4, generator=g),
+        "s1-asc_dates": torch.tensor([[20, 120, 220, 320]] * B),
+    }
 
 
 def _step(cfg, x, **kw):
     torch.manual_seed(0)
     model = JEPA(cfg, sensors=[k for k in ("aerial", "s2", "s1-asc") if k in x])
     masks = MultiBlockMaskSampler(context="complement", target_scale=(0.1, 0.2), min_keep=4)(
-        x["s2"].shape[0], (4, 4), torch.Generator().manual_seed(1))
+        x["s2"].shape[0], (4, 4), torch.Generator().manual_seed(1)
+    )
     gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities", "views"))}
     return model(x, 10, masks, gens, **kw), masks
 
@@ -52,7 +58,7 @@ def test_intermediates_leave_the_losses_unchanged_and_recompute_them():
     assert inter["tokens"].shape == (B, 3, 16, D) and inter["context_tokens"].shape == (B, 3, Kc, D)
     assert inter["replaced"].shape == (B, 3, Kc) and inter["replaced"].any()
     assert inter["context_out"].shape == (B, 1 + Kc, D) and inter["predictions"].shape == (4, B, Kt, D)
-    assert inter["context_sample"]["s2"].shape[1] == 2                      # half of the 4 dates
+    assert inter["context_sample"]["s2"].shape[1] == 2  # half of the 4 dates
     assert torch.allclose(latent_loss(inter["predictions"], inter["targets"]), out["jepa_loss"])
     assert torch.allclose(mil_nce(inter["views"]), out["contrastive_loss"])
 
@@ -70,8 +76,8 @@ def test_contrastive_pairs_roles_match_their_counts():
     role = contrastive_pairs(M, B, N)
     L = M * B * N
     assert role.shape == (L, L)
-    assert ((role == 1).sum(1) == M - 1).all()               # positives: the same place in the other sensors
-    assert ((role == 2).sum(1) == N).all()                   # left out: own tile and sensor, itself included
+    assert ((role == 1).sum(1) == M - 1).all()  # positives: the same place in the other sensors
+    assert ((role == 2).sum(1) == N).all()  # left out: own tile and sensor, itself included
     assert torch.equal(role, role.t())
     # row (m=0, b=0, n=1): its positives are (m=1, b=0, n=1) and (m=2, b=0, n=1)
     assert set((role[1] == 1).nonzero().flatten().tolist()) == {B * N + 1, 2 * B * N + 1}
@@ -89,11 +95,21 @@ def test_figure_helpers_draw_labelled_axes(tmp_path):
     import matplotlib.pyplot as plt
 
     stats = {"a": [context_statistics(MultiBlockMaskSampler(), (3, 3), steps=5)]}
-    for axes in (plot_context_statistics(stats), plot_schedules(get_config("cpu-demo")),
-                 [plot_ema_memory({"demo": (30, (0.996, 1.0))})], [plot_contrastive_pairs(2, 2, 3)],
-                 plot_monitor_runs({"r": [{"step": 0, "jepa_loss": 1.0, "std": 0.3, "erank": 5.0, "cos": 0.9},
-                                          {"step": 1, "jepa_loss": 0.5, "std": 0.2, "erank": 4.0, "cos": 0.95}]},
-                                   thresholds={"std": 0.1})):
+    for axes in (
+        plot_context_statistics(stats),
+        plot_schedules(get_config("cpu-demo")),
+        [plot_ema_memory({"demo": (30, (0.996, 1.0))})],
+        [plot_contrastive_pairs(2, 2, 3)],
+        plot_monitor_runs(
+            {
+                "r": [
+                    {"step": 0, "jepa_loss": 1.0, "std": 0.3, "erank": 5.0, "cos": 0.9},
+                    {"step": 1, "jepa_loss": 0.5, "std": 0.2, "erank": 4.0, "cos": 0.95},
+                ]
+            },
+            thresholds={"std": 0.1},
+        ),
+    ):
         for ax in axes:
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     plt.close("all")

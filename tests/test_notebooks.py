@@ -4,6 +4,7 @@ The run executes every notebook once with nbval in smoke mode (``ANYSAT_LITE_SMO
 cells and compares the output of every cell marked ``# NBVAL_CHECK_OUTPUT`` with the stored one
 (``--nbval-lax``), so the stored notebooks (a full run) and the smoke run must print the same there.
 """
+
 import json
 import os
 import re
@@ -14,9 +15,19 @@ import time
 import nbformat
 import pytest
 
-from anysat_lite.notebooks import (COLAB_PLACEHOLDER, NOTEBOOK_DIR, PARAMETERS, SETUP, apply_standard_cells,
-                                   check_structure, colab_url, github_slug, insert_colab_links, list_notebooks,
-                                   markdown_words)
+from anysat_lite.notebooks import (
+    COLAB_PLACEHOLDER,
+    NOTEBOOK_DIR,
+    PARAMETERS,
+    SETUP,
+    apply_standard_cells,
+    check_structure,
+    colab_url,
+    github_slug,
+    insert_colab_links,
+    list_notebooks,
+    markdown_words,
+)
 
 NOTEBOOKS = list_notebooks()
 # Notebooks whose teaching content (learning goals, exercises...) is still being written by the second helper
@@ -33,8 +44,14 @@ def test_the_eight_notebooks_are_there():
     assert _ids(NOTEBOOKS) == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="content pending"))
-                                  if p.name[:2] in PENDING else p for p in NOTEBOOKS], ids=_ids(NOTEBOOKS))
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="content pending")) if p.name[:2] in PENDING else p
+        for p in NOTEBOOKS
+    ],
+    ids=_ids(NOTEBOOKS),
+)
 def test_notebook_structure(path):
     """Learning goals, prerequisites, run times, paper sections, >= 800 words, Summary, >= 2 exercises with
     checked solutions, the shared cells, stored outputs of a full run with a figure and the run time."""
@@ -83,31 +100,53 @@ def test_check_structure_names_what_is_missing(tmp_path):
     path = tmp_path / "99_bare.ipynb"
     nbformat.write(nb, path)
     problems = "\n".join(check_structure(path))
-    for missing in ("'Learning goals'", "'Summary'", "'Exercises'", "prerequisites", "2 CPU cores",
-                    "paper sections", "fewer than 800", "parameters cell", "setup cell", "tagged 'colab'",
-                    "0 exercises", "no figure", "run time"):
+    for missing in (
+        "'Learning goals'",
+        "'Summary'",
+        "'Exercises'",
+        "prerequisites",
+        "2 CPU cores",
+        "paper sections",
+        "fewer than 800",
+        "parameters cell",
+        "setup cell",
+        "tagged 'colab'",
+        "0 exercises",
+        "no figure",
+        "run time",
+    ):
         assert missing in problems, missing
 
 
 def _complete_notebook(words: int, solution_output: str):
     nb = nbformat.v4.new_notebook()
-    intro = ("## Learning goals\n\n**Prerequisites:** notebook 00.\n\n**Run time:** 2 CPU cores: 10 s; "
-             "Colab GPU: not measured yet.\n\n**Paper:** AnySat, Sec. 3.\n\n" + "word " * words)
+    intro = (
+        "## Learning goals\n\n**Prerequisites:** notebook 00.\n\n**Run time:** 2 CPU cores: 10 s; "
+        "Colab GPU: not measured yet.\n\n**Paper:** AnySat, Sec. 3.\n\n" + "word " * words
+    )
     image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
-    cells = [nbformat.v4.new_markdown_cell("# 99 · Test"),
-             nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}),
-             nbformat.v4.new_markdown_cell(intro),
-             nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-             nbformat.v4.new_code_cell(SETUP),
-             nbformat.v4.new_code_cell("plot()", outputs=[image]),
-             nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises\n\n### Exercise 1\n\nOne.\n\n"
-                                           "### Exercise 2\n\nTwo.")]
+    cells = [
+        nbformat.v4.new_markdown_cell("# 99 · Test"),
+        nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}),
+        nbformat.v4.new_markdown_cell(intro),
+        nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(SETUP),
+        nbformat.v4.new_code_cell("plot()", outputs=[image]),
+        nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises\n\n### Exercise 1\n\nOne.\n\n### Exercise 2\n\nTwo."),
+    ]
     for n in (1, 2):
-        cells.append(nbformat.v4.new_code_cell(f"# Solution {n}\n# NBVAL_CHECK_OUTPUT\nprint(42)", outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text=solution_output)]))
+        cells.append(
+            nbformat.v4.new_code_cell(
+                f"# Solution {n}\n# NBVAL_CHECK_OUTPUT\nprint(42)",
+                outputs=[nbformat.v4.new_output("stream", name="stdout", text=solution_output)],
+            )
+        )
     timing = nbformat.v4.new_output("stream", name="stdout", text="this run: 1 s")
-    cells.append(nbformat.v4.new_code_cell("from anysat_lite.notebooks import report_run_time\nreport_run_time()",
-                                           outputs=[timing]))
+    cells.append(
+        nbformat.v4.new_code_cell(
+            "from anysat_lite.notebooks import report_run_time\nreport_run_time()", outputs=[timing]
+        )
+    )
     for i, c in enumerate(cells):
         if c.cell_type == "code":
             c.execution_count = i
@@ -124,19 +163,26 @@ def test_check_structure_accepts_a_complete_notebook_and_counts_words(tmp_path):
     nbformat.write(_complete_notebook(800, "True\n"), path)
     assert any("prints only booleans" in p for p in check_structure(path))
     nb = nbformat.read(path, as_version=4)
-    assert markdown_words(nb) == sum(1 for c in nb.cells if c.cell_type == "markdown"
-                                     for t in c.source.split() if re.search("[A-Za-z]", t))
+    assert markdown_words(nb) == sum(
+        1 for c in nb.cells if c.cell_type == "markdown" for t in c.source.split() if re.search("[A-Za-z]", t)
+    )
 
 
 def test_github_addresses_and_colab_urls():
-    for form in ("https://github.com/someone/anysat_lite", "https://github.com/someone/anysat_lite.git",
-                 "git@github.com:someone/anysat_lite.git", "someone/anysat_lite",
-                 "https://github.com/someone/anysat_lite/"):
+    for form in (
+        "https://github.com/someone/anysat_lite",
+        "https://github.com/someone/anysat_lite.git",
+        "git@github.com:someone/anysat_lite.git",
+        "someone/anysat_lite",
+        "https://github.com/someone/anysat_lite/",
+    ):
         assert github_slug(form) == "someone/anysat_lite"
     with pytest.raises(ValueError, match="GitHub"):
         github_slug("https://gitlab.com/someone/anysat_lite")
-    assert colab_url("someone/anysat_lite", "00_quickstart.ipynb", "dev") == \
-        "https://colab.research.google.com/github/someone/anysat_lite/blob/dev/notebooks/00_quickstart.ipynb"
+    assert (
+        colab_url("someone/anysat_lite", "00_quickstart.ipynb", "dev")
+        == "https://colab.research.google.com/github/someone/anysat_lite/blob/dev/notebooks/00_quickstart.ipynb"
+    )
 
 
 def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
@@ -153,21 +199,26 @@ def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
 
 
 def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):
-    old_install = ('import importlib.util, os, subprocess, sys\nif importlib.util.find_spec("anysat_lite") is None:\n'
-                   '    subprocess.run(["git", "clone", REPO_URL, "x"], check=True)')
+    old_install = (
+        'import importlib.util, os, subprocess, sys\nif importlib.util.find_spec("anysat_lite") is None:\n'
+        '    subprocess.run(["git", "clone", REPO_URL, "x"], check=True)'
+    )
     old_mode = 'import os\nSMOKE = SMOKE or os.environ.get("ANYSAT_LITE_SMOKE") == "1"'
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# 98 · Old"),
-                nbformat.v4.new_code_cell(old_install),
-                nbformat.v4.new_code_cell("# Parameters: papermill\nSMOKE = False\nSTEPS = 3  # steps",
-                                          metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(old_mode),
-                nbformat.v4.new_code_cell("print(STEPS)")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 98 · Old"),
+        nbformat.v4.new_code_cell(old_install),
+        nbformat.v4.new_code_cell(
+            "# Parameters: papermill\nSMOKE = False\nSTEPS = 3  # steps", metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(old_mode),
+        nbformat.v4.new_code_cell("print(STEPS)"),
+    ]
     path = tmp_path / "98_old.ipynb"
     nbformat.write(nb, path)
     apply_standard_cells(path)
     once = nbformat.read(path, as_version=4)
-    apply_standard_cells(path)                                   # idempotent
+    apply_standard_cells(path)  # idempotent
     cells = nbformat.read(path, as_version=4).cells
     assert [c.source for c in cells] == [c.source for c in once.cells]
     assert [c.metadata.get("tags", []) for c in cells[:3]] == [[], ["colab"], ["parameters"]]
@@ -175,28 +226,67 @@ def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):
     assert [c.source for c in cells[4:]] == ["print(STEPS)"]
 
 
+def test_standard_cells_move_a_misplaced_colab_cell_after_the_title(tmp_path):
+    """A colab-tagged code cell further down (an older notebook) becomes the markdown placeholder at index 1."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 97 · Misplaced"),
+        nbformat.v4.new_markdown_cell("## Learning goals"),
+        nbformat.v4.new_code_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}),
+        nbformat.v4.new_code_cell("print(1)"),
+    ]
+    path = tmp_path / "97_misplaced.ipynb"
+    nbformat.write(nb, path)
+    apply_standard_cells(path)
+    cells = nbformat.read(path, as_version=4).cells
+    assert [(c.cell_type, c.metadata.get("tags", [])) for c in cells[:2]] == [("markdown", []), ("markdown", ["colab"])]
+    assert [c.source for c in cells].count(COLAB_PLACEHOLDER) == 1 and cells[2].source == "## Learning goals"
+
+
 def test_setup_cell_explains_what_to_do_when_the_package_is_missing(tmp_path):
     """Run the setup cell where anysat_lite cannot be imported and REPO is empty: one paragraph, then stop."""
-    script = ("import importlib.util, sys\n"
-              "real = importlib.util.find_spec\n"
-              "importlib.util.find_spec = lambda name, *a: None if name == 'anysat_lite' else real(name, *a)\n"
-              + PARAMETERS + "\n" + SETUP)
+    script = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'anysat_lite' else real(name, *a)\n"
+        + PARAMETERS
+        + "\n"
+        + SETUP
+    )
     env = {k: v for k, v in os.environ.items() if k != "ANYSAT_LITE_REPO"}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert r.returncode != 0 and "set REPO" in r.stderr
     paragraph = r.stdout.strip()
     assert "\n" not in paragraph and "REPO" in paragraph and "ANYSAT_LITE_REPO" in paragraph
-    assert "pip install -e" in paragraph and not list(tmp_path.iterdir())      # nothing cloned
+    assert "pip install -e" in paragraph and not list(tmp_path.iterdir())  # nothing cloned
 
 
 def test_every_notebook_runs_once_and_its_checked_outputs_match():
     """nbval in smoke mode: executes all eight notebooks (errors fail) and compares the checked cells."""
     env = {**os.environ, "ANYSAT_LITE_SMOKE": "1", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                        "--nbval-current-env", "--rootdir", str(NOTEBOOK_DIR), *map(str, NOTEBOOKS)],
-                       cwd=NOTEBOOK_DIR, env=env, capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "--rootdir",
+            str(NOTEBOOK_DIR),
+            *map(str, NOTEBOOKS),
+        ],
+        cwd=NOTEBOOK_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     summary = {"seconds": round(time.time() - t0), "tail": r.stdout[-300:]}
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     print(json.dumps(summary))

@@ -4,6 +4,7 @@ Expected values are derived by hand from the official ``src/data/Pastis.py`` and
 PASTIS configs: folds 1-3 / 4 / 5, metadata order within a fold, days since 2018-09-01,
 ``temporal_dropout: 20`` on the train split, multi-label = classes 1..18 present, void = 19.
 """
+
 import datetime as dt
 import json
 import shutil
@@ -12,20 +13,21 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import ROOT
 
 from anysat_lite.data.contract import sensor_entries, validate_sample
 from anysat_lite.data.pastis import CLASSES, PastisHDDataset, compute_norm_stats, days_since, official_norm_stats
 from anysat_lite.data.registry import get_dataset
-
-from conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "data" / "pastis_hd"
 SENSORS = ("spot", "s2", "s1")
 
 
 def _meta():
-    return {str(f["properties"]["ID_PATCH"]): f["properties"]
-            for f in json.loads((FIXTURE / "metadata.geojson").read_text())["features"]}
+    return {
+        str(f["properties"]["ID_PATCH"]): f["properties"]
+        for f in json.loads((FIXTURE / "metadata.geojson").read_text())["features"]
+    }
 
 
 def _days(props, key):
@@ -53,7 +55,9 @@ def test_item_matches_the_official_getitem():
     assert torch.equal(item["s2"], torch.from_numpy(s2.astype(np.float32))) and item["s2"].shape == (6, 10, 8, 8)
     assert torch.equal(item["s1"], torch.from_numpy(s1)) and item["s1"].shape == (5, 3, 8, 8)
     assert item["s2_dates"].dtype == torch.int64
-    assert item["s2_dates"].tolist() == _days(props, "dates-S2") and item["s1_dates"].tolist() == _days(props, "dates-S1A")
+    assert item["s2_dates"].tolist() == _days(props, "dates-S2") and item["s1_dates"].tolist() == _days(
+        props, "dates-S1A"
+    )
     # patch 20000 holds background and void only: no crop class, void pixels become -1
     assert item["multilabel"].shape == (18,) and item["multilabel"].sum() == 0
     target = np.load(FIXTURE / f"ANNOTATIONS/TARGET_{pid}.npy")[0]
@@ -127,14 +131,17 @@ def test_official_norm_stats_average_the_folds_read():
     with pytest.raises(KeyError, match="no statistics for fold"):
         official_norm_stats(FIXTURE, ("s1",), folds=(6,))
     got = compute_norm_stats(FIXTURE, ("s1",), folds=(4, 5)).stats["s1"]
-    tiles = [np.load(FIXTURE / f"DATA_S1A/S1A_{p}.npy").transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
-             for p in ("20000", "30000")]
+    tiles = [
+        np.load(FIXTURE / f"DATA_S1A/S1A_{p}.npy").transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
+        for p in ("20000", "30000")
+    ]
     np.testing.assert_allclose(got[0], np.mean([t.mean(1) for t in tiles], axis=0), rtol=1e-12)
     np.testing.assert_allclose(got[1], np.mean([t.std(1, ddof=1) for t in tiles], axis=0), rtol=1e-12)
 
 
 def test_item_is_a_model_input_and_nano_runs_at_the_paper_patch_size():
     from anysat_lite import AnySat
+
     item = PastisHDDataset(FIXTURE, "test")[0]  # patch 30000: every date within days 0..365
     x = {k: v[None] for k, v in sensor_entries(item).items()}
     assert validate_sample(x).extent_m == (80.0, 80.0)

@@ -1,36 +1,47 @@
 """The input pipeline: padding of variable-length series, crops, batch plans, datasets found under data.root."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from anysat_lite.config import DataConfig, DatasetSpec, get_config
-from anysat_lite.data.datasets import (BatchPlanner, DatasetBundle, build_dataset, collate, effective_batch_size,
-                                       pad_series)
+from anysat_lite.data.datasets import (
+    BatchPlanner,
+    DatasetBundle,
+    build_dataset,
+    collate,
+    effective_batch_size,
+    pad_series,
+)
 from anysat_lite.data.normalization import NormStats, per_tile_norm_stats, read_norm_files
 from anysat_lite.data.pipeline import StepBatches, crop_item
 from anysat_lite.data.registry import dataset_root
 from anysat_lite.jepa import build_mask_sampler
-from conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "data"
 
 
 def _series(T, fill):
-    return {"s2": torch.full((T, 10, 2, 2), float(fill)), "s2_dates": torch.arange(1, T + 1) * 10,
-            "aerial": torch.zeros(4, 100, 100), "label": torch.tensor(fill)}
+    return {
+        "s2": torch.full((T, 10, 2, 2), float(fill)),
+        "s2_dates": torch.arange(1, T + 1) * 10,
+        "aerial": torch.zeros(4, 100, 100),
+        "label": torch.tensor(fill),
+    }
 
 
 def test_collate_pads_series_of_different_lengths_and_masks_the_padding():
     a, b = _series(3, 1), _series(5, 2)
-    b["s2_dates"] = torch.tensor([400, 401, 402, 403, 404])            # any whole days
+    b["s2_dates"] = torch.tensor([400, 401, 402, 403, 404])  # any whole days
     batch = collate([a, b])
     assert batch["s2"].shape == (2, 5, 10, 2, 2) and batch["aerial"].shape == (2, 4, 100, 100)
     assert batch["s2_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
-    assert batch["s2_dates"][0].tolist() == [10, 20, 30, 0, 0]         # padded dates are 0, as the official collate
+    assert batch["s2_dates"][0].tolist() == [10, 20, 30, 0, 0]  # padded dates are 0, as the official collate
     assert batch["s2"][0, 3:].abs().sum() == 0 and (batch["s2"][1] == 2).all()
-    assert "s2_mask" not in collate([a, _series(3, 4)])                # equal lengths: stacked as they are
+    assert "s2_mask" not in collate([a, _series(3, 4)])  # equal lengths: stacked as they are
 
 
 def test_collate_keeps_an_items_own_mask_and_names_mismatched_shapes():
@@ -39,8 +50,11 @@ def test_collate_keeps_an_items_own_mask_and_names_mismatched_shapes():
     assert collate([a, b])["s2_mask"].tolist() == [[True, False, False, False], [True, True, False, True]]
     c = _series(2, 3)
     c["aerial"] = torch.zeros(4, 50, 50)
-    with pytest.raises(ValueError, match=r"'aerial' has shapes \[4, 100, 100\], \[4, 50, 50\]; give every tile the "
-                                         r"same size"):
+    with pytest.raises(
+        ValueError,
+        match=r"'aerial' has shapes \[4, 100, 100\], \[4, 50, 50\]; give every tile the "
+        r"same size",
+    ):
         collate([_series(2, 1), c])
 
 
@@ -53,21 +67,25 @@ def test_pad_series_to_a_longer_global_length():
 
 def test_crop_item_keeps_the_sensors_aligned():
     """A 60 m tile (aerial 300 px at 0.2 m, s2 6 px at 10 m) whose pixels hold the index of their 10 m cell."""
-    cell = torch.arange(6)[:, None] * 10 + torch.arange(6)                       # [6, 6] 10 m cells
-    aerial = cell.repeat_interleave(50, 0).repeat_interleave(50, 1).float()      # [300, 300]
-    item = {"aerial": aerial.expand(4, -1, -1).clone(), "s2": cell.float().expand(2, 10, -1, -1).clone(),
-            "s2_dates": torch.tensor([1, 2]), "segmentation": cell.clone()}
+    cell = torch.arange(6)[:, None] * 10 + torch.arange(6)  # [6, 6] 10 m cells
+    aerial = cell.repeat_interleave(50, 0).repeat_interleave(50, 1).float()  # [300, 300]
+    item = {
+        "aerial": aerial.expand(4, -1, -1).clone(),
+        "s2": cell.float().expand(2, 10, -1, -1).clone(),
+        "s2_dates": torch.tensor([1, 2]),
+        "segmentation": cell.clone(),
+    }
     corners = set()
     for seed in range(8):
         out = crop_item(item, 40, np.random.default_rng(seed))
         assert out["aerial"].shape == (4, 200, 200) and out["s2"].shape == (2, 10, 4, 4)
         assert out["segmentation"].shape == (4, 4) and torch.equal(out["s2_dates"], item["s2_dates"])
         first, last = out["s2"][0, 0, 0, 0], out["s2"][0, 0, 3, 3]
-        assert out["aerial"][0, 0, 0] == first == out["segmentation"][0, 0]      # the same ground, every sensor
+        assert out["aerial"][0, 0, 0] == first == out["segmentation"][0, 0]  # the same ground, every sensor
         assert out["aerial"][0, 199, 199] == last == out["segmentation"][3, 3] == first + 33
         corners.add(int(first))
-    assert corners <= {0, 1, 2, 10, 11, 12, 20, 21, 22} and len(corners) > 2      # offsets in whole 10 m cells
-    assert crop_item(item, 40)["s2"][0, 0, 0, 0] == 11                            # centred: (60 - 40) / 2 = 10 m
+    assert corners <= {0, 1, 2, 10, 11, 12, 20, 21, 22} and len(corners) > 2  # offsets in whole 10 m cells
+    assert crop_item(item, 40)["s2"][0, 0, 0, 0] == 11  # centred: (60 - 40) / 2 = 10 m
     with pytest.raises(ValueError, match=r"tile_m=80 m is larger than the 60 x 60 m tiles"):
         crop_item(item, 80)
 
@@ -81,21 +99,31 @@ class _Split(torch.utils.data.Dataset):
 
 
 def _bundle(name, n, batch, weight=1.0, patch_sizes=(10,)):
-    return DatasetBundle(name, _Split(n), _Split(max(n // 4, 1)), None, ["s2"], list(patch_sizes), (), NormStats(),
-                         weight=weight, batch_size=batch)
+    return DatasetBundle(
+        name,
+        _Split(n),
+        _Split(max(n // 4, 1)),
+        None,
+        ["s2"],
+        list(patch_sizes),
+        (),
+        NormStats(),
+        weight=weight,
+        batch_size=batch,
+    )
 
 
 def test_effective_batch_size():
     assert effective_batch_size(128, 1000) == 128
-    assert effective_batch_size(128, 4) == 4                  # never more than the split holds
-    assert effective_batch_size(7, 100, world=2) == 6         # a multiple of the processes
-    assert effective_batch_size(1, 100, world=2) == 2         # at least one tile per process
+    assert effective_batch_size(128, 4) == 4  # never more than the split holds
+    assert effective_batch_size(7, 100, world=2) == 6  # a multiple of the processes
+    assert effective_batch_size(1, 100, world=2) == 2  # at least one tile per process
 
 
 def test_official_mixing_is_one_pass_over_every_dataset_per_epoch():
     bundles = [_bundle("a", 10, 3, weight=1.0, patch_sizes=(10, 20)), _bundle("b", 8, 4, weight=4.0)]
     planner = BatchPlanner(bundles, 16, seed=0, mixing="official")
-    assert planner.epoch_steps == 3 + 2                        # full batches only (official drop_last)
+    assert planner.epoch_steps == 3 + 2  # full batches only (official drop_last)
     for epoch in (0, 1):
         plans = [planner.plan(5 * epoch + k) for k in range(5)]
         assert all(p.epoch == epoch for p in plans)
@@ -104,7 +132,7 @@ def test_official_mixing_is_one_pass_over_every_dataset_per_epoch():
             assert len(tiles) == n_batches * bundles[d].batch_size and len(set(tiles)) == len(tiles)  # no repeat
     assert {planner.plan(k).patch_size for k in range(50) if planner.plan(k).dataset == 0} == {10, 20}
     again = BatchPlanner(bundles, 16, seed=0, mixing="official")
-    assert [again.plan(k) for k in range(12)] == [planner.plan(k) for k in range(12)]   # a function of (seed, step)
+    assert [again.plan(k) for k in range(12)] == [planner.plan(k) for k in range(12)]  # a function of (seed, step)
     assert BatchPlanner(bundles, 16, seed=0, mixing="official", epoch_steps=2).plan(2).epoch == 1
     # weights decide which dataset goes first: b (weight 4) opens most epochs
     firsts = [planner.plan(5 * e).dataset for e in range(200)]
@@ -119,15 +147,18 @@ def test_weighted_mixing_plans_are_unchanged():
     d = int(rng.choice(2, p=[0.25, 0.75]))
     P = int(rng.choice(bundles[d].patch_sizes))
     idx = tuple(int(i) for i in rng.choice(len(bundles[d].train), size=8, replace=False))
-    assert planner.plan(7) == (planner.plan(7)) and (planner.plan(7).dataset, planner.plan(7).patch_size,
-                                                     planner.plan(7).indices) == (d, P, idx)
+    assert planner.plan(7) == (planner.plan(7)) and (
+        planner.plan(7).dataset,
+        planner.plan(7).patch_size,
+        planner.plan(7).indices,
+    ) == (d, P, idx)
 
 
 def test_datasets_are_found_under_data_root_by_official_or_fixture_folder(tmp_path):
     assert dataset_root("pastis-hd", FIXTURES) == FIXTURES / "pastis_hd"
     (tmp_path / "PASTIS-R").mkdir()
-    assert dataset_root("pastis-hd", tmp_path) == tmp_path / "PASTIS-R"       # the official folder first
-    assert dataset_root("treesatai", FIXTURES) == FIXTURES / "treesatai_ts"   # the old name
+    assert dataset_root("pastis-hd", tmp_path) == tmp_path / "PASTIS-R"  # the official folder first
+    assert dataset_root("treesatai", FIXTURES) == FIXTURES / "treesatai_ts"  # the old name
     with pytest.raises(FileNotFoundError, match=r"dataset 'flair': none of FLAIR, flair found in data.root="):
         dataset_root("flair", tmp_path)
 
@@ -137,9 +168,9 @@ def test_build_dataset_from_the_registry_with_official_statistics():
     b = build_dataset(DatasetSpec("pastis-hd", patch_sizes=[40], max_dates=3, norm="official"), data)
     assert b.name == "pastis-hd" and b.sensors == ["spot", "s2", "s1"] and b.tile_m == 80.0
     assert len(b.train) == 4 and len(b.val) == 1 and len(b.test) == 1
-    assert b.train.max_dates == 3 and b.val.max_dates is None            # the cap is for the train split only
+    assert b.train.max_dates == 3 and b.val.max_dates is None  # the cap is for the train split only
     official = read_norm_files(FIXTURES / "pastis_hd", ["spot", "s2", "s1"], folds=(1, 2, 3))
-    assert b.stats.stats == official.stats                               # per-fold files averaged over folds 1-3
+    assert b.stats.stats == official.stats  # per-fold files averaged over folds 1-3
     # PLANTED ships NORM_s2 only: the other sensors are computed the official way (per-tile means)
     p = build_dataset(DatasetSpec("planted", patch_sizes=[30], norm="official"), data)
     s2 = json.loads((FIXTURES / "planted" / "NORM_s2_patch.json").read_text())
@@ -155,5 +186,5 @@ def test_build_dataset_crop_and_reader_options():
     sb = StepBatches([b], planner, build_mask_sampler(get_config("cpu-demo").jepa), 0, 1)[0]
     x = sb["batch"]
     assert x["aerial"].shape == (4, 4, 150, 150) and x["s2"].shape[-2:] == (3, 3) and sb["masks"].grid == (3, 3)
-    lengths = [len(b.train[i]["s2"]) for i in planner.plan(0).indices]          # TreeSatAI series differ in length
+    lengths = [len(b.train[i]["s2"]) for i in planner.plan(0).indices]  # TreeSatAI series differ in length
     assert len(set(lengths)) > 1 and x["s2_mask"].sum(1).tolist() == lengths and x["s2"].shape[1] == max(lengths)

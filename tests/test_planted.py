@@ -4,27 +4,29 @@ Expected items are derived by hand from the official ``src/data/Planted.py``: ``
 ``(0, 3, 1, 2)``, for ``s1``/``alos`` the bands ``[:2]`` plus ``clamp(b0 / (b1 + 1e-10), -1e4, 1e4)``,
 dates = ``tm_yday`` of the timestamps, the label the class index of ``labels2.json``.
 """
+
 import datetime as dt
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.normalization import NormStats
 from anysat_lite.data.planted import CLASSES, PlantedDataset, doy_from_milliseconds, official_norm_stats
 
-from conftest import ROOT
-
 PLANTED = ROOT / "tests" / "data" / "planted"
 
 
 def official_sensor(split, name, sensor):
     """``(values [T, C, H, W], dates [T])`` as the official ``__getitem__`` computes them."""
+
     def load(suffix):
         return np.load(PLANTED / split / name / f"{name}_{suffix}.npz", allow_pickle=True)["arr_0"]
+
     x = torch.tensor(load(sensor)).permute(0, 3, 1, 2)
     if sensor in ("alos", "s1"):
         ratio = torch.clamp(x[:, :1] / (x[:, 1:2] + 1e-10), max=1e4, min=-1e4)
@@ -47,8 +49,13 @@ def test_item_equals_official():
     ds = PlantedDataset(PLANTED, "val")
     item = ds[0]
     assert set(item) == {*ds.sensors, *(f"{s}_dates" for s in ds.sensors), "label"}
-    shapes = {"s2": (4, 10, 12, 12), "s1": (3, 3, 12, 12), "l7": (3, 6, 4, 4), "alos": (2, 3, 4, 4),
-              "modis": (5, 7, 1, 1)}
+    shapes = {
+        "s2": (4, 10, 12, 12),
+        "s1": (3, 3, 12, 12),
+        "l7": (3, 6, 4, 4),
+        "alos": (2, 3, 4, 4),
+        "modis": (5, 7, 1, 1),
+    }
     for s in ds.sensors:
         x, dates = official_sensor("val", "p0101", s)
         assert item[s].shape == shapes[s] and item[s].dtype == torch.float32
@@ -67,8 +74,9 @@ def test_values_dates_and_ratio_band():
 
 
 def test_fill_invalid_standardises_invalid_pixels_to_zero_and_pixel_masks():
-    stats = NormStats({s: ([7.0] * c, [2.0] * c) for s, c in
-                       {"s2": 10, "s1": 3, "l7": 6, "alos": 3, "modis": 7}.items()})
+    stats = NormStats(
+        {s: ([7.0] * c, [2.0] * c) for s, c in {"s2": 10, "s1": 3, "l7": 6, "alos": 3, "modis": 7}.items()}
+    )
     raw = PlantedDataset(PLANTED, "val", pixel_masks=True)[0]
     filled = PlantedDataset(PLANTED, "val", fill_invalid=stats)[0]
     for s in PlantedDataset.sensors:

@@ -1,4 +1,5 @@
 """Metrics against hand-computed values, probes end to end, the probe report and the embed command."""
+
 import json
 
 import pytest
@@ -36,7 +37,7 @@ def test_miou_by_hand():
     p = torch.tensor([[0, 1], [1, 1]])
     # class 0: TP 1, FP 0, FN 1 -> 1/2 ; class 1: TP 2, FP 1, FN 0 -> 2/3
     assert mean_iou(p, t, 2) == pytest.approx((0.5 + 2 / 3) / 2)
-    assert mean_iou(p, t, 4) == pytest.approx((0.5 + 2 / 3) / 2)       # absent classes ignored
+    assert mean_iou(p, t, 4) == pytest.approx((0.5 + 2 / 3) / 2)  # absent classes ignored
     # ignoring the one wrong pixel leaves a perfect prediction
     assert mean_iou(p, torch.tensor([[0, 255], [1, 1]]), 2, ignore_index=255) == pytest.approx(1.0)
 
@@ -61,7 +62,7 @@ def test_linear_and_knn_probes_learn():
 def test_segmentation_probe_learns_a_dense_rule():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(20, 4, 4, 6, generator=g)
-    labels = (feats[..., 0] > 0).long().repeat_interleave(2, 1).repeat_interleave(2, 2)   # label grid 8 x 8
+    labels = (feats[..., 0] > 0).long().repeat_interleave(2, 1).repeat_interleave(2, 2)  # label grid 8 x 8
     probe = train_segmentation_probe(feats[:15], labels[:15], 2, epochs=40)
     pred = predict_segmentation(probe, feats[15:], (8, 8))
     assert pred.shape == (5, 8, 8) and mean_iou(pred, labels[15:], 2) > 0.6
@@ -71,9 +72,20 @@ def test_run_probe_end_to_end(tmp_path):
     from anysat_lite.config import get_config
     from anysat_lite.probe import run_probe
 
-    cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]",
-                                  "probe.modality_sets=[[all], [s2]]", "probe.linear_epochs=10", "probe.seg_epochs=2",
-                                  "probe.finetune_epochs=1", "probe.bootstrap=50"])
+    cfg = get_config(
+        "cpu-demo",
+        [
+            "data.n_tiles=30",
+            "data.tile_m=40",
+            "data.n_dates=4",
+            "probe.patch_sizes=[20]",
+            "probe.modality_sets=[[all], [s2]]",
+            "probe.linear_epochs=10",
+            "probe.seg_epochs=2",
+            "probe.finetune_epochs=1",
+            "probe.bootstrap=50",
+        ],
+    )
     report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
     methods = {(r["encoder"], r["modalities"], r["method"], r["metric"]) for r in report["results"]}
     assert ("random-init", "aerial+s2+s1-asc", "linear", "OA") in methods
@@ -84,7 +96,7 @@ def test_run_probe_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "probe_results.json").read_text())
     assert saved["splits"]["test"] == 6 and saved["seeds"]["probe"] == 0
     md = (tmp_path / "probe_results.md").read_text()
-    assert "| patch (m) |" in md and " [" in md                         # value [low, high] cells
+    assert "| patch (m) |" in md and " [" in md  # value [low, high] cells
     assert (tmp_path / "probe_results.png").stat().st_size > 5000
 
 
@@ -93,14 +105,15 @@ def test_bootstrap_interval_brackets_the_value_and_shrinks_with_more_items():
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 3, (400,), generator=g)
-    p = torch.where(torch.rand(400, generator=g) < 0.7, y, (y + 1) % 3)     # about 70 % right
+    p = torch.where(torch.rand(400, generator=g) < 0.7, y, (y + 1) % 3)  # about 70 % right
     lo, hi = bootstrap_interval(overall_accuracy, p, y, n_boot=500)
-    assert lo < overall_accuracy(p, y) < hi and 0.05 < hi - lo < 0.12       # ~ 2 x 1.96 sqrt(.21 / 400) = 0.09
+    assert lo < overall_accuracy(p, y) < hi and 0.05 < hi - lo < 0.12  # ~ 2 x 1.96 sqrt(.21 / 400) = 0.09
     lo_s, hi_s = bootstrap_interval(overall_accuracy, p[:100], y[:100], n_boot=500)
-    assert hi_s - lo_s > 1.5 * (hi - lo)                                      # 4x fewer items: ~2x wider
+    assert hi_s - lo_s > 1.5 * (hi - lo)  # 4x fewer items: ~2x wider
     assert bootstrap_interval(overall_accuracy, y, y, n_boot=50) == (1.0, 1.0)
     assert bootstrap_interval(overall_accuracy, p, y, n_boot=200, seed=3) == bootstrap_interval(
-        overall_accuracy, p, y, n_boot=200, seed=3)
+        overall_accuracy, p, y, n_boot=200, seed=3
+    )
 
 
 class _Items(torch.utils.data.Dataset):
@@ -121,22 +134,26 @@ def test_raw_pixel_features_leave_out_masked_dates():
     clean = {"s2": x, "s2_dates": torch.arange(4), "s2_mask": torch.tensor([True, True, True, False])}
     cloudy = dict(clean, s2=torch.cat([x[:3], torch.full((1, 10, 6, 6), 5000.0)]))
     a, b = raw_pixel_features(_Items([clean]), ["s2"]), raw_pixel_features(_Items([cloudy]), ["s2"])
-    torch.testing.assert_close(a, b)                                  # the cloudy date changes nothing
-    torch.testing.assert_close(a[0, :10], x[:3].mean((0, 2, 3)))     # mean over the 3 valid dates only
+    torch.testing.assert_close(a, b)  # the cloudy date changes nothing
+    torch.testing.assert_close(a[0, :10], x[:3].mean((0, 2, 3)))  # mean over the 3 valid dates only
     unmasked = raw_pixel_features(_Items([{k: v for k, v in cloudy.items() if k != "s2_mask"}]), ["s2"])
-    assert unmasked[0, :10].min() > 1000                                # without a mask every date counts
+    assert unmasked[0, :10].min() > 1000  # without a mask every date counts
 
 
 def test_raw_pixel_dense_features_for_coarse_series_and_one_pixel_cells():
     from anysat_lite.probe.features import raw_pixel_dense_features
 
-    item = {"s2": torch.rand(5, 10, 6, 6), "s2_dates": torch.arange(5), "s2_mask": torch.ones(5, dtype=torch.bool),
-            "aerial": torch.rand(4, 30, 30)}
+    item = {
+        "s2": torch.rand(5, 10, 6, 6),
+        "s2_dates": torch.arange(5),
+        "s2_mask": torch.ones(5, dtype=torch.bool),
+        "aerial": torch.rand(4, 30, 30),
+    }
     ds = _Items([item, item])
-    s2 = raw_pixel_dense_features(ds, "s2", (30, 30))                   # 10 m pixels onto a 2 m grid
+    s2 = raw_pixel_dense_features(ds, "s2", (30, 30))  # 10 m pixels onto a 2 m grid
     assert s2.shape == (2, 30, 30, 20) and torch.isfinite(s2).all()
     torch.testing.assert_close(s2[0, :5, :5, :10], item["s2"].mean(0)[:, 0, 0].expand(5, 5, 10))
-    one = raw_pixel_dense_features(ds, "aerial", (30, 30))              # one pixel per cell: std 0, not NaN
+    one = raw_pixel_dense_features(ds, "aerial", (30, 30))  # one pixel per cell: std 0, not NaN
     assert torch.isfinite(one).all() and one[..., 4:].abs().max() == 0
 
 
@@ -145,9 +162,20 @@ def test_run_probe_on_a_single_time_series_sensor(tmp_path):
     from anysat_lite.config import get_config
     from anysat_lite.probe import run_probe
 
-    cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]",
-                                  "data.datasets=[{name: synthetic, sensors: [s2]}]", "probe.modality_sets=[[all]]",
-                                  "probe.linear_epochs=5", "probe.seg_epochs=1", "probe.bootstrap=20"])
+    cfg = get_config(
+        "cpu-demo",
+        [
+            "data.n_tiles=30",
+            "data.tile_m=40",
+            "data.n_dates=4",
+            "probe.patch_sizes=[20]",
+            "data.datasets=[{name: synthetic, sensors: [s2]}]",
+            "probe.modality_sets=[[all]]",
+            "probe.linear_epochs=5",
+            "probe.seg_epochs=1",
+            "probe.bootstrap=20",
+        ],
+    )
     report = run_probe(cfg, checkpoint=None, out_dir=None, progress=False)
     seg = [r for r in report["results"] if r["method"].startswith("segmentation")]
     assert {r["encoder"] for r in seg} == {"random-init", "raw-pixels"} and seg[0]["method"] == "segmentation (s2)"
@@ -166,9 +194,9 @@ def test_official_weighted_and_macro_f1_by_hand():
     assert counts.tolist() == [[2, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]]
     f = f1_from_counts(counts)
     assert f["per_class"] == pytest.approx([0.8, 0.5, 0.0, 0.0])
-    assert f["weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 0.0) / 6)        # 0.5667
-    assert f["macro"] == pytest.approx((0.8 + 0.5 + 0 + 0) / 4)                       # absent class counts as 0
-    assert f["micro"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 3))                      # 6 / 11
+    assert f["weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 0.0) / 6)  # 0.5667
+    assert f["macro"] == pytest.approx((0.8 + 0.5 + 0 + 0) / 4)  # absent class counts as 0
+    assert f["micro"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 3))  # 6 / 11
 
 
 def test_official_multiclass_macro_f1_by_hand():
@@ -196,7 +224,7 @@ def test_official_miou_leaves_out_void_and_the_ignored_class_by_hand():
 
     t = torch.tensor([0, 0, 1, 1, -1, 2])
     p = torch.tensor([0, 1, 1, 1, 0, 0])
-    cm = confusion_matrix(p, t, 3, ignore_index=-1)                # the void pixel (-1) is not counted
+    cm = confusion_matrix(p, t, 3, ignore_index=-1)  # the void pixel (-1) is not counted
     assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     r = miou_from_confusion(cm, ignore_classes=(2,))
     # row and column of class 2 zeroed: class 0 TP 1, FP 0, FN 1 -> 1/2; class 1 TP 2, FP 1 -> 2/3; class 2 undefined

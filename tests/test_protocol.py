@@ -1,4 +1,5 @@
 """The official evaluation protocol: checkpoint formats, heads, loss, schedule, selection, streaming, command line."""
+
 import json
 import subprocess
 import sys
@@ -15,11 +16,24 @@ from anysat_lite.data.contract import random_sample
 from anysat_lite.data.pastis import PastisHDDataset
 from anysat_lite.data.planted import PlantedDataset
 from anysat_lite.model import AnySat
-from anysat_lite.model.official import (OfficialCheckpointError, convert_official_state_dict, load_official,
-                                        official_encoder_state, to_official_state_dict)
+from anysat_lite.model.official import (
+    OfficialCheckpointError,
+    convert_official_state_dict,
+    load_official,
+    official_encoder_state,
+    to_official_state_dict,
+)
 from anysat_lite.probe.heads import DenseHead, TaskModel, TileHead, window_offsets
-from anysat_lite.probe.protocol import (EpochSelection, Scorer, build_task_model, collate_padded, finetuning_encoder,
-                                        split_norm_stats, task_loss, warmup_cosine_lr)
+from anysat_lite.probe.protocol import (
+    EpochSelection,
+    Scorer,
+    build_task_model,
+    collate_padded,
+    finetuning_encoder,
+    split_norm_stats,
+    task_loss,
+    warmup_cosine_lr,
+)
 from anysat_lite.probe.tasks import get_task
 
 DATA = Path(__file__).parent / "data"
@@ -47,7 +61,7 @@ def _same_weights(a, b):
 
 def test_official_state_dict_round_trips_through_the_inverse_key_map(nano):
     off = to_official_state_dict(nano)
-    assert "cls_token" in off and "blocks.2.attn.rpe_k.lookup_table_weight" in off      # depth 2: block 2 = fusion
+    assert "cls_token" in off and "blocks.2.attn.rpe_k.lookup_table_weight" in off  # depth 2: block 2 = fusion
     assert "spatial_encoder.predictor_blocks.0.attn.rpe_k.lookup_table_weight" in off
     assert "projector_s2.patch_embed.attention_heads.Q" in off and "projector_aerial.patch_embed.weight" in off
     assert convert_official_state_dict(off).keys() == nano.state_dict().keys()
@@ -62,14 +76,21 @@ def test_the_inverse_key_map_covers_every_key_of_the_base_model(base_manifest):
 def test_load_official_takes_the_hub_wrapper_and_the_pretraining_checkpoint(nano):
     off = to_official_state_dict(nano)
     # hubconf.AnySat: the AnyModule under "model.", and its sub-patch transformer a second time at the top
-    hub = {**{f"model.{k}": v for k, v in off.items()},
-           **{k: v.clone() for k, v in off.items() if k.startswith("spatial_encoder.")}}
+    hub = {
+        **{f"model.{k}": v for k, v in off.items()},
+        **{k: v.clone() for k, v in off.items() if k.startswith("spatial_encoder.")},
+    }
     assert official_encoder_state(hub)[1].startswith("torch.hub wrapper")
     assert _same_weights(load_official(hub), nano)
     # an official pretraining checkpoint: EMA target encoder, online encoder and predictor
-    ckpt = {"state_dict": {**{f"target_encoder.{k}": v for k, v in off.items()},
-                           **{f"model.encoder.{k}": torch.zeros_like(v) for k, v in off.items()},
-                           "model.predictor.blocks.0.norm1.weight": torch.ones(3)}, "epoch": 7}
+    ckpt = {
+        "state_dict": {
+            **{f"target_encoder.{k}": v for k, v in off.items()},
+            **{f"model.encoder.{k}": torch.zeros_like(v) for k, v in off.items()},
+            "model.predictor.blocks.0.norm1.weight": torch.ones(3),
+        },
+        "epoch": 7,
+    }
     assert official_encoder_state(ckpt)[1].startswith("official pretraining checkpoint")
     assert _same_weights(load_official(ckpt), nano)
     x = random_sample(["s2", "aerial"], 60, batch=1, n_dates=3, generator=torch.Generator().manual_seed(0))
@@ -96,7 +117,7 @@ def test_unknown_checkpoints_fail_with_one_line_errors(nano, tmp_path):
     with pytest.raises(OfficialCheckpointError) as e:
         load_official(missing, model=AnySat(model_config("nano")))
     assert "\n" not in str(e.value) and "missing in checkpoint" in str(e.value)
-    assert isinstance(e.value, ValueError) and isinstance(e.value, KeyError)    # UserError, and a KeyError as before
+    assert isinstance(e.value, ValueError) and isinstance(e.value, KeyError)  # UserError, and a KeyError as before
 
 
 # --- heads -----------------------------------------------------------------------------------------
@@ -105,11 +126,11 @@ def test_dense_head_puts_each_output_at_its_pixel():
     with torch.no_grad():
         head.norm.weight.fill_(1), head.norm.bias.zero_()
         head.fc.weight.zero_()
-        head.fc.bias.copy_(torch.arange(18.0))           # output (i p + j) K + k = 6 i + 2 j + k
+        head.fc.bias.copy_(torch.arange(18.0))  # output (i p + j) K + k = 6 i + 2 j + k
     y = head(torch.randn(1, 2, 5, 4))
-    assert y.shape == (1, 2, 6, 15)                      # [B, K, Hs p, Ws p]
+    assert y.shape == (1, 2, 6, 15)  # [B, K, Hs p, Ws p]
     i, j, k = 2, 1, 1
-    assert y[0, k, 3 + i, 6 + j].item() == 6 * i + 2 * j + k     # sub-patch (1, 2), pixel (i, j) of its block
+    assert y[0, k, 3 + i, 6 + j].item() == 6 * i + 2 * j + k  # sub-patch (1, 2), pixel (i, j) of its block
     assert TileHead(8, 5)(torch.randn(3, 8)).shape == (3, 5)
 
 
@@ -122,8 +143,8 @@ class _PixelEncoder(nn.Module):
         self.embed_dim = 1
 
     def forward(self, x, patch_size, output, output_modality):
-        img = x[output_modality]                                          # [B, 2, H, W]
-        return nn.functional.avg_pool2d(img, 10).permute(0, 2, 3, 1)      # [B, H/10, W/10, 2]
+        img = x[output_modality]  # [B, 2, H, W]
+        return nn.functional.avg_pool2d(img, 10).permute(0, 2, 3, 1)  # [B, H/10, W/10, 2]
 
 
 def test_test_time_windows_average_the_five_official_windows():
@@ -134,12 +155,13 @@ def test_test_time_windows_average_the_five_official_windows():
     with torch.no_grad():
         y = model({"aerial-flair": img})
         assert y.shape == (1, 1, 512, 512)
-        windows = [(t, l_, model({"aerial-flair": img[..., t:t + 500, l_:l_ + 500]}))
-                   for t, l_ in window_offsets(512, 500)]
+        windows = [
+            (t, l_, model({"aerial-flair": img[..., t : t + 500, l_ : l_ + 500]})) for t, l_ in window_offsets(512, 500)
+        ]
     for r, c in [(0, 0), (3, 505), (8, 8), (300, 200), (511, 511), (7, 511)]:
         covering = [w[0, 0, r - t, c - l_] for t, l_, w in windows if t <= r < t + 500 and l_ <= c < l_ + 500]
         assert y[0, 0, r, c].item() == pytest.approx(torch.stack(covering).mean().item(), abs=1e-6), (r, c)
-    with torch.no_grad():                                   # a 500 px input is one window
+    with torch.no_grad():  # a 500 px input is one window
         torch.testing.assert_close(model({"aerial-flair": img[..., :500, :500]}), windows[0][2])
 
 
@@ -162,7 +184,7 @@ def test_finetuning_encoder_uses_the_official_finetuning_ltae_settings():
 
 
 def test_segmentation_loss_ignores_void_and_weighs_the_ignored_class_zero():
-    task = get_task("flair-seg-ft")                                            # 13 classes, class 12 weighted 0
+    task = get_task("flair-seg-ft")  # 13 classes, class 12 weighted 0
     logits = torch.randn(2, 13, 4, 4, requires_grad=True)
     target = torch.randint(0, 12, (2, 4, 4))
     target[0, 0, :2] = -1
@@ -170,7 +192,7 @@ def test_segmentation_loss_ignores_void_and_weighs_the_ignored_class_zero():
     keep = (target >= 0) & (target != 12)
     expected = nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], target[keep])
     assert task_loss(task, logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
-    nothing = task_loss(task, logits, torch.full((2, 4, 4), 12))              # no pixel counts: 0, not NaN
+    nothing = task_loss(task, logits, torch.full((2, 4, 4), 12))  # no pixel counts: 0, not NaN
     nothing.backward()
     assert nothing.item() == 0.0 and logits.grad is not None
     ml = get_task("treesatai-ts-ft")
@@ -181,7 +203,7 @@ def test_segmentation_loss_ignores_void_and_weighs_the_ignored_class_zero():
 
 def test_warmup_cosine_schedule_matches_pl_bolts_stepped_per_epoch():
     lr = [warmup_cosine_lr(e, 5e-5, 20, 200) for e in range(201)]
-    assert lr[0] == 0.0                                          # the first epoch trains with lr 0
+    assert lr[0] == 0.0  # the first epoch trains with lr 0
     assert lr[1] == pytest.approx(5e-5 / 19) and lr[19] == pytest.approx(5e-5) and lr[20] == pytest.approx(5e-5)
     assert lr[110] == pytest.approx(2.5e-5) and lr[200] == pytest.approx(0.0, abs=1e-20)
     assert all(a >= b for a, b in zip(lr[20:-1], lr[21:], strict=True))
@@ -189,9 +211,9 @@ def test_warmup_cosine_schedule_matches_pl_bolts_stepped_per_epoch():
 
 def test_epoch_selection_keeps_the_strictly_best_epoch_and_stops_after_patience_and_min_epochs():
     sel = EpochSelection(patience=2, min_epochs=6)
-    improved = [sel.update(v) for v in [0.5, 0.6, 0.6, 0.55]]        # equal is not better
-    assert improved == [True, True, False, False] and sel.best_epoch == 1 and not sel.stop   # signal, but < 6 epochs
-    sel.update(0.7)                                                  # improvement after the signal: it stays
+    improved = [sel.update(v) for v in [0.5, 0.6, 0.6, 0.55]]  # equal is not better
+    assert improved == [True, True, False, False] and sel.best_epoch == 1 and not sel.stop  # signal, but < 6 epochs
+    sel.update(0.7)  # improvement after the signal: it stays
     assert sel.best_epoch == 4 and not sel.stop
     sel.update(0.1)
     assert sel.stop and sel.epochs == 6
@@ -201,28 +223,33 @@ def test_epoch_selection_keeps_the_strictly_best_epoch_and_stops_after_patience_
 
 # --- data ------------------------------------------------------------------------------------------
 def test_batches_pad_series_with_zeros_and_date_zero_without_a_mask():
-    items = [{"s2": torch.ones(3, 10, 2, 2), "s2_dates": torch.tensor([5, 6, 7]), "label": torch.tensor(1)},
-             {"s2": torch.ones(1, 10, 2, 2), "s2_dates": torch.tensor([9]), "label": torch.tensor(0)}]
+    items = [
+        {"s2": torch.ones(3, 10, 2, 2), "s2_dates": torch.tensor([5, 6, 7]), "label": torch.tensor(1)},
+        {"s2": torch.ones(1, 10, 2, 2), "s2_dates": torch.tensor([9]), "label": torch.tensor(0)},
+    ]
     b = collate_padded(items)
     assert b["s2"].shape == (2, 3, 10, 2, 2) and b["s2"][1, 1:].abs().sum() == 0
     assert b["s2_dates"].tolist() == [[5, 6, 7], [9, 0, 0]] and "s2_mask" not in b and b["label"].tolist() == [1, 0]
 
 
 def test_norm_stats_per_split_follow_the_official_readers(tmp_path):
-    pastis = {r: PastisHDDataset(DATA / "pastis_hd", s, sensors=("s2",)) for r, s in
-              (("train", "train"), ("val", "val"), ("test", "test"))}
+    pastis = {
+        r: PastisHDDataset(DATA / "pastis_hd", s, sensors=("s2",))
+        for r, s in (("train", "train"), ("val", "val"), ("test", "test"))
+    }
     stats, source = split_norm_stats(pastis, DATA / "pastis_hd", ["s2"])
     folds = json.loads((DATA / "pastis_hd" / "NORM_s2_patch.json").read_text())
-    assert stats["val"].stats["s2"][0] == pytest.approx(folds["Fold_4"]["mean"])        # the split's own folds
+    assert stats["val"].stats["s2"][0] == pytest.approx(folds["Fold_4"]["mean"])  # the split's own folds
     assert stats["train"].stats["s2"][0] == pytest.approx(
-        [sum(folds[f"Fold_{k}"]["mean"][c] for k in (1, 2, 3)) / 3 for c in range(10)])
+        [sum(folds[f"Fold_{k}"]["mean"][c] for k in (1, 2, 3)) / 3 for c in range(10)]
+    )
     assert "folds" in source["s2"]
     before = sorted(p.name for p in (DATA / "planted").iterdir())
     planted = {r: PlantedDataset(DATA / "planted", r, sensors=("s2", "l7")) for r in ("train", "val", "test")}
     stats, source = split_norm_stats(planted, DATA / "planted", ["s2", "l7"])
     assert source["s2"] == "NORM_s2_patch.json" and source["l7"].startswith("computed on the train split")
     assert stats["test"].stats["l7"] == stats["train"].stats["l7"]
-    assert sorted(p.name for p in (DATA / "planted").iterdir()) == before                 # nothing written
+    assert sorted(p.name for p in (DATA / "planted").iterdir()) == before  # nothing written
 
 
 def test_streamed_scores_equal_scores_of_the_whole_split():
@@ -232,7 +259,7 @@ def test_streamed_scores_equal_scores_of_the_whole_split():
     whole, parts = Scorer(task), Scorer(task, keep_items=True)
     whole.update(logits, target)
     for i in range(0, 6, 4):
-        parts.update(logits[i:i + 4], target[i:i + 4])
+        parts.update(logits[i : i + 4], target[i : i + 4])
     assert parts.value() == pytest.approx(whole.value())
     lo, hi = parts.interval(200, seed=0)
     assert lo <= parts.value() <= hi
@@ -323,40 +350,69 @@ def test_dense_features_are_streamed_within_a_memory_ceiling(tmp_path):
     features shows the measurement sees them."""
     script = tmp_path / "memory.py"
     script.write_text(_MEMORY_SCRIPT)
-    res = subprocess.run([sys.executable, str(script), str(tmp_path), "640"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=600,
-                         # a fixed mmap threshold: glibc's dynamic one lets heap fragmentation, not live data,
-                         # grow the resident size over many batches
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "65536"})
+    res = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "640"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        # a fixed mmap threshold: glibc's dynamic one lets heap fragmentation, not live data,
+        # grow the resident size over many batches
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "65536"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
-    grown, control, held = (int(v) for v in res.stdout.split()[-3:])          # KiB
-    assert held == 640 * 32 * 32 * 128 * 4 // 1024                            # 320 MiB
+    grown, control, held = (int(v) for v in res.stdout.split()[-3:])  # KiB
+    assert held == 640 * 32 * 32 * 128 * 4 // 1024  # 320 MiB
     assert control > held * 0.6, "the measurement does not see a split's features being held"
     assert grown < held / 8, f"peak memory grew by {grown / 1024:.0f} MiB (all features: {held / 1024:.0f} MiB)"
 
 
 # --- command line --------------------------------------------------------------------------------------
 def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
-    args = ["probe", "--official", str(tiny_official), "--task", "treesatai-ts-lp",
-            "--data", str(DATA / "treesatai_ts"), "--out", str(tmp_path), "--epochs", "1", "--min-epochs", "0", "--batch-size", "2", "--bootstrap", "10",
-            "--quiet"]
+    args = [
+        "probe",
+        "--official",
+        str(tiny_official),
+        "--task",
+        "treesatai-ts-lp",
+        "--data",
+        str(DATA / "treesatai_ts"),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--min-epochs",
+        "0",
+        "--batch-size",
+        "2",
+        "--bootstrap",
+        "10",
+        "--quiet",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| treesatai-ts-lp (partial) | linear-probe | weighted F1 | 72.6 |" in out
     assert (tmp_path / "reproduction.md").exists() and (tmp_path / "treesatai-ts-lp.json").exists()
-    assert main(args) == 2                                                    # results there: --force to replace
+    assert main(args) == 2  # results there: --force to replace
     assert "already holds a result" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--task", "planted-lp"], "needs --official, --task and --data; missing --official, --data"),
-    (["--official", "x.pth", "--task", "planted-lp", "--data", "d", "--checkpoint", "runs/x/encoder"],
-     "exclude each other"),
-    (["--official", "x.pth", "--task", "planted-lp", "--task", "flair-seg-lp", "--data", "d"],
-     "one dataset per command"),
-    (["--official", "x.pth", "--task", "planted", "--data", "d"], "did you mean 'planted-lp'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "planted-lp"], "needs --official, --task and --data; missing --official, --data"),
+        (
+            ["--official", "x.pth", "--task", "planted-lp", "--data", "d", "--checkpoint", "runs/x/encoder"],
+            "exclude each other",
+        ),
+        (
+            ["--official", "x.pth", "--task", "planted-lp", "--task", "flair-seg-lp", "--data", "d"],
+            "one dataset per command",
+        ),
+        (["--official", "x.pth", "--task", "planted", "--data", "d"], "did you mean 'planted-lp'"),
+    ],
+)
 def test_cli_probe_official_mistakes_are_one_line_errors(args, message, tmp_path, capsys):
     assert main(["probe", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip()
@@ -373,8 +429,12 @@ def test_cli_probe_official_with_a_missing_checkpoint_or_data_folder(tiny_offici
 
 def test_linear_probing_trains_the_head_only_and_planted_pad_values(tiny_official):
     lp = build_task_model(get_task("treesatai-ts-lp"), tiny_official)
-    assert [n for n, p in lp.named_parameters() if p.requires_grad] == ["head.norm.weight", "head.norm.bias",
-                                                                        "head.fc.weight", "head.fc.bias"]
+    assert [n for n, p in lp.named_parameters() if p.requires_grad] == [
+        "head.norm.weight",
+        "head.norm.bias",
+        "head.fc.weight",
+        "head.fc.bias",
+    ]
     planted = build_task_model(get_task("planted-lp"), tiny_official)
     trainable = {n for n, p in planted.named_parameters() if p.requires_grad}
     assert {f"encoder.projectors.{s}.pad_value" for s in ("s2", "s1", "l7", "alos", "modis")} <= trainable
@@ -382,7 +442,7 @@ def test_linear_probing_trains_the_head_only_and_planted_pad_values(tiny_officia
 
 
 def test_load_official_takes_the_hub_module_itself(nano):
-    class HubWrapper(nn.Module):          # the layout of hubconf.AnySat: the sub-patch transformer twice
+    class HubWrapper(nn.Module):  # the layout of hubconf.AnySat: the sub-patch transformer twice
         def __init__(self, inner):
             super().__init__()
             self.spatial_encoder = inner.spatial_encoder

@@ -1,4 +1,5 @@
 """The manifest-driven "rasters" dataset on GeoTIFFs generated in a temporary folder."""
+
 import datetime as dt
 import json
 
@@ -13,16 +14,28 @@ from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.rasters import RastersDataset, read_manifest
 from anysat_lite.data.registry import get_dataset
 
-S2_DATES = {"t0": ["2020-03-01", "2020-06-15", "2020-09-30"], "t1": ["2020-01-05", "2020-07-01", "2020-12-31"],
-            "t2": ["2021-02-01", "2021-05-05"]}
+S2_DATES = {
+    "t0": ["2020-03-01", "2020-06-15", "2020-09-30"],
+    "t1": ["2020-01-05", "2020-07-01", "2020-12-31"],
+    "t2": ["2021-02-01", "2021-05-05"],
+}
 SPLITS = {"t0": "train", "t1": "train", "t2": "val"}
 LABELS = {"t0": "forest", "t1": "crop", "t2": "forest"}
 
 
 def _write(path, data, gsd, left, top):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
-                       dtype=data.dtype, crs="EPSG:32632", transform=from_origin(left, top, gsd, gsd)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs="EPSG:32632",
+        transform=from_origin(left, top, gsd, gsd),
+    ) as dst:
         dst.write(data)
 
 
@@ -39,8 +52,12 @@ def make_manifest(folder, fmt: str = "csv"):
         aerial = rng.integers(0, 255, size=(4, 100, 100), dtype=np.uint8)
         _write(folder / t / "aerial.tif", aerial, 0.2, left, top)
         arrays[t, "aerial"] = aerial
-        entry = {"name": t, "split": SPLITS[t], "label": LABELS[t], "rasters": {"aerial": f"{t}/aerial.tif", "s2": [],
-                                                                               "s1-asc": []}}
+        entry = {
+            "name": t,
+            "split": SPLITS[t],
+            "label": LABELS[t],
+            "rasters": {"aerial": f"{t}/aerial.tif", "s2": [], "s1-asc": []},
+        }
         rows.append([t, SPLITS[t], LABELS[t], "aerial", "", f"{t}/aerial.tif"])
         for j, d in enumerate(reversed(S2_DATES[t])):  # listed out of order on purpose
             name = f"{t}/s2_{d.replace('-', '')}.tif" if j else f"{t}/s2_first.tif"
@@ -74,7 +91,11 @@ def test_items_are_the_listed_rasters(tmp_path, fmt):
     assert ds.manifest == path and ds.names == ["t0", "t1"] and ds.sensors == ("aerial", "s2", "s1-asc")
     assert ds.classes == ("crop", "forest") and ds.tasks == ("label",) and ds.tile_m == 20.0
     item = ds[1]
-    assert item["aerial"].shape == (4, 100, 100) and item["s2"].shape == (3, 10, 2, 2) and item["s1-asc"].shape == (2, 2, 2, 2)
+    assert (
+        item["aerial"].shape == (4, 100, 100)
+        and item["s2"].shape == (3, 10, 2, 2)
+        and item["s1-asc"].shape == (2, 2, 2, 2)
+    )
     torch.testing.assert_close(item["aerial"], torch.from_numpy(arrays["t1", "aerial"].astype(np.float32)))
     for j, d in enumerate(S2_DATES["t1"]):  # chronological whatever the manifest order
         torch.testing.assert_close(item["s2"][j], torch.from_numpy(arrays["t1", "s2", d]))
@@ -92,8 +113,9 @@ def test_csv_and_yaml_manifests_agree(tmp_path):
     ta, tb = read_manifest(a)[0], read_manifest(b)[0]
     assert [(t.name, t.split, t.label) for t in ta] == [(t.name, t.split, t.label) for t in tb]
     for x, y in zip(ta, tb):
-        assert {s: [(p.relative_to(a.parent), d) for p, d in f] for s, f in x.files.items()} == \
-               {s: [(p.relative_to(b.parent), d) for p, d in f] for s, f in y.files.items()}
+        assert {s: [(p.relative_to(a.parent), d) for p, d in f] for s, f in x.files.items()} == {
+            s: [(p.relative_to(b.parent), d) for p, d in f] for s, f in y.files.items()
+        }
 
 
 def test_sensor_subset_date_cap_and_extent(tmp_path):
@@ -108,6 +130,7 @@ def test_sensor_subset_date_cap_and_extent(tmp_path):
 
 def test_item_is_a_model_input_and_nano_runs(tmp_path):
     from anysat_lite import AnySat
+
     make_manifest(tmp_path)
     item = RastersDataset(tmp_path)[0]
     x = {k: v[None] for k, v in item.items() if k != "label"}

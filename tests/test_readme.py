@@ -1,4 +1,5 @@
 """The README's usage example runs as written and prints the shapes it promises."""
+
 import re
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_readme_demo_results_block_is_present_and_well_formed():
     assert block.startswith("| modalities (P = 20 m) | probe | metric | pretrained") and "bootstrap" in block
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_readme_demo_results_are_what_the_demo_prints(tmp_path):
     """The demo is deterministic: its results block must be the README's, digit for digit.
 

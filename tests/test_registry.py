@@ -1,4 +1,5 @@
 """The dataset registry: built-in readers by name (imported lazily) and user-registered classes."""
+
 import importlib
 import inspect
 import subprocess
@@ -24,8 +25,10 @@ def clean_registry(monkeypatch):
 
 def test_builtin_names_are_listed_without_importing_the_readers():
     assert set(BUILTIN) <= set(dataset_names())
-    code = ("import sys, anysat_lite.data.registry as r; r.dataset_names(); "
-            "print(any(m in sys.modules for m in ('anysat_lite.data.pastis', 'anysat_lite.data.treesatai')))")
+    code = (
+        "import sys, anysat_lite.data.registry as r; r.dataset_names(); "
+        "print(any(m in sys.modules for m in ('anysat_lite.data.pastis', 'anysat_lite.data.treesatai')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -1,4 +1,5 @@
 """Run folders: a new run never replaces an old one silently, and resume checks its checkpoint before writing."""
+
 import pytest
 import torch
 
@@ -16,8 +17,14 @@ def _fake_run(out, steps=(4, 8), cfg=None):
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or _cfg(out)
     for s in steps:
-        ck = {"model": {"encoder.w": torch.full((2,), float(s))}, "optimizer": {}, "step": s, "rng": {},
-              "config": config_to_dict(cfg), "sensors": ["aerial"]}
+        ck = {
+            "model": {"encoder.w": torch.full((2,), float(s))},
+            "optimizer": {},
+            "step": s,
+            "rng": {},
+            "config": config_to_dict(cfg),
+            "sensors": ["aerial"],
+        }
         save_checkpoint(ck, out / f"step-{s:06d}.pt")
         save_checkpoint(ck, out / "last.pt")
     for name in ("config.yaml", "metrics.csv", "summary.json", "encoder.json", "probe_results.json"):
@@ -33,16 +40,19 @@ def test_new_run_in_a_new_or_empty_folder(tmp_path):
     assert prepare_run_dir(tmp_path / "new", _cfg(tmp_path / "new")) is None
     assert (tmp_path / "new").is_dir()
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "notes.txt").write_text("mine")           # files that are not a run's do not count
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # files that are not a run's do not count
     assert prepare_run_dir(tmp_path / "other", _cfg(tmp_path / "other")) is None
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
 def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
     before = _fake_run(tmp_path)
-    with pytest.raises(RunDirError, match=r"already holds a run \(config.yaml, encoder.json, last.pt, metrics.csv, "
-                                          r"\.\.\.\); continue it with --resume .* replace it with --force .* or "
-                                          r"choose a new folder"):
+    with pytest.raises(
+        RunDirError,
+        match=r"already holds a run \(config.yaml, encoder.json, last.pt, metrics.csv, "
+        r"\.\.\.\); continue it with --resume .* replace it with --force .* or "
+        r"choose a new folder",
+    ):
         prepare_run_dir(tmp_path, _cfg(tmp_path))
     assert _unchanged(tmp_path, before)
 
@@ -63,9 +73,12 @@ def test_resume_loads_and_checks_the_checkpoint(tmp_path):
     assert _unchanged(tmp_path, before)
     # train.* may change on resume (here: more steps); the weights' meaning may not
     assert prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=20", "train.lr=1e-3"), resume=True)["step"] == 4
-    with pytest.raises(RunDirError, match=r"last.pt was trained with model.embed_dim=64, the config now says 256 "
-                                          r"\(and \d+ more\); resume with the run's own config \(--config "
-                                          r".*config.yaml, or leave --config out\)"):
+    with pytest.raises(
+        RunDirError,
+        match=r"last.pt was trained with model.embed_dim=64, the config now says 256 "
+        r"\(and \d+ more\); resume with the run's own config \(--config "
+        r".*config.yaml, or leave --config out\)",
+    ):
         prepare_run_dir(tmp_path, get_config("tiny", [f"train.out_dir={tmp_path}"]), resume=True)
     with pytest.raises(RunDirError, match=r"last.pt is at step 4, beyond train.steps=2; set train.steps >= 4"):
         prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=2"), resume=True)
@@ -74,15 +87,21 @@ def test_resume_loads_and_checks_the_checkpoint(tmp_path):
 
 def test_resume_of_a_finished_run(tmp_path):
     _fake_run(tmp_path)
-    with pytest.raises(RunFinishedError, match=r"last.pt is at step 8 = train.steps: the run is finished; raise "
-                                               r"train.steps \(e.g. --set train.steps=16\)") as e:
+    with pytest.raises(
+        RunFinishedError,
+        match=r"last.pt is at step 8 = train.steps: the run is finished; raise "
+        r"train.steps \(e.g. --set train.steps=16\)",
+    ) as e:
         prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)
     assert e.value.step == 8 and e.value.checkpoint == tmp_path / "last.pt"
 
 
 def test_resume_without_a_checkpoint(tmp_path):
-    with pytest.raises(RunDirError, match=r"nothing to resume: .*last.pt does not exist; start the run without "
-                                          r"--resume"):
+    with pytest.raises(
+        RunDirError,
+        match=r"nothing to resume: .*last.pt does not exist; start the run without "
+        r"--resume",
+    ):
         prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -90,11 +109,14 @@ def test_resume_without_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: b"\x00" * 100])
 def test_corrupt_last_names_the_newest_intact_step(tmp_path, damage):
     _fake_run(tmp_path, steps=(4, 8, 12))
-    (tmp_path / "step-000012.pt").write_bytes(b"truncated")                  # the newest step file is bad too
+    (tmp_path / "step-000012.pt").write_bytes(b"truncated")  # the newest step file is bad too
     last = tmp_path / "last.pt"
     last.write_bytes(damage(last.read_bytes()))
-    with pytest.raises(RunDirError, match=r"last.pt: (not a readable checkpoint|empty file).*; resume from the newest "
-                                          r"intact checkpoint: --resume .*step-000008.pt$") as e:
+    with pytest.raises(
+        RunDirError,
+        match=r"last.pt: (not a readable checkpoint|empty file).*; resume from the newest "
+        r"intact checkpoint: --resume .*step-000008.pt$",
+    ) as e:
         prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=20"), resume=True)
     assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
     ck = prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=20"), resume=tmp_path / "step-000008.pt")

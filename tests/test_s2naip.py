@@ -7,6 +7,7 @@ Landsat ``_8`` / ``_16`` rasters cast to int16, the ``_16`` ones through
 interpolates in float32, rounds and casts back), S2 channels ``[0, 1, 2, 4, 5, 6, 3, 7, 8, 9]``;
 dates = ``tm_yday`` of the split dict's ``YYYYMMDD`` strings.
 """
+
 import datetime as dt
 import sys
 
@@ -14,21 +15,21 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import ROOT
 from PIL import Image
 
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.s2naip import CLASSES, S2NAIPUrbanDataset, official_norm_stats
 
-from conftest import ROOT
-
 S2NAIP = ROOT / "tests" / "data" / "s2naip_urban"
 
 
 def torchvision_resize_int16(x: torch.Tensor) -> torch.Tensor:
     """``Resize((64, 64), antialias=True)`` on an int16 ``[N, 32, 32]`` tensor, as torchvision computes it."""
-    y = torch.nn.functional.interpolate(x[None].to(torch.float32), size=[64, 64], mode="bilinear",
-                                        align_corners=False, antialias=True)[0]
+    y = torch.nn.functional.interpolate(
+        x[None].to(torch.float32), size=[64, 64], mode="bilinear", align_corners=False, antialias=True
+    )[0]
     return torch.round(y).to(torch.int16)
 
 
@@ -36,6 +37,7 @@ def official_item(name, s2_dates, s1_dates, l8_dates):
     def read(path):
         with rasterio.open(path) as f:
             return f.read()
+
     out = {"naip": torch.from_numpy(np.array(Image.open(S2NAIP / "naip" / f"{name}.png"))).permute(2, 0, 1)}
     s1 = torch.FloatTensor(read(S2NAIP / "sentinel1" / f"{name}.tif")).view(-1, 2, 64, 64)
     out["s1"] = torch.cat((s1, torch.clamp(s1[:, :1] / (s1[:, 1:] + 1e-10), max=1e4, min=-1e4)), dim=1)
@@ -58,8 +60,9 @@ def test_split_membership_follows_the_split_dicts():
 
 def test_item_equals_official():
     item = S2NAIPUrbanDataset(S2NAIP, "val")[0]
-    ref = official_item("t2_c", ["20210110", "20210420", "20210808", "20211122"], ["20210301", "20210601"],
-                        ["20210512"])
+    ref = official_item(
+        "t2_c", ["20210110", "20210420", "20210808", "20211122"], ["20210301", "20210601"], ["20210512"]
+    )
     assert set(item) == set(ref)
     shapes = {"naip": (4, 512, 512), "s2": (4, 10, 64, 64), "s1": (2, 3, 64, 64), "l8": (1, 11, 64, 64)}
     for key, value in ref.items():

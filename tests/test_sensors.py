@@ -4,14 +4,33 @@ from anysat_lite.sensors import OFFICIAL_SENSORS, SENSORS, Sensor, get_sensor, r
 
 
 def test_official_registry_facts():
-    assert OFFICIAL_SENSORS == ("aerial", "aerial-flair", "spot", "naip", "s2", "s1-asc", "s1", "alos", "l7", "l8",
-                                "modis")
+    assert OFFICIAL_SENSORS == (
+        "aerial",
+        "aerial-flair",
+        "spot",
+        "naip",
+        "s2",
+        "s1-asc",
+        "s1",
+        "alos",
+        "l7",
+        "l8",
+        "modis",
+    )
     facts = {n: (SENSORS[n].gsd, SENSORS[n].n_bands, SENSORS[n].kind, SENSORS[n].subpatch_m) for n in OFFICIAL_SENSORS}
     assert facts == {
-        "aerial": (0.2, 4, "image", 2.0), "aerial-flair": (0.2, 5, "image", 2.0), "spot": (1.0, 3, "image", 10.0),
-        "naip": (1.25, 4, "image", 10.0), "s2": (10.0, 10, "series", 10.0), "s1-asc": (10.0, 2, "series", 10.0),
-        "s1": (10.0, 3, "series", 10.0), "alos": (30.0, 3, "series", 30.0), "l7": (30.0, 6, "series", 30.0),
-        "l8": (10.0, 11, "series", 10.0), "modis": (250.0, 7, "series", 250.0)}
+        "aerial": (0.2, 4, "image", 2.0),
+        "aerial-flair": (0.2, 5, "image", 2.0),
+        "spot": (1.0, 3, "image", 10.0),
+        "naip": (1.25, 4, "image", 10.0),
+        "s2": (10.0, 10, "series", 10.0),
+        "s1-asc": (10.0, 2, "series", 10.0),
+        "s1": (10.0, 3, "series", 10.0),
+        "alos": (30.0, 3, "series", 30.0),
+        "l7": (30.0, 6, "series", 30.0),
+        "l8": (10.0, 11, "series", 10.0),
+        "modis": (250.0, 7, "series", 250.0),
+    }
     assert SENSORS["s2"].in_norm and SENSORS["s2"].dropout == 0.0 and SENSORS["l8"].doy_period == 366
     assert SENSORS["modis"].one_token_per_tile and SENSORS["naip"].subpatch_px == 8
 

@@ -1,4 +1,5 @@
 """The embedded procedural world: deterministic, label-consistent, native GSDs, cached, not trivial."""
+
 import numpy as np
 import pytest
 
@@ -20,12 +21,13 @@ def test_deterministic_by_seed(world):
 
 
 def test_native_gsd_shapes_and_contract(world):
-    assert world["aerial"].shape == (48, 4, 300, 300) and world["aerial"].dtype == np.uint8   # 0.2 m
-    assert world["spot"].shape == (48, 3, 60, 60)                                              # 1 m
+    assert world["aerial"].shape == (48, 4, 300, 300) and world["aerial"].dtype == np.uint8  # 0.2 m
+    assert world["spot"].shape == (48, 3, 60, 60)  # 1 m
     assert world["s2"].shape == (48, 12, 10, 6, 6) and world["s1-asc"].shape == (48, 12, 2, 6, 6)
     assert world["s1"].shape == (48, 12, 3, 6, 6)
     np.testing.assert_allclose(world["s1"][:, :, 2], world["s1"][:, :, 0] / world["s1"][:, :, 1], rtol=1e-5)
     import torch
+
     x = {k: torch.as_tensor(np.asarray(world[k][:2])).float() for k in ("aerial", "spot", "s2", "s1-asc")}
     x.update({f"{k}_dates": torch.as_tensor(world[f"{k}_dates"][:2]) for k in ("s2", "s1-asc")})
     assert validate_sample(x).extent_m == (60.0, 60.0)

@@ -1,4 +1,5 @@
 """The task presets of the paper's evaluation: their settings, and one short epoch of each on its fixture."""
+
 import json
 import math
 from pathlib import Path
@@ -17,12 +18,25 @@ from anysat_lite.probe.tasks import TASKS, get_task, task_names
 from anysat_lite.sensors import SENSORS
 
 DATA = Path(__file__).parent / "data"
-FIXTURES = {"treesatai-ts": DATA / "treesatai_ts", "pastis-hd": DATA / "pastis_hd", "flair": DATA / "flair",
-            "planted": DATA / "planted"}
+FIXTURES = {
+    "treesatai-ts": DATA / "treesatai_ts",
+    "pastis-hd": DATA / "pastis_hd",
+    "flair": DATA / "flair",
+    "planted": DATA / "planted",
+}
 # Issue 17: the values read off the official repository's results figure.
-PAPER = {"treesatai-ts-ft": 75.1, "treesatai-ts-lp": 72.6, "pastis-hd-cls-ft": 72.9, "pastis-hd-cls-lp": 65.3,
-         "planted-ft": 61.6, "planted-lp": 61.2, "pastis-hd-seg-ft": 66.5, "pastis-hd-seg-lp": 66.5,
-         "flair-seg-ft": 55.6, "flair-seg-lp": 55.6}
+PAPER = {
+    "treesatai-ts-ft": 75.1,
+    "treesatai-ts-lp": 72.6,
+    "pastis-hd-cls-ft": 72.9,
+    "pastis-hd-cls-lp": 65.3,
+    "planted-ft": 61.6,
+    "planted-lp": 61.2,
+    "pastis-hd-seg-ft": 66.5,
+    "pastis-hd-seg-lp": 66.5,
+    "flair-seg-ft": 55.6,
+    "flair-seg-lp": 55.6,
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +60,13 @@ def test_every_issue_task_has_both_protocols_and_the_paper_value():
 
 def test_presets_match_the_official_configs():
     # patch size = official encoder scale x 10 m; metric, loss and head per task (configs/exp/*_AnySat_FT*.yaml)
-    expected = {"treesatai-ts": (10, "f1-weighted", "bce", "tile", 15),
-                "pastis-hd-cls": (40, "f1-macro", "bce", "tile", 18),
-                "pastis-hd-seg": (40, "miou", "ce-seg", "dense", 20),
-                "flair-seg": (10, "miou", "ce-seg", "dense", 13),
-                "planted": (30, "f1-macro", "ce", "tile", 40)}
+    expected = {
+        "treesatai-ts": (10, "f1-weighted", "bce", "tile", 15),
+        "pastis-hd-cls": (40, "f1-macro", "bce", "tile", 18),
+        "pastis-hd-seg": (40, "miou", "ce-seg", "dense", 20),
+        "flair-seg": (10, "miou", "ce-seg", "dense", 13),
+        "planted": (30, "f1-macro", "ce", "tile", 40),
+    }
     for stem, (P, metric, loss, head, K) in expected.items():
         for suffix in ("lp", "ft"):
             t = get_task(f"{stem}-{suffix}")
@@ -60,10 +76,14 @@ def test_presets_match_the_official_configs():
     assert get_task("pastis-hd-seg-lp").sensors == ("s2",)
     assert get_task("pastis-hd-seg-ft").sensors == ("spot", "s2", "s1")
     assert get_task("planted-ft").sensors == ("s2", "s1", "l7", "alos", "modis")
-    assert get_task("flair-seg-ft").splits["val"]["split"] == "test"            # official FLAIR validates on test
+    assert get_task("flair-seg-ft").splits["val"]["split"] == "test"  # official FLAIR validates on test
     assert get_task("pastis-hd-seg-ft").ignore_classes == (19,) and get_task("flair-seg-ft").ignore_classes == (12,)
-    assert [get_task(n).batch_size for n in ("treesatai-ts-ft", "pastis-hd-cls-ft", "flair-seg-ft", "planted-ft")] == \
-        [256, 4, 32, 64]
+    assert [get_task(n).batch_size for n in ("treesatai-ts-ft", "pastis-hd-cls-ft", "flair-seg-ft", "planted-ft")] == [
+        256,
+        4,
+        32,
+        64,
+    ]
     assert get_task("flair-seg-ft").weight_decay == 1e-2 and get_task("planted-ft").weight_decay == 1e-4
 
 
@@ -74,7 +94,7 @@ def test_preset_is_consistent_with_its_reader_and_the_sensors(name):
     assert set(t.sensors) <= set(reader.sensors)
     assert t.target in reader.tasks
     assert set(t.splits) == set(ROLES)
-    for s in t.sensors:                                         # the patch size cuts every sensor into sub-patches
+    for s in t.sensors:  # the patch size cuts every sensor into sub-patches
         if not SENSORS[s].one_token_per_tile:
             subpatch_layout(SENSORS[s], t.patch_size)
     assert (t.dense_sensor in t.sensors) == (t.head == "dense")
@@ -90,8 +110,18 @@ def test_unknown_task_is_a_one_line_error_with_a_suggestion():
 
 
 def _short_run(task, official, out):
-    return run_task(task, official, FIXTURES[task.dataset], out, max_epochs=1, min_epochs=0, batch_size=1,
-                    bootstrap=20, progress=False, log=lambda *a, **k: None)
+    return run_task(
+        task,
+        official,
+        FIXTURES[task.dataset],
+        out,
+        max_epochs=1,
+        min_epochs=0,
+        batch_size=1,
+        bootstrap=20,
+        progress=False,
+        log=lambda *a, **k: None,
+    )
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -139,8 +169,8 @@ def test_cost_estimate_counts_flops_on_the_real_input_sizes():
     f = DATASETS["treesatai-ts"]
     fwd = e["forward_gflops_train_tile"] * 1e9
     assert e["train_factor"] == 3.0 and estimate("treesatai-ts-lp", size="nano")["train_factor"] == 1.0
-    assert estimate("planted-lp", size="nano")["train_factor"] == 2.0          # pad values train through the encoder
+    assert estimate("planted-lp", size="nano")["train_factor"] == 2.0  # pad values train through the encoder
     assert e["epoch_pflops"] * 1e15 == pytest.approx(3 * fwd * f.tiles_train + fwd * f.tiles_val)
     assert e["hours_max_epochs"] == pytest.approx((200 * e["epoch_pflops"] * 1e15 + fwd * f.tiles_test) / 1e14 / 3600)
-    assert disk_gb("treesatai-ts") == pytest.approx(50_381 * 897_347 / 1e9, rel=1e-3)   # the sample tile's 3 files
+    assert disk_gb("treesatai-ts") == pytest.approx(50_381 * 897_347 / 1e9, rel=1e-3)  # the sample tile's 3 files
     assert disk_gb("planted") is None

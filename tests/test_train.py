@@ -1,4 +1,5 @@
 """Pretraining loop: learning, resume after a crash, DDP equivalence, checkpoints."""
+
 import json
 import os
 import pickle
@@ -8,32 +9,46 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import KILL_ENV
 
 from anysat_lite.bench import FlopCounter
 from anysat_lite.config import get_config
 from anysat_lite.train import load_checkpoint, load_encoder, pretrain, save_checkpoint
 from anysat_lite.train.metrics import read_metrics
-from train_helpers import KILL_ENV
 
 HELPERS = Path(__file__).with_name("train_helpers.py")
 
 # A small world and model that train in seconds on 2 CPU cores.
-TINY = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
-        "train.batch_size=8", "train.warmup_steps=3", "train.log_every=1", "train.ckpt_every=4", "jepa.monitor_every=5",
-        "probe.patch_sizes=[20]", "probe.modality_sets=[[all]]", "probe.linear_epochs=30", "probe.seg_epochs=5"]
+TINY = [
+    "data.n_tiles=48",
+    "data.tile_m=40",
+    "data.n_dates=6",
+    "data.datasets=[{name: synthetic, patch_sizes: [10, 20]}]",
+    "train.batch_size=8",
+    "train.warmup_steps=3",
+    "train.log_every=1",
+    "train.ckpt_every=4",
+    "jepa.monitor_every=5",
+    "probe.patch_sizes=[20]",
+    "probe.modality_sets=[[all]]",
+    "probe.linear_epochs=30",
+    "probe.seg_epochs=5",
+]
 
 
 def _run_cli(args, env_extra=None, check=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "anysat_lite", *args], env=env, capture_output=True, text=True,
-                          check=check, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "anysat_lite", *args], env=env, capture_output=True, text=True, check=check, timeout=600
+    )
 
 
 def _run_helper(args, env_extra=None, check=True):
     """``tests/train_helpers.py`` (pretraining with test-only callbacks) in a subprocess."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, str(HELPERS), *args], env=env, capture_output=True, text=True,
-                          check=check, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(HELPERS), *args], env=env, capture_output=True, text=True, check=check, timeout=600
+    )
 
 
 def test_cpu_demo_learns_without_collapsing(tmp_path):
@@ -43,14 +58,21 @@ def test_cpu_demo_learns_without_collapsing(tmp_path):
     assert len(rows) == 40
     first = sum(r["jepa_loss"] for r in rows[:5]) / 5
     last = sum(r["jepa_loss"] for r in rows[-5:]) / 5
-    assert last < 0.7 * first, (first, last)                   # the JEPA loss falls clearly
-    assert min(r["std"] for r in rows) > 0.05                  # target embeddings do not collapse
+    assert last < 0.7 * first, (first, last)  # the JEPA loss falls clearly
+    assert min(r["std"] for r in rows) > 0.05  # target embeddings do not collapse
     assert summary["steps"] == 40 and (tmp_path / "training_curves.png").stat().st_size > 10_000
-    assert {p.name for p in tmp_path.iterdir()} >= {"last.pt", "step-000040.pt", "encoder.safetensors",
-                                                    "encoder.json", "metrics.csv", "config.yaml", "summary.json"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "last.pt",
+        "step-000040.pt",
+        "encoder.safetensors",
+        "encoder.json",
+        "metrics.csv",
+        "config.yaml",
+        "summary.json",
+    }
     encoder, meta = load_encoder(tmp_path / "encoder")
     assert meta["sensors"] == ["aerial", "s2", "s1-asc"] and "synthetic" in meta["norm_stats"]
-    ck = load_checkpoint(tmp_path / "last.pt")        # weights_only=True load
+    ck = load_checkpoint(tmp_path / "last.pt")  # weights_only=True load
     assert ck["step"] == 40 and "rng" in ck and "optimizer" in ck
 
 
@@ -59,15 +81,15 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={ref}"])
     killed = _run_helper(common + ["--set", f"train.out_dir={crash}"], env_extra={KILL_ENV: "9"}, check=False)
-    assert killed.returncode == -9                                 # SIGKILL after step 9
+    assert killed.returncode == -9  # SIGKILL after step 9
     assert not (crash / "encoder.safetensors").exists()
-    assert load_checkpoint(crash / "last.pt")["step"] == 8         # last checkpoint before the kill
-    assert max(r["step"] for r in read_metrics(crash)) == 9        # steps 8-9 were logged, then lost
+    assert load_checkpoint(crash / "last.pt")["step"] == 8  # last checkpoint before the kill
+    assert max(r["step"] for r in read_metrics(crash)) == 9  # steps 8-9 were logged, then lost
     _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"])
     a, b = read_metrics(ref), read_metrics(crash)
     assert [r["step"] for r in b] == list(range(12))
     for ra, rb in zip(a, b):
-        assert ra["loss"] == rb["loss"] and ra["jepa_loss"] == rb["jepa_loss"], ra["step"]   # bit for bit
+        assert ra["loss"] == rb["loss"] and ra["jepa_loss"] == rb["jepa_loss"], ra["step"]  # bit for bit
     wa = load_checkpoint(ref / "last.pt")["model"]
     wb = load_checkpoint(crash / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -79,7 +101,7 @@ def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
     counter = FlopCounter()
     pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'b'}"]), progress=False, callbacks=[counter])
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]           # the same steps, bit for bit
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # the same steps, bit for bit
     flops = counter.per_step
     assert len(flops) == 4 and min(flops) > 1e8
     # counted per step: these four steps draw both patch sizes, whose token counts (and FLOPs) differ
@@ -88,14 +110,33 @@ def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
 
 
 def test_ddp_two_gloo_processes_match_one_process(tmp_path):
-    common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=4", "--set", "model.dropout=0.0"] + \
-        sum((["--set", o] for o in TINY), [])
+    common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=4", "--set", "model.dropout=0.0"] + sum(
+        (["--set", o] for o in TINY), []
+    )
     one, two = tmp_path / "one", tmp_path / "two"
     _run_cli(["pretrain", *common, "--set", f"train.out_dir={one}"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                    "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={two}"], env=env, check=True,
-                   capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "anysat_lite",
+            "pretrain",
+            *common,
+            "--set",
+            f"train.out_dir={two}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = json.loads((two / "summary.json").read_text())
     assert summary["world_size"] == 2
     a, b = read_metrics(one), read_metrics(two)
@@ -116,7 +157,7 @@ def test_bf16_autocast_on_cpu_tracks_fp32(tmp_path):
         pretrain(cfg, progress=False)
         losses[amp] = [r["jepa_loss"] for r in read_metrics(tmp_path / amp)]
     assert len(losses["bf16"]) == 6 and all(torch.isfinite(torch.tensor(losses["bf16"])))
-    assert losses["bf16"] != losses["none"]                                 # autocast was on
+    assert losses["bf16"] != losses["none"]  # autocast was on
     assert losses["bf16"] == pytest.approx(losses["none"], rel=0.05)
 
 
@@ -124,27 +165,29 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
     path = tmp_path / "ck.pt"
     save_checkpoint({"w": torch.ones(2), "step": 3, "meta": {"a": [1, 2]}}, path)
     assert load_checkpoint(path)["step"] == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]       # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left
     torch.save({"bad": object()}, tmp_path / "evil.pt")
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_checkpoint(tmp_path / "evil.pt")                      # arbitrary objects refused
+        load_checkpoint(tmp_path / "evil.pt")  # arbitrary objects refused
 
 
 def test_multi_dataset_batches(tmp_path):
     """Two datasets with different sensors: each batch comes from one of them, drawn by weight."""
     from anysat_lite.data.datasets import BatchPlanner, build_dataset
 
-    two = TINY + ["data.datasets=[{name: synthetic, weight: 1.0, patch_sizes: [10, 20]}, "
-                  "{name: 'synthetic:hd', sensors: [spot, s2, s1], weight: 3.0, patch_sizes: [20]}]"]
+    two = TINY + [
+        "data.datasets=[{name: synthetic, weight: 1.0, patch_sizes: [10, 20]}, "
+        "{name: 'synthetic:hd', sensors: [spot, s2, s1], weight: 3.0, patch_sizes: [20]}]"
+    ]
     cfg = get_config("cpu-demo", two + ["train.steps=12", f"train.out_dir={tmp_path}"])
     bundles = [build_dataset(s, cfg.data) for s in cfg.data.datasets]
     planner = BatchPlanner(bundles, 8, seed=0)
     plans = [planner.plan(s) for s in range(400)]
     share = sum(p.dataset == 1 for p in plans) / len(plans)
-    assert 0.68 < share < 0.82                                    # weights 1 : 3
+    assert 0.68 < share < 0.82  # weights 1 : 3
     assert all(p.patch_size == 20 for p in plans if p.dataset == 1)
     assert {p.patch_size for p in plans if p.dataset == 0} == {10, 20}
-    assert planner.plan(7) == planner.plan(7)                     # a pure function of (seed, step)
+    assert planner.plan(7) == planner.plan(7)  # a pure function of (seed, step)
     pretrain(cfg, progress=False)
     rows = read_metrics(tmp_path)
     assert {r["dataset"] for r in rows} == {"synthetic", "synthetic:hd"}
@@ -152,7 +195,7 @@ def test_multi_dataset_batches(tmp_path):
     assert meta["sensors"] == ["aerial", "spot", "s2", "s1-asc", "s1"]  # union of both datasets, registry order
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_torch_compile_matches_eager(tmp_path):
     """Optional torch.compile path (about a minute of compilation on CPU): same losses as eager."""
     from anysat_lite.config import SMOKE_OVERRIDES
@@ -167,10 +210,12 @@ def test_torch_compile_matches_eager(tmp_path):
 def test_the_same_losses_with_0_and_2_dataloader_workers(tmp_path):
     over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
     for w in (0, 2):
-        pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / str(w)}", f"data.num_workers={w}"]),
-                 progress=False)
+        pretrain(
+            get_config("cpu-demo", over + [f"train.out_dir={tmp_path / str(w)}", f"data.num_workers={w}"]),
+            progress=False,
+        )
     a, b = read_metrics(tmp_path / "0"), read_metrics(tmp_path / "2")
-    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4        # bit for bit
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4  # bit for bit
     # the pace of every logged step: wall time, time waiting for the batch, samples/s, peak memory
     for r in a + b:
         assert 0 <= r["data_wait_s"] < r["step_s"] and r["samples_per_s"] > 0 and r["peak_mem_mb"] > 0
@@ -182,8 +227,17 @@ def _one_step_state(tmp_path, accum: int):
     from anysat_lite.train.distributed import DistInfo
     from anysat_lite.train.loop import Run, build_data, build_state
 
-    cfg = get_config("cpu-demo", TINY + ["train.steps=2", "model.dropout=0.0", "jepa.contrastive=false",
-                                         f"train.accum_steps={accum}", f"train.out_dir={tmp_path / str(accum)}"])
+    cfg = get_config(
+        "cpu-demo",
+        TINY
+        + [
+            "train.steps=2",
+            "model.dropout=0.0",
+            "jepa.contrastive=false",
+            f"train.accum_steps={accum}",
+            f"train.out_dir={tmp_path / str(accum)}",
+        ],
+    )
     run = Run(cfg, DistInfo(), tmp_path / str(accum), None, 0)
     data = build_data(cfg, run)
     torch.manual_seed(0)
@@ -208,10 +262,15 @@ def test_gradient_accumulation_2x4_equals_1x8(tmp_path):
 
 
 def test_accumulation_must_divide_the_batch(tmp_path):
-    with pytest.raises(ValueError, match=r"train.accum_steps=3 must divide the batch of each process; dataset "
-                                         r"synthetic has 8"):
-        pretrain(get_config("cpu-demo", TINY + ["train.steps=1", "train.accum_steps=3",
-                                                f"train.out_dir={tmp_path}"]), progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"train.accum_steps=3 must divide the batch of each process; dataset "
+        r"synthetic has 8",
+    ):
+        pretrain(
+            get_config("cpu-demo", TINY + ["train.steps=1", "train.accum_steps=3", f"train.out_dir={tmp_path}"]),
+            progress=False,
+        )
 
 
 def _free_port() -> int:
@@ -227,12 +286,27 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path):
     next collective until a timeout."""
     import time
 
-    args = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", f"train.out_dir={tmp_path}"] + \
-        sum((["--set", o] for o in TINY), [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port()), "ANYSAT_LITE_TEST_NAN_AT": "1:2"}
-    procs = [subprocess.Popen([sys.executable, str(HELPERS), *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    args = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", f"train.out_dir={tmp_path}"] + sum(
+        (["--set", o] for o in TINY), []
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "ANYSAT_LITE_TEST_NAN_AT": "1:2",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HELPERS), *args],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     codes = [p.wait(timeout=300) for p in procs]
     ended = time.time()
     assert codes == [3, 3], [p.stdout.read()[-2000:] for p in procs]
@@ -246,28 +320,43 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path):
 def test_ddp_resume_restores_every_process_rng(tmp_path):
     """With dropout on, a 2-process run killed after a checkpoint and resumed gives the uninterrupted run's
     losses bit for bit: each process gets back its own generator state."""
-    common = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", "train.ckpt_every=3"] + \
-        sum((["--set", o] for o in TINY if not o.startswith("train.ckpt_every")), [])
+    common = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", "train.ckpt_every=3"] + sum(
+        (["--set", o] for o in TINY if not o.startswith("train.ckpt_every")), []
+    )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPERS)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    subprocess.run(torchrun + common + ["--set", f"train.out_dir={ref}"], env=env, check=True, capture_output=True,
-                   timeout=600)
-    killed = subprocess.run(torchrun + common + ["--set", f"train.out_dir={crash}"], env={**env, KILL_ENV: "4"},
-                            capture_output=True, timeout=600)
+    subprocess.run(
+        torchrun + common + ["--set", f"train.out_dir={ref}"], env=env, check=True, capture_output=True, timeout=600
+    )
+    killed = subprocess.run(
+        torchrun + common + ["--set", f"train.out_dir={crash}"],
+        env={**env, KILL_ENV: "4"},
+        capture_output=True,
+        timeout=600,
+    )
     assert killed.returncode != 0 and load_checkpoint(crash / "last.pt")["step"] == 3
     rng = load_checkpoint(crash / "last.pt")["rng"]["ranks"]
-    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])     # one state per process
-    subprocess.run(torchrun + common + ["--set", f"train.out_dir={crash}", "--resume"], env=env, check=True,
-                   capture_output=True, timeout=600)
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # one state per process
+    subprocess.run(
+        torchrun + common + ["--set", f"train.out_dir={crash}", "--resume"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     a, b = read_metrics(ref), read_metrics(crash)
     assert [r["step"] for r in b] == list(range(6))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
 
 
 def test_keep_last_checkpoints(tmp_path):
-    pretrain(get_config("cpu-demo", TINY + ["train.steps=5", "train.ckpt_every=1", "train.keep_last=2",
-                                            f"train.out_dir={tmp_path}"]), progress=False)
+    pretrain(
+        get_config(
+            "cpu-demo", TINY + ["train.steps=5", "train.ckpt_every=1", "train.keep_last=2", f"train.out_dir={tmp_path}"]
+        ),
+        progress=False,
+    )
     assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == ["step-000004.pt", "step-000005.pt"]
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
 
@@ -277,9 +366,21 @@ def test_anysat_recipe_constant_lr_reduced_on_a_validation_plateau(tmp_path):
     learning rate this small the validation loss moves by less than ReduceLROnPlateau's relative threshold
     (1e-4) between validations: a plateau, and the lr drops by plateau_factor (by more than the scheduler's
     eps of 1e-8; a second drop, to 1.5e-10, would be smaller than eps and is skipped as in torch)."""
-    cfg = get_config("cpu-demo", TINY + ["train.steps=8", "train.recipe=anysat", "train.lr=1.5e-8", "train.val_every=2",
-                                         "train.val_batches=2", "train.plateau_patience=0", "train.plateau_factor=0.1",
-                                         "train.weight_decay=0.05", f"train.out_dir={tmp_path}"])
+    cfg = get_config(
+        "cpu-demo",
+        TINY
+        + [
+            "train.steps=8",
+            "train.recipe=anysat",
+            "train.lr=1.5e-8",
+            "train.val_every=2",
+            "train.val_batches=2",
+            "train.plateau_patience=0",
+            "train.plateau_factor=0.1",
+            "train.weight_decay=0.05",
+            f"train.out_dir={tmp_path}",
+        ],
+    )
     pretrain(cfg, progress=False)
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows if "val_loss" in r] == [1, 3, 5, 7]
@@ -297,9 +398,15 @@ def test_the_rasters_dataset_pretrains_from_a_manifest(tmp_path):
     from test_rasters_dataset import make_manifest
 
     make_manifest(tmp_path / "tiles")
-    cfg = get_config("cpu-demo", TINY + ["train.steps=2", f"train.out_dir={tmp_path / 'run'}",
-                                         f"data.datasets=[{{name: rasters, path: {tmp_path / 'tiles'}, "
-                                         "patch_sizes: [10], batch_size: 2}]"])
+    cfg = get_config(
+        "cpu-demo",
+        TINY
+        + [
+            "train.steps=2",
+            f"train.out_dir={tmp_path / 'run'}",
+            f"data.datasets=[{{name: rasters, path: {tmp_path / 'tiles'}, patch_sizes: [10], batch_size: 2}}]",
+        ],
+    )
     summary = pretrain(cfg, progress=False)
     rows = read_metrics(tmp_path / "run")
     assert [r["dataset"] for r in rows] == ["rasters", "rasters"] and [r["batch"] for r in rows] == [2, 2]
@@ -308,17 +415,43 @@ def test_the_rasters_dataset_pretrains_from_a_manifest(tmp_path):
     assert meta["sensors"] == ["aerial", "s2", "s1-asc"] and set(meta["norm_stats"]["rasters"]) == set(meta["sensors"])
 
 
-GEOPLEX = ["pretrain", "--config", "geoplex", "--quiet", "--set", "data.root=tests/data", "--set", "model.size=nano",
-           "--set", "train.steps=8", "--set", "data.num_workers=0"]
+GEOPLEX = [
+    "pretrain",
+    "--config",
+    "geoplex",
+    "--quiet",
+    "--set",
+    "data.root=tests/data",
+    "--set",
+    "model.size=nano",
+    "--set",
+    "train.steps=8",
+    "--set",
+    "data.num_workers=0",
+]
 
 
 @pytest.mark.slow
 def test_geoplex_preset_on_the_fixtures_touches_every_dataset(tmp_path):
     """The acceptance run: one epoch of the five fixture datasets (official mixing: every dataset's batches once)."""
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "anysat_lite", *GEOPLEX, "--set", "train.val_every=4",
-                        "--set", f"train.out_dir={tmp_path}"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anysat_lite",
+            *GEOPLEX,
+            "--set",
+            "train.val_every=4",
+            "--set",
+            f"train.out_dir={tmp_path}",
+        ],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["steps_per_dataset"]) == {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
@@ -330,30 +463,81 @@ def test_geoplex_preset_on_the_fixtures_touches_every_dataset(tmp_path):
 @pytest.mark.slow
 def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                        "anysat_lite", *GEOPLEX, "--set", f"train.out_dir={tmp_path}"], cwd=root,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "anysat_lite",
+            *GEOPLEX,
+            "--set",
+            f"train.out_dir={tmp_path}",
+        ],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2 and set(summary["steps_per_dataset"]) == {
-        "treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
+        "treesatai-ts",
+        "pastis-hd",
+        "flair",
+        "planted",
+        "s2naip-urban",
+    }
 
 
 def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
     """TreeSatAI-TS tiles have different numbers of dates: each process pads its rows to the longest series of the
     *global* batch, so the date draws and the losses are those of one process."""
     root = Path(__file__).resolve().parents[1]
-    common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=3", "--set", "model.dropout=0.0"] + \
-        sum((["--set", o] for o in TINY if not o.startswith("data.datasets")), []) + \
-        ["--set", "data.datasets=[{name: treesatai-ts, path: tests/data/treesatai_ts, patch_sizes: [10], tile_m: 30, "
-                  "batch_size: 4}]"]
+    common = (
+        ["--config", "cpu-demo", "--quiet", "--set", "train.steps=3", "--set", "model.dropout=0.0"]
+        + sum((["--set", o] for o in TINY if not o.startswith("data.datasets")), [])
+        + [
+            "--set",
+            "data.datasets=[{name: treesatai-ts, path: tests/data/treesatai_ts, patch_sizes: [10], tile_m: 30, "
+            "batch_size: 4}]",
+        ]
+    )
     one, two = tmp_path / "one", tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={one}"],
-                   cwd=root, env=env, check=True, capture_output=True, timeout=600)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                    "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={two}"], cwd=root, env=env, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "anysat_lite", "pretrain", *common, "--set", f"train.out_dir={one}"],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "anysat_lite",
+            "pretrain",
+            *common,
+            "--set",
+            f"train.out_dir={two}",
+        ],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     a, b = read_metrics(one), read_metrics(two)
     assert len(a) == len(b) == 3 and {r["dataset"] for r in a} == {"treesatai-ts"}
     for ra, rb in zip(a, b):
@@ -370,7 +554,7 @@ def test_tensorboard_is_optional(tmp_path):
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(UserError, match=r"train.tensorboard=true needs the tensorboard package; install it"):
             pretrain(cfg, progress=False)
-        assert not (tmp_path / "metrics.csv").exists()                  # refused before anything ran
+        assert not (tmp_path / "metrics.csv").exists()  # refused before anything ran
     else:
         pretrain(cfg, progress=False)
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -4,6 +4,7 @@ and the loose-file reader on the real sample.
 Expected values are derived by hand from the official ``src/data/TreeSAT.py`` (lists, 0.07
 threshold, ``aerial/`` + ``sentinel/`` + ``s1-asc/``, product-name dates, ``RandomCrop(300)``).
 """
+
 import datetime as dt
 import json
 import shutil
@@ -13,14 +14,19 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import ROOT, TREESAT
 
 from anysat_lite.data.contract import sensor_entries, validate_sample
 from anysat_lite.data.normalization import per_tile_norm_stats
 from anysat_lite.data.registry import get_dataset
-from anysat_lite.data.treesatai import (CLASSES, TreeSatAITS, TreeSatAITSDataset, official_norm_stats,
-                                        products_to_doy, read_products)
-
-from conftest import ROOT, TREESAT
+from anysat_lite.data.treesatai import (
+    CLASSES,
+    TreeSatAITS,
+    TreeSatAITSDataset,
+    official_norm_stats,
+    products_to_doy,
+    read_products,
+)
 
 FIXTURE = ROOT / "tests" / "data" / "treesatai_ts"
 SENSORS = ("aerial", "s2", "s1-asc")
@@ -64,8 +70,12 @@ def test_item_matches_the_official_getitem():
         aerial = src.read()
     assert item["aerial"].dtype == torch.float32 and item["aerial"].shape == (4, 300, 300)
     # a 300 x 300 window of the 304 x 304 tile (the pattern encodes the offset)
-    offsets = [(t, left) for t in range(5) for left in range(5)
-               if np.array_equal(aerial[:, t:t + 300, left:left + 300], item["aerial"].numpy())]
+    offsets = [
+        (t, left)
+        for t in range(5)
+        for left in range(5)
+        if np.array_equal(aerial[:, t : t + 300, left : left + 300], item["aerial"].numpy())
+    ]
     assert len(offsets) == 1
     assert torch.equal(item["s2"], torch.from_numpy(raw["sen-2-data"])) and item["s2"].shape[1:] == (10, 6, 6)
     assert item["s2_dates"].dtype == torch.int64
@@ -78,9 +88,14 @@ def test_item_matches_the_official_getitem():
     assert item["multilabel"].dtype == torch.float32 and item["label"] == CLASSES.index("Abies")
 
 
-@pytest.mark.parametrize("index, genera, dominant", [(1, ("Fagus",), "Fagus"),  # Quercus at 0.07 is not > 0.07
-                                                      (2, ("Cleared",), "Cleared"),
-                                                      (3, ("Acer", "Quercus", "Tilia"), "Quercus")])
+@pytest.mark.parametrize(
+    "index, genera, dominant",
+    [
+        (1, ("Fagus",), "Fagus"),  # Quercus at 0.07 is not > 0.07
+        (2, ("Cleared",), "Cleared"),
+        (3, ("Acer", "Quercus", "Tilia"), "Quercus"),
+    ],
+)
 def test_multilabel_threshold_is_strict(index, genera, dominant):
     ds = TreeSatAITSDataset(FIXTURE, "train", sensors=("s2",))
     item = ds[index]
@@ -141,6 +156,7 @@ def test_one_line_errors(tmp_path):
 
 def test_item_is_a_model_input_and_nano_runs_at_the_paper_patch_sizes():
     from anysat_lite import AnySat
+
     item = TreeSatAITSDataset(FIXTURE, "test", crop="center")[0]
     x = {k: v[None] for k, v in sensor_entries(item).items()}
     assert validate_sample(x).extent_m == (60.0, 60.0) == (TreeSatAITSDataset.tile_m,) * 2
@@ -165,8 +181,10 @@ def test_official_norm_stats_and_the_official_formula():
 
 
 def test_products_to_doy_reads_the_official_field():
-    names = [b"S2A_MSIL2A_20200229T103421_N0213_R108_T32UNC_20200301T120935",
-             "S1B_IW_GRDH_1SDV_20201231T170758_20210101T170823_019743_025539_3DC3"]
+    names = [
+        b"S2A_MSIL2A_20200229T103421_N0213_R108_T32UNC_20200301T120935",
+        "S1B_IW_GRDH_1SDV_20201231T170758_20210101T170823_019743_025539_3DC3",
+    ]
     assert products_to_doy(names[:1], 2).tolist() == [60] and products_to_doy(names[1:], 4).tolist() == [366]
     with pytest.raises(ValueError, match="expected YYYYMMDD at the start of field 4"):
         products_to_doy(["S1A_IW_GRDH"], 4)
@@ -181,7 +199,9 @@ def test_official_layout_on_the_real_sample(tmp_path):
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}_filenames.lst").write_text(f"{stem}.tif\n")
     (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "TreeSatBA_v9_60m_multi_labels.json").write_text(json.dumps({f"{stem}.tif": [["Abies", 1.0]]}))
+    (tmp_path / "labels" / "TreeSatBA_v9_60m_multi_labels.json").write_text(
+        json.dumps({f"{stem}.tif": [["Abies", 1.0]]})
+    )
     item = TreeSatAITSDataset(tmp_path, "test", crop="center")[0]
     loose = TreeSatAITS(TREESAT).read(stem)
     assert torch.equal(item["aerial"], torch.from_numpy(loose["aerial"]))
@@ -211,7 +231,7 @@ def test_read_shapes_and_dates(reader):
     r = reader.read(reader.names[0])
     assert r["aerial"].shape == (4, 300, 300) and r["gsd"] == pytest.approx(0.2)
     assert r["s2"].shape == (146, 10, 6, 6) and r["s2"][0].shape == (10, 6, 6)
-    assert r["s1-asc"].shape == (60, 2, 6, 6) and "s1-des" not in r   # descending orbit: no registered sensor
+    assert r["s1-asc"].shape == (60, 2, 6, 6) and "s1-des" not in r  # descending orbit: no registered sensor
     # dates parsed from 'S2A_MSIL2A_20200102T...' etc: 2 Jan, 5 Jan, 7 Jan, 10 Jan, 12 Jan 2020
     assert r["s2_dates"][:5].tolist() == [2, 5, 7, 10, 12]
     assert np.all(np.diff(r["s2_dates"]) >= 0) and r["s2_dates"].max() <= 366

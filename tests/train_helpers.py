@@ -11,6 +11,7 @@ Environment variables read here (never by the package):
 * ``ANYSAT_LITE_TEST_NAN_AT=R:N``: the loss of process ``R`` is NaN at step ``N``; each process
   then writes ``<out_dir>/error-rank<r>.txt`` (the error it stopped with) and exits with code 3.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """Data: the sample contract, readers (GeoTIFF, the GeoPlex datasets, a raster manifest) and their registry,
 the embedded world, normalisation, datasets and batch plans, and the step-indexed input pipeline."""
+
 from __future__ import annotations
 
 import os

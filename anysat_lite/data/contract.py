@@ -18,21 +18,32 @@ contract refuses only negative, fractional and non-finite dates.
 Every sensor must cover the same ground extent (``pixels x GSD`` equal, MODIS excepted,
 which is summarised as one token per tile).  Tiles need not be square.
 """
+
 from __future__ import annotations
 
 import numbers
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 
 from ..errors import UserError
 from ..sensors import SENSORS, Sensor
 
-__all__ = ["SampleError", "SampleInfo", "validate_sample", "split_key", "sensor_entries", "check_patch_size",
-           "patch_size_m", "prepare_input", "estimate_memory", "random_sample"]
+__all__ = [
+    "SampleError",
+    "SampleInfo",
+    "validate_sample",
+    "split_key",
+    "sensor_entries",
+    "check_patch_size",
+    "patch_size_m",
+    "prepare_input",
+    "estimate_memory",
+    "random_sample",
+]
 
 _SUFFIXES = ("dates", "mask")
 
@@ -84,10 +95,14 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
     for key, value in x.items():
         name, suffix = split_key(key)
         if name not in registry:
-            raise SampleError(f"{key!r}: unknown sensor {name!r}; known sensors: {', '.join(registry)} "
-                              "(register new ones with anysat_lite.register_sensor)")
+            raise SampleError(
+                f"{key!r}: unknown sensor {name!r}; known sensors: {', '.join(registry)} "
+                "(register new ones with anysat_lite.register_sensor)"
+            )
         if suffix is not None and suffix not in _SUFFIXES:
-            raise SampleError(f"{key!r}: unknown suffix {suffix!r}; expected '<sensor>', '<sensor>_dates' or '<sensor>_mask'")
+            raise SampleError(
+                f"{key!r}: unknown suffix {suffix!r}; expected '<sensor>', '<sensor>_dates' or '<sensor>_mask'"
+            )
         if not torch.is_tensor(value):
             raise SampleError(f"{key!r}: expected a torch.Tensor, got {type(value).__name__}")
         if value.dim() == 0:
@@ -97,7 +112,9 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
             if batch == 0:
                 raise SampleError(f"{key!r}: batch size 0 (shape {_shape(value)}); give at least one sample")
         elif value.shape[0] != batch:
-            raise SampleError(f"{key!r}: batch size {value.shape[0]} differs from the batch size {batch} of the other keys")
+            raise SampleError(
+                f"{key!r}: batch size {value.shape[0]} differs from the batch size {batch} of the other keys"
+            )
         if suffix is None:
             sensors.append(name)
     if not sensors:
@@ -109,23 +126,33 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
         s = registry[name]
         t = x[name]
         if t.dim() != s.input_rank:
-            raise SampleError(f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}")
+            raise SampleError(
+                f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}"
+            )
         if not t.is_floating_point():
             raise SampleError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
         c_axis = 2 if s.is_series else 1
         if t.shape[c_axis] != s.n_bands:
-            raise SampleError(f"{name}: expected {s.n_bands} bands ({', '.join(s.bands)}) on axis {c_axis} of "
-                              f"{s.layout}, got {t.shape[c_axis]} (shape {_shape(t)})")
+            raise SampleError(
+                f"{name}: expected {s.n_bands} bands ({', '.join(s.bands)}) on axis {c_axis} of "
+                f"{s.layout}, got {t.shape[c_axis]} (shape {_shape(t)})"
+            )
         H, W = t.shape[-2:]
         if s.is_series and t.shape[1] == 0:
-            raise SampleError(f"{name}: the time series has no dates (T = 0, shape {_shape(t)}); give at least "
-                              f"one date, or leave {name} out of the sample")
+            raise SampleError(
+                f"{name}: the time series has no dates (T = 0, shape {_shape(t)}); give at least "
+                f"one date, or leave {name} out of the sample"
+            )
         if H == 0 or W == 0:
-            raise SampleError(f"{name}: empty image ({H}x{W} px, shape {_shape(t)}); give at least one sub-patch "
-                              f"({s.subpatch_px}x{s.subpatch_px} px)")
+            raise SampleError(
+                f"{name}: empty image ({H}x{W} px, shape {_shape(t)}); give at least one sub-patch "
+                f"({s.subpatch_px}x{s.subpatch_px} px)"
+            )
         if not s.one_token_per_tile and (H % s.subpatch_px or W % s.subpatch_px):
-            raise SampleError(f"{name}: height and width must be multiples of its {s.subpatch_px}-pixel sub-patch "
-                              f"({s.subpatch_m:g} m at {s.gsd:g} m GSD), got {H}x{W} px")
+            raise SampleError(
+                f"{name}: height and width must be multiples of its {s.subpatch_px}-pixel sub-patch "
+                f"({s.subpatch_m:g} m at {s.gsd:g} m GSD), got {H}x{W} px"
+            )
         if check_values:
             _check_finite(name, t)
         if s.is_series:
@@ -147,7 +174,8 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
                     f"{name}: ground extent {eh:g} x {ew:g} m (pixels x GSD) differs from {ref[0]}'s "
                     f"{ref[1]:g} x {ref[2]:g} m; all sensors must cover the same area "
                     f"(expected {name} to be {ref[1] / registry[name].gsd:g} x {ref[2] / registry[name].gsd:g} px "
-                    f"at {registry[name].gsd:g} m GSD)")
+                    f"at {registry[name].gsd:g} m GSD)"
+                )
         info.extent_m = (ref[1], ref[2])
     return info
 
@@ -174,14 +202,18 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
     if check_values:
         if d.is_floating_point() and not bool(torch.isfinite(d).all()):
             bad = int((~torch.isfinite(d)).sum())
-            raise SampleError(f"{key}: {bad} NaN/inf dates; give every date a whole day number >= 0 (e.g. its "
-                              f"day-of-year) and flag the missing ones False in '{s.name}_mask' [B, T]")
+            raise SampleError(
+                f"{key}: {bad} NaN/inf dates; give every date a whole day number >= 0 (e.g. its "
+                f"day-of-year) and flag the missing ones False in '{s.name}_mask' [B, T]"
+            )
         if d.is_floating_point() and not torch.equal(d, d.round()):
             raise SampleError(f"{key}: dates must be whole days (e.g. day-of-year), got fractional values")
         lo = d.min().item()
         if lo < 0:
-            raise SampleError(f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
-                              f"origin), got values down to {lo:g}")
+            raise SampleError(
+                f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
+                f"origin), got values down to {lo:g}"
+            )
     mkey = f"{s.name}_mask"
     if mkey in x:
         m = x[mkey]
@@ -218,9 +250,11 @@ def check_patch_size(patch_m, extent_m: tuple[float, float]) -> tuple[int, int]:
     h, w = H / patch_m, W / patch_m
     if abs(h - round(h)) > 1e-6 or abs(w - round(w)) > 1e-6 or round(h) < 1 or round(w) < 1:
         divisors = [p for p in range(10, int(min(H, W)) + 1, 10) if H % p < 1e-6 and W % p < 1e-6]
-        raise SampleError(f"patch size {patch_m} m does not divide the tile of {H:g} x {W:g} m; "
-                          f"choose a divisor of both sides that is a multiple of 10 m"
-                          + (f" ({', '.join(map(str, divisors[:8]))})" if divisors else ""))
+        raise SampleError(
+            f"patch size {patch_m} m does not divide the tile of {H:g} x {W:g} m; "
+            f"choose a divisor of both sides that is a multiple of 10 m"
+            + (f" ({', '.join(map(str, divisors[:8]))})" if divisors else "")
+        )
     return int(round(h)), int(round(w))
 
 
@@ -233,11 +267,12 @@ _BYTES_PER_L2 = 100
 _BYTES_PER_L2_PER_BLOCK_GRAD = 32
 _BYTES_PER_SEQ_L2 = 8
 _BYTES_PER_SEQ_L2_PER_BLOCK_GRAD = 12
-_CHECK_ABOVE = 2**28   # estimates below this are not compared with the free memory
+_CHECK_ABOVE = 2**28  # estimates below this are not compared with the free memory
 
 
-def estimate_memory(x: Mapping, patch_size: int, registry: Mapping[str, Sensor], depth: int,
-                    grad: bool = False) -> tuple[int, str]:
+def estimate_memory(
+    x: Mapping, patch_size: int, registry: Mapping[str, Sensor], depth: int, grad: bool = False
+) -> tuple[int, str]:
     """Rough peak bytes of the sub-patch transformer on sample ``x`` at ``patch_size`` metres, and its largest term.
 
     Sensors with the same sub-patch grid are encoded together as ``S = B x patches x sensors``
@@ -260,8 +295,10 @@ def estimate_memory(x: Mapping, patch_size: int, registry: Mapping[str, Sensor],
         total += b
         if b > worst_bytes:
             g = int(round((L - 1) ** 0.5))
-            worst_bytes, worst = b, (f"{'+'.join(k for k, _ in members)}: {S} sequence(s) of {g}x{g}+1 = {L} tokens "
-                                     f"at P = {patch_size} m")
+            worst_bytes, worst = (
+                b,
+                (f"{'+'.join(k for k, _ in members)}: {S} sequence(s) of {g}x{g}+1 = {L} tokens at P = {patch_size} m"),
+            )
     return total, worst
 
 
@@ -291,17 +328,28 @@ def _check_memory(model, x: Mapping, patch_size: int, device: torch.device) -> N
     if free is None or need <= free:
         return
     grad = torch.is_grad_enabled()
-    extents = [(t.shape[-2] * model.sensors[k].gsd, t.shape[-1] * model.sensors[k].gsd) for k, t in x.items()
-               if k in model.sensors and not model.sensors[k].one_token_per_tile and torch.is_tensor(t) and t.dim() > 3]
-    fits = [p for p in range(10, patch_size, 10)
-            if all(abs(e / p - round(e / p)) < 1e-6 for ext in extents for e in ext)
-            and estimate_memory(x, p, model.sensors, depth, grad)[0] < free]
-    hint = (f"use a smaller patch size (P = {fits[-1]} m needs about "
-            f"{estimate_memory(x, fits[-1], model.sensors, depth, grad)[0] / 1e9:.1f} GB)" if fits else
-            "use a smaller patch size")
-    raise SampleError(f"not enough memory: the sub-patch transformer would need about {need / 1e9:.1f} GB "
-                      f"({worst}; memory grows with (P / sub-patch size)^4), {free / 1e9:.1f} GB are free on "
-                      f"{device.type}; {hint}, fewer samples per batch, or cut the tile into smaller tiles")
+    extents = [
+        (t.shape[-2] * model.sensors[k].gsd, t.shape[-1] * model.sensors[k].gsd)
+        for k, t in x.items()
+        if k in model.sensors and not model.sensors[k].one_token_per_tile and torch.is_tensor(t) and t.dim() > 3
+    ]
+    fits = [
+        p
+        for p in range(10, patch_size, 10)
+        if all(abs(e / p - round(e / p)) < 1e-6 for ext in extents for e in ext)
+        and estimate_memory(x, p, model.sensors, depth, grad)[0] < free
+    ]
+    hint = (
+        f"use a smaller patch size (P = {fits[-1]} m needs about "
+        f"{estimate_memory(x, fits[-1], model.sensors, depth, grad)[0] / 1e9:.1f} GB)"
+        if fits
+        else "use a smaller patch size"
+    )
+    raise SampleError(
+        f"not enough memory: the sub-patch transformer would need about {need / 1e9:.1f} GB "
+        f"({worst}; memory grows with (P / sub-patch size)^4), {free / 1e9:.1f} GB are free on "
+        f"{device.type}; {hint}, fewer samples per batch, or cut the tile into smaller tiles"
+    )
 
 
 def _raw_input_check(model, x: Mapping) -> None:
@@ -323,9 +371,9 @@ def _raw_input_check(model, x: Mapping) -> None:
         if mean.numel() != s.n_bands or t.shape[2 if s.is_series else 1] != s.n_bands:
             continue
         c_axis = 2 if s.is_series else 1
-        step = max(1, int((t.shape[-2] * t.shape[-1] / 4096) ** 0.5))     # a strided subset is enough for a mean
+        step = max(1, int((t.shape[-2] * t.shape[-1] / 4096) ** 0.5))  # a strided subset is enough for a mean
         m = t.detach()[..., ::step, ::step].float().mean(dim=[d for d in range(t.dim()) if d != c_axis])
-        m = m.double().cpu()                                                  # per-band mean of the input
+        m = m.double().cpu()  # per-band mean of the input
         # Standardised inputs have band means of a few units at most; raw inputs have band means near the
         # training data's raw means (both distances in units of the training std).
         to_zero = (m / std).abs().mean().item()
@@ -333,10 +381,13 @@ def _raw_input_check(model, x: Mapping) -> None:
         if m.abs().mean().item() > 5 and to_raw < to_zero / 2:
             warned.add(name)
             shown = [round(v, 1) for v in m[:3].tolist()]
-            warnings.warn(f"{name}: the input looks like raw values (band means {shown}..., the training "
-                          f"data's raw means {[round(v, 3) for v in mean[:3].tolist()]}...) but the model was "
-                          "trained on standardised inputs; apply its statistics first: "
-                          f"NormStats.from_dict(model.norm_stats[{source!r}]).apply(sample)", stacklevel=4)
+            warnings.warn(
+                f"{name}: the input looks like raw values (band means {shown}..., the training "
+                f"data's raw means {[round(v, 3) for v in mean[:3].tolist()]}...) but the model was "
+                "trained on standardised inputs; apply its statistics first: "
+                f"NormStats.from_dict(model.norm_stats[{source!r}]).apply(sample)",
+                stacklevel=4,
+            )
 
 
 def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
@@ -352,8 +403,9 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
     """
     P = patch_size_m(patch_size)
     if not isinstance(x, Mapping):
-        raise SampleError(f"a sample must be a dict {{sensor: tensor, sensor_dates: tensor, ...}}, got "
-                          f"{type(x).__name__}")
+        raise SampleError(
+            f"a sample must be a dict {{sensor: tensor, sensor_dates: tensor, ...}}, got {type(x).__name__}"
+        )
     ref = next(model.parameters(), None)
     dtype = ref.dtype if ref is not None else torch.float32
     out = dict(x)
@@ -363,8 +415,13 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
         name, suffix = split_key(key)
         if suffix is None and value.is_floating_point() and value.dtype != dtype:
             out[key] = value.to(dtype)
-        elif suffix in _SUFFIXES and value.dim() == 1 and torch.is_tensor(x.get(name)) and x[name].dim() == 5 \
-                and value.shape[0] == x[name].shape[1]:
+        elif (
+            suffix in _SUFFIXES
+            and value.dim() == 1
+            and torch.is_tensor(x.get(name))
+            and x[name].dim() == 5
+            and value.shape[0] == x[name].shape[1]
+        ):
             out[key] = value[None].expand(x[name].shape[0], -1)
     if not torch.compiler.is_compiling():
         if ref is not None:
@@ -374,8 +431,14 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
     return out, P
 
 
-def random_sample(sensors, extent_m: float | tuple[float, float] = 60, batch: int = 2, n_dates: int = 3,
-                  generator: torch.Generator | None = None, registry: Mapping[str, Sensor] | None = None) -> dict:
+def random_sample(
+    sensors,
+    extent_m: float | tuple[float, float] = 60,
+    batch: int = 2,
+    n_dates: int = 3,
+    generator: torch.Generator | None = None,
+    registry: Mapping[str, Sensor] | None = None,
+) -> dict:
     """Random tensors that satisfy the contract: ``sensors`` over ``extent_m`` metres (a side or ``(H, W)``).
 
     Handy for shapes, benchmarks and tests; dates are sorted random days-of-year, one-token-per-tile

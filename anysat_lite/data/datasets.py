@@ -12,11 +12,12 @@ flags the padded dates); :class:`BatchPlanner` decides, for every training step,
 dataset, patch size and tiles form the (global) batch, as a pure function of ``(seed, step)``
 so that training resumes and shards across processes deterministically.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +27,18 @@ from ..sensors import SENSORS
 from .contract import split_key
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
 from .registry import canonical_name, dataset_root, get_dataset
-from .synthetic import CLASSES as WORLD_CLASSES, WorldSpec, load_world
+from .synthetic import CLASSES as WORLD_CLASSES
+from .synthetic import WorldSpec, load_world
 
-__all__ = ["ArrayTileDataset", "DatasetBundle", "collate", "build_dataset", "BatchPlanner", "BatchPlan",
-           "effective_batch_size"]
+__all__ = [
+    "ArrayTileDataset",
+    "DatasetBundle",
+    "collate",
+    "build_dataset",
+    "BatchPlanner",
+    "BatchPlan",
+    "effective_batch_size",
+]
 
 TARGET_KEYS = ("label", "multilabel", "segmentation")
 
@@ -112,8 +121,10 @@ def collate(items: Sequence[Mapping]) -> dict:
             values = [torch.cat([v, v.new_zeros(T - v.shape[0], *v.shape[1:])]) for v in values]
         elif len({tuple(v.shape) for v in values}) > 1:
             shapes = sorted({_shape(v) for v in values})
-            raise ValueError(f"cannot batch items: {k!r} has shapes {', '.join(shapes[:3])}; give every tile the same "
-                             "size (data.datasets[i].tile_m crops them)")
+            raise ValueError(
+                f"cannot batch items: {k!r} has shapes {', '.join(shapes[:3])}; give every tile the same "
+                "size (data.datasets[i].tile_m crops them)"
+            )
         out[k] = torch.stack(values)
     for s, T in ragged.items():
         valid = torch.stack([torch.arange(T) < n for n in lengths[s]])
@@ -156,8 +167,9 @@ def _stats(spec, ds: Dataset, sensors: Sequence[str], root: Path | None, limit: 
     indices = _spread(len(ds), limit)
     if spec.norm == "pixels":
         return NormStats.from_samples(ds[i] for i in indices)
-    have = [s for s in sensors if spec.norm == "official" and root is not None
-            and (root / f"NORM_{s}_patch.json").is_file()]
+    have = [
+        s for s in sensors if spec.norm == "official" and root is not None and (root / f"NORM_{s}_patch.json").is_file()
+    ]
     stats = read_norm_files(root, have, folds=getattr(ds, "folds", None)).stats if have else {}
     rest = [s for s in sensors if s not in have]
     if rest:
@@ -178,18 +190,30 @@ def _split(cls, root, split: str, kwargs: dict) -> Dataset | None:
 def build_dataset(spec, data_cfg) -> DatasetBundle:
     """Instantiate one :class:`~anysat_lite.config.DatasetSpec`: the embedded world (``synthetic``) or a
     reader of the registry, read from ``spec.path`` or from its folder under ``data_cfg.root``."""
-    common = dict(patch_sizes=list(spec.patch_sizes), weight=spec.weight, batch_size=spec.batch_size,
-                  crop_m=spec.tile_m)
+    common = dict(
+        patch_sizes=list(spec.patch_sizes), weight=spec.weight, batch_size=spec.batch_size, crop_m=spec.tile_m
+    )
     if spec.name == "synthetic" or spec.name.startswith("synthetic:"):
         sensors = tuple(spec.sensors or ("aerial", "s2", "s1-asc"))
-        wspec = WorldSpec(n_tiles=data_cfg.n_tiles, tile_m=data_cfg.tile_m, sensors=sensors,
-                          n_dates=data_cfg.n_dates, seed=data_cfg.seed)
+        wspec = WorldSpec(
+            n_tiles=data_cfg.n_tiles,
+            tile_m=data_cfg.tile_m,
+            sensors=sensors,
+            n_dates=data_cfg.n_dates,
+            seed=data_cfg.seed,
+        )
         arrays = load_world(wspec, data_cfg.cache_dir)
         split = np.asarray(arrays["split"])
         parts = [ArrayTileDataset(arrays, np.flatnonzero(split == k), sensors) for k in range(3)]
-        return DatasetBundle(spec.name, *parts, sensors=list(sensors), classes=WORLD_CLASSES,
-                             stats=_stats(spec, parts[0], sensors, None, data_cfg.norm_samples),
-                             tile_m=spec.tile_m or data_cfg.tile_m, **common)
+        return DatasetBundle(
+            spec.name,
+            *parts,
+            sensors=list(sensors),
+            classes=WORLD_CLASSES,
+            stats=_stats(spec, parts[0], sensors, None, data_cfg.norm_samples),
+            tile_m=spec.tile_m or data_cfg.tile_m,
+            **common,
+        )
     cls = get_dataset(spec.name)
     if spec.path:
         root = Path(spec.path)
@@ -201,11 +225,18 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
     train = cls(root, "train", max_dates=spec.max_dates, **kwargs)
     val, test = (_split(cls, root, s, dict(kwargs, max_dates=None)) for s in ("val", "test"))
     sensors = list(train.sensors)
-    norm_root = root if root.is_dir() else root.parent        # a manifest's folder
-    return DatasetBundle(canonical_name(spec.name), train, val, test, sensors=sensors,
-                         classes=tuple(train.classes),
-                         stats=_stats(spec, train, sensors, norm_root, data_cfg.norm_samples),
-                         tile_m=float(spec.tile_m or train.tile_m), **common)
+    norm_root = root if root.is_dir() else root.parent  # a manifest's folder
+    return DatasetBundle(
+        canonical_name(spec.name),
+        train,
+        val,
+        test,
+        sensors=sensors,
+        classes=tuple(train.classes),
+        stats=_stats(spec, train, sensors, norm_root, data_cfg.norm_samples),
+        tile_m=float(spec.tile_m or train.tile_m),
+        **common,
+    )
 
 
 def effective_batch_size(wanted: int, n: int, world: int = 1) -> int:
@@ -219,10 +250,10 @@ def effective_batch_size(wanted: int, n: int, world: int = 1) -> int:
 @dataclass(frozen=True)
 class BatchPlan:
     step: int
-    dataset: int          # index into the bundles
-    patch_size: int       # metres
+    dataset: int  # index into the bundles
+    patch_size: int  # metres
     indices: tuple[int, ...]  # global batch (indices into the split)
-    epoch: int = 0        # the readers' epoch of this batch (see pipeline.StepBatches)
+    epoch: int = 0  # the readers' epoch of this batch (see pipeline.StepBatches)
 
     def shard(self, rank: int, world: int) -> tuple[int, ...]:
         """This process's contiguous share of the global batch."""
@@ -230,7 +261,7 @@ class BatchPlan:
         if n % world:
             raise ValueError(f"global batch {n} is not divisible by {world} processes")
         k = n // world
-        return self.indices[rank * k:(rank + 1) * k]
+        return self.indices[rank * k : (rank + 1) * k]
 
 
 class BatchPlanner:
@@ -248,8 +279,17 @@ class BatchPlanner:
     split's size and rounded to a multiple of ``world`` (:func:`effective_batch_size`).
     """
 
-    def __init__(self, bundles: Sequence[DatasetBundle], batch_size: int, seed: int = 0, mixing: str = "weighted",
-                 world: int = 1, split: str = "train", epoch_steps: int | None = None, salt: int = 0):
+    def __init__(
+        self,
+        bundles: Sequence[DatasetBundle],
+        batch_size: int,
+        seed: int = 0,
+        mixing: str = "weighted",
+        world: int = 1,
+        split: str = "train",
+        epoch_steps: int | None = None,
+        salt: int = 0,
+    ):
         self.bundles, self.seed, self.mixing, self.split, self.salt = list(bundles), seed, mixing, split, salt
         self.world = world
         if mixing not in ("weighted", "official"):
@@ -278,8 +318,11 @@ class BatchPlanner:
     def adjusted(self) -> list[str]:
         """Lines naming the datasets whose batch differs from the configured one (and why)."""
         rows = zip(self.bundles, self.wanted, self.batch_sizes, self.sizes)
-        return [f"dataset {b.name}: batch {w} -> {e} (its {self.split} split has {n} tile(s); {self.world} "
-                f"process(es))" for b, w, e, n in rows if w != e]
+        return [
+            f"dataset {b.name}: batch {w} -> {e} (its {self.split} split has {n} tile(s); {self.world} process(es))"
+            for b, w, e, n in rows
+            if w != e
+        ]
 
     def plan(self, step: int) -> BatchPlan:
         if self.mixing == "official":
@@ -297,11 +340,15 @@ class BatchPlanner:
         """The batches of one epoch of the official mixing (cached)."""
         if epoch not in self._epochs:
             if self.epoch_steps == 0:
-                raise ValueError(f"no dataset has a full batch on its {self.split} split: sizes {self.sizes}, "
-                                 f"batches {self.batch_sizes}")
+                raise ValueError(
+                    f"no dataset has a full batch on its {self.split} split: sizes {self.sizes}, "
+                    f"batches {self.batch_sizes}"
+                )
             rng = np.random.default_rng([self.seed, epoch, self.salt, 1])
-            order = [np.random.default_rng([self.seed, epoch, self.salt, 2, d]).permutation(n)
-                     for d, n in enumerate(self.sizes)]
+            order = [
+                np.random.default_rng([self.seed, epoch, self.salt, 2, d]).permutation(n)
+                for d, n in enumerate(self.sizes)
+            ]
             left = list(self.per_epoch)
             used = [0] * len(self.bundles)
             batches = []
@@ -310,11 +357,11 @@ class BatchPlanner:
                 w = self.weights[avail]
                 d = int(avail[rng.choice(len(avail), p=w / w.sum())])
                 B = self.batch_sizes[d]
-                idx = order[d][used[d] * B:(used[d] + 1) * B]
+                idx = order[d][used[d] * B : (used[d] + 1) * B]
                 if len(idx) < B:  # fewer tiles than processes: with replacement
                     idx = rng.choice(self.sizes[d], size=B, replace=True)
                 used[d] += 1
                 left[d] -= 1
                 batches.append((d, int(rng.choice(self.bundles[d].patch_sizes)), tuple(int(i) for i in idx)))
-            self._epochs = {epoch: batches}      # one epoch at a time is all a run needs
+            self._epochs = {epoch: batches}  # one epoch at a time is all a run needs
         return self._epochs[epoch]

@@ -44,12 +44,13 @@ Values are raw (uint8 aerial, Sentinel-2 reflectance x 1e4); normalise with
 :func:`official_norm_stats` (the official ``NORM_<sensor>_patch.json`` files) or
 :func:`per_tile_norm_stats` (the official formula).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -61,8 +62,21 @@ from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
 __all__ = ["FLAIRDataset", "CLASSES", "official_norm_stats"]
 
-CLASSES = ("building", "pervious surface", "impervious surface", "bare soil", "water", "coniferous", "deciduous",
-           "brushwood", "vineyard", "herbaceous vegetation", "agricultural land", "plowed land", "other")
+CLASSES = (
+    "building",
+    "pervious surface",
+    "impervious surface",
+    "bare soil",
+    "water",
+    "coniferous",
+    "deciduous",
+    "brushwood",
+    "vineyard",
+    "herbaceous vegetation",
+    "agricultural land",
+    "plowed land",
+    "other",
+)
 
 
 def _tile_id(path: Path) -> int:
@@ -98,13 +112,23 @@ class FLAIRDataset(Dataset):
 
     centroids_file = "flair-2_centroids_sp_to_patch.json"
     splits_file = "splits.json"
-    folders = {"train": ("flair_aerial_train", "flair_sen_train", "flair_labels_train"),
-               "test": ("flair_2_aerial_test", "flair_2_sen_test", "flair_2_labels_test")}
+    folders = {
+        "train": ("flair_aerial_train", "flair_sen_train", "flair_labels_train"),
+        "test": ("flair_2_aerial_test", "flair_2_sen_test", "flair_2_labels_test"),
+    }
     aerial_px, crop_px, s2_px = 512, 500, 10
     n_codes = 13  # FLAIR codes above 13 are merged into code 13 ("other")
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | None = None, seed: int = 0, crop: str | None = None, temporal_dropout: float = 0.0):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | None = None,
+        seed: int = 0,
+        crop: str | None = None,
+        temporal_dropout: float = 0.0,
+    ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
@@ -118,8 +142,10 @@ class FLAIRDataset(Dataset):
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):
             if not (self.root / f).is_file():
-                raise FileNotFoundError(f"FLAIR: {self.root / f} not found; expected the official FLAIR-2 folder "
-                                        f"(splits.json, {self.centroids_file}, flair_aerial_train/...) as root")
+                raise FileNotFoundError(
+                    f"FLAIR: {self.root / f} not found; expected the official FLAIR-2 folder "
+                    f"(splits.json, {self.centroids_file}, flair_aerial_train/...) as root"
+                )
         domains = json.loads((self.root / self.splits_file).read_text())
         if split not in domains:
             raise KeyError(f"FLAIR: {self.root / self.splits_file} has no {split!r} list (keys: {list(domains)})")
@@ -132,20 +158,26 @@ class FLAIRDataset(Dataset):
         self.centroids: list[tuple[int, int]] = []
         for domain in domains[split]:
             if not (aerial_dir / domain).is_dir():
-                raise FileNotFoundError(f"FLAIR: domain folder {aerial_dir / domain} not found (listed in "
-                                        f"{self.splits_file} for {split!r}); check the download is complete")
+                raise FileNotFoundError(
+                    f"FLAIR: domain folder {aerial_dir / domain} not found (listed in "
+                    f"{self.splits_file} for {split!r}); check the download is complete"
+                )
             for area in sorted(p.name for p in (aerial_dir / domain).iterdir() if p.is_dir()):
                 imgs = sorted((aerial_dir / domain / area).rglob("IMG*.tif"), key=_tile_id)
                 msks = sorted((label_dir / domain / area).rglob("MSK*.tif"), key=_tile_id)
                 data = sorted((sen_dir / domain / area).rglob("*data.npy"))
                 prods = sorted((sen_dir / domain / area).rglob("*products.txt"))
                 if len(data) != 1 or len(prods) != 1:
-                    raise FileNotFoundError(f"FLAIR: expected one *data.npy and one *products.txt under "
-                                            f"{sen_dir / domain / area}, found {len(data)} and {len(prods)}")
+                    raise FileNotFoundError(
+                        f"FLAIR: expected one *data.npy and one *products.txt under "
+                        f"{sen_dir / domain / area}, found {len(data)} and {len(prods)}"
+                    )
                 if [_tile_id(p) for p in imgs] != [_tile_id(p) for p in msks]:
-                    raise FileNotFoundError(f"FLAIR: tiles of {aerial_dir / domain / area} and masks of "
-                                            f"{label_dir / domain / area} differ; "
-                                            "expected one MSK_<n>.tif per IMG_<n>.tif")
+                    raise FileNotFoundError(
+                        f"FLAIR: tiles of {aerial_dir / domain / area} and masks of "
+                        f"{label_dir / domain / area} differ; "
+                        "expected one MSK_<n>.tif per IMG_<n>.tif"
+                    )
                 for p in imgs:
                     if p.name not in centroids:
                         raise KeyError(f"FLAIR: {p.name} has no centroid in {self.root / self.centroids_file}")
@@ -188,22 +220,26 @@ class FLAIRDataset(Dataset):
                 img = src.read()
             if img.shape != (5, self.aerial_px, self.aerial_px):
                 raise ValueError(f"FLAIR: {self.images[i]} has shape {img.shape}, expected (5, 512, 512)")
-            out["aerial-flair"] = torch.from_numpy(img[:, top:top + side, left:left + side].astype(np.float32))
+            out["aerial-flair"] = torch.from_numpy(img[:, top : top + side, left : left + side].astype(np.float32))
         if "s2" in self.sensors:
             x, y = self.centroids[i]
             h = self.s2_px // 2
             sp = np.load(self.sp_data[i], mmap_mode="r")
             if x - h < 0 or y - h < 0 or x + h > sp.shape[2] or y + h > sp.shape[3]:
-                raise ValueError(f"FLAIR: centroid {(x, y)} of {self.images[i].name} is within {h} px of the edge of "
-                                 f"{self.sp_data[i]} ({sp.shape[2]} x {sp.shape[3]} px); expected a 10 x 10 px window")
+                raise ValueError(
+                    f"FLAIR: centroid {(x, y)} of {self.images[i].name} is within {h} px of the edge of "
+                    f"{self.sp_data[i]} ({sp.shape[2]} x {sp.shape[3]} px); expected a 10 x 10 px window"
+                )
             dates = self.read_dates(self.sp_products[i])
             if len(dates) != sp.shape[0]:
-                raise ValueError(f"FLAIR: {self.sp_products[i]} lists {len(dates)} dates, "
-                                 f"{self.sp_data[i]} has {sp.shape[0]}; expected one product name per date")
+                raise ValueError(
+                    f"FLAIR: {self.sp_products[i]} lists {len(dates)} dates, "
+                    f"{self.sp_data[i]} has {sp.shape[0]}; expected one product name per date"
+                )
             keep = choose_dates(len(dates), rng, self.max_dates, self.keep_fraction)
-            out["s2"] = torch.from_numpy(np.asarray(sp[keep, :, x - h:x + h, y - h:y + h], dtype=np.float32))
+            out["s2"] = torch.from_numpy(np.asarray(sp[keep, :, x - h : x + h, y - h : y + h], dtype=np.float32))
             out["s2_dates"] = torch.from_numpy(dates[keep])
         with rasterio.open(self.masks[i]) as src:
-            codes = src.read(1).astype(np.int64)[top:top + side, left:left + side]
+            codes = src.read(1).astype(np.int64)[top : top + side, left : left + side]
         out["segmentation"] = torch.from_numpy(np.minimum(codes, self.n_codes) - 1)  # 0 -> -1 (void)
         return out

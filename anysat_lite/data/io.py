@@ -9,13 +9,14 @@ metres for projected CRSs), ``nodata`` and ``path``.
 :class:`Grid`: their common extent in a metric CRS (:func:`target_crs`), each sensor at its
 registered GSD, nodata turned into date masks (series) or an error (images).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -30,8 +31,18 @@ from ..errors import UserError
 from ..sensors import SENSORS
 from .contract import validate_sample
 
-__all__ = ["read_geotiff", "write_geotiff", "stack_time_series", "date_from_name", "rasters_to_sample", "common_grid",
-           "target_crs", "Grid", "RasterError", "NodataError"]
+__all__ = [
+    "read_geotiff",
+    "write_geotiff",
+    "stack_time_series",
+    "date_from_name",
+    "rasters_to_sample",
+    "common_grid",
+    "target_crs",
+    "Grid",
+    "RasterError",
+    "NodataError",
+]
 
 _DATE = re.compile(r"(\d{4})[-_]?(\d{2})[-_]?(\d{2})")
 
@@ -50,27 +61,47 @@ def read_geotiff(path: str | Path, bands: Sequence[str] | None = None, name: str
         data = src.read()
         t = src.transform
         if t.b or t.d:
-            raise RasterError(f"{path}: rotated pixel grid (transform {tuple(t)[:6]}); warp it to a north-up grid "
-                              "first (gdalwarp)")
+            raise RasterError(
+                f"{path}: rotated pixel grid (transform {tuple(t)[:6]}); warp it to a north-up grid first (gdalwarp)"
+            )
         ys, xs = _coords(t, src.height, src.width)
         names = list(bands) if bands is not None else [d or f"b{i + 1}" for i, d in enumerate(src.descriptions)]
         if len(names) != src.count:
-            raise RasterError(f"{path}: {src.count} bands in the file, {len(names)} band names given "
-                              f"({', '.join(names)}); give a file with those bands in that order")
+            raise RasterError(
+                f"{path}: {src.count} bands in the file, {len(names)} band names given "
+                f"({', '.join(names)}); give a file with those bands in that order"
+            )
         return xr.DataArray(
-            data, dims=("band", "y", "x"), coords={"band": names, "y": ys, "x": xs},
+            data,
+            dims=("band", "y", "x"),
+            coords={"band": names, "y": ys, "x": xs},
             name=name or Path(path).stem,
-            attrs={"crs": src.crs.to_wkt() if src.crs else "", "transform": tuple(t)[:6],
-                   "gsd": float(round(abs(t.a), 9)), "nodata": src.nodata, "path": str(path)})
+            attrs={
+                "crs": src.crs.to_wkt() if src.crs else "",
+                "transform": tuple(t)[:6],
+                "gsd": float(round(abs(t.a), 9)),
+                "nodata": src.nodata,
+                "path": str(path),
+            },
+        )
 
 
 def write_geotiff(da: xr.DataArray, path: str | Path) -> None:
     """Write a ``(band, y, x)`` DataArray (as produced by :func:`read_geotiff`) to a GeoTIFF."""
     arr = np.asarray(da.transpose("band", "y", "x").values)
     t = Affine(*da.attrs["transform"])
-    with rasterio.open(path, "w", driver="GTiff", height=arr.shape[1], width=arr.shape[2], count=arr.shape[0],
-                       dtype=arr.dtype, crs=CRS.from_wkt(da.attrs["crs"]) if da.attrs.get("crs") else None,
-                       transform=t, nodata=da.attrs.get("nodata")) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=arr.shape[1],
+        width=arr.shape[2],
+        count=arr.shape[0],
+        dtype=arr.dtype,
+        crs=CRS.from_wkt(da.attrs["crs"]) if da.attrs.get("crs") else None,
+        transform=t,
+        nodata=da.attrs.get("nodata"),
+    ) as dst:
         dst.write(arr)
         dst.descriptions = tuple(str(b) for b in da.coords["band"].values)
 
@@ -79,13 +110,16 @@ def date_from_name(name: str) -> dt.date:
     """First ``YYYYMMDD`` / ``YYYY-MM-DD`` in a file or product name."""
     m = _DATE.search(Path(name).name)
     if not m:
-        raise RasterError(f"no date (YYYYMMDD or YYYY-MM-DD) in the file name {name!r}; put the acquisition date in "
-                          "the name (s2_20200301.tif) or pass dates=[...] to stack_time_series")
+        raise RasterError(
+            f"no date (YYYYMMDD or YYYY-MM-DD) in the file name {name!r}; put the acquisition date in "
+            "the name (s2_20200301.tif) or pass dates=[...] to stack_time_series"
+        )
     return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
-def stack_time_series(paths: Sequence[str | Path], dates: Sequence[dt.date] | None = None,
-                      bands: Sequence[str] | None = None) -> xr.DataArray:
+def stack_time_series(
+    paths: Sequence[str | Path], dates: Sequence[dt.date] | None = None, bands: Sequence[str] | None = None
+) -> xr.DataArray:
     """Stack single-date GeoTIFFs of one sensor into ``(time, band, y, x)``, sorted by date.
 
     Dates come from ``dates`` or from the file names; the ``doy`` coordinate holds the
@@ -100,8 +134,10 @@ def stack_time_series(paths: Sequence[str | Path], dates: Sequence[dt.date] | No
         if a.shape != ref.shape or a.attrs["transform"] != ref.attrs["transform"] or a.attrs["crs"] != ref.attrs["crs"]:
             raise RasterError(f"{p}: grid {a.shape} / transform / CRS differ from {paths[0]}; co-register first")
         if a.attrs["nodata"] != ref.attrs["nodata"]:
-            raise RasterError(f"{p}: nodata {a.attrs['nodata']} differs from {ref.attrs['nodata']} in {paths[0]}; "
-                              "give the dates of a series one nodata value")
+            raise RasterError(
+                f"{p}: nodata {a.attrs['nodata']} differs from {ref.attrs['nodata']} in {paths[0]}; "
+                "give the dates of a series one nodata value"
+            )
     order = np.argsort(np.array(dates, dtype="datetime64[D]"))
     stacked = xr.concat([arrays[i] for i in order], dim="time")
     times = np.array([dates[i] for i in order], dtype="datetime64[D]")
@@ -121,7 +157,7 @@ class NodataError(RasterError):
 class Grid:
     """A north-up extent in a metric CRS: top-left corner ``(left, top)`` and size ``(height_m, width_m)`` in metres."""
 
-    crs: str          # WKT
+    crs: str  # WKT
     left: float
     top: float
     height_m: float
@@ -132,7 +168,7 @@ class Grid:
         """``(left, bottom, right, top)`` in metres."""
         return self.left, self.top - self.height_m, self.left + self.width_m, self.top
 
-    def part(self, row_m: float, col_m: float, height_m: float, width_m: float) -> "Grid":
+    def part(self, row_m: float, col_m: float, height_m: float, width_m: float) -> Grid:
         """The sub-extent starting ``row_m`` metres below and ``col_m`` metres right of the top-left corner."""
         return Grid(self.crs, self.left + col_m, self.top - row_m, height_m, width_m)
 
@@ -152,8 +188,10 @@ def _bounds(da: xr.DataArray) -> tuple[float, float, float, float]:
 def _crs(name: str, da: xr.DataArray) -> CRS:
     wkt = da.attrs.get("crs")
     if not wkt:
-        raise RasterError(f"{name} ({_source(da)}): the raster has no CRS, so it cannot be placed on the ground; "
-                          "assign one (e.g. gdal_edit.py -a_srs EPSG:32632 file.tif, or rio edit-info --crs)")
+        raise RasterError(
+            f"{name} ({_source(da)}): the raster has no CRS, so it cannot be placed on the ground; "
+            "assign one (e.g. gdal_edit.py -a_srs EPSG:32632 file.tif, or rio edit-info --crs)"
+        )
     return CRS.from_wkt(wkt)
 
 
@@ -172,9 +210,11 @@ def target_crs(rasters: Mapping[str, xr.DataArray]) -> tuple[CRS, str]:
         if crs.is_projected:
             unit, factor = crs.linear_units_factor
             if abs(factor - 1.0) > 1e-9:
-                raise RasterError(f"{n} ({_source(rasters[n])}): CRS units are {unit}, the model works in metres; "
-                                  "reproject it to a metric CRS (e.g. its UTM zone: gdalwarp -t_srs EPSG:326XX)")
-            return crs, f"{crs.to_epsg() and 'EPSG:%d' % crs.to_epsg() or crs.to_string()} (from {n})"
+                raise RasterError(
+                    f"{n} ({_source(rasters[n])}): CRS units are {unit}, the model works in metres; "
+                    "reproject it to a metric CRS (e.g. its UTM zone: gdalwarp -t_srs EPSG:326XX)"
+                )
+            return crs, f"{f'EPSG:{crs.to_epsg()}' if crs.to_epsg() else crs.to_string()} (from {n})"
     first = next(iter(rasters))
     utm = _utm_of(crss[first], _bounds(rasters[first]))
     return utm, f"EPSG:{utm.to_epsg()} (UTM zone of {first}'s centre: every input is in degrees)"
@@ -197,8 +237,9 @@ def common_grid(rasters: Mapping[str, xr.DataArray], unit_m: float | None = None
     right, top = min(b[2] for b in boxes.values()), min(b[3] for b in boxes.values())
     where = "; ".join(f"{n} x {b[0]:.1f}..{b[2]:.1f}, y {b[1]:.1f}..{b[3]:.1f}" for n, b in boxes.items())
     if right <= left or top <= bottom:
-        raise RasterError(f"the rasters do not overlap ({where} m in {crs.to_string()}); "
-                          "give rasters of the same place")
+        raise RasterError(
+            f"the rasters do not overlap ({where} m in {crs.to_string()}); give rasters of the same place"
+        )
     spatial = [n for n in rasters if not SENSORS[n].one_token_per_tile]
     if not spatial:
         raise RasterError(f"only one-token-per-tile sensors ({', '.join(rasters)}); add a sensor with spatial extent")
@@ -206,9 +247,11 @@ def common_grid(rasters: Mapping[str, xr.DataArray], unit_m: float | None = None
     h = np.floor((top - bottom) / unit + 1e-6) * unit
     w = np.floor((right - left) / unit + 1e-6) * unit
     if h <= 0 or w <= 0:
-        raise RasterError(f"the rasters overlap on {right - left:.1f} x {top - bottom:.1f} m ({where} m), less than "
-                          f"one {unit:g} m cell (patch or sub-patch) each way; give rasters covering at least "
-                          f"{unit:g} x {unit:g} m together")
+        raise RasterError(
+            f"the rasters overlap on {right - left:.1f} x {top - bottom:.1f} m ({where} m), less than "
+            f"one {unit:g} m cell (patch or sub-patch) each way; give rasters covering at least "
+            f"{unit:g} x {unit:g} m together"
+        )
     # corners to the millimetre: bounds transformed from another CRS carry float noise
     return Grid(crs.to_wkt(), round(float(left), 3), round(float(top), 3), float(h), float(w))
 
@@ -227,8 +270,9 @@ def source_gsd_m(da: xr.DataArray, crs: CRS) -> float:
     return float((b[2] - b[0]) / max(da.sizes["x"], 1))
 
 
-def _warp_to(da: xr.DataArray, grid: Grid, gsd: float, height: int, width: int,
-             resampling: Resampling | None) -> np.ndarray:
+def _warp_to(
+    da: xr.DataArray, grid: Grid, gsd: float, height: int, width: int, resampling: Resampling | None
+) -> np.ndarray:
     """Resample ``da`` (``(band, y, x)`` or ``(time, band, y, x)``) onto ``height x width`` pixels of ``gsd`` metres
     from the grid's top-left corner -> float32 ``[..., height, width]``, NaN where the source has nodata or no pixel."""
     crs, src_crs = CRS.from_wkt(grid.crs), _crs("", da)
@@ -246,10 +290,21 @@ def _warp_to(da: xr.DataArray, grid: Grid, gsd: float, height: int, width: int,
     src = src.reshape(-1, *src.shape[-2:]).astype(np.float32)
     nodata = da.attrs.get("nodata")
     missing = np.isnan(src) if nodata is None or np.isnan(nodata) else (src == np.float32(nodata)) | np.isnan(src)
-    common = dict(src_transform=t @ Affine.translation(c0, r0), src_crs=src_crs,
-                  dst_transform=from_origin(grid.left, grid.top, gsd, gsd), dst_crs=crs)
-    reproject(np.where(missing, np.nan, src), dst, src_nodata=np.nan, dst_nodata=np.nan, init_dest_nodata=True,
-              resampling=resampling if resampling is not None else resampling_for(da, crs, gsd), **common)
+    common = dict(
+        src_transform=t @ Affine.translation(c0, r0),
+        src_crs=src_crs,
+        dst_transform=from_origin(grid.left, grid.top, gsd, gsd),
+        dst_crs=crs,
+    )
+    reproject(
+        np.where(missing, np.nan, src),
+        dst,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        init_dest_nodata=True,
+        resampling=resampling if resampling is not None else resampling_for(da, crs, gsd),
+        **common,
+    )
     if missing.any():
         # A destination pixel any nodata pixel contributes to is nodata (the resampling kernels would fill it in).
         reach = np.zeros(dst.shape, dtype=np.float32)
@@ -258,8 +313,12 @@ def _warp_to(da: xr.DataArray, grid: Grid, gsd: float, height: int, width: int,
     return dst.reshape(*da.shape[:-2], height, width)
 
 
-def rasters_to_sample(rasters: Mapping[str, xr.DataArray], extent_m: float | tuple[float, float] | None = None,
-                      resampling: Resampling | None = None, grid: Grid | None = None) -> dict[str, torch.Tensor]:
+def rasters_to_sample(
+    rasters: Mapping[str, xr.DataArray],
+    extent_m: float | tuple[float, float] | None = None,
+    resampling: Resampling | None = None,
+    grid: Grid | None = None,
+) -> dict[str, torch.Tensor]:
     """Turn co-located rasters into a batch-of-one model sample.
 
     ``rasters`` maps sensor names to DataArrays: ``(band, y, x)`` for images, ``(time, band, y, x)``
@@ -276,8 +335,10 @@ def rasters_to_sample(rasters: Mapping[str, xr.DataArray], extent_m: float | tup
     if extent_m is not None:
         eh, ew = (extent_m, extent_m) if np.isscalar(extent_m) else extent_m
         if eh <= 0 or ew <= 0 or eh > grid.height_m + 1e-6 or ew > grid.width_m + 1e-6:
-            raise RasterError(f"requested extent {eh:g} x {ew:g} m does not fit in the rasters' common extent of "
-                              f"{grid.height_m:g} x {grid.width_m:g} m; ask for at most that (extent_m)")
+            raise RasterError(
+                f"requested extent {eh:g} x {ew:g} m does not fit in the rasters' common extent of "
+                f"{grid.height_m:g} x {grid.width_m:g} m; ask for at most that (extent_m)"
+            )
         grid = grid.part(0.0, 0.0, float(eh), float(ew))
     eh, ew = grid.height_m, grid.width_m
     sample: dict[str, torch.Tensor] = {}
@@ -296,9 +357,11 @@ def rasters_to_sample(rasters: Mapping[str, xr.DataArray], extent_m: float | tup
                 raise RasterError(f"{n}: a time series needs a 'doy' coordinate (see stack_time_series)")
             valid = ~missing.reshape(missing.shape[0], -1).any(axis=1)
             if not valid.any():
-                raise NodataError(f"{where}: every one of its {len(valid)} dates has nodata (or no pixel) in the "
-                                  f"{eh:g} x {ew:g} m extent; give dates covering it")
-            arr[missing] = 0.0   # masked dates: the projector replaces them by its learned pad value
+                raise NodataError(
+                    f"{where}: every one of its {len(valid)} dates has nodata (or no pixel) in the "
+                    f"{eh:g} x {ew:g} m extent; give dates covering it"
+                )
+            arr[missing] = 0.0  # masked dates: the projector replaces them by its learned pad value
             sample[n] = torch.from_numpy(arr)[None]
             sample[f"{n}_dates"] = torch.as_tensor(np.asarray(da.coords["doy"].values), dtype=torch.long)[None]
             if not valid.all():
@@ -306,9 +369,11 @@ def rasters_to_sample(rasters: Mapping[str, xr.DataArray], extent_m: float | tup
         else:
             if missing.any():
                 share = missing.any(axis=0).mean()
-                raise NodataError(f"{where}: {share:.0%} of the pixels in the {eh:g} x {ew:g} m extent have nodata "
-                                  "or no source pixel; crop the extent, fill the raster, or with anysat-lite embed "
-                                  "use --nodata skip (embed_rasters(nodata='skip')) to leave such tiles out")
+                raise NodataError(
+                    f"{where}: {share:.0%} of the pixels in the {eh:g} x {ew:g} m extent have nodata "
+                    "or no source pixel; crop the extent, fill the raster, or with anysat-lite embed "
+                    "use --nodata skip (embed_rasters(nodata='skip')) to leave such tiles out"
+                )
             sample[n] = torch.from_numpy(arr)[None]
     validate_sample(sample)
     return sample

@@ -13,12 +13,13 @@ Three sources of statistics (``data.datasets[i].norm`` in the config):
   the mean over tiles of each tile's mean and standard deviation);
 * :meth:`NormStats.from_samples` -- the pooled mean and standard deviation of every pixel.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class NormStats:
     stats: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, samples: Iterable[Mapping], batched: bool = False, min_std: float = 1e-6) -> "NormStats":
+    def from_samples(cls, samples: Iterable[Mapping], batched: bool = False, min_std: float = 1e-6) -> NormStats:
         """Running per-band mean/std over samples (``batched``: each item is ``[B, ...]``).
 
         ``*_mask`` keys flag invalid dates, which are left out.
@@ -88,7 +89,7 @@ class NormStats:
         return {k: {"mean": list(m), "std": list(s)} for k, (m, s) in self.stats.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "NormStats":
+    def from_dict(cls, d: Mapping) -> NormStats:
         return cls({k: (list(v["mean"]), list(v["std"])) for k, v in d.items()})
 
 
@@ -102,8 +103,10 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
     for s in sensors:
         path = Path(root) / f"NORM_{s}_patch.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
-                                    f"in the dataset root, or compute them with per_tile_norm_stats(dataset)")
+            raise FileNotFoundError(
+                f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
+                f"in the dataset root, or compute them with per_tile_norm_stats(dataset)"
+            )
         d = json.loads(path.read_text())
         if "mean" not in d:
             if folds is None:
@@ -116,8 +119,12 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
     return NormStats.from_dict(out)
 
 
-def per_tile_norm_stats(dataset, sensors: Sequence[str] | None = None, write_to: str | Path | None = None,
-                        indices: Sequence[int] | None = None) -> NormStats:
+def per_tile_norm_stats(
+    dataset,
+    sensors: Sequence[str] | None = None,
+    write_to: str | Path | None = None,
+    indices: Sequence[int] | None = None,
+) -> NormStats:
     """Statistics computed the official way: per band, the mean over tiles of each tile's mean and of its
     standard deviation (unbiased, over dates and pixels).  Optionally written as ``NORM_<sensor>_patch.json``.
 

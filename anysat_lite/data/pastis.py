@@ -33,12 +33,13 @@ Date cap: the official train split keeps ``temporal_dropout = 20`` random dates 
 split, ``None`` keeps all dates.  Kept dates stay in chronological order.  Randomness is a pure
 function of ``(seed, epoch, index)``.  Values are raw; standardise with :func:`official_norm_stats`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -50,9 +51,27 @@ from .readers import check_sensors, check_split, choose_dates, item_rng
 
 __all__ = ["PastisHDDataset", "CLASSES", "days_since", "official_norm_stats", "compute_norm_stats"]
 
-CLASSES = ("Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed", "Spring barley",
-           "Sunflower", "Grapevine", "Beet", "Winter triticale", "Winter durum wheat", "Fruits, vegetables, flowers",
-           "Potatoes", "Leguminous fodder", "Soybeans", "Orchard", "Mixed cereal", "Sorghum")
+CLASSES = (
+    "Background",
+    "Meadow",
+    "Soft winter wheat",
+    "Corn",
+    "Winter barley",
+    "Winter rapeseed",
+    "Spring barley",
+    "Sunflower",
+    "Grapevine",
+    "Beet",
+    "Winter triticale",
+    "Winter durum wheat",
+    "Fruits, vegetables, flowers",
+    "Potatoes",
+    "Leguminous fodder",
+    "Soybeans",
+    "Orchard",
+    "Mixed cereal",
+    "Sorghum",
+)
 VOID = 19  # "Void label" in the PASTIS targets
 REFERENCE_DATE = dt.date(2018, 9, 1)
 
@@ -96,21 +115,32 @@ class PastisHDDataset(Dataset):
     series_files = {"s2": ("DATA_S2", "S2", "dates-S2"), "s1": ("DATA_S1A", "S1A", "dates-S1A")}
     spot_file = "DATA_SPOT/PASTIS_SPOT6_RVB_1M00_2019/SPOT6_RVB_1M00_2019_{}.tif"
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | str | None = "official", seed: int = 0, folds: Sequence[int] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | str | None = "official",
+        seed: int = 0,
+        folds: Sequence[int] | None = None,
+    ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         if max_dates == "official":
             max_dates = self.official_max_dates if split == "train" else None
         if max_dates is not None and (isinstance(max_dates, (str, bool)) or int(max_dates) < 1):
-            raise ValueError(f"PastisHDDataset: max_dates must be 'official', a positive integer or None, got {max_dates!r}")
+            raise ValueError(
+                f"PastisHDDataset: max_dates must be 'official', a positive integer or None, got {max_dates!r}"
+            )
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
         self.folds = tuple(folds) if folds is not None else self.folds_of[split]
         meta = self.root / self.metadata_file
         if not meta.is_file():
-            raise FileNotFoundError(f"PASTIS-HD: {meta} not found; expected the official PASTIS-HD folder "
-                                    "(metadata.geojson, DATA_S2/, DATA_S1A/, DATA_SPOT/, ANNOTATIONS/) as root")
+            raise FileNotFoundError(
+                f"PASTIS-HD: {meta} not found; expected the official PASTIS-HD folder "
+                "(metadata.geojson, DATA_S2/, DATA_S1A/, DATA_SPOT/, ANNOTATIONS/) as root"
+            )
         features = json.loads(meta.read_text())["features"]
         props = [f["properties"] for f in features]
         for key in ("ID_PATCH", "Fold"):
@@ -172,8 +202,10 @@ class PastisHDDataset(Dataset):
             x = np.load(self._path(f"{folder}/{prefix}_{pid}.npy"), mmap_mode="r")
             dates = self.dates[s][i]
             if len(x) != len(dates):
-                raise ValueError(f"PASTIS-HD: {folder}/{prefix}_{pid}.npy has {len(x)} dates, {self.metadata_file} "
-                                 f"lists {len(dates)}; expected one date per image")
+                raise ValueError(
+                    f"PASTIS-HD: {folder}/{prefix}_{pid}.npy has {len(x)} dates, {self.metadata_file} "
+                    f"lists {len(dates)}; expected one date per image"
+                )
             keep = choose_dates(len(x), rng, self.max_dates)
             out[s] = torch.from_numpy(np.asarray(x[keep], dtype=np.float32))
             out[f"{s}_dates"] = torch.from_numpy(dates[keep])
@@ -187,8 +219,9 @@ class PastisHDDataset(Dataset):
         return out
 
 
-def official_norm_stats(root: str | Path, sensors: Sequence[str] | None = None,
-                        folds: Sequence[int] = (1, 2, 3)) -> NormStats:
+def official_norm_stats(
+    root: str | Path, sensors: Sequence[str] | None = None, folds: Sequence[int] = (1, 2, 3)
+) -> NormStats:
     """The official PASTIS statistics: ``NORM_<sensor>_patch.json`` under ``root`` hold ``{"Fold_k": {"mean": [C],
     "std": [C]}}``; the official reader averages the entries of the folds it reads (so its val split, fold 4,
     is standardised with fold 4's statistics: pass ``folds=dataset.folds`` to do the same).
@@ -196,7 +229,9 @@ def official_norm_stats(root: str | Path, sensors: Sequence[str] | None = None,
     return read_norm_files(root, PastisHDDataset.sensors if sensors is None else sensors, folds=folds)
 
 
-def compute_norm_stats(root: str | Path, sensors: Sequence[str] | None = None, folds: Sequence[int] = (1, 2, 3)) -> NormStats:
+def compute_norm_stats(
+    root: str | Path, sensors: Sequence[str] | None = None, folds: Sequence[int] = (1, 2, 3)
+) -> NormStats:
     """Statistics computed the official way (per-tile means of per-band means and stds) over ``folds``,
     with every date.  (The official ``compute_norm_vals`` means this; as written it loops over the
     columns of its metadata table instead of its patches, and writes the same values for every fold.)"""

@@ -14,9 +14,10 @@ any prefetching give the same batches, and a run resumed at step ``s`` reads exa
 uninterrupted run read from step ``s`` on.  :func:`step_loader` wraps it in a
 :class:`torch.utils.data.DataLoader` (workers, pinned memory, prefetching, persistent workers).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -51,8 +52,10 @@ def crop_item(item: dict, side_m: float, rng: np.random.Generator | None = None)
     first = SENSORS[spatial[0]]
     H_m, W_m = (n * first.gsd for n in item[spatial[0]].shape[-2:])
     if side_m > min(H_m, W_m) + 1e-6:
-        raise SampleError(f"tile_m={side_m:g} m is larger than the {H_m:g} x {W_m:g} m tiles of this dataset; "
-                          "give a smaller data.datasets[i].tile_m or null")
+        raise SampleError(
+            f"tile_m={side_m:g} m is larger than the {H_m:g} x {W_m:g} m tiles of this dataset; "
+            "give a smaller data.datasets[i].tile_m or null"
+        )
     unit = _offset_unit([SENSORS[k].gsd for k in spatial])
     n_top, n_left = int((H_m - side_m) // unit) + 1, int((W_m - side_m) // unit) + 1
     if rng is None:
@@ -66,10 +69,11 @@ def crop_item(item: dict, side_m: float, rng: np.random.Generator | None = None)
     for k, gsd in grids:
         px = side_m / gsd
         if abs(px - round(px)) > 1e-6:
-            raise SampleError(f"tile_m={side_m:g} m is not a whole number of {k} pixels ({gsd:g} m); "
-                              f"give a multiple of {gsd:g} m")
+            raise SampleError(
+                f"tile_m={side_m:g} m is not a whole number of {k} pixels ({gsd:g} m); give a multiple of {gsd:g} m"
+            )
         t, lft, n = round(top / gsd), round(left / gsd), round(px)
-        out[k] = item[k][..., t:t + n, lft:lft + n]
+        out[k] = item[k][..., t : t + n, lft : lft + n]
     return out
 
 
@@ -95,8 +99,17 @@ class StepBatches(Dataset):
     (:class:`~anysat_lite.jepa.masks.Masks` of those rows)}``.
     """
 
-    def __init__(self, bundles: Sequence[DatasetBundle], planner: BatchPlanner, mask_sampler, first: int, last: int,
-                 rank: int = 0, world: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        bundles: Sequence[DatasetBundle],
+        planner: BatchPlanner,
+        mask_sampler,
+        first: int,
+        last: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+    ):
         self.bundles, self.planner, self.sampler = list(bundles), planner, mask_sampler
         self.first, self.last, self.rank, self.world, self.seed = first, last, rank, world, seed
 
@@ -112,19 +125,33 @@ class StepBatches(Dataset):
         batch = collate(items)
         info = validate_sample(sensor_entries(batch))
         if info.extent_m is not None and max(abs(e - bundle.tile_m) for e in info.extent_m) > 1e-3:
-            raise SampleError(f"dataset {bundle.name}: items cover {info.extent_m[0]:g} x {info.extent_m[1]:g} m, "
-                              f"expected {bundle.tile_m:g} m tiles; give every tile the same size "
-                              "(data.datasets[i].tile_m crops them)")
+            raise SampleError(
+                f"dataset {bundle.name}: items cover {info.extent_m[0]:g} x {info.extent_m[1]:g} m, "
+                f"expected {bundle.tile_m:g} m tiles; give every tile the same size "
+                "(data.datasets[i].tile_m crops them)"
+            )
         B = len(plan.indices)
         b = B // self.world
         grid = (int(bundle.tile_m // plan.patch_size),) * 2
         masks = self.sampler(B, grid, self.planner.generator(step, 1)).shard(self.rank * b, (self.rank + 1) * b)
-        return {"step": step, "dataset": plan.dataset, "name": bundle.name, "patch_size": plan.patch_size,
-                "global_batch": B, "batch": batch, "masks": masks}
+        return {
+            "step": step,
+            "dataset": plan.dataset,
+            "name": bundle.name,
+            "patch_size": plan.patch_size,
+            "global_batch": B,
+            "batch": batch,
+            "masks": masks,
+        }
 
 
-def step_loader(data: StepBatches, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2,
-                persistent_workers: bool = True) -> DataLoader:
+def step_loader(
+    data: StepBatches,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = True,
+) -> DataLoader:
     """A :class:`~torch.utils.data.DataLoader` yielding the items of ``data`` in step order (no further
     batching: each item is a batch already).
 
@@ -133,5 +160,12 @@ def step_loader(data: StepBatches, num_workers: int = 0, pin_memory: bool = Fals
     loader being there).  The items use no worker randomness.
     """
     extra = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers) if num_workers else {}
-    return DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
-                      generator=torch.Generator(), **extra)
+    return DataLoader(
+        data,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator(),
+        **extra,
+    )

@@ -46,12 +46,13 @@ a class drawn with probability proportional to the square root of its frequency,
 item of it); :meth:`PlantedDataset.density_weights` gives the per-item weights of that scheme for a
 ``WeightedRandomSampler``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,20 +63,55 @@ from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
 __all__ = ["PlantedDataset", "CLASSES", "official_norm_stats", "doy_from_milliseconds"]
 
-CLASSES = ("Elaeis guineensis", "Pinus taeda", "Pinus rigida", "Pinus koraiensis", "Pinus densiflora",
-           "Abies sachalinensis", "Pinus elliottii", "Shorea robusta", "Castanea crenata", "Pseudotsuga menziesii",
-           "Eucalyptus globulus", "Pinus radiata", "Robinia pseudoacacia", "Pinus thunbergii", "Pinus echinata",
-           "Thea sinensis", "Betula pendula", "Hevea brasiliensis", "Picea glehnii", "Quercus acutissima",
-           "Eucalyptus nitens", "Cocos nucifera", "Anacardium occidentale", "Zelkova serrata", "Acer pictum",
-           "Prunus serrulata", "Prunus dulcis", "Picea jezoensis", "Quercus variabilis", "Fraxinus rhynchophylla",
-           "Ginkgo biloba", "Pasania edulis", "Dendropanax morbiferus", "Machilus thunbergii", "Cryptomeria japonica",
-           "Acacia melanoxylon", "Malus pumila", "Picea mariana", "Cornus controversa", "Theobroma cacao")
+CLASSES = (
+    "Elaeis guineensis",
+    "Pinus taeda",
+    "Pinus rigida",
+    "Pinus koraiensis",
+    "Pinus densiflora",
+    "Abies sachalinensis",
+    "Pinus elliottii",
+    "Shorea robusta",
+    "Castanea crenata",
+    "Pseudotsuga menziesii",
+    "Eucalyptus globulus",
+    "Pinus radiata",
+    "Robinia pseudoacacia",
+    "Pinus thunbergii",
+    "Pinus echinata",
+    "Thea sinensis",
+    "Betula pendula",
+    "Hevea brasiliensis",
+    "Picea glehnii",
+    "Quercus acutissima",
+    "Eucalyptus nitens",
+    "Cocos nucifera",
+    "Anacardium occidentale",
+    "Zelkova serrata",
+    "Acer pictum",
+    "Prunus serrulata",
+    "Prunus dulcis",
+    "Picea jezoensis",
+    "Quercus variabilis",
+    "Fraxinus rhynchophylla",
+    "Ginkgo biloba",
+    "Pasania edulis",
+    "Dendropanax morbiferus",
+    "Machilus thunbergii",
+    "Cryptomeria japonica",
+    "Acacia melanoxylon",
+    "Malus pumila",
+    "Picea mariana",
+    "Cornus controversa",
+    "Theobroma cacao",
+)
 
 
 def doy_from_milliseconds(ms) -> np.ndarray:
     """Milliseconds since 1970-01-01 UTC -> day-of-year ``[T]`` (1..366) of the UTC date."""
-    return np.array([doy(dt.datetime.fromtimestamp(float(m) / 1000, tz=dt.timezone.utc)) for m in np.ravel(ms)],
-                    dtype=np.int64)
+    return np.array(
+        [doy(dt.datetime.fromtimestamp(float(m) / 1000, tz=dt.timezone.utc)) for m in np.ravel(ms)], dtype=np.int64
+    )
 
 
 def official_norm_stats(root: str | Path, sensors: Sequence[str] | None = None) -> NormStats:
@@ -107,9 +143,17 @@ class PlantedDataset(Dataset):
     ratio_sensors = ("s1", "alos")  # get a third band, band0 / band1
     alos_keep = 0.9  # official: ALOS keeps 90 % of its dates whenever temporal dropout is on
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | None = None, seed: int = 0, temporal_dropout: float = 0.0,
-                 fill_invalid: NormStats | None = None, pixel_masks: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | None = None,
+        seed: int = 0,
+        temporal_dropout: float = 0.0,
+        fill_invalid: NormStats | None = None,
+        pixel_masks: bool = False,
+    ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
@@ -120,14 +164,18 @@ class PlantedDataset(Dataset):
         if fill_invalid is not None:
             missing = [s for s in self.sensors if s not in fill_invalid.stats]
             if missing:
-                raise KeyError(f"PlantedDataset: fill_invalid has no statistics for {missing}; "
-                               f"expected all of {self.sensors} (e.g. official_norm_stats(root))")
+                raise KeyError(
+                    f"PlantedDataset: fill_invalid has no statistics for {missing}; "
+                    f"expected all of {self.sensors} (e.g. official_norm_stats(root))"
+                )
         self.fill_invalid, self.pixel_masks = fill_invalid, pixel_masks
         self.folder = self.root / split
         labels = self.folder / self.labels_file
         if not labels.is_file():
-            raise FileNotFoundError(f"PLANTED: {labels} not found; expected the official PLANTED folder with "
-                                    f"train/, val/, test/ each holding {self.labels_file} and one folder per tile")
+            raise FileNotFoundError(
+                f"PLANTED: {labels} not found; expected the official PLANTED folder with "
+                f"train/, val/, test/ each holding {self.labels_file} and one folder per tile"
+            )
         table = json.loads(labels.read_text())
         self.names = list(table)
         self.labels = np.array([int(v) for v in table.values()], dtype=np.int64)
@@ -154,8 +202,10 @@ class PlantedDataset(Dataset):
     def _load(self, name: str, suffix: str) -> np.ndarray:
         path = self.folder / name / f"{name}_{suffix}.npz"
         if not path.is_file():
-            raise FileNotFoundError(f"PLANTED: {path} not found; expected <id>_<sensor>.npz, _mask.npz and "
-                                    f"_timestamp.npz for every sensor of tile {name}")
+            raise FileNotFoundError(
+                f"PLANTED: {path} not found; expected <id>_<sensor>.npz, _mask.npz and "
+                f"_timestamp.npz for every sensor of tile {name}"
+            )
         with np.load(path, allow_pickle=True) as f:
             return f["arr_0"]
 
@@ -170,10 +220,15 @@ class PlantedDataset(Dataset):
             x = np.concatenate([x[:, :2], ratio], axis=1)
         valid = self._load(name, f"{sensor}_mask").transpose(0, 3, 1, 2).astype(bool)
         dates = doy_from_milliseconds(self._load(name, f"{sensor}_timestamp"))
-        if not (len(x) == len(valid) == len(dates)) or valid.shape[1] not in (1, x.shape[1]) \
-                or valid.shape[2:] != x.shape[2:]:
-            raise ValueError(f"PLANTED: tile {name}, {sensor}: data {x.shape}, mask {valid.shape} and {len(dates)} "
-                             f"timestamps disagree; expected [T, C, H, W], [T, 1 or C, H, W] and [T]")
+        if (
+            not (len(x) == len(valid) == len(dates))
+            or valid.shape[1] not in (1, x.shape[1])
+            or valid.shape[2:] != x.shape[2:]
+        ):
+            raise ValueError(
+                f"PLANTED: tile {name}, {sensor}: data {x.shape}, mask {valid.shape} and {len(dates)} "
+                f"timestamps disagree; expected [T, C, H, W], [T, 1 or C, H, W] and [T]"
+            )
         return x.astype(np.float32), valid, dates
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -30,13 +30,14 @@ sub-patches divide), without the batch axis: images ``[C, H, W]``, series ``[T, 
 ``<sensor>_dates [T]`` int64, day-of-year 1..366 (the TreeSatAI-TS convention of the released
 weights), plus ``label`` (int64 index into :attr:`classes`) when the manifest has labels.
 """
+
 from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import yaml
@@ -44,7 +45,7 @@ from torch.utils.data import Dataset
 
 from ..sensors import SENSORS
 from .contract import sensor_entries, split_key, validate_sample
-from .io import date_from_name, read_geotiff, rasters_to_sample, stack_time_series
+from .io import date_from_name, rasters_to_sample, read_geotiff, stack_time_series
 from .readers import check_split, choose_dates, item_rng
 
 __all__ = ["RastersDataset", "RasterTile", "read_manifest"]
@@ -70,17 +71,25 @@ def _date(value, path: Path, where: str) -> dt.date:
         try:
             return date_from_name(path.name)
         except ValueError:
-            raise ValueError(f"{where}: no date for {path.name}; give one (YYYY-MM-DD) or put YYYYMMDD in the file name") from None
+            raise ValueError(
+                f"{where}: no date for {path.name}; give one (YYYY-MM-DD) or put YYYYMMDD in the file name"
+            ) from None
     try:
-        return dt.date.fromisoformat(str(value)) if "-" in str(value) else dt.datetime.strptime(str(value), "%Y%m%d").date()
+        return (
+            dt.date.fromisoformat(str(value))
+            if "-" in str(value)
+            else dt.datetime.strptime(str(value), "%Y%m%d").date()
+        )
     except ValueError:
         raise ValueError(f"{where}: date {value!r} of {path.name} is not YYYY-MM-DD or YYYYMMDD") from None
 
 
 def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> None:
     if sensor not in SENSORS:
-        raise KeyError(f"{where}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)} "
-                       "(register new ones with anysat_lite.register_sensor)")
+        raise KeyError(
+            f"{where}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)} "
+            "(register new ones with anysat_lite.register_sensor)"
+        )
     path = Path(path)
     path = path if path.is_absolute() else base / path
     if not path.is_file():
@@ -90,7 +99,9 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
         files.append((path, _date(date, path, where)))
     else:
         if files:
-            raise ValueError(f"{where}: tile {tile.name!r} lists {sensor!r} twice; a single-date sensor takes one raster")
+            raise ValueError(
+                f"{where}: tile {tile.name!r} lists {sensor!r} twice; a single-date sensor takes one raster"
+            )
         files.append((path, None))
 
 
@@ -103,16 +114,20 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
             reader = csv.DictReader(f)
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
-                                 "(and optionally date, split, label)")
+                raise ValueError(
+                    f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
+                    "(and optionally date, split, label)"
+                )
             for n, row in enumerate(reader, start=2):
                 where = f"{path.name} line {n}"
                 name = row["tile"].strip()
                 split, label = (row.get("split") or "train").strip(), (row.get("label") or "").strip() or None
                 tile = tiles.setdefault(name, RasterTile(name, split, label))
                 if (tile.split, tile.label) != (split, label):
-                    raise ValueError(f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
-                                     f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile")
+                    raise ValueError(
+                        f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
+                        f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile"
+                    )
                 _add(tile, row["sensor"].strip(), row["path"].strip(), (row.get("date") or "").strip(), base, where)
     elif path.suffix.lower() in (".yaml", ".yml"):
         doc = yaml.safe_load(path.read_text()) or {}
@@ -122,12 +137,16 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
         for n, entry in enumerate(doc["tiles"]):
             where = f"{path.name} tile #{n}"
             if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("rasters"), dict):
-                raise ValueError(f"{where}: expected {{name: ..., rasters: {{sensor: path or [paths]}}, split?, label?}}")
+                raise ValueError(
+                    f"{where}: expected {{name: ..., rasters: {{sensor: path or [paths]}}, split?, label?}}"
+                )
             name = str(entry["name"])
             if name in tiles:
                 raise ValueError(f"{where}: tile name {name!r} is used twice")
             label = entry.get("label")
-            tile = tiles[name] = RasterTile(name, str(entry.get("split", "train")), None if label is None else str(label))
+            tile = tiles[name] = RasterTile(
+                name, str(entry.get("split", "train")), None if label is None else str(label)
+            )
             for sensor, value in entry["rasters"].items():
                 for v in value if isinstance(value, list) else [value]:
                     p, d = (v.get("path"), v.get("date")) if isinstance(v, dict) else (v, None)
@@ -160,18 +179,29 @@ class RastersDataset(Dataset):
     classes: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | None = None, seed: int = 0, extent_m: float | tuple[float, float] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | None = None,
+        seed: int = 0,
+        extent_m: float | tuple[float, float] | None = None,
+    ):
         root = Path(root)
         if root.is_dir():
             found = [root / n for n in MANIFEST_NAMES if (root / n).is_file()]
             if not found:
-                raise FileNotFoundError(f"rasters: no {' / '.join(MANIFEST_NAMES)} in {root}; pass the manifest file "
-                                        "or a folder holding one (see anysat_lite.data.rasters for the format)")
+                raise FileNotFoundError(
+                    f"rasters: no {' / '.join(MANIFEST_NAMES)} in {root}; pass the manifest file "
+                    "or a folder holding one (see anysat_lite.data.rasters for the format)"
+                )
             root = found[0]
         elif not root.is_file():
-            raise FileNotFoundError(f"rasters: manifest {root} not found; expected a .csv or .yaml manifest "
-                                    "(see anysat_lite.data.rasters for the format)")
+            raise FileNotFoundError(
+                f"rasters: manifest {root} not found; expected a .csv or .yaml manifest "
+                "(see anysat_lite.data.rasters for the format)"
+            )
         self.manifest = root
         tiles, classes = read_manifest(root)
         splits = sorted({t.split for t in tiles})
@@ -180,7 +210,9 @@ class RastersDataset(Dataset):
         self.sensors = present if sensors is None else tuple(sensors)
         unknown = [s for s in self.sensors if s not in present]
         if unknown or not self.sensors:
-            raise ValueError(f"rasters: sensors must be a non-empty subset of those of {root.name} {present}, got {self.sensors}")
+            raise ValueError(
+                f"rasters: sensors must be a non-empty subset of those of {root.name} {present}, got {self.sensors}"
+            )
         labels = sorted({t.label for t in tiles if t.label is not None})
         self.classes = classes if classes is not None else tuple(labels)
         bad = [lab for lab in labels if lab not in self.classes]
@@ -191,8 +223,10 @@ class RastersDataset(Dataset):
         for t in self.tiles:
             missing = [s for s in self.sensors if s not in t.files]
             if missing:
-                raise ValueError(f"rasters: tile {t.name!r} of {root.name} has no {missing} raster; list them or "
-                                 f"choose sensors= among those every tile has")
+                raise ValueError(
+                    f"rasters: tile {t.name!r} of {root.name} has no {missing} raster; list them or "
+                    f"choose sensors= among those every tile has"
+                )
             if self.tasks and t.label is None:
                 raise ValueError(f"rasters: tile {t.name!r} of {root.name} has no label while others have one")
         self.names = [t.name for t in self.tiles]
@@ -207,8 +241,9 @@ class RastersDataset(Dataset):
                 self._tile_m = float(self.extent_m if isinstance(self.extent_m, (int, float)) else self.extent_m[0])
             else:
                 item = self[0]
-                self._tile_m = validate_sample({k: v[None] for k, v in sensor_entries(item).items()},
-                                               check_values=False).extent_m[0]
+                self._tile_m = validate_sample(
+                    {k: v[None] for k, v in sensor_entries(item).items()}, check_values=False
+                ).extent_m[0]
         return self._tile_m
 
     def __len__(self) -> int:

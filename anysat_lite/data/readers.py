@@ -6,10 +6,11 @@ A reader's random choices (crops, date subsets, temporal dropout) are a pure fun
 normalisation helpers (``read_norm_files``, ``per_tile_norm_stats``) live in
 :mod:`anysat_lite.data.normalization`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,8 +24,9 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-def choose_dates(n: int, rng: np.random.Generator, max_dates: int | None = None,
-                 keep_fraction: float | None = None) -> np.ndarray:
+def choose_dates(
+    n: int, rng: np.random.Generator, max_dates: int | None = None, keep_fraction: float | None = None
+) -> np.ndarray:
     """Indices of the dates kept out of ``n``, sorted (chronological order of the file).
 
     ``keep_fraction``: keep ``int(n * keep_fraction)`` random dates (at least one), the official
@@ -34,7 +36,7 @@ def choose_dates(n: int, rng: np.random.Generator, max_dates: int | None = None,
     """
     idx = np.arange(n)
     if keep_fraction is not None and keep_fraction < 1:
-        idx = np.sort(rng.permutation(idx)[:max(1, int(n * keep_fraction))])
+        idx = np.sort(rng.permutation(idx)[: max(1, int(n * keep_fraction))])
     if max_dates is not None and len(idx) > max_dates:
         idx = np.sort(rng.choice(idx, size=max_dates, replace=False))
     return idx

@@ -33,13 +33,22 @@ in ``<root>/<folder>``, the folder of the official configs (``PASTIS-R``, ``Tree
 registry name with underscores (``pastis_hd``, as the test fixtures are laid out); see
 :func:`dataset_root`.
 """
+
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
-__all__ = ["DATASETS", "ALIASES", "FOLDERS", "register_dataset", "get_dataset", "dataset_names", "canonical_name",
-           "dataset_root"]
+__all__ = [
+    "DATASETS",
+    "ALIASES",
+    "FOLDERS",
+    "register_dataset",
+    "get_dataset",
+    "dataset_names",
+    "canonical_name",
+    "dataset_root",
+]
 
 # The readers of this package, imported on first use.
 _BUILTIN: dict[str, str] = {
@@ -57,8 +66,13 @@ DATASETS: dict[str, type | str] = dict(_BUILTIN)
 ALIASES: dict[str, str] = {"treesatai": "treesatai-ts"}
 """Older names still accepted in configs."""
 
-FOLDERS: dict[str, str] = {"treesatai-ts": "TreeSat", "pastis-hd": "PASTIS-R", "flair": "FLAIR",
-                           "planted": "Planted", "s2naip-urban": "S2NAIP-urban"}
+FOLDERS: dict[str, str] = {
+    "treesatai-ts": "TreeSat",
+    "pastis-hd": "PASTIS-R",
+    "flair": "FLAIR",
+    "planted": "Planted",
+    "s2naip-urban": "S2NAIP-urban",
+}
 """Folder of each dataset under the official ``data_dir`` (``configs/dataset/GeoPlex.yaml``)."""
 
 
@@ -85,16 +99,20 @@ def get_dataset(name: str) -> type:
     """The reader class registered under ``name`` (imported on first use)."""
     name = canonical_name(name)
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(DATASETS)} "
-                       "(add yours with anysat_lite.data.registry.register_dataset)")
+        raise KeyError(
+            f"unknown dataset {name!r}; registered: {', '.join(DATASETS)} "
+            "(add yours with anysat_lite.data.registry.register_dataset)"
+        )
     entry = DATASETS[name]
     if isinstance(entry, str):
         module, attr = entry.split(":")
         try:
             entry = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise ImportError(f"dataset {name!r}: cannot import {DATASETS[name]!r} ({e}); "
-                              "check the module is installed and defines that class") from e
+            raise ImportError(
+                f"dataset {name!r}: cannot import {DATASETS[name]!r} ({e}); "
+                "check the module is installed and defines that class"
+            ) from e
         DATASETS[name] = entry
     return entry
 
@@ -113,5 +131,7 @@ def dataset_root(name: str, root: str | Path) -> Path:
         if (root / c).exists():
             return root / c
     tried = ", ".join(dict.fromkeys(candidates))
-    raise FileNotFoundError(f"dataset {name!r}: none of {tried} found in data.root={root}; put the dataset there "
-                            "or give its folder as data.datasets[i].path")
+    raise FileNotFoundError(
+        f"dataset {name!r}: none of {tried} found in data.root={root}; put the dataset there "
+        "or give its folder as data.datasets[i].path"
+    )

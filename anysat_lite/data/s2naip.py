@@ -35,12 +35,13 @@ dropout of the stand-alone S2NAIP config (0.5: keep ``int(T / 2)`` random dates 
 ``max_dates`` caps each series (random subset).  Kept dates stay in chronological order;
 randomness is a function of ``(seed, epoch, index)``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -57,10 +58,24 @@ __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", 
 CLASSES = ("background", "buildings", "transport", "industry and energy", "water", "other")
 OSM_CLASS = {  # OpenStreetMap category -> class index (official mapping; unlisted categories -> 5, "other")
     **dict.fromkeys(("building", "flagpole", "lighthouse", "obelisk", "observatory"), 1),
-    **dict.fromkeys(("aerialway_pylon", "airport", "gas_station", "helipad", "parking", "road", "runway",
-                     "taxiway"), 2),
-    **dict.fromkeys(("chimney", "petroleum_well", "power_plant", "power_substation", "power_tower", "satellite_dish",
-                     "silo", "storage_tank", "wind_turbine", "works"), 3),
+    **dict.fromkeys(
+        ("aerialway_pylon", "airport", "gas_station", "helipad", "parking", "road", "runway", "taxiway"), 2
+    ),
+    **dict.fromkeys(
+        (
+            "chimney",
+            "petroleum_well",
+            "power_plant",
+            "power_substation",
+            "power_tower",
+            "satellite_dish",
+            "silo",
+            "storage_tank",
+            "wind_turbine",
+            "works",
+        ),
+        3,
+    ),
     **dict.fromkeys(("river", "fountain"), 4),
     "leisure": 5,
 }
@@ -85,8 +100,10 @@ def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
     try:
         import cv2
     except ImportError:
-        raise ImportError("S2NAIP-Urban labels are rasterised with OpenCV as in the official code; "
-                          "pip install opencv-python-headless, or read the dataset with labels=False") from None
+        raise ImportError(
+            "S2NAIP-Urban labels are rasterised with OpenCV as in the official code; "
+            "pip install opencv-python-headless, or read the dataset with labels=False"
+        ) from None
     image = np.zeros((side, side), dtype=np.uint8)
 
     def points(coords):
@@ -100,14 +117,14 @@ def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
         geometry = feature.get("geometry", {})
         kind, coords = geometry.get("type"), geometry.get("coordinates", [])
         if kind in ("LineString", "MultiLineString"):
-            for line in ([coords] if kind == "LineString" else coords):
+            for line in [coords] if kind == "LineString" else coords:
                 cv2.polylines(image, [points(line)], isClosed=False, color=value, thickness=2)
         elif kind in ("Polygon", "MultiPolygon") and len(coords[0]) > 0:
             # every ring is filled, holes included (as the official code does)
-            for ring in (coords if kind == "Polygon" else [r for poly in coords for r in poly]):
+            for ring in coords if kind == "Polygon" else [r for poly in coords for r in poly]:
                 cv2.fillPoly(image, [points(ring)], color=value)
         elif kind in ("Point", "MultiPoint"):
-            for p in ([coords] if kind == "Point" else coords):
+            for p in [coords] if kind == "Point" else coords:
                 cv2.circle(image, tuple(int(v) for v in points(p)), radius=1, color=value, thickness=-1)
     return image
 
@@ -133,8 +150,16 @@ class S2NAIPUrbanDataset(Dataset):
 
     naip_px, sat_px, low_px = 512, 64, 32
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | None = None, seed: int = 0, temporal_dropout: float = 0.0, labels: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | None = None,
+        seed: int = 0,
+        temporal_dropout: float = 0.0,
+        labels: bool = False,
+    ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
@@ -147,8 +172,10 @@ class S2NAIPUrbanDataset(Dataset):
             rasterise_osm({})  # fail now, not in a worker, when OpenCV is missing
         path = self.root / f"{split}_dict.json"
         if not path.is_file():
-            raise FileNotFoundError(f"S2NAIP-Urban: {path} not found; expected the official S2NAIP-urban folder "
-                                    f"({split}_dict.json, naip/, sentinel1/, sentinel2/, landsat/, openstreetmap/)")
+            raise FileNotFoundError(
+                f"S2NAIP-Urban: {path} not found; expected the official S2NAIP-urban folder "
+                f"({split}_dict.json, naip/, sentinel1/, sentinel2/, landsat/, openstreetmap/)"
+            )
         table = json.loads(path.read_text())
         needed = ["name"] + [f"{s}_dates" for s in self.sensors if s != "naip"]
         missing = [k for k in needed if k not in table]
@@ -179,8 +206,10 @@ class S2NAIPUrbanDataset(Dataset):
         with rasterio.open(path) as src:
             data = src.read()
         if data.shape != (bands_per_date * n_dates, side, side):
-            raise ValueError(f"S2NAIP-Urban: {path} has shape {data.shape}, expected ({bands_per_date} x {n_dates} "
-                             f"dates, {side}, {side})")
+            raise ValueError(
+                f"S2NAIP-Urban: {path} has shape {data.shape}, expected ({bands_per_date} x {n_dates} "
+                f"dates, {side}, {side})"
+            )
         return data
 
     def read_sensor(self, i: int, sensor: str) -> np.ndarray:
@@ -218,7 +247,9 @@ class S2NAIPUrbanDataset(Dataset):
             try:
                 geojson = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"S2NAIP-Urban: cannot read labels {path} ({e}); expected a GeoJSON "
-                                 f"FeatureCollection in NAIP pixel coordinates") from None
+                raise ValueError(
+                    f"S2NAIP-Urban: cannot read labels {path} ({e}); expected a GeoJSON "
+                    f"FeatureCollection in NAIP pixel coordinates"
+                ) from None
             out["segmentation"] = torch.from_numpy(rasterise_osm(geojson, self.naip_px).astype(np.int64))
         return out

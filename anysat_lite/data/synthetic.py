@@ -22,6 +22,7 @@ structure, not phenology; clouds and speckle hide single dates.
 Generation is vectorised and deterministic in ``WorldSpec``; worlds are cached on disk
 as ``.npy`` files (memory-mapped on load).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,26 +45,56 @@ LABEL_GSD = 2.0  # metres per cell of the land-cover map / segmentation labels
 # Reflectance x 10000 for B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: (dormant, green) per class.
 _SOIL = [800, 1100, 1400, 1600, 1800, 1900, 2100, 2200, 2800, 2300]
 _VEG = [300, 600, 300, 900, 2500, 3000, 3300, 3400, 1800, 900]
-_SPECTRA = np.array([
-    ([250, 450, 260, 700, 1700, 2000, 2200, 2300, 1200, 600], [200, 420, 200, 650, 1800, 2200, 2400, 2500, 1100, 500]),
-    ([500, 700, 800, 1000, 1400, 1600, 1800, 1900, 2200, 1500], [280, 620, 280, 950, 2800, 3400, 3700, 3800, 1700, 800]),
-    (_SOIL, _VEG),
-    (_SOIL, _VEG),
-    ([700, 950, 1100, 1400, 1900, 2100, 2300, 2400, 2600, 1900], [320, 640, 340, 950, 2400, 2800, 3000, 3100, 1900, 1000]),
-    ([1200, 1300, 1400, 1500, 1600, 1700, 1800, 1850, 2200, 2000], [1200, 1300, 1400, 1500, 1600, 1700, 1800, 1850, 2200, 2000]),
-    ([600, 500, 300, 200, 150, 120, 100, 90, 50, 30], [600, 500, 300, 200, 150, 120, 100, 90, 50, 30]),
-], dtype=np.float32)  # [K, 2, 10]
+_SPECTRA = np.array(
+    [
+        (
+            [250, 450, 260, 700, 1700, 2000, 2200, 2300, 1200, 600],
+            [200, 420, 200, 650, 1800, 2200, 2400, 2500, 1100, 500],
+        ),
+        (
+            [500, 700, 800, 1000, 1400, 1600, 1800, 1900, 2200, 1500],
+            [280, 620, 280, 950, 2800, 3400, 3700, 3800, 1700, 800],
+        ),
+        (_SOIL, _VEG),
+        (_SOIL, _VEG),
+        (
+            [700, 950, 1100, 1400, 1900, 2100, 2300, 2400, 2600, 1900],
+            [320, 640, 340, 950, 2400, 2800, 3000, 3100, 1900, 1000],
+        ),
+        (
+            [1200, 1300, 1400, 1500, 1600, 1700, 1800, 1850, 2200, 2000],
+            [1200, 1300, 1400, 1500, 1600, 1700, 1800, 1850, 2200, 2000],
+        ),
+        ([600, 500, 300, 200, 150, 120, 100, 90, 50, 30], [600, 500, 300, 200, 150, 120, 100, 90, 50, 30]),
+    ],
+    dtype=np.float32,
+)  # [K, 2, 10]
 # Phenology: green(doy) = base + amp * exp(-((doy - centre) / width)^2 / 2)
-_PHENO = np.array([
-    (0.75, 0.15, 190, 80), (0.10, 0.85, 195, 55), (0.05, 0.90, 135, 32),
-    (0.05, 0.90, 220, 32), (0.40, 0.35, 165, 70), (0.0, 0.0, 180, 50), (0.0, 0.0, 180, 50),
-], dtype=np.float32)
+_PHENO = np.array(
+    [
+        (0.75, 0.15, 190, 80),
+        (0.10, 0.85, 195, 55),
+        (0.05, 0.90, 135, 32),
+        (0.05, 0.90, 220, 32),
+        (0.40, 0.35, 165, 70),
+        (0.0, 0.0, 180, 50),
+        (0.0, 0.0, 180, 50),
+    ],
+    dtype=np.float32,
+)
 # S1 backscatter (dB): (VV at green 0, VV at green 1, VH at 0, VH at 1)
-_S1 = np.array([
-    (-8.0, -7.0, -14.0, -12.5), (-9.5, -7.5, -17.0, -13.0), (-13.0, -9.0, -23.0, -15.5),
-    (-13.0, -9.0, -23.0, -15.5), (-12.0, -10.0, -20.0, -17.0), (-4.0, -4.0, -11.0, -11.0),
-    (-21.0, -21.0, -28.0, -28.0),
-], dtype=np.float32)
+_S1 = np.array(
+    [
+        (-8.0, -7.0, -14.0, -12.5),
+        (-9.5, -7.5, -17.0, -13.0),
+        (-13.0, -9.0, -23.0, -15.5),
+        (-13.0, -9.0, -23.0, -15.5),
+        (-12.0, -10.0, -20.0, -17.0),
+        (-4.0, -4.0, -11.0, -11.0),
+        (-21.0, -21.0, -28.0, -28.0),
+    ],
+    dtype=np.float32,
+)
 _DOMINANT_SHARE = (0.45, 0.8)
 
 
@@ -121,7 +152,7 @@ def _landcover(rng, n_tiles: int, cells: int):
     weights = rng.uniform(0, (cells / 3) ** 2, size=(n_tiles, P)).astype(np.float32)
     yy, xx = np.meshgrid(np.arange(cells) + 0.5, np.arange(cells) + 0.5, indexing="ij")
     d2 = (yy[None, None] - seeds[:, :, 0, None, None]) ** 2 + (xx[None, None] - seeds[:, :, 1, None, None]) ** 2
-    parcel = np.argmin(d2 - weights[:, :, None, None], axis=1)          # [N, c, c]
+    parcel = np.argmin(d2 - weights[:, :, None, None], axis=1)  # [N, c, c]
     dominant = rng.integers(0, K, size=n_tiles)
     share = rng.uniform(*_DOMINANT_SHARE, size=n_tiles)
     others = rng.integers(0, K, size=(n_tiles, P))
@@ -143,8 +174,9 @@ def _dates(rng, n_tiles: int, T: int) -> np.ndarray:
     return d.astype(np.int64)
 
 
-def _render_vhr(rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray, gsd: float,
-                chunk: int = 16) -> np.ndarray:
+def _render_vhr(
+    rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray, gsd: float, chunk: int = 16
+) -> np.ndarray:
     """Very-high-resolution image ``[N, C, H, W]`` uint8 from the 2 m map and per-parcel colours ``[N, P, C]``."""
     N, cells, _ = seg_cls.shape
     f = int(round(LABEL_GSD / gsd))
@@ -168,8 +200,11 @@ def _render_vhr(rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray
         forest, crops, grass, built = (cls == 0) | (cls == 1), (cls == 2) | (cls == 3), cls == 4, cls == 5
         # Both forest types share the crown texture (crown size varies by parcel, not by class), both crop
         # types the row texture: aerial imagery tells forest from crop, not which forest or which crop.
-        crowns = np.where(np.take_along_axis(big_crowns[a:b], flat_pid, 1).reshape(cls.shape),
-                          _smooth_noise(rng, n, size, 5.0 / gsd), _smooth_noise(rng, n, size, 2.5 / gsd))
+        crowns = np.where(
+            np.take_along_axis(big_crowns[a:b], flat_pid, 1).reshape(cls.shape),
+            _smooth_noise(rng, n, size, 5.0 / gsd),
+            _smooth_noise(rng, n, size, 2.5 / gsd),
+        )
         tex[forest] += 0.32 * np.tanh(1.4 * crowns[forest])
         tex[crops] += 0.12 * np.sin(2 * np.pi * (xx[None] * np.cos(th) + yy[None] * np.sin(th))[crops] / per[crops])
         fine = _smooth_noise(rng, n, size, 0.6 / gsd)
@@ -191,7 +226,7 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
     cells = int(round(spec.tile_m / LABEL_GSD))
     parcel, pclass = _landcover(rng, N, cells)
     seg = np.take_along_axis(pclass, parcel.reshape(N, -1), 1).reshape(N, cells, cells).astype(np.uint8)
-    counts = np.stack([(seg == k).mean(axis=(1, 2)) for k in range(K)], axis=1)   # [N, K]
+    counts = np.stack([(seg == k).mean(axis=(1, 2)) for k in range(K)], axis=1)  # [N, K]
     out: dict[str, np.ndarray] = {
         "label": counts.argmax(1).astype(np.int64),
         "multilabel": counts >= 0.10,
@@ -205,9 +240,9 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
 
     if "s2" in spec.sensors:
         doy = _dates(rng, N, T)
-        g = _green(doy, pclass, phase, amp)                                            # [N, P, T]
+        g = _green(doy, pclass, phase, amp)  # [N, P, T]
         dormant, green = _SPECTRA[pclass, 0] * spec_jit, _SPECTRA[pclass, 1] * spec_jit  # [N, P, 10]
-        refl = dormant[:, :, None] + g[..., None] * (green - dormant)[:, :, None]       # [N, P, T, 10]
+        refl = dormant[:, :, None] + g[..., None] * (green - dormant)[:, :, None]  # [N, P, T, 10]
         img = np.einsum("nptb,nphw->ntbhw", refl, frac10)
         h = cells // 5
         haze = rng.uniform(0, 250, size=(N, T, 1, 1, 1)) * np.linspace(1, 0.2, 10)[None, None, :, None, None]
@@ -221,10 +256,10 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
     if "s1-asc" in spec.sensors or "s1" in spec.sensors:
         doy = _dates(rng, N, T)
         g = _green(doy, pclass, phase, amp)
-        db = _S1[pclass]                                                               # [N, P, 4]
+        db = _S1[pclass]  # [N, P, 4]
         vv = db[..., 0:1] + g * (db[..., 1:2] - db[..., 0:1])
         vh = db[..., 2:3] + g * (db[..., 3:4] - db[..., 2:3])
-        power = 10 ** (np.stack([vv, vh], axis=-1) / 10)                               # [N, P, T, 2]
+        power = 10 ** (np.stack([vv, vh], axis=-1) / 10)  # [N, P, T, 2]
         img = np.einsum("nptb,nphw->ntbhw", power, frac10)
         img = img * rng.gamma(4.0, 1 / 4.0, size=img.shape)
         img = img.astype(np.float32)
@@ -236,19 +271,19 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
     vhr = [s for s in ("aerial", "spot") if s in spec.sensors]
     if vhr:
         acq = rng.integers(140, 250, size=N)
-        g = _green(acq[:, None], pclass, phase, amp)[..., 0]                           # [N, P]
+        g = _green(acq[:, None], pclass, phase, amp)[..., 0]  # [N, P]
         dormant, green = _SPECTRA[pclass, 0] * spec_jit, _SPECTRA[pclass, 1] * spec_jit
-        refl = dormant + g[..., None] * (green - dormant)                              # [N, P, 10]
+        refl = dormant + g[..., None] * (green - dormant)  # [N, P, 10]
         rgbn = refl[..., [2, 1, 0, 6]] / 10000 * 255 * np.array([3.0, 3.0, 3.0, 1.3], dtype=np.float32)
-        rgbn = rgbn * rng.uniform(0.7, 1.3, size=(N, 1, 1)).astype(np.float32)   # illumination / sensor gain
-        for name, gsd, order in (("aerial", 0.2, [3, 1, 2, 0]), ("spot", 1.0, [0, 1, 2])):   # aerial: NIR G B R
+        rgbn = rgbn * rng.uniform(0.7, 1.3, size=(N, 1, 1)).astype(np.float32)  # illumination / sensor gain
+        for name, gsd, order in (("aerial", 0.2, [3, 1, 2, 0]), ("spot", 1.0, [0, 1, 2])):  # aerial: NIR G B R
             if name in vhr:
                 out[name] = _render_vhr(rng, seg, parcel, rgbn[..., order].astype(np.float32), gsd)
     # Deterministic split: 60 % train, 20 % val, 20 % test.
     perm = np.random.default_rng(spec.seed + 1).permutation(N)
     split = np.zeros(N, dtype=np.int8)
-    split[perm[int(0.6 * N):int(0.8 * N)]] = 1
-    split[perm[int(0.8 * N):]] = 2
+    split[perm[int(0.6 * N) : int(0.8 * N)]] = 1
+    split[perm[int(0.8 * N) :]] = 2
     out["split"] = split
     return out
 

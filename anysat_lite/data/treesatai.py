@@ -35,12 +35,13 @@ Values are raw; standardise them with :func:`official_norm_stats`.
 folder (like ``data/treesatai_ts_sample``) or in ``aerial/`` + ``sentinel/`` sub-folders, with a
 genus label parsed from the tile name; it is the reader of the notebooks and the demo.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -52,11 +53,33 @@ from .io import date_from_name
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
 from .readers import check_sensors, check_split, choose_dates, item_rng
 
-__all__ = ["TreeSatAITSDataset", "TreeSatAITS", "CLASSES", "read_products", "products_to_doy", "official_norm_stats",
-           "compute_norm_stats"]
+__all__ = [
+    "TreeSatAITSDataset",
+    "TreeSatAITS",
+    "CLASSES",
+    "read_products",
+    "products_to_doy",
+    "official_norm_stats",
+    "compute_norm_stats",
+]
 
-CLASSES = ("Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea", "Pinus",
-           "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia")
+CLASSES = (
+    "Abies",
+    "Acer",
+    "Alnus",
+    "Betula",
+    "Cleared",
+    "Fagus",
+    "Fraxinus",
+    "Larix",
+    "Picea",
+    "Pinus",
+    "Populus",
+    "Prunus",
+    "Pseudotsuga",
+    "Quercus",
+    "Tilia",
+)
 _SERIES = {"s2": "sen-2", "s1-asc": "sen-1-asc"}  # registered sensor -> prefix of its .h5 datasets
 
 
@@ -70,8 +93,10 @@ def products_to_doy(products, field: int) -> np.ndarray:
         try:
             out.append(dt.datetime.strptime(parts[field][:8], "%Y%m%d").timetuple().tm_yday)
         except (IndexError, ValueError):
-            raise ValueError(f"product name {name!r}: expected YYYYMMDD at the start of field {field} "
-                             "(split on '_'), as in 'S2A_MSIL2A_20200102T...' or 'S1A_IW_GRDH_1SDV_20200103T...'") from None
+            raise ValueError(
+                f"product name {name!r}: expected YYYYMMDD at the start of field {field} "
+                "(split on '_'), as in 'S2A_MSIL2A_20200102T...' or 'S1A_IW_GRDH_1SDV_20200103T...'"
+            ) from None
     return np.asarray(out, dtype=np.int64)
 
 
@@ -112,9 +137,18 @@ class TreeSatAITSDataset(Dataset):
     aerial_px, crop_px = 304, 300
     s2_field, s1_field = 2, 4  # field of the product name holding the date
 
-    def __init__(self, root: str | Path, split: str = "train", sensors: Sequence[str] | None = None,
-                 max_dates: int | None = None, seed: int = 0, crop: str = "random", threshold: float = 0.07,
-                 temporal_dropout: float = 0.0, s1_from_h5: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        max_dates: int | None = None,
+        seed: int = 0,
+        crop: str = "random",
+        threshold: float = 0.07,
+        temporal_dropout: float = 0.0,
+        s1_from_h5: bool = False,
+    ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
@@ -126,19 +160,25 @@ class TreeSatAITSDataset(Dataset):
         self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
         lst = self.root / f"{split}_filenames.lst"
         if not lst.is_file():
-            raise FileNotFoundError(f"TreeSatAI-TS: {lst} not found; expected the official TreeSatAI-TS folder "
-                                    "(train/val/test_filenames.lst, labels/, aerial/, sentinel/, s1-asc/) as root")
+            raise FileNotFoundError(
+                f"TreeSatAI-TS: {lst} not found; expected the official TreeSatAI-TS folder "
+                "(train/val/test_filenames.lst, labels/, aerial/, sentinel/, s1-asc/) as root"
+            )
         labels_path = self.root / self.labels_file
         if not labels_path.is_file():
-            raise FileNotFoundError(f"TreeSatAI-TS: {labels_path} not found; expected the official multi-label "
-                                    "file of TreeSatAI under labels/")
+            raise FileNotFoundError(
+                f"TreeSatAI-TS: {labels_path} not found; expected the official multi-label "
+                "file of TreeSatAI under labels/"
+            )
         needed = ["sentinel"] + [s for s in ("aerial",) if s in self.sensors]
         needed += ["s1-asc"] if "s1-asc" in self.sensors and not s1_from_h5 else []
         for key in needed:
             if not (self.root / self.folders[key]).is_dir():
                 hint = " (or pass s1_from_h5=True)" if key == "s1-asc" else ""
-                raise FileNotFoundError(f"TreeSatAI-TS: folder {self.root / self.folders[key]} not found; the official "
-                                        f"reader reads {self.folders[key]}/<tile>{hint}")
+                raise FileNotFoundError(
+                    f"TreeSatAI-TS: folder {self.root / self.folders[key]} not found; the official "
+                    f"reader reads {self.folders[key]}/<tile>{hint}"
+                )
         listed = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
         shares = json.loads(labels_path.read_text())
         self.names: list[str] = []
@@ -150,7 +190,9 @@ class TreeSatAITSDataset(Dataset):
             best, best_share = None, -1.0
             for genus, share in shares[name]:
                 if genus not in CLASSES:
-                    raise ValueError(f"TreeSatAI-TS: {name}: genus {genus!r} in {labels_path.name} is not one of {CLASSES}")
+                    raise ValueError(
+                        f"TreeSatAI-TS: {name}: genus {genus!r} in {labels_path.name} is not one of {CLASSES}"
+                    )
                 if share > threshold:
                     y[CLASSES.index(genus)] = 1.0
                     if share > best_share:
@@ -161,7 +203,9 @@ class TreeSatAITSDataset(Dataset):
             multilabels.append(y)
             labels.append(CLASSES.index(best))
         if not self.names:
-            raise ValueError(f"TreeSatAI-TS: no tile of {lst} has a genus share above {threshold} in {labels_path.name}")
+            raise ValueError(
+                f"TreeSatAI-TS: no tile of {lst} has a genus share above {threshold} in {labels_path.name}"
+            )
         self.multilabels = np.stack(multilabels)
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -191,13 +235,15 @@ class TreeSatAITSDataset(Dataset):
             H, W = img.shape[1:]
             c = self.crop_px
             if H < c or W < c:
-                raise ValueError(f"TreeSatAI-TS: aerial/{name} is {H} x {W} px; expected at least {c} x {c} px "
-                                 f"({self.aerial_px} x {self.aerial_px} px in TreeSatAI)")
+                raise ValueError(
+                    f"TreeSatAI-TS: aerial/{name} is {H} x {W} px; expected at least {c} x {c} px "
+                    f"({self.aerial_px} x {self.aerial_px} px in TreeSatAI)"
+                )
             if self.crop == "random":
                 top, left = int(rng.integers(0, H - c + 1)), int(rng.integers(0, W - c + 1))
             else:
                 top, left = (H - c) // 2, (W - c) // 2
-            out["aerial"] = torch.from_numpy(img[:, top:top + c, left:left + c].astype(np.float32))
+            out["aerial"] = torch.from_numpy(img[:, top : top + c, left : left + c].astype(np.float32))
         series = [s for s in ("s2", "s1-asc") if s in self.sensors]
         if series:
             with h5py.File(self._file("sentinel", name, ".h5"), "r") as f:
@@ -214,8 +260,10 @@ class TreeSatAITSDataset(Dataset):
             for s in series:
                 x, dates = (s2, s2_dates) if s == "s2" else (s1, s1_dates)
                 if len(x) != len(dates):
-                    raise ValueError(f"TreeSatAI-TS: tile {name}: {s} has {len(x)} images but {len(dates)} product "
-                                     "dates; expected one date per image")
+                    raise ValueError(
+                        f"TreeSatAI-TS: tile {name}: {s} has {len(x)} images but {len(dates)} product "
+                        "dates; expected one date per image"
+                    )
                 keep = self._keep(len(x), rng)
                 out[s] = torch.from_numpy(np.ascontiguousarray(x[keep]))
                 out[f"{s}_dates"] = torch.from_numpy(dates[keep])
@@ -225,7 +273,8 @@ class TreeSatAITSDataset(Dataset):
 
 
 def official_norm_stats(root: str | Path, sensors: Sequence[str] | None = None) -> NormStats:
-    """The official TreeSatAI-TS statistics: ``NORM_<sensor>_patch.json`` (``{"mean": [C], "std": [C]}``) under ``root``.
+    """The official TreeSatAI-TS statistics under ``root``: ``NORM_<sensor>_patch.json``
+    (``{"mean": [C], "std": [C]}``).
 
     The official reader standardises each sensor with them (``(x - mean) / std`` per band); when a
     file is missing it computes it on the split it reads first, as :func:`compute_norm_stats` does.
@@ -256,14 +305,18 @@ class TreeSatAITS:
     def __init__(self, root: str | Path, labels_json: str | Path | None = None, cloud_threshold: float = 50.0):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"TreeSatAI-TS: folder {self.root} not found; expected a folder of <tile>.tif + "
-                                    "<tile>.h5 files (or aerial/ + sentinel/ sub-folders)")
+            raise FileNotFoundError(
+                f"TreeSatAI-TS: folder {self.root} not found; expected a folder of <tile>.tif + "
+                "<tile>.h5 files (or aerial/ + sentinel/ sub-folders)"
+            )
         tifs = {p.stem: p for d in self.tif_folders for p in sorted((self.root / d).glob("*.tif"))}
         h5s = {p.stem: p for d in self.h5_folders for p in sorted((self.root / d).glob("*.h5"))}
         self.names = sorted(set(tifs) & set(h5s))
         if not self.names:
-            raise FileNotFoundError(f"no TreeSatAI-TS tile (<name>.tif + <name>.h5) in {self.root} or its "
-                                    f"{', '.join(self.tif_folders[1:] + self.h5_folders[1:])} sub-folders")
+            raise FileNotFoundError(
+                f"no TreeSatAI-TS tile (<name>.tif + <name>.h5) in {self.root} or its "
+                f"{', '.join(self.tif_folders[1:] + self.h5_folders[1:])} sub-folders"
+            )
         self._tif, self._h5 = tifs, h5s
         self.cloud_threshold = cloud_threshold
         self.multilabels = json.loads(Path(labels_json).read_text()) if labels_json else None
@@ -321,8 +374,13 @@ class TreeSatAITS:
         out["multilabel"] = self.multilabel(name)
         return out
 
-    def sample(self, name: str, sensors: Sequence[str] = ("aerial", "s2", "s1-asc"), max_dates: int | None = None,
-               valid_only: bool = True) -> dict[str, torch.Tensor]:
+    def sample(
+        self,
+        name: str,
+        sensors: Sequence[str] = ("aerial", "s2", "s1-asc"),
+        max_dates: int | None = None,
+        valid_only: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """A batch-of-one model sample with the given sensors (dates evenly sub-sampled to ``max_dates``)."""
         raw = self.read(name)
         sample: dict[str, torch.Tensor] = {}

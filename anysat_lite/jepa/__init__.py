@@ -1,12 +1,39 @@
 """JEPA pretraining: masks -> context/target encoders -> predictor -> latent losses."""
+
 from .ema import ema_update, make_target, momentum_at
 from .losses import latent_loss, mil_nce
-from .masks import (Masks, MultiBlockMaskSampler, RandomMaskSampler, SingleBlockMaskSampler, build_mask_sampler,
-                    context_statistics, drop_dates, masks_to_grid, modality_mask)
+from .masks import (
+    Masks,
+    MultiBlockMaskSampler,
+    RandomMaskSampler,
+    SingleBlockMaskSampler,
+    build_mask_sampler,
+    context_statistics,
+    drop_dates,
+    masks_to_grid,
+    modality_mask,
+)
 from .model import JEPA
 from .monitors import collapse_monitors, collapse_warnings
 from .predictor import Predictor
 
-__all__ = ["JEPA", "Masks", "MultiBlockMaskSampler", "RandomMaskSampler", "SingleBlockMaskSampler", "Predictor",
-           "build_mask_sampler", "collapse_monitors", "collapse_warnings", "context_statistics", "drop_dates", "ema_update", "latent_loss", "make_target",
-           "masks_to_grid", "mil_nce", "modality_mask", "momentum_at"]
+__all__ = [
+    "JEPA",
+    "Masks",
+    "MultiBlockMaskSampler",
+    "RandomMaskSampler",
+    "SingleBlockMaskSampler",
+    "Predictor",
+    "build_mask_sampler",
+    "collapse_monitors",
+    "collapse_warnings",
+    "context_statistics",
+    "drop_dates",
+    "ema_update",
+    "latent_loss",
+    "make_target",
+    "masks_to_grid",
+    "mil_nce",
+    "modality_mask",
+    "momentum_at",
+]

@@ -3,6 +3,7 @@
 ``target <- m * target + (1 - m) * online`` after every optimiser step, with the momentum
 ``m`` rising linearly from ``ema[0]`` (0.996) to ``ema[1]`` (1.0) over training (I-JEPA).
 """
+
 from __future__ import annotations
 
 import copy

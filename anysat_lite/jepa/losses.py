@@ -18,6 +18,7 @@ Scope of the MIL-NCE negatives under DistributedDataParallel (``jepa.contrastive
   growing with the square of the global batch -- and one all-gather of ``[b, M, N, D]``
   tokens (and an all-reduce of their gradient) per step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,7 +55,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad):
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -78,9 +79,9 @@ def mil_nce(tokens: Tensor, tau: float = 0.1, distributed: bool = True) -> Tenso
         return tokens.new_zeros(())
     with torch.autocast(tokens.device.type, enabled=False):
         z = F.normalize(tokens.to(torch.promote_types(tokens.dtype, torch.float32)), dim=-1)  # [B, M, N, D]
-        flat = z.transpose(0, 1).reshape(M * B * N, D)                              # modality-major rows
+        flat = z.transpose(0, 1).reshape(M * B * N, D)  # modality-major rows
         denominator = block_masked_logsumexp(flat, N, tau).view(M, B, N)
-        same_place = torch.einsum("bmnd,bknd->bnmk", z, z) / tau                    # [B, N, M, M]
+        same_place = torch.einsum("bmnd,bknd->bnmk", z, z) / tau  # [B, N, M, M]
         same_place = same_place.masked_fill(torch.eye(M, dtype=torch.bool, device=z.device), float("-inf"))
-        numerator = torch.logsumexp(same_place, dim=3).permute(2, 0, 1)              # [M, B, N]
+        numerator = torch.logsumexp(same_place, dim=3).permute(2, 0, 1)  # [M, B, N]
         return (denominator - numerator).mean()

@@ -14,19 +14,29 @@
 Every function takes an explicit ``torch.Generator`` so that a step's masks are a pure
 function of ``(seed, step)`` (resumable, identical across processes).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import Tensor
 
 from ..sensors import SENSORS
 
-__all__ = ["Masks", "MultiBlockMaskSampler", "RandomMaskSampler", "SingleBlockMaskSampler", "build_mask_sampler",
-           "context_statistics", "modality_mask", "drop_dates", "masks_to_grid"]
+__all__ = [
+    "Masks",
+    "MultiBlockMaskSampler",
+    "RandomMaskSampler",
+    "SingleBlockMaskSampler",
+    "build_mask_sampler",
+    "context_statistics",
+    "modality_mask",
+    "drop_dates",
+    "masks_to_grid",
+]
 
 
 @dataclass
@@ -43,10 +53,10 @@ class Masks:
     targets: list[Tensor]
     grid: tuple[int, int]
 
-    def shard(self, start: int, stop: int) -> "Masks":
+    def shard(self, start: int, stop: int) -> Masks:
         return Masks(self.context[start:stop], [t[start:stop] for t in self.targets], self.grid)
 
-    def to(self, device) -> "Masks":
+    def to(self, device) -> Masks:
         return Masks(self.context.to(device), [t.to(device) for t in self.targets], self.grid)
 
 
@@ -74,7 +84,7 @@ def _block(g: torch.Generator, grid, bh: int, bw: int) -> Tensor:
     h, w = grid
     top, left = _randint(g, h - bh + 1), _randint(g, w - bw + 1)
     m = torch.zeros(h, w, dtype=torch.bool)
-    m[top:top + bh, left:left + bw] = True
+    m[top : top + bh, left : left + bw] = True
     return m
 
 
@@ -110,9 +120,18 @@ class MultiBlockMaskSampler:
         timeout: failed draws before one target is ignored (I-JEPA: 20).
     """
 
-    def __init__(self, n_targets: int = 4, target_scale=(0.2, 0.8), target_aspect=(0.75, 1.5),
-                 context_scale=(0.85, 1.0), min_keep: int = 1, allow_overlap: bool = False, context: str = "block",
-                 relax: bool = True, timeout: int = 20):
+    def __init__(
+        self,
+        n_targets: int = 4,
+        target_scale=(0.2, 0.8),
+        target_aspect=(0.75, 1.5),
+        context_scale=(0.85, 1.0),
+        min_keep: int = 1,
+        allow_overlap: bool = False,
+        context: str = "block",
+        relax: bool = True,
+        timeout: int = 20,
+    ):
         if context not in ("block", "complement"):
             raise ValueError(f"context must be 'block' or 'complement', got {context!r}")
         if n_targets < 1 or min_keep < 1 or timeout < 1:
@@ -141,16 +160,18 @@ class MultiBlockMaskSampler:
         for _ in range(self.timeout * (len(excluded) + 1)):
             for _ in range(self.timeout):
                 c = _block(g, grid, *size)
-                for b in excluded[:len(excluded) - ignored]:
+                for b in excluded[: len(excluded) - ignored]:
                     c = c & ~b
                 if int(c.sum()) >= self.min_keep:
                     return c
             if not self.relax or ignored == len(excluded):
                 break
             ignored += 1
-        raise ValueError(f"no context of at least min_keep={self.min_keep} patches fits a {size[0]}x{size[1]} "
-                         f"context block on a {grid[0]}x{grid[1]} grid with {len(excluded)} target block(s) "
-                         f"excluded{'' if self.relax else ' (relax=False)'}; lower min_keep or the target scale")
+        raise ValueError(
+            f"no context of at least min_keep={self.min_keep} patches fits a {size[0]}x{size[1]} "
+            f"context block on a {grid[0]}x{grid[1]} grid with {len(excluded)} target block(s) "
+            f"excluded{'' if self.relax else ' (relax=False)'}; lower min_keep or the target scale"
+        )
 
     def __call__(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator) -> Masks:
         h, w = grid
@@ -168,8 +189,9 @@ class MultiBlockMaskSampler:
         return Masks(_equalise(contexts, g), [_equalise(t, g) for t in targets], grid)
 
 
-def context_statistics(sampler, grid: tuple[int, int], steps: int = 200, batch_size: int = 8,
-                       seed: int = 0) -> dict[str, float]:
+def context_statistics(
+    sampler, grid: tuple[int, int], steps: int = 200, batch_size: int = 8, seed: int = 0
+) -> dict[str, float]:
     """How much of the grid the context encoder sees under ``sampler`` (over ``steps`` batches).
 
     Returns ``mean_patches`` and ``mean_share`` (context patches per sample, and as a share of
@@ -184,9 +206,14 @@ def context_statistics(sampler, grid: tuple[int, int], steps: int = 200, batch_s
         k.append(m.context.shape[1])
         kt.append(m.targets[0].shape[1])
     k = torch.tensor(k, dtype=torch.float64)
-    return {"grid": f"{grid[0]}x{grid[1]}", "mean_patches": float(k.mean()), "mean_share": float(k.mean() / n),
-            "p_one": float((k == 1).double().mean()), "p_at_least_4": float((k >= 4).double().mean()),
-            "mean_target_patches": float(torch.tensor(kt, dtype=torch.float64).mean())}
+    return {
+        "grid": f"{grid[0]}x{grid[1]}",
+        "mean_patches": float(k.mean()),
+        "mean_share": float(k.mean() / n),
+        "p_one": float((k == 1).double().mean()),
+        "p_at_least_4": float((k >= 4).double().mean()),
+        "mean_target_patches": float(torch.tensor(kt, dtype=torch.float64).mean()),
+    }
 
 
 class RandomMaskSampler:
@@ -214,8 +241,16 @@ class SingleBlockMaskSampler(MultiBlockMaskSampler):
 def build_mask_sampler(cfg):
     """Sampler from a :class:`~anysat_lite.config.JEPAConfig`."""
     if cfg.mask == "multiblock":
-        return MultiBlockMaskSampler(cfg.n_targets, cfg.target_scale, cfg.target_aspect, cfg.context_scale,
-                                     cfg.min_keep, cfg.allow_overlap, cfg.context, cfg.relax)
+        return MultiBlockMaskSampler(
+            cfg.n_targets,
+            cfg.target_scale,
+            cfg.target_aspect,
+            cfg.context_scale,
+            cfg.min_keep,
+            cfg.allow_overlap,
+            cfg.context,
+            cfg.relax,
+        )
     if cfg.mask == "random":
         return RandomMaskSampler(cfg.random_keep)
     if cfg.mask == "block":
@@ -233,8 +268,9 @@ def masks_to_grid(masks: Masks, sample: int = 0) -> Tensor:
     return pic.view(h, w)
 
 
-def modality_mask(batch: int, n_modalities: int, n_locations: int, ratio: float, generator: torch.Generator,
-                  rows: slice | None = None) -> Tensor:
+def modality_mask(
+    batch: int, n_modalities: int, n_locations: int, ratio: float, generator: torch.Generator, rows: slice | None = None
+) -> Tensor:
     """AnySat modality masking -> ``[B, M, K]`` bool, True where the token is replaced by the mask token.
 
     Every location keeps one random modality; of the remaining ``K * (M - 1)`` tokens a
@@ -258,8 +294,13 @@ def modality_mask(batch: int, n_modalities: int, n_locations: int, ratio: float,
     return (~keep).view(B, M, K)
 
 
-def drop_dates(sample: Mapping[str, Tensor], ratio: float, generator: torch.Generator,
-               rows: slice | None = None, global_batch: int | None = None) -> dict[str, Tensor]:
+def drop_dates(
+    sample: Mapping[str, Tensor],
+    ratio: float,
+    generator: torch.Generator,
+    rows: slice | None = None,
+    global_batch: int | None = None,
+) -> dict[str, Tensor]:
     """Keep a random ``1 - ratio`` share (at least one) of every series' dates.
 
     With ``global_batch``/``rows`` the random draw is made for the global batch and the

@@ -8,9 +8,10 @@ One training step on a batch (all randomness from explicit generators)::
     pred     = predictor(context, positions of context and target blocks)
     loss     = smooth_l1(pred, targets) + w * MIL-NCE(tokens)                      # latent space only
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
@@ -70,9 +71,17 @@ class JEPA(nn.Module):
         """``[B, 1 + N, D]`` outputs of the target encoder (or ``encoder``) on the full sample."""
         return (self.target if encoder is None else encoder).encode_all(x, patch_size)[0]
 
-    def forward(self, x: Mapping[str, Tensor], patch_size: int, masks: Masks, generators: Mapping[str, torch.Generator],
-                monitor: bool = False, rows: slice | None = None, global_batch: int | None = None,
-                return_intermediates: bool = False) -> dict[str, Tensor]:
+    def forward(
+        self,
+        x: Mapping[str, Tensor],
+        patch_size: int,
+        masks: Masks,
+        generators: Mapping[str, torch.Generator],
+        monitor: bool = False,
+        rows: slice | None = None,
+        global_batch: int | None = None,
+        return_intermediates: bool = False,
+    ) -> dict[str, Tensor]:
         """Losses of one step.
 
         Args:
@@ -113,7 +122,7 @@ class JEPA(nn.Module):
         if jc.center_targets:
             h = h - batch_mean_token(h)
         h = F.layer_norm(h, (full.shape[-1],))
-        targets = torch.stack([gather_tokens(h, t) for t in masks.targets])          # [n_t, B, Kt, D]
+        targets = torch.stack([gather_tokens(h, t) for t in masks.targets])  # [n_t, B, Kt, D]
 
         # Context: fewer dates, the context block, some modalities replaced by a mask token.
         ctx_sample = drop_dates(sample, jc.date_drop_ratio, generators["dates"], rows, global_batch)
@@ -123,19 +132,20 @@ class JEPA(nn.Module):
         tokens = ts.tokens + pos.to(ts.tokens.dtype)
         ctx_idx = masks.context
         kept = torch.gather(tokens, 2, ctx_idx[:, None, :, None].expand(B, M, -1, D))  # [B, M, Kc, D]
-        replaced = modality_mask(global_batch or B, M, ctx_idx.shape[1], jc.modality_mask_ratio,
-                                 generators["modalities"], rows)
+        replaced = modality_mask(
+            global_batch or B, M, ctx_idx.shape[1], jc.modality_mask_ratio, generators["modalities"], rows
+        )
         kept = torch.where(replaced.to(kept.device)[..., None], self.modality_token.to(kept.dtype), kept)
         qpos = gather_tokens(pos[None].expand(B, -1, -1), ctx_idx)
-        ctx = self.encoder.encode(kept, qpos, coords[ctx_idx], ts.modis)             # [B, 1 + Kc, D]
+        ctx = self.encoder.encode(kept, qpos, coords[ctx_idx], ts.modis)  # [B, 1 + Kc, D]
 
-        pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)              # [n_t, B, Kt, D]
+        pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)  # [n_t, B, Kt, D]
         out: dict = {"jepa_loss": latent_loss(pred, targets)}
         views = ts.tokens
         if M == 1 and jc.single_sensor_views and "views" in generators and SENSORS[ts.sensors[0]].is_series:
             # One time series: its second "modality" is another draw of its dates (see JEPAConfig).
             other = drop_dates(sample, jc.date_drop_ratio, generators["views"], rows, global_batch)
-            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)   # [B, 2, N, D]
+            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)  # [B, 2, N, D]
         if jc.contrastive and views.shape[1] >= 2 and jc.contrastive_weight > 0:
             out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau, distributed=jc.contrastive_scope == "global")
         else:
@@ -144,7 +154,15 @@ class JEPA(nn.Module):
         if monitor:  # on the layer-normed targets before any centring, comparable between settings
             out.update(collapse_monitors(F.layer_norm(full[:, 1:].float(), (full.shape[-1],)), full[:, 0]))
         if return_intermediates:
-            out["intermediates"] = {"target_out": full, "targets": targets, "context_sample": ctx_sample,
-                                    "tokens": ts.tokens, "replaced": replaced, "context_tokens": kept,
-                                    "context_out": ctx, "predictions": pred, "views": views}
+            out["intermediates"] = {
+                "target_out": full,
+                "targets": targets,
+                "context_sample": ctx_sample,
+                "tokens": ts.tokens,
+                "replaced": replaced,
+                "context_tokens": kept,
+                "context_out": ctx,
+                "predictions": pred,
+                "views": views,
+            }
         return out

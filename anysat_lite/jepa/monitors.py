@@ -13,6 +13,7 @@
 :func:`collapse_warnings` turns them into messages when they cross the thresholds of
 :class:`~anysat_lite.config.JEPAConfig` (``warn_std``, ``warn_erank``, ``warn_cos``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,9 @@ def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict
     return {"std": std, "erank": erank, "cos": cos}
 
 
-def collapse_warnings(monitors: dict[str, float], min_std: float = 0.1, min_erank: float = 3.0,
-                      max_cos: float = 0.95) -> dict[str, str]:
+def collapse_warnings(
+    monitors: dict[str, float], min_std: float = 0.1, min_erank: float = 3.0, max_cos: float = 0.95
+) -> dict[str, str]:
     """``{monitor: message}`` for every monitor beyond its threshold (empty when healthy)."""
     out = {}
     if "std" in monitors and monitors["std"] < min_std:

@@ -6,6 +6,7 @@ mask token plus its position code; a cls token, the context and the mask tokens 
 ``depth`` transformer blocks; the outputs at the mask tokens are projected back to the
 encoder width.  One pass per target block (blocks are stacked along the batch).
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,11 +50,11 @@ class Predictor(nn.Module):
         B, Kc, _ = context.shape
         n_t, Kt = len(target_idx), target_idx[0].shape[1]
         pos_b = pos[None].expand(B, -1, -1).to(context.dtype)
-        x = self.embed(context) + gather_tokens(pos_b, context_idx)                  # [B, Kc, W]
-        tgt = torch.cat(target_idx, dim=0)                                           # [n_t*B, Kt]
+        x = self.embed(context) + gather_tokens(pos_b, context_idx)  # [B, Kc, W]
+        tgt = torch.cat(target_idx, dim=0)  # [n_t*B, Kt]
         queries = self.mask_token.to(x.dtype) + gather_tokens(pos_b.repeat(n_t, 1, 1), tgt)
         x = torch.cat([self.cls_token.expand(n_t * B, -1, -1).to(x.dtype), x.repeat(n_t, 1, 1), queries], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        out = self.proj(self.norm(x[:, 1 + Kc:]))
+        out = self.proj(self.norm(x[:, 1 + Kc :]))
         return out.view(n_t, B, Kt, -1)

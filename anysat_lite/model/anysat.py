@@ -20,10 +20,11 @@ Pipeline (one file per stage in this package)::
 The stages call a few kernels of :mod:`anysat_lite.kernels` (attention, the projector's
 convolution, ...); ``ANYSAT_LITE_REFERENCE=1`` runs their textbook forms instead.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -114,12 +115,16 @@ class AnySat(nn.Module):
         """Check a sample against the contract and this model; return (sensors, grid, batch)."""
         missing = [k for k in x if split_key(k)[0] not in self.sensors and split_key(k)[0] in SENSORS]
         if missing:
-            raise SampleError(f"{missing[0]!r}: this model has no projector for sensor {split_key(missing[0])[0]!r} "
-                              f"(it has: {', '.join(self.sensors)}); call model.add_sensor(...) first")
+            raise SampleError(
+                f"{missing[0]!r}: this model has no projector for sensor {split_key(missing[0])[0]!r} "
+                f"(it has: {', '.join(self.sensors)}); call model.add_sensor(...) first"
+            )
         info = validate_sample(x, self.sensors, check_values=self.check_values and not torch.compiler.is_compiling())
         if info.extent_m is None:
-            raise SampleError(f"the sample holds only one-token-per-tile sensors ({', '.join(info.sensors)}); "
-                              "add at least one sensor with spatial extent")
+            raise SampleError(
+                f"the sample holds only one-token-per-tile sensors ({', '.join(info.sensors)}); "
+                "add at least one sensor with spatial extent"
+            )
         per_tile = [n for n in info.sensors if self.sensors[n].one_token_per_tile]
         if len(per_tile) > 1:
             raise SampleError(f"at most one one-token-per-tile sensor per sample, got {per_tile}")
@@ -151,16 +156,16 @@ class AnySat(nn.Module):
             valid = x.get(f"{name}_mask")
             fmap = self.projectors[name](x[name], x.get(f"{name}_dates"), None if valid is None else valid.bool())
             if s.one_token_per_tile:
-                calls.append((fmap.mean(dim=(1, 2))[:, None, :], (1, s.subpatch_m, False)))       # [B, 1, D]
+                calls.append((fmap.mean(dim=(1, 2))[:, None, :], (1, s.subpatch_m, False)))  # [B, 1, D]
             else:
                 layout = layouts[name] = subpatch_layout(s, P, self.config.subpatch_order)
-                seq = group_subpatches(fmap, layout).flatten(0, 2)                               # [B*h*w, g*g, D]
+                seq = group_subpatches(fmap, layout).flatten(0, 2)  # [B*h*w, g*g, D]
                 calls.append((seq, (layout.g, layout.spacing_m, name in keep)))
         # per sensor: (patch tokens [B*h*w, D] (or [B, D]), sub-patch tokens [B*h*w, g*g, D] or None)
         encoded = dict(zip(names, batched_calls(self.subpatch_encoder, calls)))
         spatial = list(layouts)
-        tokens = torch.stack([encoded[n][0].view(B, h * w, -1) for n in spatial], dim=1)         # [B, M, N, D]
-        modis = next((encoded[n][0] for n in names if n not in layouts), None)                 # [B, D] or None
+        tokens = torch.stack([encoded[n][0].view(B, h * w, -1) for n in spatial], dim=1)  # [B, M, N, D]
+        modis = next((encoded[n][0] for n in names if n not in layouts), None)  # [B, D] or None
         subpatches = {n: (encoded[n][1].reshape(B, h, w, -1, self.embed_dim), layouts[n]) for n in spatial if n in keep}
         return TokenSet(tokens, spatial, modis, (h, w), P / 10, subpatches)
 
@@ -187,8 +192,9 @@ class AnySat(nn.Module):
         qpos = torch.cat([query_pos.new_zeros(query_pos.shape[0], n_prefix, D), query_pos], dim=1)
         return self.fusion(x, qpos, fusion_buckets(coords, M, n_prefix), n_prefix)
 
-    def encode_all(self, x: Mapping[str, Tensor], patch_size: int,
-                   keep_subpatches: Iterable[str] = ()) -> tuple[Tensor, TokenSet]:
+    def encode_all(
+        self, x: Mapping[str, Tensor], patch_size: int, keep_subpatches: Iterable[str] = ()
+    ) -> tuple[Tensor, TokenSet]:
         """Every patch of a sample through the whole encoder: (``[B, 1 + N, D]``, its :class:`TokenSet`)."""
         x, patch_size = prepare_input(self, x, patch_size)  # dtypes, 1-D dates, patch size type, memory (contract.py)
         ts = self.tokenize(x, patch_size, keep_subpatches)
@@ -196,16 +202,18 @@ class AnySat(nn.Module):
         return self.encode(ts.tokens + pos.to(ts.tokens.dtype), pos[None], coords, ts.modis), ts
 
     # --- public forward ---------------------------------------------------------------
-    def forward(self, x: Mapping[str, Tensor], patch_size: int, output: str = "tile",
-                output_modality: str | None = None) -> Tensor:
+    def forward(
+        self, x: Mapping[str, Tensor], patch_size: int, output: str = "tile", output_modality: str | None = None
+    ) -> Tensor:
         """Encode a sample dict (see :mod:`anysat_lite.data.contract`) with patches of ``patch_size`` metres."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         dense_sensor = None
         if output == "dense":
             sensors = [k for k in x if "_" not in k]
-            dense_sensor = output_modality or next((k for k in sensors if k in self.sensors
-                                                    and not self.sensors[k].one_token_per_tile), None)
+            dense_sensor = output_modality or next(
+                (k for k in sensors if k in self.sensors and not self.sensors[k].one_token_per_tile), None
+            )
             if dense_sensor not in sensors:
                 raise SampleError(f"output_modality {dense_sensor!r} is not in the sample (sensors: {sensors})")
             if self.sensors[dense_sensor].one_token_per_tile:
@@ -223,7 +231,7 @@ class AnySat(nn.Module):
         return ungroup_subpatches(torch.cat([fused, subs], dim=-1), layout)
 
     # --- speed ---------------------------------------------------------------------------
-    def compile_blocks(self) -> "AnySat":
+    def compile_blocks(self) -> AnySat:
         """Compile the transformer blocks, the fusion block and the L-TAEs in place (see :func:`compile_blocks`)."""
         compile_blocks(self)
         return self
@@ -238,6 +246,7 @@ def compile_blocks(module: nn.Module) -> nn.Module:
     101 tokens at P = 20 m), which made inductor's CPU backward fail a stride check (torch 2.13).
     Works on any module holding AnySat parts, e.g. a whole JEPA (encoders and predictor).
     """
+
     def visit(m: nn.Module) -> None:
         for child in m.children():
             if isinstance(child, SubPatchEncoder):

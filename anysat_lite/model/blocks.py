@@ -5,6 +5,7 @@ Pre-norm ViT blocks (``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``) with mu
 contextual iRPE (:mod:`.irpe`) makes the bias depend on the queries and the token grid.
 Parameter names (``qkv``, ``proj``, ``mlp.fc1``...) follow timm, as the official code does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from ..kernels import attention
 from .irpe import ContextualRPE
-from .layers import DropPath, Dropout
+from .layers import Dropout, DropPath
 
 __all__ = ["MLP", "SelfAttention", "Block", "init_transformer_weights", "rescale_residual_branches"]
 
@@ -38,8 +39,15 @@ class SelfAttention(nn.Module):
     computed from the *scaled* queries, as in the official ``RPEAttention``.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rpe: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        rpe: bool = False,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
@@ -56,7 +64,7 @@ class SelfAttention(nn.Module):
         """``x [B, L, D]`` -> queries, keys, values ``[B, H, L, d]`` (``H`` heads of ``d = D / H`` channels)."""
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))                # each [B, H, L, d]
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each [B, H, L, d]
         return q, k, v
 
     def forward(self, x: Tensor, buckets: Tensor | None = None) -> Tensor:
@@ -84,8 +92,8 @@ class SelfAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor | None = None) -> Tensor:
         """Attention from projected heads: ``q [B, H, Lq, d]``, ``k, v [B, H, L, d]`` -> ``[B, Lq, D]``."""
-        bias = self.position_bias(q, buckets)                               # the first head's queries (see irpe)
-        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)     # [B, H, Lq, d]
+        bias = self.position_bias(q, buckets)  # the first head's queries (see irpe)
+        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)  # [B, H, Lq, d]
         B, H, Lq, d = out.shape
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, Lq, H * d)))
 
@@ -93,8 +101,17 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block ``[B, L, D] -> [B, L, D]``: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6, drop_path: float = 0.0, attn_drop: float = 0.0, rpe: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        drop_path: float = 0.0,
+        attn_drop: float = 0.0,
+        rpe: bool = False,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, rpe=rpe)

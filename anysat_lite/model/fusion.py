@@ -7,6 +7,7 @@ grid once per modality, and returns ``[cls, N fused patch tokens]``.  As in the 
 ``CrossBlockMulti`` the attention output **replaces** the input (no residual around the
 attention), then a residual MLP follows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,7 @@ class FusionAttention(nn.Module):
         (``softmax(q k^T / sqrt(d) + bias)``, textbook form; :meth:`forward` computes the same with a fast kernel)."""
         q, k, _ = self.heads(x, query_pos)
         bias = self.rpe(q, buckets).to(q.dtype)
-        return ((q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+        return ((q * self.head_dim**-0.5) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
 
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor, n_prefix: int) -> Tensor:
         """``x [B, L, D]``, ``query_pos [(B|1), P+K, D]``, ``buckets [(B,) P+K, L]`` -> ``[B, 1+K, D]``.

@@ -11,6 +11,7 @@ head axis has size 1, so *every head receives the bias computed from the first h
 queries*.  The released weights were trained that way, and the parity fixtures confirm
 it (using each head's own queries moves the outputs by ~1e-2), so we keep it.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,22 @@ from torch import Tensor, nn
 
 from ..kernels import gather_buckets
 
-__all__ = ["ALPHA", "BETA", "GAMMA", "NUM_BUCKETS", "PREFIX_BUCKET", "grid_coords", "euclidean_buckets",
-           "add_prefix", "ContextualRPE"]
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "GAMMA",
+    "NUM_BUCKETS",
+    "PREFIX_BUCKET",
+    "grid_coords",
+    "euclidean_buckets",
+    "add_prefix",
+    "ContextualRPE",
+]
 
 RATIO = 1.9
 ALPHA, BETA, GAMMA = 1.0 * RATIO, 2.0 * RATIO, 8.0 * RATIO
 PREFIX_BUCKET = 2 * int(BETA) + 1  # 7: bucket of cls / MODIS tokens
-NUM_BUCKETS = PREFIX_BUCKET + 1     # 8
+NUM_BUCKETS = PREFIX_BUCKET + 1  # 8
 
 
 def grid_coords(rows: int, cols: int, device=None) -> Tensor:
@@ -67,5 +77,5 @@ class ContextualRPE(nn.Module):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
     def forward(self, q: Tensor, buckets: Tensor) -> Tensor:
-        table = q[:, 0] @ self.weight[0].to(q.dtype)                # [B, Lq, n_buckets]: q_i . W[:, r] for every r
-        return gather_buckets(table, buckets)[:, None]              # bias[b, 0, i, j] = table[b, i, bucket(i, j)]
+        table = q[:, 0] @ self.weight[0].to(q.dtype)  # [B, Lq, n_buckets]: q_i . W[:, r] for every r
+        return gather_buckets(table, buckets)[:, None]  # bias[b, 0, i, j] = table[b, i, bucket(i, j)]

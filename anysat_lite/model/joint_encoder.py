@@ -6,6 +6,7 @@ put in front: ``[B, P + M*K, D]`` with ``P`` prefix tokens.  Plain pre-norm ViT 
 (LayerNorm eps 1e-6, as the official ``AnyModule``) let every token see every modality and
 location.
 """
+
 from __future__ import annotations
 
 import torch

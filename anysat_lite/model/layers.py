@@ -6,6 +6,7 @@
 
 State-dict keys are those of the ``torch.nn`` classes, so checkpoints do not change.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -28,8 +29,9 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f"GroupNorm expects {self.num_channels} channels on dim 1, got input of shape "
-                             f"{list(x.shape)}")
+            raise ValueError(
+                f"GroupNorm expects {self.num_channels} channels on dim 1, got input of shape {list(x.shape)}"
+            )
         return kernels.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 

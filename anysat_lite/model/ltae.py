@@ -6,6 +6,7 @@ GroupNorm-ed, given a day-of-year sinusoidal code, and pooled over time by ``n_h
 own ``d / n_head`` channels).  The concatenated heads go through an output MLP and a
 GroupNorm.  Numbers and layer order follow AnySat's ``utils/ltae.py``.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,18 @@ class LTAE(nn.Module):
         attn_dropout: dropout of the attention weights (official: 0.1).
     """
 
-    def __init__(self, in_channels: int, mlp_in: list[int], out_dim: int, n_head: int = 16, d_k: int = 8,
-                 period: int = 367, in_norm: bool = False, dropout: float = 0.2, attn_dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        mlp_in: list[int],
+        out_dim: int,
+        n_head: int = 16,
+        d_k: int = 8,
+        period: int = 367,
+        in_norm: bool = False,
+        dropout: float = 0.2,
+        attn_dropout: float = 0.1,
+    ):
         super().__init__()
         d = mlp_in[-1]
         if d % n_head:
@@ -88,7 +99,7 @@ class LTAE(nn.Module):
         """``x [N, T, C]``, ``dates [N, T]`` (day of year), ``valid [N, T]`` bool or ``None`` -> ``[N, out_dim]``."""
         N, T, C = x.shape
         h, attn = self._features_and_attention(x, dates, valid)
-        attn = self.attn_drop(attn)                                        # [N, heads, T]
+        attn = self.attn_drop(attn)  # [N, heads, T]
         v = h.view(N, T, self.n_head, self.d_model // self.n_head)
         out = torch.einsum("nht,nthc->nhc", attn, v).reshape(N, self.d_model)
         return self.out_norm(self.dropout(self.output_mlp(out)))

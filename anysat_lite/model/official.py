@@ -16,20 +16,29 @@ state dict reaches users in three wrappings, all accepted by :func:`load_officia
 format, e.g. a small random checkpoint for tests).  Anything that does not map one-to-one fails with a
 one-line :class:`OfficialCheckpointError` naming the keys and what to do.
 """
+
 from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
 from ..config import MODEL_SIZES, ModelConfig
 from ..errors import UserError
 
-__all__ = ["convert_official_state_dict", "to_official_state_dict", "official_encoder_state", "load_official",
-           "official_model_config", "OfficialCheckpointError", "OFFICIAL_FORMATS", "RELEASED_URL"]
+__all__ = [
+    "convert_official_state_dict",
+    "to_official_state_dict",
+    "official_encoder_state",
+    "load_official",
+    "official_model_config",
+    "OfficialCheckpointError",
+    "OFFICIAL_FORMATS",
+    "RELEASED_URL",
+]
 
 # Where the official code (hubconf.AnySat.from_pretrained) downloads the released base model from.
 RELEASED_URL = "https://huggingface.co/g-astruc/AnySat/resolve/main/models/AnySat.pth"
@@ -55,8 +64,10 @@ _RULES: list[tuple[str, str]] = [
     ("projector_{s}.patch_embed.{n}.{r}", "projectors.{s}.ltae.{n}.{r}"),
     ("projector_{s}.patch_embed.mlp.{r}", "projectors.{s}.ltae.output_mlp.{r}"),
     ("spatial_encoder.cls_token", "subpatch_encoder.cls_token"),
-    ("spatial_encoder.predictor_blocks.{i}.attn.rpe_k.lookup_table_weight",
-     "subpatch_encoder.blocks.{i}.attn.rpe.weight"),
+    (
+        "spatial_encoder.predictor_blocks.{i}.attn.rpe_k.lookup_table_weight",
+        "subpatch_encoder.blocks.{i}.attn.rpe.weight",
+    ),
     ("spatial_encoder.predictor_blocks.{i}.{r}", "subpatch_encoder.blocks.{i}.{r}"),
     ("spatial_encoder.predictor_norm.{r}", "subpatch_encoder.norm.{r}"),
     ("blocks.{J}.attn.rpe_k.lookup_table_weight", "fusion.attn.rpe.weight"),
@@ -70,7 +81,7 @@ def _rename(key: str, depth: int, official_to_ours: bool = True) -> str | None:
     """The other side's name of ``key`` by the first matching template of :data:`_RULES` (``None``: no match)."""
     for official, ours in _RULES:
         src, dst = (official, ours) if official_to_ours else (ours, official)
-        parts = re.split(r"\{(\w)\}", src.replace("{J}", str(depth)))     # literal, field, literal, field, ...
+        parts = re.split(r"\{(\w)\}", src.replace("{J}", str(depth)))  # literal, field, literal, field, ...
         pattern = "".join(re.escape(p) if n % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for n, p in enumerate(parts))
         m = re.fullmatch(pattern, key)
         if m:
@@ -102,46 +113,58 @@ def official_encoder_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, Mapping) or not state_dict:
-        raise OfficialCheckpointError(f"expected a state dict (a mapping of names to tensors), got "
-                                      f"{type(state_dict).__name__}; pass the official AnySat.pth or its state dict")
+        raise OfficialCheckpointError(
+            f"expected a state dict (a mapping of names to tensors), got "
+            f"{type(state_dict).__name__}; pass the official AnySat.pth or its state dict"
+        )
     for name, prefix, dropped in OFFICIAL_FORMATS:
         if f"{prefix}cls_token" not in state_dict:
             continue
-        inner = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        inner = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         rest = [k for k in state_dict if not k.startswith(prefix)]
         unknown = [k for k in rest if not k.startswith(dropped)] if dropped else rest
         if unknown:
             raise OfficialCheckpointError(
                 f"{name}: keys outside {prefix or 'the AnyModule'!r}: {_keys_hint(unknown)}; expected only "
                 f"{', '.join(repr(d + '*') for d in dropped) or 'AnyModule keys'} beside them; "
-                "pass the encoder's state dict alone")
-        if prefix == "model.":   # the hub wrapper's second copy of the sub-patch transformer
-            differ = [k for k in rest if f"model.{k}" not in state_dict or
-                      not torch.equal(state_dict[k], state_dict[f"model.{k}"])]
+                "pass the encoder's state dict alone"
+            )
+        if prefix == "model.":  # the hub wrapper's second copy of the sub-patch transformer
+            differ = [
+                k
+                for k in rest
+                if f"model.{k}" not in state_dict or not torch.equal(state_dict[k], state_dict[f"model.{k}"])
+            ]
             if differ:
                 raise OfficialCheckpointError(
                     f"{name}: {_keys_hint(differ)} differ from their 'model.' twins; expected the wrapper's two "
-                    "references to one sub-patch transformer; pass the 'model.*' part alone")
+                    "references to one sub-patch transformer; pass the 'model.*' part alone"
+                )
         return inner, name
     raise OfficialCheckpointError(
         f"not an official AnySat state dict: no 'cls_token' key under any known prefix (found {_keys_hint(state_dict)})"
         "; expected the released AnySat.pth ('cls_token', 'blocks.0...'), the torch.hub wrapper's state dict "
-        "('model.cls_token') or an official pretraining checkpoint ('target_encoder.cls_token')")
+        "('model.cls_token') or an official pretraining checkpoint ('target_encoder.cls_token')"
+    )
 
 
 def _official_depth(keys) -> int:
     idx = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"blocks\.(\d+)\..+", k))]
     if not idx:
-        raise OfficialCheckpointError("no 'blocks.<i>.' keys: this is not an official AnyModule state dict; "
-                                      "pass the released AnySat.pth or its 'state_dict'")
+        raise OfficialCheckpointError(
+            "no 'blocks.<i>.' keys: this is not an official AnyModule state dict; "
+            "pass the released AnySat.pth or its 'state_dict'"
+        )
     return max(idx)  # the last block is the fusion block
 
 
 def convert_official_key(key: str, depth: int) -> str:
     new = _rename(key, depth)
     if new is None:
-        raise OfficialCheckpointError(f"official key {key!r} has no counterpart in anysat_lite; "
-                                      "expected the keys of an AnySat encoder (see anysat_lite/model/official.py)")
+        raise OfficialCheckpointError(
+            f"official key {key!r} has no counterpart in anysat_lite; "
+            "expected the keys of an AnySat encoder (see anysat_lite/model/official.py)"
+        )
     return new
 
 
@@ -152,8 +175,9 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     for k, v in state_dict.items():
         new = convert_official_key(k, depth)
         if new in out:
-            raise OfficialCheckpointError(f"two official keys map onto {new!r}; expected one official key per "
-                                          "anysat_lite key")
+            raise OfficialCheckpointError(
+                f"two official keys map onto {new!r}; expected one official key per anysat_lite key"
+            )
         out[new] = v
     return out
 
@@ -171,8 +195,10 @@ def to_official_state_dict(model_or_state_dict) -> dict[str, torch.Tensor]:
     for key, value in sd.items():
         name = _rename(key, depth, official_to_ours=False)
         if name is None:
-            raise OfficialCheckpointError(f"key {key!r} has no counterpart in the official AnyModule; "
-                                          "expected the keys of an anysat_lite AnySat encoder")
+            raise OfficialCheckpointError(
+                f"key {key!r} has no counterpart in the official AnyModule; "
+                "expected the keys of an anysat_lite AnySat encoder"
+            )
         out[name] = value.detach().clone()
     return out
 
@@ -186,8 +212,9 @@ def official_model_config(state_dict: Mapping[str, torch.Tensor], num_heads: int
     if num_heads is None:
         known = {v["embed_dim"]: v["num_heads"] for v in MODEL_SIZES.values()}
         if D not in known:
-            raise OfficialCheckpointError(f"cannot infer the number of heads for width {D} (known widths: "
-                                          f"{sorted(known)}); pass num_heads=")
+            raise OfficialCheckpointError(
+                f"cannot infer the number of heads for width {D} (known widths: {sorted(known)}); pass num_heads="
+            )
         num_heads = known[D]
     sensors = sorted({m.group(1) for k in state_dict if (m := re.match(r"projector_([^.]+)\.", k))})
     ltae_heads, ltae_dk = 16, 8
@@ -195,21 +222,25 @@ def official_model_config(state_dict: Mapping[str, torch.Tensor], num_heads: int
         if k.endswith("attention_heads.Q"):
             ltae_heads, ltae_dk = v.shape
             break
-    return ModelConfig(embed_dim=D, depth=depth, num_heads=num_heads, ltae_heads=ltae_heads, ltae_dk=ltae_dk,
-                       sensors=sensors)
+    return ModelConfig(
+        embed_dim=D, depth=depth, num_heads=num_heads, ltae_heads=ltae_heads, ltae_dk=ltae_dk, sensors=sensors
+    )
 
 
 def _read(path: str | Path) -> Mapping:
     path = Path(path)
     if not path.is_file():
-        raise OfficialCheckpointError(f"{path}: no such file; expected the official AnySat.pth (download it from "
-                                      f"{RELEASED_URL})")
+        raise OfficialCheckpointError(
+            f"{path}: no such file; expected the official AnySat.pth (download it from {RELEASED_URL})"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         first = " ".join(str(e).split())[:160]
-        raise OfficialCheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first}); "
-                                      "expected the official AnySat.pth (a state dict saved with torch.save)") from None
+        raise OfficialCheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first}); "
+            "expected the official AnySat.pth (a state dict saved with torch.save)"
+        ) from None
 
 
 def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
@@ -239,14 +270,21 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
     own = model.state_dict()
     missing = sorted(set(own) - set(converted))
     unexpected = sorted(set(converted) - set(own))
-    wrong = sorted(f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(converted) if converted[k].shape != own[k].shape)
+    wrong = sorted(
+        f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(converted)
+        if converted[k].shape != own[k].shape
+    )
     if missing or unexpected or wrong:
-        parts = [f"missing in checkpoint: {_keys_hint(missing)}" if missing else "",
-                 f"unexpected in checkpoint: {_keys_hint(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {_keys_hint(wrong)}" if wrong else ""]
-        raise OfficialCheckpointError("official checkpoint does not match the model: "
-                                      + "; ".join(p for p in parts if p)
-                                      + "; build the model with official_model_config(state_dict) or pass model=None")
+        parts = [
+            f"missing in checkpoint: {_keys_hint(missing)}" if missing else "",
+            f"unexpected in checkpoint: {_keys_hint(unexpected)}" if unexpected else "",
+            f"shape mismatches: {_keys_hint(wrong)}" if wrong else "",
+        ]
+        raise OfficialCheckpointError(
+            "official checkpoint does not match the model: "
+            + "; ".join(p for p in parts if p)
+            + "; build the model with official_model_config(state_dict) or pass model=None"
+        )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=True)
     return model.eval()

@@ -9,6 +9,7 @@ ground distance whatever the sensor or patch size:
 The first half of the channels encodes the column, the second half the row (the official
 code builds its grid with ``meshgrid(..., indexing="xy")``); each half is ``[sin, cos]``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@
 
 Which class a sensor gets is decided by its ``kind`` in the registry, never by its name.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,7 @@ class ImageProjector(nn.Module):
 
     def forward(self, x: Tensor, dates: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         """``x [B, C, H, W]`` -> ``[B, H/px, W/px, D]`` (``dates`` and ``valid`` are unused)."""
-        return self.mlp(blockwise_conv2d(x, self.conv.weight))      # the conv, channels last: [B, H/px, W/px, D]
+        return self.mlp(blockwise_conv2d(x, self.conv.weight))  # the conv, channels last: [B, H/px, W/px, D]
 
 
 class SeriesProjector(nn.Module):
@@ -49,10 +50,17 @@ class SeriesProjector(nn.Module):
     def __init__(self, sensor: Sensor, dim: int, n_head: int = 16, d_k: int = 8, dropout: float | None = None):
         super().__init__()
         self.sensor = sensor.name
-        self.ltae = LTAE(sensor.n_bands, [dim // 8, dim // 2, dim, 2 * dim, dim], dim, n_head=n_head, d_k=d_k,
-                         period=sensor.doy_period, in_norm=sensor.in_norm,
-                         dropout=sensor.dropout if dropout is None else dropout,
-                         attn_dropout=0.1 if dropout is None else dropout)
+        self.ltae = LTAE(
+            sensor.n_bands,
+            [dim // 8, dim // 2, dim, 2 * dim, dim],
+            dim,
+            n_head=n_head,
+            d_k=d_k,
+            period=sensor.doy_period,
+            in_norm=sensor.in_norm,
+            dropout=sensor.dropout if dropout is None else dropout,
+            attn_dropout=0.1 if dropout is None else dropout,
+        )
         self.pad_value = nn.Parameter(torch.zeros(()))
 
     def _pixels(self, x: Tensor, dates: Tensor, valid: Tensor | None):
@@ -75,8 +83,9 @@ class SeriesProjector(nn.Module):
         return self.ltae.attention(*self._pixels(x, dates, valid)).view(B, H, W, -1, T)
 
 
-def build_projector(sensor: Sensor, dim: int, ltae_heads: int = 16, ltae_dk: int = 8,
-                    dropout: float | None = None) -> nn.Module:
+def build_projector(
+    sensor: Sensor, dim: int, ltae_heads: int = 16, ltae_dk: int = 8, dropout: float | None = None
+) -> nn.Module:
     """Projector for ``sensor`` by its kind; ``dropout`` overrides the sensor's dropout rates."""
     if sensor.is_series:
         return SeriesProjector(sensor, dim, n_head=ltae_heads, d_k=ltae_dk, dropout=dropout)

@@ -7,6 +7,7 @@ The same weights serve every sensor.  Input: the sub-patch sequences of many pat
 patch token of this sensor, and the sub-patch tokens ``[M, g*g, D]`` (used by
 ``output="dense"``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,8 @@ class SubPatchEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, norm_eps=1e-5, drop_path=r, rpe=True) for r in rates)
+            Block(dim, num_heads, mlp_ratio, norm_eps=1e-5, drop_path=r, rpe=True) for r in rates
+        )
         self.norm = nn.LayerNorm(dim)
         init_transformer_weights(self)
         rescale_residual_branches(self.blocks)
@@ -52,11 +54,12 @@ class SubPatchEncoder(nn.Module):
         M, L, D = x.shape
         if L != g * g:
             raise ValueError(f"sub-patch encoder: expected {g}x{g}={g * g} sub-patches per patch, got {L}")
-        pos, buckets = self._grid(g, spacing_m, x.device)                 # [1 + g*g, D], [1 + g*g, 1 + g*g]
+        pos, buckets = self._grid(g, spacing_m, x.device)  # [1 + g*g, D], [1 + g*g, 1 + g*g]
         return torch.cat([self.cls_token.expand(M, -1, -1).to(x.dtype), x], dim=1) + pos.to(x.dtype), buckets
 
-    def forward(self, x: Tensor, g: int, spacing_m: float,
-                keep_subpatches: bool = True) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, g: int, spacing_m: float, keep_subpatches: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         """``x [M, g*g, D]`` -> (patch tokens ``[M, D]``, sub-patch tokens ``[M, g*g, D]`` or ``None``).
 
         Without ``keep_subpatches`` only the cls token leaves the encoder, so the last block
@@ -64,7 +67,7 @@ class SubPatchEncoder(nn.Module):
         """
         x, buckets = self.embed(x, g, spacing_m)
         for blk in self.blocks[:-1]:
-            x = blk(x, buckets)                                           # [M, 1 + g*g, D]
+            x = blk(x, buckets)  # [M, 1 + g*g, D]
         if keep_subpatches:
             x = self.norm(self.blocks[-1](x, buckets))
             return x[:, 0], x[:, 1:]

@@ -30,6 +30,7 @@ for the 0.2 m aerial sensors at P > 10 m, where the official dense output is the
 shuffled by 10 m cells inside each patch.  :func:`load_official` uses ``"official"``;
 the pretraining presets use ``"geometric"``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ def subpatch_layout(sensor: Sensor, patch_m: int, order: str = "official") -> Su
         if up is None or ratio(patch_m, 10.0) is None:
             raise ValueError(
                 f"{sensor.name}: patch size {patch_m} m is not a multiple of its {s:g} m sub-patch "
-                f"({sensor.subpatch_px} px x {sensor.gsd:g} m); use a multiple of {s:g} m")
+                f"({sensor.subpatch_px} px x {sensor.gsd:g} m); use a multiple of {s:g} m"
+            )
         # The patch is finer than the sensor's sub-patch: work on a 10 m grid of repeated values.
         upsample, s, g = up, 10.0, ratio(patch_m, 10.0)
     cell = ratio(10.0, s) if (s < 10.0 and order == "official") else 1

@@ -9,10 +9,11 @@ what the stages hand each other (nothing is recomputed beside the model)::
 
 ``anysat_lite.viz.plot_pipeline`` draws it with the shape at every arrow.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -63,8 +64,9 @@ class PipelineTrace:
 
 
 @torch.no_grad()
-def trace_pipeline(model, x: Mapping[str, Tensor], patch_size: int, output_modality: str | None = None,
-                   outputs: bool = True) -> PipelineTrace:
+def trace_pipeline(
+    model, x: Mapping[str, Tensor], patch_size: int, output_modality: str | None = None, outputs: bool = True
+) -> PipelineTrace:
     """Run ``model`` on ``x`` (``output="dense"``) and record every stage (see :class:`PipelineTrace`).
 
     ``outputs=True`` also runs the ``tile``, ``patch`` and ``all`` modes to record their shapes.
@@ -80,6 +82,7 @@ def trace_pipeline(model, x: Mapping[str, Tensor], patch_size: int, output_modal
     def keep_projection(name):
         def hook(module, args, out):
             rec["projected"][name] = out.detach().float().cpu()
+
         return hook
 
     def keep_joint(module, args, out):
@@ -115,8 +118,18 @@ def trace_pipeline(model, x: Mapping[str, Tensor], patch_size: int, output_modal
         grouped[s] = (B * h * w, lay.g * lay.g, model.embed_dim)
         spacing[s] = lay.spacing_m
     return PipelineTrace(
-        sensors=sensors, kinds={s: model.sensors[s].kind for s in sensors},
-        inputs={s: tuple(x[s].shape) for s in sensors}, projected=rec["projected"], grouped=grouped,
-        subpatch_m=spacing, patch_tokens=rec["patch_tokens"], joint=rec["joint"],
-        fusion_weights=rec["fusion_weights"], fused=rec["fused"], outputs=shapes, grid=(h, w), patch_size=P,
-        dense_sensor=dense)
+        sensors=sensors,
+        kinds={s: model.sensors[s].kind for s in sensors},
+        inputs={s: tuple(x[s].shape) for s in sensors},
+        projected=rec["projected"],
+        grouped=grouped,
+        subpatch_m=spacing,
+        patch_tokens=rec["patch_tokens"],
+        joint=rec["joint"],
+        fusion_weights=rec["fusion_weights"],
+        fused=rec["fused"],
+        outputs=shapes,
+        grid=(h, w),
+        patch_size=P,
+        dense_sensor=dense,
+    )

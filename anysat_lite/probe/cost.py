@@ -13,6 +13,7 @@
 
 ``python -m anysat_lite.probe.cost`` prints the runbook's table (``docs/reproduction.md``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,7 @@ import torch
 
 from .tasks import TASKS, TaskConfig, get_task
 
-__all__ = ["DatasetFacts", "DATASETS", "flops_per_tile", "estimate", "disk_gb", "runbook_table",
-           "ASSUMED_TFLOPS"]
+__all__ = ["DatasetFacts", "DATASETS", "flops_per_tile", "estimate", "disk_gb", "runbook_table", "ASSUMED_TFLOPS"]
 
 ASSUMED_TFLOPS = 100.0
 """Assumed sustained throughput of one H100 in fp16 mixed precision, TFLOP/s (about a tenth of its dense
@@ -62,40 +62,66 @@ class DatasetFacts:
 
 DATASETS: dict[str, DatasetFacts] = {
     "treesatai-ts": DatasetFacts(
-        50_381, 38_520,
+        50_381,
+        38_520,
         train={"aerial": (4, 300, 300), "s2": (146, 10, 6, 6), "s1-asc": (60, 2, 6, 6)},
         eval={"aerial": (4, 300, 300), "s2": (146, 10, 6, 6), "s1-asc": (60, 2, 6, 6)},
         sources=(_README, _LEN.format("TreeSAT")),
         assumptions=("dates: 146 S2 and 60 S1-asc, the counts of the real tile in data/treesatai_ts_sample",),
-        file_bytes_per_tile={"aerial/*.tif + sentinel/*.h5 + s1-asc/*.pth": "data/treesatai_ts_sample"}),
+        file_bytes_per_tile={"aerial/*.tif + sentinel/*.h5 + s1-asc/*.pth": "data/treesatai_ts_sample"},
+    ),
     "pastis-hd": DatasetFacts(
-        2_433, 1_455,
+        2_433,
+        1_455,
         train={"spot": (3, 1280, 1280), "s2": (20, 10, 128, 128), "s1": (20, 3, 128, 128)},
         eval={"spot": (3, 1280, 1280), "s2": (50, 10, 128, 128), "s1": (70, 3, 128, 128)},
         sources=(_README, _LEN.format("Pastis"), "configs/dataset/Pastis.yaml temporal_dropout: 20 (train dates)"),
-        assumptions=("validation/test dates: 50 S2 (assumed; the series vary in length) and 70 S1 (the PASTIS-HD "
-                     "dataset card: about 70 Sentinel-1 observations per orbit)",),
-        file_bytes_per_tile={"S2 int16 [50, 10, 128, 128]": 50 * 10 * 128 * 128 * 2,
-                             "S1A and S1D float32 [70, 3, 128, 128] each": 2 * 70 * 3 * 128 * 128 * 4,
-                             "SPOT uint8 [3, 1280, 1280]": 3 * 1280 * 1280,
-                             "ANNOTATIONS [3, 128, 128] (taken as int32)": 3 * 128 * 128 * 4}),
+        assumptions=(
+            "validation/test dates: 50 S2 (assumed; the series vary in length) and 70 S1 (the PASTIS-HD "
+            "dataset card: about 70 Sentinel-1 observations per orbit)",
+        ),
+        file_bytes_per_tile={
+            "S2 int16 [50, 10, 128, 128]": 50 * 10 * 128 * 128 * 2,
+            "S1A and S1D float32 [70, 3, 128, 128] each": 2 * 70 * 3 * 128 * 128 * 4,
+            "SPOT uint8 [3, 1280, 1280]": 3 * 1280 * 1280,
+            "ANNOTATIONS [3, 128, 128] (taken as int32)": 3 * 128 * 128 * 4,
+        },
+    ),
     "flair": DatasetFacts(
-        77_762, 49_230,
+        77_762,
+        49_230,
         train={"aerial-flair": (5, 500, 500), "s2": (15, 10, 10, 10)},
         eval={"aerial-flair": (5, 500, 500), "s2": (50, 10, 10, 10)},
         sources=(_README, _LEN.format("FLAIR"), "configs/dataset/FLAIR.yaml temporal_dropout: 0.7 (train dates)"),
-        assumptions=("S2 dates: 50 per super-patch (assumed), 15 left after the 70 % train-time dropout",
-                     "validation and test: the 512 px tile as five 500 px windows (official forward_test)"),
-        file_bytes_per_tile={"aerial uint8 [5, 512, 512]": 5 * 512 * 512, "mask uint8 [512, 512]": 512 * 512}),
+        assumptions=(
+            "S2 dates: 50 per super-patch (assumed), 15 left after the 70 % train-time dropout",
+            "validation and test: the 512 px tile as five 500 px windows (official forward_test)",
+        ),
+        file_bytes_per_tile={"aerial uint8 [5, 512, 512]": 5 * 512 * 512, "mask uint8 [512, 512]": 512 * 512},
+    ),
     "planted": DatasetFacts(
-        1_346_662, 1_075_701,
-        train={"s2": (17, 10, 12, 12), "s1": (17, 3, 12, 12), "l7": (17, 6, 4, 4), "alos": (4, 3, 4, 4),
-               "modis": (60, 7, 1, 1)},
-        eval={"s2": (24, 10, 12, 12), "s1": (24, 3, 12, 12), "l7": (24, 6, 4, 4), "alos": (4, 3, 4, 4),
-              "modis": (60, 7, 1, 1)},
+        1_346_662,
+        1_075_701,
+        train={
+            "s2": (17, 10, 12, 12),
+            "s1": (17, 3, 12, 12),
+            "l7": (17, 6, 4, 4),
+            "alos": (4, 3, 4, 4),
+            "modis": (60, 7, 1, 1),
+        },
+        eval={
+            "s2": (24, 10, 12, 12),
+            "s1": (24, 3, 12, 12),
+            "l7": (24, 6, 4, 4),
+            "alos": (4, 3, 4, 4),
+            "modis": (60, 7, 1, 1),
+        },
         sources=(_README, _LEN.format("Planted"), "configs/dataset/Planted.yaml temporal_dropout: 0.3 (train dates)"),
-        assumptions=("dates (assumed, not read from the data): 24 for S2, S1 and Landsat 7, 4 for ALOS, 60 for "
-                     "MODIS; 70 % of them kept in training (ALOS: 90 %)",)),
+        assumptions=(
+            "dates (assumed, not read from the data): 24 for S2, S1 and Landsat 7, 4 for ALOS, 60 for "
+            "MODIS; 70 % of them kept in training (ALOS: 90 %)",
+        ),
+    ),
 }
 
 
@@ -141,8 +167,11 @@ def flops_per_tile(task: str | TaskConfig, phase: str = "train", size: str = "ba
     shapes = {s: facts.train[s] if phase == "train" else facts.eval[s] for s in task.sensors}
     enc = _meta_model(size)
     D = enc.embed_dim
-    head = (TileHead(D, task.num_classes) if task.head == "tile"
-            else DenseHead(2 * D, task.num_classes, task.pixels_per_subpatch)).to("meta")
+    head = (
+        TileHead(D, task.num_classes)
+        if task.head == "tile"
+        else DenseHead(2 * D, task.num_classes, task.pixels_per_subpatch)
+    ).to("meta")
     model = TaskModel(enc, head, task.patch_size, dense_sensor=task.dense_sensor).eval()
     windows = 5 if phase == "eval" and task.window else 1
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -164,9 +193,16 @@ def estimate(task: str | TaskConfig, tflops: float = ASSUMED_TFLOPS, size: str =
     epoch = factor * fwd_train * facts.tiles_train + fwd_eval * val_tiles
     test = fwd_eval * facts.tiles_test
     hours = [(n * epoch + test) / (tflops * 1e12) / 3600 for n in (task.min_epochs, task.max_epochs)]
-    return {"task": task.name, "forward_gflops_train_tile": fwd_train / 1e9, "forward_gflops_eval_tile": fwd_eval / 1e9,
-            "train_factor": factor, "epoch_pflops": epoch / 1e15, "hours_min_epochs": hours[0],
-            "hours_max_epochs": hours[1], "tflops_assumed": tflops}
+    return {
+        "task": task.name,
+        "forward_gflops_train_tile": fwd_train / 1e9,
+        "forward_gflops_eval_tile": fwd_eval / 1e9,
+        "train_factor": factor,
+        "epoch_pflops": epoch / 1e15,
+        "hours_min_epochs": hours[0],
+        "hours_max_epochs": hours[1],
+        "tflops_assumed": tflops,
+    }
 
 
 def disk_gb(dataset: str, repo_root: str | Path | None = None) -> float | None:
@@ -191,18 +227,25 @@ def disk_gb(dataset: str, repo_root: str | Path | None = None) -> float | None:
 
 def runbook_table(tflops: float = ASSUMED_TFLOPS) -> str:
     """Markdown table of :func:`estimate` for every task, and the datasets' sizes."""
-    lines = [f"| task | forward GFLOPs per tile (train / eval) | x | PFLOPs per epoch | estimated hours at "
-             f"{tflops:g} TFLOP/s, 50 - 200 epochs |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"| task | forward GFLOPs per tile (train / eval) | x | PFLOPs per epoch | estimated hours at "
+        f"{tflops:g} TFLOP/s, 50 - 200 epochs |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name in TASKS:
         e = estimate(name, tflops)
-        lines.append(f"| {name} | {e['forward_gflops_train_tile']:.1f} / {e['forward_gflops_eval_tile']:.1f} | "
-                     f"{e['train_factor']:g} | {e['epoch_pflops']:.2f} | {e['hours_min_epochs']:.1f} - "
-                     f"{e['hours_max_epochs']:.1f} |")
+        lines.append(
+            f"| {name} | {e['forward_gflops_train_tile']:.1f} / {e['forward_gflops_eval_tile']:.1f} | "
+            f"{e['train_factor']:g} | {e['epoch_pflops']:.2f} | {e['hours_min_epochs']:.1f} - "
+            f"{e['hours_max_epochs']:.1f} |"
+        )
     lines += ["", "| dataset | tiles (train / val / test) | disk, GB (estimate) | assumptions |", "|---|---|---:|---|"]
     for name, f in DATASETS.items():
         gb = disk_gb(name)
-        lines.append(f"| {name} | {f.tiles_train:,} / {f.tiles_val:,} / {f.tiles_test:,} | "
-                     f"{'unknown' if gb is None else f'{gb:.0f}'} | {'; '.join(f.assumptions)} |")
+        lines.append(
+            f"| {name} | {f.tiles_train:,} / {f.tiles_val:,} / {f.tiles_test:,} | "
+            f"{'unknown' if gb is None else f'{gb:.0f}'} | {'; '.join(f.assumptions)} |"
+        )
     return "\n".join(lines)
 
 

@@ -9,10 +9,11 @@ normalised with the checkpoint's statistics and encoded (``output="all"``).  The
 and ``valid (y, x)``; :func:`write_netcdf` writes it with CF conventions, so GDAL, QGIS and
 rioxarray place it on the map.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,14 +21,22 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from ..data.contract import patch_size_m
-from ..data.io import NodataError, RasterError, common_grid, rasters_to_sample, read_geotiff, source_gsd_m, \
-    stack_time_series, target_crs
+from ..data.io import (
+    NodataError,
+    RasterError,
+    common_grid,
+    rasters_to_sample,
+    read_geotiff,
+    source_gsd_m,
+    stack_time_series,
+    target_crs,
+)
 from ..data.normalization import NormStats
 from ..sensors import SENSORS
 
 __all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
 
-DEFAULT_TILE_M = 240.0   # tiles of about this side (a multiple of the patch size) are encoded one at a time
+DEFAULT_TILE_M = 240.0  # tiles of about this side (a multiple of the patch size) are encoded one at a time
 
 
 def load_rasters(spec: Mapping[str, Sequence[str | Path]]) -> dict[str, xr.DataArray]:
@@ -55,8 +64,10 @@ def _bands(s, paths) -> tuple[str, ...]:
     for p in paths:
         with rasterio.open(p) as src:
             if src.count != s.n_bands:
-                raise RasterError(f"{p}: {src.count} band(s), but {s.name} takes {s.n_bands} "
-                                  f"({', '.join(s.bands)}, in that order); give a file with those bands")
+                raise RasterError(
+                    f"{p}: {src.count} band(s), but {s.name} takes {s.n_bands} "
+                    f"({', '.join(s.bands)}, in that order); give a file with those bands"
+                )
     return s.bands
 
 
@@ -72,8 +83,15 @@ def _cuts(total_m: float, tile_m: float) -> list[tuple[float, float]]:
 
 
 @torch.no_grad()
-def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int, stats: NormStats | None = None,
-                  device="cpu", tile_m: float | None = None, nodata: str = "error") -> xr.Dataset:
+def embed_rasters(
+    encoder,
+    rasters: Mapping[str, xr.DataArray],
+    patch_size: int,
+    stats: NormStats | None = None,
+    device="cpu",
+    tile_m: float | None = None,
+    nodata: str = "error",
+) -> xr.Dataset:
     """Encode co-located rasters tile by tile -> ``xr.Dataset`` (see the module docstring).
 
     Args:
@@ -91,14 +109,21 @@ def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int,
     P = patch_size_m(patch_size)
     tile_m = default_tile_m(P) if tile_m is None else float(tile_m)
     if tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
-        raise RasterError(f"tile size {tile_m:g} m: expected a positive multiple of the {P} m patch size, "
-                          f"e.g. {default_tile_m(P):g}")
+        raise RasterError(
+            f"tile size {tile_m:g} m: expected a positive multiple of the {P} m patch size, e.g. {default_tile_m(P):g}"
+        )
     units = [SENSORS[n].subpatch_m for n in rasters if not SENSORS[n].one_token_per_tile]
-    bad = [n for n in rasters if not SENSORS[n].one_token_per_tile and
-           abs(P / SENSORS[n].subpatch_m - round(P / SENSORS[n].subpatch_m)) > 1e-9]
+    bad = [
+        n
+        for n in rasters
+        if not SENSORS[n].one_token_per_tile
+        and abs(P / SENSORS[n].subpatch_m - round(P / SENSORS[n].subpatch_m)) > 1e-9
+    ]
     if bad:
-        raise RasterError(f"patch size {P} m is not a multiple of the {SENSORS[bad[0]].subpatch_m:g} m sub-patch of "
-                          f"{bad[0]}; choose a multiple of {max(units):g} m (--patch-size)")
+        raise RasterError(
+            f"patch size {P} m is not a multiple of the {SENSORS[bad[0]].subpatch_m:g} m sub-patch of "
+            f"{bad[0]}; choose a multiple of {max(units):g} m (--patch-size)"
+        )
     grid = common_grid(rasters, unit_m=float(P))
     crs, crs_note = target_crs(rasters)
     rows, cols = _cuts(grid.height_m, tile_m), _cuts(grid.width_m, tile_m)
@@ -113,8 +138,9 @@ def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int,
                 sample = rasters_to_sample(rasters, grid=part)
             except NodataError as e:
                 if nodata == "error":
-                    raise NodataError(f"tile {i},{j} ({rh:g} x {cw:g} m at x {part.left:.1f}, y {part.top:.1f}): {e}") \
-                        from None
+                    raise NodataError(
+                        f"tile {i},{j} ({rh:g} x {cw:g} m at x {part.left:.1f}, y {part.top:.1f}): {e}"
+                    ) from None
                 skipped.append((i, j))
                 continue
             for n in rasters:
@@ -125,15 +151,15 @@ def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int,
             if stats is not None:
                 sample = stats.apply(sample)
             sample = {k: v.to(device) for k, v in sample.items()}
-            out = encoder(sample, P, output="all")[0].float().cpu().numpy()          # [1 + hp*wp, D]
+            out = encoder(sample, P, output="all")[0].float().cpu().numpy()  # [1 + hp*wp, D]
             if emb is None:
                 emb = np.full((out.shape[-1], h, w), np.nan, dtype=np.float32)
                 tiles = np.full((out.shape[-1], len(rows), len(cols)), np.nan, dtype=np.float32)
             y0, x0 = int(round(r0 / P)), int(round(c0 / P))
             hp, wp = int(round(rh / P)), int(round(cw / P))
-            emb[:, y0:y0 + hp, x0:x0 + wp] = out[1:].reshape(hp, wp, -1).transpose(2, 0, 1)
+            emb[:, y0 : y0 + hp, x0 : x0 + wp] = out[1:].reshape(hp, wp, -1).transpose(2, 0, 1)
             tiles[:, i, j] = out[0]
-            valid[y0:y0 + hp, x0:x0 + wp] = 1
+            valid[y0 : y0 + hp, x0 : x0 + wp] = 1
     if emb is None:
         raise NodataError(f"every one of the {len(rows) * len(cols)} tiles has nodata; nothing to embed")
     xs = grid.left + (np.arange(w) + 0.5) * P
@@ -142,20 +168,33 @@ def embed_rasters(encoder, rasters: Mapping[str, xr.DataArray], patch_size: int,
     for n, da in rasters.items():
         src = source_gsd_m(da, crs)
         s = SENSORS[n]
-        how = "native" if abs(src - s.gsd) <= 1e-3 * s.gsd else \
-            f"resampled from {src:.3g} m, {'average' if src < s.gsd else 'bilinear'}"
+        how = (
+            "native"
+            if abs(src - s.gsd) <= 1e-3 * s.gsd
+            else f"resampled from {src:.3g} m, {'average' if src < s.gsd else 'bilinear'}"
+        )
         resampled.append(f"{n}: {s.gsd:g} m ({how})")
     nodata_notes = [f"{n}: nodata {da.attrs.get('nodata')}" for n, da in rasters.items()]
     nodata_notes += [f"{n}: {masked[n]} of {dates[n]} tile-dates masked for nodata" for n in masked]
     nodata_notes.append(f"{len(skipped)} of {len(rows) * len(cols)} tiles skipped for nodata")
     return xr.Dataset(
-        {"embedding": (("feature", "y", "x"), emb), "tile_embedding": (("feature", "tile_row", "tile_col"), tiles),
-         "valid": (("y", "x"), valid)},
+        {
+            "embedding": (("feature", "y", "x"), emb),
+            "tile_embedding": (("feature", "tile_row", "tile_col"), tiles),
+            "valid": (("y", "x"), valid),
+        },
         coords={"y": ys, "x": xs, "feature": np.arange(emb.shape[0])},
-        attrs={"crs": grid.crs, "crs_name": crs_note, "patch_size_m": P, "tile_size_m": tile_m,
-               "n_tiles": len(rows) * len(cols), "sensors": ",".join(rasters),
-               "transform": (float(P), 0.0, grid.left, 0.0, -float(P), grid.top),
-               "gsd_per_sensor": "; ".join(resampled), "nodata": "; ".join(nodata_notes)},
+        attrs={
+            "crs": grid.crs,
+            "crs_name": crs_note,
+            "patch_size_m": P,
+            "tile_size_m": tile_m,
+            "n_tiles": len(rows) * len(cols),
+            "sensors": ",".join(rasters),
+            "transform": (float(P), 0.0, grid.left, 0.0, -float(P), grid.top),
+            "gsd_per_sensor": "; ".join(resampled),
+            "nodata": "; ".join(nodata_notes),
+        },
     )
 
 
@@ -166,9 +205,14 @@ def _cf_grid_mapping(crs: CRS) -> dict:
     p = crs.to_dict()
     if p.get("proj") == "utm":
         south = bool(p.get("south"))
-        attrs.update(grid_mapping_name="transverse_mercator", scale_factor_at_central_meridian=0.9996,
-                     longitude_of_central_meridian=float(6 * int(p["zone"]) - 183), latitude_of_projection_origin=0.0,
-                     false_easting=500000.0, false_northing=10000000.0 if south else 0.0)
+        attrs.update(
+            grid_mapping_name="transverse_mercator",
+            scale_factor_at_central_meridian=0.9996,
+            longitude_of_central_meridian=float(6 * int(p["zone"]) - 183),
+            latitude_of_projection_origin=0.0,
+            false_easting=500000.0,
+            false_northing=10000000.0 if south else 0.0,
+        )
     return attrs
 
 
@@ -178,15 +222,19 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     crs = CRS.from_wkt(ds.attrs["crs"])
     a, _, c, _, e, f = ds.attrs["transform"]
     mapping = _cf_grid_mapping(crs)
-    mapping["GeoTransform"] = f"{c!r} {a!r} 0.0 {f!r} 0.0 {e!r}"          # GDAL order: x0, dx, 0, y0, 0, dy
+    mapping["GeoTransform"] = f"{c!r} {a!r} 0.0 {f!r} 0.0 {e!r}"  # GDAL order: x0, dx, 0, y0, 0, dy
     out = ds.assign(spatial_ref=xr.DataArray(np.int32(0), attrs=mapping))
     for v in ("embedding", "valid"):
         out[v].attrs["grid_mapping"] = "spatial_ref"
     out["embedding"].attrs.update(long_name="AnySat patch embedding", units="1")
     out["valid"].attrs.update(long_name="1 where the patch was encoded, 0 where its tile was skipped for nodata")
     for axis in ("x", "y"):
-        out[axis].attrs.update(standard_name=f"projection_{axis}_coordinate", units="m", axis=axis.upper(),
-                               long_name=f"{axis} coordinate of projection (patch centre)")
+        out[axis].attrs.update(
+            standard_name=f"projection_{axis}_coordinate",
+            units="m",
+            axis=axis.upper(),
+            long_name=f"{axis} coordinate of projection (patch centre)",
+        )
     out.attrs["Conventions"] = "CF-1.8"
     out.to_netcdf(path)
     return path

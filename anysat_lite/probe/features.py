@@ -1,7 +1,8 @@
 """Frozen features for probing: encoder outputs over a dataset, and raw-pixel baselines."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,18 @@ def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
 
 
 @torch.no_grad()
-def encode_dataset(encoder, dataset: Dataset, stats: NormStats, patch_size: int, sensors: Sequence[str],
-                   output: str = "tile", output_modality: str | None = None, batch_size: int = 32,
-                   device="cpu", progress: bool = False) -> Tensor:
+def encode_dataset(
+    encoder,
+    dataset: Dataset,
+    stats: NormStats,
+    patch_size: int,
+    sensors: Sequence[str],
+    output: str = "tile",
+    output_modality: str | None = None,
+    batch_size: int = 32,
+    device="cpu",
+    progress: bool = False,
+) -> Tensor:
     """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense)."""
     from tqdm import tqdm
 
@@ -64,10 +74,10 @@ def raw_pixel_features(dataset: Dataset, sensors: Sequence[str], batch_size: int
         parts = []
         for s in sensors:
             x = batch[s].float()
-            if SENSORS[s].is_series:                                   # [B, T, C, H, W]
+            if SENSORS[s].is_series:  # [B, T, C, H, W]
                 w = _valid_dates(batch, s)[:, :, None, None, None]
                 mean, std = _masked_moments(x, w, (1, 3, 4))
-            else:                                                      # [B, C, H, W]
+            else:  # [B, C, H, W]
                 mean, std = x.mean((2, 3)), x.std((2, 3), correction=0)
             parts += [mean, std]
         feats.append(torch.cat(parts, dim=1))
@@ -87,7 +97,7 @@ def raw_pixel_dense_features(dataset: Dataset, sensor: str, grid: tuple[int, int
         x = batch[sensor].float()
         if SENSORS[sensor].is_series:
             mean, std = _masked_moments(x, _valid_dates(batch, sensor)[:, :, None, None, None], (1,))
-            f = torch.cat([mean, std], dim=1)                          # [B, 2C, H, W]
+            f = torch.cat([mean, std], dim=1)  # [B, 2C, H, W]
             cells = F.adaptive_avg_pool2d(f, grid) if f.shape[-2] >= h else F.interpolate(f, size=grid)
         else:
             C, H, W = x.shape[1:]

@@ -1,8 +1,9 @@
 """Full fine-tuning: encoder + linear head on the tile (cls) output, trained end to end."""
+
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +17,26 @@ from .features import select_sensors
 __all__ = ["finetune"]
 
 
-def finetune(encoder: nn.Module, train: Dataset, stats: NormStats, patch_size: int, sensors: Sequence[str],
-             num_classes: int, epochs: int = 5, lr: float = 1e-4, batch_size: int = 16, seed: int = 0,
-             device="cpu") -> nn.Module:
+def finetune(
+    encoder: nn.Module,
+    train: Dataset,
+    stats: NormStats,
+    patch_size: int,
+    sensors: Sequence[str],
+    num_classes: int,
+    epochs: int = 5,
+    lr: float = 1e-4,
+    batch_size: int = 16,
+    seed: int = 0,
+    device="cpu",
+) -> nn.Module:
     """Return a fine-tuned copy ``f`` with ``f(x) -> logits [B, K]`` (the input encoder is untouched)."""
     torch.manual_seed(seed)
     model = _Classifier(copy.deepcopy(encoder), num_classes, patch_size).to(device)
-    opt = torch.optim.AdamW([{"params": model.encoder.parameters(), "lr": lr},
-                             {"params": model.head.parameters(), "lr": lr * 10}], weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [{"params": model.encoder.parameters(), "lr": lr}, {"params": model.head.parameters(), "lr": lr * 10}],
+        weight_decay=0.01,
+    )
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=g)
     model.train()

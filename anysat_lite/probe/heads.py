@@ -16,9 +16,10 @@ the encoder runs without gradients.  It also reproduces two details of the offic
 pixels flagged invalid by a ``<sensor>_valid`` mask get the projector's learned pad value (PLANTED),
 and FLAIR's test tiles (512 px) are scored as the mean logits of five 500 px windows.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -52,13 +53,13 @@ class DenseHead(nn.Module):
         super().__init__()
         self.num_classes, self.p = num_classes, pixels_per_subpatch
         self.norm = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, num_classes * pixels_per_subpatch ** 2)
+        self.fc = nn.Linear(dim, num_classes * pixels_per_subpatch**2)
 
     def forward(self, x: Tensor) -> Tensor:
         B, Hs, Ws, _ = x.shape
         p, K = self.p, self.num_classes
-        y = self.fc(self.norm(x)).view(B, Hs, Ws, p, p, K)                   # [B, Hs, Ws, p, p, K]
-        return y.permute(0, 5, 1, 3, 2, 4).reshape(B, K, Hs * p, Ws * p)     # [B, K, Hs p, Ws p]
+        y = self.fc(self.norm(x)).view(B, Hs, Ws, p, p, K)  # [B, Hs, Ws, p, p, K]
+        return y.permute(0, 5, 1, 3, 2, 4).reshape(B, K, Hs * p, Ws * p)  # [B, K, Hs p, Ws p]
 
 
 def window_offsets(size: int, window: int) -> list[tuple[int, int]]:
@@ -84,8 +85,15 @@ class TaskModel(nn.Module):
             scored as the mean logits of the five windows of :func:`window_offsets` (official FLAIR test).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, patch_size: int, dense_sensor: str | None = None,
-                 frozen: bool = False, window: int | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        patch_size: int,
+        dense_sensor: str | None = None,
+        frozen: bool = False,
+        window: int | None = None,
+    ):
         super().__init__()
         self.encoder, self.head = encoder, head
         self.patch_size, self.dense_sensor, self.frozen, self.window = int(patch_size), dense_sensor, frozen, window
@@ -120,19 +128,20 @@ class TaskModel(nn.Module):
             return self._logits(x)
         size = x[s].shape[-1]
         if SENSORS[s].is_series or x[s].shape[-2] != size or size < self.window:
-            raise ValueError(f"{s}: sliding windows need a square image of at least {self.window} px, got "
-                             f"{list(x[s].shape)}")
+            raise ValueError(
+                f"{s}: sliding windows need a square image of at least {self.window} px, got {list(x[s].shape)}"
+            )
         total = count = None
         for top, left in window_offsets(size, self.window):
             part = dict(x)
-            part[s] = x[s][..., top:top + self.window, left:left + self.window]
-            y = self._logits(part)                                               # [B, K, h, w] for the window
+            part[s] = x[s][..., top : top + self.window, left : left + self.window]
+            y = self._logits(part)  # [B, K, h, w] for the window
             if total is None:
                 scale = y.shape[-1] / self.window
                 full = int(round(size * scale))
                 total = y.new_zeros(*y.shape[:2], full, full)
                 count = y.new_zeros(1, 1, full, full)
             t, l_, h = int(round(top * scale)), int(round(left * scale)), y.shape[-1]
-            total[..., t:t + h, l_:l_ + h] += y
-            count[..., t:t + h, l_:l_ + h] += 1
+            total[..., t : t + h, l_ : l_ + h] += y
+            count[..., t : t + h, l_ : l_ + h] += 1
         return total / count

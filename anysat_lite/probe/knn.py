@@ -1,4 +1,5 @@
 """k-nearest-neighbour classification on frozen features (cosine similarity, similarity-weighted votes)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,9 @@ __all__ = ["knn_predict"]
 
 
 @torch.no_grad()
-def knn_predict(train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: int, k: int = 10,
-                temperature: float = 0.07) -> Tensor:
+def knn_predict(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: int, k: int = 10, temperature: float = 0.07
+) -> Tensor:
     """Each test item votes with its ``k`` most cosine-similar training items, weight ``exp(sim / T)``.
 
     Features are centred with the training mean first.  Returns predicted class ids ``[N_test]``.

@@ -1,4 +1,5 @@
 """Linear probe on frozen features (single- or multi-label), trained full-batch with AdamW."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,16 @@ class LinearProbe(nn.Module):
         return self.fc((x - self.mean) / self.std)
 
 
-def train_linear(x: Tensor, y: Tensor, num_classes: int, multilabel: bool = False, epochs: int = 100,
-                 lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> LinearProbe:
+def train_linear(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    multilabel: bool = False,
+    epochs: int = 100,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> LinearProbe:
     """Fit a :class:`LinearProbe` on ``x [N, F]``, ``y [N]`` (class ids) or ``[N, K]`` (multi-label)."""
     torch.manual_seed(seed)
     x = x.float()
@@ -30,7 +39,9 @@ def train_linear(x: Tensor, y: Tensor, num_classes: int, multilabel: bool = Fals
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(epochs):
         logits = probe(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y.float()) if multilabel else F.cross_entropy(logits, y.long())
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, y.float()) if multilabel else F.cross_entropy(logits, y.long())
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

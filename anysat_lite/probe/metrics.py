@@ -18,13 +18,25 @@ repository), computed from counts so that a test split is scored batch by batch:
 * :func:`miou_from_confusion` — the official IoU: the rows and columns of ``ignore_classes`` zeroed
   in the confusion matrix, then the mean over the classes whose IoU is defined.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "overall_accuracy", "f1_scores", "multilabel_f1", "mean_iou", "bootstrap_interval",
-           "multilabel_decision", "multilabel_counts", "multiclass_counts", "f1_from_counts", "miou_from_confusion"]
+__all__ = [
+    "confusion_matrix",
+    "overall_accuracy",
+    "f1_scores",
+    "multilabel_f1",
+    "mean_iou",
+    "bootstrap_interval",
+    "multilabel_decision",
+    "multilabel_counts",
+    "multiclass_counts",
+    "f1_from_counts",
+    "miou_from_confusion",
+]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
@@ -48,8 +60,7 @@ def f1_scores(pred: Tensor, target: Tensor, num_classes: int) -> dict[str, float
     denom = support + predicted
     f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
     present = denom > 0
-    return {"macro": f1[present].mean().item(),
-            "weighted": (f1 * support).sum().item() / max(support.sum().item(), 1)}
+    return {"macro": f1[present].mean().item(), "weighted": (f1 * support).sum().item() / max(support.sum().item(), 1)}
 
 
 def multilabel_f1(pred: Tensor, target: Tensor) -> dict[str, float]:
@@ -73,8 +84,9 @@ def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int |
     return (tp[present] / union[present]).mean().item()
 
 
-def bootstrap_interval(metric, pred: Tensor, target: Tensor, n_boot: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    metric, pred: Tensor, target: Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``metric(pred, target)`` over the test items (axis 0).
 
     The test set is resampled with replacement ``n_boot`` times (the same resamples for every
@@ -85,8 +97,9 @@ def bootstrap_interval(metric, pred: Tensor, target: Tensor, n_boot: int = 1000,
     """
     g = torch.Generator().manual_seed(seed)
     n = pred.shape[0]
-    values = torch.tensor([metric(pred[i], target[i]) for i in torch.randint(n, (n_boot, n), generator=g)],
-                          dtype=torch.float64)
+    values = torch.tensor(
+        [metric(pred[i], target[i]) for i in torch.randint(n, (n_boot, n), generator=g)], dtype=torch.float64
+    )
     tail = (1 - level) / 2
     return float(values.quantile(tail)), float(values.quantile(1 - tail))
 
@@ -129,9 +142,12 @@ def f1_from_counts(counts: Tensor) -> dict:
     f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
     support = tp + fn
     pooled = 2 * tp.sum() + fp.sum() + fn.sum()
-    return {"per_class": f1.tolist(), "macro": f1.mean().item(),
-            "weighted": (f1 * support).sum().item() / support.sum().item() if support.sum() > 0 else 0.0,
-            "micro": (2 * tp.sum() / pooled).item() if pooled > 0 else 0.0}
+    return {
+        "per_class": f1.tolist(),
+        "macro": f1.mean().item(),
+        "weighted": (f1 * support).sum().item() / support.sum().item() if support.sum() > 0 else 0.0,
+        "micro": (2 * tp.sum() / pooled).item() if pooled > 0 else 0.0,
+    }
 
 
 def miou_from_confusion(cm: Tensor, ignore_classes=()) -> dict:
@@ -151,5 +167,8 @@ def miou_from_confusion(cm: Tensor, ignore_classes=()) -> dict:
     iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
     defined = ~iou.isnan()
     total = cm.sum()
-    return {"miou": iou[defined].mean().item() if defined.any() else float("nan"), "per_class": iou.tolist(),
-            "accuracy": (tp.sum() / total).item() if total > 0 else float("nan")}
+    return {
+        "miou": iou[defined].mean().item() if defined.any() else float("nan"),
+        "per_class": iou.tolist(),
+        "accuracy": (tp.sum() / total).item() if total > 0 else float("nan"),
+    }

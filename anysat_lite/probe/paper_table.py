@@ -12,12 +12,13 @@ by one (or on different days) fills one table.  Columns:
 * a run with overrides (fewer epochs, another batch size) or ``limit_batches`` is marked *partial*:
   its number is not comparable with the paper's.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["write_result", "read_results", "format_table", "TABLE_NAME"]
 
@@ -54,8 +55,11 @@ def _minutes(seconds: float) -> str:
 
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of result rows (see the module docstring), with the notes below it."""
-    lines = ["| task | protocol | metric | paper | measured | Δ | 95 % CI | seed | train / val / test tiles | "
-             "epochs (best) | time |", "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|"]
+    lines = [
+        "| task | protocol | metric | paper | measured | Δ | 95 % CI | seed | train / val / test tiles | "
+        "epochs (best) | time |",
+        "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|",
+    ]
     notes: list[str] = []
     for r in rows:
         paper = "" if r.get("paper") is None else f"{'≈' if r.get('paper_approximate') else ''}{r['paper']:.1f}"
@@ -63,9 +67,11 @@ def format_table(rows: Sequence[dict]) -> str:
         ci = "" if not r.get("ci95") else f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"
         tiles = " / ".join(str(r["splits"][k]["items"]) for k in ("train", "val", "test"))
         task = r["task"] + (" (partial)" if r.get("partial") else "")
-        lines.append(f"| {task} | {r['protocol']} | {r['metric']} | {paper} | {r['measured']:.1f} | {delta} | {ci} | "
-                     f"{r['seed']} | {tiles} | {r['epochs_run']} ({r['best_epoch']}) | "
-                     f"{_minutes(r['seconds']['total'])} |")
+        lines.append(
+            f"| {task} | {r['protocol']} | {r['metric']} | {paper} | {r['measured']:.1f} | {delta} | {ci} | "
+            f"{r['seed']} | {tiles} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"{_minutes(r['seconds']['total'])} |"
+        )
         for n in [r.get("paper_note"), *r.get("notes", [])]:
             if n and f"{r['task']}: {n}" not in notes:
                 notes.append(f"{r['task']}: {n}")
@@ -73,8 +79,10 @@ def format_table(rows: Sequence[dict]) -> str:
             changed = {k: v for k, v in (r.get("overrides") or {}).items() if k != "seed"}
             if r.get("limit_batches"):
                 changed["limit_batches"] = r["limit_batches"]
-            notes.append(f"{r['task']}: partial run ({', '.join(f'{k}={v}' for k, v in changed.items())}); "
-                         "not comparable with the paper")
+            notes.append(
+                f"{r['task']}: partial run ({', '.join(f'{k}={v}' for k, v in changed.items())}); "
+                "not comparable with the paper"
+            )
     sources = sorted({r["paper_source"] for r in rows if r.get("paper_source")})
     out = "\n".join(lines)
     if sources:

@@ -27,6 +27,7 @@ with the callbacks and trainer of ``configs/``):
 Everything is streamed: one batch of inputs and features is alive at a time; the test split keeps
 per-tile decisions (classification) or per-tile confusion matrices (segmentation) for the interval.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,8 @@ import math
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,21 +45,39 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from ..data.normalization import NormStats
-from ..data.normalization import per_tile_norm_stats
+from ..data.normalization import NormStats, per_tile_norm_stats
 from ..data.registry import get_dataset
 from ..errors import UserError
 from ..model.official import load_official
 from ..model.projectors import SeriesProjector
 from ..sensors import SENSORS
 from .heads import DenseHead, TaskModel, TileHead
-from .metrics import (bootstrap_interval, f1_from_counts, miou_from_confusion, multiclass_counts, multilabel_counts,
-                      multilabel_decision)
+from .metrics import (
+    bootstrap_interval,
+    f1_from_counts,
+    miou_from_confusion,
+    multiclass_counts,
+    multilabel_counts,
+    multilabel_decision,
+)
 from .tasks import TaskConfig, get_task
 
-__all__ = ["run_task", "build_splits", "split_norm_stats", "Standardised", "collate_padded", "build_task_model",
-           "finetuning_encoder", "task_loss", "Scorer", "EpochSelection", "warmup_cosine_lr", "train_epoch", "evaluate",
-           "ROLES"]
+__all__ = [
+    "run_task",
+    "build_splits",
+    "split_norm_stats",
+    "Standardised",
+    "collate_padded",
+    "build_task_model",
+    "finetuning_encoder",
+    "task_loss",
+    "Scorer",
+    "EpochSelection",
+    "warmup_cosine_lr",
+    "train_epoch",
+    "evaluate",
+    "ROLES",
+]
 
 ROLES = ("train", "val", "test")
 
@@ -69,13 +88,16 @@ def build_splits(task: TaskConfig, root: str | Path, seed: int) -> dict[str, Dat
     cls = get_dataset(task.dataset)
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"--data {root}: no such folder; expected the {task.dataset} folder in its official layout "
-                        f"(see docs/reproduction.md)")
+        raise UserError(
+            f"--data {root}: no such folder; expected the {task.dataset} folder in its official layout "
+            f"(see docs/reproduction.md)"
+        )
     return {role: cls(root, sensors=task.sensors, seed=seed, **task.splits[role]) for role in ROLES}
 
 
-def split_norm_stats(datasets: Mapping[str, Dataset], root: str | Path, sensors: Sequence[str]
-                     ) -> tuple[dict[str, NormStats], dict[str, str]]:
+def split_norm_stats(
+    datasets: Mapping[str, Dataset], root: str | Path, sensors: Sequence[str]
+) -> tuple[dict[str, NormStats], dict[str, str]]:
     """Official statistics per role and where each sensor's came from.
 
     Each sensor's ``NORM_<sensor>_patch.json`` is read with the reader module's ``official_norm_stats``
@@ -142,16 +164,34 @@ def collate_padded(items: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     return out
 
 
-def _loader(ds: Dataset, batch_size: int, *, train: bool, drop_last: bool, seed: int, num_workers: int,
-            weights: np.ndarray | None = None) -> DataLoader:
+def _loader(
+    ds: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    drop_last: bool,
+    seed: int,
+    num_workers: int,
+    weights: np.ndarray | None = None,
+) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     sampler = None
     if weights is not None:
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(ds),
-                                        replacement=True, generator=g)
-    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=drop_last, collate_fn=collate_padded, num_workers=num_workers, generator=g,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double), num_samples=len(ds), replacement=True, generator=g
+        )
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        collate_fn=collate_padded,
+        num_workers=num_workers,
+        generator=g,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
 
 
 # --- 2. model --------------------------------------------------------------------------------------
@@ -176,15 +216,18 @@ def build_task_model(task: TaskConfig, official, device: torch.device | str = "c
     encoder = finetuning_encoder(load_official(official), task)
     missing = [s for s in task.sensors if s not in encoder.projectors]
     if missing:
-        raise UserError(f"the checkpoint has no projector for {missing}; task {task.name} needs "
-                        f"{', '.join(task.sensors)}; pass the released AnySat.pth (it has all 11 sensors)")
+        raise UserError(
+            f"the checkpoint has no projector for {missing}; task {task.name} needs "
+            f"{', '.join(task.sensors)}; pass the released AnySat.pth (it has all 11 sensors)"
+        )
     D = encoder.embed_dim
     if task.head == "tile":
         head = TileHead(D, task.num_classes)
     else:
         head = DenseHead(2 * D, task.num_classes, task.pixels_per_subpatch)
-    model = TaskModel(encoder, head, task.patch_size, dense_sensor=task.dense_sensor, frozen=task.frozen,
-                      window=task.window)
+    model = TaskModel(
+        encoder, head, task.patch_size, dense_sensor=task.dense_sensor, frozen=task.frozen, window=task.window
+    )
     if task.frozen and any(kw.get("pixel_masks") for kw in task.splits.values()):
         # Official quirk kept: the projector's forward re-enables the gradient of its pad parameter whenever
         # pixel masks are given, and the optimiser holds every parameter, so linear probing on PLANTED also
@@ -237,14 +280,14 @@ class Scorer:
             pred, target = logits.argmax(1), target.long()
             self.total += multiclass_counts(pred, target, K)
         else:
-            pred, target = logits.argmax(1).flatten(1), target.long().flatten(1)          # [B, H*W]
+            pred, target = logits.argmax(1).flatten(1), target.long().flatten(1)  # [B, H*W]
             bad = target[(target < -1) | (target >= K)]
             if len(bad):
                 raise ValueError(f"segmentation target holds class {int(bad[0])}; expected -1 (void) or 0..{K - 1}")
             keep = target >= 0
             item = torch.arange(len(target))[:, None].expand_as(target)[keep]
             flat = item * K * K + target[keep] * K + pred[keep]
-            pred = torch.bincount(flat, minlength=len(target) * K * K).view(-1, K, K)     # [B, K, K] per tile
+            pred = torch.bincount(flat, minlength=len(target) * K * K).view(-1, K, K)  # [B, K, K] per tile
             target = torch.zeros(len(pred))
             self.total += pred.sum(0)
         if self.keep_items:
@@ -271,14 +314,18 @@ class Scorer:
         target = torch.cat([t for _, t in self.items])
         K = self.task.num_classes
         if self.task.target == "multilabel":
+
             def metric(p, t):
                 return self._score(multilabel_counts(p, t))
         elif self.task.target == "label":
+
             def metric(p, t):
                 return self._score(multiclass_counts(p, t, K))
         else:
+
             def metric(p, t):
                 return self._score(p.sum(0))
+
         return bootstrap_interval(metric, pred, target, n_boot, seed=seed)
 
 
@@ -343,8 +390,9 @@ def _batches(loader, limit: int | None, progress: bool, desc: str):
         yield batch
 
 
-def train_epoch(model: TaskModel, loader, task: TaskConfig, optimizer, scaler, device, amp, limit=None,
-                progress=False) -> float:
+def train_epoch(
+    model: TaskModel, loader, task: TaskConfig, optimizer, scaler, device, amp, limit=None, progress=False
+) -> float:
     """One epoch over ``loader``; returns the mean training loss (weighted by batch size)."""
     model.train()
     total, n = 0.0, 0
@@ -362,8 +410,9 @@ def train_epoch(model: TaskModel, loader, task: TaskConfig, optimizer, scaler, d
 
 
 @torch.no_grad()
-def evaluate(model: TaskModel, loader, task: TaskConfig, device, amp=None, limit=None, keep_items=False,
-             progress=False) -> tuple[float, float, Scorer]:
+def evaluate(
+    model: TaskModel, loader, task: TaskConfig, device, amp=None, limit=None, keep_items=False, progress=False
+) -> tuple[float, float, Scorer]:
     """Score ``loader``: (metric in ``[0, 1]``, mean loss, the :class:`Scorer`)."""
     model.eval()
     scorer = Scorer(task, keep_items)
@@ -400,11 +449,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | Path | None = None, *,
-             device: str | None = None, seed: int | None = None, max_epochs: int | None = None,
-             min_epochs: int | None = None, batch_size: int | None = None, num_workers: int | None = None,
-             amp: str | None = "auto", limit_batches: int | None = None, bootstrap: int = 1000,
-             progress: bool = True, log=print) -> dict:
+def run_task(
+    task: str | TaskConfig,
+    official,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    device: str | None = None,
+    seed: int | None = None,
+    max_epochs: int | None = None,
+    min_epochs: int | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    amp: str | None = "auto",
+    limit_batches: int | None = None,
+    bootstrap: int = 1000,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Reproduce one row of the paper: train and select on the task's splits, score its test split.
 
     Args:
@@ -426,8 +488,11 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
 
     t0 = time.time()
     task = get_task(task)
-    changes = {k: v for k, v in dict(max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size,
-                                         seed=seed).items() if v is not None}
+    changes = {
+        k: v
+        for k, v in dict(max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed).items()
+        if v is not None
+    }
     task = task.replace(**changes) if changes else task
     for name in ("max_epochs", "batch_size"):
         if getattr(task, name) < 1:
@@ -439,31 +504,40 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
     workers = (8 if dev.type == "cuda" else 0) if num_workers is None else num_workers
     _seed_everything(task.seed)
     official_path = Path(official) if isinstance(official, (str, Path)) else None
-    model = build_task_model(task, official, dev)            # checkpoint mistakes before reading any data
+    model = build_task_model(task, official, dev)  # checkpoint mistakes before reading any data
 
     datasets = build_splits(task, data, task.seed)
     stats, norm_source = split_norm_stats(datasets, data, task.sensors)
     wrapped = {role: Standardised(datasets[role], stats[role]) for role in ROLES}
     B = task.batch_size
     if len(datasets["train"]) < B:
-        raise UserError(f"the train split has {len(datasets['train'])} items, fewer than the batch size {B} (the "
-                        "official loader drops the last incomplete batch); pass a smaller --batch-size")
+        raise UserError(
+            f"the train split has {len(datasets['train'])} items, fewer than the batch size {B} (the "
+            "official loader drops the last incomplete batch); pass a smaller --batch-size"
+        )
     val_drop_last = len(datasets["val"]) >= B
     weights = datasets["train"].density_weights() if task.density_sampling else None
-    loaders = {"train": _loader(wrapped["train"], B, train=True, drop_last=True, seed=task.seed, num_workers=workers,
-                                weights=weights),
-               "val": _loader(wrapped["val"], B, train=False, drop_last=val_drop_last, seed=task.seed,
-                              num_workers=workers),
-               "test": _loader(wrapped["test"], B, train=False, drop_last=False, seed=task.seed, num_workers=workers)}
+    loaders = {
+        "train": _loader(
+            wrapped["train"], B, train=True, drop_last=True, seed=task.seed, num_workers=workers, weights=weights
+        ),
+        "val": _loader(wrapped["val"], B, train=False, drop_last=val_drop_last, seed=task.seed, num_workers=workers),
+        "test": _loader(wrapped["test"], B, train=False, drop_last=False, seed=task.seed, num_workers=workers),
+    }
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=task.lr, weight_decay=task.weight_decay)
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
-               if task.schedule == "plateau" else None)
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
+        if task.schedule == "plateau"
+        else None
+    )
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
-    log(f"{task.name}: {task.protocol}, {sum(p.numel() for p in params):,} trainable parameters, splits "
+    log(
+        f"{task.name}: {task.protocol}, {sum(p.numel() for p in params):,} trainable parameters, splits "
         f"{', '.join(f'{r} {len(datasets[r])}' for r in ROLES)}, batch {B}, device {dev}"
-        + (f", amp {amp}" if amp else ""))
+        + (f", amp {amp}" if amp else "")
+    )
 
     selection, best_state, history = EpochSelection(task.patience, task.min_epochs), None, []
     t_train = time.time()
@@ -481,10 +555,20 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in _trained(model, task).state_dict().items()}
         if plateau is not None:
             plateau.step(val_loss)
-        history.append({"epoch": epoch, "lr": lr, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
-                        f"val_{task.metric}": round(100 * value, 3), "seconds": round(time.time() - te, 1)})
-        log(f"epoch {epoch:3d}  lr {lr:.2e}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val {task.metric_name} {100 * value:.2f}{'  *' if improved else ''}  ({time.time() - te:.0f} s)")
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": round(train_loss, 5),
+                "val_loss": round(val_loss, 5),
+                f"val_{task.metric}": round(100 * value, 3),
+                "seconds": round(time.time() - te, 1),
+            }
+        )
+        log(
+            f"epoch {epoch:3d}  lr {lr:.2e}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val {task.metric_name} {100 * value:.2f}{'  *' if improved else ''}  ({time.time() - te:.0f} s)"
+        )
         if selection.stop:
             break
     train_seconds = time.time() - t_train
@@ -492,37 +576,68 @@ def run_task(task: str | TaskConfig, official, data: str | Path, out_dir: str | 
     if best_state is not None:
         _trained(model, task).load_state_dict(best_state)
     t_test = time.time()
-    value, test_loss, scorer = evaluate(model, loaders["test"], task, dev, amp, limit_batches, keep_items=True,
-                                        progress=progress)
+    value, test_loss, scorer = evaluate(
+        model, loaders["test"], task, dev, amp, limit_batches, keep_items=True, progress=progress
+    )
     ci = scorer.interval(bootstrap, seed=task.seed)
     measured = 100 * value
     paper = task.paper.value
     result = {
-        "task": task.name, "dataset": task.dataset, "protocol": task.protocol, "metric": task.metric_name,
-        "paper": paper, "paper_approximate": task.paper.approximate, "paper_source": task.paper.source,
-        "paper_note": task.paper.note, "measured": round(measured, 2),
+        "task": task.name,
+        "dataset": task.dataset,
+        "protocol": task.protocol,
+        "metric": task.metric_name,
+        "paper": paper,
+        "paper_approximate": task.paper.approximate,
+        "paper_source": task.paper.source,
+        "paper_note": task.paper.note,
+        "measured": round(measured, 2),
         "delta": None if paper is None else round(measured - paper, 2),
         "ci95": None if ci is None else [round(100 * ci[0], 2), round(100 * ci[1], 2)],
-        "seed": task.seed, "epochs_run": len(history), "best_epoch": selection.best_epoch,
+        "seed": task.seed,
+        "epochs_run": len(history),
+        "best_epoch": selection.best_epoch,
         "best_val": round(100 * selection.best, 3) if selection.best > -math.inf else None,
-        "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}}
-                   for r in ROLES},
-        "val_drop_last": val_drop_last, "batch_size": B, "patch_size_m": task.patch_size, "sensors": list(task.sensors),
-        "normalisation": norm_source, "device": str(dev), "amp": amp, "limit_batches": limit_batches,
-        "overrides": changes, "partial": limit_batches is not None or bool(set(changes) - {"seed"}),
+        "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}} for r in ROLES},
+        "val_drop_last": val_drop_last,
+        "batch_size": B,
+        "patch_size_m": task.patch_size,
+        "sensors": list(task.sensors),
+        "normalisation": norm_source,
+        "device": str(dev),
+        "amp": amp,
+        "limit_batches": limit_batches,
+        "overrides": changes,
+        "partial": limit_batches is not None or bool(set(changes) - {"seed"}),
         "checkpoint": str(official_path) if official_path else None,
         "checkpoint_sha256": _sha256(official_path) if official_path else None,
-        "seconds": {"total": round(time.time() - t0, 1), "train": round(train_seconds, 1),
-                    "test": round(time.time() - t_test, 1)},
-        "test_details": {k: ([round(v, 4) for v in val] if isinstance(val, list) else round(val, 5))
-                         for k, val in scorer.details().items()},
-        "history": history, "official_configs": list(task.official_configs), "notes": list(task.notes),
-        "settings": {"lr": task.lr, "weight_decay": task.weight_decay, "schedule": task.schedule,
-                     "max_epochs": task.max_epochs, "min_epochs": task.min_epochs, "patience": task.patience,
-                     "ltae_period": task.ltae_period, "projector_dropout": task.projector_dropout},
+        "seconds": {
+            "total": round(time.time() - t0, 1),
+            "train": round(train_seconds, 1),
+            "test": round(time.time() - t_test, 1),
+        },
+        "test_details": {
+            k: ([round(v, 4) for v in val] if isinstance(val, list) else round(val, 5))
+            for k, val in scorer.details().items()
+        },
+        "history": history,
+        "official_configs": list(task.official_configs),
+        "notes": list(task.notes),
+        "settings": {
+            "lr": task.lr,
+            "weight_decay": task.weight_decay,
+            "schedule": task.schedule,
+            "max_epochs": task.max_epochs,
+            "min_epochs": task.min_epochs,
+            "patience": task.patience,
+            "ltae_period": task.ltae_period,
+            "projector_dropout": task.projector_dropout,
+        },
     }
-    log(f"{task.name}: test {task.metric_name} {measured:.2f}" + (f" (paper {paper}, delta {measured - paper:+.2f})"
-                                                                   if paper is not None else ""))
+    log(
+        f"{task.name}: test {task.metric_name} {measured:.2f}"
+        + (f" (paper {paper}, delta {measured - paper:+.2f})" if paper is not None else "")
+    )
     if out_dir is not None:
         write_result(result, out_dir)
     return result

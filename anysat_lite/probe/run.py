@@ -15,6 +15,7 @@ segmentation probe (mIoU) and, if ``probe.finetune_epochs > 0``, full fine-tunin
 Probes are fitted on the train split and scored on the test split; every number comes with
 a 95 % bootstrap interval over the test tiles (:func:`~.metrics.bootstrap_interval`).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, config_to_dict
-from ..errors import UserError
 from ..data.datasets import DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
+from ..errors import UserError
 from ..model import AnySat
 from ..sensors import SENSORS
 from .features import encode_dataset, raw_pixel_dense_features, raw_pixel_features, select_sensors, targets_of
@@ -86,8 +87,14 @@ class _Report:
         self.n_boot, self.seed = n_boot, seed
 
     def add(self, encoder, P, mods, method, metric, fn, pred, target):
-        row = {"encoder": encoder, "patch_size": P, "modalities": "+".join(mods), "method": method,
-               "metric": metric, "value": round(float(fn(pred, target)), 4)}
+        row = {
+            "encoder": encoder,
+            "patch_size": P,
+            "modalities": "+".join(mods),
+            "method": method,
+            "metric": metric,
+            "value": round(float(fn(pred, target)), 4),
+        }
         if self.n_boot > 0:
             lo, hi = bootstrap_interval(fn, pred, target, self.n_boot, seed=self.seed)
             row["ci95"] = [round(lo, 4), round(hi, 4)]
@@ -112,16 +119,25 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, bundle, t
 
 def _dense_features(name, encoder, bundle, stats, P, mods, sensor, size, pc, device, progress):
     if name == "raw-pixels":
-        return (raw_pixel_dense_features(bundle.train, sensor, size),
-                raw_pixel_dense_features(bundle.test, sensor, size))
+        return (
+            raw_pixel_dense_features(bundle.train, sensor, size),
+            raw_pixel_dense_features(bundle.test, sensor, size),
+        )
     kw = dict(output="dense", output_modality=sensor, batch_size=pc.batch_size, device=device, progress=progress)
-    return (encode_dataset(encoder, bundle.train, stats, P, mods, **kw),
-            encode_dataset(encoder, bundle.test, stats, P, mods, **kw))
+    return (
+        encode_dataset(encoder, bundle.train, stats, P, mods, **kw),
+        encode_dataset(encoder, bundle.test, stats, P, mods, **kw),
+    )
 
 
 # --- 3. the whole run --------------------------------------------------------------------
-def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | Path | None = None,
-              progress: bool = True, device: str | None = None) -> dict:
+def run_probe(
+    cfg: Config,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
     """Run every probe; returns the report dict and writes ``probe_results.{json,md,png}`` to ``out_dir``.
 
     ``checkpoint`` is an exported encoder (path without suffix, e.g. ``runs/cpu-demo/encoder``);
@@ -132,12 +148,18 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)
     if bundle.test is None:
-        raise UserError(f"dataset {bundle.name!r} has no test split to probe on; add test tiles to it (for a "
-                        "rasters manifest: rows with split 'test')")
+        raise UserError(
+            f"dataset {bundle.name!r} has no test split to probe on; add test tiles to it (for a "
+            "rasters manifest: rows with split 'test')"
+        )
     encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
-    targets = (targets_of(bundle.train, "label"), targets_of(bundle.test, "label"),
-               targets_of(bundle.train, "multilabel"), targets_of(bundle.test, "multilabel"))
+    targets = (
+        targets_of(bundle.train, "label"),
+        targets_of(bundle.test, "label"),
+        targets_of(bundle.train, "multilabel"),
+        targets_of(bundle.test, "multilabel"),
+    )
     report = _Report(pc.bootstrap, pc.seed)
     settings = _settings(cfg, bundle.sensors)
 
@@ -164,17 +186,36 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
         for name in ENCODERS:
             if name != "raw-pixels" and name not in encoders:
                 continue
-            d_tr, d_te = _dense_features(name, encoders.get(name), bundle, stats, P0, mods0, sensor, size, pc, dev,
-                                         progress)
+            d_tr, d_te = _dense_features(
+                name, encoders.get(name), bundle, stats, P0, mods0, sensor, size, pc, dev, progress
+            )
             sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
-            report.add(name, P0, mods0, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K),
-                       predict_segmentation(sp, d_te, size), seg_te)
+            report.add(
+                name,
+                P0,
+                mods0,
+                f"segmentation ({sensor})",
+                "mIoU",
+                lambda p, t: mean_iou(p, t, K),
+                predict_segmentation(sp, d_te, size),
+                seg_te,
+            )
 
     if pc.finetune_epochs > 0:
         for name in ("pretrained", "random-init"):
             if name in encoders:
-                ft = finetune(encoders[name], bundle.train, stats, P0, mods0, K, epochs=pc.finetune_epochs,
-                              lr=pc.finetune_lr, seed=pc.seed, device=dev)
+                ft = finetune(
+                    encoders[name],
+                    bundle.train,
+                    stats,
+                    P0,
+                    mods0,
+                    K,
+                    epochs=pc.finetune_epochs,
+                    lr=pc.finetune_lr,
+                    seed=pc.seed,
+                    device=dev,
+                )
                 preds = []
                 with torch.no_grad():
                     for b in DataLoader(bundle.test, batch_size=pc.batch_size, collate_fn=collate):
@@ -183,13 +224,20 @@ def run_probe(cfg: Config, checkpoint: str | Path | None = None, out_dir: str | 
                 report.add(name, P0, mods0, "fine-tune", "OA", overall_accuracy, torch.cat(preds), targets[1])
 
     result = {
-        "dataset": bundle.name, "classes": list(bundle.classes), "checkpoint": str(checkpoint) if checkpoint else None,
+        "dataset": bundle.name,
+        "classes": list(bundle.classes),
+        "checkpoint": str(checkpoint) if checkpoint else None,
         "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
-        "splits": {name: len(part) for name, part in (("train", bundle.train), ("val", bundle.val),
-                                                        ("test", bundle.test)) if part is not None},
+        "splits": {
+            name: len(part)
+            for name, part in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
+            if part is not None
+        },
         "seeds": {"probe": pc.seed, "data": cfg.data.seed, "random_init": pc.seed, "bootstrap": pc.seed},
         "bootstrap": {"resamples": pc.bootstrap, "level": 0.95, "over": "test tiles"},
-        "probe_config": config_to_dict(cfg)["probe"], "results": report.rows, "seconds": round(time.time() - t0, 1),
+        "probe_config": config_to_dict(cfg)["probe"],
+        "results": report.rows,
+        "seconds": round(time.time() - t0, 1),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -208,16 +256,24 @@ def gain_summary(report: dict, a: str = "pretrained", b: str = "random-init") ->
     """One line per probe: mean of ``a`` and ``b`` over the settings where both were measured, and the gain."""
     lines = []
     for method, metric in HEADLINE:
-        va = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
-              if r["encoder"] == a and r["method"] == method and r["metric"] == metric}
-        vb = {(r["patch_size"], r["modalities"]): r["value"] for r in report["results"]
-              if r["encoder"] == b and r["method"] == method and r["metric"] == metric}
+        va = {
+            (r["patch_size"], r["modalities"]): r["value"]
+            for r in report["results"]
+            if r["encoder"] == a and r["method"] == method and r["metric"] == metric
+        }
+        vb = {
+            (r["patch_size"], r["modalities"]): r["value"]
+            for r in report["results"]
+            if r["encoder"] == b and r["method"] == method and r["metric"] == metric
+        }
         both = sorted(set(va) & set(vb))
         if both:
             ma, mb = (100 * sum(v[k] for k in both) / len(both) for v in (va, vb))
             wins = sum(va[k] > vb[k] for k in both)
-            lines.append(f"{method} {metric}: {a} {ma:.1f} vs {b} {mb:.1f} ({ma - mb:+.1f} points, mean of "
-                         f"{len(both)} settings; better in {wins}/{len(both)})")
+            lines.append(
+                f"{method} {metric}: {a} {ma:.1f} vs {b} {mb:.1f} ({ma - mb:+.1f} points, mean of "
+                f"{len(both)} settings; better in {wins}/{len(both)})"
+            )
     return lines
 
 
@@ -239,11 +295,14 @@ def format_table(report: dict) -> str:
     for r in report["results"]:
         rows.setdefault((r["patch_size"], r["modalities"], r["method"], r["metric"]), {})[r["encoder"]] = r
     present = [e for e in ENCODERS if any(e in v for v in rows.values())]
-    lines = ["| patch (m) | modalities | probe | metric | " + " | ".join(present) + " |",
-             "|---:|---|---|---|" + "---:|" * len(present)]
+    lines = [
+        "| patch (m) | modalities | probe | metric | " + " | ".join(present) + " |",
+        "|---:|---|---|---|" + "---:|" * len(present),
+    ]
     for (P, mods, method, metric), vals in rows.items():
-        lines.append(f"| {P} | {mods} | {method} | {metric} | " + " | ".join(_cell(vals.get(e)) for e in present)
-                     + " |")
+        lines.append(
+            f"| {P} | {mods} | {method} | {metric} | " + " | ".join(_cell(vals.get(e)) for e in present) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -259,17 +318,24 @@ def plot_results(report: dict, path: str | Path):
     fig, ax = plt.subplots(figsize=(min(18, max(8, 0.4 * len(keys) * len(encs))), 4.6))
     width = 0.8 / max(len(encs), 1)
     for j, e in enumerate(encs):
-        found = [next((r for r in rows if (r["patch_size"], r["modalities"], r["method"]) == k
-                       and r["encoder"] == e), None) for k in keys]
+        found = [
+            next((r for r in rows if (r["patch_size"], r["modalities"], r["method"]) == k and r["encoder"] == e), None)
+            for k in keys
+        ]
         vals = np.array([100 * r["value"] if r else np.nan for r in found])
-        err = np.array([[100 * (r["value"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["value"])]
-                        if r and "ci95" in r else [0, 0] for r in found]).T
+        err = np.array(
+            [
+                [100 * (r["value"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["value"])] if r and "ci95" in r else [0, 0]
+                for r in found
+            ]
+        ).T
         ax.bar(np.arange(len(keys)) + j * width, vals, width, yerr=err, capsize=2, label=e)
     ax.set_xticks(np.arange(len(keys)) + width * (len(encs) - 1) / 2)
     ax.set_xticklabels([f"{m}\n{mods}\nP={p} m" for p, mods, m in keys], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("score on the test split (%)")
-    ax.set_title(f"Probes on {report['dataset']}: {report['splits']['test']} test tiles, bars = 95 % bootstrap "
-                 "intervals")
+    ax.set_title(
+        f"Probes on {report['dataset']}: {report['splits']['test']} test tiles, bars = 95 % bootstrap intervals"
+    )
     ax.legend(title="encoder", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

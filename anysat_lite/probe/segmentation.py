@@ -3,6 +3,7 @@
 Features ``[N, Hs, Ws, F]`` are classified per cell; logits are bilinearly upsampled to the
 label grid ``[N, H, W]`` for the loss and the evaluation (mIoU at label resolution).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,21 @@ __all__ = ["train_segmentation_probe", "predict_segmentation"]
 
 
 def _logits(probe: LinearProbe, feats: Tensor, size) -> Tensor:
-    logits = probe(feats.float()).permute(0, 3, 1, 2)                    # [N, K, Hs, Ws]
+    logits = probe(feats.float()).permute(0, 3, 1, 2)  # [N, K, Hs, Ws]
     if logits.shape[-2:] != tuple(size):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
 
 
-def train_segmentation_probe(feats: Tensor, labels: Tensor, num_classes: int, epochs: int = 60, lr: float = 1e-2,
-                             batch_size: int = 64, seed: int = 0) -> LinearProbe:
+def train_segmentation_probe(
+    feats: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    epochs: int = 60,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> LinearProbe:
     torch.manual_seed(seed)
     flat = feats.reshape(-1, feats.shape[-1]).float()
     probe = LinearProbe(flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6), num_classes)

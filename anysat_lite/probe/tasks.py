@@ -32,6 +32,7 @@ Paper values were read by eye off the bar chart ``.media/results.png`` of the of
 ("Test sets of datasets from GeoPlex"; dark bars fine-tuning, light bars linear probing); values
 given with ``≈`` are estimates from the bar heights.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,12 @@ from ..errors import UserError
 __all__ = ["TaskConfig", "PaperValue", "TASKS", "get_task", "task_names", "FIGURE"]
 
 FIGURE = ".media/results.png of github.com/gastruc/AnySat (commit e03e72e)"
-_COMMON_CONFIGS = ("configs/config.yaml", "configs/trainer/default.yaml", "configs/callbacks/default.yaml",
-                   "configs/model/network/encoder/Any_Base.yaml")
+_COMMON_CONFIGS = (
+    "configs/config.yaml",
+    "configs/trainer/default.yaml",
+    "configs/callbacks/default.yaml",
+    "configs/model/network/encoder/Any_Base.yaml",
+)
 
 
 @dataclass(frozen=True)
@@ -135,120 +140,282 @@ class TaskConfig:
     def metric_name(self) -> str:
         return {"f1-weighted": "weighted F1", "f1-macro": "macro F1", "miou": "mIoU"}[self.metric]
 
-    def replace(self, **changes) -> "TaskConfig":
+    def replace(self, **changes) -> TaskConfig:
         """A copy with some fields changed (e.g. ``max_epochs=1`` for a smoke run)."""
         bad = [k for k in changes if k not in {f.name for f in dataclasses.fields(self)}]
         if bad:
-            raise UserError(f"TaskConfig has no field {bad[0]!r}; fields: "
-                            f"{', '.join(f.name for f in dataclasses.fields(self))}")
+            raise UserError(
+                f"TaskConfig has no field {bad[0]!r}; fields: {', '.join(f.name for f in dataclasses.fields(self))}"
+            )
         return dataclasses.replace(self, **changes)
 
 
 def _pair(base: dict, lp: dict, ft: dict) -> dict[str, TaskConfig]:
     """The ``-lp`` and ``-ft`` presets of one task: shared settings, then each protocol's."""
     stem, shared = base["stem"], {k: v for k, v in base.items() if k != "stem"}
-    return {f"{stem}-{suffix}": TaskConfig(name=f"{stem}-{suffix}", protocol=protocol, **{**shared, **extra})
-            for suffix, protocol, extra in (("lp", "linear-probe", lp), ("ft", "fine-tune", ft))}
+    return {
+        f"{stem}-{suffix}": TaskConfig(name=f"{stem}-{suffix}", protocol=protocol, **{**shared, **extra})
+        for suffix, protocol, extra in (("lp", "linear-probe", lp), ("ft", "fine-tune", ft))
+    }
 
 
-_LP_FROM_FT = ("no linear-probing config in the official repository for this task: the fine-tuning config with "
-               "the encoder frozen (freeze: True), as in the repository's LP configs of other datasets")
+_LP_FROM_FT = (
+    "no linear-probing config in the official repository for this task: the fine-tuning config with "
+    "the encoder frozen (freeze: True), as in the repository's LP configs of other datasets"
+)
 
 TASKS: dict[str, TaskConfig] = {}
 
 _TREESAT_PAPER = "given to one decimal (without ≈) in the project's issue 17; the figure itself prints no number"
 
 # TreeSatAI-TS: multi-label tree genera (15 classes, a genus is a label when its area share is above 0.07).
-TASKS.update(_pair(
-    dict(stem="treesatai-ts", dataset="treesatai-ts", target="multilabel", num_classes=15,
-         sensors=("aerial", "s2", "s1-asc"), patch_size=10, head="tile", loss="bce", metric="f1-weighted",
-         lr=5e-5, weight_decay=0.0, schedule="warmup-cosine", batch_size=256,
-         # official RandomCrop(300) in both the train and the test transform (configs/dataset/*_transform/TreeSAT.yaml)
-         splits={"train": dict(split="train", crop="random"), "val": dict(split="val", crop="random"),
-                 "test": dict(split="test", crop="random")}),
-    lp=dict(paper=PaperValue(72.6, approximate=False, note=_TREESAT_PAPER),
-            official_configs=("configs/exp/TSAITS_AnySat_FT.yaml (+ freeze: True)", "configs/model/Classif.yaml",
-                              "configs/model/network/Fine_tuning.yaml", "configs/dataset/TreeSAT.yaml",
-                              "configs/model/loss/bce.yaml", "configs/model/val_metrics/metrics_mono.yaml",
-                              *_COMMON_CONFIGS),
-            notes=(_LP_FROM_FT,)),
-    ft=dict(paper=PaperValue(75.1, approximate=False, note=_TREESAT_PAPER),
-            official_configs=("configs/exp/TSAITS_AnySat_FT.yaml", "configs/model/Classif.yaml",
-                              "configs/model/network/Fine_tuning.yaml", "configs/dataset/TreeSAT.yaml",
-                              "configs/model/loss/bce.yaml", "configs/model/val_metrics/metrics_mono.yaml",
-                              *_COMMON_CONFIGS)),
-))
+TASKS.update(
+    _pair(
+        dict(
+            stem="treesatai-ts",
+            dataset="treesatai-ts",
+            target="multilabel",
+            num_classes=15,
+            sensors=("aerial", "s2", "s1-asc"),
+            patch_size=10,
+            head="tile",
+            loss="bce",
+            metric="f1-weighted",
+            lr=5e-5,
+            weight_decay=0.0,
+            schedule="warmup-cosine",
+            batch_size=256,
+            # official RandomCrop(300) in both the train and the test transform
+            # (configs/dataset/*_transform/TreeSAT.yaml)
+            splits={
+                "train": dict(split="train", crop="random"),
+                "val": dict(split="val", crop="random"),
+                "test": dict(split="test", crop="random"),
+            },
+        ),
+        lp=dict(
+            paper=PaperValue(72.6, approximate=False, note=_TREESAT_PAPER),
+            official_configs=(
+                "configs/exp/TSAITS_AnySat_FT.yaml (+ freeze: True)",
+                "configs/model/Classif.yaml",
+                "configs/model/network/Fine_tuning.yaml",
+                "configs/dataset/TreeSAT.yaml",
+                "configs/model/loss/bce.yaml",
+                "configs/model/val_metrics/metrics_mono.yaml",
+                *_COMMON_CONFIGS,
+            ),
+            notes=(_LP_FROM_FT,),
+        ),
+        ft=dict(
+            paper=PaperValue(75.1, approximate=False, note=_TREESAT_PAPER),
+            official_configs=(
+                "configs/exp/TSAITS_AnySat_FT.yaml",
+                "configs/model/Classif.yaml",
+                "configs/model/network/Fine_tuning.yaml",
+                "configs/dataset/TreeSAT.yaml",
+                "configs/model/loss/bce.yaml",
+                "configs/model/val_metrics/metrics_mono.yaml",
+                *_COMMON_CONFIGS,
+            ),
+        ),
+    )
+)
 
 # PASTIS-HD classification: the crop classes present in the patch (18, multi-label); official scale 4 = 40 m.
-_PASTIS_SPLITS = {"train": dict(split="train", max_dates="official"), "val": dict(split="val"),
-                  "test": dict(split="test")}
-TASKS.update(_pair(
-    dict(stem="pastis-hd-cls", dataset="pastis-hd", target="multilabel", num_classes=18,
-         sensors=("spot", "s2", "s1"), patch_size=40, head="tile", loss="bce", metric="f1-macro",
-         lr=5e-5, weight_decay=0.0, schedule="warmup-cosine", batch_size=4, splits=_PASTIS_SPLITS),
-    lp=dict(paper=PaperValue(65.3), official_configs=(
-        "configs/exp/Pastis_AnySat_FT.yaml (+ freeze: True)", "configs/model/Classif.yaml",
-        "configs/dataset/Pastis.yaml", "configs/model/network/Fine_tuning.yaml", "configs/model/loss/bce.yaml",
-        *_COMMON_CONFIGS), notes=(_LP_FROM_FT,)),
-    ft=dict(paper=PaperValue(72.9), official_configs=(
-        "configs/exp/Pastis_AnySat_FT.yaml", "configs/model/Classif.yaml", "configs/dataset/Pastis.yaml",
-        "configs/model/network/Fine_tuning.yaml", "configs/model/loss/bce.yaml", *_COMMON_CONFIGS)),
-))
+_PASTIS_SPLITS = {
+    "train": dict(split="train", max_dates="official"),
+    "val": dict(split="val"),
+    "test": dict(split="test"),
+}
+TASKS.update(
+    _pair(
+        dict(
+            stem="pastis-hd-cls",
+            dataset="pastis-hd",
+            target="multilabel",
+            num_classes=18,
+            sensors=("spot", "s2", "s1"),
+            patch_size=40,
+            head="tile",
+            loss="bce",
+            metric="f1-macro",
+            lr=5e-5,
+            weight_decay=0.0,
+            schedule="warmup-cosine",
+            batch_size=4,
+            splits=_PASTIS_SPLITS,
+        ),
+        lp=dict(
+            paper=PaperValue(65.3),
+            official_configs=(
+                "configs/exp/Pastis_AnySat_FT.yaml (+ freeze: True)",
+                "configs/model/Classif.yaml",
+                "configs/dataset/Pastis.yaml",
+                "configs/model/network/Fine_tuning.yaml",
+                "configs/model/loss/bce.yaml",
+                *_COMMON_CONFIGS,
+            ),
+            notes=(_LP_FROM_FT,),
+        ),
+        ft=dict(
+            paper=PaperValue(72.9),
+            official_configs=(
+                "configs/exp/Pastis_AnySat_FT.yaml",
+                "configs/model/Classif.yaml",
+                "configs/dataset/Pastis.yaml",
+                "configs/model/network/Fine_tuning.yaml",
+                "configs/model/loss/bce.yaml",
+                *_COMMON_CONFIGS,
+            ),
+        ),
+    )
+)
 
 # PASTIS-HD semantic segmentation: 20 outputs (background, 18 crops, void); the dense head on S2 sub-patches.
 _SEG_PAPER = "the figure shows one segmentation bar per dataset and does not say which protocol it is"
-TASKS.update(_pair(
-    dict(stem="pastis-hd-seg", dataset="pastis-hd", target="segmentation", num_classes=20, patch_size=40,
-         head="dense", dense_sensor="s2", loss="ce-seg", metric="miou", ignore_classes=(19,), lr=5e-5,
-         weight_decay=0.0, schedule="plateau", batch_size=4, splits=_PASTIS_SPLITS,
-         paper=PaperValue(66.5, note=_SEG_PAPER)),
-    lp=dict(sensors=("s2",), official_configs=(
-        "configs/exp/Pastis_AnySat_LP_SemSeg.yaml", "configs/model/SemSeg.yaml",
-        "configs/model/network/Fine_tuning_SemSeg.yaml", "configs/model/loss/CrossEntropyWeighted.yaml",
-        "configs/model/val_metrics/metrics_segsem.yaml", "configs/dataset/Pastis.yaml", *_COMMON_CONFIGS)),
-    ft=dict(sensors=("spot", "s2", "s1"), official_configs=(
-        "configs/exp/Pastis_AnySat_FT_SemSeg.yaml", "configs/model/SemSeg.yaml",
-        "configs/model/network/Fine_tuning_SemSeg.yaml", "configs/model/loss/CrossEntropyWeighted.yaml",
-        "configs/model/val_metrics/metrics_segsem.yaml", "configs/dataset/Pastis.yaml", *_COMMON_CONFIGS)),
-))
+TASKS.update(
+    _pair(
+        dict(
+            stem="pastis-hd-seg",
+            dataset="pastis-hd",
+            target="segmentation",
+            num_classes=20,
+            patch_size=40,
+            head="dense",
+            dense_sensor="s2",
+            loss="ce-seg",
+            metric="miou",
+            ignore_classes=(19,),
+            lr=5e-5,
+            weight_decay=0.0,
+            schedule="plateau",
+            batch_size=4,
+            splits=_PASTIS_SPLITS,
+            paper=PaperValue(66.5, note=_SEG_PAPER),
+        ),
+        lp=dict(
+            sensors=("s2",),
+            official_configs=(
+                "configs/exp/Pastis_AnySat_LP_SemSeg.yaml",
+                "configs/model/SemSeg.yaml",
+                "configs/model/network/Fine_tuning_SemSeg.yaml",
+                "configs/model/loss/CrossEntropyWeighted.yaml",
+                "configs/model/val_metrics/metrics_segsem.yaml",
+                "configs/dataset/Pastis.yaml",
+                *_COMMON_CONFIGS,
+            ),
+        ),
+        ft=dict(
+            sensors=("spot", "s2", "s1"),
+            official_configs=(
+                "configs/exp/Pastis_AnySat_FT_SemSeg.yaml",
+                "configs/model/SemSeg.yaml",
+                "configs/model/network/Fine_tuning_SemSeg.yaml",
+                "configs/model/loss/CrossEntropyWeighted.yaml",
+                "configs/model/val_metrics/metrics_segsem.yaml",
+                "configs/dataset/Pastis.yaml",
+                *_COMMON_CONFIGS,
+            ),
+        ),
+    )
+)
 
 # FLAIR: 13 land-cover classes ("other" = codes 13..19 merged, left out of loss and mIoU as the last class).
-_FLAIR_CONFIGS = ("configs/model/SemSeg.yaml", "configs/model/network/Fine_tuning_SemSeg_FLAIR.yaml",
-                  "configs/model/loss/CrossEntropyWeighted.yaml", "configs/model/val_metrics/metrics_segsem.yaml",
-                  "configs/dataset/FLAIR.yaml", "configs/dataset/train_transform/FLAIR.yaml",
-                  "configs/dataset/test_transform/Identity.yaml", *_COMMON_CONFIGS)
-TASKS.update(_pair(
-    dict(stem="flair-seg", dataset="flair", target="segmentation", num_classes=13, sensors=("aerial-flair", "s2"),
-         patch_size=10, head="dense", dense_sensor="aerial-flair", pixels_per_subpatch=10, window=500,
-         loss="ce-seg", metric="miou", ignore_classes=(12,), lr=5e-5, weight_decay=1e-2, schedule="plateau",
-         batch_size=32,
-         # official: train on random 500 px crops with 70 % of the S2 dates dropped; validation on the *test*
-         # split (configs/dataset/FLAIR.yaml), val and test on the whole 512 px tiles (Identity test transform)
-         splits={"train": dict(split="train", crop="random", temporal_dropout=0.7),
-                 "val": dict(split="test", crop="none"), "test": dict(split="test", crop="none")},
-         paper=PaperValue(55.6, note=_SEG_PAPER),
-         notes=("official: the validation split that selects the epoch is the test split (configs/dataset/"
-                "FLAIR.yaml val_dataset split: test); kept to reproduce the number",)),
-    lp=dict(official_configs=("configs/exp/FLAIR_AnySat_FT_SemSeg.yaml (+ freeze: True)", *_FLAIR_CONFIGS),
-            notes=(_LP_FROM_FT, "official: the validation split that selects the epoch is the test split "
-                                "(configs/dataset/FLAIR.yaml val_dataset split: test); kept to reproduce the number")),
-    ft=dict(official_configs=("configs/exp/FLAIR_AnySat_FT_SemSeg.yaml", *_FLAIR_CONFIGS)),
-))
+_FLAIR_CONFIGS = (
+    "configs/model/SemSeg.yaml",
+    "configs/model/network/Fine_tuning_SemSeg_FLAIR.yaml",
+    "configs/model/loss/CrossEntropyWeighted.yaml",
+    "configs/model/val_metrics/metrics_segsem.yaml",
+    "configs/dataset/FLAIR.yaml",
+    "configs/dataset/train_transform/FLAIR.yaml",
+    "configs/dataset/test_transform/Identity.yaml",
+    *_COMMON_CONFIGS,
+)
+TASKS.update(
+    _pair(
+        dict(
+            stem="flair-seg",
+            dataset="flair",
+            target="segmentation",
+            num_classes=13,
+            sensors=("aerial-flair", "s2"),
+            patch_size=10,
+            head="dense",
+            dense_sensor="aerial-flair",
+            pixels_per_subpatch=10,
+            window=500,
+            loss="ce-seg",
+            metric="miou",
+            ignore_classes=(12,),
+            lr=5e-5,
+            weight_decay=1e-2,
+            schedule="plateau",
+            batch_size=32,
+            # official: train on random 500 px crops with 70 % of the S2 dates dropped; validation on the *test*
+            # split (configs/dataset/FLAIR.yaml), val and test on the whole 512 px tiles (Identity test transform)
+            splits={
+                "train": dict(split="train", crop="random", temporal_dropout=0.7),
+                "val": dict(split="test", crop="none"),
+                "test": dict(split="test", crop="none"),
+            },
+            paper=PaperValue(55.6, note=_SEG_PAPER),
+            notes=(
+                "official: the validation split that selects the epoch is the test split (configs/dataset/"
+                "FLAIR.yaml val_dataset split: test); kept to reproduce the number",
+            ),
+        ),
+        lp=dict(
+            official_configs=("configs/exp/FLAIR_AnySat_FT_SemSeg.yaml (+ freeze: True)", *_FLAIR_CONFIGS),
+            notes=(
+                _LP_FROM_FT,
+                "official: the validation split that selects the epoch is the test split "
+                "(configs/dataset/FLAIR.yaml val_dataset split: test); kept to reproduce the number",
+            ),
+        ),
+        ft=dict(official_configs=("configs/exp/FLAIR_AnySat_FT_SemSeg.yaml", *_FLAIR_CONFIGS)),
+    )
+)
 
 # PLANTED: 40 tree species (single label); official scale 3 = 30 m.
-_PLANTED_CONFIGS = ("configs/model/Classif_reduce.yaml", "configs/dataset/Planted.yaml",
-                    "configs/model/network/Fine_tuning.yaml", "configs/model/loss/CrossEntropy.yaml",
-                    "configs/model/val_metrics/metrics_mono.yaml (multilabel: False)", *_COMMON_CONFIGS)
-TASKS.update(_pair(
-    dict(stem="planted", dataset="planted", target="label", num_classes=40, sensors=("s2", "s1", "l7", "alos", "modis"),
-         patch_size=30, head="tile", loss="ce", metric="f1-macro", lr=5e-5, weight_decay=1e-4, schedule="plateau",
-         batch_size=64, density_sampling=True,
-         splits={"train": dict(split="train", temporal_dropout=0.3, pixel_masks=True),
-                 "val": dict(split="val", pixel_masks=True), "test": dict(split="test", pixel_masks=True)}),
-    lp=dict(paper=PaperValue(61.2), official_configs=("configs/exp/Planted_AnySat_FT.yaml (+ freeze: True)",
-                                                      *_PLANTED_CONFIGS), notes=(_LP_FROM_FT,)),
-    ft=dict(paper=PaperValue(61.6), official_configs=("configs/exp/Planted_AnySat_FT.yaml", *_PLANTED_CONFIGS)),
-))
+_PLANTED_CONFIGS = (
+    "configs/model/Classif_reduce.yaml",
+    "configs/dataset/Planted.yaml",
+    "configs/model/network/Fine_tuning.yaml",
+    "configs/model/loss/CrossEntropy.yaml",
+    "configs/model/val_metrics/metrics_mono.yaml (multilabel: False)",
+    *_COMMON_CONFIGS,
+)
+TASKS.update(
+    _pair(
+        dict(
+            stem="planted",
+            dataset="planted",
+            target="label",
+            num_classes=40,
+            sensors=("s2", "s1", "l7", "alos", "modis"),
+            patch_size=30,
+            head="tile",
+            loss="ce",
+            metric="f1-macro",
+            lr=5e-5,
+            weight_decay=1e-4,
+            schedule="plateau",
+            batch_size=64,
+            density_sampling=True,
+            splits={
+                "train": dict(split="train", temporal_dropout=0.3, pixel_masks=True),
+                "val": dict(split="val", pixel_masks=True),
+                "test": dict(split="test", pixel_masks=True),
+            },
+        ),
+        lp=dict(
+            paper=PaperValue(61.2),
+            official_configs=("configs/exp/Planted_AnySat_FT.yaml (+ freeze: True)", *_PLANTED_CONFIGS),
+            notes=(_LP_FROM_FT,),
+        ),
+        ft=dict(paper=PaperValue(61.6), official_configs=("configs/exp/Planted_AnySat_FT.yaml", *_PLANTED_CONFIGS)),
+    )
+)
 
 
 def task_names() -> list[str]:

@@ -1,4 +1,5 @@
 """Pretraining loop, schedules, checkpoints, distributed helpers and metric logs."""
+
 from .checkpoint import export_encoder, load_checkpoint, load_encoder, save_checkpoint
 from .loop import pretrain
 

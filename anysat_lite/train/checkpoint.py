@@ -6,6 +6,7 @@ final encoder is exported as ``safetensors`` + a JSON sidecar (config, sensors, 
 Files that cannot be used (missing, empty, truncated, foreign) raise :class:`CheckpointError`,
 one line naming the file and what to do.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "prune_checkpoints", "export_encoder", "load_encoder",
-           "resolve_encoder_path", "CheckpointError"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "export_encoder",
+    "load_encoder",
+    "resolve_encoder_path",
+    "CheckpointError",
+]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -73,8 +81,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file such as {path / 'last.pt'}")
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file; check the path (training writes "
-                              "<out_dir>/last.pt and step-XXXXXX.pt)")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; check the path (training writes <out_dir>/last.pt and step-XXXXXX.pt)"
+        )
     size = path.stat().st_size
     fix = "use an intact checkpoint (e.g. a step-*.pt beside it) or write it again"
     if size == 0:
@@ -88,7 +97,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             raise ForeignCheckpointError(
                 f"{path}: Weights only load failed: the file holds a Python object ({found.group(1)}) besides "
                 "tensors and plain containers, so it was not written by anysat-lite; anysat-lite loads only "
-                "its own .pt checkpoints and exported encoders (.safetensors + .json)") from None
+                "its own .pt checkpoints and exported encoders (.safetensors + .json)"
+            ) from None
         problem = f"{path}: not a readable checkpoint ({size} bytes, {_looks_like(path)})"
     except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, IndexError...)
         reason = (str(e).splitlines() or [""])[0].split(". ")[0] or f"{type(e).__name__}, the file ends too early"
@@ -135,20 +145,26 @@ def resolve_encoder_path(path: str | Path) -> Path:
             return path / "encoder"
         if (path / "last.pt").exists():
             return path / "last.pt"
-        raise CheckpointError(f"{path}: folder without encoder.safetensors/.json or last.pt; give an exported "
-                              "encoder (e.g. runs/cpu-demo/encoder) or a training checkpoint (.pt)")
+        raise CheckpointError(
+            f"{path}: folder without encoder.safetensors/.json or last.pt; give an exported "
+            "encoder (e.g. runs/cpu-demo/encoder) or a training checkpoint (.pt)"
+        )
     if path.suffix in (".safetensors", ".json"):
         return path.with_suffix("")
     if path.suffix in TRAINING_SUFFIXES:
         return path
     if not Path(f"{path}.safetensors").exists() and not Path(f"{path}.json").exists():
         if path.exists():
-            raise CheckpointError(f"{path}: unknown kind of file; give an exported encoder without suffix "
-                                  "(runs/x/encoder for encoder.safetensors + encoder.json) or a training "
-                                  "checkpoint (.pt)")
-        raise CheckpointError(f"no encoder at {path} (neither {path}.safetensors nor {path}.json exists); give an "
-                              "exported encoder without suffix (e.g. runs/cpu-demo/encoder) or a training "
-                              "checkpoint (e.g. runs/cpu-demo/last.pt)")
+            raise CheckpointError(
+                f"{path}: unknown kind of file; give an exported encoder without suffix "
+                "(runs/x/encoder for encoder.safetensors + encoder.json) or a training "
+                "checkpoint (.pt)"
+            )
+        raise CheckpointError(
+            f"no encoder at {path} (neither {path}.safetensors nor {path}.json exists); give an "
+            "exported encoder without suffix (e.g. runs/cpu-demo/encoder) or a training "
+            "checkpoint (e.g. runs/cpu-demo/last.pt)"
+        )
     return path
 
 
@@ -180,8 +196,10 @@ def _build_encoder(model_cfg: dict, sensors, where: Path, sensor_facts: dict | N
             register_sensor(**facts)
     unknown = [s for s in sensors if s not in SENSORS]
     if unknown:
-        raise CheckpointError(f"{where}: sensor(s) {unknown} are not registered in this session; register them "
-                              "with anysat_lite.register_sensor(...) before loading")
+        raise CheckpointError(
+            f"{where}: sensor(s) {unknown} are not registered in this session; register them "
+            "with anysat_lite.register_sensor(...) before loading"
+        )
     fields = {k: v for k, v in model_cfg.items() if k in ModelConfig.__dataclass_fields__}
     try:
         return AnySat(ModelConfig(**fields), sensors=sensors)
@@ -196,11 +214,16 @@ def _load_weights(model, state: dict, where: Path, described_by: str) -> None:
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or shapes:
-        first = (f"e.g. {shapes[0]!r} {list(state[shapes[0]].shape)} in the file vs {list(own[shapes[0]].shape)}"
-                 if shapes else f"e.g. {(missing or unexpected)[0]!r}")
-        raise CheckpointError(f"{where}: the weights do not fit the model described by {described_by} "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} of another "
-                              f"shape; {first}); use files written together by the same run")
+        first = (
+            f"e.g. {shapes[0]!r} {list(state[shapes[0]].shape)} in the file vs {list(own[shapes[0]].shape)}"
+            if shapes
+            else f"e.g. {(missing or unexpected)[0]!r}"
+        )
+        raise CheckpointError(
+            f"{where}: the weights do not fit the model described by {described_by} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} of another "
+            f"shape; {first}); use files written together by the same run"
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -209,23 +232,30 @@ def _encoder_from_export(path: Path):
     for f in (sidecar, weights):
         if not f.exists():
             other = weights if f is sidecar else sidecar
-            raise CheckpointError(f"{f} not found (beside {other.name}); an exported encoder is the pair "
-                                  f"{path.name}.safetensors + {path.name}.json: copy both")
+            raise CheckpointError(
+                f"{f} not found (beside {other.name}); an exported encoder is the pair "
+                f"{path.name}.safetensors + {path.name}.json: copy both"
+            )
     try:
         meta = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{sidecar}: not valid JSON ({e}; truncated?); re-export the encoder or copy the "
-                              "file again") from None
+        raise CheckpointError(
+            f"{sidecar}: not valid JSON ({e}; truncated?); re-export the encoder or copy the file again"
+        ) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict) or "sensors" not in meta:
         keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{sidecar}: not an anysat-lite encoder sidecar (expected keys 'model' and "
-                              f"'sensors', got {keys}); give the .json written with the .safetensors")
+        raise CheckpointError(
+            f"{sidecar}: not an anysat-lite encoder sidecar (expected keys 'model' and "
+            f"'sensors', got {keys}); give the .json written with the .safetensors"
+        )
     model = _build_encoder(meta["model"], meta["sensors"], sidecar, meta.get("sensor_facts"))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({weights.stat().st_size} bytes; {e}); "
-                              "the file is truncated or corrupt: copy or export it again") from None
+        raise CheckpointError(
+            f"{weights}: not a readable safetensors file ({weights.stat().st_size} bytes; {e}); "
+            "the file is truncated or corrupt: copy or export it again"
+        ) from None
     _load_weights(model, state, weights, sidecar.name)
     meta = dict(meta)
     meta.setdefault("source", f"exported encoder {weights}")
@@ -236,12 +266,14 @@ def _encoder_from_training_checkpoint(path: Path):
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict) or not isinstance(ck.get("config"), dict):
         keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
-        raise CheckpointError(f"{path}: not an anysat-lite training checkpoint (expected keys 'model', 'config', "
-                              f"'step'..., got {keys}); give a last.pt/step-*.pt of anysat-lite pretrain or an "
-                              "exported encoder")
+        raise CheckpointError(
+            f"{path}: not an anysat-lite training checkpoint (expected keys 'model', 'config', "
+            f"'step'..., got {keys}); give a last.pt/step-*.pt of anysat-lite pretrain or an "
+            "exported encoder"
+        )
     state = ck["model"]
-    for prefix, what in (("target.", "EMA target encoder"), ("encoder.", "context encoder")):
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    for prefix, what in (("target.", "EMA target encoder"), ("encoder.", "context encoder")):  # noqa: B007 (used below)
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if sub:
             break
     else:
@@ -253,7 +285,12 @@ def _encoder_from_training_checkpoint(path: Path):
     model = _build_encoder(model_cfg, sensors, path)
     _load_weights(model, sub, path, f"its own config ({what})")
     step = ck.get("step")
-    meta = {"model": {**model_cfg, "sensors": list(sensors)}, "sensors": list(sensors),
-            "norm_stats": ck.get("norm_stats") or {}, "config_name": ck["config"].get("name"), "steps": step,
-            "source": f"{what} of {path} (step {step})"}
+    meta = {
+        "model": {**model_cfg, "sensors": list(sensors)},
+        "sensors": list(sensors),
+        "norm_stats": ck.get("norm_stats") or {},
+        "config_name": ck["config"].get("name"),
+        "steps": step,
+        "source": f"{what} of {path} (step {step})",
+    }
     return model, meta

@@ -1,4 +1,5 @@
 """Process-group helpers: the same code runs alone or under ``torchrun`` (NCCL on GPU, gloo on CPU)."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "cleanup", "all_mean", "all_max", "ranks_where",
-           "gather_objects"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "cleanup", "all_mean", "all_max", "ranks_where", "gather_objects"]
 
 
 @dataclass

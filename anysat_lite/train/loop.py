@@ -25,6 +25,7 @@ once the step's batch is there) and/or ``on_step_end(step, state)`` (called when
 logged, validated and checkpointed); the benchmark counts FLOPs this way
 (:class:`anysat_lite.bench.FlopCounter`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,17 +33,17 @@ import importlib.util
 import json
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm import tqdm
 
 from ..config import Config, config_to_dict, save_config
-from ..errors import UserError
 from ..data.datasets import BatchPlanner, DatasetBundle, build_dataset, pad_series
 from ..data.pipeline import StepBatches, step_loader
+from ..errors import UserError
 from ..jepa import JEPA, build_mask_sampler, collapse_warnings, momentum_at
 from ..model import compile_blocks
 from ..sensors import SENSORS
@@ -52,8 +53,20 @@ from .metrics import MetricLog, plot_metrics
 from .rundir import prepare_run_dir
 from .schedules import cosine, lr_at
 
-__all__ = ["pretrain", "build_pretraining_data", "start_run", "build_data", "build_state", "train_step",
-           "forward_backward", "validate", "NonFiniteLossError", "Run", "Data", "State"]
+__all__ = [
+    "pretrain",
+    "build_pretraining_data",
+    "start_run",
+    "build_data",
+    "build_state",
+    "train_step",
+    "forward_backward",
+    "validate",
+    "NonFiniteLossError",
+    "Run",
+    "Data",
+    "State",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,21 +79,23 @@ class Run:
     cfg: Config
     info: DistInfo
     out: Path
-    checkpoint: dict | None   # the checkpoint to continue from, or None
-    start: int                # first step to run
+    checkpoint: dict | None  # the checkpoint to continue from, or None
+    start: int  # first step to run
 
 
 def start_run(cfg: Config, resume: bool | str | Path = False, force: bool = False) -> Run:
     """Join the process group, pick the device, check the run folder and load the checkpoint to resume."""
     tc = cfg.train
-    if tc.tensorboard and importlib.util.find_spec("tensorboard") is None:   # every process, before any collective
-        raise UserError("train.tensorboard=true needs the tensorboard package; install it (pip install "
-                        "tensorboard) or set train.tensorboard=false")
+    if tc.tensorboard and importlib.util.find_spec("tensorboard") is None:  # every process, before any collective
+        raise UserError(
+            "train.tensorboard=true needs the tensorboard package; install it (pip install "
+            "tensorboard) or set train.tensorboard=false"
+        )
     info = init_distributed(tc.device)
     if tc.threads and info.device.type == "cpu":
         torch.set_num_threads(tc.threads)
     if info.device.type == "cuda" and tc.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True   # TensorFloat-32 for float32 matmuls and convolutions
+        torch.backends.cuda.matmul.allow_tf32 = True  # TensorFloat-32 for float32 matmuls and convolutions
         torch.backends.cudnn.allow_tf32 = True
     out = Path(tc.out_dir)
     # resume: True (<out>/last.pt) or a checkpoint path; force: replace a run in out (see train/rundir.py)
@@ -96,13 +111,21 @@ def _fit_patch_sizes(bundle: DatasetBundle) -> list[str]:
     """Keep the patch sizes that cut the bundle's tiles into at least 2 x 2 patches; lines naming the dropped."""
     fit = [p for p in bundle.patch_sizes if bundle.tile_m % p == 0 and bundle.tile_m // p >= 2]
     if not fit:
-        raise ValueError(f"dataset {bundle.name}: patch size(s) {bundle.patch_sizes} m must divide its "
-                         f"{bundle.tile_m:g} m tiles into at least 2 x 2 patches (JEPA needs a grid to mask); "
-                         "set data.datasets[i].patch_sizes")
+        raise ValueError(
+            f"dataset {bundle.name}: patch size(s) {bundle.patch_sizes} m must divide its "
+            f"{bundle.tile_m:g} m tiles into at least 2 x 2 patches (JEPA needs a grid to mask); "
+            "set data.datasets[i].patch_sizes"
+        )
     dropped = [p for p in bundle.patch_sizes if p not in fit]
     bundle.patch_sizes = fit
-    return [f"dataset {bundle.name}: patch size(s) {dropped} m left out (fewer than 2 x 2 patches on its "
-            f"{bundle.tile_m:g} m tiles)"] if dropped else []
+    return (
+        [
+            f"dataset {bundle.name}: patch size(s) {dropped} m left out (fewer than 2 x 2 patches on its "
+            f"{bundle.tile_m:g} m tiles)"
+        ]
+        if dropped
+        else []
+    )
 
 
 def build_pretraining_data(cfg: Config, main: bool = True) -> tuple[list[DatasetBundle], list[str]]:
@@ -116,7 +139,7 @@ def build_pretraining_data(cfg: Config, main: bool = True) -> tuple[list[Dataset
     names = [b.name for b in bundles]
     for b in bundles:
         if names.count(b.name) > 1:
-            b.name = f"{b.name}:{names[:bundles.index(b)].count(b.name)}"  # distinct keys for stats and logs
+            b.name = f"{b.name}:{names[: bundles.index(b)].count(b.name)}"  # distinct keys for stats and logs
     notes = [line for b in bundles for line in _fit_patch_sizes(b)]
     return bundles, notes
 
@@ -124,7 +147,7 @@ def build_pretraining_data(cfg: Config, main: bool = True) -> tuple[list[Dataset
 @dataclass
 class Data:
     bundles: list[DatasetBundle]
-    sensors: list[str]                 # the model's sensors (registry order)
+    sensors: list[str]  # the model's sensors (registry order)
     planner: BatchPlanner
     loader: torch.utils.data.DataLoader  # step batches from run.start to train.steps
     val_planner: BatchPlanner | None
@@ -140,23 +163,33 @@ def build_data(cfg: Config, run: Run) -> Data:
     notes += planner.adjusted()
     bad = [(b.name, n) for b, n in zip(bundles, planner.batch_sizes) if (n // info.world) % tc.accum_steps]
     if bad:
-        raise ValueError(f"train.accum_steps={tc.accum_steps} must divide the batch of each process; dataset "
-                         f"{bad[0][0]} has {bad[0][1] // info.world}; change train.accum_steps or the batch sizes")
+        raise ValueError(
+            f"train.accum_steps={tc.accum_steps} must divide the batch of each process; dataset "
+            f"{bad[0][0]} has {bad[0][1] // info.world}; change train.accum_steps or the batch sizes"
+        )
     sampler = build_mask_sampler(cfg.jepa)
     pin = dc.pin_memory and info.device.type == "cuda"
-    opts = dict(num_workers=dc.num_workers, pin_memory=pin, prefetch_factor=dc.prefetch_factor,
-                persistent_workers=dc.persistent_workers)
+    opts = dict(
+        num_workers=dc.num_workers,
+        pin_memory=pin,
+        prefetch_factor=dc.prefetch_factor,
+        persistent_workers=dc.persistent_workers,
+    )
     train = StepBatches(bundles, planner, sampler, run.start, tc.steps, info.rank, info.world, dc.seed)
     val_planner = val_loader = None
     if tc.val_every:
         with_val = [b for b in bundles if b.val is not None and len(b.val)]
         if not with_val:
             raise ValueError("train.val_every > 0 but no dataset has a validation split; set train.val_every=0")
-        notes += [f"dataset {b.name}: no validation split; left out of the validation loss"
-                  for b in bundles if b not in with_val]
+        notes += [
+            f"dataset {b.name}: no validation split; left out of the validation loss"
+            for b in bundles
+            if b not in with_val
+        ]
         # the same mixing as training; official: one pass over the validation splits, at most val_batches batches
-        val_planner = BatchPlanner(with_val, tc.batch_size, tc.seed, dc.mixing, info.world, "val", tc.val_batches,
-                                   salt=1)
+        val_planner = BatchPlanner(
+            with_val, tc.batch_size, tc.seed, dc.mixing, info.world, "val", tc.val_batches, salt=1
+        )
         n_val = val_planner.epoch_steps if dc.mixing == "official" else tc.val_batches
         val = StepBatches(with_val, val_planner, sampler, 0, n_val, info.rank, info.world, dc.seed)
         val_loader = step_loader(val, **opts)
@@ -172,13 +205,13 @@ class State:
     cfg: Config
     run: Run
     model: JEPA
-    net: torch.nn.Module                         # model, or its DistributedDataParallel wrapper
+    net: torch.nn.Module  # model, or its DistributedDataParallel wrapper
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None   # the anysat recipe's lr reduction
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # the anysat recipe's lr reduction
     amp_dtype: torch.dtype | None
-    step: int = 0                                # next step to run
-    last: dict = field(default_factory=dict)     # the last step's outputs (losses, monitors, schedules)
+    step: int = 0  # next step to run
+    last: dict = field(default_factory=dict)  # the last step's outputs (losses, monitors, schedules)
 
 
 def _param_groups(model: JEPA, recipe: str, weight_decay: float) -> list[dict]:
@@ -188,8 +221,10 @@ def _param_groups(model: JEPA, recipe: str, weight_decay: float) -> list[dict]:
         return [{"params": [p for _, p in params], "weight_decay": weight_decay, "apply_wd": True}]
     decay = [p for n, p in params if not (p.ndim < 2 or n.endswith(".bias"))]
     no_decay = [p for n, p in params if p.ndim < 2 or n.endswith(".bias")]
-    return [{"params": decay, "weight_decay": 0.0, "apply_wd": True},
-            {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
+    return [
+        {"params": decay, "weight_decay": 0.0, "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
 
 
 def _rng_state() -> dict:
@@ -213,8 +248,10 @@ def _restore_rng(saved: dict, info: DistInfo) -> None:
         return
     ranks = saved["ranks"]
     if len(ranks) != info.world and info.main:
-        tqdm.write(f"note: the checkpoint was written by {len(ranks)} process(es), this run has {info.world}: "
-                   "dropout draws differ from the uninterrupted run")
+        tqdm.write(
+            f"note: the checkpoint was written by {len(ranks)} process(es), this run has {info.world}: "
+            "dropout draws differ from the uninterrupted run"
+        )
     _set_rng_state(ranks[info.rank % len(ranks)])
 
 
@@ -226,8 +263,9 @@ def build_state(cfg: Config, run: Run, data: Data) -> State:
     opt = torch.optim.AdamW(_param_groups(model, tc.recipe, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
     plateau = None
     if tc.recipe == "anysat":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.plateau_factor,
-                                                             patience=tc.plateau_patience)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
+        )
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16")
     ck = run.checkpoint
@@ -242,7 +280,8 @@ def build_state(cfg: Config, run: Run, data: Data) -> State:
     net = model
     if info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None, find_unused_parameters=True
+        )
     if tc.compile:
         compile_blocks(model)  # blocks and L-TAEs of encoders and predictor in place; names and checkpoints unchanged
     return State(cfg, run, model, net, opt, scaler, plateau, amp_dtype, run.start)
@@ -265,16 +304,21 @@ def _on_device(sb: dict, device) -> dict:
 
 def _generators(planner: BatchPlanner, step: int) -> dict[str, torch.Generator]:
     """The step's generators of date dropping, modality masking and the single-sensor second view."""
-    return {"dates": planner.generator(step, 2), "modalities": planner.generator(step, 3),
-            "views": planner.generator(step, 4)}
+    return {
+        "dates": planner.generator(step, 2),
+        "modalities": planner.generator(step, 3),
+        "views": planner.generator(step, 4),
+    }
 
 
 def _check_finite(loss: torch.Tensor, step: int, info: DistInfo) -> None:
     bad = ranks_where(not bool(torch.isfinite(loss.detach())), info.device)
     if bad:
-        raise NonFiniteLossError(f"non-finite loss ({loss.item() if info.rank in bad else 'on another process'}) at "
-                                 f"step {step} on process(es) {bad} of {info.world}: every process stops; lower "
-                                 "train.lr, try train.amp=none or bf16, or resume from an earlier checkpoint")
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss.item() if info.rank in bad else 'on another process'}) at "
+            f"step {step} on process(es) {bad} of {info.world}: every process stops; lower "
+            "train.lr, try train.amp=none or bf16, or resume from an earlier checkpoint"
+        )
 
 
 def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: bool = False) -> dict:
@@ -298,8 +342,15 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
         sync = state.net.no_sync() if j < k - 1 and state.net is not state.model else contextlib.nullcontext()
         with sync:
             with torch.autocast(info.device.type, dtype=state.amp_dtype, enabled=state.amp_dtype is not None):
-                res = state.net(part, P, masks.shard(lo, hi), _generators(planner, step), monitor=monitor and j == 0,
-                                rows=rows, global_batch=B)
+                res = state.net(
+                    part,
+                    P,
+                    masks.shard(lo, hi),
+                    _generators(planner, step),
+                    monitor=monitor and j == 0,
+                    rows=rows,
+                    global_batch=B,
+                )
             _check_finite(res["loss"], step, info)
             state.scaler.scale(res["loss"] / k).backward()
         for key, v in res.items():
@@ -313,7 +364,7 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
 def _schedule(state: State, step: int) -> dict:
     """Set this step's learning rate and weight decay (I-JEPA recipe) or read them (AnySat recipe)."""
     tc = state.cfg.train
-    if tc.recipe == "anysat":   # constant, reduced on plateaus by state.plateau after validations
+    if tc.recipe == "anysat":  # constant, reduced on plateaus by state.plateau after validations
         return {"lr": state.opt.param_groups[0]["lr"], "wd": tc.weight_decay}
     lr = lr_at(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps)
     wd = cosine(step, tc.steps, tc.weight_decay, tc.final_weight_decay)
@@ -363,8 +414,14 @@ def validate(state: State, data: Data) -> float:
         sb = _on_device(sb, info.device)
         b = sb["global_batch"] // info.world
         with torch.autocast(info.device.type, dtype=state.amp_dtype, enabled=state.amp_dtype is not None):
-            res = state.model(sb["batch"], sb["patch_size"], sb["masks"], _generators(data.val_planner, sb["step"]),
-                              rows=slice(info.rank * b, (info.rank + 1) * b), global_batch=sb["global_batch"])
+            res = state.model(
+                sb["batch"],
+                sb["patch_size"],
+                sb["masks"],
+                _generators(data.val_planner, sb["step"]),
+                rows=slice(info.rank * b, (info.rank + 1) * b),
+                global_batch=sb["global_batch"],
+            )
         losses.append(res["loss"].float())
     state.model.train()
     return all_mean(torch.stack(losses).mean()).item()
@@ -375,12 +432,19 @@ def save_training_checkpoint(state: State, data: Data) -> None:
     """``last.pt`` and ``step-XXXXXX.pt`` (keeping ``train.keep_last`` of those): weights, optimiser, step,
     every process's generator states, scaler, plateau, config, normalisation statistics, sensors."""
     run, cfg = state.run, state.cfg
-    rng = gather_objects(_rng_state())               # a collective: every process takes part
+    rng = gather_objects(_rng_state())  # a collective: every process takes part
     if not run.info.main:
         return
-    ck = {"model": state.model.state_dict(), "optimizer": state.opt.state_dict(), "step": state.step,
-          "rng": {"ranks": rng}, "scaler": state.scaler.state_dict(), "config": config_to_dict(cfg),
-          "norm_stats": {b.name: b.stats.to_dict() for b in data.bundles}, "sensors": data.sensors}
+    ck = {
+        "model": state.model.state_dict(),
+        "optimizer": state.opt.state_dict(),
+        "step": state.step,
+        "rng": {"ranks": rng},
+        "scaler": state.scaler.state_dict(),
+        "config": config_to_dict(cfg),
+        "norm_stats": {b.name: b.stats.to_dict() for b in data.bundles},
+        "sensors": data.sensors,
+    }
     if state.plateau is not None:
         ck["plateau"] = state.plateau.state_dict()
     save_checkpoint(ck, run.out / "last.pt")
@@ -392,10 +456,14 @@ def export(state: State, data: Data) -> None:
     """``encoder.*``: the EMA target encoder (what the official code evaluates downstream);
     ``encoder-online.*``: the context encoder, for comparison; ``training_curves.png``."""
     cfg, out = state.cfg, state.run.out
-    meta = {"model": config_to_dict(cfg)["model"] | {"sensors": data.sensors}, "sensors": data.sensors,
-            "sensor_facts": {s: asdict(SENSORS[s]) for s in data.sensors},
-            "norm_stats": {b.name: b.stats.to_dict() for b in data.bundles}, "config_name": cfg.name,
-            "steps": cfg.train.steps}
+    meta = {
+        "model": config_to_dict(cfg)["model"] | {"sensors": data.sensors},
+        "sensors": data.sensors,
+        "sensor_facts": {s: asdict(SENSORS[s]) for s in data.sensors},
+        "norm_stats": {b.name: b.stats.to_dict() for b in data.bundles},
+        "config_name": cfg.name,
+        "steps": cfg.train.steps,
+    }
     export_encoder(state.model.target, out / "encoder", meta | {"weights": "ema-target"})
     export_encoder(state.model.encoder, out / "encoder-online", meta | {"weights": "online"})
     plot_metrics(out)
@@ -419,9 +487,13 @@ class _Pace:
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-        out = {"step_s": round(spent / n, 4), "data_wait_s": round(self.wait / n, 4),
-               "samples_per_s": round(self.samples / max(spent, 1e-9), 2), "peak_mem_mb": round(peak, 1)}
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        out = {
+            "step_s": round(spent / n, 4),
+            "data_wait_s": round(self.wait / n, 4),
+            "samples_per_s": round(self.samples / max(spent, 1e-9), 2),
+            "peak_mem_mb": round(peak, 1),
+        }
         self.t, self.steps, self.wait, self.samples = now, 0, 0.0, 0
         return out
 
@@ -438,8 +510,9 @@ def _warn_collapse(res: dict, cfg: Config, step: int, warned: dict) -> dict:
 
 
 # --- the loop -----------------------------------------------------------------------------------
-def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = True, force: bool = False,
-             callbacks: Sequence = ()) -> dict:
+def pretrain(
+    cfg: Config, resume: bool | str | Path = False, progress: bool = True, force: bool = False, callbacks: Sequence = ()
+) -> dict:
     """Run JEPA pretraining as configured; returns a summary dict (also written to ``summary.json``).
 
     Outputs in ``cfg.train.out_dir``: ``config.yaml``, ``last.pt`` and ``step-XXXXXX.pt``
@@ -459,17 +532,25 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)
-    log = MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None,
-                    tensorboard=tc.tensorboard) if info.main else None
+    log = (
+        MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
+        if info.main
+        else None
+    )
     pace = _Pace(info.device)
     t0 = time.time()
     first_loss, warned, flagged, row, per_dataset = None, {}, {}, {}, {}
-    bar = tqdm(total=tc.steps, initial=run.start, disable=not (progress and info.main), desc=f"pretrain {cfg.name}",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.steps,
+        initial=run.start,
+        disable=not (progress and info.main),
+        desc=f"pretrain {cfg.name}",
+        dynamic_ncols=True,
+    )
     batches = iter(data.loader)
     for step in range(run.start, tc.steps):
         t_wait = time.perf_counter()
-        sb = next(batches)                                     # read by the workers, or here without them
+        sb = next(batches)  # read by the workers, or here without them
         pace.add(time.perf_counter() - t_wait, sb["global_batch"])
         sb = _on_device(sb, info.device)
         per_dataset[sb["name"]] = per_dataset.get(sb["name"], 0) + 1
@@ -482,8 +563,14 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
         if state.plateau is not None and val_loss is not None:
             state.plateau.step(val_loss)
         if info.main:
-            row = {"step": step, **res, "dataset": sb["name"], "patch_size": sb["patch_size"],
-                   "batch": sb["global_batch"], "seconds": round(time.time() - t0, 3)}
+            row = {
+                "step": step,
+                **res,
+                "dataset": sb["name"],
+                "patch_size": sb["patch_size"],
+                "batch": sb["global_batch"],
+                "seconds": round(time.time() - t0, 3),
+            }
             if val_loss is not None:
                 row["val_loss"] = val_loss
             if monitor:
@@ -502,11 +589,20 @@ def pretrain(cfg: Config, resume: bool | str | Path = False, progress: bool = Tr
     if info.main:
         log.close()
         export(state, data)
-        summary = {"preset": cfg.name, "steps": tc.steps, "start_step": run.start, "world_size": info.world,
-                   "first_jepa_loss": first_loss, "final": row, "seconds": round(elapsed, 2),
-                   "steps_per_second": round((tc.steps - run.start) / max(elapsed, 1e-9), 3),
-                   "steps_per_dataset": per_dataset, "out_dir": str(run.out), "collapse_warnings": warned,
-                   "collapsed": sorted(flagged)}
+        summary = {
+            "preset": cfg.name,
+            "steps": tc.steps,
+            "start_step": run.start,
+            "world_size": info.world,
+            "first_jepa_loss": first_loss,
+            "final": row,
+            "seconds": round(elapsed, 2),
+            "steps_per_second": round((tc.steps - run.start) / max(elapsed, 1e-9), 3),
+            "steps_per_dataset": per_dataset,
+            "out_dir": str(run.out),
+            "collapse_warnings": warned,
+            "collapsed": sorted(flagged),
+        }
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
     barrier()
     cleanup()

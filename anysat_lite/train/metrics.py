@@ -1,10 +1,11 @@
 """Metrics log (CSV + JSON lines) and the training-curve figure."""
+
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 __all__ = ["MetricLog", "read_metrics", "plot_metrics"]
 
@@ -21,9 +22,27 @@ class MetricLog:
     ``tensorboard`` also writes the numbers as TensorBoard scalars (needs the ``tensorboard`` package).
     """
 
-    FIELDS = ("step", "loss", "jepa_loss", "contrastive_loss", "val_loss", "lr", "wd", "momentum", "std", "erank",
-              "cos", "dataset", "patch_size", "batch", "seconds", "step_s", "data_wait_s", "samples_per_s",
-              "peak_mem_mb")
+    FIELDS = (
+        "step",
+        "loss",
+        "jepa_loss",
+        "contrastive_loss",
+        "val_loss",
+        "lr",
+        "wd",
+        "momentum",
+        "std",
+        "erank",
+        "cos",
+        "dataset",
+        "patch_size",
+        "batch",
+        "seconds",
+        "step_s",
+        "data_wait_s",
+        "samples_per_s",
+        "peak_mem_mb",
+    )
 
     def __init__(self, folder: str | Path, resume_step: int | None = None, tensorboard: bool = False):
         self.folder = Path(folder)
@@ -44,9 +63,12 @@ class MetricLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 from ..errors import UserError
-                raise UserError("train.tensorboard=true needs the tensorboard package; install it (pip install "
-                                "tensorboard) or set train.tensorboard=false") from None
-            purge = None if resume_step is None else resume_step + 1    # events a killed run wrote after it
+
+                raise UserError(
+                    "train.tensorboard=true needs the tensorboard package; install it (pip install "
+                    "tensorboard) or set train.tensorboard=false"
+                ) from None
+            purge = None if resume_step is None else resume_step + 1  # events a killed run wrote after it
             self.board = SummaryWriter(str(self.folder / "tensorboard"), purge_step=purge)
 
     def write(self, row: Mapping) -> None:
@@ -85,7 +107,7 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
     if rows:
         sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
         for key, ax in (("jepa_loss", axes[0]), ("contrastive_loss", axes[1])):
-            for P in sizes or [None]:   # one line per patch size: their losses live on different scales
+            for P in sizes or [None]:  # one line per patch size: their losses live on different scales
                 sel = [r for r in rows if P is None or r["patch_size"] == P]
                 ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P} m" if P else None)
             ax.set_title(key.replace("_", " "))

@@ -11,6 +11,7 @@ anything is written and refuses what would lose or mix results:
   ``step-*.pt``), or from a checkpoint of another model, data or JEPA setup, or of a run
   already at ``train.steps`` (:class:`RunFinishedError`).
 """
+
 from __future__ import annotations
 
 import re
@@ -23,13 +24,29 @@ from .checkpoint import CheckpointError, load_checkpoint
 __all__ = ["RunDirError", "RunFinishedError", "RUN_FILES", "run_files", "prepare_run_dir", "newest_intact_checkpoint"]
 
 # Files (glob patterns) a run writes into its folder; ``force`` deletes exactly these.
-RUN_FILES = ("config.yaml", "last.pt", "step-*.pt", "metrics.csv", "metrics.jsonl", "training_curves.png",
-             "encoder.safetensors", "encoder.json", "encoder-online.safetensors", "encoder-online.json", "summary.json",
-             "probe_results.json", "probe_results.md", "probe_results.png", "tensorboard/events.out.tfevents.*",
-             ".*.tmp")
+RUN_FILES = (
+    "config.yaml",
+    "last.pt",
+    "step-*.pt",
+    "metrics.csv",
+    "metrics.jsonl",
+    "training_curves.png",
+    "encoder.safetensors",
+    "encoder.json",
+    "encoder-online.safetensors",
+    "encoder-online.json",
+    "summary.json",
+    "probe_results.json",
+    "probe_results.md",
+    "probe_results.png",
+    "tensorboard/events.out.tfevents.*",
+    ".*.tmp",
+)
 # Config entries a resumed run may change: they do not change what the checkpoint's weights mean.
-_MAY_CHANGE = re.compile(r"^(train\..*|name|data\.(num_workers|prefetch_factor|persistent_workers|pin_memory|cache_dir|"
-                         r"root)|data\.datasets\[\d+\]\.path|jepa\.monitor_every|probe\..*)$")
+_MAY_CHANGE = re.compile(
+    r"^(train\..*|name|data\.(num_workers|prefetch_factor|persistent_workers|pin_memory|cache_dir|"
+    r"root)|data\.datasets\[\d+\]\.path|jepa\.monitor_every|probe\..*)$"
+)
 
 
 class RunDirError(UserError):
@@ -93,20 +110,26 @@ def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dic
         path = path / "last.pt"
     if not path.exists():
         newest = newest_intact_checkpoint(path.parent) if path.parent.is_dir() else None
-        hint = f"resume from {newest} (--resume {newest})" if newest else \
-            "start the run without --resume (resume=False)"
+        hint = (
+            f"resume from {newest} (--resume {newest})" if newest else "start the run without --resume (resume=False)"
+        )
         raise RunDirError(f"nothing to resume: {path} does not exist; {hint}")
     try:
         ck = load_checkpoint(path, map_location=map_location)
     except CheckpointError as e:
         newest = newest_intact_checkpoint(path.parent, exclude=path)
-        hint = (f"resume from the newest intact checkpoint: --resume {newest}" if newest else
-                f"no intact step-*.pt in {path.parent}: start again with --force (force=True) or in a new folder")
+        hint = (
+            f"resume from the newest intact checkpoint: --resume {newest}"
+            if newest
+            else f"no intact step-*.pt in {path.parent}: start again with --force (force=True) or in a new folder"
+        )
         raise RunDirError(f"{e.problem}; {hint}") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= set(ck):
         keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
-        raise RunDirError(f"{path}: not a training checkpoint (expected model, optimizer, step, rng; got {keys}); "
-                          "resume from a last.pt or step-*.pt written by anysat-lite pretrain")
+        raise RunDirError(
+            f"{path}: not a training checkpoint (expected model, optimizer, step, rng; got {keys}); "
+            "resume from a last.pt or step-*.pt written by anysat-lite pretrain"
+        )
     return path, ck
 
 
@@ -115,26 +138,40 @@ def _check_same_run(path: Path, ck: dict, cfg: Config) -> None:
     if isinstance(saved, dict):
         old, new = _flat(saved), _flat(config_to_dict(cfg))
         order = {"model": 0, "data": 1, "jepa": 2}
-        diffs = sorted((k for k in set(old) | set(new) if not _MAY_CHANGE.match(k) and old.get(k) != new.get(k)),
-                       key=lambda k: (order.get(k.split(".")[0], 3), k))
+        diffs = sorted(
+            (k for k in set(old) | set(new) if not _MAY_CHANGE.match(k) and old.get(k) != new.get(k)),
+            key=lambda k: (order.get(k.split(".")[0], 3), k),
+        )
         if diffs:
             k = diffs[0]
             more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-            raise RunDirError(f"{path} was trained with {k}={old.get(k)!r}, the config now says {new.get(k)!r}{more}; "
-                              f"resume with the run's own config (--config {path.parent / 'config.yaml'}, or leave "
-                              "--config out) or start a new run in another folder")
+            raise RunDirError(
+                f"{path} was trained with {k}={old.get(k)!r}, the config now says {new.get(k)!r}{more}; "
+                f"resume with the run's own config (--config {path.parent / 'config.yaml'}, or leave "
+                "--config out) or start a new run in another folder"
+            )
     step = int(ck["step"])
     if step > cfg.train.steps:
-        raise RunDirError(f"{path} is at step {step}, beyond train.steps={cfg.train.steps}; "
-                          f"set train.steps >= {step} to continue it")
+        raise RunDirError(
+            f"{path} is at step {step}, beyond train.steps={cfg.train.steps}; set train.steps >= {step} to continue it"
+        )
     if step == cfg.train.steps:
-        raise RunFinishedError(f"{path} is at step {step} = train.steps: the run is finished; "
-                               f"raise train.steps (e.g. --set train.steps={2 * step}) to train it longer",
-                               path, step)
+        raise RunFinishedError(
+            f"{path} is at step {step} = train.steps: the run is finished; "
+            f"raise train.steps (e.g. --set train.steps={2 * step}) to train it longer",
+            path,
+            step,
+        )
 
 
-def prepare_run_dir(out_dir: str | Path, cfg: Config, resume: bool | str | Path = False, force: bool = False,
-                    main: bool = True, map_location="cpu") -> dict | None:
+def prepare_run_dir(
+    out_dir: str | Path,
+    cfg: Config,
+    resume: bool | str | Path = False,
+    force: bool = False,
+    main: bool = True,
+    map_location="cpu",
+) -> dict | None:
     """Check the run folder and the checkpoint to resume before anything is written; return that checkpoint.
 
     Args:
@@ -154,22 +191,28 @@ def prepare_run_dir(out_dir: str | Path, cfg: Config, resume: bool | str | Path 
     if out.exists() and not out.is_dir():
         raise RunDirError(f"train.out_dir {out} is a file, not a folder; choose a folder (--set train.out_dir=...)")
     if resume is not False and resume is not None and force:
-        raise RunDirError("--resume and --force exclude each other: --resume continues the run in "
-                          f"{out}, --force deletes it and starts again")
+        raise RunDirError(
+            "--resume and --force exclude each other: --resume continues the run in "
+            f"{out}, --force deletes it and starts again"
+        )
     if resume:
         path, ck = _resume_checkpoint(out, resume, map_location)
         if main and path.parent.resolve() != out.resolve() and run_files(out):
-            raise RunDirError(f"{out} already holds another run; resume {path} into its own folder "
-                              f"(--set train.out_dir={path.parent}) or into a new one")
+            raise RunDirError(
+                f"{out} already holds another run; resume {path} into its own folder "
+                f"(--set train.out_dir={path.parent}) or into a new one"
+            )
         _check_same_run(path, ck, cfg)
         return ck
     if main:
         existing = run_files(out)
         if existing and not force:
             names = ", ".join(p.name for p in existing[:4]) + (", ..." if len(existing) > 4 else "")
-            raise RunDirError(f"{out} already holds a run ({names}); continue it with --resume (resume=True), "
-                              "replace it with --force (force=True), or choose a new folder "
-                              "(--set train.out_dir=runs/NEW)")
+            raise RunDirError(
+                f"{out} already holds a run ({names}); continue it with --resume (resume=True), "
+                "replace it with --force (force=True), or choose a new folder "
+                "(--set train.out_dir=runs/NEW)"
+            )
         for p in existing:
             p.unlink()
         out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Learning-rate and weight-decay schedules (I-JEPA style): linear warm-up then cosine."""
+
 from __future__ import annotations
 
 import math

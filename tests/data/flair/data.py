@@ -13,6 +13,7 @@ area ``Z2_AB`` with tile 11), val domain ``D002_2021`` (tile 20), test domain ``
 
 Run ``python tests/data/flair/data.py`` to regenerate (deterministic).
 """
+
 import json
 from pathlib import Path
 
@@ -40,8 +41,19 @@ def folders(status):
 def write_tif(path, data, left=600000.0, top=6800000.0):
     path.parent.mkdir(parents=True, exist_ok=True)
     count, h, w = data.shape
-    with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=count, dtype=data.dtype, crs="EPSG:2154",
-                       transform=from_origin(left, top, 0.2, 0.2), compress="deflate", predictor=2) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=count,
+        dtype=data.dtype,
+        crs="EPSG:2154",
+        transform=from_origin(left, top, 0.2, 0.2),
+        compress="deflate",
+        predictor=2,
+    ) as dst:
         dst.write(data)
 
 
@@ -58,7 +70,7 @@ def main():
                 codes[:32, :32] = 0
             write_tif(d["labels"] / domain / area / "msk" / f"MSK_{n:06d}.tif", codes[None])
             centroids[f"IMG_{n:06d}.tif"] = list(cent)
-        t, b, y, x = np.mgrid[0:len(dates), 0:10, 0:SP, 0:SP]
+        t, b, y, x = np.mgrid[0 : len(dates), 0:10, 0:SP, 0:SP]
         sen = d["sen"] / domain / area / "sen"
         sen.mkdir(parents=True, exist_ok=True)
         stem = f"SEN2_sp_{domain}-{area}"
@@ -68,10 +80,12 @@ def main():
         (sen / f"{stem}_products.txt").write_text("\n".join(lines) + "\n")
     (HERE / "flair-2_centroids_sp_to_patch.json").write_text(json.dumps(centroids, indent=1))
     (HERE / "splits.json").write_text(json.dumps(SPLITS, indent=1))
-    (HERE / "NORM_s2_patch.json").write_text(json.dumps({"mean": [float(v) for v in range(10)],
-                                                         "std": [float(v + 1) for v in range(10)]}, indent=4))
-    (HERE / "NORM_aerial-flair_patch.json").write_text(json.dumps({"mean": [100.0, 110.0, 120.0, 130.0, 20.0],
-                                                                   "std": [50.0, 51.0, 52.0, 53.0, 10.0]}, indent=4))
+    (HERE / "NORM_s2_patch.json").write_text(
+        json.dumps({"mean": [float(v) for v in range(10)], "std": [float(v + 1) for v in range(10)]}, indent=4)
+    )
+    (HERE / "NORM_aerial-flair_patch.json").write_text(
+        json.dumps({"mean": [100.0, 110.0, 120.0, 130.0, 20.0], "std": [50.0, 51.0, 52.0, 53.0, 10.0]}, indent=4)
+    )
 
 
 if __name__ == "__main__":

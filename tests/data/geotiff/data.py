@@ -19,6 +19,7 @@ Awkward inputs (for the error and resampling paths):
 
 Run ``python tests/data/geotiff/data.py`` to regenerate (deterministic).
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,18 @@ LEFT, TOP = 500000.0, 5000020.0
 def write(path, data, gsd, crs=CRS, transform=None, names=None, nodata=None):
     count, h, w = data.shape
     transform = transform or from_origin(LEFT, TOP, gsd, gsd)
-    with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=count, dtype=data.dtype, crs=crs,
-                       transform=transform, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=count,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(data)
         if names:
             dst.descriptions = tuple(names)
@@ -43,7 +54,9 @@ def write(path, data, gsd, crs=CRS, transform=None, names=None, nodata=None):
 
 def main():
     rng = np.random.default_rng(0)
-    write(HERE / "aerial.tif", rng.integers(0, 255, size=(4, 100, 100), dtype=np.uint8), 0.2, names=["R", "G", "B", "NIR"])
+    write(
+        HERE / "aerial.tif", rng.integers(0, 255, size=(4, 100, 100), dtype=np.uint8), 0.2, names=["R", "G", "B", "NIR"]
+    )
     for date in ("20200301", "20200615", "20200930"):
         write(HERE / f"s2_{date}.tif", rng.uniform(0, 5000, size=(10, 2, 2)).astype(np.float32), 10.0)
     for date in ("20200410", "20200820"):
@@ -56,12 +69,20 @@ def main():
     write(HERE / "s2_wgs84_20200301.tif", out, None, crs="EPSG:4326", transform=t)
 
     # Awkward inputs (drawn after the files above, which stay unchanged).
-    write(HERE / "s2_shifted_20200301.tif", rng.uniform(0, 5000, size=(10, 2, 3)).astype(np.float32), 10.0,
-          transform=from_origin(LEFT + 10, TOP, 10.0, 10.0))
-    write(HERE / "s2_20m_20200301.tif", rng.uniform(0, 5000, size=(10, 2, 2)).astype(np.float32), 20.0,
-          transform=from_origin(LEFT, TOP + 20, 20.0, 20.0))
+    write(
+        HERE / "s2_shifted_20200301.tif",
+        rng.uniform(0, 5000, size=(10, 2, 3)).astype(np.float32),
+        10.0,
+        transform=from_origin(LEFT + 10, TOP, 10.0, 10.0),
+    )
+    write(
+        HERE / "s2_20m_20200301.tif",
+        rng.uniform(0, 5000, size=(10, 2, 2)).astype(np.float32),
+        20.0,
+        transform=from_origin(LEFT, TOP + 20, 20.0, 20.0),
+    )
     with rasterio.open(HERE / "aerial.tif") as src:
-        aerial = np.maximum(src.read(), 1)    # 0 is nodata here: only the western half
+        aerial = np.maximum(src.read(), 1)  # 0 is nodata here: only the western half
     aerial[:, :, :50] = 0
     write(HERE / "aerial_nodata.tif", aerial, 0.2, names=["R", "G", "B", "NIR"], nodata=0)
     for date, hole in (("20200401", True), ("20200701", False)):

@@ -26,6 +26,7 @@ Files (``<id>`` = ID_PATCH)::
 
 Run ``python tests/data/pastis_hd/data.py`` to regenerate (deterministic).
 """
+
 import datetime as dt
 import json
 import shutil
@@ -37,7 +38,13 @@ from rasterio.transform import from_origin
 
 HERE = Path(__file__).parent
 PATCHES = [  # (ID_PATCH, Fold, S2 dates, S1A dates)
-    (10000, 1, 7, 5), (10002, 3, 22, 21), (10001, 2, 5, 4), (20000, 4, 6, 5), (30000, 5, 6, 4), (10003, 1, 8, 6)]
+    (10000, 1, 7, 5),
+    (10002, 3, 22, 21),
+    (10001, 2, 5, 4),
+    (20000, 4, 6, 5),
+    (30000, 5, 6, 4),
+    (10003, 1, 8, 6),
+]
 REFERENCE = dt.date(2018, 9, 1)
 SIDE = 8  # Sentinel pixels (10 m); SPOT is 10 x SIDE pixels (1 m)
 
@@ -60,21 +67,47 @@ def main():
         if k == 0:  # the first and last acquisitions of the real series' span
             d2["0"], d2[str(t2 - 1)] = 20180901, 20191115
         left, top = 600000.0 + 1000 * k, 6800000.0
-        props = {"ID_PATCH": pid, "Fold": fold, "TILE": "T31TFM", "N_Parcel": int(rng.integers(5, 50)),
-                 "dates-S2": json.dumps(d2) if pid == 10003 else d2, "dates-S1A": d1a, "dates-S1D": d1d}
-        ring = [[left, top], [left + 10 * SIDE, top], [left + 10 * SIDE, top - 10 * SIDE], [left, top - 10 * SIDE],
-                [left, top]]
-        features.append({"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": [ring]}})
+        props = {
+            "ID_PATCH": pid,
+            "Fold": fold,
+            "TILE": "T31TFM",
+            "N_Parcel": int(rng.integers(5, 50)),
+            "dates-S2": json.dumps(d2) if pid == 10003 else d2,
+            "dates-S1A": d1a,
+            "dates-S1D": d1d,
+        }
+        ring = [
+            [left, top],
+            [left + 10 * SIDE, top],
+            [left + 10 * SIDE, top - 10 * SIDE],
+            [left, top - 10 * SIDE],
+            [left, top],
+        ]
+        features.append(
+            {"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        )
         s2 = rng.integers(0, 32, size=(t2, 10, SIDE, SIDE)) + rng.integers(2, 40, size=(t2, 10, 1, 1)) * 100
         np.save(HERE / "DATA_S2" / f"S2_{pid}.npy", s2.astype(np.int16))
         for folder, t in (("S1A", t1), ("S1D", 3)):
             vv_vh = rng.integers(1, 64, size=(t, 2, SIDE, SIDE)).astype(np.float32) / 128
-            np.save(HERE / f"DATA_{folder}" / f"{folder}_{pid}.npy", np.concatenate([vv_vh, vv_vh[:, :1] / vv_vh[:, 1:]], 1))
-        yy, xx = np.mgrid[0:10 * SIDE, 0:10 * SIDE]
+            np.save(
+                HERE / f"DATA_{folder}" / f"{folder}_{pid}.npy", np.concatenate([vv_vh, vv_vh[:, :1] / vv_vh[:, 1:]], 1)
+            )
+        yy, xx = np.mgrid[0 : 10 * SIDE, 0 : 10 * SIDE]
         spot = np.stack([(yy + 3 * xx + 41 * k + 70 * b) % 256 for b in range(3)]).astype(np.uint8)
-        with rasterio.open(HERE / "DATA_SPOT" / "PASTIS_SPOT6_RVB_1M00_2019" / f"SPOT6_RVB_1M00_2019_{pid}.tif", "w",
-                           driver="GTiff", height=10 * SIDE, width=10 * SIDE, count=3, dtype="uint8", crs="EPSG:2154",
-                           transform=from_origin(left, top, 1.0, 1.0), compress="deflate", predictor=2) as dst:
+        with rasterio.open(
+            HERE / "DATA_SPOT" / "PASTIS_SPOT6_RVB_1M00_2019" / f"SPOT6_RVB_1M00_2019_{pid}.tif",
+            "w",
+            driver="GTiff",
+            height=10 * SIDE,
+            width=10 * SIDE,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:2154",
+            transform=from_origin(left, top, 1.0, 1.0),
+            compress="deflate",
+            predictor=2,
+        ) as dst:
             dst.write(spot)
         target = np.zeros((3, SIDE, SIDE), dtype=np.uint8)
         if pid == 20000:  # background and void only: no crop class present
@@ -82,12 +115,18 @@ def main():
         else:
             target[0] = rng.choice([0, 0, 19, 1 + k, 2 + 2 * k, 18 if k % 2 else 3], size=(SIDE, SIDE))
         np.save(HERE / "ANNOTATIONS" / f"TARGET_{pid}.npy", target)
-    meta = {"type": "FeatureCollection", "name": "metadata",
-            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}}, "features": features}
+    meta = {
+        "type": "FeatureCollection",
+        "name": "metadata",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}},
+        "features": features,
+    }
     (HERE / "metadata.geojson").write_text(json.dumps(meta))
     for sensor, c in (("s2", 10), ("s1", 3), ("spot", 3)):
-        norm = {f"Fold_{f}": {"mean": [100.0 * f + b for b in range(c)], "std": [10.0 * f + b for b in range(c)]}
-                for f in range(1, 6)}
+        norm = {
+            f"Fold_{f}": {"mean": [100.0 * f + b for b in range(c)], "std": [10.0 * f + b for b in range(c)]}
+            for f in range(1, 6)
+        }
         (HERE / f"NORM_{sensor}_patch.json").write_text(json.dumps(norm, indent=4))
 
 

@@ -10,6 +10,7 @@ is 0 (the ratio band is then clipped to 1e4); every first pixel of the last date
 
 Run ``python tests/data/planted/data.py`` to regenerate (deterministic).
 """
+
 import datetime as dt
 import json
 from pathlib import Path
@@ -42,7 +43,7 @@ def main():
             folder.mkdir(exist_ok=True)
             tile = int(name[1:])
             for sensor, (side, bands, dates) in SENSORS.items():
-                t, y, x, c = np.mgrid[0:len(dates), 0:side, 0:side, 0:bands]
+                t, y, x, c = np.mgrid[0 : len(dates), 0:side, 0:side, 0:bands]
                 data = (1000 * t + 100 * c + 10 * y + x + tile).astype(np.float32)
                 if sensor in ("s1", "alos"):
                     data[0, 0, 0, 1] = 0.0
@@ -50,10 +51,13 @@ def main():
                 mask[-1, 0, 0, 0] = 0
                 np.savez_compressed(folder / f"{name}_{sensor}.npz", data)
                 np.savez_compressed(folder / f"{name}_{sensor}_mask.npz", mask)
-                np.savez_compressed(folder / f"{name}_{sensor}_timestamp.npz",
-                                    np.array([milliseconds(d) for d in dates], dtype=np.int64))
-    (HERE / "NORM_s2_patch.json").write_text(json.dumps({"mean": [1000.0 + v for v in range(10)],
-                                                         "std": [500.0] * 10}, indent=4))
+                np.savez_compressed(
+                    folder / f"{name}_{sensor}_timestamp.npz",
+                    np.array([milliseconds(d) for d in dates], dtype=np.int64),
+                )
+    (HERE / "NORM_s2_patch.json").write_text(
+        json.dumps({"mean": [1000.0 + v for v in range(10)], "std": [500.0] * 10}, indent=4)
+    )
 
 
 if __name__ == "__main__":

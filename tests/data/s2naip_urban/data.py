@@ -14,6 +14,7 @@ what they are:
 
 Run ``python tests/data/s2naip_urban/data.py`` to regenerate (deterministic).
 """
+
 import json
 from pathlib import Path
 
@@ -30,28 +31,58 @@ DATES = {  # per tile: s2, s1, l8 dates (YYYYMMDD)
     "t2_c": (["20210110", "20210420", "20210808", "20211122"], ["20210301", "20210601"], ["20210512"]),
     "t3_d": (["20180101", "20180702"], ["20180310"], ["20180505", "20180905"]),
 }
-OSM = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "properties": {"category": "building"},
-     "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [200, 100], [200, 180], [100, 180], [100, 100]]]}},
-    {"type": "Feature", "properties": {"category": "road"},
-     "geometry": {"type": "LineString", "coordinates": [[0.0, 300.7], [511.0, 300.2]]}},
-    {"type": "Feature", "properties": {"category": "power_tower"},
-     "geometry": {"type": "Point", "coordinates": [400, 50]}},
-    {"type": "Feature", "properties": {"category": "river"},
-     "geometry": {"type": "MultiLineString", "coordinates": [[[450, 0], [450, 250]], [[460, 0], [470, 600]]]}},
-    {"type": "Feature", "properties": {"category": "park"},
-     "geometry": {"type": "Polygon", "coordinates": [[[20, 400], [60, 400], [60, 440], [20, 440]]]}},
-    {"type": "Feature", "properties": {},
-     "geometry": {"type": "Point", "coordinates": [250, 250]}},
-]}
+OSM = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "properties": {"category": "building"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[100, 100], [200, 100], [200, 180], [100, 180], [100, 100]]],
+            },
+        },
+        {
+            "type": "Feature",
+            "properties": {"category": "road"},
+            "geometry": {"type": "LineString", "coordinates": [[0.0, 300.7], [511.0, 300.2]]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"category": "power_tower"},
+            "geometry": {"type": "Point", "coordinates": [400, 50]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"category": "river"},
+            "geometry": {"type": "MultiLineString", "coordinates": [[[450, 0], [450, 250]], [[460, 0], [470, 600]]]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"category": "park"},
+            "geometry": {"type": "Polygon", "coordinates": [[[20, 400], [60, 400], [60, 440], [20, 440]]]},
+        },
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [250, 250]}},
+    ],
+}
 
 
 def write_tif(path, data, gsd):
     path.parent.mkdir(parents=True, exist_ok=True)
     count, h, w = data.shape
-    with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=count, dtype=data.dtype, crs="EPSG:32610",
-                       transform=from_origin(550000.0, 4180000.0, gsd, gsd), compress="deflate",
-                       predictor=3 if data.dtype == np.float32 else 2) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=count,
+        dtype=data.dtype,
+        crs="EPSG:32610",
+        transform=from_origin(550000.0, 4180000.0, gsd, gsd),
+        compress="deflate",
+        predictor=3 if data.dtype == np.float32 else 2,
+    ) as dst:
         dst.write(data)
 
 
@@ -91,8 +122,9 @@ def main():
             (HERE / "openstreetmap").mkdir(exist_ok=True)
             (HERE / "openstreetmap" / f"{name}.geojson").write_text(json.dumps(OSM))
         (HERE / f"{split}_dict.json").write_text(json.dumps(table))
-    (HERE / "NORM_naip_patch.json").write_text(json.dumps({"mean": [120.0, 110.0, 100.0, 90.0],
-                                                           "std": [40.0, 41.0, 42.0, 43.0]}, indent=4))
+    (HERE / "NORM_naip_patch.json").write_text(
+        json.dumps({"mean": [120.0, 110.0, 100.0, 90.0], "std": [40.0, 41.0, 42.0, 43.0]}, indent=4)
+    )
 
 
 if __name__ == "__main__":

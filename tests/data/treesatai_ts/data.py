@@ -21,6 +21,7 @@ The first S2 date of every tile is 2020-01-01 (day 1) and the last one 2020-12-3
 year); the other dates are drawn at random.  Run ``python tests/data/treesatai_ts/data.py`` to
 regenerate (deterministic).
 """
+
 import datetime as dt
 import json
 import shutil
@@ -68,8 +69,19 @@ def dates(rng, n: int, first=None, last=None) -> list[dt.date]:
 
 def write_tif(path: Path, data: np.ndarray, gsd: float, left: float, top: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=from_origin(left, top, gsd, gsd), compress="deflate", predictor=2) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=from_origin(left, top, gsd, gsd),
+        compress="deflate",
+        predictor=2,
+    ) as dst:
         dst.write(data)
 
 
@@ -85,7 +97,9 @@ def main():
         aerial = np.stack([(yy + 5 * xx + 37 * k + 60 * b) % 256 for b in range(4)]).astype(np.uint8)
         write_tif(HERE / "aerial" / name, aerial, 0.2, left - 0.4, top + 0.4)  # 304 px centred on the 60 m tile
         t2, t1a, t1d = 4 + k % 3, 3 + k % 2, 2
-        s2 = (rng.integers(2, 40, size=(t2, 10, 1, 1)) * 100 + rng.integers(0, 16, size=(t2, 10, 6, 6))).astype(np.float32)
+        s2 = (rng.integers(2, 40, size=(t2, 10, 1, 1)) * 100 + rng.integers(0, 16, size=(t2, 10, 6, 6))).astype(
+            np.float32
+        )
         s1a = rng.integers(1, 64, size=(t1a, 2, 6, 6)).astype(np.float32) / 128  # backscatter (linear)
         s1d = rng.integers(1, 64, size=(t1d, 2, 6, 6)).astype(np.float32) / 128
         masks = np.zeros((t2, 10, 6, 6), dtype=np.float32)
@@ -93,15 +107,24 @@ def main():
         text = h5py.string_dtype("ascii")
         (HERE / "sentinel").mkdir(exist_ok=True)
         with h5py.File(HERE / "sentinel" / f"{stem}.h5", "w", libver="latest") as f:
-            for key, value in (("sen-2-data", s2), ("sen-2-masks", masks), ("sen-1-asc-data", s1a), ("sen-1-des-data", s1d)):
+            for key, value in (
+                ("sen-2-data", s2),
+                ("sen-2-masks", masks),
+                ("sen-1-asc-data", s1a),
+                ("sen-1-des-data", s1d),
+            ):
                 f.create_dataset(key, data=value, compression="gzip", shuffle=True)
             f.create_dataset("sen-2-products", data=[s2_product(d) for d in dates(rng, t2, 1, 366)], dtype=text)
-            f.create_dataset("sen-1-asc-products", data=[s1_product(d, 30639 + i) for i, d in enumerate(dates(rng, t1a))],
-                             dtype=text)
-            f.create_dataset("sen-1-des-products", data=[s1_product(d, 19692 + i) for i, d in enumerate(dates(rng, t1d))],
-                             dtype=text)
+            f.create_dataset(
+                "sen-1-asc-products", data=[s1_product(d, 30639 + i) for i, d in enumerate(dates(rng, t1a))], dtype=text
+            )
+            f.create_dataset(
+                "sen-1-des-products", data=[s1_product(d, 19692 + i) for i, d in enumerate(dates(rng, t1d))], dtype=text
+            )
         (HERE / "s1-asc").mkdir(exist_ok=True)
-        torch.save(torch.from_numpy(np.concatenate([s1a, s1a[:, :1] / s1a[:, 1:2]], axis=1)), HERE / "s1-asc" / f"{stem}.pth")
+        torch.save(
+            torch.from_numpy(np.concatenate([s1a, s1a[:, :1] / s1a[:, 1:2]], axis=1)), HERE / "s1-asc" / f"{stem}.pth"
+        )
         if k < 2:  # TreeSatAI's single-date 60 m Sentinel GeoTIFFs carry the same tile names
             write_tif(HERE / "s1" / "60m" / name, s1a[0], 10.0, left, top)
             write_tif(HERE / "s2" / "60m" / name, np.concatenate([s2[0], s2[0, :2]]), 10.0, left, top)
@@ -113,12 +136,15 @@ def main():
     (HERE / "labels").mkdir(exist_ok=True)
     shares = {n: lab for n, _, lab in TILES} | {UNLISTED[0]: UNLISTED[1]}
     (HERE / "labels" / "TreeSatBA_v9_60m_multi_labels.json").write_text(json.dumps(shares, indent=1))
-    stats = {"aerial": ([110.0, 120.0, 130.0, 140.0], [60.0, 61.0, 62.0, 63.0]),
-             "s2": (np.concatenate(s2_all).mean(axis=(0, 2, 3)), np.concatenate(s2_all).std(axis=(0, 2, 3))),
-             "s1-asc": (np.concatenate(s1_all).mean(axis=(0, 2, 3)), np.concatenate(s1_all).std(axis=(0, 2, 3)))}
+    stats = {
+        "aerial": ([110.0, 120.0, 130.0, 140.0], [60.0, 61.0, 62.0, 63.0]),
+        "s2": (np.concatenate(s2_all).mean(axis=(0, 2, 3)), np.concatenate(s2_all).std(axis=(0, 2, 3))),
+        "s1-asc": (np.concatenate(s1_all).mean(axis=(0, 2, 3)), np.concatenate(s1_all).std(axis=(0, 2, 3))),
+    }
     for s, (mean, std) in stats.items():
-        (HERE / f"NORM_{s}_patch.json").write_text(json.dumps({"mean": [float(v) for v in mean],
-                                                               "std": [float(v) for v in std]}, indent=4))
+        (HERE / f"NORM_{s}_patch.json").write_text(
+            json.dumps({"mean": [float(v) for v in mean], "std": [float(v) for v in std]}, indent=4)
+        )
 
 
 if __name__ == "__main__":
