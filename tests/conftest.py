@@ -14,9 +14,7 @@ SHARED = Path(os.environ.get("ANYSAT_SHARED", ROOT.parent / "shared"))
 
 
 def pytest_addoption(parser):
-    parser.addoption(
-        "--runlong", action="store_true", default=False, help="also run tests marked long (minutes each)"
-    )
+    parser.addoption("--runlong", action="store_true", default=False, help="also run tests marked long (minutes each)")
 
 
 def pytest_collection_modifyitems(config, items):
