@@ -338,7 +338,8 @@ def _geoplex() -> Config:
     )
 
 
-# Tiny sizes for CI, notebook smoke runs and tests: seconds instead of minutes.
+# Smoke overrides for quick checks: a few small tiles, short series, short probes.  They shrink the data and
+# the probes, not the model (the preset keeps its size) nor the number of steps (add train.steps=N).
 SMOKE_OVERRIDES = [
     "data.n_tiles=32",
     "data.tile_m=40",

@@ -94,7 +94,7 @@ def test_complement_context_is_every_patch_outside_the_targets():
 
 @pytest.mark.parametrize("preset", ["cpu-demo"])
 def test_demo_context_is_a_real_part_of_every_grid(preset):
-    """Issue acceptance: mean context share >= 25 % and >= 4 context patches in >= 90 % of steps."""
+    """The demo's masks leave a real context: mean share >= 25 % and >= 4 context patches in >= 90 % of steps."""
     from anysat_lite.config import get_config
 
     cfg = get_config(preset)
@@ -148,6 +148,27 @@ def test_random_and_single_block():
         assert sorted(sb.context[b].tolist() + sb.targets[0][b].tolist()) == list(range(36))  # a partition
     pic = masks_to_grid(sb, 0)
     assert pic.shape == (6, 6) and set(pic.unique().tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("grid", [(2, 2), (3, 3), (6, 6), (4, 7)])
+def test_single_block_context_is_the_complement_of_one_rectangle_inside_the_grid(grid):
+    h, w = grid
+    sampler = SingleBlockMaskSampler(target_scale=(0.2, 1.0))
+    for seed in range(10):
+        m = sampler(4, grid, gen(seed))
+        assert len(m.targets) == 1 and m.targets[0].shape[0] == 4
+        for b in range(4):
+            tgt = m.targets[0][b]
+            rows, cols = tgt // w, tgt % w
+            bh, bw = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+            assert len(set(tgt.tolist())) == len(tgt) == bh * bw  # one full rectangle
+            assert 1 <= bh <= h - 1 and 1 <= bw <= w - 1  # strictly inside the grid, whatever the scale
+            complement = sorted(set(range(h * w)) - set(tgt.tolist()))
+            assert m.context[b].tolist() == complement  # the context is exactly every other patch
+            assert len(complement) >= h + w - 1  # at least one full row and one full column
+    # the clamp: a block of the whole 3 x 3 grid becomes 2 x 2, and a block of no patch becomes 1 x 1
+    assert SingleBlockMaskSampler((1.0, 1.0), (1.0, 1.0))(2, (3, 3), gen(0)).targets[0].shape == (2, 4)
+    assert SingleBlockMaskSampler((0.01, 0.01), (1.0, 1.0))(2, (3, 3), gen(0)).targets[0].shape == (2, 1)
 
 
 def test_too_small_grid():

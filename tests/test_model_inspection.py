@@ -1,6 +1,7 @@
 """What the notebooks open up: intermediates exposed by the model (attention weights, L-TAE attention, the
 pipeline trace), the official-format writer, and the figure helpers' choices (band composites, PCA colours)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,7 +127,14 @@ def test_pca_colours_and_centred_similarity():
     a = common + torch.randn(5, 5, 16)
     b = common + torch.randn(3, 3, 16) + 3.0
     joint = pca_colours({"a": a, "b": b})
-    assert joint["a"].shape == (5, 5, 3) and 0 <= joint["a"].min() and joint["b"].max() <= 1
+    assert joint["a"].shape == (5, 5, 3) and joint["b"].shape == (3, 3, 3)
+    both = np.concatenate([joint["a"].reshape(-1, 3), joint["b"].reshape(-1, 3)])
+    # each component stretched 2-98 % over both maps and clipped: it spans exactly [0, 1]
+    np.testing.assert_array_equal(both.min(0), 0.0)
+    np.testing.assert_array_equal(both.max(0), 1.0)
+    # the first component is the direction that separates the maps (b is shifted by 3 in every dimension)
+    first_a, first_b = joint["a"][..., 0], joint["b"][..., 0]
+    assert first_a.min() > first_b.max() or first_b.min() > first_a.max()
     assert not (pca_colours({"b": b})["b"] == joint["b"]).all()  # joint PCA differs from own
     raw = cosine_similarity_map(a, (0, 0))
     centred = cosine_similarity_map(a, (0, 0), center=True)

@@ -182,7 +182,7 @@ def test_run_probe_on_a_single_time_series_sensor(tmp_path):
     assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in report["results"])
 
 
-# --- the official evaluation's metrics (anysat_lite/probe/metrics.py, issue 17) ------------------------
+# --- the official evaluation's metrics (anysat_lite/probe/metrics.py) ------------------------------------
 def test_official_weighted_and_macro_f1_by_hand():
     from anysat_lite.probe.metrics import f1_from_counts, multilabel_counts
 

@@ -24,7 +24,7 @@ FIXTURES = {
     "flair": DATA / "flair",
     "planted": DATA / "planted",
 }
-# Issue 17: the values read off the official repository's results figure.
+# The values read off the official repository's results figure.
 PAPER = {
     "treesatai-ts-ft": 75.1,
     "treesatai-ts-lp": 72.6,

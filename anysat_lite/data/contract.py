@@ -37,6 +37,7 @@ __all__ = [
     "SampleInfo",
     "validate_sample",
     "split_key",
+    "KEY_SUFFIXES",
     "sensor_entries",
     "check_patch_size",
     "patch_size_m",
@@ -45,7 +46,7 @@ __all__ = [
     "random_sample",
 ]
 
-_SUFFIXES = ("dates", "mask")
+KEY_SUFFIXES = ("dates", "mask")  # "<sensor>_<suffix>": the per-date entries that go with a time series
 
 
 class SampleError(UserError):
@@ -99,7 +100,7 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
                 f"{key!r}: unknown sensor {name!r}; known sensors: {', '.join(registry)} "
                 "(register new ones with anysat_lite.register_sensor)"
             )
-        if suffix is not None and suffix not in _SUFFIXES:
+        if suffix is not None and suffix not in KEY_SUFFIXES:
             raise SampleError(
                 f"{key!r}: unknown suffix {suffix!r}; expected '<sensor>', '<sensor>_dates' or '<sensor>_mask'"
             )
@@ -416,7 +417,7 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
         if suffix is None and value.is_floating_point() and value.dtype != dtype:
             out[key] = value.to(dtype)
         elif (
-            suffix in _SUFFIXES
+            suffix in KEY_SUFFIXES
             and value.dim() == 1
             and torch.is_tensor(x.get(name))
             and x[name].dim() == 5

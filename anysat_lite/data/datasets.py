@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..sensors import SENSORS
-from .contract import split_key
+from .contract import KEY_SUFFIXES, split_key
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
 from .registry import canonical_name, dataset_root, get_dataset
 from .synthetic import CLASSES as WORLD_CLASSES
@@ -63,7 +63,7 @@ class ArrayTileDataset(Dataset):
         item: dict = {}
         for s in self.sensors:
             item[s] = torch.from_numpy(np.array(self.arrays[s][j], dtype=np.float32))
-            for suffix in ("dates", "mask"):
+            for suffix in KEY_SUFFIXES:
                 key = f"{s}_{suffix}"
                 if key in self.arrays:
                     item[key] = torch.from_numpy(np.array(self.arrays[key][j]))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.contract import KEY_SUFFIXES
 from ..sensors import SENSORS
 
 __all__ = [
@@ -60,10 +61,6 @@ class Masks:
         return Masks(self.context.to(device), [t.to(device) for t in self.targets], self.grid)
 
 
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + float(torch.rand(1, generator=g)) * (hi - lo)
-
-
 def _randint(g: torch.Generator, hi: int) -> int:
     return int(torch.randint(hi, (1,), generator=g))
 
@@ -97,12 +94,19 @@ class MultiBlockMaskSampler:
 
     * a block's area is ``int(scale * h * w)`` patches and its height/width ratio ``aspect``;
       scale and aspect come from **one** uniform draw ``r`` (``scale = lo + r (hi - lo)``,
-      ``aspect = lo + r (hi - lo)``, so large blocks are also the tall ones);
+      ``aspect = lo + r (hi - lo)``, so large blocks are also the tall ones).  This is what the
+      I-JEPA *code* does; the I-JEPA paper only says that both are random in their ranges,
+      which reads as two independent draws;
     * blocks stay strictly inside the grid (height < h, width < w), so a context block on a
       3 x 3 grid is at most 2 x 2;
     * **constraint relaxation**: if the context keeps fewer than ``min_keep`` patches, it is
       redrawn; after every ``timeout`` failed draws one more target block is ignored when the
       context is cut (the context may then overlap that target).
+
+    Two departures from that code: a block is at least 1 x 1 (the official code can draw an empty
+    one), and where the samples of a batch keep different numbers of context patches, each keeps a
+    random subset of the smallest number (I-JEPA and the official collator keep the first indices
+    in row-major order, i.e. the top rows of the context).
 
     Args:
         n_targets: target blocks per sample (AnySat: 4).
@@ -232,7 +236,15 @@ class RandomMaskSampler:
 
 
 class SingleBlockMaskSampler(MultiBlockMaskSampler):
-    """One target block; the context is every other patch."""
+    """One rectangular target block per sample; the context is exactly every patch outside it.
+
+    The block is drawn as in :class:`MultiBlockMaskSampler` (area ``int(scale * h * w)``, ratio
+    ``aspect``, the same size for the whole batch) and, like every block there, kept strictly
+    inside the grid: at most ``(h - 1) x (w - 1)`` patches, whatever the scale.  So on a grid of at
+    least 2 x 2 the context, the complement of the block, always holds at least ``h + w - 1``
+    patches (one full row and one full column), and on small grids the target covers less than
+    ``target_scale`` asks: on a 3 x 3 grid at most 2 x 2 = 4 of the 9 patches.
+    """
 
     def __init__(self, target_scale=(0.2, 0.8), target_aspect=(0.75, 1.5)):
         super().__init__(n_targets=1, target_scale=target_scale, target_aspect=target_aspect, context="complement")
@@ -320,7 +332,7 @@ def drop_dates(
         noise = noise[rows] if rows is not None else noise
         idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)
         out[key] = torch.gather(x, 1, idx.view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:]))
-        for suffix in ("dates", "mask"):
+        for suffix in KEY_SUFFIXES:
             k2 = f"{key}_{suffix}"
             if k2 in sample:
                 out[k2] = torch.gather(sample[k2], 1, idx)

@@ -210,7 +210,7 @@ class AnySat(nn.Module):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         dense_sensor = None
         if output == "dense":
-            sensors = [k for k in x if "_" not in k]
+            sensors = [k for k in x if split_key(k)[1] is None]
             dense_sensor = output_modality or next(
                 (k for k in sensors if k in self.sensors and not self.sensors[k].one_token_per_tile), None
             )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..data.contract import prepare_input
+from ..data.contract import prepare_input, split_key
 from .tokenizer import subpatch_layout
 
 __all__ = ["PipelineTrace", "trace_pipeline"]
@@ -73,7 +73,7 @@ def trace_pipeline(
     Tensors are detached and moved to the CPU.
     """
     x, P = prepare_input(model, x, patch_size)
-    sensors = [k for k in x if "_" not in k and k in model.sensors]
+    sensors = [k for k in x if split_key(k)[1] is None and k in model.sensors]
     spatial = [s for s in sensors if not model.sensors[s].one_token_per_tile]
     dense = output_modality or spatial[0]
     rec: dict = {"projected": {}}

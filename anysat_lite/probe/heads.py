@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ..data.contract import split_key
 from ..sensors import SENSORS
 
 __all__ = ["TileHead", "DenseHead", "TaskModel", "window_offsets"]
@@ -104,10 +105,10 @@ class TaskModel(nn.Module):
     def fill_invalid(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Replace the values of invalid pixels (``<sensor>_valid`` False) by the sensor projector's pad value
         and drop the ``_valid`` keys (official PLANTED: ``masked_fill`` with ``pad_parameter``)."""
-        out = {k: v for k, v in x.items() if not k.endswith("_valid")}
+        out = {k: v for k, v in x.items() if split_key(k)[1] != "valid"}
         for key in x:
-            if key.endswith("_valid"):
-                s = key[: -len("_valid")]
+            s, suffix = split_key(key)
+            if suffix == "valid":
                 pad = self.encoder.projectors[s].pad_value.to(out[s].dtype)
                 out[s] = torch.where(x[key].bool(), out[s], pad)
         return out

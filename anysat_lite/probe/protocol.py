@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from ..data.contract import sensor_entries, split_key
 from ..data.normalization import NormStats, per_tile_norm_stats
 from ..data.registry import get_dataset
 from ..errors import UserError
@@ -157,7 +158,7 @@ def collate_padded(items: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     for key in items[0]:
         values = [torch.as_tensor(it[key]) for it in items]
         T = max(v.shape[0] for v in values) if values[0].dim() else 0
-        sensor = key.split("_")[0]
+        sensor = split_key(key)[0]
         if sensor in SENSORS and SENSORS[sensor].is_series and any(v.shape[0] != T for v in values):
             values = [torch.cat([v, v.new_zeros((T - v.shape[0],) + v.shape[1:])]) for v in values]
         out[key] = torch.stack(values)
@@ -370,8 +371,7 @@ def warmup_cosine_lr(epoch: int, base_lr: float, warmup_epochs: int, max_epochs:
 
 # --- 4. loops --------------------------------------------------------------------------------------
 def _split_batch(batch: Mapping[str, Tensor], task: TaskConfig, device) -> tuple[dict[str, Tensor], Tensor]:
-    keep = set(task.sensors)
-    x = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k.split("_")[0] in keep}
+    x = {k: v.to(device, non_blocking=True) for k, v in sensor_entries(batch, set(task.sensors)).items()}
     return x, batch[task.target].to(device, non_blocking=True)
 
 
@@ -449,6 +449,96 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _task_with_overrides(task: str | TaskConfig, **overrides) -> tuple[TaskConfig, dict]:
+    """The task preset with the given (non-``None``) overrides, and those overrides."""
+    task = get_task(task)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    task = task.replace(**changes) if changes else task
+    for name in ("max_epochs", "batch_size"):
+        if getattr(task, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(task, name)}")
+    return task, changes
+
+
+def _runtime(device: str | None, amp: str | None, num_workers: int | None) -> tuple[torch.device, str | None, int]:
+    """Device (CUDA when available), autocast (``"auto"``: fp16 on CUDA) and data-loading processes."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = ("fp16" if dev.type == "cuda" else None) if amp == "auto" else amp
+    if amp not in (None, "fp16", "bf16"):
+        raise UserError(f"amp must be 'fp16', 'bf16', 'auto' or None, got {amp!r}")
+    workers = (8 if dev.type == "cuda" else 0) if num_workers is None else num_workers
+    return dev, amp, workers
+
+
+def _task_loaders(task: TaskConfig, datasets, wrapped, workers: int) -> tuple[dict[str, DataLoader], bool]:
+    """Train, val and test loaders (the official drop-last rules) and whether validation drops its last batch."""
+    B = task.batch_size
+    if len(datasets["train"]) < B:
+        raise UserError(
+            f"the train split has {len(datasets['train'])} items, fewer than the batch size {B} (the "
+            "official loader drops the last incomplete batch); pass a smaller --batch-size"
+        )
+    val_drop_last = len(datasets["val"]) >= B
+    weights = datasets["train"].density_weights() if task.density_sampling else None
+    loaders = {
+        "train": _loader(
+            wrapped["train"], B, train=True, drop_last=True, seed=task.seed, num_workers=workers, weights=weights
+        ),
+        "val": _loader(wrapped["val"], B, train=False, drop_last=val_drop_last, seed=task.seed, num_workers=workers),
+        "test": _loader(wrapped["test"], B, train=False, drop_last=False, seed=task.seed, num_workers=workers),
+    }
+    return loaders, val_drop_last
+
+
+def _fit(
+    model: TaskModel, task: TaskConfig, loaders, train_set, dev, amp, limit_batches, progress, log
+) -> tuple[list[dict], EpochSelection]:
+    """Train with validation after every epoch; returns the epoch history and the selection, and leaves the
+    weights of the best validation epoch in ``model``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=task.lr, weight_decay=task.weight_decay)
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
+        if task.schedule == "plateau"
+        else None
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+    selection, best_state, history = EpochSelection(task.patience, task.min_epochs), None, []
+    for epoch in range(task.max_epochs):
+        te = time.time()
+        if task.schedule == "warmup-cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine_lr(epoch, task.lr, task.warmup_epochs, task.max_epochs)
+        lr = optimizer.param_groups[0]["lr"]
+        train_set.set_epoch(epoch)
+        train_loss = train_epoch(model, loaders["train"], task, optimizer, scaler, dev, amp, limit_batches, progress)
+        value, val_loss, _ = evaluate(model, loaders["val"], task, dev, amp, limit_batches, progress=progress)
+        improved = selection.update(value)
+        if improved:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in _trained(model, task).state_dict().items()}
+        if plateau is not None:
+            plateau.step(val_loss)
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": round(train_loss, 5),
+                "val_loss": round(val_loss, 5),
+                f"val_{task.metric}": round(100 * value, 3),
+                "seconds": round(time.time() - te, 1),
+            }
+        )
+        log(
+            f"epoch {epoch:3d}  lr {lr:.2e}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val {task.metric_name} {100 * value:.2f}{'  *' if improved else ''}  ({time.time() - te:.0f} s)"
+        )
+        if selection.stop:
+            break
+    if best_state is not None:
+        _trained(model, task).load_state_dict(best_state)
+    return history, selection
+
+
 def run_task(
     task: str | TaskConfig,
     official,
@@ -487,21 +577,10 @@ def run_task(
     from .paper_table import write_result
 
     t0 = time.time()
-    task = get_task(task)
-    changes = {
-        k: v
-        for k, v in dict(max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed).items()
-        if v is not None
-    }
-    task = task.replace(**changes) if changes else task
-    for name in ("max_epochs", "batch_size"):
-        if getattr(task, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(task, name)}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = ("fp16" if dev.type == "cuda" else None) if amp == "auto" else amp
-    if amp not in (None, "fp16", "bf16"):
-        raise UserError(f"amp must be 'fp16', 'bf16', 'auto' or None, got {amp!r}")
-    workers = (8 if dev.type == "cuda" else 0) if num_workers is None else num_workers
+    task, changes = _task_with_overrides(
+        task, max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed
+    )
+    dev, amp, workers = _runtime(device, amp, num_workers)
     _seed_everything(task.seed)
     official_path = Path(official) if isinstance(official, (str, Path)) else None
     model = build_task_model(task, official, dev)  # checkpoint mistakes before reading any data
@@ -509,74 +588,19 @@ def run_task(
     datasets = build_splits(task, data, task.seed)
     stats, norm_source = split_norm_stats(datasets, data, task.sensors)
     wrapped = {role: Standardised(datasets[role], stats[role]) for role in ROLES}
-    B = task.batch_size
-    if len(datasets["train"]) < B:
-        raise UserError(
-            f"the train split has {len(datasets['train'])} items, fewer than the batch size {B} (the "
-            "official loader drops the last incomplete batch); pass a smaller --batch-size"
-        )
-    val_drop_last = len(datasets["val"]) >= B
-    weights = datasets["train"].density_weights() if task.density_sampling else None
-    loaders = {
-        "train": _loader(
-            wrapped["train"], B, train=True, drop_last=True, seed=task.seed, num_workers=workers, weights=weights
-        ),
-        "val": _loader(wrapped["val"], B, train=False, drop_last=val_drop_last, seed=task.seed, num_workers=workers),
-        "test": _loader(wrapped["test"], B, train=False, drop_last=False, seed=task.seed, num_workers=workers),
-    }
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=task.lr, weight_decay=task.weight_decay)
-    plateau = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
-        if task.schedule == "plateau"
-        else None
-    )
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+    loaders, val_drop_last = _task_loaders(task, datasets, wrapped, workers)
     log(
-        f"{task.name}: {task.protocol}, {sum(p.numel() for p in params):,} trainable parameters, splits "
-        f"{', '.join(f'{r} {len(datasets[r])}' for r in ROLES)}, batch {B}, device {dev}"
-        + (f", amp {amp}" if amp else "")
+        f"{task.name}: {task.protocol}, {sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
+        f"trainable parameters, splits {', '.join(f'{r} {len(datasets[r])}' for r in ROLES)}, "
+        f"batch {task.batch_size}, device {dev}" + (f", amp {amp}" if amp else "")
     )
 
-    selection, best_state, history = EpochSelection(task.patience, task.min_epochs), None, []
     t_train = time.time()
-    for epoch in range(task.max_epochs):
-        te = time.time()
-        if task.schedule == "warmup-cosine":
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(epoch, task.lr, task.warmup_epochs, task.max_epochs)
-        lr = optimizer.param_groups[0]["lr"]
-        wrapped["train"].set_epoch(epoch)
-        train_loss = train_epoch(model, loaders["train"], task, optimizer, scaler, dev, amp, limit_batches, progress)
-        value, val_loss, _ = evaluate(model, loaders["val"], task, dev, amp, limit_batches, progress=progress)
-        improved = selection.update(value)
-        if improved:
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in _trained(model, task).state_dict().items()}
-        if plateau is not None:
-            plateau.step(val_loss)
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": round(train_loss, 5),
-                "val_loss": round(val_loss, 5),
-                f"val_{task.metric}": round(100 * value, 3),
-                "seconds": round(time.time() - te, 1),
-            }
-        )
-        log(
-            f"epoch {epoch:3d}  lr {lr:.2e}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val {task.metric_name} {100 * value:.2f}{'  *' if improved else ''}  ({time.time() - te:.0f} s)"
-        )
-        if selection.stop:
-            break
+    history, selection = _fit(model, task, loaders, wrapped["train"], dev, amp, limit_batches, progress, log)
     train_seconds = time.time() - t_train
 
-    if best_state is not None:
-        _trained(model, task).load_state_dict(best_state)
     t_test = time.time()
-    value, test_loss, scorer = evaluate(
+    value, _, scorer = evaluate(
         model, loaders["test"], task, dev, amp, limit_batches, keep_items=True, progress=progress
     )
     ci = scorer.interval(bootstrap, seed=task.seed)
@@ -600,7 +624,7 @@ def run_task(
         "best_val": round(100 * selection.best, 3) if selection.best > -math.inf else None,
         "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}} for r in ROLES},
         "val_drop_last": val_drop_last,
-        "batch_size": B,
+        "batch_size": task.batch_size,
         "patch_size_m": task.patch_size,
         "sensors": list(task.sensors),
         "normalisation": norm_source,

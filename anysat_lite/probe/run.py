@@ -101,7 +101,7 @@ class _Report:
         self.rows.append(row)
 
 
-def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, bundle, targets, K, pc) -> None:
+def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, K, pc) -> None:
     """Linear (single-label), kNN and multi-label linear probes on tile features."""
     y_tr, y_te, ml_tr, ml_te = targets
     probe = train_linear(f_tr, y_tr, K, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
@@ -117,6 +117,23 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, bundle, t
     report.add(name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te)
 
 
+def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K, pc, device, progress) -> None:
+    """The classification probes of every encoder at every setting (raw pixels: once per modality set)."""
+    for P, mods in settings:
+        for name in ENCODERS:
+            if name == "raw-pixels":
+                if P != settings[0][0] and mods == tuple(bundle.sensors):
+                    continue  # raw pixels do not depend on the patch size
+                f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
+            elif name in encoders:
+                kw = dict(batch_size=pc.batch_size, device=device, progress=progress)
+                f_tr = encode_dataset(encoders[name], bundle.train, stats, P, mods, **kw)
+                f_te = encode_dataset(encoders[name], bundle.test, stats, P, mods, **kw)
+            else:
+                continue
+            _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
+
+
 def _dense_features(name, encoder, bundle, stats, P, mods, sensor, size, pc, device, progress):
     if name == "raw-pixels":
         return (
@@ -128,6 +145,58 @@ def _dense_features(name, encoder, bundle, stats, P, mods, sensor, size, pc, dev
         encode_dataset(encoder, bundle.train, stats, P, mods, **kw),
         encode_dataset(encoder, bundle.test, stats, P, mods, **kw),
     )
+
+
+def _segmentation_probes(report: _Report, setting, encoders, bundle, stats, K, pc, device, progress) -> None:
+    """Dense probe (mIoU) at ``setting`` on its first image sensor (the VHR one), else its first sensor."""
+    P, mods = setting
+    sensor = next((s for s in mods if not SENSORS[s].is_series), mods[0])
+    seg_tr, seg_te = targets_of(bundle.train, "segmentation"), targets_of(bundle.test, "segmentation")
+    size = tuple(seg_tr.shape[-2:])
+    for name in ENCODERS:
+        if name != "raw-pixels" and name not in encoders:
+            continue
+        d_tr, d_te = _dense_features(
+            name, encoders.get(name), bundle, stats, P, mods, sensor, size, pc, device, progress
+        )
+        sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
+        pred = predict_segmentation(sp, d_te, size)
+        report.add(name, P, mods, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te)
+
+
+def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, K, pc, device) -> None:
+    """Full fine-tuning (OA) of the pretrained and the random-init encoders at ``setting``."""
+    P, mods = setting
+    for name in ("pretrained", "random-init"):
+        if name not in encoders:
+            continue
+        ft = finetune(
+            encoders[name],
+            bundle.train,
+            stats,
+            P,
+            mods,
+            K,
+            epochs=pc.finetune_epochs,
+            lr=pc.finetune_lr,
+            seed=pc.seed,
+            device=device,
+        )
+        preds = []
+        with torch.no_grad():
+            for b in DataLoader(bundle.test, batch_size=pc.batch_size, collate_fn=collate):
+                x = {k: v.to(device) for k, v in stats.apply(select_sensors(b, mods)).items()}
+                preds.append(ft(x).argmax(1).cpu())
+        report.add(name, P, mods, "fine-tune", "OA", overall_accuracy, torch.cat(preds), y_test)
+
+
+def _write_report(result: dict, out_dir: str | Path) -> None:
+    """``probe_results.json`` (everything), ``.md`` (the table) and ``.png`` (the headline bars)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe_results.json").write_text(json.dumps(result, indent=1))
+    (out / "probe_results.md").write_text(format_table(result) + "\n")
+    plot_results(result, out / "probe_results.png")
 
 
 # --- 3. the whole run --------------------------------------------------------------------
@@ -163,65 +232,11 @@ def run_probe(
     report = _Report(pc.bootstrap, pc.seed)
     settings = _settings(cfg, bundle.sensors)
 
-    for P, mods in settings:
-        for name in ENCODERS:
-            if name == "raw-pixels":
-                if P != settings[0][0] and mods == tuple(bundle.sensors):
-                    continue  # raw pixels do not depend on the patch size
-                f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
-            elif name in encoders:
-                kw = dict(batch_size=pc.batch_size, device=dev, progress=progress)
-                f_tr = encode_dataset(encoders[name], bundle.train, stats, P, mods, **kw)
-                f_te = encode_dataset(encoders[name], bundle.test, stats, P, mods, **kw)
-            else:
-                continue
-            _classification_probes(report, name, P, mods, f_tr, f_te, bundle, targets, K, pc)
-
-    # Dense probe at the first setting, on its first image sensor (the VHR one) or its first sensor.
-    P0, mods0 = settings[0]
+    _tile_probes(report, settings, encoders, bundle, stats, targets, K, pc, dev, progress)
     if "segmentation" in bundle.train[0]:
-        sensor = next((s for s in mods0 if not SENSORS[s].is_series), mods0[0])
-        seg_tr, seg_te = targets_of(bundle.train, "segmentation"), targets_of(bundle.test, "segmentation")
-        size = tuple(seg_tr.shape[-2:])
-        for name in ENCODERS:
-            if name != "raw-pixels" and name not in encoders:
-                continue
-            d_tr, d_te = _dense_features(
-                name, encoders.get(name), bundle, stats, P0, mods0, sensor, size, pc, dev, progress
-            )
-            sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
-            report.add(
-                name,
-                P0,
-                mods0,
-                f"segmentation ({sensor})",
-                "mIoU",
-                lambda p, t: mean_iou(p, t, K),
-                predict_segmentation(sp, d_te, size),
-                seg_te,
-            )
-
+        _segmentation_probes(report, settings[0], encoders, bundle, stats, K, pc, dev, progress)
     if pc.finetune_epochs > 0:
-        for name in ("pretrained", "random-init"):
-            if name in encoders:
-                ft = finetune(
-                    encoders[name],
-                    bundle.train,
-                    stats,
-                    P0,
-                    mods0,
-                    K,
-                    epochs=pc.finetune_epochs,
-                    lr=pc.finetune_lr,
-                    seed=pc.seed,
-                    device=dev,
-                )
-                preds = []
-                with torch.no_grad():
-                    for b in DataLoader(bundle.test, batch_size=pc.batch_size, collate_fn=collate):
-                        x = {k: v.to(dev) for k, v in stats.apply(select_sensors(b, mods0)).items()}
-                        preds.append(ft(x).argmax(1).cpu())
-                report.add(name, P0, mods0, "fine-tune", "OA", overall_accuracy, torch.cat(preds), targets[1])
+        _finetune_probes(report, settings[0], encoders, bundle, stats, targets[1], K, pc, dev)
 
     result = {
         "dataset": bundle.name,
@@ -240,11 +255,7 @@ def run_probe(
         "seconds": round(time.time() - t0, 1),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "probe_results.json").write_text(json.dumps(result, indent=1))
-        (out / "probe_results.md").write_text(format_table(result) + "\n")
-        plot_results(result, out / "probe_results.png")
+        _write_report(result, out_dir)
     return result
 
 
