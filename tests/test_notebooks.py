@@ -30,10 +30,6 @@ from anysat_lite.notebooks import (
 )
 
 NOTEBOOKS = list_notebooks()
-# Notebooks whose teaching content (learning goals, exercises...) is still being written by the second helper
-# of issue 14; their shared cells are in place.  Remove a prefix when its notebook lands: the strict xfail
-# turns into a failure as soon as the notebook passes, as a reminder.
-PENDING = {"02", "03", "04", "05"}
 
 
 def _ids(paths):
@@ -44,14 +40,7 @@ def test_the_eight_notebooks_are_there():
     assert _ids(NOTEBOOKS) == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="content pending")) if p.name[:2] in PENDING else p
-        for p in NOTEBOOKS
-    ],
-    ids=_ids(NOTEBOOKS),
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_structure(path):
     """Learning goals, prerequisites, run times, paper sections, >= 800 words, Summary, >= 2 exercises with
     checked solutions, the shared cells, stored outputs of a full run with a figure and the run time."""

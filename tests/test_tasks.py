@@ -48,7 +48,7 @@ def tiny_official(tmp_path_factory):
     return path
 
 
-def test_every_issue_task_has_both_protocols_and_the_paper_value():
+def test_every_paper_task_has_both_protocols_and_the_paper_value():
     assert set(task_names()) == set(PAPER)
     for name, value in PAPER.items():
         t = get_task(name)

@@ -166,7 +166,10 @@ _LP_FROM_FT = (
 
 TASKS: dict[str, TaskConfig] = {}
 
-_TREESAT_PAPER = "given to one decimal (without ≈) in the project's issue 17; the figure itself prints no number"
+_TREESAT_PAPER = (
+    "given to one decimal (without ≈) in this project's specification of the reproduction; the figure itself prints "
+    "no number, and the paper's text was not available to check it"
+)
 
 # TreeSatAI-TS: multi-label tree genera (15 classes, a genus is a label when its area share is above 0.07).
 TASKS.update(
