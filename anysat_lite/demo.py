@@ -110,7 +110,7 @@ def results_block(summary: dict, report: dict) -> str:
 def readme_block(text: str) -> str | None:
     """The results block inside a README's markers, or ``None`` when the markers are absent."""
     start, end = (re.escape(m) for m in README_MARKERS)
-    m = re.search(f"{start}\n(.*?)\n{end}", text, flags=re.S)
+    m = re.search(f"{start}\n(.*?)\n?{end}", text, flags=re.S)  # an empty block is start, newline, end
     return m.group(1) if m else None
 
 
@@ -124,7 +124,7 @@ def replace_readme_block(path: str | Path, block: str) -> bool:
             "add them where the results should go"
         )
     start, end = README_MARKERS
-    new = re.sub(f"{re.escape(start)}\n.*?\n{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
+    new = re.sub(f"{re.escape(start)}\n.*?\n?{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
     if new != text:
         path.write_text(new)
     return new != text

@@ -436,7 +436,7 @@ def plot_segmentation(
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+        _, axes = plt.subplots(1, 3, figsize=(11, 3.9), layout="constrained")
     H, W = truth.shape[-2:]
     ext = _extent(H, W, pixel_m) if pixel_m else None
     axes[0].imshow(image, extent=ext)
@@ -860,19 +860,31 @@ def plot_monitor_runs(
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.3))
+        _, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.7), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, keys):
         for name, rows in runs.items():
             sel = [r for r in rows if r.get(key) not in (None, "")]
             ax.plot([r["step"] for r in sel], [float(r[key]) for r in sel], label=name)
         if thresholds and key in thresholds:
-            ax.axhline(thresholds[key], color="black", ls="--", lw=1, label=f"warning at {thresholds[key]:g}")
+            ax.axhline(thresholds[key], color="black", ls="--", lw=1)
+            ax.annotate(
+                f"warning at {thresholds[key]:g}",
+                xy=(0.98, thresholds[key]),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=7,
+            )
         title, ylabel = _MONITOR_LABELS.get(key, (key, key))
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("training step")
-        ax.legend(fontsize=7)
+    # one legend for all panels, below them, so that no curve is hidden
+    fig = axes[0].figure
+    handles, labels = axes[0].get_legend_handles_labels()
+    where = "outside lower center" if fig.get_layout_engine() is not None else "lower center"
+    fig.legend(handles, labels, loc=where, ncols=min(len(labels), 4), fontsize=8)
     return axes
 
 

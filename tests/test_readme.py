@@ -33,6 +33,20 @@ def test_readme_demo_results_block_is_present_and_well_formed():
     assert block.startswith("| modalities (P = 20 m) | probe | metric | pretrained") and "bootstrap" in block
 
 
+def test_update_readme_fills_an_empty_block_and_replaces_a_filled_one(tmp_path):
+    from anysat_lite.demo import README_MARKERS, readme_block, replace_readme_block
+
+    start, end = README_MARKERS
+    path = tmp_path / "README.md"
+    path.write_text(f"# x\n\n{start}\n{end}\n\nafter\n")
+    assert readme_block(path.read_text()) == ""
+    assert replace_readme_block(path, "| a |\n| b |") is True
+    assert path.read_text() == f"# x\n\n{start}\n| a |\n| b |\n{end}\n\nafter\n"
+    assert replace_readme_block(path, "| a |\n| b |") is False  # unchanged: nothing written
+    replace_readme_block(path, "| c |")
+    assert readme_block(path.read_text()) == "| c |" and path.read_text().endswith(f"{end}\n\nafter\n")
+
+
 @pytest.mark.long
 def test_readme_demo_results_are_what_the_demo_prints(tmp_path):
     """The demo is deterministic: its results block must be the README's, digit for digit.

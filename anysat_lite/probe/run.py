@@ -326,7 +326,7 @@ def plot_results(report: dict, path: str | Path):
     rows = [r for r in report["results"] if head.get(r["method"], "mIoU") == r["metric"]]
     keys = list(dict.fromkeys((r["patch_size"], r["modalities"], r["method"]) for r in rows))
     encs = [e for e in ENCODERS if any(r["encoder"] == e for r in rows)]
-    fig, ax = plt.subplots(figsize=(min(18, max(8, 0.4 * len(keys) * len(encs))), 4.6))
+    fig, ax = plt.subplots(figsize=(min(18, max(8, 0.4 * len(keys) * len(encs))), 5.0), layout="constrained")
     width = 0.8 / max(len(encs), 1)
     for j, e in enumerate(encs):
         found = [
@@ -342,13 +342,12 @@ def plot_results(report: dict, path: str | Path):
         ).T
         ax.bar(np.arange(len(keys)) + j * width, vals, width, yerr=err, capsize=2, label=e)
     ax.set_xticks(np.arange(len(keys)) + width * (len(encs) - 1) / 2)
-    ax.set_xticklabels([f"{m}\n{mods}\nP={p} m" for p, mods, m in keys], fontsize=7, rotation=30, ha="right")
+    ax.set_xticklabels([f"{m}\n{mods}\nP={p} m" for p, mods, m in keys], fontsize=8, rotation=30, ha="right")
     ax.set_ylabel("score on the test split (%)")
     ax.set_title(
         f"Probes on {report['dataset']}: {report['splits']['test']} test tiles, bars = 95 % bootstrap intervals"
     )
     ax.legend(title="encoder", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

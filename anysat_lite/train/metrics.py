@@ -98,33 +98,51 @@ def read_metrics(folder: str | Path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def _warn_thresholds(folder: Path) -> dict[str, float]:
+    """The run's collapse-warning thresholds (``jepa.warn_*`` of its ``config.yaml``); empty when absent."""
+    import yaml
+
+    try:
+        jepa = yaml.safe_load((folder / "config.yaml").read_text()).get("jepa") or {}
+    except (OSError, AttributeError, yaml.YAMLError):
+        return {}
+    return {k: float(jepa[f"warn_{k}"]) for k in ("std", "cos", "erank") if jepa.get(f"warn_{k}") is not None}
+
+
 def plot_metrics(folder: str | Path, out: str | Path | None = None):
-    """Loss terms and collapse monitors against step; saved to ``training_curves.png``."""
+    """Loss terms and collapse monitors against step, with the run's warning thresholds dashed; saved to
+    ``training_curves.png`` (or ``out``)."""
     import matplotlib.pyplot as plt
 
+    folder = Path(folder)
     rows = read_metrics(folder)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    if rows:
-        sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
-        for key, ax in (("jepa_loss", axes[0]), ("contrastive_loss", axes[1])):
+    fig, axes = plt.subplots(1, 5, figsize=(19, 3.6), layout="constrained")
+    fig.suptitle(f"Pretraining curves of {folder.name}: losses per patch size, collapse monitors of the EMA target")
+    panels = [
+        ("jepa_loss", "JEPA loss (smooth L1)"),
+        ("contrastive_loss", "MIL-NCE loss"),
+        ("std", "std per dimension"),
+        ("cos", "tile cosine similarity"),
+        ("erank", "effective rank"),
+    ]
+    sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
+    mon = [r for r in rows if r.get("std") not in (None, "")]
+    thresholds = _warn_thresholds(folder)
+    for ax, (key, label) in zip(axes, panels):
+        if key.endswith("loss"):
             for P in sizes or [None]:  # one line per patch size: their losses live on different scales
                 sel = [r for r in rows if P is None or r["patch_size"] == P]
-                ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P} m" if P else None)
-            ax.set_title(key.replace("_", " "))
-        if sizes:
-            axes[1].legend(fontsize=8)
-        mon = [r for r in rows if r.get("std") not in (None, "")]
-        if mon:
-            axes[2].plot([r["step"] for r in mon], [r["std"] for r in mon], label="target std / dim")
-            axes[2].plot([r["step"] for r in mon], [r["cos"] for r in mon], label="tile cosine sim.")
-            axes[2].legend(fontsize=8)
-            axes[3].plot([r["step"] for r in mon], [r["erank"] for r in mon])
-        axes[2].set_title("collapse monitors")
-        axes[3].set_title("effective rank of targets")
-    for ax in axes:
+                ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P:g} m" if P else "all steps")
+        elif mon:
+            ax.plot([r["step"] for r in mon], [r[key] for r in mon], color="C2", label="EMA target")
+            if key in thresholds:
+                ax.axhline(thresholds[key], color="C3", ls="--", lw=1, label=f"warning threshold {thresholds[key]:g}")
+        ax.set_title(label)
         ax.set_xlabel("step")
-    fig.tight_layout()
-    out = Path(out) if out else Path(folder) / "training_curves.png"
+        ax.set_ylabel(label.split(" (")[0])
+        if ax.lines:
+            ax.legend(fontsize=8)
+    out = Path(out) if out else folder / "training_curves.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
