@@ -8,6 +8,7 @@ from anysat_lite.bench import add_mfu
 from anysat_lite.cli import main
 
 
+@pytest.mark.slow
 def test_bench_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert (
@@ -48,6 +49,7 @@ def test_bench_writes_json(tmp_path, capsys):
     assert "matmul peak" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_pretraining_mode(tmp_path, capsys):
     out = tmp_path / "pre.json"
     assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--json", str(out)]) == 0

@@ -238,6 +238,7 @@ def test_debug_shows_the_traceback(tmp_path):
     one_line_error(anysat_lite("pretrain", "--config", tmp_path / "bad.yaml"), r"bad.yaml: not valid YAML \(.*line")
 
 
+@pytest.mark.slow
 def test_embed_mistakes(tmp_path, encoder_files):
     aerial, s2 = f"aerial={GEOTIFF / 'aerial.tif'}", f"s2={S2}"
     out = tmp_path / "emb.nc"
@@ -339,6 +340,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     out = tmp_path / "run"
     sets = sum((["--set", o] for o in TINY + [f"train.out_dir={out}"]), [])

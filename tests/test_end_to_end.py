@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from conftest import TREESAT
 
@@ -18,6 +19,7 @@ def _official_layout(root, stem="Abies_alba_1_1005_WEFL_NLF"):
     return root
 
 
+@pytest.mark.slow
 def test_pretrain_then_probe_on_the_real_treesatai_tile(tmp_path):
     from anysat_lite.config import get_config
     from anysat_lite.probe import run_probe

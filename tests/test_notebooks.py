@@ -252,6 +252,7 @@ def test_setup_cell_explains_what_to_do_when_the_package_is_missing(tmp_path):
     assert "pip install -e" in paragraph and not list(tmp_path.iterdir())  # nothing cloned
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_once_and_its_checked_outputs_match():
     """nbval in smoke mode: executes all eight notebooks (errors fail) and compares the checked cells."""
     env = {**os.environ, "ANYSAT_LITE_SMOKE": "1", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}

@@ -340,6 +340,7 @@ _MEMORY_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the peak memory")
 def test_dense_features_are_streamed_within_a_memory_ceiling(tmp_path):
     """One epoch of dense linear probing and the test split on 640 tiles whose dense features ([32, 32, 128]

@@ -59,7 +59,8 @@ def test_cache_round_trip(tmp_path):
     assert spec.key() != WorldSpec(n_tiles=8, seed=2).key()
 
 
-def test_raw_pixels_do_not_solve_the_task():
+@pytest.mark.slow
+def test_raw_pixel_statistics_are_informative_but_do_not_solve_the_task():
     w = generate_world(WorldSpec(n_tiles=192, seed=0))
     feats = []
     for s in ("s2", "s1-asc", "aerial"):

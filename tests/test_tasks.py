@@ -158,6 +158,7 @@ def test_rows_of_several_runs_fill_one_table(tiny_official, tmp_path):
     assert sum(line.startswith("| planted-") for line in md) == 2
 
 
+@pytest.mark.slow
 def test_cost_estimate_counts_flops_on_the_real_input_sizes():
     from anysat_lite.probe.cost import DATASETS, disk_gb, estimate, flops_per_tile
 

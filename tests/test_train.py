@@ -51,7 +51,8 @@ def _run_helper(args, env_extra=None, check=True):
     )
 
 
-def test_cpu_demo_learns_without_collapsing(tmp_path):
+@pytest.mark.slow
+def test_short_cpu_demo_run_lowers_the_loss_and_writes_its_files(tmp_path):
     cfg = get_config("cpu-demo", TINY + ["train.steps=40", f"train.out_dir={tmp_path}", "jepa.monitor_every=1"])
     summary = pretrain(cfg, progress=False)
     rows = read_metrics(tmp_path)
@@ -76,6 +77,7 @@ def test_cpu_demo_learns_without_collapsing(tmp_path):
     assert ck["step"] == 40 and "rng" in ck and "optimizer" in ck
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     common = ["--config", "cpu-demo", "--set", "train.steps=12"] + sum((["--set", o] for o in TINY), [])
     ref, crash = tmp_path / "ref", tmp_path / "crash"
@@ -95,6 +97,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
     over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
     pretrain(get_config("cpu-demo", over + [f"train.out_dir={tmp_path / 'a'}"]), progress=False)
@@ -109,6 +112,7 @@ def test_flop_counting_counts_each_step_and_changes_nothing_else(tmp_path):
     assert by_patch[10] and by_patch[20] and not by_patch[10] & by_patch[20]
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     common = ["--config", "cpu-demo", "--quiet", "--set", "train.steps=4", "--set", "model.dropout=0.0"] + sum(
         (["--set", o] for o in TINY), []
@@ -149,6 +153,7 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     assert worst < 1e-4, worst
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_tracks_fp32(tmp_path):
     """The opt-in CPU speed path (README, Benchmarks): bf16 autocast gives the fp32 losses to bf16 precision."""
     losses = {}
@@ -171,6 +176,7 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")  # arbitrary objects refused
 
 
+@pytest.mark.slow
 def test_multi_dataset_batches(tmp_path):
     """Two datasets with different sensors: each batch comes from one of them, drawn by weight."""
     from anysat_lite.data.datasets import BatchPlanner, build_dataset
@@ -207,6 +213,7 @@ def test_torch_compile_matches_eager(tmp_path):
         assert a["jepa_loss"] == pytest.approx(b["jepa_loss"], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_same_losses_with_0_and_2_dataloader_workers(tmp_path):
     over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
     for w in (0, 2):
@@ -281,6 +288,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_process_stops_every_process(tmp_path):
     """Rank 1's loss turns NaN at step 2: both processes leave with the error instead of rank 0 waiting in the
     next collective until a timeout."""
@@ -317,6 +325,7 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path):
     assert max(row["step"] for row in read_metrics(tmp_path)) == 1
 
 
+@pytest.mark.slow
 def test_ddp_resume_restores_every_process_rng(tmp_path):
     """With dropout on, a 2-process run killed after a checkpoint and resumed gives the uninterrupted run's
     losses bit for bit: each process gets back its own generator state."""
@@ -361,6 +370,7 @@ def test_keep_last_checkpoints(tmp_path):
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
 
 
+@pytest.mark.slow
 def test_anysat_recipe_constant_lr_reduced_on_a_validation_plateau(tmp_path):
     """AdamW at a constant lr with weight decay on every parameter; the validation loss every 2 steps.  At a
     learning rate this small the validation loss moves by less than ReduceLROnPlateau's relative threshold
@@ -494,6 +504,7 @@ def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
     """TreeSatAI-TS tiles have different numbers of dates: each process pads its rows to the longest series of the
     *global* batch, so the date draws and the losses are those of one process."""
