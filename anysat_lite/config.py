@@ -354,34 +354,18 @@ SMOKE_OVERRIDES = [
     "probe.bootstrap=100",
 ]
 
+# the base presets' schedule: I-JEPA style, weight decay rising from 0.04 to 0.4
+_BASE_RECIPE = dict(
+    steps=50000, batch_size=128, lr=1e-4, warmup_steps=2000, weight_decay=0.04, final_weight_decay=0.4, ckpt_every=2000
+)
+
 PRESETS = {
     "cpu-demo": _cpu_demo,
     "tiny": lambda: _sized("tiny", "tiny", steps=2000, batch_size=32, lr=2e-4, warmup_steps=100, ckpt_every=500),
     "small": lambda: _sized("small", "small", steps=10000, batch_size=64, lr=1e-4, warmup_steps=500, ckpt_every=1000),
-    "base": lambda: _sized(
-        "base",
-        "base",
-        steps=50000,
-        batch_size=128,
-        lr=1e-4,
-        warmup_steps=2000,
-        weight_decay=0.04,
-        final_weight_decay=0.4,
-        ckpt_every=2000,
-    ),
-    "base-cuda": lambda: _sized(
-        "base-cuda",
-        "base",
-        steps=50000,
-        batch_size=128,
-        lr=1e-4,
-        warmup_steps=2000,
-        weight_decay=0.04,
-        final_weight_decay=0.4,
-        amp="bf16",
-        device="cuda",
-        ckpt_every=2000,
-    ),  # add --set train.compile=true to try torch.compile
+    "base": lambda: _sized("base", "base", **_BASE_RECIPE),
+    "base-cuda": lambda: _sized("base-cuda", "base", **_BASE_RECIPE, amp="bf16", device="cuda"),
+    # add --set train.compile=true to try torch.compile
     "geoplex": _geoplex,
 }
 

@@ -36,6 +36,10 @@ TINY = [
 ]
 
 
+# two local processes on gloo, as `torchrun --standalone --nproc_per_node 2`
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 def _run_cli(args, env_extra=None, check=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run(
@@ -122,12 +126,7 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
+            *TORCHRUN_2,
             "-m",
             "anysat_lite",
             "pretrain",
@@ -332,7 +331,7 @@ def test_ddp_resume_restores_every_process_rng(tmp_path):
     common = ["--config", "cpu-demo", "--set", "train.steps=6", "--set", "train.ckpt_every=3"] + sum(
         (["--set", o] for o in TINY if not o.startswith("train.ckpt_every")), []
     )
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPERS)]
+    torchrun = [*TORCHRUN_2, str(HELPERS)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     subprocess.run(
@@ -475,12 +474,7 @@ def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
+            *TORCHRUN_2,
             "-m",
             "anysat_lite",
             *GEOPLEX,
@@ -530,12 +524,7 @@ def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
     )
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
+            *TORCHRUN_2,
             "-m",
             "anysat_lite",
             "pretrain",
