@@ -182,6 +182,20 @@ def test_run_probe_on_a_single_time_series_sensor(tmp_path):
     assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in report["results"])
 
 
+def test_probe_sets_outside_the_dataset_are_a_one_line_error_naming_the_fix():
+    from anysat_lite.config import get_config
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe.run import _settings
+
+    cfg = get_config("cpu-demo", ["data.datasets=[{name: synthetic, sensors: [s2]}]"])  # demo probe sets keep s1
+    with pytest.raises(
+        UserError, match=r"\['s1-asc'\] not in the dataset's sensors \['s2'\]; .*modality_sets=\[\[s2\]\]"
+    ):
+        _settings(cfg, ["s2"])
+    cfg = get_config("cpu-demo", ["probe.modality_sets=[[all]]", "probe.patch_sizes=[20, 10]"])
+    assert _settings(cfg, ["s2"]) == [(20, ("s2",)), (10, ("s2",))]
+
+
 # --- the official evaluation's metrics (anysat_lite/probe/metrics.py) ------------------------------------
 def test_official_weighted_and_macro_f1_by_hand():
     from anysat_lite.probe.metrics import f1_from_counts, multilabel_counts

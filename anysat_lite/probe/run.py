@@ -52,7 +52,10 @@ def _settings(cfg: Config, sensors: list[str]) -> list[tuple[int, tuple[str, ...
         subset = tuple(sensors) if subset in (["all"], ("all",), "all") else tuple(subset)
         bad = [s for s in subset if s not in sensors]
         if bad:
-            raise ValueError(f"probe.modality_sets: {bad} not in the dataset's sensors {sensors}")
+            raise UserError(
+                f"probe.modality_sets: {bad} not in the dataset's sensors {sensors}; probe subsets of those, "
+                f'e.g. --set "probe.modality_sets=[[{sensors[0]}]]" (or [[all]] for all sensors only)'
+            )
         if (p0, subset) not in out:
             out.append((p0, subset))
     return out
