@@ -440,28 +440,19 @@ GEOPLEX = [
 ]
 
 
+def _pretrain_geoplex(launcher: list[str], out_dir, *extra: str) -> None:
+    """``<launcher> -m anysat_lite pretrain`` with the geoplex preset on the repository's fixtures."""
+    cmd = [*launcher, "-m", "anysat_lite", *GEOPLEX, *extra, "--set", f"train.out_dir={out_dir}"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_geoplex_preset_on_the_fixtures_touches_every_dataset(tmp_path):
     """The acceptance run: one epoch of the five fixture datasets (official mixing: every dataset's batches once)."""
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "anysat_lite",
-            *GEOPLEX,
-            "--set",
-            "train.val_every=4",
-            "--set",
-            f"train.out_dir={tmp_path}",
-        ],
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    _pretrain_geoplex([sys.executable], tmp_path, "--set", "train.val_every=4")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["steps_per_dataset"]) == {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban"}
     assert [row["step"] for row in read_metrics(tmp_path) if "val_loss" in row] == [3, 7]
@@ -471,23 +462,7 @@ def test_geoplex_preset_on_the_fixtures_touches_every_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_geoplex_preset_on_the_fixtures_with_two_gloo_processes(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run(
-        [
-            *TORCHRUN_2,
-            "-m",
-            "anysat_lite",
-            *GEOPLEX,
-            "--set",
-            f"train.out_dir={tmp_path}",
-        ],
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    _pretrain_geoplex(TORCHRUN_2, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2 and set(summary["steps_per_dataset"]) == {
         "treesatai-ts",
