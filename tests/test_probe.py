@@ -116,6 +116,43 @@ def test_bootstrap_interval_brackets_the_value_and_shrinks_with_more_items():
     )
 
 
+def test_bootstrap_of_summed_per_tile_confusions_gives_the_interval_of_recounting_the_pixels():
+    from anysat_lite.probe.metrics import bootstrap_interval, confusion_matrix, miou_from_confusion, per_item_confusion
+
+    g = torch.Generator().manual_seed(1)
+    truth = torch.randint(0, 4, (30, 6, 6), generator=g)
+    truth[0, 0, :3] = 255  # unlabelled pixels
+    guess = torch.where(torch.rand(30, 6, 6, generator=g) < 0.6, truth, torch.randint(0, 4, (30, 6, 6), generator=g))
+    per_tile = per_item_confusion(guess, truth, 4, ignore_index=255)
+    assert per_tile.shape == (30, 4, 4)
+    assert torch.equal(per_tile.sum(0), confusion_matrix(guess, truth, 4, ignore_index=255))
+    assert per_tile[0].sum() == 36 - 3
+
+    def metric(p, t):
+        return mean_iou(p, t, 4, ignore_index=255)
+
+    slow = bootstrap_interval(metric, guess, truth, n_boot=300, seed=5)
+    fast = bootstrap_interval(
+        metric, guess, truth, n_boot=300, seed=5, counts=(per_tile, lambda cm: miou_from_confusion(cm)["miou"])
+    )
+    assert fast == pytest.approx(slow, abs=1e-12) and slow[0] < metric(guess, truth) < slow[1]
+
+
+def test_segmentation_loss_on_cell_rows_equals_the_loss_of_the_upsampled_channel_first_logits():
+    import torch.nn.functional as F
+
+    from anysat_lite.probe.linear import LinearProbe
+    from anysat_lite.probe.segmentation import _logits, _loss
+
+    g = torch.Generator().manual_seed(2)
+    probe = LinearProbe(torch.zeros(5), torch.ones(5), 3)
+    for cells, labels in (((6, 6), (6, 6)), ((3, 3), (6, 6))):  # same grid; coarser features, upsampled
+        feats = torch.randn(4, *cells, 5, generator=g)
+        y = torch.randint(0, 3, (4, *labels), generator=g)
+        reference = F.cross_entropy(_logits(probe, feats, labels), y)
+        assert torch.allclose(_loss(probe.fc, feats, y), reference, atol=1e-6)
+
+
 class _Items(torch.utils.data.Dataset):
     def __init__(self, items):
         self.items = items

@@ -5,7 +5,9 @@
   over classes present in targets or predictions) and ``weighted`` (by class support).
 * :func:`multilabel_f1` — F1 over (sample, class) decisions: ``micro`` and ``macro``.
 * :func:`mean_iou` — per-class IoU ``TP / (TP + FP + FN)`` over pixels, mean over classes present.
-* :func:`bootstrap_interval` — a 95 % percentile-bootstrap interval of any of them over test items.
+* :func:`bootstrap_interval` — a 95 % percentile-bootstrap interval of any of them over test items;
+  :func:`per_item_confusion` lets it resample a confusion-matrix metric (mIoU of dense maps)
+  by summing per-item counts instead of recounting the pixels of every resample.
 
 The metrics of the official AnySat evaluation (``src/models/metrics/metrics.py`` of the official
 repository), computed from counts so that a test split is scored batch by batch:
@@ -30,6 +32,7 @@ __all__ = [
     "f1_scores",
     "multilabel_f1",
     "mean_iou",
+    "per_item_confusion",
     "bootstrap_interval",
     "multilabel_decision",
     "multilabel_counts",
@@ -76,16 +79,32 @@ def multilabel_f1(pred: Tensor, target: Tensor) -> dict[str, float]:
     return {"micro": micro, "macro": macro}
 
 
+def per_item_confusion(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """One confusion matrix per item: ``[N, ...]`` maps -> ``[N, K, K]``, summing to :func:`confusion_matrix`."""
+    n = pred.shape[0]
+    pred, target = pred.reshape(n, -1).long(), target.reshape(n, -1).long()
+    item = torch.arange(n).unsqueeze(1).expand_as(target)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target, item = pred[keep], target[keep], item[keep]
+    k2 = num_classes * num_classes
+    flat = item * k2 + target * num_classes + pred
+    return torch.bincount(flat.reshape(-1), minlength=n * k2).view(n, num_classes, num_classes)
+
+
 def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> float:
-    cm = confusion_matrix(pred, target, num_classes, ignore_index).double()
-    tp = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return (tp[present] / union[present]).mean().item()
+    """Mean over the classes present in targets or predictions of ``TP / (TP + FP + FN)``."""
+    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))["miou"]
 
 
 def bootstrap_interval(
-    metric, pred: Tensor, target: Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    metric,
+    pred: Tensor,
+    target: Tensor,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    counts: tuple[Tensor, object] | None = None,
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``metric(pred, target)`` over the test items (axis 0).
 
@@ -94,12 +113,22 @@ def bootstrap_interval(
     interval holds the central ``level`` share of the resampled metric values.  It measures how
     much the number depends on *which* test tiles were drawn, not the variation between
     training runs.
+
+    ``counts = (per_item, of_sum)`` gives the same interval faster for a metric that only depends
+    on summed counts: ``per_item [N, ...]`` (e.g. :func:`per_item_confusion`) and ``of_sum``, the
+    metric of their sum (e.g. the ``miou`` of :func:`miou_from_confusion`).  Each resample then weighs the items
+    by how often it drew them (the same draws as without ``counts``).
     """
     g = torch.Generator().manual_seed(seed)
     n = pred.shape[0]
-    values = torch.tensor(
-        [metric(pred[i], target[i]) for i in torch.randint(n, (n_boot, n), generator=g)], dtype=torch.float64
-    )
+    draws = torch.randint(n, (n_boot, n), generator=g)
+    if counts is None:
+        values = torch.tensor([metric(pred[i], target[i]) for i in draws], dtype=torch.float64)
+    else:
+        per_item, of_sum = counts
+        times = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(n_boot, n).double())
+        sums = (times @ per_item.reshape(n, -1).double()).round().long().view(n_boot, *per_item.shape[1:])
+        values = torch.tensor([of_sum(s) for s in sums], dtype=torch.float64)
     tail = (1 - level) / 2
     return float(values.quantile(tail)), float(values.quantile(1 - tail))
 

@@ -4,7 +4,7 @@ Encoders compared by the same code:
 
 * **pretrained** — the exported EMA *target* encoder (what the official code evaluates);
 * **online** — the context encoder of the same run (``<checkpoint>-online``, when present and
-  ``probe.online`` is on), to show what the EMA adds;
+  ``probe.online`` is on), to show what the EMA adds (tile probes only);
 * **random-init** — the same architecture with random weights (fixed seed);
 * **raw-pixels** — per-band mean/std of each sensor over space and valid dates (per-cell
   statistics for segmentation).
@@ -35,7 +35,15 @@ from .features import encode_dataset, raw_pixel_dense_features, raw_pixel_featur
 from .finetune import finetune
 from .knn import knn_predict
 from .linear import train_linear
-from .metrics import bootstrap_interval, f1_scores, mean_iou, multilabel_f1, overall_accuracy
+from .metrics import (
+    bootstrap_interval,
+    f1_scores,
+    mean_iou,
+    miou_from_confusion,
+    multilabel_f1,
+    overall_accuracy,
+    per_item_confusion,
+)
 from .segmentation import predict_segmentation, train_segmentation_probe
 
 __all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "ENCODERS"]
@@ -89,7 +97,7 @@ class _Report:
         self.rows: list[dict] = []
         self.n_boot, self.seed = n_boot, seed
 
-    def add(self, encoder, P, mods, method, metric, fn, pred, target):
+    def add(self, encoder, P, mods, method, metric, fn, pred, target, counts=None):
         row = {
             "encoder": encoder,
             "patch_size": P,
@@ -99,7 +107,7 @@ class _Report:
             "value": round(float(fn(pred, target)), 4),
         }
         if self.n_boot > 0:
-            lo, hi = bootstrap_interval(fn, pred, target, self.n_boot, seed=self.seed)
+            lo, hi = bootstrap_interval(fn, pred, target, self.n_boot, seed=self.seed, counts=counts)
             row["ci95"] = [round(lo, 4), round(hi, 4)]
         self.rows.append(row)
 
@@ -157,14 +165,17 @@ def _segmentation_probes(report: _Report, setting, encoders, bundle, stats, K, p
     seg_tr, seg_te = targets_of(bundle.train, "segmentation"), targets_of(bundle.test, "segmentation")
     size = tuple(seg_tr.shape[-2:])
     for name in ENCODERS:
-        if name != "raw-pixels" and name not in encoders:
-            continue
+        if name == "online" or (name != "raw-pixels" and name not in encoders):
+            continue  # the online encoder is compared on the tile probes only
         d_tr, d_te = _dense_features(
             name, encoders.get(name), bundle, stats, P, mods, sensor, size, pc, device, progress
         )
         sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
         pred = predict_segmentation(sp, d_te, size)
-        report.add(name, P, mods, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te)
+        per_tile = (per_item_confusion(pred, seg_te, K), lambda cm: miou_from_confusion(cm)["miou"])  # same interval
+        report.add(
+            name, P, mods, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te, per_tile
+        )
 
 
 def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, K, pc, device) -> None:

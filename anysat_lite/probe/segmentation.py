@@ -16,10 +16,24 @@ __all__ = ["train_segmentation_probe", "predict_segmentation"]
 
 
 def _logits(probe: LinearProbe, feats: Tensor, size) -> Tensor:
+    """Per-cell logits upsampled to ``size`` -> ``[N, K, H, W]``."""
     logits = probe(feats.float()).permute(0, 3, 1, 2)  # [N, K, Hs, Ws]
     if logits.shape[-2:] != tuple(size):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
+
+
+def _loss(fc: torch.nn.Linear, standardized: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of the per-cell logits of standardised features ``[n, Hs, Ws, F]`` against ``[n, H, W]``.
+
+    Where the feature grid is the label grid the logits stay ``[n Hs Ws, K]`` rows (no upsampling
+    and no channel-first copy; the same loss as :func:`_logits` then ``cross_entropy``).
+    """
+    logits = fc(standardized)  # [n, Hs, Ws, K]
+    if logits.shape[1:3] == labels.shape[1:]:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long())
+    logits = F.interpolate(logits.permute(0, 3, 1, 2), size=labels.shape[1:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels.long())
 
 
 def train_segmentation_probe(
@@ -35,10 +49,11 @@ def train_segmentation_probe(
     flat = feats.reshape(-1, feats.shape[-1]).float()
     probe = LinearProbe(flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6), num_classes)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
+    standardized = (feats.float() - probe.mean) / probe.std  # once, not at every step: the same values
     n = feats.shape[0]
     for _ in range(epochs):
         for i in torch.randperm(n).split(batch_size):
-            loss = F.cross_entropy(_logits(probe, feats[i], labels.shape[-2:]), labels[i].long())
+            loss = _loss(probe.fc, standardized[i], labels[i])
             opt.zero_grad()
             loss.backward()
             opt.step()
