@@ -116,8 +116,8 @@ def bootstrap_interval(
 
     ``counts = (per_item, of_sum)`` gives the same interval faster for a metric that only depends
     on summed counts: ``per_item [N, ...]`` (e.g. :func:`per_item_confusion`) and ``of_sum``, the
-    metric of their sum (e.g. the ``miou`` of :func:`miou_from_confusion`).  Each resample then weighs the items
-    by how often it drew them (the same draws as without ``counts``).
+    metric of their sum (e.g. the ``miou`` of :func:`miou_from_confusion`), applied to the sum of
+    each resample's items (the same draws as without ``counts``).
     """
     g = torch.Generator().manual_seed(seed)
     n = pred.shape[0]
@@ -126,9 +126,7 @@ def bootstrap_interval(
         values = torch.tensor([metric(pred[i], target[i]) for i in draws], dtype=torch.float64)
     else:
         per_item, of_sum = counts
-        times = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(n_boot, n).double())
-        sums = (times @ per_item.reshape(n, -1).double()).round().long().view(n_boot, *per_item.shape[1:])
-        values = torch.tensor([of_sum(s) for s in sums], dtype=torch.float64)
+        values = torch.tensor([of_sum(per_item[i].sum(0)) for i in draws], dtype=torch.float64)
     tail = (1 - level) / 2
     return float(values.quantile(tail)), float(values.quantile(1 - tail))
 

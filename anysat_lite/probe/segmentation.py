@@ -15,12 +15,17 @@ from .linear import LinearProbe
 __all__ = ["train_segmentation_probe", "predict_segmentation"]
 
 
-def _logits(probe: LinearProbe, feats: Tensor, size) -> Tensor:
-    """Per-cell logits upsampled to ``size`` -> ``[N, K, H, W]``."""
-    logits = probe(feats.float()).permute(0, 3, 1, 2)  # [N, K, Hs, Ws]
+def _upsampled(cell_logits: Tensor, size) -> Tensor:
+    """Per-cell logits ``[N, Hs, Ws, K]`` -> channel-first ``[N, K, H, W]`` on the label grid ``size``."""
+    logits = cell_logits.permute(0, 3, 1, 2)
     if logits.shape[-2:] != tuple(size):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
+
+
+def _logits(probe: LinearProbe, feats: Tensor, size) -> Tensor:
+    """Per-cell logits upsampled to ``size`` -> ``[N, K, H, W]``."""
+    return _upsampled(probe(feats.float()), size)
 
 
 def _loss(fc: torch.nn.Linear, standardized: Tensor, labels: Tensor) -> Tensor:
@@ -32,8 +37,7 @@ def _loss(fc: torch.nn.Linear, standardized: Tensor, labels: Tensor) -> Tensor:
     logits = fc(standardized)  # [n, Hs, Ws, K]
     if logits.shape[1:3] == labels.shape[1:]:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long())
-    logits = F.interpolate(logits.permute(0, 3, 1, 2), size=labels.shape[1:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels.long())
+    return F.cross_entropy(_upsampled(logits, labels.shape[1:]), labels.long())
 
 
 def train_segmentation_probe(
