@@ -11,7 +11,7 @@ Presets go from a laptop to a GPU node by name only::
 Model sizes follow the official AnySat configs: ``tiny`` (D=256, depth 2, 4 heads),
 ``small`` (512, 4, 8), ``base`` (768, 6, 12).  ``nano`` (64, 2, 4) is the width of the
 parity fixtures and the CPU demo.  ``model.size=NAME`` (an override or a YAML key) sets the
-three numbers of a size at once.
+three numbers of a size at once, with AnySat's L-TAE numbers.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     ltae_heads: int = 16  # L-TAE master queries
     ltae_dk: int = 8  # L-TAE key width
+    ltae_in_width: int | None = None  # first width of the L-TAE input MLP; None = embed_dim / 8 (official)
     drop_path: float = 0.0
     dropout: float | None = None  # projector dropout override; None = official per-sensor values
     subpatch_order: str = "official"  # "official" (released weights) or "geometric" (see model/tokenizer.py)
@@ -140,6 +141,12 @@ class JEPAConfig:
     modality for MIL-NCE, so its contrastive term compares two independent draws of that
     series' dates (``date_drop_ratio`` each) at the same location.  Without it, JEPA alone
     collapses on one sensor at the demo's scale (README, "Deviations"; notebook 03).
+
+    ``series_views`` (off by default, on in ``cpu-demo``) does the same in multi-sensor batches:
+    a second date draw of every time series joins MIL-NCE as one more modality, so that two
+    halves of a season must agree on what a place is.  A deviation from the official recipe
+    (README, "Deviations"): at the demo's scale it lifts the probes by several points and keeps
+    the EMA target from a partial collapse.
     """
 
     mask: str = "multiblock"  # multiblock | random | block
@@ -163,6 +170,7 @@ class JEPAConfig:
     contrastive_tau: float = 0.1
     contrastive_scope: str = "global"  # global: tokens of every process | local: per process (official)
     single_sensor_views: bool = True  # one time series: MIL-NCE between two draws of its dates
+    series_views: bool = False  # several sensors: a second date draw of each series joins MIL-NCE too
     center_targets: bool = False  # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
     warn_std: float = 0.1  # collapse warnings: target std per dimension below,
@@ -247,24 +255,51 @@ def _cpu_demo() -> Config:
       02).  The demo keeps I-JEPA's four target blocks, smaller (10-20 % of the grid), and lets
       the context be every other patch (``context="complement"``), at least 4 patches.
     * P = 30 m would give a 2 x 2 grid: too small to hide anything and keep a context.
-    * schedule: 300 steps of 24 tiles at lr 1e-3 with warm-up and cosine decay instead of
+    * schedule: 350 steps of 24 tiles at lr 1e-3 with warm-up and cosine decay instead of
       AnySat's constant 5e-5 over days (at 3e-4 the EMA target ends below random init on the
       all-sensor linear probe; 24 tiles a step keep the whole demo within 6 minutes on 2 CPU
       cores); predictor depth 2 with 4 heads for the 64-wide encoder.
+    * data: like GeoPlex, a mixture of datasets with different sensors: three steps in four see
+      the world's three sensors, one in four the same tiles through Sentinel-2 alone
+      (``synthetic:s2``), so that the encoder also learns to describe a tile from S2 alone, the
+      case of most users (S2-alone probes gain several points; see the README).
+    * L-TAE: 4 master queries instead of 16, and a first input layer of 32 channels instead
+      of D / 8 = 8.  AnySat's numbers are sized for D = 768: each head's day-of-year code has
+      D / 16 = 48 channels, with periods up to years.  At D = 64 it would have 4 channels whose
+      longest period is 120 days (May and September get the same code), and the GroupNorm
+      after the first layer would normalise pairs of channels to about +-1, keeping little
+      more than signs (``doy_code_periods``, notebook 01).
+    * MIL-NCE also compares each time series with a second draw of its dates in multi-sensor
+      batches (``jepa.series_views``): two halves of a season must agree on what a place is,
+      which lifts the probes by several points and keeps the EMA target from a partial
+      collapse at this scale.
     """
     return Config(
         name="cpu-demo",
-        model=model_config("nano", subpatch_order="geometric"),
-        data=DataConfig(datasets=[DatasetSpec("synthetic", patch_sizes=[10, 20])], tile_m=60, n_tiles=1000, n_dates=12),
+        model=model_config("nano", subpatch_order="geometric", ltae_heads=4, ltae_in_width=32),
+        data=DataConfig(
+            datasets=[
+                DatasetSpec("synthetic", patch_sizes=[10, 20], weight=3.0),
+                DatasetSpec("synthetic:s2", patch_sizes=[10, 20], weight=1.0, sensors=["s2"]),
+            ],
+            tile_m=60,
+            n_tiles=1000,
+            n_dates=12,
+        ),
         jepa=JEPAConfig(
-            context="complement", target_scale=(0.1, 0.2), min_keep=4, predictor_depth=2, predictor_heads=4
+            context="complement",
+            target_scale=(0.1, 0.2),
+            min_keep=4,
+            predictor_depth=2,
+            predictor_heads=4,
+            series_views=True,
         ),
         train=TrainConfig(
-            steps=300,
+            steps=350,
             batch_size=24,
             lr=1e-3,
             min_lr=1e-6,
-            warmup_steps=30,
+            warmup_steps=35,
             weight_decay=0.04,
             final_weight_decay=0.04,
             out_dir="runs/cpu-demo",
@@ -574,6 +609,10 @@ RULES: dict[str, tuple] = {
     "model.mlp_ratio": _gt(0),
     "model.ltae_heads": _ge(1),
     "model.ltae_dk": _ge(1),
+    "model.ltae_in_width": (
+        lambda v: v is None or (v >= 4 and v % 4 == 0),
+        "null or a positive multiple of 4 (its GroupNorm groups)",
+    ),
     "model.drop_path": _unit(False),
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
     "model.subpatch_order": _choice("official", "geometric"),
@@ -766,7 +805,9 @@ def config_from_dict(data: dict) -> Config:
 
 
 def _expand_size(data: dict) -> dict:
-    """``model: {size: nano, ...}`` -> the size's ``embed_dim``, ``depth``, ``num_heads`` (explicit keys win)."""
+    """``model: {size: nano, ...}`` -> the size's ``embed_dim``, ``depth``, ``num_heads`` and AnySat's
+    L-TAE numbers (``ltae_heads``, ``ltae_in_width``; the cpu-demo preset changes them for its width);
+    explicit keys win."""
     model = data.get("model")
     if not isinstance(model, Mapping) or "size" not in model:
         return data
@@ -777,7 +818,8 @@ def _expand_size(data: dict) -> dict:
             f"config model.size: expected one of {', '.join(MODEL_SIZES)}, got {_show(size)}; "
             "e.g. --set model.size=nano"
         )
-    return {**data, "model": {**MODEL_SIZES[size], **model}}
+    official_ltae = {"ltae_heads": ModelConfig.ltae_heads, "ltae_in_width": ModelConfig.ltae_in_width}
+    return {**data, "model": {**MODEL_SIZES[size], **official_ltae, **model}}
 
 
 def _merge(cfg: Config, data: dict) -> Config:

@@ -86,6 +86,7 @@ from anysat_lite.config import (
         ("data.mixing=random", r"data.mixing: expected one of weighted, official, got 'random'"),
         ("data.prefetch_factor=0", r"data.prefetch_factor: expected an integer >= 1, got 0"),
         ("model.size=huge", r"^config model.size: expected one of nano, tiny, small, base, got 'huge'"),
+        ("model.ltae_in_width=6", r"model.ltae_in_width: expected null or a positive multiple of 4 .*, got 6"),
         ("train.recipe=adam", r"train.recipe: expected one of ijepa, anysat, got 'adam'"),
         (
             "train.recipe=anysat",
@@ -172,6 +173,9 @@ def test_model_size_sets_the_three_numbers_and_explicit_keys_win():
     assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (64, 2, 4)
     cfg = get_config("cpu-demo", ["model.size=tiny", "model.depth=3"])
     assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (256, 3, 4)
+    assert (cfg.model.ltae_heads, cfg.model.ltae_in_width) == (16, None)  # the demo's nano L-TAE does not carry over
+    cfg = get_config("cpu-demo", ["model.size=nano", "model.ltae_heads=8"])
+    assert (cfg.model.ltae_heads, cfg.model.ltae_in_width) == (8, None)
 
 
 def test_geoplex_preset_has_the_official_numbers():

@@ -222,3 +222,47 @@ def test_compiled_blocks_compute_what_eager_blocks_compute():
     m.compile_blocks()
     assert list(m.state_dict()) == keys  # compiled in place: checkpoints unchanged
     torch.testing.assert_close(m(x, 20, "all"), eager, atol=1e-5, rtol=1e-5)
+
+
+def test_doy_code_periods_are_the_periods_of_the_code():
+    from anysat_lite.model.posenc import doy_code_periods, doy_encoding
+
+    periods = doy_code_periods(16, 367)
+    codes = doy_encoding(torch.tensor([[40.0]]), 16, 367, 1)[0, 0]
+    for j, p in enumerate(periods):  # shifting a date by pair j's period leaves that pair unchanged
+        shifted = doy_encoding(torch.tensor([[40.0 + p]]), 16, 367, 1)[0, 0]
+        assert torch.allclose(codes[2 * j : 2 * j + 2], shifted[2 * j : 2 * j + 2], atol=1e-3)
+    assert periods == sorted(periods) and len(periods) == 8
+
+
+def test_cpu_demo_ltae_can_tell_the_seasons_apart_the_official_widths_at_nano_cannot():
+    """At D = 64 the official L-TAE numbers give 4-channel date codes (longest period 120 days) and
+    GroupNorm groups of 2 channels after the first layer (each pair normalised to about +-1);
+    the cpu-demo preset sets ``ltae_heads`` and ``ltae_in_width`` so that neither happens."""
+    from anysat_lite.config import get_config
+    from anysat_lite.model.posenc import doy_code_periods
+
+    def ltae_of(cfg):
+        return AnySat(cfg, sensors=["s2"]).projectors["s2"].ltae
+
+    official, demo = ltae_of(model_config("nano")), ltae_of(get_config("cpu-demo").model)
+    for ltae, year_long, group in ((official, False, 2), (demo, True, 8)):
+        norm = ltae.input_mlp[1]
+        assert norm.num_channels // norm.num_groups == group
+        assert (max(doy_code_periods(ltae.d_model // ltae.n_head, ltae.period)) >= 365) is year_long
+    assert official.input_mlp[0].out_features == D // 8  # the official width: released weights still load
+    assert max(doy_code_periods(768 // 16, 367)) > 365  # base: 16 heads of 48 channels
+
+
+def test_several_outputs_from_one_pass_equal_the_single_outputs(model):
+    x = sample_for(["aerial", "s2"])
+    with torch.no_grad():
+        both = model(x, 20, output=("tile", "dense", "patch"), output_modality="aerial")
+        assert set(both) == {"tile", "dense", "patch"}
+        # keeping the aerial sub-patch tokens takes another code path: equal up to float rounding
+        assert torch.allclose(both["tile"], model(x, 20), atol=1e-5)
+        assert torch.equal(both["dense"], model(x, 20, output="dense", output_modality="aerial"))
+        assert torch.allclose(both["patch"], model(x, 20, output="patch"), atol=1e-5)
+    for bad in ((), ("tile", "pixels")):
+        with pytest.raises(ValueError, match="output must be one of"):
+            model(x, 20, output=bad)

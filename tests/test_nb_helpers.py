@@ -71,6 +71,21 @@ def test_single_sensor_views_are_two_date_draws():
     assert out["contrastive_loss"].item() > 0
 
 
+@pytest.mark.parametrize("series_views", [False, True])
+def test_series_views_add_a_date_draw_of_each_series_to_mil_nce(series_views):
+    cfg = get_config("cpu-demo", [f"jepa.series_views={series_views}"])
+    out, _ = _step(cfg, _batch(), return_intermediates=True)
+    inter = out["intermediates"]
+    views, tokens = inter["views"], inter["tokens"]  # modalities: aerial, s2, s1-asc
+    assert torch.equal(views[:, :3], tokens)
+    if not series_views:
+        assert views.shape == (4, 3, 16, 64)
+        return
+    assert views.shape == (4, 5, 16, 64)  # + s2 and s1-asc on another half of their dates
+    assert not torch.equal(views[:, 3], tokens[:, 1]) and not torch.equal(views[:, 4], tokens[:, 2])
+    assert torch.allclose(mil_nce(views), out["contrastive_loss"])
+
+
 def test_contrastive_pairs_roles_match_their_counts():
     M, B, N = 3, 2, 4
     role = contrastive_pairs(M, B, N)

@@ -103,8 +103,9 @@ class JEPA(nn.Module):
                 * ``context_tokens`` ``[B, M, Kc, D]``: the joint transformer's input (positions added);
                 * ``context_out`` ``[B, 1 + Kc, D]``: context encoder output (cls first);
                 * ``predictions`` ``[n_t, B, Kt, D]``: the predictor's output;
-                * ``views`` ``[B, M', N, D]``: the tokens MIL-NCE compares (``M' = 2`` for one time
-                  series with ``jepa.single_sensor_views``).
+                * ``views`` ``[B, M', N, D]``: the tokens MIL-NCE compares: the ``M`` modalities, then
+                  a second date draw of each time series where ``jepa.single_sensor_views`` (one
+                  sensor) or ``jepa.series_views`` (several) asks for it.
         Returns:
             dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
         """
@@ -142,10 +143,12 @@ class JEPA(nn.Module):
         pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)  # [n_t, B, Kt, D]
         out: dict = {"jepa_loss": latent_loss(pred, targets)}
         views = ts.tokens
-        if M == 1 and jc.single_sensor_views and "views" in generators and SENSORS[ts.sensors[0]].is_series:
-            # One time series: its second "modality" is another draw of its dates (see JEPAConfig).
-            other = drop_dates(sample, jc.date_drop_ratio, generators["views"], rows, global_batch)
-            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)  # [B, 2, N, D]
+        series = [s for s in ts.sensors if SENSORS[s].is_series and not SENSORS[s].one_token_per_tile]
+        if series and "views" in generators and (jc.series_views if M > 1 else jc.single_sensor_views):
+            # Another draw of each series' dates joins MIL-NCE as one more "modality" (see JEPAConfig).
+            dated = {k: v for k, v in sample.items() if k.split("_")[0] in series}
+            other = drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch)
+            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)  # [B, M + S, N, D]
         if jc.contrastive and views.shape[1] >= 2 and jc.contrastive_weight > 0:
             out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau, distributed=jc.contrastive_scope == "global")
         else:

@@ -104,7 +104,8 @@ class AnySat(nn.Module):
         if s.name in self.projectors:
             return
         self.sensors[s.name] = s
-        proj = build_projector(s, self.embed_dim, self.config.ltae_heads, self.config.ltae_dk, self.config.dropout)
+        c = self.config
+        proj = build_projector(s, self.embed_dim, c.ltae_heads, c.ltae_dk, c.dropout, c.ltae_in_width)
         ref = next(self.parameters(), None)
         if ref is not None:
             proj = proj.to(device=ref.device, dtype=ref.dtype)
@@ -203,13 +204,22 @@ class AnySat(nn.Module):
 
     # --- public forward ---------------------------------------------------------------
     def forward(
-        self, x: Mapping[str, Tensor], patch_size: int, output: str = "tile", output_modality: str | None = None
-    ) -> Tensor:
-        """Encode a sample dict (see :mod:`anysat_lite.data.contract`) with patches of ``patch_size`` metres."""
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self,
+        x: Mapping[str, Tensor],
+        patch_size: int,
+        output: str | tuple[str, ...] = "tile",
+        output_modality: str | None = None,
+    ) -> Tensor | dict[str, Tensor]:
+        """Encode a sample dict (see :mod:`anysat_lite.data.contract`) with patches of ``patch_size`` metres.
+
+        ``output`` names one output (returns its tensor) or a tuple of them (returns ``{name: tensor}``,
+        all from one pass of the encoder).
+        """
+        names = (output,) if isinstance(output, str) else tuple(output)
+        if not names or any(o not in OUTPUTS for o in names):
+            raise ValueError(f"output must be one of {OUTPUTS} or a tuple of them, got {output!r}")
         dense_sensor = None
-        if output == "dense":
+        if "dense" in names:
             sensors = [k for k in x if split_key(k)[1] is None]
             dense_sensor = output_modality or next(
                 (k for k in sensors if k in self.sensors and not self.sensors[k].one_token_per_tile), None
@@ -220,15 +230,19 @@ class AnySat(nn.Module):
                 raise SampleError(f"{dense_sensor}: one token per tile, it has no dense output")
         out, ts = self.encode_all(x, patch_size, keep_subpatches=[dense_sensor] if dense_sensor else [])
         B, (h, w) = out.shape[0], ts.grid
-        if output == "tile":
-            return out[:, 0]
-        if output == "patch":
-            return out[:, 1:].reshape(B, h, w, -1)
-        if output == "all":
-            return out
-        subs, layout = ts.subpatches[dense_sensor]
-        fused = out[:, 1:].reshape(B, h, w, 1, -1).expand(-1, -1, -1, subs.shape[3], -1)
-        return ungroup_subpatches(torch.cat([fused, subs], dim=-1), layout)
+
+        def make(name: str) -> Tensor:
+            if name == "tile":
+                return out[:, 0]
+            if name == "patch":
+                return out[:, 1:].reshape(B, h, w, -1)
+            if name == "all":
+                return out
+            subs, layout = ts.subpatches[dense_sensor]
+            fused = out[:, 1:].reshape(B, h, w, 1, -1).expand(-1, -1, -1, subs.shape[3], -1)
+            return ungroup_subpatches(torch.cat([fused, subs], dim=-1), layout)
+
+        return make(output) if isinstance(output, str) else {name: make(name) for name in names}
 
     # --- speed ---------------------------------------------------------------------------
     def compile_blocks(self) -> AnySat:

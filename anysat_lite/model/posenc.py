@@ -12,10 +12,12 @@ code builds its grid with ``meshgrid(..., indexing="xy")``); each half is ``[sin
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["sincos_1d", "grid_sincos_2d", "doy_encoding"]
+__all__ = ["sincos_1d", "grid_sincos_2d", "doy_encoding", "doy_code_periods"]
 
 
 def sincos_1d(pos: Tensor, dim: int) -> Tensor:
@@ -52,3 +54,14 @@ def doy_encoding(dates: Tensor, dim: int, period: int, repeat: int) -> Tensor:
     table = dates[..., None].float() / denom
     table = torch.where((torch.arange(dim, device=dates.device) % 2) == 0, table.sin(), table.cos())
     return table.repeat(*([1] * (table.dim() - 1)), repeat)
+
+
+def doy_code_periods(dim: int, period: int) -> list[float]:
+    """Periods in days of the ``dim // 2`` sine/cosine pairs of :func:`doy_encoding`, shortest first.
+
+    Pair ``j`` turns ``date / period^(2j/dim)`` radians: it repeats every ``2 pi period^(2j/dim)``
+    days.  A code whose longest period is under a year gives two dates months apart the same
+    code: at the official width each L-TAE head has ``dim = 768 / 16 = 48`` channels (longest
+    period about 5 years); a 64-wide encoder with 16 heads has ``dim = 4`` (120 days).
+    """
+    return [2 * math.pi * float(period) ** (2 * j / dim) for j in range(dim // 2)]

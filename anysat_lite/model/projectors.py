@@ -47,12 +47,20 @@ class SeriesProjector(nn.Module):
     behaviour) and are left out of the temporal attention.
     """
 
-    def __init__(self, sensor: Sensor, dim: int, n_head: int = 16, d_k: int = 8, dropout: float | None = None):
+    def __init__(
+        self,
+        sensor: Sensor,
+        dim: int,
+        n_head: int = 16,
+        d_k: int = 8,
+        dropout: float | None = None,
+        in_width: int | None = None,
+    ):
         super().__init__()
         self.sensor = sensor.name
         self.ltae = LTAE(
             sensor.n_bands,
-            [dim // 8, dim // 2, dim, 2 * dim, dim],
+            [in_width or dim // 8, dim // 2, dim, 2 * dim, dim],
             dim,
             n_head=n_head,
             d_k=d_k,
@@ -84,9 +92,14 @@ class SeriesProjector(nn.Module):
 
 
 def build_projector(
-    sensor: Sensor, dim: int, ltae_heads: int = 16, ltae_dk: int = 8, dropout: float | None = None
+    sensor: Sensor,
+    dim: int,
+    ltae_heads: int = 16,
+    ltae_dk: int = 8,
+    dropout: float | None = None,
+    ltae_in_width: int | None = None,
 ) -> nn.Module:
     """Projector for ``sensor`` by its kind; ``dropout`` overrides the sensor's dropout rates."""
     if sensor.is_series:
-        return SeriesProjector(sensor, dim, n_head=ltae_heads, d_k=ltae_dk, dropout=dropout)
+        return SeriesProjector(sensor, dim, n_head=ltae_heads, d_k=ltae_dk, dropout=dropout, in_width=ltae_in_width)
     return ImageProjector(sensor, dim)

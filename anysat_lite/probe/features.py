@@ -29,22 +29,30 @@ def encode_dataset(
     stats: NormStats,
     patch_size: int,
     sensors: Sequence[str],
-    output: str = "tile",
+    output: str | tuple[str, ...] = "tile",
     output_modality: str | None = None,
     batch_size: int = 32,
     device="cpu",
     progress: bool = False,
-) -> Tensor:
-    """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense)."""
+) -> Tensor | dict[str, Tensor]:
+    """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense).
+
+    A tuple of outputs (e.g. ``("tile", "dense")``) returns ``{name: tensor}`` from one pass over the data.
+    """
     from tqdm import tqdm
 
     encoder.eval()
+    names = (output,) if isinstance(output, str) else tuple(output)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    out = []
+    out: dict[str, list[Tensor]] = {name: [] for name in names}
     for batch in tqdm(loader, disable=not progress, desc=f"encode P={patch_size} {'+'.join(sensors)}", leave=False):
         x = {k: v.to(device) for k, v in stats.apply(select_sensors(batch, sensors)).items()}
-        out.append(encoder(x, patch_size, output=output, output_modality=output_modality).float().cpu())
-    return torch.cat(out)
+        y = encoder(x, patch_size, output=output, output_modality=output_modality)
+        y = {output: y} if isinstance(output, str) else y
+        for name in names:
+            out[name].append(y[name].float().cpu())
+    cat = {name: torch.cat(parts) for name, parts in out.items()}
+    return cat[output] if isinstance(output, str) else cat
 
 
 def _valid_dates(batch: dict, sensor: str) -> Tensor:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, config_to_dict
@@ -128,54 +129,56 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, 
     report.add(name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te)
 
 
-def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K, pc, device, progress) -> None:
-    """The classification probes of every encoder at every setting (raw pixels: once per modality set)."""
-    for P, mods in settings:
+def _dense_sensor(mods) -> str:
+    """The sensor of the dense probe: the first image sensor of ``mods`` (the VHR one), else the first."""
+    return next((s for s in mods if not SENSORS[s].is_series), mods[0])
+
+
+def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K, pc, device, progress, seg=None):
+    """The classification probes of every encoder at every setting (raw pixels: once per modality set).
+
+    With ``seg = (report, train masks, test masks)``, the dense probe of ``settings[0]`` runs too, on
+    dense features from the same pass over the data as that setting's tile features.
+    """
+    for i, (P, mods) in enumerate(settings):
         for name in ENCODERS:
+            dense = seg is not None and i == 0 and name != "online"  # online: compared on tile probes only
             if name == "raw-pixels":
                 if P != settings[0][0] and mods == tuple(bundle.sensors):
                     continue  # raw pixels do not depend on the patch size
                 f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
+                if dense:
+                    size, sensor = tuple(seg[1].shape[-2:]), _dense_sensor(mods)
+                    d = (raw_pixel_dense_features(part, sensor, size) for part in (bundle.train, bundle.test))
+                    _segmentation_probe(seg, name, P, mods, *d, K, pc)
             elif name in encoders:
                 kw = dict(batch_size=pc.batch_size, device=device, progress=progress)
+                if dense:
+                    kw.update(output=("tile", "dense"), output_modality=_dense_sensor(mods))
                 f_tr = encode_dataset(encoders[name], bundle.train, stats, P, mods, **kw)
                 f_te = encode_dataset(encoders[name], bundle.test, stats, P, mods, **kw)
+                if dense:
+                    _segmentation_probe(seg, name, P, mods, f_tr["dense"], f_te["dense"], K, pc)
+                    f_tr, f_te = f_tr["tile"], f_te["tile"]
             else:
                 continue
             _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
 
 
-def _dense_features(name, encoder, bundle, stats, P, mods, sensor, size, pc, device, progress):
-    if name == "raw-pixels":
-        return (
-            raw_pixel_dense_features(bundle.train, sensor, size),
-            raw_pixel_dense_features(bundle.test, sensor, size),
-        )
-    kw = dict(output="dense", output_modality=sensor, batch_size=pc.batch_size, device=device, progress=progress)
-    return (
-        encode_dataset(encoder, bundle.train, stats, P, mods, **kw),
-        encode_dataset(encoder, bundle.test, stats, P, mods, **kw),
-    )
+def _dense_sensor(mods) -> str:
+    """The sensor of the dense probe: the first image sensor of ``mods`` (the VHR one), else the first."""
+    return next((s for s in mods if not SENSORS[s].is_series), mods[0])
 
 
-def _segmentation_probes(report: _Report, setting, encoders, bundle, stats, K, pc, device, progress) -> None:
-    """Dense probe (mIoU) at ``setting`` on its first image sensor (the VHR one), else its first sensor."""
-    P, mods = setting
-    sensor = next((s for s in mods if not SENSORS[s].is_series), mods[0])
-    seg_tr, seg_te = targets_of(bundle.train, "segmentation"), targets_of(bundle.test, "segmentation")
+def _segmentation_probe(seg, name, P, mods, d_tr: Tensor, d_te: Tensor, K, pc) -> None:
+    """Dense probe (mIoU) on per-cell features ``[N, Hs, Ws, F]``; ``seg = (report, train masks, test masks)``."""
+    report, seg_tr, seg_te = seg
     size = tuple(seg_tr.shape[-2:])
-    for name in ENCODERS:
-        if name == "online" or (name != "raw-pixels" and name not in encoders):
-            continue  # the online encoder is compared on the tile probes only
-        d_tr, d_te = _dense_features(
-            name, encoders.get(name), bundle, stats, P, mods, sensor, size, pc, device, progress
-        )
-        sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
-        pred = predict_segmentation(sp, d_te, size)
-        per_tile = (per_item_confusion(pred, seg_te, K), lambda cm: miou_from_confusion(cm)["miou"])  # same interval
-        report.add(
-            name, P, mods, f"segmentation ({sensor})", "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te, per_tile
-        )
+    sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
+    pred = predict_segmentation(sp, d_te, size)
+    per_tile = (per_item_confusion(pred, seg_te, K), lambda cm: miou_from_confusion(cm)["miou"])  # same interval
+    method = f"segmentation ({_dense_sensor(mods)})"
+    report.add(name, P, mods, method, "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te, per_tile)
 
 
 def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, K, pc, device) -> None:
@@ -246,9 +249,11 @@ def run_probe(
     report = _Report(pc.bootstrap, pc.seed)
     settings = _settings(cfg, bundle.sensors)
 
-    _tile_probes(report, settings, encoders, bundle, stats, targets, K, pc, dev, progress)
+    seg = None
     if "segmentation" in bundle.train[0]:
-        _segmentation_probes(report, settings[0], encoders, bundle, stats, K, pc, dev, progress)
+        seg = (_Report(pc.bootstrap, pc.seed), *(targets_of(p, "segmentation") for p in (bundle.train, bundle.test)))
+    _tile_probes(report, settings, encoders, bundle, stats, targets, K, pc, dev, progress, seg)
+    report.rows += seg[0].rows if seg is not None else []  # the segmentation rows after the tile rows
     if pc.finetune_epochs > 0:
         _finetune_probes(report, settings[0], encoders, bundle, stats, targets[1], K, pc, dev)
 
