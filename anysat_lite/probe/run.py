@@ -165,11 +165,6 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
             _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
 
 
-def _dense_sensor(mods) -> str:
-    """The sensor of the dense probe: the first image sensor of ``mods`` (the VHR one), else the first."""
-    return next((s for s in mods if not SENSORS[s].is_series), mods[0])
-
-
 def _segmentation_probe(seg, name, P, mods, d_tr: Tensor, d_te: Tensor, K, pc) -> None:
     """Dense probe (mIoU) on per-cell features ``[N, Hs, Ws, F]``; ``seg = (report, train masks, test masks)``."""
     report, seg_tr, seg_te = seg
