@@ -262,7 +262,7 @@ def _cpu_demo() -> Config:
     * data: like GeoPlex, a mixture of datasets with different sensors: three steps in four see
       the world's three sensors, one in four the same tiles through Sentinel-2 alone
       (``synthetic:s2``), so that the encoder also learns to describe a tile from S2 alone, the
-      case of most users (S2-alone probes gain several points; see the README).
+      case of most users.
     * L-TAE: 4 master queries instead of 16, and a first input layer of 32 channels instead
       of D / 8 = 8.  AnySat's numbers are sized for D = 768: each head's day-of-year code has
       D / 16 = 48 channels, with periods up to years.  At D = 64 it would have 4 channels whose
