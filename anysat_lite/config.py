@@ -264,15 +264,11 @@ def _cpu_demo() -> Config:
       (``synthetic:s2``), so that the encoder also learns to describe a tile from S2 alone, the
       case of most users.
     * L-TAE: 4 master queries instead of 16, and a first input layer of 32 channels instead
-      of D / 8 = 8.  AnySat's numbers are sized for D = 768: each head's day-of-year code has
-      D / 16 = 48 channels, with periods up to years.  At D = 64 it would have 4 channels whose
-      longest period is 120 days (May and September get the same code), and the GroupNorm
-      after the first layer would normalise pairs of channels to about +-1, keeping little
-      more than signs (``doy_code_periods``, notebook 01).
-    * MIL-NCE also compares each time series with a second draw of its dates in multi-sensor
-      batches (``jepa.series_views``): two halves of a season must agree on what a place is,
-      which lifts the probes by several points and keeps the EMA target from a partial
-      collapse at this scale.
+      of D / 8 = 8: at D = 64 AnySat's numbers leave each head a date code whose longest period
+      is 120 days (``model.posenc.doy_code_periods``) and a GroupNorm over pairs of channels
+      after the first layer (notebook 01).
+    * MIL-NCE with a second date draw of each time series in multi-sensor batches too
+      (``jepa.series_views``, see :class:`JEPAConfig`).
     """
     return Config(
         name="cpu-demo",
