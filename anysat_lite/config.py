@@ -143,10 +143,12 @@ class JEPAConfig:
     collapses on one sensor at the demo's scale (README, "Deviations"; notebook 03).
 
     ``series_views`` (off by default, on in ``cpu-demo``) does the same in multi-sensor batches:
-    a second date draw of every time series joins MIL-NCE as one more modality, so that two
-    halves of a season must agree on what a place is.  A deviation from the official recipe
-    (README, "Deviations"): at the demo's scale it lifts the probes by several points and keeps
-    the EMA target from a partial collapse.
+    each time series and a second draw of its dates form a contrastive term of their own, added
+    to the sensors' MIL-NCE, so that two halves of a season must agree on what a place is.  It
+    is a separate term on purpose: joined to the sensors' bag of positives, the second draw is
+    the easy positive and MIL-NCE's log-sum-exp over positives stops aligning the sensors
+    (notebook 03; :func:`~anysat_lite.jepa.sensor_alignment` measures it, notebook 04).  A
+    deviation from the official recipe (README, "Deviations").
     """
 
     mask: str = "multiblock"  # multiblock | random | block
@@ -170,7 +172,7 @@ class JEPAConfig:
     contrastive_tau: float = 0.1
     contrastive_scope: str = "global"  # global: tokens of every process | local: per process (official)
     single_sensor_views: bool = True  # one time series: MIL-NCE between two draws of its dates
-    series_views: bool = False  # several sensors: a second date draw of each series joins MIL-NCE too
+    series_views: bool = False  # several sensors: also MIL-NCE between two date draws of each series
     center_targets: bool = False  # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
     warn_std: float = 0.1  # collapse warnings: target std per dimension below,
@@ -267,8 +269,8 @@ def _cpu_demo() -> Config:
       of D / 8 = 8: at D = 64 AnySat's numbers leave each head a date code whose longest period
       is 120 days (``model.posenc.doy_code_periods``) and a GroupNorm over pairs of channels
       after the first layer (notebook 01).
-    * MIL-NCE with a second date draw of each time series in multi-sensor batches too
-      (``jepa.series_views``, see :class:`JEPAConfig`).
+    * a contrastive term between two date draws of each time series in multi-sensor batches
+      too, beside the sensors' MIL-NCE (``jepa.series_views``, see :class:`JEPAConfig`).
     """
     return Config(
         name="cpu-demo",

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from anysat_lite.config import get_config
-from anysat_lite.jepa import JEPA, MultiBlockMaskSampler, Predictor, collapse_monitors, ema_update, make_target
+from anysat_lite.jepa import (
+    JEPA,
+    MultiBlockMaskSampler,
+    Predictor,
+    collapse_monitors,
+    ema_update,
+    make_target,
+    sensor_alignment,
+)
 from anysat_lite.jepa.ema import momentum_at
 from anysat_lite.jepa.losses import latent_loss, mil_nce
 
@@ -89,6 +97,19 @@ def test_monitors_detect_collapse():
     dead = collapse_monitors(torch.ones(8, 9, 16) + 1e-6 * torch.randn(8, 9, 16), torch.ones(8, 16))
     assert healthy["std"] > 0.9 and healthy["erank"] > 10 and abs(healthy["cos"]) < 0.3
     assert dead["std"] < 1e-3 and dead["cos"] > 0.999
+
+
+def test_sensor_alignment_tells_aligned_sensors_from_unrelated_ones():
+    g = torch.Generator().manual_seed(0)
+    place = torch.randn(6, 1, 9, 32, generator=g)  # [B, 1, N, D]: what each place is
+    aligned = torch.cat([place, place + 0.3 * torch.randn(6, 1, 9, 32, generator=g)], dim=1)
+    unrelated = torch.cat([place, torch.randn(6, 1, 9, 32, generator=g)], dim=1)
+    a = sensor_alignment(aligned, ["s2", "aerial"])
+    u = sensor_alignment(unrelated, ["s2", "aerial"])
+    assert a["s2~aerial"] > 0.9 and abs(u["s2~aerial"]) < 0.1
+    assert abs(a["any two places"]) < 0.1  # different places are not alike in either
+    pairs = torch.einsum("bnd,cmd->bncm", *(torch.nn.functional.normalize(aligned[:, k], dim=-1) for k in (0, 1)))
+    assert math.isclose(a["any two places"], pairs.mean().item(), abs_tol=1e-5)
 
 
 def test_predictor_shapes_and_positions_matter():

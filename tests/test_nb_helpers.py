@@ -60,30 +60,39 @@ def test_intermediates_leave_the_losses_unchanged_and_recompute_them():
     assert inter["context_out"].shape == (B, 1 + Kc, D) and inter["predictions"].shape == (4, B, Kt, D)
     assert inter["context_sample"]["s2"].shape[1] == 2  # half of the 4 dates
     assert torch.allclose(latent_loss(inter["predictions"], inter["targets"]), out["jepa_loss"])
-    assert torch.allclose(mil_nce(inter["views"]), out["contrastive_loss"])
+    views = inter["date_views"]  # s2 and s1-asc, each with a second draw of its dates
+    expected = mil_nce(inter["tokens"]) + (mil_nce(views[:, 0]) + mil_nce(views[:, 1])) / 2
+    assert torch.allclose(expected, out["contrastive_loss"])
 
 
 def test_single_sensor_views_are_two_date_draws():
     x = {k: v for k, v in _batch().items() if k.startswith("s2")}
     out, _ = _step(get_config("cpu-demo"), x, return_intermediates=True)
-    views = out["intermediates"]["views"]
-    assert views.shape == (4, 2, 16, 64) and not torch.equal(views[:, 0], views[:, 1])
+    inter = out["intermediates"]
+    views = inter["date_views"]
+    assert views.shape == (4, 1, 2, 16, 64) and not torch.equal(views[:, 0, 0], views[:, 0, 1])
+    assert torch.equal(views[:, 0, 0], inter["tokens"][:, 0])
+    assert torch.allclose(mil_nce(views[:, 0]), out["contrastive_loss"])
     assert out["contrastive_loss"].item() > 0
 
 
 @pytest.mark.parametrize("series_views", [False, True])
-def test_series_views_add_a_date_draw_of_each_series_to_mil_nce(series_views):
+def test_series_views_are_a_term_of_their_own_beside_the_cross_sensor_mil_nce(series_views):
+    """A second date draw must not join the sensors' bag of positives: there it is the easy positive
+    and MIL-NCE's log-sum-exp over positives would stop aligning the sensors with each other."""
     cfg = get_config("cpu-demo", [f"jepa.series_views={series_views}"])
     out, _ = _step(cfg, _batch(), return_intermediates=True)
     inter = out["intermediates"]
-    views, tokens = inter["views"], inter["tokens"]  # modalities: aerial, s2, s1-asc
-    assert torch.equal(views[:, :3], tokens)
+    views, tokens = inter["date_views"], inter["tokens"]  # modalities: aerial, s2, s1-asc
     if not series_views:
-        assert views.shape == (4, 3, 16, 64)
+        assert views is None
+        assert torch.allclose(mil_nce(tokens), out["contrastive_loss"])
         return
-    assert views.shape == (4, 5, 16, 64)  # + s2 and s1-asc on another half of their dates
-    assert not torch.equal(views[:, 3], tokens[:, 1]) and not torch.equal(views[:, 4], tokens[:, 2])
-    assert torch.allclose(mil_nce(views), out["contrastive_loss"])
+    assert views.shape == (4, 2, 2, 16, 64)  # s2 and s1-asc, each on two halves of its dates
+    assert torch.equal(views[:, 0, 0], tokens[:, 1]) and torch.equal(views[:, 1, 0], tokens[:, 2])
+    assert not torch.equal(views[:, 0, 1], tokens[:, 1]) and not torch.equal(views[:, 1, 1], tokens[:, 2])
+    joined = mil_nce(torch.cat([tokens, views[:, :, 1]], dim=1))  # the bag the two terms replace
+    assert not torch.allclose(joined, out["contrastive_loss"])
 
 
 def test_contrastive_pairs_roles_match_their_counts():

@@ -116,6 +116,42 @@ def test_bootstrap_interval_brackets_the_value_and_shrinks_with_more_items():
     )
 
 
+def test_bootstrap_of_per_tile_counts_gives_the_intervals_of_the_classification_metrics():
+    from anysat_lite.probe.metrics import (
+        accuracy_from_confusion,
+        bootstrap_interval,
+        f1_from_confusion,
+        f1_scores,
+        micro_f1_from_counts,
+        multilabel_f1,
+        multilabel_item_counts,
+        per_item_confusion,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    K, n = 5, 120
+    y = torch.randint(K, (n,), generator=g)
+    p = torch.where(torch.rand(n, generator=g) < 0.6, y, torch.randint(K, (n,), generator=g))
+    cm = per_item_confusion(p, y, K)
+    pairs = [
+        (overall_accuracy, accuracy_from_confusion),
+        (lambda a, b: f1_scores(a, b, K)["macro"], lambda c: f1_from_confusion(c)["macro"]),
+        (lambda a, b: f1_scores(a, b, K)["weighted"], lambda c: f1_from_confusion(c)["weighted"]),
+    ]
+    for metric, of_sum in pairs:
+        slow = bootstrap_interval(metric, p, y, n_boot=200, seed=1)
+        fast = bootstrap_interval(metric, p, y, n_boot=200, seed=1, counts=(cm, of_sum))
+        assert fast == pytest.approx(slow, abs=1e-6) and slow[0] < slow[1]
+    ml_y = torch.rand(n, K, generator=g) < 0.3
+    ml_p = torch.rand(n, K, generator=g) < 0.3
+    micro = lambda a, b: multilabel_f1(a, b)["micro"]  # noqa: E731
+    slow = bootstrap_interval(micro, ml_p, ml_y, n_boot=200, seed=1)
+    fast = bootstrap_interval(
+        micro, ml_p, ml_y, n_boot=200, seed=1, counts=(multilabel_item_counts(ml_p, ml_y), micro_f1_from_counts)
+    )
+    assert fast == pytest.approx(slow, abs=1e-6) and slow[0] < slow[1]
+
+
 def test_bootstrap_of_summed_per_tile_confusions_gives_the_interval_of_recounting_the_pixels():
     from anysat_lite.probe.metrics import bootstrap_interval, confusion_matrix, miou_from_confusion, per_item_confusion
 

@@ -174,6 +174,13 @@ def _dates(rng, n_tiles: int, T: int) -> np.ndarray:
     return d.astype(np.int64)
 
 
+def _per_pixel(values: np.ndarray, parcel: np.ndarray, f: int) -> np.ndarray:
+    """Per-parcel ``values [n, P, ...]`` on the parcel map ``[n, c, c]``, each cell repeated ``f x f`` times."""
+    n, c, _ = parcel.shape
+    cells = np.take_along_axis(values, parcel.reshape(n, -1, *([1] * (values.ndim - 2))), 1)
+    return cells.reshape(n, c, c, *values.shape[2:]).repeat(f, axis=1).repeat(f, axis=2)
+
+
 def _render_vhr(
     rng, seg_cls: np.ndarray, parcel: np.ndarray, colour: np.ndarray, gsd: float, chunk: int = 16
 ) -> np.ndarray:
@@ -190,31 +197,30 @@ def _render_vhr(
     big_crowns = rng.uniform(size=(N, 8)) < 0.5
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
-        n = b - a
+        n, pid = b - a, parcel[a:b]
         cls = seg_cls[a:b].repeat(f, axis=1).repeat(f, axis=2)
-        pid = parcel[a:b].repeat(f, axis=1).repeat(f, axis=2)
-        flat_pid = pid.reshape(n, -1)
-        th = np.take_along_axis(theta[a:b], flat_pid, 1).reshape(cls.shape)
-        per = np.take_along_axis(period[a:b], flat_pid, 1).reshape(cls.shape)
         tex = np.ones(cls.shape, dtype=np.float32)
         forest, crops, grass, built = (cls == 0) | (cls == 1), (cls == 2) | (cls == 3), cls == 4, cls == 5
         # Both forest types share the crown texture (crown size varies by parcel, not by class), both crop
         # types the row texture: aerial imagery tells forest from crop, not which forest or which crop.
         crowns = np.where(
-            np.take_along_axis(big_crowns[a:b], flat_pid, 1).reshape(cls.shape),
+            _per_pixel(big_crowns[a:b], pid, f),
             _smooth_noise(rng, n, size, 5.0 / gsd),
             _smooth_noise(rng, n, size, 2.5 / gsd),
         )
         tex[forest] += 0.32 * np.tanh(1.4 * crowns[forest])
-        tex[crops] += 0.12 * np.sin(2 * np.pi * (xx[None] * np.cos(th) + yy[None] * np.sin(th))[crops] / per[crops])
+        th, per = _per_pixel(theta[a:b], pid, f)[crops], _per_pixel(period[a:b], pid, f)[crops]
+        _, row, col = crops.nonzero()
+        along = xx[row, col] * np.cos(th) + yy[row, col] * np.sin(th)  # metres across the crop rows
+        tex[crops] += 0.12 * np.sin(2 * np.pi * along / per)
         fine = _smooth_noise(rng, n, size, 0.6 / gsd)
         tex[grass] += 0.07 * fine[grass]
         roofs = roofs_all[a:b].repeat(3 * f, axis=1).repeat(3 * f, axis=2)[:, :size, :size]
         tex[built] = roofs[built]
         other = ~(forest | crops | grass | built)
         tex[other] += 0.03 * fine[other]
-        col = np.take_along_axis(colour[a:b], flat_pid[..., None], 1).reshape(n, size, size, -1)
-        img = col * tex[..., None] + 4.0 * rng.standard_normal(col.shape, dtype=np.float32)
+        rgb = _per_pixel(colour[a:b], pid, f)
+        img = rgb * tex[..., None] + 4.0 * rng.standard_normal(rgb.shape, dtype=np.float32)
         out[a:b] = np.clip(img, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
     return out
 

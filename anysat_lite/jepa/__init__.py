@@ -14,7 +14,7 @@ from .masks import (
     modality_mask,
 )
 from .model import JEPA
-from .monitors import collapse_monitors, collapse_warnings
+from .monitors import collapse_monitors, collapse_warnings, sensor_alignment
 from .predictor import Predictor
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "mil_nce",
     "modality_mask",
     "momentum_at",
+    "sensor_alignment",
 ]

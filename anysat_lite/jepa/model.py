@@ -103,9 +103,10 @@ class JEPA(nn.Module):
                 * ``context_tokens`` ``[B, M, Kc, D]``: the joint transformer's input (positions added);
                 * ``context_out`` ``[B, 1 + Kc, D]``: context encoder output (cls first);
                 * ``predictions`` ``[n_t, B, Kt, D]``: the predictor's output;
-                * ``views`` ``[B, M', N, D]``: the tokens MIL-NCE compares: the ``M`` modalities, then
-                  a second date draw of each time series where ``jepa.single_sensor_views`` (one
-                  sensor) or ``jepa.series_views`` (several) asks for it.
+                * ``date_views`` ``[B, S, 2, N, D]`` or ``None``: for each of the ``S`` time series,
+                  its tokens in ``tokens`` and those of a second draw of its dates, which the
+                  date-view MIL-NCE compares where ``jepa.single_sensor_views`` (one sensor) or
+                  ``jepa.series_views`` (several) asks for it.
         Returns:
             dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
         """
@@ -142,17 +143,27 @@ class JEPA(nn.Module):
 
         pred = self.predictor(ctx[:, 1:], pos, ctx_idx, masks.targets)  # [n_t, B, Kt, D]
         out: dict = {"jepa_loss": latent_loss(pred, targets)}
-        views = ts.tokens
+        # MIL-NCE between the sensors at each place (AnySat), and between two date draws of each
+        # time series where jepa.single_sensor_views (one sensor) or jepa.series_views (several) asks.
+        views = None
         series = [s for s in ts.sensors if SENSORS[s].is_series and not SENSORS[s].one_token_per_tile]
         if series and "views" in generators and (jc.series_views if M > 1 else jc.single_sensor_views):
-            # Another draw of each series' dates joins MIL-NCE as one more "modality" (see JEPAConfig).
             dated = {k: v for k, v in sample.items() if k.split("_")[0] in series}
-            other = drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch)
-            views = torch.cat([views, self.encoder.tokenize(other, patch_size).tokens], dim=1)  # [B, M + S, N, D]
-        if jc.contrastive and views.shape[1] >= 2 and jc.contrastive_weight > 0:
-            out["contrastive_loss"] = mil_nce(views, jc.contrastive_tau, distributed=jc.contrastive_scope == "global")
-        else:
-            out["contrastive_loss"] = torch.zeros((), device=pred.device)
+            other = self.encoder.tokenize(
+                drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch), patch_size
+            )
+            first = ts.tokens[:, [ts.sensors.index(s) for s in other.sensors]]
+            views = torch.stack([first, other.tokens], dim=2)  # [B, S, 2, N, D]
+        terms, everywhere = [], jc.contrastive_scope == "global"
+        if jc.contrastive and jc.contrastive_weight > 0:
+            if M >= 2:
+                terms.append(mil_nce(ts.tokens, jc.contrastive_tau, distributed=everywhere))
+            if views is not None:  # one term per series, averaged
+                draws = [
+                    mil_nce(views[:, i], jc.contrastive_tau, distributed=everywhere) for i in range(views.shape[1])
+                ]
+                terms.append(torch.stack(draws).mean())
+        out["contrastive_loss"] = sum(terms) if terms else torch.zeros((), device=pred.device)
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]
         if monitor:  # on the layer-normed targets before any centring, comparable between settings
             out.update(collapse_monitors(F.layer_norm(full[:, 1:].float(), (full.shape[-1],)), full[:, 0]))
@@ -166,6 +177,6 @@ class JEPA(nn.Module):
                 "context_tokens": kept,
                 "context_out": ctx,
                 "predictions": pred,
-                "views": views,
+                "date_views": views,
             }
         return out

@@ -16,6 +16,9 @@
 
 :func:`collapse_warnings` turns them into messages when they cross the thresholds of
 :class:`~anysat_lite.config.JEPAConfig` (``warn_std``, ``warn_erank``, ``warn_cos``).
+
+:func:`sensor_alignment` measures what MIL-NCE is for: how close the tokens of two sensors at
+the same place are, against any two places.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["collapse_monitors", "collapse_warnings"]
+__all__ = ["collapse_monitors", "collapse_warnings", "sensor_alignment"]
 
 
 @torch.no_grad()
@@ -52,4 +55,24 @@ def collapse_warnings(
         out["erank"] = f"effective rank {monitors['erank']:.1f} < {min_erank:g}"
     if "cos" in monitors and monitors["cos"] > max_cos:
         out["cos"] = f"tile cosine similarity {monitors['cos']:.3f} > {max_cos:g}"
+    return out
+
+
+@torch.no_grad()
+def sensor_alignment(tokens: Tensor, sensors: list[str]) -> dict[str, float]:
+    """Mean cosine similarity of per-sensor patch tokens ``[B, M, N, D]`` (MIL-NCE's input).
+
+    Returns ``{"a~b": ...}`` for every pair of the ``M`` sensors (same tile, same patch: MIL-NCE's
+    positives) and ``"any two places"``: sensor ``a`` against sensor ``b`` over every pair of
+    (tile, patch), averaged over the sensor pairs (mostly negatives).  Aligned sensors have pair
+    values well above the last one.
+    """
+    z = torch.nn.functional.normalize(tokens.float(), dim=-1)
+    M = z.shape[1]
+    out, anywhere = {}, []
+    for i in range(M):
+        for j in range(i + 1, M):
+            out[f"{sensors[i]}~{sensors[j]}"] = (z[:, i] * z[:, j]).sum(-1).mean().item()
+            anywhere.append(z[:, i].flatten(0, 1).mean(0) @ z[:, j].flatten(0, 1).mean(0))
+    out["any two places"] = torch.stack(anywhere).mean().item() if anywhere else float("nan")
     return out

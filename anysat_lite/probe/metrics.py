@@ -6,8 +6,10 @@
 * :func:`multilabel_f1` — F1 over (sample, class) decisions: ``micro`` and ``macro``.
 * :func:`mean_iou` — per-class IoU ``TP / (TP + FP + FN)`` over pixels, mean over classes present.
 * :func:`bootstrap_interval` — a 95 % percentile-bootstrap interval of any of them over test items;
-  :func:`per_item_confusion` lets it resample a confusion-matrix metric (mIoU of dense maps)
-  by summing per-item counts instead of recounting the pixels of every resample.
+  :func:`per_item_confusion` and :func:`multilabel_item_counts` let it resample a metric of counts
+  (OA, F1, mIoU: :func:`accuracy_from_confusion`, :func:`f1_from_confusion`,
+  :func:`micro_f1_from_counts`, :func:`miou_from_confusion`) by summing per-item counts instead of
+  recomputing the metric from the predictions of every resample.
 
 The metrics of the official AnySat evaluation (``src/models/metrics/metrics.py`` of the official
 repository), computed from counts so that a test split is scored batch by batch:
@@ -33,6 +35,10 @@ __all__ = [
     "multilabel_f1",
     "mean_iou",
     "per_item_confusion",
+    "accuracy_from_confusion",
+    "f1_from_confusion",
+    "multilabel_item_counts",
+    "micro_f1_from_counts",
     "bootstrap_interval",
     "multilabel_decision",
     "multilabel_counts",
@@ -55,8 +61,18 @@ def overall_accuracy(pred: Tensor, target: Tensor) -> float:
     return (pred.reshape(-1) == target.reshape(-1)).float().mean().item()
 
 
+def accuracy_from_confusion(cm: Tensor) -> float:
+    """Overall accuracy of a confusion matrix: its diagonal over its total."""
+    return (cm.diag().sum() / cm.sum().clamp_min(1)).item()
+
+
 def f1_scores(pred: Tensor, target: Tensor, num_classes: int) -> dict[str, float]:
-    cm = confusion_matrix(pred, target, num_classes).double()
+    return f1_from_confusion(confusion_matrix(pred, target, num_classes))
+
+
+def f1_from_confusion(cm: Tensor) -> dict[str, float]:
+    """Per-class F1 of a confusion matrix ``[K, K]``, averaged ``macro`` and ``weighted`` (see :func:`f1_scores`)."""
+    cm = cm.double()
     tp = cm.diag()
     support = cm.sum(1)
     predicted = cm.sum(0)
@@ -66,13 +82,25 @@ def f1_scores(pred: Tensor, target: Tensor, num_classes: int) -> dict[str, float
     return {"macro": f1[present].mean().item(), "weighted": (f1 * support).sum().item() / max(support.sum().item(), 1)}
 
 
+def multilabel_item_counts(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-item ``(TP, FP, FN)`` over the classes ``[N, 3]`` of ``[N, K]`` booleans (their sum gives the micro F1)."""
+    p, t = pred.bool(), target.bool()
+    return torch.stack([(p & t).sum(1), (p & ~t).sum(1), (~p & t).sum(1)], dim=1)
+
+
+def micro_f1_from_counts(tp_fp_fn: Tensor) -> float:
+    """Micro F1 ``2 TP / (2 TP + FP + FN)`` of summed ``(TP, FP, FN)``."""
+    tp, fp, fn = tp_fp_fn.double().unbind(-1)
+    return (2 * tp / (2 * tp + fp + fn).clamp_min(1)).item()
+
+
 def multilabel_f1(pred: Tensor, target: Tensor) -> dict[str, float]:
     """``pred``, ``target``: ``[N, K]`` booleans."""
     p, t = pred.bool(), target.bool()
     tp = (p & t).sum(0).double()
     fp = (p & ~t).sum(0).double()
     fn = (~p & t).sum(0).double()
-    micro = (2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp_min(1)).item()
+    micro = micro_f1_from_counts(torch.stack([tp.sum(), fp.sum(), fn.sum()]))
     denom = 2 * tp + fp + fn
     present = denom > 0
     macro = (2 * tp[present] / denom[present]).mean().item() if present.any() else 0.0
@@ -126,7 +154,11 @@ def bootstrap_interval(
         values = torch.tensor([metric(pred[i], target[i]) for i in draws], dtype=torch.float64)
     else:
         per_item, of_sum = counts
-        values = torch.tensor([of_sum(per_item[i].sum(0)) for i in draws], dtype=torch.float64)
+        times = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(
+            1, draws, torch.ones(n_boot, n, dtype=torch.float64)
+        )
+        sums = (times @ per_item.reshape(n, -1).double()).view(n_boot, *per_item.shape[1:])  # each resample's sum
+        values = torch.tensor([of_sum(s) for s in sums], dtype=torch.float64)
     tail = (1 - level) / 2
     return float(values.quantile(tail)), float(values.quantile(1 - tail))
 

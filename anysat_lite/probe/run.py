@@ -37,11 +37,15 @@ from .finetune import finetune
 from .knn import knn_predict
 from .linear import train_linear
 from .metrics import (
+    accuracy_from_confusion,
     bootstrap_interval,
+    f1_from_confusion,
     f1_scores,
     mean_iou,
+    micro_f1_from_counts,
     miou_from_confusion,
     multilabel_f1,
+    multilabel_item_counts,
     overall_accuracy,
     per_item_confusion,
 )
@@ -114,19 +118,32 @@ class _Report:
 
 
 def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, K, pc) -> None:
-    """Linear (single-label), kNN and multi-label linear probes on tile features."""
+    """Linear (single-label), kNN and multi-label linear probes on tile features.
+
+    The bootstrap intervals resample per-tile counts (confusion matrices, multi-label TP/FP/FN):
+    the same intervals as recomputing each metric from the resampled predictions, faster.
+    """
     y_tr, y_te, ml_tr, ml_te = targets
     probe = train_linear(f_tr, y_tr, K, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
     with torch.no_grad():
         pred = probe(f_te).argmax(1)
-    report.add(name, P, mods, "linear", "OA", overall_accuracy, pred, y_te)
-    report.add(name, P, mods, "linear", "F1-macro", lambda p, t: f1_scores(p, t, K)["macro"], pred, y_te)
-    report.add(name, P, mods, "linear", "F1-weighted", lambda p, t: f1_scores(p, t, K)["weighted"], pred, y_te)
-    report.add(name, P, mods, "kNN", "OA", overall_accuracy, knn_predict(f_tr, y_tr, f_te, K, pc.knn_k), y_te)
+    cm = per_item_confusion(pred, y_te, K)
+    report.add(name, P, mods, "linear", "OA", overall_accuracy, pred, y_te, (cm, accuracy_from_confusion))
+    macro, weighted = (lambda c: f1_from_confusion(c)["macro"]), (lambda c: f1_from_confusion(c)["weighted"])
+    report.add(name, P, mods, "linear", "F1-macro", lambda p, t: f1_scores(p, t, K)["macro"], pred, y_te, (cm, macro))
+    report.add(
+        name, P, mods, "linear", "F1-weighted", lambda p, t: f1_scores(p, t, K)["weighted"], pred, y_te, (cm, weighted)
+    )
+    knn = knn_predict(f_tr, y_tr, f_te, K, pc.knn_k)
+    counts = (per_item_confusion(knn, y_te, K), accuracy_from_confusion)
+    report.add(name, P, mods, "kNN", "OA", overall_accuracy, knn, y_te, counts)
     mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
     with torch.no_grad():
         mpred = mprobe(f_te) > 0
-    report.add(name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te)
+    counts = (multilabel_item_counts(mpred, ml_te), micro_f1_from_counts)
+    report.add(
+        name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te, counts
+    )
 
 
 def _dense_sensor(mods) -> str:
