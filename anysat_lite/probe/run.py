@@ -40,11 +40,8 @@ from .metrics import (
     accuracy_from_confusion,
     bootstrap_interval,
     f1_from_confusion,
-    f1_scores,
-    mean_iou,
     micro_f1_from_counts,
     miou_from_confusion,
-    multilabel_f1,
     multilabel_item_counts,
     overall_accuracy,
     per_item_confusion,
@@ -116,6 +113,11 @@ class _Report:
             row["ci95"] = [round(lo, 4), round(hi, 4)]
         self.rows.append(row)
 
+    def add_counts(self, encoder, P, mods, method, metric, per_item: Tensor, of_sum) -> None:
+        """A row for a metric of summed per-tile counts (``per_item [N, ...]``, ``of_sum(counts) -> float``):
+        its value on all test tiles and its interval from resampled tiles (:func:`bootstrap_interval`)."""
+        self.add(encoder, P, mods, method, metric, lambda c, _: of_sum(c.sum(0)), per_item, None, (per_item, of_sum))
+
 
 def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, K, pc) -> None:
     """Linear (single-label), kNN and multi-label linear probes on tile features.
@@ -128,21 +130,16 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, 
     with torch.no_grad():
         pred = probe(f_te).argmax(1)
     cm = per_item_confusion(pred, y_te, K)
-    report.add(name, P, mods, "linear", "OA", overall_accuracy, pred, y_te, (cm, accuracy_from_confusion))
-    macro, weighted = (lambda c: f1_from_confusion(c)["macro"]), (lambda c: f1_from_confusion(c)["weighted"])
-    report.add(name, P, mods, "linear", "F1-macro", lambda p, t: f1_scores(p, t, K)["macro"], pred, y_te, (cm, macro))
-    report.add(
-        name, P, mods, "linear", "F1-weighted", lambda p, t: f1_scores(p, t, K)["weighted"], pred, y_te, (cm, weighted)
-    )
+    report.add_counts(name, P, mods, "linear", "OA", cm, accuracy_from_confusion)
+    report.add_counts(name, P, mods, "linear", "F1-macro", cm, lambda c: f1_from_confusion(c)["macro"])
+    report.add_counts(name, P, mods, "linear", "F1-weighted", cm, lambda c: f1_from_confusion(c)["weighted"])
     knn = knn_predict(f_tr, y_tr, f_te, K, pc.knn_k)
-    counts = (per_item_confusion(knn, y_te, K), accuracy_from_confusion)
-    report.add(name, P, mods, "kNN", "OA", overall_accuracy, knn, y_te, counts)
+    report.add_counts(name, P, mods, "kNN", "OA", per_item_confusion(knn, y_te, K), accuracy_from_confusion)
     mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
     with torch.no_grad():
         mpred = mprobe(f_te) > 0
-    counts = (multilabel_item_counts(mpred, ml_te), micro_f1_from_counts)
-    report.add(
-        name, P, mods, "multi-label", "F1-micro", lambda p, t: multilabel_f1(p, t)["micro"], mpred, ml_te, counts
+    report.add_counts(
+        name, P, mods, "multi-label", "F1-micro", multilabel_item_counts(mpred, ml_te), micro_f1_from_counts
     )
 
 
@@ -182,15 +179,18 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
             _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
 
 
+def _miou(confusion: Tensor) -> float:
+    return miou_from_confusion(confusion)["miou"]
+
+
 def _segmentation_probe(seg, name, P, mods, d_tr: Tensor, d_te: Tensor, K, pc) -> None:
     """Dense probe (mIoU) on per-cell features ``[N, Hs, Ws, F]``; ``seg = (report, train masks, test masks)``."""
     report, seg_tr, seg_te = seg
     size = tuple(seg_tr.shape[-2:])
     sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
     pred = predict_segmentation(sp, d_te, size)
-    per_tile = (per_item_confusion(pred, seg_te, K), lambda cm: miou_from_confusion(cm)["miou"])  # same interval
     method = f"segmentation ({_dense_sensor(mods)})"
-    report.add(name, P, mods, method, "mIoU", lambda p, t: mean_iou(p, t, K), pred, seg_te, per_tile)
+    report.add_counts(name, P, mods, method, "mIoU", per_item_confusion(pred, seg_te, K), _miou)
 
 
 def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, K, pc, device) -> None:
