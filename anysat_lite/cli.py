@@ -184,6 +184,8 @@ def cmd_probe(args) -> int:
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
     cfg = _config(args)
+    if args.seeds is not None:
+        return _demo_seeds(args, cfg)
     from .demo import replace_readme_block, results_block, run_demo
     from .probe import format_table
     from .probe.run import gain_summary
@@ -203,6 +205,29 @@ def cmd_demo(args) -> int:
         changed = replace_readme_block(args.update_readme, block)
         print(f"\n{args.update_readme}: demo results {'updated' if changed else 'already up to date'}")
     print(f"\nfigures: {out}/training_curves.png, {out}/probe_results.png; tables: {out}/probe_results.md")
+    return 0
+
+
+def _demo_seeds(args, cfg) -> int:
+    """``demo --seeds``: the demo once per training seed, then the per-seed table (seeds.json, seeds.md)."""
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds >= 0, e.g. --seeds 0 1 2")
+    if args.resume not in (False, True):
+        raise UserError(
+            f"--resume {args.resume}: with --seeds, --resume takes no checkpoint (each seed continues its own run)"
+        )
+    from .demo import SEED_MARKERS, replace_readme_block, run_seeds, seed_study, seed_table
+
+    root, runs = run_seeds(cfg, args.seeds, resume=args.resume, force=args.force, progress=not args.quiet)
+    study = seed_study({s: r for s, (_, r) in runs.items()}, {s: summary for s, (summary, _) in runs.items()})
+    table = seed_table(study)
+    (root / "seeds.json").write_text(json.dumps(study, indent=1))
+    (root / "seeds.md").write_text(table + "\n")
+    print("\n" + table)
+    if args.update_readme:
+        changed = replace_readme_block(args.update_readme, table, SEED_MARKERS)
+        print(f"\n{args.update_readme}: seed study {'updated' if changed else 'already up to date'}")
+    print(f"\ntables: {root}/seeds.md, {root}/seeds.json; runs: {root}/seed-*/")
     return 0
 
 
@@ -325,7 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="README",
         nargs="?",
         const="README.md",
-        help="write the results block between the demo-results markers of README (default README.md)",
+        help="write the results block between the demo-results markers of README (default README.md); "
+        "with --seeds, the seed table between the demo-seeds markers",
+    )
+    d.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="repeat the demo for each training seed (runs in OUT_DIR-seeds/seed-N) and tabulate the "
+        "pretrained encoder's headline scores per seed beside the baselines",
     )
     d.set_defaults(func=cmd_demo)
 

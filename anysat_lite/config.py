@@ -234,7 +234,8 @@ class ProbeConfig:
     batch_size: int = 32
     seed: int = 0
     online: bool = True  # also probe the online (context) encoder when it was exported (tile probes)
-    bootstrap: int = 1000  # resamples of the test split for the 95 % intervals (0 = none)
+    bootstrap: int = 1000  # resamples of the scored split for the 95 % intervals (0 = none)
+    split: str = "test"  # split the probes score on: test, or val (to choose settings without looking at test)
 
 
 @dataclass
@@ -697,6 +698,7 @@ RULES: dict[str, tuple] = {
     "probe.finetune_lr": _gt(0),
     "probe.batch_size": _ge(1),
     "probe.seed": _ge(0),
+    "probe.split": _choice("test", "val"),
 }
 
 

@@ -5,6 +5,10 @@ thread count), so its results block -- the probe table with bootstrap intervals 
 collapse monitors, :func:`results_block` -- is the same on every run on the same kind of
 machine.  The README carries that block between two markers; ``anysat-lite demo
 --update-readme`` rewrites it from the run, and a test fails when the two differ.
+
+One training seed is one draw: ``anysat-lite demo --seeds 0 1 2`` repeats the demo for each
+seed (:func:`run_seeds`) and tabulates the pretrained encoder's headline scores per seed beside
+the baselines, which do not depend on the training seed (:func:`seed_study`, :func:`seed_table`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,23 @@ from pathlib import Path
 
 from .config import Config
 
-__all__ = ["run_demo", "results_block", "readme_block", "replace_readme_block", "README_MARKERS"]
+__all__ = [
+    "run_demo",
+    "run_seeds",
+    "seed_study",
+    "seed_table",
+    "results_block",
+    "readme_block",
+    "replace_readme_block",
+    "README_MARKERS",
+    "SEED_MARKERS",
+]
 
 README_MARKERS = ("<!-- demo-results:start (anysat-lite demo --update-readme) -->", "<!-- demo-results:end -->")
+SEED_MARKERS = (
+    "<!-- demo-seeds:start (anysat-lite demo --seeds 0 1 2 3 4 --update-readme) -->",
+    "<!-- demo-seeds:end -->",
+)
 
 # Rows of the results block: (modalities, probe, metric); patch size = the first probe patch size.
 _ROWS = (
@@ -56,6 +74,20 @@ def run_demo(
     return summary, report
 
 
+def _cell_rows(rows: list[dict], P: int, mods: str, method: str, metric: str) -> dict[str, dict]:
+    """``{encoder: row}`` of one cell of the table (``method`` is a prefix: "multi-label" matches its variants)."""
+    return {
+        r["encoder"]: r
+        for r in rows
+        if r["patch_size"] == P and r["modalities"] == mods and r["method"].startswith(method) and r["metric"] == metric
+    }
+
+
+def _table_shape(rows: list[dict]) -> tuple[int, str]:
+    """The headline patch size (the smallest probed) and the all-sensor modality set of a report's rows."""
+    return min(r["patch_size"] for r in rows), max((r["modalities"] for r in rows), key=lambda m: m.count("+"))
+
+
 def _cell(r: dict | None) -> str:
     if r is None:
         return "–"
@@ -68,11 +100,11 @@ def _cell(r: dict | None) -> str:
 
 def results_block(summary: dict, report: dict) -> str:
     """Markdown of the demo's deterministic results: headline probe table and collapse monitors."""
-    from .probe.run import ENCODERS
+    from .probe.run import ENCODERS, scored_split
 
     rows = report["results"]
-    P = min(r["patch_size"] for r in rows)
-    all_mods = max((r["modalities"] for r in rows), key=lambda m: m.count("+"))
+    P, all_mods = _table_shape(rows)
+    split, n = scored_split(report)
     encoders = [e for e in ENCODERS if any(r["encoder"] == e for r in rows)]
     lines = [
         f"| modalities (P = {P} m) | probe | metric | " + " | ".join(encoders) + " |",
@@ -80,22 +112,15 @@ def results_block(summary: dict, report: dict) -> str:
     ]
     for mods, method, metric in _ROWS:
         mods = all_mods if mods == "all" else mods
-        found = {
-            r["encoder"]: r
-            for r in rows
-            if r["patch_size"] == P
-            and r["modalities"] == mods
-            and r["method"].startswith(method)
-            and r["metric"] == metric
-        }
+        found = _cell_rows(rows, P, mods, method, metric)
         if found:
             name = next(iter(found.values()))["method"]
             lines.append(f"| {mods} | {name} | {metric} | " + " | ".join(_cell(found.get(e)) for e in encoders) + " |")
     final = summary.get("final", {})
     lines += [
         "",
-        f"Test split: {report['splits']['test']} tiles (one tile = {100 / report['splits']['test']:.1f} "
-        f"points); cells: score [95 % bootstrap interval over the test tiles], in %.",
+        f"{split.capitalize()} split: {n} tiles (one tile = {100 / n:.1f} points); cells: score [95 % bootstrap "
+        f"interval over the {split} tiles], in %.",
     ]
     if "std" in final:
         lines.append(
@@ -107,23 +132,140 @@ def results_block(summary: dict, report: dict) -> str:
     return "\n".join(lines)
 
 
-def readme_block(text: str) -> str | None:
-    """The results block inside a README's markers, or ``None`` when the markers are absent."""
-    start, end = (re.escape(m) for m in README_MARKERS)
+def run_seeds(
+    cfg: Config, seeds: list[int], resume: bool = False, force: bool = False, progress: bool = True
+) -> tuple[Path, dict[int, tuple[dict, dict]]]:
+    """The demo once per training seed, in ``<train.out_dir>-seeds/seed-<N>``: ``(folder, {seed: (summary, report)})``.
+
+    Only ``train.seed`` changes between the runs (initialisation, batch order, masks); the data, the
+    probes and their baselines stay fixed.  ``resume`` continues the seeds whose folder exists and
+    starts the others, so seeds can be added to a study.
+    """
+    import dataclasses
+
+    root = Path(f"{cfg.train.out_dir}-seeds")
+    runs = {}
+    for seed in seeds:
+        folder = root / f"seed-{seed}"
+        if progress:
+            print(f"training seed {seed}: {folder}")
+        run = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, out_dir=str(folder)))
+        runs[seed] = run_demo(run, resume=resume and folder.exists(), force=force, progress=progress)
+    return root, runs
+
+
+def seed_study(reports: dict[int, dict], summaries: dict[int, dict] | None = None) -> dict:
+    """The headline cells of several demo runs that differ only in their training seed.
+
+    For each cell (modalities, probe, metric at the headline patch size): every encoder's score per
+    seed, the pretrained encoder's mean, minimum and maximum, and per baseline (``random-init``,
+    ``raw-pixels``) how many seeds' pretrained encoders score above it and the mean margin (points).
+    With the runs' training ``summaries``, also each seed's final collapse monitors and warnings.
+    """
+    from .probe.run import ENCODERS, scored_split
+
+    seeds = sorted(reports)
+    scored = {scored_split(reports[s]) for s in seeds}
+    if len(scored) > 1:
+        raise ValueError(f"the seeds' probes were scored on different splits: {sorted(scored)}")
+    split, n_tiles = scored.pop()
+    first = reports[seeds[0]]["results"]
+    P, all_mods = _table_shape(first)
+    cells = []
+    for mods, method, metric in _ROWS:
+        mods = all_mods if mods == "all" else mods
+        found = [_cell_rows(reports[s]["results"], P, mods, method, metric) for s in seeds]
+        if not all(f.get("pretrained") for f in found):
+            continue
+        scores = {e: [100 * f[e]["value"] for f in found] for e in ENCODERS if all(e in f for f in found)}
+        pre = scores["pretrained"]
+        cell = {
+            "modalities": mods,
+            "method": found[0]["pretrained"]["method"],
+            "metric": metric,
+            "scores": scores,
+            "pretrained": {"mean": sum(pre) / len(pre), "min": min(pre), "max": max(pre)},
+        }
+        for base in ("random-init", "raw-pixels"):
+            if base in scores:
+                margins = [a - b for a, b in zip(pre, scores[base])]
+                cell[f"vs {base}"] = {"wins": sum(m > 0 for m in margins), "mean_margin": sum(margins) / len(margins)}
+        cells.append(cell)
+    study = {"seeds": seeds, "patch_size": P, "scored_on": split, "tiles": n_tiles, "cells": cells}
+    if summaries:
+        study["monitors"] = {
+            s: {k: summaries[s]["final"][k] for k in ("std", "erank", "cos")}
+            | {"warnings": sorted(summaries[s].get("collapse_warnings", {}))}
+            for s in seeds
+            if "std" in summaries.get(s, {}).get("final", {})
+        }
+    return study
+
+
+def seed_table(study: dict) -> str:
+    """Markdown of :func:`seed_study`: pretrained per seed, its mean, the baselines, and seeds won."""
+    seeds, n = study["seeds"], len(study["seeds"])
+    bases = [b for b in ("random-init", "raw-pixels") if any(f"vs {b}" in c for c in study["cells"])]
+
+    def base_cell(c: dict, b: str) -> str:
+        if f"vs {b}" not in c:
+            return "–"
+        v = c["scores"][b]
+        value = f"{v[0]:.1f}" if len(set(v)) == 1 else f"{sum(v) / n:.1f} (mean)"
+        w = c[f"vs {b}"]
+        return f"{value}; won {w['wins']}/{n}, {w['mean_margin']:+.1f}"
+
+    lines = [
+        f"| modalities (P = {study['patch_size']} m) | probe | metric | pretrained, seeds "
+        + " / ".join(map(str, seeds))
+        + " | mean [min, max] | "
+        + " | ".join(f"{b}; seeds won, mean margin" for b in bases)
+        + " |",
+        "|---|---|---|---|---:|" + "---|" * len(bases),
+    ]
+    for c in study["cells"]:
+        p = c["pretrained"]
+        lines.append(
+            f"| {c['modalities']} | {c['method']} | {c['metric']} | "
+            + " / ".join(f"{v:.1f}" for v in c["scores"]["pretrained"])
+            + f" | {p['mean']:.1f} [{p['min']:.1f}, {p['max']:.1f}] | "
+            + " | ".join(base_cell(c, b) for b in bases)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Scores in % on the {study['tiles']} {study['scored_on']} tiles; the runs differ only in `train.seed` "
+        "(initialisation, batch order, masks); the baselines do not depend on it. A margin is pretrained minus "
+        "baseline, in points.",
+    ]
+    if study.get("monitors"):
+        lines.append(
+            "Final target monitors per seed (std per dimension / effective rank / tile cosine; warnings): "
+            + "; ".join(
+                f"{s}: {m['std']:.2f} / {m['erank']:.1f} / {m['cos']:.2f} ({', '.join(m['warnings']) or 'none'})"
+                for s, m in study["monitors"].items()
+            )
+            + "."
+        )
+    return "\n".join(lines)
+
+
+def readme_block(text: str, markers: tuple[str, str] = README_MARKERS) -> str | None:
+    """The block inside a README's ``markers``, or ``None`` when the markers are absent."""
+    start, end = (re.escape(m) for m in markers)
     m = re.search(f"{start}\n(.*?)\n?{end}", text, flags=re.S)  # an empty block is start, newline, end
     return m.group(1) if m else None
 
 
-def replace_readme_block(path: str | Path, block: str) -> bool:
-    """Write ``block`` between the README's markers; returns whether the file changed."""
+def replace_readme_block(path: str | Path, block: str, markers: tuple[str, str] = README_MARKERS) -> bool:
+    """Write ``block`` between the README's ``markers``; returns whether the file changed."""
     path = Path(path)
     text = path.read_text()
-    if readme_block(text) is None:
+    if readme_block(text, markers) is None:
         raise ValueError(
-            f"{path}: no demo results markers {README_MARKERS[0]!r} ... {README_MARKERS[1]!r}; "
-            "add them where the results should go"
+            f"{path}: no results markers {markers[0]!r} ... {markers[1]!r}; add them where the results should go"
         )
-    start, end = README_MARKERS
+    start, end = markers
     new = re.sub(f"{re.escape(start)}\n.*?\n?{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
     if new != text:
         path.write_text(new)

@@ -224,6 +224,21 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
     assert not out.exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--seeds", "0", "1", "0"], r"--seeds 0 1 0: expected distinct seeds >= 0, e.g. --seeds 0 1 2$"),
+        (["--seeds", "-1"], r"--seeds -1: expected distinct seeds >= 0"),
+        (["--seeds", "0", "--resume", "x.pt"], r"--resume x.pt: with --seeds, --resume takes no checkpoint"),
+        (["--seeds", "0", "--set", "train.steps=0"], r"config train.steps: expected an integer >= 1, got 0"),
+    ],
+)
+def test_demo_seed_study_mistakes(tmp_path, args, pattern):
+    out = tmp_path / "run"
+    one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args), pattern)
+    assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
+
+
 def test_debug_shows_the_traceback(tmp_path):
     for r in (
         anysat_lite("pretrain", "--debug", "--set", "train.steps=0"),
@@ -411,3 +426,43 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"encoder: EMA target encoder of {out / 'last.pt'} (step 6)" in r.stdout
     assert "normalisation: statistics of 'synthetic'" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
+    out = tmp_path / "run"
+    sets = sum((["--set", o] for o in TINY + [f"train.out_dir={out}", "train.steps=2", "jepa.monitor_every=1"]), [])
+    r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", *sets)
+    assert r.returncode == 0, r.stderr
+    root = Path(f"{out}-seeds")
+    study = json.loads((root / "seeds.json").read_text())
+    assert study["seeds"] == [0, 1] and not out.exists()
+    reports = [json.loads((root / f"seed-{s}" / "probe_results.json").read_text()) for s in (0, 1)]
+    assert [load_config(root / f"seed-{s}" / "config.yaml").train.seed for s in (0, 1)] == [0, 1]
+    linear = next(c for c in study["cells"] if c["method"] == "linear" and "+" in c["modalities"])
+
+    def score(report, encoder):
+        (row,) = [
+            x
+            for x in report["results"]
+            if (x["encoder"], x["method"], x["metric"], x["modalities"])
+            == (encoder, "linear", "OA", linear["modalities"])
+        ]
+        return 100 * row["value"]
+
+    # each seed's score is its own run's, the baselines are the same in both runs, the margins follow
+    assert linear["scores"]["pretrained"] == [score(rep, "pretrained") for rep in reports]
+    assert linear["scores"]["raw-pixels"] == [score(reports[0], "raw-pixels")] * 2
+    margins = [a - b for a, b in zip(linear["scores"]["pretrained"], linear["scores"]["raw-pixels"])]
+    assert linear["vs raw-pixels"] == {"wins": sum(m > 0 for m in margins), "mean_margin": sum(margins) / 2}
+    table = (root / "seeds.md").read_text()
+    assert table.strip() in r.stdout and "| pretrained, seeds 0 / 1 |" in table
+    finals = [json.loads((root / f"seed-{s}" / "summary.json").read_text())["final"] for s in (0, 1)]
+    assert [study["monitors"][str(s)]["cos"] for s in (0, 1)] == [f["cos"] for f in finals]
+    assert f"1: {finals[1]['std']:.2f} / {finals[1]['erank']:.1f} / {finals[1]['cos']:.2f}" in table
+    # --resume probes the finished runs again instead of refusing them, and starts a seed added to the study
+    r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", "2", "--resume", *sets)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("is already at step 2 = train.steps") == 2
+    assert json.loads((root / "seeds.json").read_text())["seeds"] == [0, 1, 2]
+    assert (root / "seed-2" / "probe_results.json").exists()

@@ -100,6 +100,32 @@ def test_run_probe_end_to_end(tmp_path):
     assert (tmp_path / "probe_results.png").stat().st_size > 5000
 
 
+def test_probes_score_on_the_validation_split_when_asked(tmp_path):
+    from anysat_lite.config import get_config
+    from anysat_lite.data.datasets import build_dataset
+    from anysat_lite.probe import run_probe
+    from anysat_lite.probe.features import raw_pixel_features, targets_of
+    from anysat_lite.probe.knn import knn_predict
+
+    sets = ["data.n_tiles=40", "data.tile_m=40", "data.n_dates=4", "probe.modality_sets=[[s2]]"]
+    sets += ["probe.linear_epochs=5", "probe.seg_epochs=1", "probe.bootstrap=20", "probe.split=val"]
+    cfg = get_config("cpu-demo", sets)
+    report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
+    b = build_dataset(cfg.data.datasets[0], cfg.data)
+    assert report["scored_on"] == "val" and report["splits"] == {"train": 24, "val": 8, "test": 8}
+    assert report["bootstrap"]["over"] == "val tiles"
+    # the raw-pixel kNN row is the kNN of the validation tiles on the training tiles
+    ftr, fva = raw_pixel_features(b.train, ["s2"]), raw_pixel_features(b.val, ["s2"])
+    knn = knn_predict(ftr, targets_of(b.train, "label"), fva, len(b.classes), cfg.probe.knn_k)
+    expected = (knn == targets_of(b.val, "label")).float().mean().item()
+    (row,) = [
+        r for r in report["results"] if (r["encoder"], r["modalities"], r["method"]) == ("raw-pixels", "s2", "kNN")
+    ]
+    assert row["value"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"probe.split: expected one of test, val, got 'train'"):
+        get_config("cpu-demo", ["probe.split=train"])
+
+
 def test_bootstrap_interval_brackets_the_value_and_shrinks_with_more_items():
     from anysat_lite.probe.metrics import bootstrap_interval
 

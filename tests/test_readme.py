@@ -33,6 +33,26 @@ def test_readme_demo_results_block_is_present_and_well_formed():
     assert block.startswith("| modalities (P = 20 m) | probe | metric | pretrained") and "bootstrap" in block
 
 
+def test_readme_seed_table_agrees_with_the_demo_block():
+    """The seed study's seed-0 runs are the demo's run (same config, deterministic): a stale table shows here."""
+    from anysat_lite.demo import SEED_MARKERS, readme_block
+
+    text = (ROOT / "README.md").read_text()
+    seeds = readme_block(text, SEED_MARKERS)
+    assert seeds is not None, "README lost its demo-seeds markers"
+    header = seeds.splitlines()[0]
+    assert "pretrained, seeds 0 /" in header
+    demo = {}
+    for line in readme_block(text).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3:
+            demo[tuple(cells[:3])] = cells[3].split(" [")[0]  # pretrained score, without its interval
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in seeds.splitlines()[2:] if line.startswith("|")]
+    assert rows
+    for cells in rows:
+        assert cells[3].split(" / ")[0] == demo[tuple(cells[:3])], cells
+
+
 def test_update_readme_fills_an_empty_block_and_replaces_a_filled_one(tmp_path):
     from anysat_lite.demo import README_MARKERS, readme_block, replace_readme_block
 
@@ -45,6 +65,19 @@ def test_update_readme_fills_an_empty_block_and_replaces_a_filled_one(tmp_path):
     assert replace_readme_block(path, "| a |\n| b |") is False  # unchanged: nothing written
     replace_readme_block(path, "| c |")
     assert readme_block(path.read_text()) == "| c |" and path.read_text().endswith(f"{end}\n\nafter\n")
+
+
+def test_the_seed_table_has_its_own_markers(tmp_path):
+    from anysat_lite.demo import README_MARKERS, SEED_MARKERS, readme_block, replace_readme_block
+
+    path = tmp_path / "README.md"
+    path.write_text(f"{README_MARKERS[0]}\n| demo |\n{README_MARKERS[1]}\n")
+    with pytest.raises(ValueError, match="no results markers .*demo-seeds:start"):
+        replace_readme_block(path, "| seeds |", SEED_MARKERS)
+    path.write_text(path.read_text() + f"\n{SEED_MARKERS[0]}\n{SEED_MARKERS[1]}\n")
+    assert replace_readme_block(path, "| seeds |", SEED_MARKERS) is True
+    assert readme_block(path.read_text()) == "| demo |"  # the demo block is left as it was
+    assert readme_block(path.read_text(), SEED_MARKERS) == "| seeds |"
 
 
 @pytest.mark.long

@@ -12,12 +12,14 @@ Encoders compared by the same code:
 For every setting (patch size x modality set): a linear probe (OA, macro/weighted F1), kNN
 (OA) and a multi-label linear probe (micro F1); at the first setting also a dense
 segmentation probe (mIoU) and, if ``probe.finetune_epochs > 0``, full fine-tuning (OA).
-Probes are fitted on the train split and scored on the test split; every number comes with
-a 95 % bootstrap interval over the test tiles (:func:`~.metrics.bootstrap_interval`).
+Probes are fitted on the train split and scored on the test split (``probe.split=val``: on the
+validation split, to choose settings without looking at the test tiles); every number comes with
+a 95 % bootstrap interval over the scored tiles (:func:`~.metrics.bootstrap_interval`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -245,11 +247,17 @@ def run_probe(
     pc = cfg.probe
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)
-    if bundle.test is None:
+    splits = {
+        name: len(part)
+        for name, part in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
+        if part is not None
+    }
+    if pc.split not in splits:
         raise UserError(
-            f"dataset {bundle.name!r} has no test split to probe on; add test tiles to it (for a "
-            "rasters manifest: rows with split 'test')"
+            f"dataset {bundle.name!r} has no {pc.split} split to probe on; add {pc.split} tiles to it (for a "
+            f"rasters manifest: rows with split '{pc.split}')"
         )
+    bundle = dataclasses.replace(bundle, test=getattr(bundle, pc.split))  # below, "test" = the scored split
     encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
     targets = (
@@ -274,13 +282,10 @@ def run_probe(
         "classes": list(bundle.classes),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
-        "splits": {
-            name: len(part)
-            for name, part in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
-            if part is not None
-        },
+        "splits": splits,
+        "scored_on": pc.split,
         "seeds": {"probe": pc.seed, "data": cfg.data.seed, "random_init": pc.seed, "bootstrap": pc.seed},
-        "bootstrap": {"resamples": pc.bootstrap, "level": 0.95, "over": "test tiles"},
+        "bootstrap": {"resamples": pc.bootstrap, "level": 0.95, "over": f"{pc.split} tiles"},
         "probe_config": config_to_dict(cfg)["probe"],
         "results": report.rows,
         "seconds": round(time.time() - t0, 1),
@@ -292,6 +297,12 @@ def run_probe(
 
 # --- 4. reports --------------------------------------------------------------------------
 HEADLINE = (("linear", "OA"), ("kNN", "OA"), ("multi-label", "F1-micro"))
+
+
+def scored_split(report: dict) -> tuple[str, int]:
+    """The split a report's probes were scored on (``probe.split``) and its number of tiles."""
+    name = report.get("scored_on", "test")
+    return name, report["splits"][name]
 
 
 def gain_summary(report: dict, a: str = "pretrained", b: str = "random-init") -> list[str]:
@@ -331,7 +342,7 @@ def _cell(row: dict | None) -> str:
 def format_table(report: dict) -> str:
     """Markdown table: one row per (patch size, modalities, method, metric), one column per encoder.
 
-    Cells read ``value [low, high]``: the score on the test split (%) and its 95 % bootstrap interval.
+    Cells read ``value [low, high]``: the score on the scored split (%) and its 95 % bootstrap interval.
     """
     rows: dict[tuple, dict] = {}
     for r in report["results"]:
@@ -374,10 +385,9 @@ def plot_results(report: dict, path: str | Path):
         ax.bar(np.arange(len(keys)) + j * width, vals, width, yerr=err, capsize=2, label=e)
     ax.set_xticks(np.arange(len(keys)) + width * (len(encs) - 1) / 2)
     ax.set_xticklabels([f"{m}\n{mods}\nP={p} m" for p, mods, m in keys], fontsize=8, rotation=30, ha="right")
-    ax.set_ylabel("score on the test split (%)")
-    ax.set_title(
-        f"Probes on {report['dataset']}: {report['splits']['test']} test tiles, bars = 95 % bootstrap intervals"
-    )
+    split, n = scored_split(report)
+    ax.set_ylabel(f"score on the {split} split (%)")
+    ax.set_title(f"Probes on {report['dataset']}: {n} {split} tiles, bars = 95 % bootstrap intervals")
     ax.legend(title="encoder", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
