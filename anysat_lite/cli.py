@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="README.md",
         help="write the results block between the demo-results markers of README (default README.md); "
-        "with --seeds, the seed table between the demo-seeds markers",
+        "with --seeds, the seed table between the demo-seeds markers (e.g. --update-readme docs/seeds.md)",
     )
     d.add_argument(
         "--seeds",

@@ -32,7 +32,7 @@ __all__ = [
 
 README_MARKERS = ("<!-- demo-results:start (anysat-lite demo --update-readme) -->", "<!-- demo-results:end -->")
 SEED_MARKERS = (
-    "<!-- demo-seeds:start (anysat-lite demo --seeds 0 1 2 3 4 --update-readme) -->",
+    "<!-- demo-seeds:start (anysat-lite demo --seeds 0 1 2 3 4 --update-readme docs/seeds.md) -->",
     "<!-- demo-seeds:end -->",
 )
 

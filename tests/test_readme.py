@@ -33,13 +33,13 @@ def test_readme_demo_results_block_is_present_and_well_formed():
     assert block.startswith("| modalities (P = 20 m) | probe | metric | pretrained") and "bootstrap" in block
 
 
-def test_readme_seed_table_agrees_with_the_demo_block():
-    """The seed study's seed-0 runs are the demo's run (same config, deterministic): a stale table shows here."""
+def test_seed_table_agrees_with_the_readme_demo_block():
+    """docs/seeds.md's seed 0 is the demo's run (same config, deterministic): a stale table shows here."""
     from anysat_lite.demo import SEED_MARKERS, readme_block
 
     text = (ROOT / "README.md").read_text()
-    seeds = readme_block(text, SEED_MARKERS)
-    assert seeds is not None, "README lost its demo-seeds markers"
+    seeds = readme_block((ROOT / "docs" / "seeds.md").read_text(), SEED_MARKERS)
+    assert seeds is not None, "docs/seeds.md lost its demo-seeds markers"
     header = seeds.splitlines()[0]
     assert "pretrained, seeds 0 /" in header
     demo = {}
