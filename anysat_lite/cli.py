@@ -172,9 +172,11 @@ def cmd_probe(args) -> int:
             "--out DIR, or replace them with --force"
         )
     from .probe import format_table, run_probe
-    from .probe.run import gain_summary
+    from .probe.run import gain_summary, scored_split
 
     report = run_probe(cfg, checkpoint=checkpoint, out_dir=out, progress=not args.quiet)
+    split, n = scored_split(report)
+    print(f"probes fitted on {report['splits']['train']} train tiles, scored on the {n} {split} tiles\n")
     print(format_table(report))
     print("\n" + "\n".join(gain_summary(report)))
     print(f"\nwritten: {out}/probe_results.{{json,md,png}}")

@@ -466,3 +466,11 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     assert r.stdout.count("is already at step 2 = train.steps") == 2
     assert json.loads((root / "seeds.json").read_text())["seeds"] == [0, 1, 2]
     assert (root / "seed-2" / "probe_results.json").exists()
+    # one seed's encoder probed on the validation split, the way to choose settings without the test tiles
+    val = tmp_path / "val"
+    r = anysat_lite(
+        "probe", "--quiet", "--checkpoint", root / "seed-0" / "encoder", "--set", "probe.split=val", "--out", val, *sets
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads((val / "probe_results.json").read_text())
+    assert report["scored_on"] == "val" and f"scored on the {report['splits']['val']} val tiles" in r.stdout
