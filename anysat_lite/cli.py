@@ -221,7 +221,7 @@ def _demo_seeds(args, cfg) -> int:
     from .demo import SEED_MARKERS, replace_readme_block, run_seeds, seed_study, seed_table
 
     root, runs = run_seeds(cfg, args.seeds, resume=args.resume, force=args.force, progress=not args.quiet)
-    study = seed_study({s: r for s, (_, r) in runs.items()}, {s: summary for s, (summary, _) in runs.items()})
+    study = seed_study(runs)
     table = seed_table(study)
     (root / "seeds.json").write_text(json.dumps(study, indent=1))
     (root / "seeds.md").write_text(table + "\n")

@@ -154,16 +154,17 @@ def run_seeds(
     return root, runs
 
 
-def seed_study(reports: dict[int, dict], summaries: dict[int, dict] | None = None) -> dict:
-    """The headline cells of several demo runs that differ only in their training seed.
+def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
+    """The headline cells of demo runs ``{seed: (training summary, probe report)}`` that differ only in their seed.
 
     For each cell (modalities, probe, metric at the headline patch size): every encoder's score per
     seed, the pretrained encoder's mean, minimum and maximum, and per baseline (``random-init``,
-    ``raw-pixels``) how many seeds' pretrained encoders score above it and the mean margin (points).
-    With the runs' training ``summaries``, also each seed's final collapse monitors and warnings.
+    ``raw-pixels``) how many seeds' pretrained encoders score above it and the mean margin (points);
+    and each seed's final collapse monitors and warnings, where its summary has them.
     """
     from .probe.run import ENCODERS, scored_split
 
+    reports = {seed: report for seed, (_, report) in runs.items()}
     seeds = sorted(reports)
     scored = {scored_split(reports[s]) for s in seeds}
     if len(scored) > 1:
@@ -192,13 +193,14 @@ def seed_study(reports: dict[int, dict], summaries: dict[int, dict] | None = Non
                 cell[f"vs {base}"] = {"wins": sum(m > 0 for m in margins), "mean_margin": sum(margins) / len(margins)}
         cells.append(cell)
     study = {"seeds": seeds, "patch_size": P, "scored_on": split, "tiles": n_tiles, "cells": cells}
-    if summaries:
-        study["monitors"] = {
-            s: {k: summaries[s]["final"][k] for k in ("std", "erank", "cos")}
-            | {"warnings": sorted(summaries[s].get("collapse_warnings", {}))}
-            for s in seeds
-            if "std" in summaries.get(s, {}).get("final", {})
-        }
+    finals = {s: runs[s][0].get("final", {}) for s in seeds}
+    monitors = {
+        s: {k: f[k] for k in ("std", "erank", "cos")} | {"warnings": sorted(runs[s][0].get("collapse_warnings", {}))}
+        for s, f in finals.items()
+        if "std" in f
+    }
+    if monitors:
+        study["monitors"] = monitors
     return study
 
 
