@@ -183,9 +183,32 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
+    """Refuse ``--update-readme PATH`` before any work when PATH cannot take the block (missing file or markers)."""
+    from .demo import readme_block
+
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise UserError(f"--update-readme {path}: no such file; give the file that holds the markers {markers[0]}")
+    if readme_block(Path(path).read_text(), markers) is None:
+        raise UserError(
+            f"--update-readme {path}: no markers {markers[0]} ... {markers[1]} in it; add them where the table should "
+            "go"
+            + (
+                ", or write the seed table to docs/seeds.md: --update-readme docs/seeds.md"
+                if "seeds" in markers[0]
+                else ""
+            )
+        )
+
+
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
+    from .demo import README_MARKERS, SEED_MARKERS
+
     cfg = _config(args)
+    _check_update_target(args.update_readme, SEED_MARKERS if args.seeds is not None else README_MARKERS)
     if args.seeds is not None:
         return _demo_seeds(args, cfg)
     from .demo import replace_readme_block, results_block, run_demo

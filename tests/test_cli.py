@@ -231,11 +231,21 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         (["--seeds", "-1"], r"--seeds -1: expected distinct seeds >= 0"),
         (["--seeds", "0", "--resume", "x.pt"], r"--resume x.pt: with --seeds, --resume takes no checkpoint"),
         (["--seeds", "0", "--set", "train.steps=0"], r"config train.steps: expected an integer >= 1, got 0"),
+        (
+            ["--seeds", "0", "--update-readme", "README.md"],
+            r"--update-readme README.md: no markers <!-- demo-seeds:start .* in it; add them where the table should "
+            r"go, or write the seed table to docs/seeds.md: --update-readme docs/seeds.md$",
+        ),
+        (
+            ["--update-readme", "nope.md"],
+            r"--update-readme nope.md: no such file; give the file that holds the markers",
+        ),
     ],
 )
 def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     out = tmp_path / "run"
-    one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args), pattern)
+    (tmp_path / "README.md").write_text("# a README without results markers\n")
+    one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args, cwd=tmp_path), pattern)
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
 
 
