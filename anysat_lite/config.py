@@ -225,10 +225,11 @@ class TrainConfig:
 class ProbeConfig:
     patch_sizes: list[int] = field(default_factory=lambda: [20])
     modality_sets: list[list[str]] = field(default_factory=lambda: [["all"]])
-    linear_epochs: int = 100
-    linear_lr: float = 1e-2
+    linear_l2: float = 1e-4  # L2 penalty of the linear and multi-label probes (solved to convergence by L-BFGS)
+    linear_iters: int = 1000  # cap on their L-BFGS iterations (they stop earlier once converged)
     knn_k: int = 10
     seg_epochs: int = 20
+    seg_lr: float = 1e-2  # AdamW learning rate of the dense (segmentation) probe
     finetune_epochs: int = 0
     finetune_lr: float = 1e-4
     batch_size: int = 32
@@ -385,7 +386,6 @@ SMOKE_OVERRIDES = [
     "train.warmup_steps=2",
     "train.log_every=1",
     "probe.patch_sizes=[20]",
-    "probe.linear_epochs=20",
     "probe.seg_epochs=3",
     "probe.bootstrap=100",
 ]
@@ -533,6 +533,14 @@ def _coerce(value, hint, where: str):
     return value
 
 
+# Keys of earlier versions, with what replaced them (an old run's config.yaml names what to edit).
+RENAMED = {
+    "probe.linear_epochs": "the linear probes are solved to convergence by L-BFGS; probe.linear_iters caps its "
+    "iterations (default 1000) and probe.linear_l2 sets the penalty",
+    "probe.linear_lr": "the linear probes need no learning rate (L-BFGS); the dense probe's is probe.seg_lr",
+}
+
+
 def _build(cls, data, where: str):
     """Instantiate dataclass ``cls`` from ``data`` recursively: unknown keys and mistyped values are refused."""
     if not isinstance(data, Mapping):
@@ -542,6 +550,10 @@ def _build(cls, data, where: str):
         )
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
+    for k in unknown:
+        key = f"{where}.{k}" if where else str(k)
+        if key in RENAMED:
+            raise UnknownKeyError(f"config key {key} was replaced: {RENAMED[key]}; edit it in your YAML or --set")
     if unknown:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
         close = difflib.get_close_matches(str(unknown[0]), sorted(fields), n=1)
@@ -690,8 +702,9 @@ RULES: dict[str, tuple] = {
         lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
         "non-empty lists of sensor names or [all], e.g. [[all], [s2]]",
     ),
-    "probe.linear_epochs": _ge(1),
-    "probe.linear_lr": _gt(0),
+    "probe.linear_l2": _ge(0),
+    "probe.linear_iters": _ge(1),
+    "probe.seg_lr": _gt(0),
     "probe.knn_k": _ge(1),
     "probe.seg_epochs": _ge(1),
     "probe.finetune_epochs": _ge(0),

@@ -360,7 +360,6 @@ TINY = [
     "jepa.monitor_every=0",
     "probe.patch_sizes=[20]",
     "probe.modality_sets=[[all]]",
-    "probe.linear_epochs=10",
     "probe.seg_epochs=2",
 ]
 

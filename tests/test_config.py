@@ -120,6 +120,17 @@ def test_unknown_keys_suggest_the_close_one():
         get_config("cpu-demo", ["trian.steps=3"])
 
 
+def test_keys_of_earlier_versions_say_what_replaced_them(tmp_path):
+    """An old run's config.yaml (``--resume``) names the key that replaced each retired one."""
+    with pytest.raises(UnknownKeyError, match=r"probe.linear_epochs was replaced: .*probe.linear_iters") as e:
+        get_config("cpu-demo", ["probe.linear_epochs=100"])
+    assert "\n" not in str(e.value)
+    old = tmp_path / "config.yaml"
+    old.write_text("probe:\n  linear_lr: 0.01\n")
+    with pytest.raises(UnknownKeyError, match=r"probe.linear_lr was replaced: .*probe.seg_lr"):
+        load_config(old)
+
+
 def test_the_help_example_and_harmless_conversions_are_accepted():
     cfg = get_config(
         "cpu-demo",

@@ -37,7 +37,6 @@ def test_pretrain_then_probe_on_the_real_treesatai_tile(tmp_path):
             "jepa.monitor_every=1",
             f"train.out_dir={out}",
             "probe.modality_sets=[[all], [s2]]",
-            "probe.linear_epochs=3",
             "probe.seg_epochs=1",
             "probe.bootstrap=10",
             "probe.online=false",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anysat_lite.probe.knn import knn_predict
-from anysat_lite.probe.linear import train_linear
+from anysat_lite.probe.linear import LinearProbe, probe_objective, train_linear
 from anysat_lite.probe.metrics import confusion_matrix, f1_scores, mean_iou, multilabel_f1, overall_accuracy
 from anysat_lite.probe.segmentation import predict_segmentation, train_segmentation_probe
 
@@ -51,12 +51,50 @@ def _blobs(n=60, seed=0):
 
 def test_linear_and_knn_probes_learn():
     x, y = _blobs()
-    probe = train_linear(x[:40], y[:40], 3, epochs=100)
+    probe = train_linear(x[:40], y[:40], 3)
     assert overall_accuracy(probe(x[40:]).argmax(1), y[40:]) == 1.0
     assert overall_accuracy(knn_predict(x[:40], y[:40], x[40:], 3, k=5), y[40:]) == 1.0
     ml = torch.nn.functional.one_hot(y, 3).bool()
-    mp = train_linear(x[:40], ml[:40], 3, multilabel=True, epochs=200)
+    mp = train_linear(x[:40], ml[:40], 3, multilabel=True)
     assert multilabel_f1(mp(x[40:]) > 0, ml[40:])["micro"] == 1.0
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_linear_probe_reaches_the_optimum_of_its_objective(multilabel):
+    """The probe is the minimiser of a convex objective: zero gradient there, a lower objective than a
+    long run of a first-order optimiser, and no dependence on the order of the training rows."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 12, generator=g) * torch.logspace(-2, 3, 12)  # mixed units, overlapping classes
+    if multilabel:  # four labels from the signs of four features, a tenth of them flipped
+        y = (x[:, :4] > 0) ^ (torch.rand(200, 4, generator=g) < 0.1)
+    else:  # three classes from the largest of three features, a fifth of them redrawn
+        y = (x[:, :3] / x[:, :3].std(0)).argmax(1)
+        y = torch.where(torch.rand(200, generator=g) < 0.2, torch.randint(0, 3, (200,), generator=g), y)
+    probe = train_linear(x, y, 4 if multilabel else 3, multilabel=multilabel, l2=1e-3)
+    obj = probe_objective(probe, x, y, 1e-3, multilabel)  # differentiable: its gradient is checked next
+    grads = torch.autograd.grad(obj, list(probe.fc.parameters()))
+    assert max(float(gr.abs().max()) for gr in grads) < 1e-4
+    assert 0.05 < obj.item() < 1.0  # not a separable toy: the penalty and the errors both count
+    other = LinearProbe(probe.mean, probe.std, probe.fc.out_features)
+    opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    for _ in range(3000):
+        opt.zero_grad()
+        probe_objective(other, x, y, 1e-3, multilabel).backward()
+        opt.step()
+    assert obj.item() <= probe_objective(other, x, y, 1e-3, multilabel).item() + 1e-6
+    perm = torch.randperm(200, generator=g)
+    shuffled = train_linear(x[perm], y[perm], probe.fc.out_features, multilabel=multilabel, l2=1e-3)
+    torch.testing.assert_close(shuffled(x), probe(x), atol=1e-3, rtol=1e-3)
+
+
+def test_knn_is_blind_to_the_units_of_each_feature():
+    """Standardised first: a feature in thousands (reflectance) cannot outvote one in tenths (radar power)."""
+    x, y = _blobs()
+    noise = torch.randn(60, 1, generator=torch.Generator().manual_seed(2))
+    pred = knn_predict(torch.cat([x, noise], 1)[:40], y[:40], torch.cat([x, noise], 1)[40:], 3, k=5)
+    scaled = torch.cat([x * 1e-3, noise * 1e4], 1)  # the informative dims in small units, the noise in large
+    assert torch.equal(knn_predict(scaled[:40], y[:40], scaled[40:], 3, k=5), pred)
+    assert overall_accuracy(pred, y[40:]) == 1.0
 
 
 def test_segmentation_probe_learns_a_dense_rule():
@@ -80,7 +118,6 @@ def test_run_probe_end_to_end(tmp_path):
             "data.n_dates=4",
             "probe.patch_sizes=[20]",
             "probe.modality_sets=[[all], [s2]]",
-            "probe.linear_epochs=10",
             "probe.seg_epochs=2",
             "probe.finetune_epochs=1",
             "probe.bootstrap=50",
@@ -108,7 +145,7 @@ def test_probes_score_on_the_validation_split_when_asked(tmp_path):
     from anysat_lite.probe.knn import knn_predict
 
     sets = ["data.n_tiles=40", "data.tile_m=40", "data.n_dates=4", "probe.modality_sets=[[s2]]"]
-    sets += ["probe.linear_epochs=5", "probe.seg_epochs=1", "probe.bootstrap=20", "probe.split=val"]
+    sets += ["probe.seg_epochs=1", "probe.bootstrap=20", "probe.split=val"]
     cfg = get_config("cpu-demo", sets)
     report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
     b = build_dataset(cfg.data.datasets[0], cfg.data)
@@ -270,7 +307,6 @@ def test_run_probe_on_a_single_time_series_sensor(tmp_path):
             "probe.patch_sizes=[20]",
             "data.datasets=[{name: synthetic, sensors: [s2]}]",
             "probe.modality_sets=[[all]]",
-            "probe.linear_epochs=5",
             "probe.seg_epochs=1",
             "probe.bootstrap=20",
         ],

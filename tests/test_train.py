@@ -31,7 +31,6 @@ TINY = [
     "jepa.monitor_every=5",
     "probe.patch_sizes=[20]",
     "probe.modality_sets=[[all]]",
-    "probe.linear_epochs=30",
     "probe.seg_epochs=5",
 ]
 

@@ -15,11 +15,14 @@ def knn_predict(
 ) -> Tensor:
     """Each test item votes with its ``k`` most cosine-similar training items, weight ``exp(sim / T)``.
 
-    Features are centred with the training mean first.  Returns predicted class ids ``[N_test]``.
+    Features are standardised with the training mean and std first (as the linear probe does), so
+    that no dimension dominates the similarity by its unit alone: raw per-band statistics mix
+    reflectances, 8-bit aerial values and radar power.  Returns predicted class ids ``[N_test]``.
     """
     mu = train_x.float().mean(0, keepdim=True)
-    a = F.normalize(train_x.float() - mu, dim=1)
-    b = F.normalize(test_x.float() - mu, dim=1)
+    sd = train_x.float().std(0, correction=0, keepdim=True).clamp_min(1e-6)
+    a = F.normalize((train_x.float() - mu) / sd, dim=1)
+    b = F.normalize((test_x.float() - mu) / sd, dim=1)
     sim = b @ a.t()
     k = min(k, a.shape[0])
     top, idx = sim.topk(k, dim=1)

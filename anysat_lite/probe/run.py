@@ -128,7 +128,7 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, 
     the same intervals as recomputing each metric from the resampled predictions, faster.
     """
     y_tr, y_te, ml_tr, ml_te = targets
-    probe = train_linear(f_tr, y_tr, K, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
+    probe = train_linear(f_tr, y_tr, K, l2=pc.linear_l2, max_iter=pc.linear_iters)
     with torch.no_grad():
         pred = probe(f_te).argmax(1)
     cm = per_item_confusion(pred, y_te, K)
@@ -137,7 +137,7 @@ def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, 
     report.add_counts(name, P, mods, "linear", "F1-weighted", cm, lambda c: f1_from_confusion(c)["weighted"])
     knn = knn_predict(f_tr, y_tr, f_te, K, pc.knn_k)
     report.add_counts(name, P, mods, "kNN", "OA", per_item_confusion(knn, y_te, K), accuracy_from_confusion)
-    mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, epochs=pc.linear_epochs, lr=pc.linear_lr, seed=pc.seed)
+    mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, l2=pc.linear_l2, max_iter=pc.linear_iters)
     with torch.no_grad():
         mpred = mprobe(f_te) > 0
     report.add_counts(
@@ -189,7 +189,7 @@ def _segmentation_probe(seg, name, P, mods, d_tr: Tensor, d_te: Tensor, K, pc) -
     """Dense probe (mIoU) on per-cell features ``[N, Hs, Ws, F]``; ``seg = (report, train masks, test masks)``."""
     report, seg_tr, seg_te = seg
     size = tuple(seg_tr.shape[-2:])
-    sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.linear_lr, seed=pc.seed)
+    sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.seg_lr, seed=pc.seed)
     pred = predict_segmentation(sp, d_te, size)
     method = f"segmentation ({_dense_sensor(mods)})"
     report.add_counts(name, P, mods, method, "mIoU", per_item_confusion(pred, seg_te, K), _miou)
