@@ -149,6 +149,11 @@ class JEPAConfig:
     the easy positive and MIL-NCE's log-sum-exp over positives stops aligning the sensors
     (notebook 03; :func:`~anysat_lite.jepa.sensor_alignment` measures it, notebook 04).  A
     deviation from the official recipe (README, "Deviations").
+
+    ``view_band_shift`` (0, off, in every preset; experimental) shifts each band of the second
+    date draw by one random offset per tile (:func:`~anysat_lite.jepa.shift_bands`), so that the
+    two draws cannot be matched by a tile's spectral level alone and must agree on how it
+    changes over the season.
     """
 
     mask: str = "multiblock"  # multiblock | random | block
@@ -173,6 +178,7 @@ class JEPAConfig:
     contrastive_scope: str = "global"  # global: tokens of every process | local: per process (official)
     single_sensor_views: bool = True  # one time series: MIL-NCE between two draws of its dates
     series_views: bool = False  # several sensors: also MIL-NCE between two date draws of each series
+    view_band_shift: float = 0.0  # second date draw: + N(0, this^2) per (tile, band), in std units (0 = off)
     center_targets: bool = False  # subtract the batch's mean target token before the layer norm
     monitor_every: int = 10
     warn_std: float = 0.1  # collapse warnings: target std per dimension below,
@@ -669,6 +675,7 @@ RULES: dict[str, tuple] = {
     "jepa.ema": _pair(lambda x: 0 <= x <= 1, "in [0, 1]"),
     "jepa.target": _choice("ema", "online"),
     "jepa.contrastive_weight": _ge(0),
+    "jepa.view_band_shift": _ge(0),
     "jepa.contrastive_tau": _gt(0),
     "jepa.contrastive_scope": _choice("global", "local"),
     "jepa.monitor_every": _ge(0),

@@ -1,4 +1,4 @@
-"""Mask samplers, modality masking and date dropping."""
+"""Mask samplers, modality masking, date dropping and band shifts."""
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ from anysat_lite.jepa.masks import (
     drop_dates,
     masks_to_grid,
     modality_mask,
+    shift_bands,
 )
 
 
@@ -208,3 +209,25 @@ def test_drop_dates():
     shard = drop_dates({k: v[1:2] for k, v in x.items()}, 0.5, gen(3), rows=slice(1, 2), global_batch=2)
     ref = drop_dates(x, 0.5, gen(3))
     assert torch.equal(shard["s2_dates"][0], ref["s2_dates"][1])  # same draw as in the global batch
+
+
+def test_shift_bands_moves_each_band_of_a_tile_by_one_offset():
+    """One offset per (tile, band), the same at every date and pixel: the spectral level changes, the
+    changes over the season (what tells a winter crop from a summer crop) do not."""
+    g = torch.Generator().manual_seed(5)
+    x = {
+        "s2": torch.randn(3, 6, 10, 4, 4, generator=g),
+        "s2_dates": torch.arange(18).view(3, 6),
+        "aerial": torch.rand(3, 4, 8, 8),
+    }
+    y = shift_bands(x, 0.3, gen(1))
+    delta = y["s2"] - x["s2"]
+    assert torch.allclose(delta, delta[:, :1, :, :1, :1].expand_as(delta), atol=1e-6)  # constant over dates, pixels
+    assert torch.allclose(torch.diff(y["s2"], dim=1), torch.diff(x["s2"], dim=1), atol=1e-6)
+    assert delta[:, 0, :, 0, 0].std() > 0.1 and not torch.allclose(delta[0, 0, :, 0, 0], delta[1, 0, :, 0, 0])
+    assert torch.equal(y["aerial"], x["aerial"]) and torch.equal(y["s2_dates"], x["s2_dates"])
+    shard = shift_bands({k: v[1:2] for k, v in x.items()}, 0.3, gen(1), rows=slice(1, 2), global_batch=3)
+    torch.testing.assert_close(shard["s2"][0], y["s2"][1])  # the draw of the global batch
+    g0 = gen(2)
+    assert shift_bands(x, 0.0, g0)["s2"] is x["s2"]  # off: unchanged, and no draw taken
+    assert torch.equal(torch.rand(3, generator=g0), torch.rand(3, generator=gen(2)))

@@ -12,6 +12,7 @@ from .masks import (
     drop_dates,
     masks_to_grid,
     modality_mask,
+    shift_bands,
 )
 from .model import JEPA
 from .monitors import collapse_monitors, collapse_warnings, sensor_alignment
@@ -37,4 +38,5 @@ __all__ = [
     "modality_mask",
     "momentum_at",
     "sensor_alignment",
+    "shift_bands",
 ]

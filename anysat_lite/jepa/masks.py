@@ -36,6 +36,7 @@ __all__ = [
     "context_statistics",
     "modality_mask",
     "drop_dates",
+    "shift_bands",
     "masks_to_grid",
 ]
 
@@ -339,4 +340,31 @@ def drop_dates(
         if f"{key}_mask" in out:  # never leave a sample without a valid date
             m = out[f"{key}_mask"].bool()
             out[f"{key}_mask"] = torch.where(m.any(1, keepdim=True), m, torch.ones_like(m))
+    return out
+
+
+def shift_bands(
+    sample: Mapping[str, Tensor],
+    sigma: float,
+    generator: torch.Generator,
+    rows: slice | None = None,
+    global_batch: int | None = None,
+) -> dict[str, Tensor]:
+    """Add one random offset per (tile, band) to every series: ``x[b, :, c] + sigma * eps[b, c]``.
+
+    ``sample`` is normalised (about unit variance per band), so ``sigma`` is in standard deviations;
+    the same offset is added to every date and pixel of a tile, i.e. a change of the tile's
+    spectral level that leaves its phenology (how the bands change over the year) intact.
+    Draws are made for the global batch, as in :func:`drop_dates`.  ``sigma <= 0``: unchanged.
+    """
+    out = dict(sample)
+    if sigma <= 0:
+        return out
+    for key, x in sample.items():
+        if key not in SENSORS or not SENSORS[key].is_series:
+            continue
+        B, _, C = x.shape[:3]
+        eps = torch.randn(global_batch or B, C, generator=generator)
+        eps = eps[rows] if rows is not None else eps
+        out[key] = x + sigma * eps.to(x.device, x.dtype).view(B, 1, C, *([1] * (x.dim() - 3)))
     return out

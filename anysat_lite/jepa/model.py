@@ -24,7 +24,7 @@ from ..model import AnySat
 from ..sensors import SENSORS
 from .ema import ema_update, make_target
 from .losses import latent_loss, mil_nce
-from .masks import Masks, drop_dates, modality_mask
+from .masks import Masks, drop_dates, modality_mask, shift_bands
 from .monitors import collapse_monitors
 from .predictor import Predictor, gather_tokens
 
@@ -149,9 +149,9 @@ class JEPA(nn.Module):
         series = [s for s in ts.sensors if SENSORS[s].is_series and not SENSORS[s].one_token_per_tile]
         if series and "views" in generators and (jc.series_views if M > 1 else jc.single_sensor_views):
             dated = {k: v for k, v in sample.items() if k.split("_")[0] in series}
-            other = self.encoder.tokenize(
-                drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch), patch_size
-            )
+            second = drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch)
+            second = shift_bands(second, jc.view_band_shift, generators["views"], rows, global_batch)
+            other = self.encoder.tokenize(second, patch_size)
             first = ts.tokens[:, [ts.sensors.index(s) for s in other.sensors]]
             views = torch.stack([first, other.tokens], dim=2)  # [B, S, 2, N, D]
         terms, everywhere = [], jc.contrastive_scope == "global"
