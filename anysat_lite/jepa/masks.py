@@ -307,6 +307,17 @@ def modality_mask(
     return (~keep).view(B, M, K)
 
 
+def _series(sample: Mapping[str, Tensor]):
+    """``(key, [B, T, C, H, W])`` of the time-series sensors of a sample."""
+    return [(k, x) for k, x in sample.items() if k in SENSORS and SENSORS[k].is_series]
+
+
+def _global_draw(draw, shape: tuple[int, ...], generator: torch.Generator, rows: slice | None) -> Tensor:
+    """``draw(*shape)`` for the global batch (first dimension), then this process's ``rows`` of it."""
+    noise = draw(*shape, generator=generator)
+    return noise[rows] if rows is not None else noise
+
+
 def drop_dates(
     sample: Mapping[str, Tensor],
     ratio: float,
@@ -322,15 +333,12 @@ def drop_dates(
     out = dict(sample)
     if ratio <= 0:
         return out
-    for key, x in sample.items():
-        if key not in SENSORS or not SENSORS[key].is_series:
-            continue
+    for key, x in _series(sample):
         B, T = x.shape[:2]
         keep = max(1, int(T * (1 - ratio)))
         if keep >= T:
             continue
-        noise = torch.rand(global_batch or B, T, generator=generator)
-        noise = noise[rows] if rows is not None else noise
+        noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows)
         idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)
         out[key] = torch.gather(x, 1, idx.view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:]))
         for suffix in KEY_SUFFIXES:
@@ -360,11 +368,8 @@ def shift_bands(
     out = dict(sample)
     if sigma <= 0:
         return out
-    for key, x in sample.items():
-        if key not in SENSORS or not SENSORS[key].is_series:
-            continue
+    for key, x in _series(sample):
         B, _, C = x.shape[:3]
-        eps = torch.randn(global_batch or B, C, generator=generator)
-        eps = eps[rows] if rows is not None else eps
+        eps = _global_draw(torch.randn, (global_batch or B, C), generator, rows)
         out[key] = x + sigma * eps.to(x.device, x.dtype).view(B, 1, C, *([1] * (x.dim() - 3)))
     return out
