@@ -150,10 +150,10 @@ class JEPAConfig:
     (notebook 03; :func:`~anysat_lite.jepa.sensor_alignment` measures it, notebook 04).  A
     deviation from the official recipe (README, "Deviations").
 
-    ``view_band_shift`` (0, off, in every preset; experimental) shifts each band of the second
+    ``view_band_shift`` (0, off, by default; 0.3 in ``cpu-demo``) shifts each band of the second
     date draw by one random offset per tile (:func:`~anysat_lite.jepa.shift_bands`), so that the
     two draws cannot be matched by a tile's spectral level alone and must agree on how it
-    changes over the season.
+    changes over the season.  A deviation from the official recipe (README, "Deviations").
     """
 
     mask: str = "multiblock"  # multiblock | random | block
@@ -279,6 +279,11 @@ def _cpu_demo() -> Config:
       after the first layer (notebook 01).
     * a contrastive term between two date draws of each time series in multi-sensor batches
       too, beside the sensors' MIL-NCE (``jepa.series_views``, see :class:`JEPAConfig`).
+    * the second date draw of each series shifted by one offset per (tile, band) of 0.3
+      standard deviations (``jepa.view_band_shift``): the world gives each parcel and tile a
+      spectral level that holds all season, which would let the two draws be matched by level
+      alone.  Over five seeds it raises S2 linear accuracy by about 2 points on the validation
+      tiles and leaves the all-sensor cells where they were (docs/seeds.md).
     """
     return Config(
         name="cpu-demo",
@@ -299,6 +304,7 @@ def _cpu_demo() -> Config:
             predictor_depth=2,
             predictor_heads=4,
             series_views=True,
+            view_band_shift=0.3,
         ),
         train=TrainConfig(
             steps=350,
