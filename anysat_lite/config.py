@@ -266,9 +266,9 @@ def _cpu_demo() -> Config:
       the context be every other patch (``context="complement"``), at least 4 patches.
     * P = 30 m would give a 2 x 2 grid: too small to hide anything and keep a context.
     * schedule: 350 steps of 24 tiles at lr 1e-3 with warm-up and cosine decay instead of
-      AnySat's constant 5e-5 over days (at 3e-4 the EMA target ends below random init on the
-      all-sensor linear probe; 24 tiles a step keep the whole demo within 6 minutes on 2 CPU
-      cores); predictor depth 2 with 4 heads for the 64-wide encoder.
+      AnySat's constant 5e-5 over days (why 1e-3: README, "Deviations"; 24 tiles a step keep
+      the whole demo within 6 minutes on 2 CPU cores); predictor depth 2 with 4 heads for the
+      64-wide encoder.
     * data: like GeoPlex, a mixture of datasets with different sensors: three steps in four see
       the world's three sensors, one in four the same tiles through Sentinel-2 alone
       (``synthetic:s2``), so that the encoder also learns to describe a tile from S2 alone, the
@@ -282,8 +282,7 @@ def _cpu_demo() -> Config:
     * the second date draw of each series shifted by one offset per (tile, band) of 0.3
       standard deviations (``jepa.view_band_shift``): the world gives each parcel and tile a
       spectral level that holds all season, which would let the two draws be matched by level
-      alone.  Over five seeds it raises S2 linear accuracy by about 2 points on the validation
-      tiles and leaves the all-sensor cells where they were (docs/seeds.md).
+      alone (its measured effect: docs/seeds.md).
     """
     return Config(
         name="cpu-demo",
