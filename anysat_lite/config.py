@@ -243,6 +243,7 @@ class ProbeConfig:
     online: bool = True  # also probe the online (context) encoder when it was exported (tile probes)
     bootstrap: int = 1000  # resamples of the scored split for the 95 % intervals (0 = none)
     split: str = "test"  # split the probes score on: test, or val (to choose settings without looking at test)
+    late_fusion: bool = False  # also probe each sensor's own tile token, concatenated ("... (late fusion)" rows)
 
 
 @dataclass

@@ -37,10 +37,14 @@ SEED_MARKERS = (
 )
 
 # Rows of the results block: (modalities, probe, metric); patch size = the first probe patch size.
+# "late": the all-sensor late-fusion rows, present when the probes ran with probe.late_fusion.
 _ROWS = (
     ("all", "linear", "OA"),
     ("all", "kNN", "OA"),
     ("all", "multi-label", "F1-micro"),
+    ("late", "linear", "OA"),
+    ("late", "kNN", "OA"),
+    ("late", "multi-label", "F1-micro"),
     ("s2", "linear", "OA"),
     ("s2", "kNN", "OA"),
     ("s1-asc", "linear", "OA"),
@@ -75,17 +79,29 @@ def run_demo(
 
 
 def _cell_rows(rows: list[dict], P: int, mods: str, method: str, metric: str) -> dict[str, dict]:
-    """``{encoder: row}`` of one cell of the table (``method`` is a prefix: "multi-label" matches its variants)."""
-    return {
+    """``{encoder: row}`` of one cell of the table (``method`` is a prefix: "multi-label" matches its variants).
+
+    A late-fusion cell takes its raw-pixel row from the joint cell: raw statistics are side by side in both.
+    """
+    from .probe.run import LATE_FUSION
+
+    found = {
         r["encoder"]: r
         for r in rows
         if r["patch_size"] == P and r["modalities"] == mods and r["method"].startswith(method) and r["metric"] == metric
     }
+    joint = mods.removesuffix(LATE_FUSION)
+    if found and joint != mods and "raw-pixels" not in found:
+        found |= {k: v for k, v in _cell_rows(rows, P, joint, method, metric).items() if k == "raw-pixels"}
+    return found
 
 
 def _table_shape(rows: list[dict]) -> tuple[int, str]:
     """The headline patch size (the smallest probed) and the all-sensor modality set of a report's rows."""
-    return min(r["patch_size"] for r in rows), max((r["modalities"] for r in rows), key=lambda m: m.count("+"))
+    from .probe.run import LATE_FUSION
+
+    joint = [r["modalities"] for r in rows if not r["modalities"].endswith(LATE_FUSION)]
+    return min(r["patch_size"] for r in rows), max(joint, key=lambda m: m.count("+"))
 
 
 def _cell(r: dict | None) -> str:
@@ -100,7 +116,7 @@ def _cell(r: dict | None) -> str:
 
 def results_block(summary: dict, report: dict) -> str:
     """Markdown of the demo's deterministic results: headline probe table and collapse monitors."""
-    from .probe.run import ENCODERS, scored_split
+    from .probe.run import ENCODERS, LATE_FUSION, scored_split
 
     rows = report["results"]
     P, all_mods = _table_shape(rows)
@@ -111,7 +127,7 @@ def results_block(summary: dict, report: dict) -> str:
         "|---|---|---|" + "---:|" * len(encoders),
     ]
     for mods, method, metric in _ROWS:
-        mods = all_mods if mods == "all" else mods
+        mods = {"all": all_mods, "late": all_mods + LATE_FUSION}.get(mods, mods)
         found = _cell_rows(rows, P, mods, method, metric)
         if found:
             name = next(iter(found.values()))["method"]
@@ -162,7 +178,7 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
     ``raw-pixels``) how many seeds' pretrained encoders score above it and the mean margin (points);
     and each seed's final collapse monitors and warnings, where its summary has them.
     """
-    from .probe.run import ENCODERS, scored_split
+    from .probe.run import ENCODERS, LATE_FUSION, scored_split
 
     reports = {seed: report for seed, (_, report) in runs.items()}
     seeds = sorted(reports)
@@ -174,7 +190,7 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
     P, all_mods = _table_shape(first)
     cells = []
     for mods, method, metric in _ROWS:
-        mods = all_mods if mods == "all" else mods
+        mods = {"all": all_mods, "late": all_mods + LATE_FUSION}.get(mods, mods)
         found = [_cell_rows(reports[s]["results"], P, mods, method, metric) for s in seeds]
         if not all(f.get("pretrained") for f in found):
             continue

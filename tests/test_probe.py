@@ -137,6 +137,58 @@ def test_run_probe_end_to_end(tmp_path):
     assert (tmp_path / "probe_results.png").stat().st_size > 5000
 
 
+def test_late_fusion_rows_probe_each_sensors_own_tile_token_side_by_side(tmp_path):
+    """``probe.late_fusion``: the kNN row of the concatenated per-sensor tile tokens, recomputed by hand."""
+    from anysat_lite.config import get_config
+    from anysat_lite.data.datasets import build_dataset
+    from anysat_lite.model import AnySat
+    from anysat_lite.probe import run_probe
+    from anysat_lite.probe.features import encode_dataset, targets_of
+
+    sets = ["data.n_tiles=60", "data.tile_m=40", "data.n_dates=4", "probe.modality_sets=[[all], [s2]]"]
+    sets += ["probe.seg_epochs=1", "probe.bootstrap=20", "probe.late_fusion=true"]
+    cfg = get_config("cpu-demo", sets)
+    report = run_probe(cfg, checkpoint=None, out_dir=tmp_path, progress=False)
+    late = [r for r in report["results"] if r["modalities"].endswith("(late fusion)")]
+    assert {(r["encoder"], r["modalities"]) for r in late} == {("random-init", "aerial+s2+s1-asc (late fusion)")}
+    assert {(r["method"], r["metric"]) for r in late} >= {("linear", "OA"), ("kNN", "OA"), ("multi-label", "F1-micro")}
+
+    b = build_dataset(cfg.data.datasets[0], cfg.data)
+    torch.manual_seed(cfg.probe.seed)
+    enc = AnySat(cfg.model, sensors=b.sensors).eval()
+    feats = [
+        torch.cat([encode_dataset(enc, part, b.stats, 20, [s], progress=False) for s in b.sensors], dim=1)
+        for part in (b.train, b.test)
+    ]
+    assert feats[0].shape[1] == len(b.sensors) * cfg.model.embed_dim
+    knn = knn_predict(feats[0], targets_of(b.train, "label"), feats[1], len(b.classes), cfg.probe.knn_k)
+    (row,) = [r for r in late if r["method"] == "kNN"]
+    assert row["value"] == pytest.approx((knn == targets_of(b.test, "label")).float().mean().item(), abs=1e-4)
+    assert "aerial+s2+s1-asc (late fusion)" in (tmp_path / "probe_results.md").read_text()
+    # the demo's table and seed study show the late rows after the joint ones, raw pixels from the joint row
+    from anysat_lite.demo import results_block, seed_study
+
+    table = results_block({}, report).splitlines()
+    joint = next(i for i, line in enumerate(table) if line.startswith("| aerial+s2+s1-asc | kNN |"))
+    late_knn = next(i for i, line in enumerate(table) if line.startswith("| aerial+s2+s1-asc (late fusion) | kNN |"))
+    assert late_knn > joint and table[joint].split("|")[-2] == table[late_knn].split("|")[-2]  # raw-pixels column
+    rows = [r | {"encoder": "pretrained"} if r["encoder"] == "random-init" else r for r in report["results"]]
+    as_pretrained = report | {"results": rows}  # the seed study reads pretrained rows
+    (cell,) = [
+        c
+        for c in seed_study({0: ({}, as_pretrained)})["cells"]
+        if c["modalities"].endswith("(late fusion)") and c["method"] == "kNN"
+    ]
+    assert cell["scores"]["raw-pixels"] == [
+        100 * r["value"]
+        for r in report["results"]
+        if (r["encoder"], r["modalities"], r["method"]) == ("raw-pixels", "aerial+s2+s1-asc", "kNN")
+    ]
+    # off by default: no late-fusion rows
+    plain = run_probe(get_config("cpu-demo", sets[:-1]), checkpoint=None, progress=False)
+    assert not [r for r in plain["results"] if "late" in r["modalities"]]
+
+
 def test_probes_score_on_the_validation_split_when_asked(tmp_path):
     from anysat_lite.config import get_config
     from anysat_lite.data.datasets import build_dataset

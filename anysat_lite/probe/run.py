@@ -10,7 +10,8 @@ Encoders compared by the same code:
   statistics for segmentation).
 
 For every setting (patch size x modality set): a linear probe (OA, macro/weighted F1), kNN
-(OA) and a multi-label linear probe (micro F1); at the first setting also a dense
+(OA) and a multi-label linear probe (micro F1), with ``probe.late_fusion`` also on the sensors'
+own tile tokens side by side (:func:`_tile_probes`); at the first setting also a dense
 segmentation probe (mIoU) and, if ``probe.finetune_epochs > 0``, full fine-tuning (OA).
 Probes are fitted on the train split and scored on the test split (``probe.split=val``: on the
 validation split, to choose settings without looking at the test tiles); every number comes with
@@ -105,7 +106,7 @@ class _Report:
         row = {
             "encoder": encoder,
             "patch_size": P,
-            "modalities": "+".join(mods),
+            "modalities": mods if isinstance(mods, str) else "+".join(mods),
             "method": method,
             "metric": metric,
             "value": round(float(fn(pred, target)), 4),
@@ -150,12 +151,34 @@ def _dense_sensor(mods) -> str:
     return next((s for s in mods if not SENSORS[s].is_series), mods[0])
 
 
+LATE_FUSION = " (late fusion)"  # suffix of the late-fusion rows' ``modalities`` label
+
+
+def late_fusion_label(mods) -> str:
+    """The ``modalities`` label of a late-fusion row: ``"aerial+s2+s1-asc (late fusion)"``."""
+    return "+".join(mods) + LATE_FUSION
+
+
 def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K, pc, device, progress, seg=None):
     """The classification probes of every encoder at every setting (raw pixels: once per modality set).
 
     With ``seg = (report, train masks, test masks)``, the dense probe of ``settings[0]`` runs too, on
     dense features from the same pass over the data as that setting's tile features.
+
+    With ``probe.late_fusion``, every multi-sensor setting gets a second set of rows: the same probes
+    on the concatenation ``[N, M*D]`` of the tile tokens the encoder gives each sensor *alone*
+    (late fusion), beside the joint encoder's one fused tile token ``[N, D]`` (early fusion).  Raw
+    pixels are per-sensor statistics side by side in both, so they have no late-fusion row.
     """
+    alone: dict[tuple, tuple[Tensor, Tensor]] = {}  # (encoder, P, sensor) -> tile features of one sensor
+
+    def encode(name, P, mods, **kw):
+        kw = dict(batch_size=pc.batch_size, device=device, progress=progress) | kw
+        f = tuple(encode_dataset(encoders[name], part, stats, P, mods, **kw) for part in (bundle.train, bundle.test))
+        if len(mods) == 1 and "output" not in kw:
+            alone[name, P, mods[0]] = f
+        return f
+
     for i, (P, mods) in enumerate(settings):
         for name in ENCODERS:
             dense = seg is not None and i == 0 and name != "online"  # online: compared on tile probes only
@@ -168,17 +191,21 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
                     d = (raw_pixel_dense_features(part, sensor, size) for part in (bundle.train, bundle.test))
                     _segmentation_probe(seg, name, P, mods, *d, K, pc)
             elif name in encoders:
-                kw = dict(batch_size=pc.batch_size, device=device, progress=progress)
-                if dense:
-                    kw.update(output=("tile", "dense"), output_modality=_dense_sensor(mods))
-                f_tr = encode_dataset(encoders[name], bundle.train, stats, P, mods, **kw)
-                f_te = encode_dataset(encoders[name], bundle.test, stats, P, mods, **kw)
+                kw = dict(output=("tile", "dense"), output_modality=_dense_sensor(mods)) if dense else {}
+                f_tr, f_te = encode(name, P, mods, **kw)
                 if dense:
                     _segmentation_probe(seg, name, P, mods, f_tr["dense"], f_te["dense"], K, pc)
                     f_tr, f_te = f_tr["tile"], f_te["tile"]
             else:
                 continue
             _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
+    for P, mods in settings if pc.late_fusion else ():
+        if len(mods) < 2:
+            continue
+        for name in (e for e in ENCODERS if e in encoders):
+            parts = [alone.get((name, P, m)) or encode(name, P, (m,)) for m in mods]
+            f_tr, f_te = (torch.cat([p[i] for p in parts], dim=1) for i in (0, 1))
+            _classification_probes(report, name, P, late_fusion_label(mods), f_tr, f_te, targets, K, pc)
 
 
 def _miou(confusion: Tensor) -> float:
