@@ -104,6 +104,13 @@ def _table_shape(rows: list[dict]) -> tuple[int, str]:
     return min(r["patch_size"] for r in rows), max(joint, key=lambda m: m.count("+"))
 
 
+def _row_modalities(key: str, all_mods: str) -> str:
+    """The ``modalities`` label of a ``_ROWS`` key: "all" -> all sensors, "late" -> their late-fusion rows."""
+    from .probe.run import LATE_FUSION
+
+    return {"all": all_mods, "late": all_mods + LATE_FUSION}.get(key, key)
+
+
 def _cell(r: dict | None) -> str:
     if r is None:
         return "–"
@@ -116,7 +123,7 @@ def _cell(r: dict | None) -> str:
 
 def results_block(summary: dict, report: dict) -> str:
     """Markdown of the demo's deterministic results: headline probe table and collapse monitors."""
-    from .probe.run import ENCODERS, LATE_FUSION, scored_split
+    from .probe.run import ENCODERS, scored_split
 
     rows = report["results"]
     P, all_mods = _table_shape(rows)
@@ -127,7 +134,7 @@ def results_block(summary: dict, report: dict) -> str:
         "|---|---|---|" + "---:|" * len(encoders),
     ]
     for mods, method, metric in _ROWS:
-        mods = {"all": all_mods, "late": all_mods + LATE_FUSION}.get(mods, mods)
+        mods = _row_modalities(mods, all_mods)
         found = _cell_rows(rows, P, mods, method, metric)
         if found:
             name = next(iter(found.values()))["method"]
@@ -178,7 +185,7 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
     ``raw-pixels``) how many seeds' pretrained encoders score above it and the mean margin (points);
     and each seed's final collapse monitors and warnings, where its summary has them.
     """
-    from .probe.run import ENCODERS, LATE_FUSION, scored_split
+    from .probe.run import ENCODERS, scored_split
 
     reports = {seed: report for seed, (_, report) in runs.items()}
     seeds = sorted(reports)
@@ -190,7 +197,7 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
     P, all_mods = _table_shape(first)
     cells = []
     for mods, method, metric in _ROWS:
-        mods = {"all": all_mods, "late": all_mods + LATE_FUSION}.get(mods, mods)
+        mods = _row_modalities(mods, all_mods)
         found = [_cell_rows(reports[s]["results"], P, mods, method, metric) for s in seeds]
         if not all(f.get("pretrained") for f in found):
             continue
