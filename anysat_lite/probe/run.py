@@ -175,7 +175,7 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
     def encode(name, P, mods, **kw):
         kw = dict(batch_size=pc.batch_size, device=device, progress=progress) | kw
         f = tuple(encode_dataset(encoders[name], part, stats, P, mods, **kw) for part in (bundle.train, bundle.test))
-        if len(mods) == 1 and "output" not in kw:
+        if pc.late_fusion and len(mods) == 1 and "output" not in kw:  # kept for the late-fusion rows
             alone[name, P, mods[0]] = f
         return f
 
