@@ -3,8 +3,10 @@
 ``anysat-lite demo`` calls :func:`run_demo`.  The demo is deterministic (fixed seeds, fixed
 thread count), so its results block -- the probe table with bootstrap intervals and the final
 collapse monitors, :func:`results_block` -- is the same on every run on the same kind of
-machine.  The README carries that block between two markers; ``anysat-lite demo
---update-readme`` rewrites it from the run, and a test fails when the two differ.
+machine.  Its last line names the machine (:func:`~anysat_lite.probe.run.machine_description`):
+on another CPU, float rounding takes training elsewhere and the scores move (docs/seeds.md).
+The README carries that block between two markers; ``anysat-lite demo --update-readme``
+rewrites it from the run, and a test fails when the two differ on the machine it names.
 
 One training seed is one draw: ``anysat-lite demo --seeds 0 1 2`` repeats the demo for each
 seed (:func:`run_seeds`) and tabulates the pretrained encoder's headline scores per seed beside
@@ -28,6 +30,8 @@ __all__ = [
     "replace_readme_block",
     "README_MARKERS",
     "SEED_MARKERS",
+    "COMPUTED_ON",
+    "computed_on",
 ]
 
 README_MARKERS = ("<!-- demo-results:start (anysat-lite demo --update-readme) -->", "<!-- demo-results:end -->")
@@ -35,6 +39,9 @@ SEED_MARKERS = (
     "<!-- demo-seeds:start (anysat-lite demo --seeds 0 1 2 3 4 --update-readme docs/seeds.md) -->",
     "<!-- demo-seeds:end -->",
 )
+
+# The last line of a results block names the machine its digits were computed on.
+COMPUTED_ON = "Computed on: "
 
 # Rows of the results block: (modalities, probe, metric); patch size = the first probe patch size.
 # "late": the all-sensor late-fusion rows, present when the probes ran with probe.late_fusion.
@@ -152,7 +159,15 @@ def results_block(summary: dict, report: dict) -> str:
             f"{final['erank']:.1f}, tile cosine {final['cos']:.2f}; collapse warnings: "
             f"{', '.join(sorted(summary.get('collapse_warnings', {}))) or 'none'}."
         )
+    if "machine" in report:
+        lines.append(f"{COMPUTED_ON}{report['machine']}.")
     return "\n".join(lines)
+
+
+def computed_on(block: str) -> str | None:
+    """The machine a results block names (:func:`results_block`, :func:`seed_table`), or ``None``."""
+    m = re.search(f"^{re.escape(COMPUTED_ON)}(.*)\\.$", block, flags=re.M)
+    return m.group(1) if m else None
 
 
 def run_seeds(
@@ -216,6 +231,9 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
                 cell[f"vs {base}"] = {"wins": sum(m > 0 for m in margins), "mean_margin": sum(margins) / len(margins)}
         cells.append(cell)
     study = {"seeds": seeds, "patch_size": P, "scored_on": split, "tiles": n_tiles, "cells": cells}
+    machines = sorted({reports[s]["machine"] for s in seeds if "machine" in reports[s]})
+    if machines:
+        study["machine"] = " / ".join(machines)
     finals = {s: runs[s][0].get("final", {}) for s in seeds}
     monitors = {
         s: {k: f[k] for k in ("std", "erank", "cos")} | {"warnings": sorted(runs[s][0].get("collapse_warnings", {}))}
@@ -272,6 +290,8 @@ def seed_table(study: dict) -> str:
             )
             + "."
         )
+    if study.get("machine"):
+        lines.append(f"{COMPUTED_ON}{study['machine']}.")
     return "\n".join(lines)
 
 

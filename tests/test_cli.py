@@ -439,6 +439,8 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
 
 @pytest.mark.slow
 def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
+    from anysat_lite.demo import computed_on
+
     out = tmp_path / "run"
     sets = sum((["--set", o] for o in TINY + [f"train.out_dir={out}", "train.steps=2", "jepa.monitor_every=1"]), [])
     r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", *sets)
@@ -469,6 +471,9 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     finals = [json.loads((root / f"seed-{s}" / "summary.json").read_text())["final"] for s in (0, 1)]
     assert [study["monitors"][str(s)]["cos"] for s in (0, 1)] == [f["cos"] for f in finals]
     assert f"1: {finals[1]['std']:.2f} / {finals[1]['erank']:.1f} / {finals[1]['cos']:.2f}" in table
+    # the table names the machine its digits come from, as each run's report does
+    assert computed_on(table) == reports[0]["machine"] == reports[1]["machine"]
+    assert "ATen CPU capability" in reports[0]["machine"] and reports[0]["machine"].endswith(" 2 threads")
     # --resume probes the finished runs again instead of refusing them, and starts a seed added to the study
     r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", "2", "--resume", *sets)
     assert r.returncode == 0, r.stderr

@@ -169,6 +169,7 @@ def test_late_fusion_rows_probe_each_sensors_own_tile_token_side_by_side(tmp_pat
     from anysat_lite.demo import results_block, seed_study
 
     table = results_block({}, report).splitlines()
+    assert table[-1] == f"Computed on: {report['machine']}."  # where the digits come from
     joint = next(i for i, line in enumerate(table) if line.startswith("| aerial+s2+s1-asc | kNN |"))
     late_knn = next(i for i, line in enumerate(table) if line.startswith("| aerial+s2+s1-asc (late fusion) | kNN |"))
     assert late_knn > joint and table[joint].split("|")[-2] == table[late_knn].split("|")[-2]  # raw-pixels column

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from .metrics import (
 )
 from .segmentation import predict_segmentation, train_segmentation_probe
 
-__all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "ENCODERS"]
+__all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "machine_description", "ENCODERS"]
 
 ENCODERS = ("pretrained", "online", "random-init", "raw-pixels")
 
@@ -257,6 +258,33 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
     plot_results(result, out / "probe_results.png")
 
 
+def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:
+    """What a run's digits depend on beyond the code and seeds: CPU, torch build, kernels, threads (and GPU).
+
+    Float rounding differs between CPUs and between the kernels torch picks for them
+    (``torch.backends.cpu.get_cpu_capability()``), and over hundreds of training steps it moves
+    probe scores by points, so a report records where it was computed.  ``threads`` defaults to
+    ``torch.get_num_threads()``.
+    """
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [
+        f"{cpu} ({platform.machine()})",
+        f"torch {torch.__version__}",
+        f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}",
+        f"{threads or torch.get_num_threads()} threads",
+    ]
+    if torch.device(device).type == "cuda":
+        parts.append(torch.cuda.get_device_name(torch.device(device)))
+    return ", ".join(parts)
+
+
 # --- 3. the whole run --------------------------------------------------------------------
 def run_probe(
     cfg: Config,
@@ -316,6 +344,7 @@ def run_probe(
         "probe_config": config_to_dict(cfg)["probe"],
         "results": report.rows,
         "seconds": round(time.time() - t0, 1),
+        "machine": machine_description(device=dev),
     }
     if out_dir is not None:
         _write_report(result, out_dir)
