@@ -25,6 +25,7 @@ def test_presets_and_overrides(tmp_path):
     base = get_config("base-cuda")
     assert (base.model.embed_dim, base.model.depth, base.model.num_heads) == (768, 6, 12)
     assert base.train.amp == "bf16" and base.train.device == "cuda" and base.jepa.predictor_depth == 4
+    assert base.data.num_workers == 4 and get_config("base").data.num_workers == 0
     cfg = get_config(
         "cpu-demo",
         [
