@@ -420,7 +420,7 @@ PRESETS = {
     "tiny": lambda: _sized("tiny", "tiny", steps=2000, batch_size=32, lr=2e-4, warmup_steps=100, ckpt_every=500),
     "small": lambda: _sized("small", "small", steps=10000, batch_size=64, lr=1e-4, warmup_steps=500, ckpt_every=1000),
     "base": lambda: _sized("base", "base", **_BASE_RECIPE),
-    "base-cuda": lambda: _base_cuda(),
+    "base-cuda": _base_cuda,
     # add --set train.compile=true to try torch.compile
     "geoplex": _geoplex,
 }
