@@ -195,20 +195,30 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
         raise UserError(
             f"--update-readme {path}: no markers {markers[0]} ... {markers[1]} in it; add them where the table should "
             "go"
-            + (
-                ", or write the seed table to docs/seeds.md: --update-readme docs/seeds.md"
-                if "seeds" in markers[0]
-                else ""
+            + next(
+                (
+                    f", or write the {what} table to docs/seeds.md: --update-readme docs/seeds.md"
+                    for what in ("seed", "world")
+                    if f"demo-{what}s:start" in markers[0]
+                ),
+                "",
             )
         )
 
 
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
-    from .demo import README_MARKERS, SEED_MARKERS
+    from .demo import README_MARKERS, SEED_MARKERS, WORLD_MARKERS
 
+    if args.worlds is not None and args.seeds is None:
+        raise UserError(
+            f"--worlds {' '.join(map(str, args.worlds))}: probes the encoders of a seed study; add --seeds, "
+            "e.g. --seeds 0 1 2 --worlds 0 1 2"
+        )
     cfg = _config(args)
     _check_update_target(args.update_readme, SEED_MARKERS if args.seeds is not None else README_MARKERS)
+    if args.worlds is not None:
+        _check_update_target(args.update_readme, WORLD_MARKERS)
     if args.seeds is not None:
         return _demo_seeds(args, cfg)
     from .demo import replace_readme_block, results_block, run_demo
@@ -241,7 +251,25 @@ def _demo_seeds(args, cfg) -> int:
         raise UserError(
             f"--resume {args.resume}: with --seeds, --resume takes no checkpoint (each seed continues its own run)"
         )
-    from .demo import SEED_MARKERS, replace_readme_block, run_seeds, seed_study, seed_table
+    worlds = args.worlds or []
+    if len(set(worlds)) != len(worlds) or min(worlds, default=0) < 0:
+        raise UserError(f"--worlds {' '.join(map(str, worlds))}: expected distinct worlds >= 0, e.g. --worlds 0 1 2")
+    if worlds and cfg.data.datasets[0].name != "synthetic":
+        raise UserError(
+            f"--worlds: other draws of a world need the synthetic dataset (data.seed draws it), but the probes read "
+            f"{cfg.data.datasets[0].name!r}; drop --worlds"
+        )
+    from .demo import (
+        SEED_MARKERS,
+        WORLD_MARKERS,
+        probe_worlds,
+        replace_readme_block,
+        run_seeds,
+        seed_study,
+        seed_table,
+        world_study,
+        world_table,
+    )
 
     root, runs = run_seeds(cfg, args.seeds, resume=args.resume, force=args.force, progress=not args.quiet)
     study = seed_study(runs)
@@ -249,10 +277,24 @@ def _demo_seeds(args, cfg) -> int:
     (root / "seeds.json").write_text(json.dumps(study, indent=1))
     (root / "seeds.md").write_text(table + "\n")
     print("\n" + table)
+    tables = [(table, SEED_MARKERS, "seed study")]
+    if worlds:
+        reports = {seed: report for seed, (_, report) in runs.items()}
+        w_study = world_study(probe_worlds(cfg, root, args.seeds, worlds, reports, progress=not args.quiet))
+        w_table = world_table(w_study)
+        (root / "worlds.json").write_text(json.dumps(w_study, indent=1))
+        (root / "worlds.md").write_text(w_table + "\n")
+        print("\n" + w_table)
+        tables.append((w_table, WORLD_MARKERS, "world study"))
     if args.update_readme:
-        changed = replace_readme_block(args.update_readme, table, SEED_MARKERS)
-        print(f"\n{args.update_readme}: seed study {'updated' if changed else 'already up to date'}")
-    print(f"\ntables: {root}/seeds.md, {root}/seeds.json; runs: {root}/seed-*/")
+        for text, markers, what in tables:
+            changed = replace_readme_block(args.update_readme, text, markers)
+            print(f"\n{args.update_readme}: {what} {'updated' if changed else 'already up to date'}")
+    print(
+        f"\ntables: {root}/seeds.md, {root}/seeds.json"
+        + (f", {root}/worlds.md, {root}/worlds.json" if worlds else "")
+        + f"; runs: {root}/seed-*/"
+    )
     return 0
 
 
@@ -376,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="README.md",
         help="write the results block between the demo-results markers of README (default README.md); "
-        "with --seeds, the seed table between the demo-seeds markers (e.g. --update-readme docs/seeds.md)",
+        "with --seeds, the seed table between the demo-seeds markers (e.g. --update-readme docs/seeds.md), "
+        "with --worlds also the world table between the demo-worlds markers",
     )
     d.add_argument(
         "--seeds",
@@ -385,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="repeat the demo for each training seed (runs in OUT_DIR-seeds/seed-N) and tabulate the "
         "pretrained encoder's headline scores per seed beside the baselines",
+    )
+    d.add_argument(
+        "--worlds",
+        type=int,
+        nargs="+",
+        metavar="W",
+        help="with --seeds: also probe each seed's encoder on other draws of the synthetic world (data.seed=W, "
+        "its own train and test tiles; results in OUT_DIR-seeds/seed-N/world-W) and tabulate them per world",
     )
     d.set_defaults(func=cmd_demo)
 

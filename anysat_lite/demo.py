@@ -11,6 +11,9 @@ rewrites it from the run, and a test fails when the two differ on the machine it
 One training seed is one draw: ``anysat-lite demo --seeds 0 1 2`` repeats the demo for each
 seed (:func:`run_seeds`) and tabulates the pretrained encoder's headline scores per seed beside
 the baselines, which do not depend on the training seed (:func:`seed_study`, :func:`seed_table`).
+The test tiles are a draw too: ``--worlds 0 1 2`` also probes each seed's encoder on other draws
+of the synthetic world (``data.seed``), each with its own train and test tiles
+(:func:`probe_worlds`, :func:`world_study`, :func:`world_table`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ __all__ = [
     "run_seeds",
     "seed_study",
     "seed_table",
+    "probe_worlds",
+    "world_study",
+    "world_table",
     "results_block",
     "readme_block",
     "replace_readme_block",
     "README_MARKERS",
     "SEED_MARKERS",
+    "WORLD_MARKERS",
     "COMPUTED_ON",
     "computed_on",
 ]
@@ -38,6 +45,11 @@ README_MARKERS = ("<!-- demo-results:start (anysat-lite demo --update-readme) --
 SEED_MARKERS = (
     "<!-- demo-seeds:start (anysat-lite demo --seeds 0 1 2 3 4 --update-readme docs/seeds.md) -->",
     "<!-- demo-seeds:end -->",
+)
+WORLD_MARKERS = (
+    "<!-- demo-worlds:start (anysat-lite demo --seeds 0 1 2 3 4 --worlds 0 1 2 3 --resume "
+    "--update-readme docs/seeds.md) -->",
+    "<!-- demo-worlds:end -->",
 )
 
 # The last line of a results block names the machine its digits were computed on.
@@ -290,6 +302,93 @@ def seed_table(study: dict) -> str:
             )
             + "."
         )
+    if study.get("machine"):
+        lines.append(f"{COMPUTED_ON}{study['machine']}.")
+    return "\n".join(lines)
+
+
+def probe_worlds(
+    cfg: Config, root: Path, seeds: list[int], worlds: list[int], reports: dict[int, dict], progress: bool = True
+) -> dict[tuple[int, int], dict]:
+    """Each seed's encoder in ``root/seed-<N>`` probed on other draws of the world: ``{(seed, world): report}``.
+
+    World ``W`` is the dataset built with ``data.seed = W``: the same generator, other tiles, its own
+    train / val / test split, none of it seen in pretraining.  The probes are fitted on its train
+    tiles and scored on its test tiles (``probe.split``); they write ``seed-<N>/world-<W>/``.  The
+    world the seeds were trained on (``cfg.data.seed``) takes its report from ``reports[seed]``.
+    """
+    import dataclasses
+
+    from .probe import run_probe
+
+    out = {}
+    for world in worlds:
+        for seed in seeds:
+            if world == cfg.data.seed:
+                out[(seed, world)] = reports[seed]
+                continue
+            folder = root / f"seed-{seed}"
+            if progress:
+                print(f"probing seed {seed} on world {world} (data.seed={world}): {folder / f'world-{world}'}")
+            run = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=world))
+            out[(seed, world)] = run_probe(
+                run, checkpoint=folder / "encoder", out_dir=folder / f"world-{world}", progress=progress
+            )
+    return out
+
+
+def world_study(reports: dict[tuple[int, int], dict]) -> dict:
+    """The headline cells of ``{(seed, world): probe report}``, every seed probed on every world.
+
+    As :func:`seed_study`, over the (world, seed) pairs in that order: each cell's ``scores`` list
+    the pairs world by world, and a pair is won when its pretrained score is above the baseline
+    measured on the same world.  ``worlds`` and ``seeds`` name the grid.
+    """
+    study = seed_study({(w, s): ({}, r) for (s, w), r in reports.items()})
+    pairs = study.pop("seeds")
+    study["worlds"] = sorted({w for w, _ in pairs})
+    study["seeds"] = sorted({s for _, s in pairs})
+    if len(pairs) != len(study["worlds"]) * len(study["seeds"]):
+        raise ValueError(f"every seed must be probed on every world, got the (world, seed) pairs {pairs}")
+    return study
+
+
+def world_table(study: dict) -> str:
+    """Markdown of :func:`world_study`: per world the seeds' mean score and the baselines, pairs won."""
+    worlds, seeds = study["worlds"], study["seeds"]
+    n_w, n_s = len(worlds), len(seeds)
+    bases = [b for b in ("random-init", "raw-pixels") if any(f"vs {b}" in c for c in study["cells"])]
+    names = " / ".join(map(str, worlds))
+
+    def per_world(v: list[float]) -> str:
+        return " / ".join(f"{sum(v[i * n_s : (i + 1) * n_s]) / n_s:.1f}" for i in range(n_w))
+
+    def base_cell(c: dict, b: str) -> str:
+        if f"vs {b}" not in c:
+            return "–"
+        w = c[f"vs {b}"]
+        return f"{per_world(c['scores'][b])}; won {w['wins']}/{n_w * n_s}, {w['mean_margin']:+.1f}"
+
+    lines = [
+        f"| modalities (P = {study['patch_size']} m) | probe | metric | pretrained, worlds {names} (mean of the "
+        f"{n_s} seeds) | {n_w * n_s} pairs: mean [min, max] | "
+        + " | ".join(f"{b}, worlds {names}; pairs won, mean margin" for b in bases)
+        + " |",
+        "|---|---|---|---|---:|" + "---|" * len(bases),
+    ]
+    for c in study["cells"]:
+        p = c["pretrained"]
+        lines.append(
+            f"| {c['modalities']} | {c['method']} | {c['metric']} | {per_world(c['scores']['pretrained'])} | "
+            f"{p['mean']:.1f} [{p['min']:.1f}, {p['max']:.1f}] | " + " | ".join(base_cell(c, b) for b in bases) + " |"
+        )
+    lines += [
+        "",
+        f"Scores in % on each world's {study['tiles']} {study['scored_on']} tiles (world W: the synthetic world drawn "
+        f"with `data.seed=W`; probes fitted on its own train tiles); the encoders of training seeds "
+        f"{', '.join(map(str, seeds))}. A pair (seed, world) is won when its pretrained score is above the baseline "
+        "on the same world; a margin is pretrained minus baseline, in points.",
+    ]
     if study.get("machine"):
         lines.append(f"{COMPUTED_ON}{study['machine']}.")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 
 from anysat_lite.cli import main
 from anysat_lite.config import PRESETS, get_config, load_config, save_config
+from anysat_lite.demo import SEED_MARKERS
 
 
 def test_presets_and_overrides(tmp_path):
@@ -241,11 +242,23 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
             ["--update-readme", "nope.md"],
             r"--update-readme nope.md: no such file; give the file that holds the markers",
         ),
+        (["--worlds", "1"], r"--worlds 1: probes the encoders of a seed study; add --seeds, e.g. --seeds 0 1 2 "),
+        (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
+        (
+            ["--seeds", "0", "--worlds", "1", "--set", "data.datasets=[{name: treesatai-ts, path: .}]"],
+            r"--worlds: other draws of a world need the synthetic dataset .* but the probes read 'treesatai-ts'",
+        ),
+        (
+            ["--seeds", "0", "--worlds", "1", "--update-readme", "seeds.md"],
+            r"--update-readme seeds.md: no markers <!-- demo-worlds:start .* or write the world table to "
+            r"docs/seeds.md: --update-readme docs/seeds.md$",
+        ),
     ],
 )
 def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     out = tmp_path / "run"
     (tmp_path / "README.md").write_text("# a README without results markers\n")
+    (tmp_path / "seeds.md").write_text(f"{SEED_MARKERS[0]}\n{SEED_MARKERS[1]}\n")  # a seed block, no world block
     one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args, cwd=tmp_path), pattern)
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
 
@@ -481,6 +494,22 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     assert r.stdout.count("is already at step 2 = train.steps") == 2
     assert json.loads((root / "seeds.json").read_text())["seeds"] == [0, 1, 2]
     assert (root / "seed-2" / "probe_results.json").exists()
+    # --worlds: each seed's encoder probed on another draw of the world (data.seed=1), world 0 read from its run
+    r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", "--worlds", "0", "1", "--resume", *sets)
+    assert r.returncode == 0, r.stderr
+    worlds = json.loads((root / "worlds.json").read_text())
+    assert (worlds["worlds"], worlds["seeds"]) == ([0, 1], [0, 1]) and not (root / "seed-0" / "world-0").exists()
+    fresh = [json.loads((root / f"seed-{s}" / "world-1" / "probe_results.json").read_text()) for s in (0, 1)]
+    assert {rep["seeds"]["data"] for rep in fresh} == {1}
+    reports = [json.loads((root / f"seed-{s}" / "probe_results.json").read_text()) for s in (0, 1)]
+    (cell,) = [c for c in worlds["cells"] if c["modalities"] == linear["modalities"] and c["method"] == "linear"]
+    # pairs in (world, seed) order; world 1's baselines are its own, and a pair is judged against its world's
+    assert cell["scores"]["pretrained"] == [score(rep, "pretrained") for rep in reports + fresh]
+    assert cell["scores"]["raw-pixels"] == [score(reports[0], "raw-pixels")] * 2 + [score(fresh[0], "raw-pixels")] * 2
+    margins = [a - b for a, b in zip(cell["scores"]["pretrained"], cell["scores"]["raw-pixels"])]
+    assert cell["vs raw-pixels"]["wins"] == sum(m > 0 for m in margins)
+    table = (root / "worlds.md").read_text()
+    assert table.strip() in r.stdout and "| pretrained, worlds 0 / 1 (mean of the 2 seeds) | 4 pairs" in table
     # one seed's encoder probed on the validation split, the way to choose settings without the test tiles
     val = tmp_path / "val"
     r = anysat_lite(

@@ -434,3 +434,31 @@ def test_official_miou_leaves_out_void_and_the_ignored_class_by_hand():
     assert r["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
     # without ignoring class 2 its pixel is an error: class 0 gets an FP, class 2 an IoU of 0
     assert miou_from_confusion(cm)["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_world_study_judges_each_pair_against_its_own_world():
+    from anysat_lite.demo import world_study, world_table
+
+    def report(pretrained, raw):
+        rows = [
+            {"encoder": e, "patch_size": 20, "modalities": "s2+s1-asc", "method": "kNN", "metric": "OA", "value": v}
+            for e, v in (("pretrained", pretrained), ("raw-pixels", raw))
+        ]
+        return {"results": rows, "scored_on": "test", "splits": {"test": 200}, "machine": "a CPU"}
+
+    # world 1 is easier for everyone: the pretrained encoder is behind raw pixels there and ahead on world 0
+    reports = {
+        (0, 0): report(0.80, 0.70),
+        (1, 0): report(0.76, 0.70),
+        (0, 1): report(0.85, 0.90),
+        (1, 1): report(0.91, 0.90),
+    }
+    study = world_study(reports)
+    assert (study["worlds"], study["seeds"]) == ([0, 1], [0, 1])
+    (cell,) = study["cells"]
+    assert cell["scores"]["pretrained"] == pytest.approx([80, 76, 85, 91])  # world by world, then seed by seed
+    assert cell["vs raw-pixels"]["wins"] == 3 and cell["vs raw-pixels"]["mean_margin"] == pytest.approx(3.0)
+    row = world_table(study).splitlines()[2]
+    assert row == "| s2+s1-asc | kNN | OA | 78.0 / 88.0 | 83.0 [76.0, 91.0] | 70.0 / 90.0; won 3/4, +3.0 |"
+    with pytest.raises(ValueError, match="every seed must be probed on every world"):
+        world_study({k: v for k, v in reports.items() if k != (1, 1)})

@@ -55,6 +55,29 @@ def test_seed_table_agrees_with_the_readme_demo_block():
     assert computed_on(seeds) == computed_on(readme_block(text)), "seed 0 and the README's run on different machines"
 
 
+def test_world_table_agrees_with_the_seed_table():
+    """docs/seeds.md's world study reads world 0 from the seed runs: its column must be the seed table's means."""
+    from anysat_lite.demo import SEED_MARKERS, WORLD_MARKERS, computed_on, readme_block
+
+    text = (ROOT / "docs" / "seeds.md").read_text()
+    seeds, worlds = readme_block(text, SEED_MARKERS), readme_block(text, WORLD_MARKERS)
+    assert worlds is not None, "docs/seeds.md lost its demo-worlds markers"
+    assert "| pretrained, worlds 0 /" in worlds.splitlines()[0]
+
+    def rows(block):
+        return {
+            tuple(c[:3]): c[3:]
+            for c in ([x.strip() for x in line.strip("|").split("|")] for line in block.splitlines()[2:])
+            if len(c) > 3
+        }
+
+    by_seed, by_world = rows(seeds), rows(worlds)
+    assert by_seed.keys() == by_world.keys()
+    for cell, (_, mean, *_) in by_seed.items():
+        assert by_world[cell][0].split(" / ")[0] == mean.split(" [")[0], cell  # world 0 = the seeds' mean
+    assert computed_on(worlds) == computed_on(seeds)
+
+
 def test_update_readme_fills_an_empty_block_and_replaces_a_filled_one(tmp_path):
     from anysat_lite.demo import README_MARKERS, readme_block, replace_readme_block
 
