@@ -257,36 +257,47 @@ def seed_study(runs: dict[int, tuple[dict, dict]]) -> dict:
     return study
 
 
-def seed_table(study: dict) -> str:
-    """Markdown of :func:`seed_study`: pretrained per seed, its mean, the baselines, and seeds won."""
-    seeds, n = study["seeds"], len(study["seeds"])
+def _cells_table(
+    study: dict, pretrained_head: str, spread_head: str, base_head, pretrained_cell, base_cell
+) -> list[str]:
+    """Header, rule and one row per cell of a seed or world study: the pretrained scores (``pretrained_cell`` of
+    their list), their mean [min, max], then one column per baseline (``base_head(b)``, ``base_cell(cell, b)``)."""
     bases = [b for b in ("random-init", "raw-pixels") if any(f"vs {b}" in c for c in study["cells"])]
-
-    def base_cell(c: dict, b: str) -> str:
-        if f"vs {b}" not in c:
-            return "–"
-        v = c["scores"][b]
-        value = f"{v[0]:.1f}" if len(set(v)) == 1 else f"{sum(v) / n:.1f} (mean)"
-        w = c[f"vs {b}"]
-        return f"{value}; won {w['wins']}/{n}, {w['mean_margin']:+.1f}"
-
     lines = [
-        f"| modalities (P = {study['patch_size']} m) | probe | metric | pretrained, seeds "
-        + " / ".join(map(str, seeds))
-        + " | mean [min, max] | "
-        + " | ".join(f"{b}; seeds won, mean margin" for b in bases)
+        f"| modalities (P = {study['patch_size']} m) | probe | metric | {pretrained_head} | {spread_head} | "
+        + " | ".join(base_head(b) for b in bases)
         + " |",
         "|---|---|---|---|---:|" + "---|" * len(bases),
     ]
     for c in study["cells"]:
         p = c["pretrained"]
         lines.append(
-            f"| {c['modalities']} | {c['method']} | {c['metric']} | "
-            + " / ".join(f"{v:.1f}" for v in c["scores"]["pretrained"])
-            + f" | {p['mean']:.1f} [{p['min']:.1f}, {p['max']:.1f}] | "
-            + " | ".join(base_cell(c, b) for b in bases)
+            f"| {c['modalities']} | {c['method']} | {c['metric']} | {pretrained_cell(c['scores']['pretrained'])} | "
+            f"{p['mean']:.1f} [{p['min']:.1f}, {p['max']:.1f}] | "
+            + " | ".join(base_cell(c, b) if f"vs {b}" in c else "–" for b in bases)
             + " |"
         )
+    return lines
+
+
+def seed_table(study: dict) -> str:
+    """Markdown of :func:`seed_study`: pretrained per seed, its mean, the baselines, and seeds won."""
+    seeds, n = study["seeds"], len(study["seeds"])
+
+    def base_cell(c: dict, b: str) -> str:
+        v = c["scores"][b]
+        value = f"{v[0]:.1f}" if len(set(v)) == 1 else f"{sum(v) / n:.1f} (mean)"
+        w = c[f"vs {b}"]
+        return f"{value}; won {w['wins']}/{n}, {w['mean_margin']:+.1f}"
+
+    lines = _cells_table(
+        study,
+        "pretrained, seeds " + " / ".join(map(str, seeds)),
+        "mean [min, max]",
+        lambda b: f"{b}; seeds won, mean margin",
+        lambda v: " / ".join(f"{x:.1f}" for x in v),
+        base_cell,
+    )
     lines += [
         "",
         f"Scores in % on the {study['tiles']} {study['scored_on']} tiles; the runs differ only in `train.seed` "
@@ -357,31 +368,23 @@ def world_table(study: dict) -> str:
     """Markdown of :func:`world_study`: per world the seeds' mean score and the baselines, pairs won."""
     worlds, seeds = study["worlds"], study["seeds"]
     n_w, n_s = len(worlds), len(seeds)
-    bases = [b for b in ("random-init", "raw-pixels") if any(f"vs {b}" in c for c in study["cells"])]
     names = " / ".join(map(str, worlds))
 
     def per_world(v: list[float]) -> str:
         return " / ".join(f"{sum(v[i * n_s : (i + 1) * n_s]) / n_s:.1f}" for i in range(n_w))
 
     def base_cell(c: dict, b: str) -> str:
-        if f"vs {b}" not in c:
-            return "–"
         w = c[f"vs {b}"]
         return f"{per_world(c['scores'][b])}; won {w['wins']}/{n_w * n_s}, {w['mean_margin']:+.1f}"
 
-    lines = [
-        f"| modalities (P = {study['patch_size']} m) | probe | metric | pretrained, worlds {names} (mean of the "
-        f"{n_s} seeds) | {n_w * n_s} pairs: mean [min, max] | "
-        + " | ".join(f"{b}, worlds {names}; pairs won, mean margin" for b in bases)
-        + " |",
-        "|---|---|---|---|---:|" + "---|" * len(bases),
-    ]
-    for c in study["cells"]:
-        p = c["pretrained"]
-        lines.append(
-            f"| {c['modalities']} | {c['method']} | {c['metric']} | {per_world(c['scores']['pretrained'])} | "
-            f"{p['mean']:.1f} [{p['min']:.1f}, {p['max']:.1f}] | " + " | ".join(base_cell(c, b) for b in bases) + " |"
-        )
+    lines = _cells_table(
+        study,
+        f"pretrained, worlds {names} (mean of the {n_s} seeds)",
+        f"{n_w * n_s} pairs: mean [min, max]",
+        lambda b: f"{b}, worlds {names}; pairs won, mean margin",
+        per_world,
+        base_cell,
+    )
     lines += [
         "",
         f"Scores in % on each world's {study['tiles']} {study['scored_on']} tiles (world W: the synthetic world drawn "
