@@ -1,6 +1,8 @@
 """What the notebooks open up: intermediates exposed by the model (attention weights, L-TAE attention, the
 pipeline trace), the official-format writer, and the figure helpers' choices (band composites, PCA colours)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from anysat_lite import AnySat, load_official
 from anysat_lite.data.contract import random_sample
 from anysat_lite.model.irpe import add_prefix, euclidean_buckets, grid_coords
 from anysat_lite.model.official import convert_official_state_dict, to_official_state_dict
-from anysat_lite.model.trace import trace_pipeline
+from anysat_lite.model.trace import fusion_locality, trace_pipeline
 from anysat_lite.sensors import OFFICIAL_SENSORS
 from anysat_lite.viz import composite, cosine_similarity_map, pca_colours
 
@@ -94,6 +96,27 @@ def test_trace_records_a_real_forward_pass_and_leaves_no_hooks(model, sample):
     assert trace.grouped == {"aerial": (18, 100, 64), "s2": (18, 4, 64), "s1-asc": (18, 4, 64)}
     assert trace.projected["aerial"].shape == (2, 30, 30, 64) and trace.subpatch_m["aerial"] == 2.0
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_fusion_locality_reads_where_the_queries_look(model, sample):
+    trace = trace_pipeline(model, sample, 20, outputs=False)  # 3 sensors on a 3 x 3 grid
+    loc = fusion_locality(trace)
+    prefix = trace.fusion_weights.mean(1)[:, 0, :1].sum(-1).mean().item()
+    assert sum(loc["cls_share"].values()) + prefix == pytest.approx(1, abs=1e-5)
+    assert loc["uniform_location"] == pytest.approx(1 / 9)
+    # a fusion that looks only at its own location, evenly over the sensors, and gives every patch one token
+    M, N = 3, 9
+    w = torch.zeros(2, 4, 1 + N, 1 + M * N)
+    w[:, :, 0, 1:] = 1 / (M * N)
+    for i in range(N):
+        w[:, :, 1 + i, 1 + i + N * torch.arange(M)] = 1 / M
+    same = trace.fused[:, :1].expand(-1, 1 + N, -1)
+    local = fusion_locality(dataclasses.replace(trace, fusion_weights=w, fused=same))
+    assert local["own_location"] == pytest.approx(1) and local["fused_patch_cosine"] == pytest.approx(1)
+    assert local["cls_share"] == pytest.approx({s: 1 / 3 for s in ("aerial", "s2", "s1-asc")})
+    assert local["joint_patch_cosine"] == pytest.approx(loc["joint_patch_cosine"])  # read from the joint tokens
+    with pytest.raises(ValueError, match="needs at least 2 patches per tile, the trace has a 1 x 1 grid"):
+        fusion_locality(dataclasses.replace(trace, grid=(1, 1)))
 
 
 def test_official_format_round_trip():

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..data.contract import prepare_input, split_key
 from .tokenizer import subpatch_layout
 
-__all__ = ["PipelineTrace", "trace_pipeline"]
+__all__ = ["PipelineTrace", "trace_pipeline", "fusion_locality"]
 
 
 @dataclass
@@ -133,3 +133,45 @@ def trace_pipeline(
         patch_size=P,
         dense_sensor=dense,
     )
+
+
+def _mean_pairwise_cosine(tokens: Tensor) -> float:
+    """``tokens [B, N, D]`` -> mean cosine similarity between the ``N (N - 1)`` ordered pairs of one item."""
+    t = torch.nn.functional.normalize(tokens.float(), dim=-1)
+    n = t.shape[1]
+    sims = t @ t.transpose(1, 2)
+    return ((sims.sum((1, 2)) - sims.diagonal(dim1=1, dim2=2).sum(1)) / (n * (n - 1))).mean().item()
+
+
+def fusion_locality(trace: PipelineTrace) -> dict:
+    """How local the fusion of a traced batch is: where its queries look, and how alike its outputs are.
+
+    * ``cls_share``: ``{sensor: share}`` of the tile (cls) query's attention on each sensor's tokens,
+      mean over heads and items (the prefix tokens take the rest);
+    * ``own_location``: mean share of a patch query's attention on the tokens of its own location (all
+      sensors), beside ``uniform_location = 1 / N``, what an evenly spread query gives it;
+    * ``fused_patch_cosine``: mean cosine similarity between two fused patch tokens of the same tile
+      (1 = every location of a tile gets the same token);
+    * ``joint_patch_cosine``: the same for the joint transformer's tokens of one sensor, before the fusion.
+
+    Needs a grid of at least two patches.
+    """
+    sensors = [s for s in trace.sensors if s in trace.grouped]
+    M, (h, w) = len(sensors), trace.grid
+    N = h * w
+    if N < 2:
+        raise ValueError(f"fusion_locality needs at least 2 patches per tile, the trace has a {h} x {w} grid")
+    weights = trace.fusion_weights.float().mean(1)  # [B, P + N, P + M*N], mean over heads
+    prefix = weights.shape[-1] - M * N
+    per_sensor = weights[..., prefix:].reshape(*weights.shape[:2], M, N)  # [B, P + N, M, N]
+    cls_share = per_sensor[:, 0].sum(-1).mean(0)  # [M]
+    patch = per_sensor[:, -N:]  # [B, N, M, N]: query location, sensor, key location
+    own = patch.diagonal(dim1=1, dim2=3).sum(1).mean().item()  # [B, M, N] -> sum over sensors
+    joint = trace.joint[:, -M * N :].reshape(-1, M, N, trace.joint.shape[-1])
+    return {
+        "cls_share": {s: cls_share[m].item() for m, s in enumerate(sensors)},
+        "own_location": own,
+        "uniform_location": 1 / N,
+        "fused_patch_cosine": _mean_pairwise_cosine(trace.fused[:, 1:]),
+        "joint_patch_cosine": _mean_pairwise_cosine(joint.flatten(0, 1)),
+    }
