@@ -618,12 +618,12 @@ def plot_modality_share(trace, axes=None, sample: int = 0):
     """Per patch, the share of the fusion attention (mean over heads) that goes to each sensor's tokens."""
     import matplotlib.pyplot as plt
 
+    from .model.trace import fusion_shares
+
     sensors = [s for s in trace.sensors if s in trace.grouped]
     M, (h, w) = len(sensors), trace.grid
     N = h * w
-    weights = trace.fusion_weights[sample].mean(0)  # [P + N, L]
-    prefix = weights.shape[-1] - M * N
-    share = weights[-N:, prefix:].reshape(N, M, N).sum(-1)  # [N, M]
+    share = fusion_shares(trace)[sample, -N:].sum(-1)  # [N, M]
     if axes is None:
         _, axes = plt.subplots(1, M, figsize=(3.0 * M + 1.0, 3.0))
     axes = np.atleast_1d(axes)

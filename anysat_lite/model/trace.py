@@ -21,7 +21,7 @@ from torch import Tensor
 from ..data.contract import prepare_input, split_key
 from .tokenizer import subpatch_layout
 
-__all__ = ["PipelineTrace", "trace_pipeline", "fusion_locality"]
+__all__ = ["PipelineTrace", "trace_pipeline", "fusion_shares", "fusion_locality"]
 
 
 @dataclass
@@ -143,6 +143,14 @@ def _mean_pairwise_cosine(tokens: Tensor) -> float:
     return ((sims.sum((1, 2)) - sims.diagonal(dim1=1, dim2=2).sum(1)) / (n * (n - 1))).mean().item()
 
 
+def fusion_shares(trace: PipelineTrace) -> Tensor:
+    """``[B, P + N, M, N]``: the fusion's attention (mean over heads) from each query (``P`` prefix queries, then
+    the ``N`` patches) to each of the ``M`` spatial sensors' tokens at each of the ``N`` locations."""
+    M, (h, w) = len([s for s in trace.sensors if s in trace.grouped]), trace.grid
+    weights = trace.fusion_weights.float().mean(1)  # [B, P + N, P + M*N]
+    return weights[..., weights.shape[-1] - M * h * w :].reshape(*weights.shape[:2], M, h * w)
+
+
 def fusion_locality(trace: PipelineTrace) -> dict:
     """How local the fusion of a traced batch is: where its queries look, and how alike its outputs are.
 
@@ -161,9 +169,7 @@ def fusion_locality(trace: PipelineTrace) -> dict:
     N = h * w
     if N < 2:
         raise ValueError(f"fusion_locality needs at least 2 patches per tile, the trace has a {h} x {w} grid")
-    weights = trace.fusion_weights.float().mean(1)  # [B, P + N, P + M*N], mean over heads
-    prefix = weights.shape[-1] - M * N
-    per_sensor = weights[..., prefix:].reshape(*weights.shape[:2], M, N)  # [B, P + N, M, N]
+    per_sensor = fusion_shares(trace)  # [B, P + N, M, N]
     cls_share = per_sensor[:, 0].sum(-1).mean(0)  # [M]
     patch = per_sensor[:, -N:]  # [B, N, M, N]: query location, sensor, key location
     own = patch.diagonal(dim1=1, dim2=3).sum(1).mean().item()  # [B, M, N] -> sum over sensors
