@@ -103,18 +103,31 @@ def test_fusion_locality_reads_where_the_queries_look(model, sample):
     loc = fusion_locality(trace)
     prefix = trace.fusion_weights.mean(1)[:, 0, :1].sum(-1).mean().item()
     assert sum(loc["cls_share"].values()) + prefix == pytest.approx(1, abs=1e-5)
-    assert loc["uniform_location"] == pytest.approx(1 / 9)
-    # a fusion that looks only at its own location, evenly over the sensors, and gives every patch one token
+    assert loc["uniform_location"] == pytest.approx(3 / 28)  # 3 sensors' tokens of 1 + 3 x 9
     M, N = 3, 9
+    # a query spread evenly over every token gives its own location exactly the even share
+    even = fusion_locality(dataclasses.replace(trace, fusion_weights=torch.full((2, 4, 1 + N, 1 + M * N), 1 / 28)))
+    assert even["own_location"] == pytest.approx(even["uniform_location"])
+    assert even["cls_share"] == pytest.approx({s: 9 / 28 for s in ("aerial", "s2", "s1-asc")})
+    # a fusion whose tile query favours S2, whose patch queries look only at their own location (evenly over the
+    # sensors), and which gives every patch one token
     w = torch.zeros(2, 4, 1 + N, 1 + M * N)
-    w[:, :, 0, 1:] = 1 / (M * N)
+    w[:, :, 0, 1:] = torch.tensor([0.1, 0.7, 0.2]).repeat_interleave(N) / N  # sensor-major keys: aerial, s2, s1-asc
     for i in range(N):
         w[:, :, 1 + i, 1 + i + N * torch.arange(M)] = 1 / M
     same = trace.fused[:, :1].expand(-1, 1 + N, -1)
     local = fusion_locality(dataclasses.replace(trace, fusion_weights=w, fused=same))
     assert local["own_location"] == pytest.approx(1) and local["fused_patch_cosine"] == pytest.approx(1)
-    assert local["cls_share"] == pytest.approx({s: 1 / 3 for s in ("aerial", "s2", "s1-asc")})
+    assert local["cls_share"] == pytest.approx({"aerial": 0.1, "s2": 0.7, "s1-asc": 0.2})
     assert local["joint_patch_cosine"] == pytest.approx(loc["joint_patch_cosine"])  # read from the joint tokens
+    # with MODIS the joint transformer holds a second prefix token; shares and the even reference follow it
+    modis = random_sample(
+        ["aerial", "s2", "modis"], extent_m=60, batch=2, n_dates=5, generator=torch.Generator().manual_seed(1)
+    )
+    torch.manual_seed(0)
+    with_modis = fusion_locality(trace_pipeline(AnySat("nano", sensors=["aerial", "s2", "modis"]).eval(), modis, 20))
+    assert with_modis["uniform_location"] == pytest.approx(2 / 20) and set(with_modis["cls_share"]) == {"aerial", "s2"}
+    assert 0 < sum(with_modis["cls_share"].values()) < 1 and 0 < with_modis["own_location"] < 1
     with pytest.raises(ValueError, match="needs at least 2 patches per tile, the trace has a 1 x 1 grid"):
         fusion_locality(dataclasses.replace(trace, grid=(1, 1)))
 

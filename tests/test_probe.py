@@ -446,7 +446,7 @@ def test_world_study_judges_each_pair_against_its_own_world():
         ]
         return {"results": rows, "scored_on": "test", "splits": {"test": 200}, "machine": "a CPU"}
 
-    # world 1 is easier for everyone: the pretrained encoder is behind raw pixels there and ahead on world 0
+    # world 1 is easier for everyone: raw pixels beat seed 0 there, not seed 1; both seeds beat them on world 0
     reports = {
         (0, 0): report(0.80, 0.70),
         (1, 0): report(0.76, 0.70),

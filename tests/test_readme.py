@@ -73,8 +73,10 @@ def test_world_table_agrees_with_the_seed_table():
 
     by_seed, by_world = rows(seeds), rows(worlds)
     assert by_seed.keys() == by_world.keys()
-    for cell, (_, mean, *_) in by_seed.items():
+    for cell, (_, mean, *bases) in by_seed.items():
         assert by_world[cell][0].split(" / ")[0] == mean.split(" [")[0], cell  # world 0 = the seeds' mean
+        for seed_base, world_base in zip(bases, by_world[cell][2:]):  # and its baselines, the seed runs' ones
+            assert world_base.split(" / ")[0] == seed_base.split(";")[0].removesuffix(" (mean)"), cell
     assert computed_on(worlds) == computed_on(seeds)
 
 

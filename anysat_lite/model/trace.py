@@ -38,8 +38,8 @@ class PipelineTrace:
         patch_tokens: ``[B, M*N, D]`` the joint transformer's input (one token per patch and sensor, with
             position codes), ``M`` spatial sensors, ``N = h*w`` patches.
         joint: ``[B, 1 + M*N, D]`` its output (cls first).
-        fusion_weights: ``[B, heads, 1 + N, 1 + M*N]`` how each fused query (cls, then patches) attends to
-            the joint tokens.
+        fusion_weights: ``[B, heads, p + N, p + M*N]`` how each fused query (the ``p`` prefix queries: cls,
+            and MODIS when present; then the patches) attends to the joint tokens.
         fused: ``[B, 1 + N, D]`` the fusion block's output: the tile token and one token per patch.
         outputs: ``{mode: shape}`` of :meth:`AnySat.forward` for ``tile``, ``patch``, ``all`` and ``dense``.
         grid: the patch grid ``(h, w)``.
@@ -144,10 +144,10 @@ def _mean_pairwise_cosine(tokens: Tensor) -> float:
 
 
 def fusion_shares(trace: PipelineTrace) -> Tensor:
-    """``[B, P + N, M, N]``: the fusion's attention (mean over heads) from each query (``P`` prefix queries, then
+    """``[B, p + N, M, N]``: the fusion's attention (mean over heads) from each query (``p`` prefix queries, then
     the ``N`` patches) to each of the ``M`` spatial sensors' tokens at each of the ``N`` locations."""
     M, (h, w) = len([s for s in trace.sensors if s in trace.grouped]), trace.grid
-    weights = trace.fusion_weights.float().mean(1)  # [B, P + N, P + M*N]
+    weights = trace.fusion_weights.float().mean(1)  # [B, p + N, p + M*N]
     return weights[..., weights.shape[-1] - M * h * w :].reshape(*weights.shape[:2], M, h * w)
 
 
@@ -157,7 +157,8 @@ def fusion_locality(trace: PipelineTrace) -> dict:
     * ``cls_share``: ``{sensor: share}`` of the tile (cls) query's attention on each sensor's tokens,
       mean over heads and items (the prefix tokens take the rest);
     * ``own_location``: mean share of a patch query's attention on the tokens of its own location (all
-      sensors), beside ``uniform_location = 1 / N``, what an evenly spread query gives it;
+      sensors), beside ``uniform_location = M / (p + M N)``, what a query spread evenly over all the tokens
+      (``p`` prefix tokens, ``M`` sensors' tokens at ``N`` locations) gives it;
     * ``fused_patch_cosine``: mean cosine similarity between two fused patch tokens of the same tile
       (1 = every location of a tile gets the same token);
     * ``joint_patch_cosine``: the same for the joint transformer's tokens of one sensor, before the fusion.
@@ -169,7 +170,7 @@ def fusion_locality(trace: PipelineTrace) -> dict:
     N = h * w
     if N < 2:
         raise ValueError(f"fusion_locality needs at least 2 patches per tile, the trace has a {h} x {w} grid")
-    per_sensor = fusion_shares(trace)  # [B, P + N, M, N]
+    per_sensor = fusion_shares(trace)  # [B, p + N, M, N]
     cls_share = per_sensor[:, 0].sum(-1).mean(0)  # [M]
     patch = per_sensor[:, -N:]  # [B, N, M, N]: query location, sensor, key location
     own = patch.diagonal(dim1=1, dim2=3).sum(1).mean().item()  # [B, M, N] -> sum over sensors
@@ -177,7 +178,7 @@ def fusion_locality(trace: PipelineTrace) -> dict:
     return {
         "cls_share": {s: cls_share[m].item() for m, s in enumerate(sensors)},
         "own_location": own,
-        "uniform_location": 1 / N,
+        "uniform_location": M / trace.fusion_weights.shape[-1],
         "fused_patch_cosine": _mean_pairwise_cosine(trace.fused[:, 1:]),
         "joint_patch_cosine": _mean_pairwise_cosine(joint.flatten(0, 1)),
     }
