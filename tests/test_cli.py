@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 
 from anysat_lite.cli import main
 from anysat_lite.config import PRESETS, get_config, load_config, save_config
-from anysat_lite.demo import SEED_MARKERS
+from anysat_lite.demo import SEED_MARKERS, WORLD_MARKERS, readme_block
 
 
 def test_presets_and_overrides(tmp_path):
@@ -244,6 +244,7 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         ),
         (["--worlds", "1"], r"--worlds 1: probes the encoders of a seed study; add --seeds, e.g. --seeds 0 1 2 "),
         (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
+        (["--seeds", "0", "--worlds", "-1"], r"--worlds -1: expected distinct worlds >= 0"),
         (
             ["--seeds", "0", "--worlds", "1", "--set", "data.datasets=[{name: treesatai-ts, path: .}]"],
             r"--worlds: other draws of a world need the synthetic dataset .* but the probes read 'treesatai-ts'",
@@ -495,7 +496,11 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     assert json.loads((root / "seeds.json").read_text())["seeds"] == [0, 1, 2]
     assert (root / "seed-2" / "probe_results.json").exists()
     # --worlds: each seed's encoder probed on another draw of the world (data.seed=1), world 0 read from its run
-    r = anysat_lite("demo", "--quiet", "--seeds", "0", "1", "--worlds", "0", "1", "--resume", *sets)
+    doc = tmp_path / "seeds.md"
+    doc.write_text("".join(f"{a}\n{b}\n\n" for a, b in (SEED_MARKERS, WORLD_MARKERS)))
+    r = anysat_lite(
+        "demo", "--quiet", "--seeds", "0", "1", "--worlds", "0", "1", "--resume", "--update-readme", doc, *sets
+    )
     assert r.returncode == 0, r.stderr
     worlds = json.loads((root / "worlds.json").read_text())
     assert (worlds["worlds"], worlds["seeds"]) == ([0, 1], [0, 1]) and not (root / "seed-0" / "world-0").exists()
@@ -510,6 +515,9 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     assert cell["vs raw-pixels"]["wins"] == sum(m > 0 for m in margins)
     table = (root / "worlds.md").read_text()
     assert table.strip() in r.stdout and "| pretrained, worlds 0 / 1 (mean of the 2 seeds) | 4 pairs" in table
+    # --update-readme fills both blocks of the page
+    assert readme_block(doc.read_text(), WORLD_MARKERS) == table.strip()
+    assert readme_block(doc.read_text(), SEED_MARKERS) == (root / "seeds.md").read_text().strip()
     # one seed's encoder probed on the validation split, the way to choose settings without the test tiles
     val = tmp_path / "val"
     r = anysat_lite(
