@@ -846,6 +846,7 @@ _MONITOR_LABELS = {
     "std": ("target std per dimension", "std (layer-normed units)"),
     "erank": ("effective rank of the targets (RankMe)", "effective rank (dimensions)"),
     "cos": ("mean cosine between tile embeddings", "cosine similarity"),
+    "place_cos": ("mean cosine between two places' targets in a tile", "cosine similarity"),
 }
 
 

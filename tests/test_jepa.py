@@ -99,6 +99,19 @@ def test_monitors_detect_collapse():
     assert dead["std"] < 1e-3 and dead["cos"] > 0.999
 
 
+def test_place_cos_tells_one_vector_per_tile_from_distinct_places():
+    torch.manual_seed(0)
+    tiles = torch.randn(8, 1, 16)
+    one_per_tile = collapse_monitors(tiles.expand(8, 9, 16) + 1e-3 * torch.randn(8, 9, 16), tiles[:, 0])
+    distinct = collapse_monitors(torch.randn(8, 9, 16), tiles[:, 0])
+    assert one_per_tile["place_cos"] > 0.999 and abs(one_per_tile["cos"]) < 0.3  # tiles differ, places do not
+    assert abs(distinct["place_cos"]) < 0.1
+    u = torch.nn.functional.normalize(torch.randn(3, 4, 16), dim=-1)  # the pair formula against the textbook loop
+    loop = sum(u[b, i] @ u[b, j] for b in range(3) for i in range(4) for j in range(4) if i != j) / (3 * 4 * 3)
+    assert collapse_monitors(u, u[:, 0])["place_cos"] == pytest.approx(loop.item(), abs=1e-5)
+    assert "place_cos" not in collapse_monitors(torch.randn(8, 1, 16), tiles[:, 0])  # one patch: no pair
+
+
 def test_sensor_alignment_tells_aligned_sensors_from_unrelated_ones():
     g = torch.Generator().manual_seed(0)
     place = torch.randn(6, 1, 9, 32, generator=g)  # [B, 1, N, D]: what each place is

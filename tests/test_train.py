@@ -64,6 +64,8 @@ def test_short_cpu_demo_run_lowers_the_loss_and_writes_its_files(tmp_path):
     last = sum(r["jepa_loss"] for r in rows[-5:]) / 5
     assert last < 0.7 * first, (first, last)  # the JEPA loss falls clearly
     assert min(r["std"] for r in rows) > 0.05  # target embeddings do not collapse
+    assert all(-1 <= r["place_cos"] <= 1 for r in rows)  # logged at every monitored step
+    assert "place_cos" in (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert summary["steps"] == 40 and (tmp_path / "training_curves.png").stat().st_size > 10_000
     assert {p.name for p in tmp_path.iterdir()} >= {
         "last.pt",

@@ -89,7 +89,7 @@ class JEPA(nn.Module):
             patch_size: metres.
             masks: context / target indices for this (local) batch (:class:`~.masks.Masks`).
             generators: ``{"dates": g, "modalities": g}`` for date dropping and modality masking.
-            monitor: also return collapse monitors (``std``, ``erank``, ``cos``).
+            monitor: also return the monitors of :func:`~anysat_lite.jepa.collapse_monitors`.
             rows, global_batch: under DDP, this process's rows of the global batch (random draws
                 are made for the global batch so that results do not depend on the process count).
             return_intermediates: also return ``out["intermediates"]``, the tensors of the step

@@ -13,6 +13,11 @@
   (or lies on one line), up to ``D``.  Not centred, as in RankMe: a common component shared by all
   tokens counts as one direction, so the rank falls when that component dominates.
 * ``cos``: mean cosine similarity between the tile embeddings of different tiles (-> 1).
+* ``place_cos``: mean cosine similarity between the target embeddings of two places (patches)
+  of the same tile, averaged over the tiles.  Not a collapse warning: near 1 it says that the
+  targets of a tile are nearly one vector, so the predictor has one summary per tile to
+  regress at every masked place rather than what is there (the demo's case: docs/seeds.md,
+  "Inside the fusion").  Absent when a tile has a single patch.
 
 :func:`collapse_warnings` turns them into messages when they cross the thresholds of
 :class:`~anysat_lite.config.JEPAConfig` (``warn_std``, ``warn_erank``, ``warn_cos``).
@@ -31,7 +36,7 @@ __all__ = ["collapse_monitors", "collapse_warnings", "sensor_alignment"]
 
 @torch.no_grad()
 def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict[str, float]:
-    """``patch_embeddings [B, N, D]``, ``tile_embeddings [B, D]`` -> ``{"std", "erank", "cos"}``."""
+    """``patch_embeddings [B, N, D]``, ``tile_embeddings [B, D]`` -> ``{"std", "erank", "cos", "place_cos"}``."""
     z = patch_embeddings.float().reshape(-1, patch_embeddings.shape[-1])
     std = z.std(dim=0).mean().item()
     s = torch.linalg.svdvals(z)
@@ -41,7 +46,13 @@ def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict
     B = t.shape[0]
     sim = t @ t.t()
     cos = ((sim.sum() - sim.diagonal().sum()) / max(B * (B - 1), 1)).item()
-    return {"std": std, "erank": erank, "cos": cos}
+    out = {"std": std, "erank": erank, "cos": cos}
+    N = patch_embeddings.shape[1]
+    if N > 1:  # sum over ordered pairs i != j of u_i . u_j = |sum_i u_i|^2 - N, per tile
+        u = torch.nn.functional.normalize(patch_embeddings.float(), dim=-1)
+        pairs = u.sum(1).pow(2).sum(-1) - N  # [B]
+        out["place_cos"] = (pairs.sum() / (B * N * (N - 1))).item()
+    return out
 
 
 def collapse_warnings(

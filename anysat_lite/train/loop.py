@@ -393,7 +393,7 @@ def train_step(state: State, sb: dict, planner: BatchPlanner, monitor: bool = Fa
     state.model.update_target(m)
     terms = all_mean(torch.stack([res["loss"], res["jepa_loss"], res["contrastive_loss"]])).tolist()
     out = {"loss": terms[0], "jepa_loss": terms[1], "contrastive_loss": terms[2], **sched, "momentum": m}
-    out.update({key: res[key] for key in ("std", "erank", "cos") if key in res})
+    out.update({key: res[key] for key in ("std", "erank", "cos", "place_cos") if key in res})
     state.step = step + 1
     state.last = out
     return out
@@ -522,7 +522,7 @@ def pretrain(
     ``encoder-online.*`` (the context encoder, for comparison); ``tensorboard/`` with
     ``train.tensorboard``.
 
-    Collapse monitors (``std``, ``erank``, ``cos``) are logged every ``jepa.monitor_every`` steps;
+    Collapse monitors (``std``, ``erank``, ``cos``) and ``place_cos`` are logged every ``jepa.monitor_every`` steps;
     crossing a ``jepa.warn_*`` threshold prints a warning once per monitor, and the summary
     lists every warning (``collapse_warnings``) and whether the last check was still flagged
     (``collapsed``).  A non-finite loss on any process stops every process

@@ -34,6 +34,7 @@ class MetricLog:
         "std",
         "erank",
         "cos",
+        "place_cos",
         "dataset",
         "patch_size",
         "batch",
@@ -116,7 +117,7 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
 
     folder = Path(folder)
     rows = read_metrics(folder)
-    fig, axes = plt.subplots(1, 5, figsize=(19, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 6, figsize=(22, 3.6), layout="constrained")
     fig.suptitle(f"Pretraining curves of {folder.name}: losses per patch size, collapse monitors of the EMA target")
     panels = [
         ("jepa_loss", "JEPA loss (smooth L1)"),
@@ -124,6 +125,7 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
         ("std", "std per dimension"),
         ("cos", "tile cosine similarity"),
         ("erank", "effective rank"),
+        ("place_cos", "cosine between places of a tile"),
     ]
     sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
     mon = [r for r in rows if r.get("std") not in (None, "")]
@@ -133,8 +135,8 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
             for P in sizes or [None]:  # one line per patch size: their losses live on different scales
                 sel = [r for r in rows if P is None or r["patch_size"] == P]
                 ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P:g} m" if P else "all steps")
-        elif mon:
-            ax.plot([r["step"] for r in mon], [r[key] for r in mon], color="C2", label="EMA target")
+        elif sel := [r for r in mon if r.get(key) not in (None, "")]:
+            ax.plot([r["step"] for r in sel], [r[key] for r in sel], color="C2", label="EMA target")
             if key in thresholds:
                 ax.axhline(thresholds[key], color="C3", ls="--", lw=1, label=f"warning threshold {thresholds[key]:g}")
         ax.set_title(label)
