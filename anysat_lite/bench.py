@@ -10,7 +10,7 @@ measured matmul peak.
 
 ``--official PATH`` also times the official AnySat implementation on the same weights and
 inputs: PATH must be an importable folder exposing ``model.Hub(dim, depth, heads)`` with the
-official ``AnyModule`` (the project does not ship that code; see README, "Benchmarks").
+official ``AnyModule`` (the project does not ship that code; see docs/benchmarks.md, last paragraph).
 
 ``--pretrain`` times whole JEPA training steps of the presets instead: step time, the time each
 step waits for its batch (once with the batches read in the training process, once by

@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.set_defaults(func=cmd_notebooks)
 
-    i = sub.add_parser("info", parents=[common], help="registered sensors and presets")
+    i = sub.add_parser("info", parents=[common], help="registered sensors, datasets and presets")
     i.set_defaults(func=cmd_info)
     return p
 
