@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_output_file
 
 __all__ = ["main", "DEBUG_ENV"]
 
@@ -321,6 +321,7 @@ def cmd_embed(args) -> int:
     out = Path(args.out)
     if out.suffix != ".nc":
         raise UserError(f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported)")
+    check_output_file("--out", out, args.force)
     from .data.contract import patch_size_m
     from .data.io import common_grid
     from .data.normalization import NormStats
@@ -524,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--stats", help="which dataset's normalisation statistics to use (default: the first)")
     e.add_argument("--out", required=True, help="output .nc file (its folder is created if missing)")
+    e.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     e.set_defaults(func=cmd_embed)
 
     sub.add_parser("bench", help="benchmarks (prints numbers and writes JSON); see anysat-lite bench --help")

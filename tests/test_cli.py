@@ -363,6 +363,27 @@ def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, p
     assert not (tmp_path / "e.nc").exists()
 
 
+def test_embed_out_is_checked_before_any_work_and_never_replaced_unasked(tmp_path, encoder_files, capsys):
+    aerial = f"aerial={GEOTIFF / 'aerial.tif'}"
+    out = tmp_path / "e.nc"
+    out.write_bytes(b"the user's own file")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "dir.nc").mkdir()
+    for target, pattern in (
+        (out, r"--out .*e.nc: the file exists; write elsewhere, or replace it with --force$"),
+        (tmp_path / "afile" / "x.nc", r"--out .*afile/x.nc: .*afile is a file, expected a folder; choose a path"),
+        (tmp_path / "afile" / "sub" / "x.nc", r"--out .*afile/sub/x.nc: .*afile is a file, expected a folder"),
+        (tmp_path / "dir.nc", r"--out .*dir.nc: expected a file name, got a folder; name a file in it$"),
+    ):
+        # a checkpoint that does not exist: the --out mistake is found before the encoder is loaded
+        assert main(["embed", "--checkpoint", str(tmp_path / "nothing"), "--raster", aerial, "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(pattern, err[0]), err
+    assert out.read_bytes() == b"the user's own file"
+    assert main(["embed", "--checkpoint", str(encoder_files), "--raster", aerial, "--out", str(out), "--force"]) == 0
+    assert xr.open_dataset(out).embedding.sizes["feature"] == 64
+
+
 TINY = [
     "data.n_tiles=48",
     "data.tile_m=40",
