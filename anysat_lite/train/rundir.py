@@ -208,10 +208,12 @@ def prepare_run_dir(
         existing = run_files(out)
         if existing and not force:
             names = ", ".join(p.name for p in existing[:4]) + (", ..." if len(existing) > 4 else "")
+            # a run that stopped before its first checkpoint has nothing to resume
+            resumable = any(p.suffix == ".pt" for p in existing)
+            how = "continue it with --resume (resume=True), " if resumable else ""
             raise RunDirError(
-                f"{out} already holds a run ({names}); continue it with --resume (resume=True), "
-                "replace it with --force (force=True), or choose a new folder "
-                "(--set train.out_dir=runs/NEW)"
+                f"{out} already holds a run ({names}); {how}replace it with --force (force=True), or choose a "
+                "new folder (--set train.out_dir=runs/NEW)"
             )
         for p in existing:
             p.unlink()
