@@ -574,15 +574,16 @@ def main(argv=None) -> int:
     if argv[:1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
         from .bench import main as bench_main
 
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    prog = f"anysat-lite {args.command}"
+        prog, run, debug = "anysat-lite bench", lambda: bench_main(argv[1:]), "--debug" in argv
+    else:
+        args = build_parser().parse_args(argv)
+        prog, run, debug = f"anysat-lite {args.command}", lambda: args.func(args), getattr(args, "debug", False)
+    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     shown = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _warning_line
     try:
-        return args.func(args) or 0
+        return run() or 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

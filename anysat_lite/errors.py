@@ -3,15 +3,16 @@
 A :class:`UserError` message is one line that names what was wrong, what was expected, what
 was received and what to do.  The command line prints it without a traceback (exit code 2;
 ``--debug`` or ``ANYSAT_LITE_DEBUG=1`` shows the traceback).  It subclasses ``ValueError``,
-so code that caught ``ValueError`` keeps working.  :func:`check_output_file` is the check every
-command runs on a file it will write, before any work.
+so code that caught ``ValueError`` keeps working.  :func:`check_output_file` and :func:`check_device`
+are the checks the commands run on a file they will write and on ``--device``, before any work.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-__all__ = ["UserError", "check_output_file"]
+__all__ = ["UserError", "check_output_file", "check_device"]
 
 
 class UserError(ValueError):
@@ -36,3 +37,22 @@ def check_output_file(option: str, path: str | Path, force: bool) -> None:
                     f"{option} {path}: {parent} is a file, expected a folder; choose a path whose folders are folders"
                 )
             break
+
+
+def check_device(option: str, name: str | None):
+    """The ``torch.device`` that ``name`` (given with ``option``) names; ``None``: cuda when available, else cpu.
+
+    Refused: a name other than cpu, cuda or cuda:N, and a GPU this machine does not have.
+    """
+    import torch  # here, so that importing this module stays light
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UserError(f"{option} {name}: expected cpu, cuda or cuda:N (N: the GPU's number); e.g. {option} cuda")
+    if name.startswith("cuda"):
+        n, index = torch.cuda.device_count(), int(name.partition(":")[2] or 0)
+        if index >= n:
+            have = f"{n} CUDA device(s), cuda:0 to cuda:{n - 1}; choose one of them or" if n else "no CUDA device; use"
+            raise UserError(f"{option} {name}: this machine has {have} {option} cpu")
+    return torch.device(name)
