@@ -399,6 +399,9 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
     assert main(args + ["--force"]) == 0
 
 
+OFFICIAL = ["--official", "x.pth", "--task", "planted-lp", "--data", "d"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -412,6 +415,18 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
             "one dataset per command",
         ),
         (["--official", "x.pth", "--task", "planted", "--data", "d"], "did you mean 'planted-lp'"),
+        # checked before the checkpoint (x.pth does not exist) and the data are read
+        (OFFICIAL + ["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N (N: the GPU's number); e.g."),
+        (OFFICIAL + ["--device", "cuda:99"], "--device cuda:99: this machine has "),
+        (
+            OFFICIAL + ["--epochs", "-1"],
+            "max_epochs (probe --epochs): expected an integer >= 1, got -1; e.g. --epochs 200",
+        ),
+        (OFFICIAL + ["--min-epochs", "-1"], "min_epochs (probe --min-epochs): expected an integer >= 0, got -1; e.g."),
+        (OFFICIAL + ["--batch-size", "0"], "batch_size (probe --batch-size): expected an integer >= 1, got 0"),
+        (OFFICIAL + ["--num-workers", "-2"], "num_workers (probe --num-workers): expected an integer >= 0, got -2"),
+        (OFFICIAL + ["--limit-batches", "0"], "limit_batches (probe --limit-batches): expected an integer >= 1, got 0"),
+        (OFFICIAL + ["--bootstrap", "-5"], "bootstrap (probe --bootstrap): expected an integer >= 0, got -5; e.g."),
     ],
 )
 def test_cli_probe_official_mistakes_are_one_line_errors(args, message, tmp_path, capsys):
