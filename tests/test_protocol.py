@@ -110,9 +110,18 @@ def test_unknown_checkpoints_fail_with_one_line_errors(nano, tmp_path):
         load_official({**{f"model.{k}": v for k, v in off.items()}, "head.weight": torch.zeros(1)})
     with pytest.raises(OfficialCheckpointError, match="no such file"):
         load_official(tmp_path / "AnySat.pth")
-    (tmp_path / "junk.pth").write_text("not a checkpoint")
-    with pytest.raises(OfficialCheckpointError, match="not a readable torch checkpoint"):
-        load_official(tmp_path / "junk.pth")
+    for text in (
+        "not a checkpoint",
+        "hello world",
+        "epoch: 3",
+    ):  # torch.load fails with UnpicklingError, KeyError: 101, IndexError
+        (tmp_path / "junk.pth").write_text(text)
+        with pytest.raises(
+            OfficialCheckpointError,
+            match=r"junk.pth: not a readable checkpoint \(\d+ bytes, it is not a PyTorch file\); expected the "
+            r"official AnySat.pth, a state dict saved with torch.save \(download it from https://",
+        ):
+            load_official(tmp_path / "junk.pth")
     missing = {k: v for k, v in off.items() if not k.startswith("projector_s2.")}
     with pytest.raises(OfficialCheckpointError) as e:
         load_official(missing, model=AnySat(model_config("nano")))
