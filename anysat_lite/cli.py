@@ -208,6 +208,7 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
 
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
+    from .config import validate_probe
     from .demo import README_MARKERS, SEED_MARKERS, WORLD_MARKERS
 
     if args.worlds is not None and args.seeds is None:
@@ -216,6 +217,7 @@ def cmd_demo(args) -> int:
             "e.g. --seeds 0 1 2 --worlds 0 1 2"
         )
     cfg = _config(args)
+    validate_probe(cfg)  # the probes' settings before the pretraining, not after it
     _check_update_target(args.update_readme, SEED_MARKERS if args.seeds is not None else README_MARKERS)
     if args.worlds is not None:
         _check_update_target(args.update_readme, WORLD_MARKERS)

@@ -49,6 +49,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "validate_config",
+    "validate_probe",
     "ConfigError",
     "UnknownKeyError",
     "RULES",
@@ -720,8 +721,8 @@ RULES: dict[str, tuple] = {
     "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
     "probe.patch_sizes": _PATCHES,
     "probe.modality_sets": (
-        lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
-        "non-empty lists of sensor names or [all], e.g. [[all], [s2]]",
+        lambda v: len(v) > 0 and all(list(m) == ["all"] or _sensor_list(m) for m in v),
+        "non-empty lists of registered sensor names (anysat-lite info lists them) or [all]",
     ),
     "probe.linear_l2": _ge(0),
     "probe.linear_iters": _ge(1),
@@ -822,6 +823,32 @@ def validate_config(cfg: Config) -> Config:
             "validation loss, so it needs a validation, got 0; e.g. --set train.val_every=1000"
         )
     return cfg
+
+
+def validate_probe(cfg: Config) -> None:
+    """Check the probe settings against the dataset the probes read (``data.datasets[0]``) where that is
+    known without reading data: the embedded world's sensors and tile size.  The demo calls it before
+    pretraining; :func:`validate_config` does not, because a run that only pretrains may leave the
+    probe section as its preset has it.  Raises :class:`ConfigError`."""
+    from .data.synthetic import WorldSpec
+
+    spec = cfg.data.datasets[0]
+    if not (spec.name == "synthetic" or spec.name.startswith("synthetic:")):
+        return  # a reader's sensors and tiles are known once its files are read (run_probe checks them then)
+    sensors = list(spec.sensors or WorldSpec.sensors)
+    for i, subset in enumerate(cfg.probe.modality_sets):
+        if list(subset) != ["all"] and any(s not in sensors for s in subset):
+            raise ConfigError(
+                f"config probe.modality_sets[{i}]: expected [all] or sensors of the embedded world "
+                f"data.datasets[0] ({', '.join(sensors)}), got {_show(list(subset))}; e.g. "
+                f'--set "probe.modality_sets=[[all], [{sensors[0]}]]"'
+            )
+    tile, key = (spec.tile_m, "data.datasets[0].tile_m") if spec.tile_m else (cfg.data.tile_m, "data.tile_m")
+    if any(tile % p for p in cfg.probe.patch_sizes):
+        raise ConfigError(
+            f"config probe.patch_sizes: expected sizes that divide the embedded world's {tile:g} m tiles ({key}), "
+            f"got {_show(cfg.probe.patch_sizes)}; e.g. --set probe.patch_sizes=[{20 if tile % 20 == 0 else 10}]"
+        )
 
 
 def config_from_dict(data: dict) -> Config:

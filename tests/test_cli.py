@@ -246,6 +246,18 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
         (["--seeds", "0", "--worlds", "-1"], r"--worlds -1: expected distinct worlds >= 0"),
         (
+            ["--set", "probe.modality_sets=[[foo]]"],
+            r"config probe.modality_sets: expected non-empty lists of registered",
+        ),
+        (
+            ["--set", "data.tile_m=40", "--set", "probe.patch_sizes=[30]"],
+            r"config probe.patch_sizes: expected sizes that divide the embedded world's 40 m tiles",
+        ),
+        (
+            ["--seeds", "0", "--set", "probe.modality_sets=[[spot]]"],
+            r"config probe.modality_sets\[0\]: expected \[all\] or sensors of the embedded world",
+        ),
+        (
             ["--seeds", "0", "--worlds", "1", "--set", "data.datasets=[{name: treesatai-ts, path: .}]"],
             r"--worlds: other draws of a world need the synthetic dataset .* but the probes read 'treesatai-ts'",
         ),
