@@ -191,7 +191,14 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
         return
     if not Path(path).is_file():
         raise UserError(f"--update-readme {path}: no such file; give the file that holds the markers {markers[0]}")
-    if readme_block(Path(path).read_text(), markers) is None:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--update-readme {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
+            f"give the Markdown file that holds the markers {markers[0]}"
+        ) from None
+    if readme_block(text, markers) is None:
         raise UserError(
             f"--update-readme {path}: no markers {markers[0]} ... {markers[1]} in it; add them where the table should "
             "go"

@@ -974,7 +974,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file (optionally ``preset: NAME`` + partial sections) and apply overrides."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
+            "give a YAML file (saved as UTF-8) or a preset name"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found; give an existing YAML file or a preset name ({', '.join(PRESETS)})"

@@ -246,6 +246,11 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
         (["--seeds", "0", "--worlds", "-1"], r"--worlds -1: expected distinct worlds >= 0"),
         (
+            ["--update-readme", "bin.md"],
+            r"--update-readme bin.md: expected UTF-8 text, got byte 0xff at position 2; give the Markdown file that "
+            r"holds the markers <!-- demo-results:start",
+        ),
+        (
             ["--set", "probe.modality_sets=[[foo]]"],
             r"config probe.modality_sets: expected non-empty lists of registered",
         ),
@@ -272,6 +277,7 @@ def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     out = tmp_path / "run"
     (tmp_path / "README.md").write_text("# a README without results markers\n")
     (tmp_path / "seeds.md").write_text(f"{SEED_MARKERS[0]}\n{SEED_MARKERS[1]}\n")  # a seed block, no world block
+    (tmp_path / "bin.md").write_bytes(b"# \xff\xfe not UTF-8")
     one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args, cwd=tmp_path), pattern)
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
 
@@ -288,6 +294,12 @@ def test_debug_shows_the_traceback(tmp_path):
         )
     (tmp_path / "bad.yaml").write_text("train: {steps: [1\n")
     one_line_error(anysat_lite("pretrain", "--config", tmp_path / "bad.yaml"), r"bad.yaml: not valid YAML \(.*line")
+    (tmp_path / "bin.yaml").write_bytes(b"train:\n  steps: 3\n\x89PNG")
+    one_line_error(
+        anysat_lite("pretrain", "--config", tmp_path / "bin.yaml"),
+        r"config file .*bin.yaml: expected UTF-8 text, got byte 0x89 at position 18; give a YAML file \(saved as "
+        r"UTF-8\) or a preset name$",
+    )
 
 
 @pytest.mark.slow
