@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -591,6 +592,11 @@ def _build(cls, data, where: str):
 
 
 # Ranges of the values (types come from the dataclass fields).  Keys of data.datasets apply to every dataset.
+def _finite(v) -> bool:
+    """False for a NaN or infinite number (YAML .nan, .inf), also inside a pair such as jepa.target_scale."""
+    return all(not isinstance(x, float) or math.isfinite(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+
+
 def _ge(lo):
     return lambda v: v >= lo, f">= {lo:g}"
 
@@ -776,7 +782,7 @@ def validate_config(cfg: Config) -> Config:
         ok, expected = RULES[rule_key]
         expected = _dataset_names() if expected is None else expected
         try:
-            good = bool(ok(value))
+            good = bool(ok(value)) and _finite(value)
         except TypeError:
             good = False
         if not good:

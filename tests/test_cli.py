@@ -361,6 +361,14 @@ def test_embed_mistakes(tmp_path, encoder_files):
             r"tile size 25 m: expected a positive "
             r"multiple of the 20 m patch size",
         ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "nan"],
+            r"tile size nan m: expected a positive",
+        ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "inf"],
+            r"tile size inf m: expected a positive",
+        ),
     ],
 )
 def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, pattern):
