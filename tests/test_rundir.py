@@ -161,3 +161,14 @@ def test_a_run_without_a_checkpoint_is_not_offered_to_resume(tmp_path):
         RunDirError, match=r"already holds a run \(config.yaml, metrics.csv\); replace it with --force \(force=True\)"
     ):
         prepare_run_dir(tmp_path, _cfg(tmp_path))
+
+
+def test_resume_from_weights_that_are_no_training_checkpoint_names_a_few_keys(tmp_path):
+    save_checkpoint({f"block{i}.weight": torch.zeros(1) for i in range(200)}, tmp_path / "weights.pt")
+    with pytest.raises(
+        RunDirError,
+        match=r"weights.pt: not a training checkpoint \(expected the keys model, optimizer, step, rng; got "
+        r"block0.weight, block1.weight, block10.weight, block100.weight, \.\.\. \(200 keys\)\); resume from a last.pt",
+    ) as e:
+        prepare_run_dir(tmp_path / "run", _cfg(tmp_path / "run"), resume=tmp_path / "weights.pt")
+    assert len(str(e.value)) < 300  # not every weight's name

@@ -125,9 +125,10 @@ def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dic
         )
         raise RunDirError(f"{e.problem}; {hint}") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= set(ck):
-        keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        keys = sorted(map(str, ck)) if isinstance(ck, dict) else []
+        got = ", ".join(keys[:4]) + (f", ... ({len(keys)} keys)" if len(keys) > 4 else "") or type(ck).__name__
         raise RunDirError(
-            f"{path}: not a training checkpoint (expected model, optimizer, step, rng; got {keys}); "
+            f"{path}: not a training checkpoint (expected the keys model, optimizer, step, rng; got {got}); "
             "resume from a last.pt or step-*.pt written by anysat-lite pretrain"
         )
     return path, ck
