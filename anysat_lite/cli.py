@@ -368,7 +368,14 @@ def cmd_embed(args) -> int:
 def cmd_notebooks(args) -> int:
     from .notebooks import apply_standard_cells, check_structure, insert_colab_links, list_notebooks, run_notebooks
 
-    chosen = [p for p in list_notebooks() if not args.only or any(p.name.startswith(o) for o in args.only)]
+    notebooks = list_notebooks()
+    unknown = [o for o in args.only or [] if not any(p.name.startswith(o) for p in notebooks)]
+    if unknown:
+        raise UserError(
+            f"--only {' '.join(args.only)}: no notebook name starts with {unknown[0]!r}; expected prefixes of "
+            f"{', '.join(p.name for p in notebooks)}, e.g. --only 00 03"
+        )
+    chosen = [p for p in notebooks if not args.only or any(p.name.startswith(o) for o in args.only)]
     if args.standard_cells:
         for path in chosen:
             apply_standard_cells(path)

@@ -416,6 +416,17 @@ def test_embed_out_is_checked_before_any_work_and_never_replaced_unasked(tmp_pat
     assert xr.open_dataset(out).embedding.sizes["feature"] == 64
 
 
+def test_notebooks_only_names_no_notebook(capsys):
+    assert main(["notebooks", "--only", "00", "zz", "--check"]) == 2  # --check: nothing would run without the fix
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        r"--only 00 zz: no notebook name starts with 'zz'; expected prefixes of 00_quickstart.ipynb, .*, e.g. "
+        r"--only 00 03$",
+        err[0],
+    ), err
+    assert main(["notebooks", "--only", "00", "--check"]) == 0
+
+
 TINY = [
     "data.n_tiles=48",
     "data.tile_m=40",
