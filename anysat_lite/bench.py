@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError, check_device, check_output_file
+
 __all__ = ["main", "measure", "measure_pretraining", "add_mfu", "matmul_peak", "FlopCounter"]
 
 SIZES = ("nano", "tiny", "small", "base")
@@ -321,6 +323,29 @@ def _row(spec, res, peak):
     )
 
 
+def _check_args(args) -> torch.device:
+    """Refuse mistakes before the benchmark runs (minutes): the device, sizes, presets and the --json file."""
+    from .config import PRESETS
+
+    device = check_device("--device", args.device)
+    for option, names, known, what in (
+        ("--sizes", args.sizes, SIZES, "a model size"),
+        ("--sweep-size", [args.sweep_size], SIZES, "a model size"),
+        ("--pretrain", args.pretrain or [], PRESETS, "a preset"),
+    ):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(f"{option} {' '.join(names)}: {unknown[0]!r} is not {what}; choose from {', '.join(known)}")
+    check_output_file("--json", args.json, args.force)
+    return device
+
+
+def _write_json(path: str, results: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=1))
+    print(f"\nwritten: {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="anysat-lite bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -338,10 +363,11 @@ def main(argv=None) -> int:
     )
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--official", help="folder with the official AnySat implementation (model.Hub) to compare")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--json", default="bench.json", help="where to write the results (its folder is created if missing)")
+    p.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     p.add_argument(
         "--pretrain",
         nargs="*",
@@ -365,6 +391,7 @@ def main(argv=None) -> int:
         help="DataLoader workers of the timed pretraining runs, one run each (default: 0 2); the data "
         "wait per step is reported for each",
     )
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--one-pretrain", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -374,10 +401,9 @@ def main(argv=None) -> int:
     if args.one_pretrain:
         print(json.dumps(measure_pretraining(json.loads(args.one_pretrain))))
         return 0
+    device = _check_args(args)
     if args.pretrain is not None:
         return _bench_pretraining(args)
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_peak(device, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float32)  # of the compute dtype
@@ -465,8 +491,7 @@ def main(argv=None) -> int:
                 f"  memory {a['peak_memory_mb'] / b['peak_memory_mb']:.2f}"
                 f"  FLOPs x{b['forward_flops'] / a['forward_flops']:.2f}"
             )
-    Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
-    print(f"\nwritten: {args.json}")
+    _write_json(args.json, {"machine": machine, "results": results})
     return 0
 
 
@@ -520,8 +545,7 @@ def _bench_pretraining(args) -> int:
                 f"({res['device']})" + mfu,
                 flush=True,
             )
-    Path(args.json).write_text(json.dumps({"torch": torch.__version__, "pretraining": results}, indent=1))
-    print(f"\nwritten: {args.json}")
+    _write_json(args.json, {"torch": torch.__version__, "pretraining": results})
     return 0
 
 

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_output_file
 
 __all__ = ["main", "DEBUG_ENV"]
 
@@ -191,7 +191,14 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
         return
     if not Path(path).is_file():
         raise UserError(f"--update-readme {path}: no such file; give the file that holds the markers {markers[0]}")
-    if readme_block(Path(path).read_text(), markers) is None:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--update-readme {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
+            f"give the Markdown file that holds the markers {markers[0]}"
+        ) from None
+    if readme_block(text, markers) is None:
         raise UserError(
             f"--update-readme {path}: no markers {markers[0]} ... {markers[1]} in it; add them where the table should "
             "go"
@@ -208,6 +215,7 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
 
 def cmd_demo(args) -> int:
     """Pretrain the preset, then probe it: the README's main job."""
+    from .config import validate_probe
     from .demo import README_MARKERS, SEED_MARKERS, WORLD_MARKERS
 
     if args.worlds is not None and args.seeds is None:
@@ -216,6 +224,7 @@ def cmd_demo(args) -> int:
             "e.g. --seeds 0 1 2 --worlds 0 1 2"
         )
     cfg = _config(args)
+    validate_probe(cfg)  # the probes' settings before the pretraining, not after it
     _check_update_target(args.update_readme, SEED_MARKERS if args.seeds is not None else README_MARKERS)
     if args.worlds is not None:
         _check_update_target(args.update_readme, WORLD_MARKERS)
@@ -321,6 +330,7 @@ def cmd_embed(args) -> int:
     out = Path(args.out)
     if out.suffix != ".nc":
         raise UserError(f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported)")
+    check_output_file("--out", out, args.force)
     from .data.contract import patch_size_m
     from .data.io import common_grid
     from .data.normalization import NormStats
@@ -358,7 +368,14 @@ def cmd_embed(args) -> int:
 def cmd_notebooks(args) -> int:
     from .notebooks import apply_standard_cells, check_structure, insert_colab_links, list_notebooks, run_notebooks
 
-    chosen = [p for p in list_notebooks() if not args.only or any(p.name.startswith(o) for o in args.only)]
+    notebooks = list_notebooks()
+    unknown = [o for o in args.only or [] if not any(p.name.startswith(o) for p in notebooks)]
+    if unknown:
+        raise UserError(
+            f"--only {' '.join(args.only)}: no notebook name starts with {unknown[0]!r}; expected prefixes of "
+            f"{', '.join(p.name for p in notebooks)}, e.g. --only 00 03"
+        )
+    chosen = [p for p in notebooks if not args.only or any(p.name.startswith(o) for o in args.only)]
     if args.standard_cells:
         for path in chosen:
             apply_standard_cells(path)
@@ -524,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--stats", help="which dataset's normalisation statistics to use (default: the first)")
     e.add_argument("--out", required=True, help="output .nc file (its folder is created if missing)")
+    e.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     e.set_defaults(func=cmd_embed)
 
     sub.add_parser("bench", help="benchmarks (prints numbers and writes JSON); see anysat-lite bench --help")
@@ -572,15 +590,16 @@ def main(argv=None) -> int:
     if argv[:1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
         from .bench import main as bench_main
 
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    prog = f"anysat-lite {args.command}"
+        prog, run, debug = "anysat-lite bench", lambda: bench_main(argv[1:]), "--debug" in argv
+    else:
+        args = build_parser().parse_args(argv)
+        prog, run, debug = f"anysat-lite {args.command}", lambda: args.func(args), getattr(args, "debug", False)
+    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     shown = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _warning_line
     try:
-        return args.func(args) or 0
+        return run() or 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

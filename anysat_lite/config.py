@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -49,6 +50,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "validate_config",
+    "validate_probe",
     "ConfigError",
     "UnknownKeyError",
     "RULES",
@@ -590,6 +592,11 @@ def _build(cls, data, where: str):
 
 
 # Ranges of the values (types come from the dataclass fields).  Keys of data.datasets apply to every dataset.
+def _finite(v) -> bool:
+    """False for a NaN or infinite number (YAML .nan, .inf), also inside a pair such as jepa.target_scale."""
+    return all(not isinstance(x, float) or math.isfinite(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+
+
 def _ge(lo):
     return lambda v: v >= lo, f">= {lo:g}"
 
@@ -720,8 +727,8 @@ RULES: dict[str, tuple] = {
     "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
     "probe.patch_sizes": _PATCHES,
     "probe.modality_sets": (
-        lambda v: len(v) > 0 and all(len(m) > 0 for m in v),
-        "non-empty lists of sensor names or [all], e.g. [[all], [s2]]",
+        lambda v: len(v) > 0 and all(list(m) == ["all"] or _sensor_list(m) for m in v),
+        "non-empty lists of registered sensor names (anysat-lite info lists them) or [all]",
     ),
     "probe.linear_l2": _ge(0),
     "probe.linear_iters": _ge(1),
@@ -775,7 +782,7 @@ def validate_config(cfg: Config) -> Config:
         ok, expected = RULES[rule_key]
         expected = _dataset_names() if expected is None else expected
         try:
-            good = bool(ok(value))
+            good = bool(ok(value)) and _finite(value)
         except TypeError:
             good = False
         if not good:
@@ -822,6 +829,32 @@ def validate_config(cfg: Config) -> Config:
             "validation loss, so it needs a validation, got 0; e.g. --set train.val_every=1000"
         )
     return cfg
+
+
+def validate_probe(cfg: Config) -> None:
+    """Check the probe settings against the dataset the probes read (``data.datasets[0]``) where that is
+    known without reading data: the embedded world's sensors and tile size.  The demo calls it before
+    pretraining; :func:`validate_config` does not, because a run that only pretrains may leave the
+    probe section as its preset has it.  Raises :class:`ConfigError`."""
+    from .data.synthetic import WorldSpec
+
+    spec = cfg.data.datasets[0]
+    if not (spec.name == "synthetic" or spec.name.startswith("synthetic:")):
+        return  # a reader's sensors and tiles are known once its files are read (run_probe checks them then)
+    sensors = list(spec.sensors or WorldSpec.sensors)
+    for i, subset in enumerate(cfg.probe.modality_sets):
+        if list(subset) != ["all"] and any(s not in sensors for s in subset):
+            raise ConfigError(
+                f"config probe.modality_sets[{i}]: expected [all] or sensors of the embedded world "
+                f"data.datasets[0] ({', '.join(sensors)}), got {_show(list(subset))}; e.g. "
+                f'--set "probe.modality_sets=[[all], [{sensors[0]}]]"'
+            )
+    tile, key = (spec.tile_m, "data.datasets[0].tile_m") if spec.tile_m else (cfg.data.tile_m, "data.tile_m")
+    if any(tile % p for p in cfg.probe.patch_sizes):
+        raise ConfigError(
+            f"config probe.patch_sizes: expected sizes that divide the embedded world's {tile:g} m tiles ({key}), "
+            f"got {_show(cfg.probe.patch_sizes)}; e.g. --set probe.patch_sizes=[{20 if tile % 20 == 0 else 10}]"
+        )
 
 
 def config_from_dict(data: dict) -> Config:
@@ -947,7 +980,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file (optionally ``preset: NAME`` + partial sections) and apply overrides."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
+            "give a YAML file (saved as UTF-8) or a preset name"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found; give an existing YAML file or a preset name ({', '.join(PRESETS)})"

@@ -83,10 +83,12 @@ def run_demo(
     """
     import json
 
+    from .config import validate_probe
     from .probe import run_probe
     from .train import pretrain
     from .train.rundir import RunFinishedError
 
+    validate_probe(cfg)  # probe settings that cannot work are refused before pretraining, not after it
     out = Path(cfg.train.out_dir)
     try:
         summary = pretrain(cfg, resume=resume, progress=progress, force=force)

@@ -3,13 +3,56 @@
 A :class:`UserError` message is one line that names what was wrong, what was expected, what
 was received and what to do.  The command line prints it without a traceback (exit code 2;
 ``--debug`` or ``ANYSAT_LITE_DEBUG=1`` shows the traceback).  It subclasses ``ValueError``,
-so code that caught ``ValueError`` keeps working.
+so code that caught ``ValueError`` keeps working.  :func:`check_output_file` and :func:`check_device`
+are the checks the commands run on a file they will write and on ``--device``, before any work.
 """
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+import re
+from pathlib import Path
+
+__all__ = ["UserError", "check_output_file", "check_device"]
 
 
 class UserError(ValueError):
     """A mistake in the user's input (command line, config, files, tensors), with the fix in the message."""
+
+
+def check_output_file(option: str, path: str | Path, force: bool) -> None:
+    """Refuse the output file ``path`` (given with ``option``, e.g. ``--out``) before any work.
+
+    Refused: a file that exists (unless ``force``), a folder in its place, and a file where its
+    path needs a folder.  A missing folder is fine: the command creates it when it writes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: expected a file name, got a folder; name a file in it")
+    if path.exists() and not force:
+        raise UserError(f"{option} {path}: the file exists; write elsewhere, or replace it with --force")
+    for parent in path.parents:  # the nearest part of the path that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(
+                    f"{option} {path}: {parent} is a file, expected a folder; choose a path whose folders are folders"
+                )
+            break
+
+
+def check_device(option: str, name: str | None):
+    """The ``torch.device`` that ``name`` (given with ``option``) names; ``None``: cuda when available, else cpu.
+
+    Refused: a name other than cpu, cuda or cuda:N, and a GPU this machine does not have.
+    """
+    import torch  # here, so that importing this module stays light
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UserError(f"{option} {name}: expected cpu, cuda or cuda:N (N: the GPU's number); e.g. {option} cuda")
+    if name.startswith("cuda"):
+        n, index = torch.cuda.device_count(), int(name.partition(":")[2] or 0)
+        if index >= n:
+            have = f"{n} CUDA device(s), cuda:0 to cuda:{n - 1}; choose one of them or" if n else "no CUDA device; use"
+            raise UserError(f"{option} {name}: this machine has {have} {option} cpu")
+    return torch.device(name)

@@ -1,6 +1,7 @@
 """The benchmark script runs and writes the numbers it promises (no timing assertions)."""
 
 import json
+import re
 
 import pytest
 
@@ -10,7 +11,7 @@ from anysat_lite.cli import main
 
 @pytest.mark.slow
 def test_bench_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "new" / "bench.json"  # a missing folder is created
     assert (
         main(
             [
@@ -69,6 +70,31 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     assert 0 < res["mfu"] < 1 and res["mfu"] == pytest.approx(res["achieved_flops"] / res["matmul_peak_flops"])
     out = capsys.readouterr().out
     assert "steps/s" in out and "MFU" in out and out.count("data wait") == 2
+
+
+QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "--batch", "1"]
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        ([], r"--json bench.json: the file exists; write elsewhere, or replace it with --force$"),
+        (["--json", "afile/b.json"], r"--json afile/b.json: afile is a file, expected a folder"),
+        (["--device", "gpu"], r"--device gpu: expected cpu, cuda or cuda:N .*; e.g. --device cuda$"),
+        (["--device", "cuda:99"], r"--device cuda:99: this machine has .*--device cpu$"),
+        (["--sizes", "nano", "huge"], r"--sizes nano huge: 'huge' is not a model size; choose from nano, tiny"),
+        (["--sweep-size", "xl"], r"--sweep-size xl: 'xl' is not a model size"),
+        (["--pretrain", "nosuch"], r"--pretrain nosuch: 'nosuch' is not a preset; choose from cpu-demo, "),
+    ],
+)
+def test_bench_mistakes_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, args, pattern):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench.json").write_text("earlier results")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    assert main(["bench", *QUICK, *args]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+    assert "matmul peak" not in out and (tmp_path / "bench.json").read_text() == "earlier results"
 
 
 def test_mfu_uses_the_timed_steps_only():

@@ -39,6 +39,11 @@ def _one_line(e, path):
             r"not a readable checkpoint \(3000 bytes, it is not a PyTorch file\)",
         ),
         (lambda p, b: p.write_text(json.dumps(META)), r"it looks like a JSON file, an encoder sidecar"),
+        (  # torch.load fails with KeyError: 101, which the message used to show
+            lambda p, b: p.write_text("hello world"),
+            r"not a readable checkpoint \(11 bytes, it is not a PyTorch file\); check the path: give a checkpoint "
+            r"written by anysat-lite",
+        ),
         (
             lambda p, b: torch.save({"bad": object()}, p),
             r"Weights only load failed: the file holds a Python object "
@@ -54,7 +59,7 @@ def test_damaged_or_foreign_checkpoints(tmp_path, write, match):
     with pytest.raises(CheckpointError, match=match) as e:
         load_checkpoint(bad)
     msg = _one_line(e, bad)
-    assert msg.endswith("or write it again") or "anysat-lite loads only its own" in msg
+    assert msg.endswith(("or write it again", "or an exported encoder")) or "anysat-lite loads only its own" in msg
     with pytest.raises(CheckpointError, match=r"no such checkpoint file"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match=r"is a folder; give a checkpoint file such as .*last.pt"):

@@ -246,6 +246,23 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
         (["--seeds", "0", "--worlds", "-1"], r"--worlds -1: expected distinct worlds >= 0"),
         (
+            ["--update-readme", "bin.md"],
+            r"--update-readme bin.md: expected UTF-8 text, got byte 0xff at position 2; give the Markdown file that "
+            r"holds the markers <!-- demo-results:start",
+        ),
+        (
+            ["--set", "probe.modality_sets=[[foo]]"],
+            r"config probe.modality_sets: expected non-empty lists of registered",
+        ),
+        (
+            ["--set", "data.tile_m=40", "--set", "probe.patch_sizes=[30]"],
+            r"config probe.patch_sizes: expected sizes that divide the embedded world's 40 m tiles",
+        ),
+        (
+            ["--seeds", "0", "--set", "probe.modality_sets=[[spot]]"],
+            r"config probe.modality_sets\[0\]: expected \[all\] or sensors of the embedded world",
+        ),
+        (
             ["--seeds", "0", "--worlds", "1", "--set", "data.datasets=[{name: treesatai-ts, path: .}]"],
             r"--worlds: other draws of a world need the synthetic dataset .* but the probes read 'treesatai-ts'",
         ),
@@ -260,6 +277,7 @@ def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     out = tmp_path / "run"
     (tmp_path / "README.md").write_text("# a README without results markers\n")
     (tmp_path / "seeds.md").write_text(f"{SEED_MARKERS[0]}\n{SEED_MARKERS[1]}\n")  # a seed block, no world block
+    (tmp_path / "bin.md").write_bytes(b"# \xff\xfe not UTF-8")
     one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args, cwd=tmp_path), pattern)
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
 
@@ -276,6 +294,12 @@ def test_debug_shows_the_traceback(tmp_path):
         )
     (tmp_path / "bad.yaml").write_text("train: {steps: [1\n")
     one_line_error(anysat_lite("pretrain", "--config", tmp_path / "bad.yaml"), r"bad.yaml: not valid YAML \(.*line")
+    (tmp_path / "bin.yaml").write_bytes(b"train:\n  steps: 3\n\x89PNG")
+    one_line_error(
+        anysat_lite("pretrain", "--config", tmp_path / "bin.yaml"),
+        r"config file .*bin.yaml: expected UTF-8 text, got byte 0x89 at position 18; give a YAML file \(saved as "
+        r"UTF-8\) or a preset name$",
+    )
 
 
 @pytest.mark.slow
@@ -337,6 +361,14 @@ def test_embed_mistakes(tmp_path, encoder_files):
             r"tile size 25 m: expected a positive "
             r"multiple of the 20 m patch size",
         ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "nan"],
+            r"tile size nan m: expected a positive",
+        ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "inf"],
+            r"tile size inf m: expected a positive",
+        ),
     ],
 )
 def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, pattern):
@@ -361,6 +393,38 @@ def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, p
         r"no encoder at .*nothing \(neither .*\); give an exported encoder without suffix", capsys.readouterr().err
     )
     assert not (tmp_path / "e.nc").exists()
+
+
+def test_embed_out_is_checked_before_any_work_and_never_replaced_unasked(tmp_path, encoder_files, capsys):
+    aerial = f"aerial={GEOTIFF / 'aerial.tif'}"
+    out = tmp_path / "e.nc"
+    out.write_bytes(b"the user's own file")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "dir.nc").mkdir()
+    for target, pattern in (
+        (out, r"--out .*e.nc: the file exists; write elsewhere, or replace it with --force$"),
+        (tmp_path / "afile" / "x.nc", r"--out .*afile/x.nc: .*afile is a file, expected a folder; choose a path"),
+        (tmp_path / "afile" / "sub" / "x.nc", r"--out .*afile/sub/x.nc: .*afile is a file, expected a folder"),
+        (tmp_path / "dir.nc", r"--out .*dir.nc: expected a file name, got a folder; name a file in it$"),
+    ):
+        # a checkpoint that does not exist: the --out mistake is found before the encoder is loaded
+        assert main(["embed", "--checkpoint", str(tmp_path / "nothing"), "--raster", aerial, "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(pattern, err[0]), err
+    assert out.read_bytes() == b"the user's own file"
+    assert main(["embed", "--checkpoint", str(encoder_files), "--raster", aerial, "--out", str(out), "--force"]) == 0
+    assert xr.open_dataset(out).embedding.sizes["feature"] == 64
+
+
+def test_notebooks_only_names_no_notebook(capsys):
+    assert main(["notebooks", "--only", "00", "zz", "--check"]) == 2  # --check: nothing would run without the fix
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        r"--only 00 zz: no notebook name starts with 'zz'; expected prefixes of 00_quickstart.ipynb, .*, e.g. "
+        r"--only 00 03$",
+        err[0],
+    ), err
+    assert main(["notebooks", "--only", "00", "--check"]) == 0
 
 
 TINY = [

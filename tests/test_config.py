@@ -12,6 +12,7 @@ from anysat_lite.config import (
     get_config,
     load_config,
     validate_config,
+    validate_probe,
 )
 
 
@@ -94,9 +95,17 @@ from anysat_lite.config import (
             r"validation loss, so it needs a validation, got 0",
         ),
         ("train.accum_steps=0", r"train.accum_steps: expected an integer >= 1, got 0"),
+        ("train.lr=.inf", r"^config train.lr: expected a number > 0, got inf; e.g. --set train.lr="),
+        ("train.grad_clip=.nan", r"train.grad_clip: expected a number >= 0, got nan"),
+        ("jepa.target_aspect=[0.75, .inf]", r"jepa.target_aspect: expected \[low, high\] .*, got \[0.75, \.inf\]"),
         ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
         ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
         ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
+        (
+            "probe.modality_sets=[[all], [foo]]",
+            r"probe.modality_sets: expected non-empty lists of registered sensor names \(anysat-lite info lists "
+            r"them\) or \[all\], got \[\[all\], \[foo\]\]",
+        ),
         ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
         ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
         ("model=3", r"expected section.key=value"),
@@ -152,6 +161,37 @@ def test_the_help_example_and_harmless_conversions_are_accepted():
 def test_every_preset_is_valid():
     for name in PRESETS:
         assert validate_config(get_config(name)).name == name
+        validate_probe(get_config(name))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (
+            ["probe.modality_sets=[[all], [spot]]"],
+            r"^config probe.modality_sets\[1\]: expected \[all\] or sensors of the embedded world data.datasets\[0\] "
+            r"\(aerial, s2, s1-asc\), got \[spot\]; e.g. --set \"probe.modality_sets=\[\[all\], \[aerial\]\]\"$",
+        ),
+        (
+            ["data.datasets=[{name: synthetic, sensors: [s2]}]"],  # the cpu-demo probe sets keep s1-asc and aerial
+            r"probe.modality_sets\[2\]: expected \[all\] or sensors of the embedded world .* \(s2\), got \[s1-asc\]",
+        ),
+        (
+            ["data.tile_m=40", "probe.patch_sizes=[20, 30]"],
+            r"^config probe.patch_sizes: expected sizes that divide the embedded world's 40 m tiles \(data.tile_m\), "
+            r"got \[20, 30\]; e.g. --set probe.patch_sizes=\[20\]$",
+        ),
+        (
+            ["data.datasets=[{name: synthetic, tile_m: 30}]"],
+            r"divide the embedded world's 30 m tiles \(data.datasets\[0\].tile_m\), got \[20\]; e.g. .*=\[10\]$",
+        ),
+    ],
+)
+def test_probe_settings_the_embedded_world_cannot_take(overrides, match):
+    cfg = get_config("cpu-demo", overrides)  # valid for pretraining, which does not probe
+    with pytest.raises(ConfigError, match=match):
+        validate_probe(cfg)
+    validate_probe(get_config("cpu-demo", overrides + ["data.datasets=[{name: treesatai-ts, path: x}]"]))  # unknown
 
 
 def test_programmatic_configs_are_validated_too():

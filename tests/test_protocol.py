@@ -110,9 +110,18 @@ def test_unknown_checkpoints_fail_with_one_line_errors(nano, tmp_path):
         load_official({**{f"model.{k}": v for k, v in off.items()}, "head.weight": torch.zeros(1)})
     with pytest.raises(OfficialCheckpointError, match="no such file"):
         load_official(tmp_path / "AnySat.pth")
-    (tmp_path / "junk.pth").write_text("not a checkpoint")
-    with pytest.raises(OfficialCheckpointError, match="not a readable torch checkpoint"):
-        load_official(tmp_path / "junk.pth")
+    for text in (
+        "not a checkpoint",
+        "hello world",
+        "epoch: 3",
+    ):  # torch.load fails with UnpicklingError, KeyError: 101, IndexError
+        (tmp_path / "junk.pth").write_text(text)
+        with pytest.raises(
+            OfficialCheckpointError,
+            match=r"junk.pth: not a readable checkpoint \(\d+ bytes, it is not a PyTorch file\); expected the "
+            r"official AnySat.pth, a state dict saved with torch.save \(download it from https://",
+        ):
+            load_official(tmp_path / "junk.pth")
     missing = {k: v for k, v in off.items() if not k.startswith("projector_s2.")}
     with pytest.raises(OfficialCheckpointError) as e:
         load_official(missing, model=AnySat(model_config("nano")))
@@ -399,6 +408,9 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
     assert main(args + ["--force"]) == 0
 
 
+OFFICIAL = ["--official", "x.pth", "--task", "planted-lp", "--data", "d"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -412,6 +424,18 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
             "one dataset per command",
         ),
         (["--official", "x.pth", "--task", "planted", "--data", "d"], "did you mean 'planted-lp'"),
+        # checked before the checkpoint (x.pth does not exist) and the data are read
+        (OFFICIAL + ["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N (N: the GPU's number); e.g."),
+        (OFFICIAL + ["--device", "cuda:99"], "--device cuda:99: this machine has "),
+        (
+            OFFICIAL + ["--epochs", "-1"],
+            "max_epochs (probe --epochs): expected an integer >= 1, got -1; e.g. --epochs 200",
+        ),
+        (OFFICIAL + ["--min-epochs", "-1"], "min_epochs (probe --min-epochs): expected an integer >= 0, got -1; e.g."),
+        (OFFICIAL + ["--batch-size", "0"], "batch_size (probe --batch-size): expected an integer >= 1, got 0"),
+        (OFFICIAL + ["--num-workers", "-2"], "num_workers (probe --num-workers): expected an integer >= 0, got -2"),
+        (OFFICIAL + ["--limit-batches", "0"], "limit_batches (probe --limit-batches): expected an integer >= 1, got 0"),
+        (OFFICIAL + ["--bootstrap", "-5"], "bootstrap (probe --bootstrap): expected an integer >= 0, got -5; e.g."),
     ],
 )
 def test_cli_probe_official_mistakes_are_one_line_errors(args, message, tmp_path, capsys):

@@ -140,3 +140,35 @@ def test_pretrain_refuses_before_writing(tmp_path):
     with pytest.raises(RunFinishedError):
         pretrain(_cfg(tmp_path), resume=True, progress=False)
     assert _unchanged(tmp_path, before)
+
+
+def test_a_run_that_cannot_start_leaves_nothing_that_blocks_the_rerun(tmp_path):
+    """A dataset path that does not exist fails at the data, before config.yaml is written: the corrected
+    run then starts in the same folder."""
+    from anysat_lite.train import pretrain
+
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="nosuch"):
+        pretrain(_cfg(out, f"data.datasets=[{{name: treesatai-ts, path: {tmp_path / 'nosuch'}}}]"), progress=False)
+    assert run_files(out) == []
+    assert prepare_run_dir(out, _cfg(out)) is None
+
+
+def test_a_run_without_a_checkpoint_is_not_offered_to_resume(tmp_path):
+    for name in ("config.yaml", "metrics.csv"):  # a run that stopped before its first checkpoint
+        (tmp_path / name).write_text(f"old {name}")
+    with pytest.raises(
+        RunDirError, match=r"already holds a run \(config.yaml, metrics.csv\); replace it with --force \(force=True\)"
+    ):
+        prepare_run_dir(tmp_path, _cfg(tmp_path))
+
+
+def test_resume_from_weights_that_are_no_training_checkpoint_names_a_few_keys(tmp_path):
+    save_checkpoint({f"block{i}.weight": torch.zeros(1) for i in range(200)}, tmp_path / "weights.pt")
+    with pytest.raises(
+        RunDirError,
+        match=r"weights.pt: not a training checkpoint \(expected the keys model, optimizer, step, rng; got "
+        r"block0.weight, block1.weight, block10.weight, block100.weight, \.\.\. \(200 keys\)\); resume from a last.pt",
+    ) as e:
+        prepare_run_dir(tmp_path / "run", _cfg(tmp_path / "run"), resume=tmp_path / "weights.pt")
+    assert len(str(e.value)) < 300  # not every weight's name

@@ -19,7 +19,6 @@ one-line :class:`OfficialCheckpointError` naming the keys and what to do.
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -235,11 +234,12 @@ def _read(path: str | Path) -> Mapping:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = " ".join(str(e).split())[:160]
+    except Exception as e:  # torch.load fails on foreign or damaged files with many types (KeyError, IndexError...)
+        from ..train.checkpoint import unreadable  # here: the train package imports this one
+
         raise OfficialCheckpointError(
-            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first}); "
-            "expected the official AnySat.pth (a state dict saved with torch.save)"
+            f"{unreadable(path, e)}; expected the official AnySat.pth, a state dict saved with torch.save "
+            f"(download it from {RELEASED_URL})"
         ) from None
 
 

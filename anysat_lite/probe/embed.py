@@ -12,6 +12,7 @@ rioxarray place it on the map.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def embed_rasters(
         raise RasterError(f"nodata must be 'error' or 'skip', got {nodata!r}")
     P = patch_size_m(patch_size)
     tile_m = default_tile_m(P) if tile_m is None else float(tile_m)
-    if tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
+    if not math.isfinite(tile_m) or tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
         raise RasterError(
             f"tile size {tile_m:g} m: expected a positive multiple of the {P} m patch size, e.g. {default_tile_m(P):g}"
         )

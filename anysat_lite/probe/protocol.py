@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from ..data.contract import sensor_entries, split_key
 from ..data.normalization import NormStats, per_tile_norm_stats
 from ..data.registry import get_dataset
-from ..errors import UserError
+from ..errors import UserError, check_device
 from ..model.official import load_official
 from ..model.projectors import SeriesProjector
 from ..sensors import SENSORS
@@ -449,20 +449,36 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# run_task's counts: the probe --official flag that sets each, its smallest value and an example
+_COUNTS = {
+    "max_epochs": ("--epochs", 1, "200 (official)"),
+    "min_epochs": ("--min-epochs", 0, "50 (official)"),
+    "batch_size": ("--batch-size", 1, "32"),
+    "num_workers": ("--num-workers", 0, "0 (read in the main process)"),
+    "limit_batches": ("--limit-batches", 1, "2 (a smoke run)"),
+    "bootstrap": ("--bootstrap", 0, "1000 (official-style interval) or 0 (none)"),
+}
+
+
+def _check_counts(**values) -> None:
+    """Refuse a count of :data:`_COUNTS` below its smallest value (``None``: the default, always fine)."""
+    for name, value in values.items():
+        flag, low, example = _COUNTS[name]
+        if value is not None and value < low:
+            raise UserError(f"{name} (probe {flag}): expected an integer >= {low}, got {value}; e.g. {flag} {example}")
+
+
 def _task_with_overrides(task: str | TaskConfig, **overrides) -> tuple[TaskConfig, dict]:
     """The task preset with the given (non-``None``) overrides, and those overrides."""
     task = get_task(task)
     changes = {k: v for k, v in overrides.items() if v is not None}
     task = task.replace(**changes) if changes else task
-    for name in ("max_epochs", "batch_size"):
-        if getattr(task, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(task, name)}")
     return task, changes
 
 
 def _runtime(device: str | None, amp: str | None, num_workers: int | None) -> tuple[torch.device, str | None, int]:
     """Device (CUDA when available), autocast (``"auto"``: fp16 on CUDA) and data-loading processes."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = check_device("--device", device)
     amp = ("fp16" if dev.type == "cuda" else None) if amp == "auto" else amp
     if amp not in (None, "fp16", "bf16"):
         raise UserError(f"amp must be 'fp16', 'bf16', 'auto' or None, got {amp!r}")
@@ -579,6 +595,14 @@ def run_task(
     t0 = time.time()
     task, changes = _task_with_overrides(
         task, max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed
+    )
+    _check_counts(
+        max_epochs=task.max_epochs,
+        min_epochs=task.min_epochs,
+        batch_size=task.batch_size,
+        num_workers=num_workers,
+        limit_batches=limit_batches,
+        bootstrap=bootstrap,
     )
     dev, amp, workers = _runtime(device, amp, num_workers)
     _seed_everything(task.seed)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..config import Config, ModelConfig, config_to_dict
+from ..config import Config, ModelConfig, config_to_dict, validate_probe
 from ..data.datasets import DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..errors import UserError
@@ -299,6 +299,7 @@ def run_probe(
     without it only the baselines are measured.
     """
     t0 = time.time()
+    validate_probe(cfg)
     pc = cfg.probe
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)

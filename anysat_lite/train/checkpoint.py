@@ -74,6 +74,18 @@ def _looks_like(path: Path) -> str:
     return "it is not a PyTorch file"
 
 
+def unreadable(path: Path, error: Exception) -> str:
+    """``<path>: not a readable checkpoint (size, what it looks like[: the error's first words])``, for a
+    file ``torch.load`` failed on.  The error is shown for PyTorch files only: unpickling a file of
+    another kind fails with noise (``KeyError: 101``, ``pop from empty list``)."""
+    kind = _looks_like(path)
+    detail = ""
+    if kind.startswith("it is a PyTorch file"):
+        reason = (str(error).splitlines() or [""])[0].split(". ")[0]
+        detail = f": {reason or type(error).__name__ + ', the file ends too early'}"
+    return f"{path}: not a readable checkpoint ({path.stat().st_size} bytes, {kind}{detail})"
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """``torch.load(path, weights_only=True)``; a missing, empty, truncated or foreign file raises
     :class:`CheckpointError` naming the file and what to do."""
@@ -84,9 +96,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path}: no such checkpoint file; check the path (training writes <out_dir>/last.pt and step-XXXXXX.pt)"
         )
-    size = path.stat().st_size
     fix = "use an intact checkpoint (e.g. a step-*.pt beside it) or write it again"
-    if size == 0:
+    if path.stat().st_size == 0:
         problem = f"{path}: empty file (0 bytes), not a checkpoint"
         raise CheckpointError(f"{problem}; {fix}", problem)
     try:
@@ -99,10 +110,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                 "tensors and plain containers, so it was not written by anysat-lite; anysat-lite loads only "
                 "its own .pt checkpoints and exported encoders (.safetensors + .json)"
             ) from None
-        problem = f"{path}: not a readable checkpoint ({size} bytes, {_looks_like(path)})"
-    except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, IndexError...)
-        reason = (str(e).splitlines() or [""])[0].split(". ")[0] or f"{type(e).__name__}, the file ends too early"
-        problem = f"{path}: not a readable checkpoint ({size} bytes, {_looks_like(path)}: {reason})"
+        problem = unreadable(path, e)
+    except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, KeyError...)
+        problem = unreadable(path, e)
+    if "it is not a PyTorch file" in problem:
+        fix = "check the path: give a checkpoint written by anysat-lite (last.pt, step-*.pt) or an exported encoder"
     raise CheckpointError(f"{problem}; {fix}", problem)
 
 

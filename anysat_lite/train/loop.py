@@ -100,8 +100,6 @@ def start_run(cfg: Config, resume: bool | str | Path = False, force: bool = Fals
     out = Path(tc.out_dir)
     # resume: True (<out>/last.pt) or a checkpoint path; force: replace a run in out (see train/rundir.py)
     ck = prepare_run_dir(out, cfg, resume, force, main=info.main, map_location="cpu")
-    if info.main:
-        save_config(cfg, out / "config.yaml")
     torch.manual_seed(tc.seed + info.rank)
     return Run(cfg, info, out, ck, int(ck["step"]) if ck is not None else 0)
 
@@ -532,6 +530,8 @@ def pretrain(
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)
+    if info.main:  # only once data and model are built: a run that cannot start leaves no run in its folder
+        save_config(cfg, run.out / "config.yaml")
     log = (
         MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
         if info.main

@@ -125,9 +125,10 @@ def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dic
         )
         raise RunDirError(f"{e.problem}; {hint}") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= set(ck):
-        keys = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        keys = sorted(map(str, ck)) if isinstance(ck, dict) else []
+        got = ", ".join(keys[:4]) + (f", ... ({len(keys)} keys)" if len(keys) > 4 else "") or type(ck).__name__
         raise RunDirError(
-            f"{path}: not a training checkpoint (expected model, optimizer, step, rng; got {keys}); "
+            f"{path}: not a training checkpoint (expected the keys model, optimizer, step, rng; got {got}); "
             "resume from a last.pt or step-*.pt written by anysat-lite pretrain"
         )
     return path, ck
@@ -208,10 +209,12 @@ def prepare_run_dir(
         existing = run_files(out)
         if existing and not force:
             names = ", ".join(p.name for p in existing[:4]) + (", ..." if len(existing) > 4 else "")
+            # a run that stopped before its first checkpoint has nothing to resume
+            resumable = any(p.suffix == ".pt" for p in existing)
+            how = "continue it with --resume (resume=True), " if resumable else ""
             raise RunDirError(
-                f"{out} already holds a run ({names}); continue it with --resume (resume=True), "
-                "replace it with --force (force=True), or choose a new folder "
-                "(--set train.out_dir=runs/NEW)"
+                f"{out} already holds a run ({names}); {how}replace it with --force (force=True), or choose a "
+                "new folder (--set train.out_dir=runs/NEW)"
             )
         for p in existing:
             p.unlink()
