@@ -19,6 +19,7 @@ from rasterio.crs import CRS
 from anysat_lite.cli import main
 from anysat_lite.config import PRESETS, get_config, load_config, save_config
 from anysat_lite.demo import SEED_MARKERS, WORLD_MARKERS, readme_block
+from anysat_lite.errors import UserError
 
 
 def test_presets_and_overrides(tmp_path):
@@ -280,6 +281,26 @@ def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     (tmp_path / "bin.md").write_bytes(b"# \xff\xfe not UTF-8")
     one_line_error(anysat_lite("demo", "--set", f"train.out_dir={out}", *args, cwd=tmp_path), pattern)
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
+
+
+def test_demo_resume_never_replaces_probe_results(tmp_path, capsys):
+    from anysat_lite.demo import run_demo
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "probe_results.json").write_text('{"the": "user\'s results"}')
+    assert main(["demo", "--quiet", "--resume", "--set", f"train.out_dir={out}"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert re.search(
+        r"demo --resume: .*run/probe_results.json already holds probe results, which the demo would replace; to "
+        r"re-probe, run anysat-lite probe --config .*run/config.yaml --checkpoint .*run/encoder --out .*run --force, "
+        r"or move",
+        err,
+    ), err
+    with pytest.raises(UserError, match="already holds probe results"):  # the Python API, before any pretraining
+        run_demo(get_config("cpu-demo", [f"train.out_dir={out}"]), resume=True, progress=False)
+    assert [p.name for p in out.iterdir()] == ["probe_results.json"]
+    assert (out / "probe_results.json").read_text() == '{"the": "user\'s results"}'
 
 
 def test_debug_shows_the_traceback(tmp_path):
