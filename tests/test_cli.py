@@ -151,6 +151,34 @@ def test_embed_tiles_are_the_encodings_of_each_tile(encoder_files):
     assert whole.attrs["n_tiles"] == 1 and whole.attrs["tile_size_m"] == 240
 
 
+def test_embed_python_api_refuses_wrong_arguments_up_front(encoder_files):
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.probe.embed import embed_rasters, load_rasters
+    from anysat_lite.train.checkpoint import load_encoder
+
+    enc, meta = load_encoder(encoder_files)
+    stats = NormStats.from_dict(meta["norm_stats"]["synthetic"])
+    # one path for a sensor stands for a list of one
+    one = load_rasters({"aerial": str(GEOTIFF / "aerial.tif"), "s2": S2.split(",")})
+    assert one["aerial"].identical(load_rasters({"aerial": [GEOTIFF / "aerial.tif"]})["aerial"])
+    assert load_rasters({"aerial": GEOTIFF / "aerial.tif"})["aerial"].identical(one["aerial"])
+    with pytest.raises(UserError, match=r"^load_rasters: expected a dict \{sensor: path or \[paths\]\}, got str"):
+        load_rasters(str(GEOTIFF / "aerial.tif"))
+    for args, pattern in (
+        ((enc, one["aerial"], 10, stats), r"^rasters: expected a dict \{sensor: DataArray\} .*got DataArray; e.g. "),
+        ((enc, {"aerial": one["aerial"].values}, 10, stats), r"^rasters\['aerial'\]: expected an xarray DataArray "),
+        ((enc, {"s9": one["aerial"]}, 10, stats), r"^rasters: unknown sensor 's9'; known: "),
+        ((enc, one, 10, meta["norm_stats"]["synthetic"]), r"^stats: expected NormStats or None, got dict; for the "),
+        (
+            (str(encoder_files), one, 10, stats),
+            r"^encoder: expected an AnySat model, got str; load one first: encoder, ",
+        ),
+    ):
+        with pytest.raises(UserError, match=pattern) as e:
+            embed_rasters(*args)
+        assert "\n" not in str(e.value)
+
+
 def test_embed_nodata_skip_leaves_tiles_out(encoder_files):
     from anysat_lite.data.io import NodataError
     from anysat_lite.data.normalization import NormStats
