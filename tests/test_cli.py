@@ -411,6 +411,11 @@ def test_embed_mistakes(tmp_path, encoder_files):
             r"multiple of the 20 m patch size",
         ),
         (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--raster", f"s1-asc={GEOTIFF / 's1-asc_20200410.tif'}"],
+            r"^anysat-lite embed: error: --raster s1-asc=...: the encoder .*enc has no projector for 's1-asc', only "
+            r"for aerial, s2; leave out --raster s1-asc=..., or give a --checkpoint pretrained with s1-asc$",
+        ),
+        (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "nan"],
             r"tile size nan m: expected a positive",
         ),
