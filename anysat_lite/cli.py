@@ -341,6 +341,13 @@ def cmd_embed(args) -> int:
     common_grid(rasters, unit_m=patch_size_m(args.patch_size))  # raster problems before loading the encoder
     encoder, meta = load_encoder(args.checkpoint)
     print(f"encoder: {meta.get('source', args.checkpoint)}")
+    lacking = [s for s in rasters if s not in encoder.sensors]
+    if lacking:
+        raise UserError(
+            f"--raster {lacking[0]}=...: the encoder {args.checkpoint} has no projector for {lacking[0]!r}, only for "
+            f"{', '.join(encoder.sensors)}; leave out --raster {lacking[0]}=..., or give a --checkpoint pretrained "
+            f"with {lacking[0]}"
+        )
     stats, available = None, meta.get("norm_stats") or {}
     if args.stats and args.stats not in available:
         raise UserError(f"--stats {args.stats}: the checkpoint has statistics for {sorted(available) or 'no dataset'}")

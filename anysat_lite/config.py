@@ -86,7 +86,22 @@ def model_config(size: str = "base", **overrides) -> ModelConfig:
     """The :class:`ModelConfig` of a named size (``nano``, ``tiny``, ``small``, ``base``)."""
     if size not in MODEL_SIZES:
         raise KeyError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
-    return ModelConfig(**{**MODEL_SIZES[size], **overrides})
+    try:  # the checks of a config's model section (unknown keys, types, ranges), in Python's words
+        m = _build(ModelConfig, {**MODEL_SIZES[size], **overrides}, "model")
+        for key in RULES:
+            if key.startswith("model."):
+                _check_rule(key, getattr(m, key.removeprefix("model.")))
+        for heads in ("num_heads", "ltae_heads"):
+            _check_divides(m.embed_dim, f"model.{heads}", getattr(m, heads))
+    except ConfigError as e:
+        raise type(e)(
+            re.sub(
+                r'--set "?model\.(\w+)=(.*?)"?$',
+                lambda g: f"model_config({size!r}, {g[1]}={yaml.safe_load(g[2])!r})",
+                str(e).replace("config model.", "model_config: "),
+            )
+        ) from None
+    return m
 
 
 @dataclass
@@ -772,49 +787,52 @@ def _example(where: str) -> str:
     return f'--set "{key}={text}"' if " " in text else f"--set {key}={text}"
 
 
+def _check_rule(rule_key: str, value, where: str | None = None) -> None:
+    """Refuse ``value`` (of the key ``where``, default ``rule_key``) unless it meets ``RULES[rule_key]``."""
+    where = where or rule_key
+    ok, expected = RULES[rule_key]
+    expected = _dataset_names() if expected is None else expected
+    try:
+        good = bool(ok(value)) and _finite(value)
+    except TypeError:
+        good = False
+    if not good:
+        section, *_, name = rule_key.split(".")
+        hint = typing.get_type_hints(
+            DatasetSpec if rule_key.count(".") == 2 else typing.get_type_hints(Config)[section]
+        )
+        if expected[0] in "<>":  # "an integer >= 1", "a number > 0"
+            expected = f"{_kind(hint[name])} {expected}"
+        raise ConfigError(f"config {where}: expected {expected}, got {_show(value)}; e.g. {_example(where)}")
+
+
+def _check_divides(embed_dim: int, heads: str, n: int) -> None:
+    """Refuse a head count ``n`` (the key ``heads``) that does not divide ``model.embed_dim``."""
+    if embed_dim % n:
+        near = max(k for k in range(1, n + 1) if embed_dim % k == 0)
+        raise ConfigError(
+            f"config {heads}: expected a divisor of model.embed_dim={embed_dim}, got {n}; e.g. --set {heads}={near}"
+        )
+
+
 def validate_config(cfg: Config) -> Config:
     """Check every value of ``cfg`` against :data:`RULES` and the constraints between fields; return ``cfg``.
 
     Raises :class:`ConfigError` naming the key, the expected range and the received value.
     """
 
-    def check(where: str, rule_key: str, value):
-        ok, expected = RULES[rule_key]
-        expected = _dataset_names() if expected is None else expected
-        try:
-            good = bool(ok(value)) and _finite(value)
-        except TypeError:
-            good = False
-        if not good:
-            section, *_, name = rule_key.split(".")
-            hint = typing.get_type_hints(DatasetSpec if rule_key.count(".") == 2 else type(getattr(cfg, section)))[name]
-            if expected[0] in "<>":  # "an integer >= 1", "a number > 0"
-                expected = f"{_kind(hint)} {expected}"
-            raise ConfigError(f"config {where}: expected {expected}, got {_show(value)}; e.g. {_example(where)}")
-
     d = dataclasses.asdict(cfg)
     for key in RULES:
         parts = key.split(".")
         if parts[:2] == ["data", "datasets"] and len(parts) == 3:
             for i, spec in enumerate(d["data"]["datasets"]):
-                check(f"data.datasets[{i}].{parts[2]}", key, spec[parts[2]])
+                _check_rule(key, spec[parts[2]], f"data.datasets[{i}].{parts[2]}")
         else:
-            check(key, key, d[parts[0]][parts[1]])
+            _check_rule(key, d[parts[0]][parts[1]])
     m, j = cfg.model, cfg.jepa
-    for heads in ("model.num_heads", "model.ltae_heads", "jepa.predictor_heads"):
-        n = (
-            m.num_heads
-            if heads == "model.num_heads"
-            else m.ltae_heads
-            if heads == "model.ltae_heads"
-            else j.predictor_heads
-        )
-        if m.embed_dim % n:
-            near = max(k for k in range(1, n + 1) if m.embed_dim % k == 0)
-            raise ConfigError(
-                f"config {heads}: expected a divisor of model.embed_dim={m.embed_dim}, got {n}; "
-                f"e.g. --set {heads}={near}"
-            )
+    for heads, n in (("model.num_heads", m.num_heads), ("model.ltae_heads", m.ltae_heads)):
+        _check_divides(m.embed_dim, heads, n)
+    _check_divides(m.embed_dim, "jepa.predictor_heads", j.predictor_heads)
     for spec_i, spec in enumerate(cfg.data.datasets):
         if not spec.name.startswith("synthetic") and not spec.path and not cfg.data.root:
             raise ConfigError(
@@ -932,6 +950,18 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] = ()) -> Config:
     """
     if isinstance(overrides, str):
         overrides = [overrides]
+    if not isinstance(overrides, Iterable) or isinstance(overrides, Mapping):
+        raise ConfigError(
+            f'config overrides: expected a list of "key=value" strings, got {overrides!r:.60}; '
+            'e.g. ["train.steps=100"], or leave them out'
+        )
+    overrides = list(overrides)
+    if not all(isinstance(item, str) for item in overrides):
+        item = next(item for item in overrides if not isinstance(item, str))
+        raise ConfigError(
+            f'config overrides: expected a list of "key=value" strings, got {item!r:.60} in it; '
+            'e.g. ["train.steps=100"]'
+        )
     data: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -971,6 +1001,12 @@ def _first_field(section: str) -> str:
 
 def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Config:
     """A fresh copy of a named preset with optional ``key=value`` overrides."""
+    if not isinstance(preset, str):
+        change = "; to change a Config, use apply_overrides(cfg, [...])" if isinstance(preset, Config) else ""
+        raise ConfigError(
+            f"get_config: expected a preset name ({', '.join(PRESETS)}), got a {type(preset).__name__}{change}; "
+            'e.g. get_config("cpu-demo", ["train.steps=100"])'
+        )
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return apply_overrides(copy.deepcopy(PRESETS[preset]()), overrides)

@@ -75,21 +75,30 @@ _ROWS = (
 
 
 def run_demo(
-    cfg: Config, resume: bool | str | Path = False, force: bool = False, progress: bool = True
+    cfg: Config, resume: bool | str | Path = False, force: bool = False, progress: bool = True, reprobe: bool = False
 ) -> tuple[dict, dict]:
     """Pretrain ``cfg`` then probe its exported encoders; returns ``(training summary, probe report)``.
 
-    Resuming a finished run skips straight to the probes (its ``summary.json`` is reused).
+    Resuming a finished run skips straight to the probes (its ``summary.json`` is reused).  Resuming
+    a run that already holds ``probe_results.json`` is refused, as ``anysat-lite probe`` refuses it
+    without ``--force``; ``reprobe=True`` replaces them (the seed study's ``--resume`` does).
     """
     import json
 
     from .config import validate_probe
+    from .errors import UserError
     from .probe import run_probe
     from .train import pretrain
     from .train.rundir import RunFinishedError
 
     validate_probe(cfg)  # probe settings that cannot work are refused before pretraining, not after it
     out = Path(cfg.train.out_dir)
+    if resume and not reprobe and (out / "probe_results.json").exists():
+        raise UserError(
+            f"demo --resume: {out / 'probe_results.json'} already holds probe results, which the demo would replace; "
+            f"to re-probe, run anysat-lite probe --config {out / 'config.yaml'} --checkpoint {out / 'encoder'} "
+            f"--out {out} --force, or move the probe_results files out of {out} first"
+        )
     try:
         summary = pretrain(cfg, resume=resume, progress=progress, force=force)
     except RunFinishedError as e:
@@ -202,7 +211,7 @@ def run_seeds(
         if progress:
             print(f"training seed {seed}: {folder}")
         run = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, out_dir=str(folder)))
-        runs[seed] = run_demo(run, resume=resume and folder.exists(), force=force, progress=progress)
+        runs[seed] = run_demo(run, resume=resume and folder.exists(), force=force, progress=progress, reprobe=True)
     return root, runs
 
 

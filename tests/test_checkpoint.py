@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anysat_lite.config import config_to_dict, get_config, model_config
+from anysat_lite.errors import UserError
 from anysat_lite.jepa import JEPA
 from anysat_lite.model import AnySat
 from anysat_lite.train.checkpoint import CheckpointError, export_encoder, load_checkpoint, load_encoder, save_checkpoint
@@ -119,6 +120,29 @@ def test_damaged_exported_encoders(exported, damage, match):
     with pytest.raises(CheckpointError, match=match) as e:
         load_encoder(path)
     assert "\n" not in str(e.value)
+
+
+def test_sidecar_sensors_must_be_a_list(exported):
+    path, _ = exported
+    path.with_suffix(".json").write_text(json.dumps({**META, "sensors": "s2"}))
+    with pytest.raises(
+        CheckpointError,
+        match=r"encoder.json: 'sensors' expected a list of sensor names, e.g. \[\"aerial\", \"s2\"\], got \"s2\"; "
+        r"write the list",
+    ) as e:
+        load_encoder(path)
+    _one_line(e, path)
+
+
+def test_load_encoder_device_is_checked_before_the_files(exported, monkeypatch):
+    path, _ = exported
+    for where in (path, path.parent / "nope"):  # a device mistake is found before a missing file
+        with pytest.raises(UserError, match=r"^device gpu: expected cpu, cuda or cuda:N .*; e.g. device cuda$"):
+            load_encoder(where, device="gpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UserError, match=r"^device cuda: this machine has no CUDA device; use device cpu$"):
+        load_encoder(path, device="cuda")
+    assert next(load_encoder(path, device=torch.device("cpu"))[0].parameters()).device.type == "cpu"
 
 
 def test_wrong_encoder_paths(tmp_path):

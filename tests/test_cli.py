@@ -19,6 +19,7 @@ from rasterio.crs import CRS
 from anysat_lite.cli import main
 from anysat_lite.config import PRESETS, get_config, load_config, save_config
 from anysat_lite.demo import SEED_MARKERS, WORLD_MARKERS, readme_block
+from anysat_lite.errors import UserError
 
 
 def test_presets_and_overrides(tmp_path):
@@ -148,6 +149,34 @@ def test_embed_tiles_are_the_encodings_of_each_tile(encoder_files):
             torch.testing.assert_close(torch.from_numpy(ds.tile_embedding.values[:, i, j]), out[0])
     whole = embed_rasters(enc, rasters, 10, stats)  # default tiles: one 20 m tile here
     assert whole.attrs["n_tiles"] == 1 and whole.attrs["tile_size_m"] == 240
+
+
+def test_embed_python_api_refuses_wrong_arguments_up_front(encoder_files):
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.probe.embed import embed_rasters, load_rasters
+    from anysat_lite.train.checkpoint import load_encoder
+
+    enc, meta = load_encoder(encoder_files)
+    stats = NormStats.from_dict(meta["norm_stats"]["synthetic"])
+    # one path for a sensor stands for a list of one
+    one = load_rasters({"aerial": str(GEOTIFF / "aerial.tif"), "s2": S2.split(",")})
+    assert one["aerial"].identical(load_rasters({"aerial": [GEOTIFF / "aerial.tif"]})["aerial"])
+    assert load_rasters({"aerial": GEOTIFF / "aerial.tif"})["aerial"].identical(one["aerial"])
+    with pytest.raises(UserError, match=r"^load_rasters: expected a dict \{sensor: path or \[paths\]\}, got str"):
+        load_rasters(str(GEOTIFF / "aerial.tif"))
+    for args, pattern in (
+        ((enc, one["aerial"], 10, stats), r"^rasters: expected a dict \{sensor: DataArray\} .*got DataArray; e.g. "),
+        ((enc, {"aerial": one["aerial"].values}, 10, stats), r"^rasters\['aerial'\]: expected an xarray DataArray "),
+        ((enc, {"s9": one["aerial"]}, 10, stats), r"^rasters: unknown sensor 's9'; known: "),
+        ((enc, one, 10, meta["norm_stats"]["synthetic"]), r"^stats: expected NormStats or None, got dict; for the "),
+        (
+            (str(encoder_files), one, 10, stats),
+            r"^encoder: expected an AnySat model, got str; load one first: encoder, ",
+        ),
+    ):
+        with pytest.raises(UserError, match=pattern) as e:
+            embed_rasters(*args)
+        assert "\n" not in str(e.value)
 
 
 def test_embed_nodata_skip_leaves_tiles_out(encoder_files):
@@ -282,6 +311,26 @@ def test_demo_seed_study_mistakes(tmp_path, args, pattern):
     assert not out.exists() and not Path(f"{out}-seeds").exists()  # refused before anything ran
 
 
+def test_demo_resume_never_replaces_probe_results(tmp_path, capsys):
+    from anysat_lite.demo import run_demo
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "probe_results.json").write_text('{"the": "user\'s results"}')
+    assert main(["demo", "--quiet", "--resume", "--set", f"train.out_dir={out}"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert re.search(
+        r"demo --resume: .*run/probe_results.json already holds probe results, which the demo would replace; to "
+        r"re-probe, run anysat-lite probe --config .*run/config.yaml --checkpoint .*run/encoder --out .*run --force, "
+        r"or move",
+        err,
+    ), err
+    with pytest.raises(UserError, match="already holds probe results"):  # the Python API, before any pretraining
+        run_demo(get_config("cpu-demo", [f"train.out_dir={out}"]), resume=True, progress=False)
+    assert [p.name for p in out.iterdir()] == ["probe_results.json"]
+    assert (out / "probe_results.json").read_text() == '{"the": "user\'s results"}'
+
+
 def test_debug_shows_the_traceback(tmp_path):
     for r in (
         anysat_lite("pretrain", "--debug", "--set", "train.steps=0"),
@@ -360,6 +409,11 @@ def test_embed_mistakes(tmp_path, encoder_files):
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "25"],
             r"tile size 25 m: expected a positive "
             r"multiple of the 20 m patch size",
+        ),
+        (
+            ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--raster", f"s1-asc={GEOTIFF / 's1-asc_20200410.tif'}"],
+            r"^anysat-lite embed: error: --raster s1-asc=...: the encoder .*enc has no projector for 's1-asc', only "
+            r"for aerial, s2; leave out --raster s1-asc=..., or give a --checkpoint pretrained with s1-asc$",
         ),
         (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "nan"],

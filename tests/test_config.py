@@ -11,6 +11,7 @@ from anysat_lite.config import (
     apply_overrides,
     get_config,
     load_config,
+    model_config,
     validate_config,
     validate_probe,
 )
@@ -198,6 +199,38 @@ def test_programmatic_configs_are_validated_too():
     with pytest.raises(ConfigError, match=r"train.steps: expected an integer >= 1, got 0"):
         validate_config(Config(train=TrainConfig(steps=0)))
     assert apply_overrides(Config(), []) == Config()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: get_config("cpu-demo", None), r'overrides: expected a list of "key=value" strings, got None; e.g. \['),
+        (lambda: get_config("cpu-demo", {"train.steps": 3}), r"strings, got \{'train.steps': 3\}; e.g."),
+        (lambda: get_config("cpu-demo", [("train.steps", 3)]), r"strings, got \('train.steps', 3\) in it; e.g."),
+        (
+            lambda: get_config(Config()),
+            r"^get_config: expected a preset name \(cpu-demo, .*\), got a Config; to change a Config, use "
+            r"apply_overrides\(cfg, \[...\]\); e.g. get_config\(\"cpu-demo\", \[\"train.steps=100\"\]\)$",
+        ),
+        (lambda: model_config("nano", depth=-1), r"^model_config: depth: expected an integer >= 1, got -1; e.g. "),
+        (
+            lambda: model_config("nano", num_heads=5),
+            r"divisor of model.embed_dim=64, got 5; e.g. model_config\('nano', ",
+        ),
+        (lambda: model_config("nano", depht=3), r"unknown config key\(s\) \['depht'\] .*did you mean model.depth\?"),
+        (lambda: model_config("nano", foo=1), r"unknown config key\(s\) \['foo'\] in model .*valid: depth, "),
+        (lambda: model_config("nano", dropout=1.5), r"dropout: expected null or in \[0, 1\), got 1.5"),
+    ],
+)
+def test_python_entry_points_refuse_wrong_arguments_in_one_line(call, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+def test_model_config_keeps_good_overrides():
+    assert model_config("nano", depth=3, dropout=None).depth == 3
+    assert get_config("cpu-demo", (o for o in ["train.steps=3"])).train.steps == 3
 
 
 def test_yaml_files(tmp_path):

@@ -33,6 +33,7 @@ from ..data.io import (
     target_crs,
 )
 from ..data.normalization import NormStats
+from ..errors import UserError
 from ..sensors import SENSORS
 
 __all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
@@ -40,10 +41,19 @@ __all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
 DEFAULT_TILE_M = 240.0  # tiles of about this side (a multiple of the patch size) are encoded one at a time
 
 
-def load_rasters(spec: Mapping[str, Sequence[str | Path]]) -> dict[str, xr.DataArray]:
-    """``{sensor: [paths]}`` -> DataArrays (series are stacked by the dates in their file names)."""
+def load_rasters(spec: Mapping[str, str | Path | Sequence[str | Path]]) -> dict[str, xr.DataArray]:
+    """``{sensor: [paths]}`` -> DataArrays (series are stacked by the dates in their file names).
+
+    A single path stands for a list of one: ``{"aerial": "a.tif"}``.
+    """
+    if not isinstance(spec, Mapping):
+        raise RasterError(
+            f"load_rasters: expected a dict {{sensor: path or [paths]}}, got {type(spec).__name__} {str(spec)[:60]!r}; "
+            'e.g. load_rasters({"aerial": "a.tif", "s2": ["s2_20200301.tif", "s2_20200615.tif"]})'
+        )
     out = {}
     for sensor, paths in spec.items():
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if sensor not in SENSORS:
             raise RasterError(f"unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
         s = SENSORS[sensor]
@@ -83,6 +93,31 @@ def _cuts(total_m: float, tile_m: float) -> list[tuple[float, float]]:
     return [(i * tile_m, min(tile_m, total_m - i * tile_m)) for i in range(n)]
 
 
+def _check_arguments(encoder, rasters, stats) -> None:
+    """Refuse arguments of :func:`embed_rasters` of the wrong kind, before any tile is encoded."""
+    if not isinstance(encoder, torch.nn.Module):
+        load = f"encoder, meta = load_encoder({str(encoder)!r})" if isinstance(encoder, (str, Path)) else "load_encoder"
+        raise UserError(f"encoder: expected an AnySat model, got {type(encoder).__name__}; load one first: {load}")
+    if not isinstance(rasters, Mapping):
+        raise RasterError(
+            f"rasters: expected a dict {{sensor: DataArray}} as load_rasters returns, got {type(rasters).__name__}; "
+            'e.g. rasters = load_rasters({"aerial": "a.tif"}), or {"aerial": da} for one DataArray'
+        )
+    for n, da in rasters.items():
+        if n not in SENSORS:
+            raise RasterError(f"rasters: unknown sensor {n!r}; known: {', '.join(SENSORS)}")
+        if not isinstance(da, xr.DataArray):
+            raise RasterError(
+                f"rasters[{n!r}]: expected an xarray DataArray with its CRS and transform, got {type(da).__name__}; "
+                f"read the GeoTIFF with load_rasters({{{n!r}: PATH}})"
+            )
+    if stats is not None and not isinstance(stats, NormStats):
+        raise UserError(
+            f"stats: expected NormStats or None, got {type(stats).__name__}; for the statistics an encoder carries: "
+            "NormStats.from_dict(encoder.norm_stats[DATASET])"
+        )
+
+
 @torch.no_grad()
 def embed_rasters(
     encoder,
@@ -105,6 +140,7 @@ def embed_rasters(
         nodata: ``"error"`` (stop when image pixels of a tile are nodata or a series has no complete
             date there) or ``"skip"`` (leave such tiles out: NaN embeddings, ``valid`` 0).
     """
+    _check_arguments(encoder, rasters, stats)
     if nodata not in ("error", "skip"):
         raise RasterError(f"nodata must be 'error' or 'skip', got {nodata!r}")
     P = patch_size_m(patch_size)

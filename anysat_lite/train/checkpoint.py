@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import UserError
+from ..errors import UserError, check_device
 
 __all__ = [
     "save_checkpoint",
@@ -188,7 +188,9 @@ def load_encoder(path: str | Path, device="cpu"):
     target encoder (keys ``target.*``) is preferred over the context encoder (``encoder.*``).
     ``meta["source"]`` says which weights were loaded; ``model.norm_stats`` holds the
     normalisation statistics of the training data (``{dataset: {sensor: {mean, std}}}``).
+    ``device``: cpu, cuda or cuda:N (``None``: cuda when available, else cpu).
     """
+    device = check_device("device", None if device is None else str(device))  # before the files are read
     path = resolve_encoder_path(path)
     if path.suffix in TRAINING_SUFFIXES:
         model, meta = _encoder_from_training_checkpoint(path)
@@ -260,7 +262,13 @@ def _encoder_from_export(path: Path):
             f"{sidecar}: not an anysat-lite encoder sidecar (expected keys 'model' and "
             f"'sensors', got {keys}); give the .json written with the .safetensors"
         )
-    model = _build_encoder(meta["model"], meta["sensors"], sidecar, meta.get("sensor_facts"))
+    sensors = meta["sensors"]
+    if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors):
+        raise CheckpointError(
+            f'{sidecar}: \'sensors\' expected a list of sensor names, e.g. ["aerial", "s2"], got '
+            f"{json.dumps(sensors)}; write the list of the encoder's sensors there, or export the encoder again"
+        )
+    model = _build_encoder(meta["model"], sensors, sidecar, meta.get("sensor_facts"))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
