@@ -42,12 +42,17 @@ def check_output_file(option: str, path: str | Path, force: bool) -> None:
 def check_device(option: str, name: str | None):
     """The ``torch.device`` that ``name`` (given with ``option``) names; ``None``: cuda when available, else cpu.
 
-    Refused: a name other than cpu, cuda or cuda:N, and a GPU this machine does not have.
+    Refused: a name other than cpu, cuda or cuda:N (or mps, Apple's GPU, which the notebooks' ``DEVICE``
+    offers), and a GPU this machine does not have.
     """
     import torch  # here, so that importing this module stays light
 
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{option} mps: this machine has no MPS (Apple GPU) device; use {option} cpu")
+        return torch.device("mps")
     if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
         raise UserError(f"{option} {name}: expected cpu, cuda or cuda:N (N: the GPU's number); e.g. {option} cuda")
     if name.startswith("cuda"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anysat_lite.config import config_to_dict, get_config, model_config
-from anysat_lite.errors import UserError
+from anysat_lite.errors import UserError, check_device
 from anysat_lite.jepa import JEPA
 from anysat_lite.model import AnySat
 from anysat_lite.train.checkpoint import CheckpointError, export_encoder, load_checkpoint, load_encoder, save_checkpoint
@@ -143,6 +143,11 @@ def test_load_encoder_device_is_checked_before_the_files(exported, monkeypatch):
     with pytest.raises(UserError, match=r"^device cuda: this machine has no CUDA device; use device cpu$"):
         load_encoder(path, device="cuda")
     assert next(load_encoder(path, device=torch.device("cpu"))[0].parameters()).device.type == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # the notebooks' DEVICE may say mps
+    with pytest.raises(UserError, match=r"^device mps: this machine has no MPS \(Apple GPU\) device; use device cpu$"):
+        load_encoder(path, device="mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert check_device("device", "mps") == torch.device("mps")  # accepted where there is one
 
 
 def test_wrong_encoder_paths(tmp_path):
