@@ -79,9 +79,11 @@ def run_demo(
 ) -> tuple[dict, dict]:
     """Pretrain ``cfg`` then probe its exported encoders; returns ``(training summary, probe report)``.
 
-    Resuming a finished run skips straight to the probes (its ``summary.json`` is reused).  Resuming
-    a run that already holds ``probe_results.json`` is refused, as ``anysat-lite probe`` refuses it
-    without ``--force``; ``reprobe=True`` replaces them (the seed study's ``--resume`` does).
+    Resuming a finished run skips straight to the probes (its ``summary.json`` is reused), unless it
+    already holds ``probe_results.json``: nothing new would be probed, so that is refused, as
+    ``anysat-lite probe`` refuses it without ``--force`` (``reprobe=True`` replaces them: the seed
+    study's ``--resume`` does).  A resumed run that trains further (``train.steps`` raised) is probed
+    again and replaces its results.
     """
     import json
 
@@ -93,15 +95,20 @@ def run_demo(
 
     validate_probe(cfg)  # probe settings that cannot work are refused before pretraining, not after it
     out = Path(cfg.train.out_dir)
-    if resume and not reprobe and (out / "probe_results.json").exists():
-        raise UserError(
-            f"demo --resume: {out / 'probe_results.json'} already holds probe results, which the demo would replace; "
-            f"to re-probe, run anysat-lite probe --config {out / 'config.yaml'} --checkpoint {out / 'encoder'} "
-            f"--out {out} --force, or move the probe_results files out of {out} first"
-        )
+    results = out / "probe_results.json"
+    keep = UserError(
+        f"demo --resume: {results} already holds probe results, which the demo would replace; to re-probe, run "
+        f"anysat-lite probe --config {out / 'config.yaml'} --checkpoint {out / 'encoder'} --out {out} --force, "
+        f"or move the probe_results files out of {out} first (Python: run_demo(..., reprobe=True))"
+    )
+    checkpoint = Path(resume) if isinstance(resume, (str, Path)) else out / "last.pt"
+    if resume and not reprobe and results.exists() and not checkpoint.exists():
+        raise keep  # nothing to train: the results would only be replaced
     try:
         summary = pretrain(cfg, resume=resume, progress=progress, force=force)
     except RunFinishedError as e:
+        if not reprobe and results.exists():
+            raise keep from None
         print(f"pretraining: {e.checkpoint} is already at step {e.step} = train.steps; probing its encoders")
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     report = run_probe(cfg, checkpoint=out / "encoder", out_dir=out, progress=progress)

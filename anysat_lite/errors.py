@@ -39,14 +39,16 @@ def check_output_file(option: str, path: str | Path, force: bool) -> None:
             break
 
 
-def check_device(option: str, name: str | None):
-    """The ``torch.device`` that ``name`` (given with ``option``) names; ``None``: cuda when available, else cpu.
+def check_device(option: str, name):
+    """The ``torch.device`` that ``name`` (given with ``option``: a string or a ``torch.device``) names;
+    ``None``, ``""`` or ``"auto"``: cuda when available, else cpu.
 
     Refused: a name other than cpu, cuda or cuda:N (or mps, Apple's GPU, which the notebooks' ``DEVICE``
     offers), and a GPU this machine does not have.
     """
     import torch  # here, so that importing this module stays light
 
+    name = None if name in (None, "", "auto") else str(name)
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "mps":

@@ -148,6 +148,10 @@ def test_load_encoder_device_is_checked_before_the_files(exported, monkeypatch):
         load_encoder(path, device="mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert check_device("device", "mps") == torch.device("mps")  # accepted where there is one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for auto in (None, "", "auto"):  # the notebooks' DEVICE = "", train.device=auto
+        assert check_device("device", auto) == torch.device("cpu")
+    assert check_device("--device", torch.device("cpu")) == torch.device("cpu")
 
 
 def test_wrong_encoder_paths(tmp_path):

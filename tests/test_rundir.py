@@ -172,3 +172,16 @@ def test_resume_from_weights_that_are_no_training_checkpoint_names_a_few_keys(tm
     ) as e:
         prepare_run_dir(tmp_path / "run", _cfg(tmp_path / "run"), resume=tmp_path / "weights.pt")
     assert len(str(e.value)) < 300  # not every weight's name
+
+
+def test_demo_resume_of_a_finished_run_keeps_its_probe_results(tmp_path):
+    """Nothing would be trained, so nothing is re-probed: the run's results stay (probe --force replaces them)."""
+    from anysat_lite.demo import run_demo
+    from anysat_lite.errors import UserError
+
+    before = _fake_run(tmp_path)
+    with pytest.raises(
+        UserError, match=r"already holds probe results, .*\(Python: run_demo\(\.\.\., reprobe=True\)\)$"
+    ):
+        run_demo(_cfg(tmp_path), resume=True, progress=False)
+    assert _unchanged(tmp_path, before)

@@ -51,7 +51,7 @@ def collapse_monitors(patch_embeddings: Tensor, tile_embeddings: Tensor) -> dict
     if N > 1:  # sum over ordered pairs i != j of u_i . u_j = |sum_i u_i|^2 - N, per tile
         u = torch.nn.functional.normalize(patch_embeddings.float(), dim=-1)
         pairs = u.sum(1).pow(2).sum(-1) - N  # [B]
-        out["place_cos"] = (pairs.sum() / (B * N * (N - 1))).item()
+        out["place_cos"] = (pairs.sum() / (B * N * (N - 1))).clamp(-1.0, 1.0).item()  # rounding can pass 1
     return out
 
 

@@ -190,7 +190,7 @@ def load_encoder(path: str | Path, device="cpu"):
     normalisation statistics of the training data (``{dataset: {sensor: {mean, std}}}``).
     ``device``: cpu, cuda or cuda:N (``None``: cuda when available, else cpu).
     """
-    device = check_device("device", None if device is None else str(device))  # before the files are read
+    device = check_device("device", device)  # before the files are read
     path = resolve_encoder_path(path)
     if path.suffix in TRAINING_SUFFIXES:
         model, meta = _encoder_from_training_checkpoint(path)
