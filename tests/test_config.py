@@ -99,6 +99,11 @@ from anysat_lite.config import (
         ("train.lr=.inf", r"^config train.lr: expected a number > 0, got inf; e.g. --set train.lr="),
         ("train.grad_clip=.nan", r"train.grad_clip: expected a number >= 0, got nan"),
         ("jepa.target_aspect=[0.75, .inf]", r"jepa.target_aspect: expected \[low, high\] .*, got \[0.75, \.inf\]"),
+        (
+            "jepa.warn_cos=.nan",
+            r"jepa.warn_cos: expected in \[-1, 1\], got nan; e.g. --set jepa.warn_cos=0.95",
+        ),  # NaN: no warning ever
+        ("jepa.warn_std=-0.1", r"jepa.warn_std: expected a number >= 0, got -0.1"),
         ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
         ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
         ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
