@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError, check_output_file
+from .errors import UserError, check_output_file, not_utf8
 
 __all__ = ["main", "DEBUG_ENV"]
 
@@ -195,8 +195,7 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(
-            f"--update-readme {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
-            f"give the Markdown file that holds the markers {markers[0]}"
+            not_utf8(f"--update-readme {path}", e, f"give the Markdown file that holds the markers {markers[0]}")
         ) from None
     if readme_block(text, markers) is None:
         raise UserError(

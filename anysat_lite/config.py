@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, not_utf8
 
 __all__ = [
     "ModelConfig",
@@ -1022,8 +1022,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(
-            f"config file {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x} at position {e.start}; "
-            "give a YAML file (saved as UTF-8) or a preset name"
+            not_utf8(f"config file {path}", e, "give a YAML file (saved as UTF-8) or a preset name")
         ) from None
     except FileNotFoundError:
         raise ConfigError(

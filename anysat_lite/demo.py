@@ -425,7 +425,7 @@ def readme_block(text: str, markers: tuple[str, str] = README_MARKERS) -> str | 
 def replace_readme_block(path: str | Path, block: str, markers: tuple[str, str] = README_MARKERS) -> bool:
     """Write ``block`` between the README's ``markers``; returns whether the file changed."""
     path = Path(path)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if readme_block(text, markers) is None:
         raise ValueError(
             f"{path}: no results markers {markers[0]!r} ... {markers[1]!r}; add them where the results should go"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["UserError", "check_output_file", "check_device"]
+__all__ = ["UserError", "check_output_file", "check_device", "not_utf8"]
 
 
 class UserError(ValueError):
@@ -63,3 +63,8 @@ def check_device(option: str, name):
             have = f"{n} CUDA device(s), cuda:0 to cuda:{n - 1}; choose one of them or" if n else "no CUDA device; use"
             raise UserError(f"{option} {name}: this machine has {have} {option} cpu")
     return torch.device(name)
+
+
+def not_utf8(what: str, error: UnicodeDecodeError, fix: str) -> str:
+    """The message for a file ``what`` (e.g. ``config file PATH``) that is not UTF-8 text: the byte, where, ``fix``."""
+    return f"{what}: expected UTF-8 text, got byte {error.object[error.start]:#04x} at position {error.start}; {fix}"

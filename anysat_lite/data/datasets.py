@@ -194,7 +194,7 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         patch_sizes=list(spec.patch_sizes), weight=spec.weight, batch_size=spec.batch_size, crop_m=spec.tile_m
     )
     if spec.name == "synthetic" or spec.name.startswith("synthetic:"):
-        sensors = tuple(spec.sensors or ("aerial", "s2", "s1-asc"))
+        sensors = tuple(spec.sensors or WorldSpec.sensors)
         wspec = WorldSpec(
             n_tiles=data_cfg.n_tiles,
             tile_m=data_cfg.tile_m,
