@@ -232,7 +232,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16
     tf32: bool = True  # TensorFloat-32 for float32 matmuls and convolutions on CUDA
     compile: bool = False  # torch.compile the transformer blocks (optional; see train/loop.py)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (Apple GPU, one process)
     seed: int = 0
     log_every: int = 10
     val_every: int = 0  # validation loss every this many steps (0 = never)
@@ -732,8 +732,8 @@ RULES: dict[str, tuple] = {
     "train.grad_clip": _ge(0),
     "train.amp": _choice("none", "bf16", "fp16"),
     "train.device": (
-        lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
-        "auto, cpu, cuda or cuda:N",
+        lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
     ),
     "train.seed": _ge(0),
     "train.log_every": _ge(1),

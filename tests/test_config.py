@@ -32,7 +32,7 @@ from anysat_lite.config import (
         ("train.lr=-1e-4", r"train.lr: expected a number > 0, got -0.0001"),
         ("train.lr=nan", r"train.lr: expected a number > 0, got nan"),
         ("train.amp=fp8", r"train.amp: expected one of none, bf16, fp16, got 'fp8'; e.g. --set train.amp=none"),
-        ("train.device=gpu", r"train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("train.device=gpu", r"train.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
         ("train.compile=1", r"train.compile: expected a boolean \(true/false\), got 1"),
         ("train.threads=0", r"train.threads: expected null or >= 1, got 0"),
         (

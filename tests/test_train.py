@@ -13,6 +13,7 @@ from train_helpers import KILL_ENV
 
 from anysat_lite.bench import FlopCounter
 from anysat_lite.config import get_config
+from anysat_lite.errors import UserError
 from anysat_lite.train import load_checkpoint, load_encoder, pretrain, save_checkpoint
 from anysat_lite.train.metrics import read_metrics
 
@@ -524,8 +525,6 @@ def test_ddp_matches_one_process_on_series_of_different_lengths(tmp_path):
 def test_tensorboard_is_optional(tmp_path):
     import importlib.util
 
-    from anysat_lite.errors import UserError
-
     cfg = get_config("cpu-demo", TINY + ["train.steps=2", "train.tensorboard=true", f"train.out_dir={tmp_path}"])
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(UserError, match=r"train.tensorboard=true needs the tensorboard package; install it"):
@@ -534,3 +533,66 @@ def test_tensorboard_is_optional(tmp_path):
     else:
         pretrain(cfg, progress=False)
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+# --- train.device: the devices a run may name, refused with one line where this machine lacks them ----------------
+
+
+def test_train_device_accepts_mps_and_cuda_index_in_the_config():
+    for name in ("mps", "cuda:1", "auto", "cpu"):
+        assert get_config("cpu-demo", [f"train.device={name}"]).train.device == name
+
+
+@pytest.mark.parametrize(
+    "device, env, message",
+    [
+        ("mps", {}, r"^train.device=mps: this machine has no MPS \(Apple GPU\) device; use train.device=cpu or auto$"),
+        ("cuda", {}, r"^train.device=cuda: this machine has no CUDA device; use train.device=cpu or auto$"),
+        ("cuda:3", {}, r"^train.device=cuda:3: this machine has no CUDA device"),
+    ],
+)
+def test_init_distributed_refuses_a_device_this_machine_lacks(monkeypatch, device, env, message):
+    from anysat_lite.train.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match=message):
+        init_distributed(device)
+
+
+def test_init_distributed_mps_is_one_process_and_cuda_n_names_the_gpu(monkeypatch):
+    from anysat_lite.train import distributed
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"^train.device=mps runs one process, got WORLD_SIZE=2 \(torchrun\)"):
+        distributed.init_distributed("mps")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_distributed("mps").device == torch.device("mps")
+    # cuda:N alone takes GPU N (not LOCAL_RANK's), and a GPU beyond the machine's count is refused
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert distributed.init_distributed("cuda:1").device == torch.device("cuda", 1) and chosen == [1]
+    with pytest.raises(UserError, match=r"^train.device=cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        distributed.init_distributed("cuda:2")
+
+
+def test_probes_run_on_the_device_train_device_names(monkeypatch):
+    from anysat_lite.probe.run import _device_of
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert [_device_of(d) for d in ("auto", "cpu", "cuda", "cuda:1", "mps")] == ["cpu"] * 5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert [_device_of(d) for d in ("auto", "cpu", "cuda", "cuda:1", "cuda:5", "mps")] == [
+        "cuda",
+        "cpu",
+        "cuda",
+        "cuda:1",
+        "cuda",
+        "mps",
+    ]

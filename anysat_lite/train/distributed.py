@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 __all__ = ["DistInfo", "init_distributed", "barrier", "cleanup", "all_mean", "all_max", "ranks_where", "gather_objects"]
 
 
@@ -24,16 +26,40 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by torchrun) and pick the device."""
+    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by torchrun) and pick the device.
+
+    ``device``: ``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda`` (each process its
+    ``LOCAL_RANK``'s GPU), ``cuda:N`` (GPU N when alone, ``LOCAL_RANK``'s under torchrun) or ``mps``
+    (Apple's GPU; one process only, as torch has no process group for it).
+    """
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+        raise UserError(f"train.device={device}: this machine has no CUDA device; use train.device=cpu or auto")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(
+                "train.device=mps: this machine has no MPS (Apple GPU) device; use train.device=cpu or auto"
+            )
+        if world > 1:
+            raise UserError(
+                f"train.device=mps runs one process, got WORLD_SIZE={world} (torchrun); run it without torchrun, "
+                "or use train.device=cpu for several processes"
+            )
+        return DistInfo(rank, world, local, torch.device("mps"))
     if use_cuda:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
+        index = local
+        if device.startswith("cuda:") and world == 1:  # one process: the GPU named; under torchrun: LOCAL_RANK's
+            index, n = int(device.partition(":")[2]), torch.cuda.device_count()
+            if index >= n:
+                raise UserError(
+                    f"train.device={device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}; "
+                    "choose one of them"
+                )
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
