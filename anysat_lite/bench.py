@@ -336,6 +336,8 @@ def _check_args(args) -> torch.device:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(f"{option} {' '.join(names)}: {unknown[0]!r} is not {what}; choose from {', '.join(known)}")
+    if args.json is None:  # a new file per run, so that a second run never meets the first one's results
+        args.json = time.strftime("runs/bench/bench-%Y%m%d-%H%M%S.json")
     check_output_file("--json", args.json, args.force)
     return device
 
@@ -366,7 +368,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default="bench.json", help="where to write the results (its folder is created if missing)")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="where to write the results (its folder is created if missing; default: a new "
+        "runs/bench/bench-YYYYMMDD-HHMMSS.json each run)",
+    )
     p.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     p.add_argument(
         "--pretrain",

@@ -78,7 +78,7 @@ QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "-
 @pytest.mark.parametrize(
     "args, pattern",
     [
-        ([], r"--json bench.json: the file exists; write elsewhere, or replace it with --force$"),
+        (["--json", "bench.json"], r"--json bench.json: the file exists; write elsewhere, or replace it with --force$"),
         (["--json", "afile/b.json"], r"--json afile/b.json: afile is a file, expected a folder"),
         (["--device", "gpu"], r"--device gpu: expected cpu, cuda or cuda:N .*; e.g. --device cuda$"),
         (["--device", "cuda:99"], r"--device cuda:99: this machine has .*--device cpu$"),
@@ -95,6 +95,21 @@ def test_bench_mistakes_are_one_line_before_any_work(tmp_path, monkeypatch, caps
     out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
     assert "matmul peak" not in out and (tmp_path / "bench.json").read_text() == "earlier results"
+
+
+def test_bench_default_json_is_a_new_file_each_run(tmp_path, monkeypatch):
+    import argparse
+
+    from anysat_lite.bench import _check_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench.json").write_text("earlier results")  # what the old default would have met
+    args = argparse.Namespace(device="cpu", sizes=["nano"], sweep_size="nano", pretrain=None, json=None, force=False)
+    _check_args(args)
+    assert re.fullmatch(r"runs/bench/bench-\d{8}-\d{6}\.json", args.json), args.json
+    args.json = "bench.json"  # a file named by the user is still refused without --force
+    with pytest.raises(ValueError, match="the file exists"):
+        _check_args(args)
 
 
 def test_mfu_uses_the_timed_steps_only():
