@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from anysat_lite.probe.knn import knn_predict
+from anysat_lite.probe.knn import knn_predict, normalise_features, variance_shares
 from anysat_lite.probe.linear import LinearProbe, probe_objective, train_linear
 from anysat_lite.probe.metrics import confusion_matrix, f1_scores, mean_iou, multilabel_f1, overall_accuracy
 from anysat_lite.probe.segmentation import predict_segmentation, train_segmentation_probe
@@ -95,6 +95,48 @@ def test_knn_is_blind_to_the_units_of_each_feature():
     scaled = torch.cat([x * 1e-3, noise * 1e4], 1)  # the informative dims in small units, the noise in large
     assert torch.equal(knn_predict(scaled[:40], y[:40], scaled[40:], 3, k=5), pred)
     assert overall_accuracy(pred, y[40:]) == 1.0
+
+
+def _dominated(n=300, seed=0):
+    """Three classes in two latent directions of little variance, beside three nuisance directions of large
+    variance, all five mixed into every feature (as a pretrained token spreads its axes over its dimensions)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centres = torch.tensor([[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]])
+    latent = torch.cat([torch.randn(n, 3, generator=g) * 3, centres[y] + torch.randn(n, 2, generator=g) * 0.3], 1)
+    return latent @ torch.randn(5, 5, generator=g), y  # [n, 5]
+
+
+def test_variance_shares_measure_how_few_directions_dominate():
+    x, _ = _dominated()
+    shares = variance_shares(x)
+    assert shares.shape == (5,) and torch.isclose(shares.sum(), torch.tensor(1.0))
+    assert torch.all(shares[:-1] >= shares[1:])  # largest first
+    assert shares[:3].sum() > 0.95  # standardising each feature keeps the nuisance directions they share
+    iso = variance_shares(torch.randn(2000, 11, generator=torch.Generator().manual_seed(0)))
+    assert iso.max() < 0.12  # isotropic noise: every direction about 1/11
+    # unstandardised, a feature in large units would dominate alone; standardised it does not
+    scaled = torch.randn(500, 4, generator=torch.Generator().manual_seed(1)) * torch.tensor([1e3, 1, 1, 1])
+    assert variance_shares(scaled, standardise=False)[0] > 0.99 > 0.4 > variance_shares(scaled)[0]
+
+
+def test_whitening_gives_identity_covariance_and_ignores_linear_maps():
+    x, y = _dominated()
+    a, b = normalise_features(x[:200], x[200:], "whiten")
+    cov = a.T @ a / a.shape[0]
+    torch.testing.assert_close(cov, torch.eye(5), atol=1e-4, rtol=0)
+    # a kNN on whitened features does not change under any invertible linear map of the features ...
+    m = torch.randn(5, 5, generator=torch.Generator().manual_seed(4)) + 3 * torch.eye(5)
+    for how in ("whiten", "standardise"):
+        pred = knn_predict(x[:200], y[:200], x[200:], 3, k=10, normalise=how)
+        mapped = knn_predict(x[:200] @ m, y[:200], x[200:] @ m, 3, k=10, normalise=how)
+        assert torch.equal(pred, mapped) == (how == "whiten"), how  # ... a standardised one does
+    # ... and here it finds the classes that the nuisance direction hides from the standardised kNN
+    white = overall_accuracy(knn_predict(x[:200], y[:200], x[200:], 3, k=10, normalise="whiten"), y[200:])
+    std = overall_accuracy(knn_predict(x[:200], y[:200], x[200:], 3, k=10), y[200:])
+    assert white > 0.9 and std < 0.75, (white, std)
+    with pytest.raises(ValueError, match="how='pca': expected one of standardise, whiten"):
+        normalise_features(x, x, "pca")
 
 
 def test_segmentation_probe_learns_a_dense_rule():

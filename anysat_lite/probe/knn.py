@@ -1,4 +1,15 @@
-"""k-nearest-neighbour classification on frozen features (cosine similarity, similarity-weighted votes)."""
+"""k-nearest-neighbour classification on frozen features (cosine similarity, similarity-weighted votes).
+
+A kNN reads the *geometry* of the features: which training items are close.  How close depends on how
+the features are scaled before the distances are taken (:func:`normalise_features`):
+
+* ``"standardise"`` (the probes' protocol): every dimension to zero mean and unit variance over the
+  training items.  Directions that *several* dimensions share keep their weight, so a few dominant
+  principal directions can decide every neighbour (:func:`variance_shares` measures that).
+* ``"whiten"`` (PCA whitening, a diagnostic): every principal direction of the training items to unit
+  variance, so each direction counts once, however little variance it has -- what a linear probe sees
+  too, since it can rescale any direction.  Noise directions are amplified as much as useful ones.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +17,66 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["knn_predict"]
+__all__ = ["knn_predict", "normalise_features", "variance_shares", "NORMALISATIONS"]
+
+NORMALISATIONS = ("standardise", "whiten")
+
+
+@torch.no_grad()
+def normalise_features(train_x: Tensor, test_x: Tensor, how: str = "standardise") -> tuple[Tensor, Tensor]:
+    """``train_x [N, D]`` and ``test_x [M, D]`` scaled with statistics of ``train_x`` only.
+
+    ``"standardise"``: ``(x - mean) / std`` per dimension.  ``"whiten"``: ``(x - mean) V / s``, with
+    ``train_x - mean = U diag(s) V^T`` and ``s`` the standard deviations along the principal directions, so
+    the whitened training items have identity covariance (directions with no variance are left at 0).
+    """
+    if how not in NORMALISATIONS:
+        raise ValueError(f"how={how!r}: expected one of {', '.join(NORMALISATIONS)}")
+    a, b = train_x.float(), test_x.float()
+    mu = a.mean(0, keepdim=True)
+    if how == "standardise":
+        sd = a.std(0, correction=0, keepdim=True).clamp_min(1e-6)
+        return (a - mu) / sd, (b - mu) / sd
+    _, s, vh = torch.linalg.svd(a - mu, full_matrices=False)  # s [r], vh [r, D]
+    sd = s / a.shape[0] ** 0.5  # the std along each principal direction
+    w = vh.T / sd.clamp_min(1e-6) * (sd > 1e-6 * sd[0].clamp_min(1e-12))  # [D, r]
+    return (a - mu) @ w, (b - mu) @ w
+
+
+@torch.no_grad()
+def variance_shares(x: Tensor, standardise: bool = True) -> Tensor:
+    """The share of the total variance along each principal direction of ``x [N, D]``, largest first ``[min(N, D)]``.
+
+    ``lambda_i / sum_j lambda_j`` for the eigenvalues ``lambda`` of the covariance of ``x`` (of its standardised
+    dimensions by default, as the kNN compares them).  Sums to 1; a share near 1 at the top means that one
+    direction decides every distance.
+    """
+    z = x.float() - x.float().mean(0, keepdim=True)
+    if standardise:
+        z = z / z.std(0, correction=0, keepdim=True).clamp_min(1e-6)
+    var = torch.linalg.svdvals(z).pow(2)
+    return var / var.sum().clamp_min(1e-12)
 
 
 @torch.no_grad()
 def knn_predict(
-    train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: int, k: int = 10, temperature: float = 0.07
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    num_classes: int,
+    k: int = 10,
+    temperature: float = 0.07,
+    normalise: str = "standardise",
 ) -> Tensor:
     """Each test item votes with its ``k`` most cosine-similar training items, weight ``exp(sim / T)``.
 
-    Features are standardised with the training mean and std first (as the linear probe does), so
-    that no dimension dominates the similarity by its unit alone: raw per-band statistics mix
-    reflectances, 8-bit aerial values and radar power.  Returns predicted class ids ``[N_test]``.
+    Features are first scaled with the training items' statistics (:func:`normalise_features`; the probes
+    standardise, as the linear probe does, so that no dimension dominates the similarity by its unit alone:
+    raw per-band statistics mix reflectances, 8-bit aerial values and radar power).  Returns predicted
+    class ids ``[N_test]``.
     """
-    mu = train_x.float().mean(0, keepdim=True)
-    sd = train_x.float().std(0, correction=0, keepdim=True).clamp_min(1e-6)
-    a = F.normalize((train_x.float() - mu) / sd, dim=1)
-    b = F.normalize((test_x.float() - mu) / sd, dim=1)
+    a, b = normalise_features(train_x, test_x, normalise)
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     sim = b @ a.t()
     k = min(k, a.shape[0])
     top, idx = sim.topk(k, dim=1)
