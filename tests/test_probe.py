@@ -112,7 +112,7 @@ def test_variance_shares_measure_how_few_directions_dominate():
     shares = variance_shares(x)
     assert shares.shape == (5,) and torch.isclose(shares.sum(), torch.tensor(1.0))
     assert torch.all(shares[:-1] >= shares[1:])  # largest first
-    assert shares[:3].sum() > 0.95  # standardising each feature keeps the nuisance directions they share
+    assert shares[:3].sum() > 0.95  # standardising each feature keeps the three nuisance directions they share
     iso = variance_shares(torch.randn(2000, 11, generator=torch.Generator().manual_seed(0)))
     assert iso.max() < 0.12  # isotropic noise: every direction about 1/11
     # unstandardised, a feature in large units would dominate alone; standardised it does not
@@ -127,16 +127,19 @@ def test_whitening_gives_identity_covariance_and_ignores_linear_maps():
     torch.testing.assert_close(cov, torch.eye(5), atol=1e-4, rtol=0)
     # a kNN on whitened features does not change under any invertible linear map of the features ...
     m = torch.randn(5, 5, generator=torch.Generator().manual_seed(4)) + 3 * torch.eye(5)
-    for how in ("whiten", "standardise"):
+    for how in ("standardise", "whiten"):  # the whitened predictions stay in `pred` for the check below
         pred = knn_predict(x[:200], y[:200], x[200:], 3, k=10, normalise=how)
         mapped = knn_predict(x[:200] @ m, y[:200], x[200:] @ m, 3, k=10, normalise=how)
         assert torch.equal(pred, mapped) == (how == "whiten"), how  # ... a standardised one does
-    # ... and here it finds the classes that the nuisance direction hides from the standardised kNN
+    # ... and here it finds the classes that the nuisance directions hide from the standardised kNN
     white = overall_accuracy(knn_predict(x[:200], y[:200], x[200:], 3, k=10, normalise="whiten"), y[200:])
     std = overall_accuracy(knn_predict(x[:200], y[:200], x[200:], 3, k=10), y[200:])
     assert white > 0.9 and std < 0.75, (white, std)
-    with pytest.raises(ValueError, match="how='pca': expected one of standardise, whiten"):
-        normalise_features(x, x, "pca")
+    # features in very different units (reflectance, 8-bit values, radar power) are whitened as well
+    units = torch.logspace(-3, 3, 5)  # [5]: the smallest direction of x * units is far below the largest
+    assert torch.equal(knn_predict(x[:200] * units, y[:200], x[200:] * units, 3, k=10, normalise="whiten"), pred)
+    with pytest.raises(ValueError, match="normalise='pca': expected one of standardise, whiten"):
+        knn_predict(x, y, x, 3, normalise="pca")
 
 
 def test_segmentation_probe_learns_a_dense_rule():

@@ -544,14 +544,14 @@ def test_train_device_accepts_mps_and_cuda_index_in_the_config():
 
 
 @pytest.mark.parametrize(
-    "device, env, message",
+    "device, message",
     [
-        ("mps", {}, r"^train.device=mps: this machine has no MPS \(Apple GPU\) device; use train.device=cpu or auto$"),
-        ("cuda", {}, r"^train.device=cuda: this machine has no CUDA device; use train.device=cpu or auto$"),
-        ("cuda:3", {}, r"^train.device=cuda:3: this machine has no CUDA device"),
+        ("mps", r"^train.device=mps: this machine has no MPS \(Apple GPU\) device; use train.device=cpu or auto$"),
+        ("cuda", r"^train.device=cuda: this machine has no CUDA device; use train.device=cpu or auto$"),
+        ("cuda:3", r"^train.device=cuda:3: this machine has no CUDA device"),
     ],
 )
-def test_init_distributed_refuses_a_device_this_machine_lacks(monkeypatch, device, env, message):
+def test_init_distributed_refuses_a_device_this_machine_lacks(monkeypatch, device, message):
     from anysat_lite.train.distributed import init_distributed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -577,6 +577,12 @@ def test_init_distributed_mps_is_one_process_and_cuda_n_names_the_gpu(monkeypatc
     assert distributed.init_distributed("cuda:1").device == torch.device("cuda", 1) and chosen == [1]
     with pytest.raises(UserError, match=r"^train.device=cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
         distributed.init_distributed("cuda:2")
+    # under torchrun each process takes its LOCAL_RANK's GPU, whatever N says (the process group is faked here)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    chosen.clear()
+    assert distributed.init_distributed("cuda:0").device == torch.device("cuda", 1) and chosen == [1]
 
 
 def test_probes_run_on_the_device_train_device_names(monkeypatch):

@@ -26,21 +26,25 @@ NORMALISATIONS = ("standardise", "whiten")
 def normalise_features(train_x: Tensor, test_x: Tensor, how: str = "standardise") -> tuple[Tensor, Tensor]:
     """``train_x [N, D]`` and ``test_x [M, D]`` scaled with statistics of ``train_x`` only.
 
-    ``"standardise"``: ``(x - mean) / std`` per dimension.  ``"whiten"``: ``(x - mean) V / s``, with
-    ``train_x - mean = U diag(s) V^T`` and ``s`` the standard deviations along the principal directions, so
-    the whitened training items have identity covariance (directions with no variance are left at 0).
+    ``"standardise"``: ``z = (x - mean) / std`` per dimension -> ``[N, D]``, ``[M, D]``.
+    ``"whiten"``: the standardised ``z`` of the training items factorised as ``U diag(s) V^T`` (``V [D, r]``,
+    ``r = min(N, D)``), then ``z V / (s / sqrt(N))``: each principal direction divided by its standard
+    deviation, so the whitened training items have identity covariance -> ``[N, r']``, ``[M, r']``, where
+    directions without variance (below float64 rounding; e.g. ``N <= D``) are dropped.  Standardising first
+    changes nothing in exact arithmetic and keeps features of very different units well conditioned.
     """
     if how not in NORMALISATIONS:
-        raise ValueError(f"how={how!r}: expected one of {', '.join(NORMALISATIONS)}")
+        raise ValueError(f"normalise={how!r}: expected one of {', '.join(NORMALISATIONS)}")
     a, b = train_x.float(), test_x.float()
     mu = a.mean(0, keepdim=True)
+    sd = a.std(0, correction=0, keepdim=True).clamp_min(1e-6)
+    a, b = (a - mu) / sd, (b - mu) / sd
     if how == "standardise":
-        sd = a.std(0, correction=0, keepdim=True).clamp_min(1e-6)
-        return (a - mu) / sd, (b - mu) / sd
-    _, s, vh = torch.linalg.svd(a - mu, full_matrices=False)  # s [r], vh [r, D]
-    sd = s / a.shape[0] ** 0.5  # the std along each principal direction
-    w = vh.T / sd.clamp_min(1e-6) * (sd > 1e-6 * sd[0].clamp_min(1e-12))  # [D, r]
-    return (a - mu) @ w, (b - mu) @ w
+        return a, b
+    _, s, vh = torch.linalg.svd(a.double(), full_matrices=False)  # s [r], vh [r, D]
+    keep = s > s[0] * max(a.shape) * torch.finfo(torch.float64).eps
+    w = vh[keep].T / (s[keep] / a.shape[0] ** 0.5)  # [D, r']: project, then divide by each direction's std
+    return (a.double() @ w).float(), (b.double() @ w).float()
 
 
 @torch.no_grad()

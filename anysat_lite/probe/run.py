@@ -259,7 +259,8 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
 
 
 def _device_of(train_device: str) -> str:
-    """The probes' device when none is given: ``train.device``'s, the CPU when it names a GPU this machine lacks."""
+    """The probes' device when none is given: ``train.device``'s; the CPU when this machine has no GPU of that
+    kind, and the first CUDA GPU when ``cuda:N`` names one beyond this machine's count."""
     if train_device == "mps":
         return "mps" if torch.backends.mps.is_available() else "cpu"
     if train_device == "cpu" or not torch.cuda.is_available():
