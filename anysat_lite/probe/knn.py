@@ -55,9 +55,7 @@ def variance_shares(x: Tensor, standardise: bool = True) -> Tensor:
     dimensions by default, as the kNN compares them).  Sums to 1; a share near 1 at the top means that one
     direction decides every distance.
     """
-    z = x.float() - x.float().mean(0, keepdim=True)
-    if standardise:
-        z = z / z.std(0, correction=0, keepdim=True).clamp_min(1e-6)
+    z = normalise_features(x, x[:1])[0] if standardise else x.float() - x.float().mean(0, keepdim=True)
     var = torch.linalg.svdvals(z).pow(2)
     return var / var.sum().clamp_min(1e-12)
 
