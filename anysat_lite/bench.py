@@ -207,6 +207,7 @@ def measure_pretraining(spec: dict) -> dict:
 
     from .config import get_config
     from .train import pretrain
+    from .train.distributed import device_for
 
     with tempfile.TemporaryDirectory() as out:
         cfg = get_config(
@@ -232,7 +233,8 @@ def measure_pretraining(spec: dict) -> dict:
         # steps after the first (which includes data generation / compilation / starting the workers)
         first, last = rows[0]["seconds"], rows[-1]["seconds"]
         wait = sum(r["data_wait_s"] for r in rows[1:]) / max(len(rows) - 1, 1)
-    device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+    device = device_for(cfg.train.device)
+    on_cuda = torch.device(device).type == "cuda"
     res = {
         "preset": spec["preset"],
         "steps": spec["steps"],
@@ -243,12 +245,12 @@ def measure_pretraining(spec: dict) -> dict:
         "wall_s": round(total, 1),
         "peak_memory_mb": round(
             torch.cuda.max_memory_allocated() / 2**20
-            if device == "cuda"
+            if on_cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             1,
         ),
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.machine(),
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.machine(),
         "amp": cfg.train.amp,
         "final_jepa_loss": summary["final"]["jepa_loss"],
         "workers": cfg.data.num_workers,

@@ -586,7 +586,7 @@ def test_init_distributed_mps_is_one_process_and_cuda_n_names_the_gpu(monkeypatc
 
 
 def test_probes_run_on_the_device_train_device_names(monkeypatch):
-    from anysat_lite.probe.run import _device_of
+    from anysat_lite.train.distributed import device_for as _device_of
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

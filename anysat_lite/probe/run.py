@@ -36,6 +36,7 @@ from ..data.normalization import NormStats
 from ..errors import UserError
 from ..model import AnySat
 from ..sensors import SENSORS
+from ..train.distributed import device_for
 from .features import encode_dataset, raw_pixel_dense_features, raw_pixel_features, select_sensors, targets_of
 from .finetune import finetune
 from .knn import knn_predict
@@ -258,17 +259,6 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
     plot_results(result, out / "probe_results.png")
 
 
-def _device_of(train_device: str) -> str:
-    """The probes' device when none is given: ``train.device``'s; the CPU when this machine has no GPU of that
-    kind, and the first CUDA GPU when ``cuda:N`` names one beyond this machine's count."""
-    if train_device == "mps":
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    if train_device == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    index = int(train_device.partition(":")[2] or 0)
-    return train_device if train_device != "auto" and index < torch.cuda.device_count() else "cuda"
-
-
 def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:
     """What a run's digits depend on beyond the code and seeds: CPU, torch build, kernels, threads (and GPU).
 
@@ -312,7 +302,7 @@ def run_probe(
     t0 = time.time()
     validate_probe(cfg)
     pc = cfg.probe
-    dev = torch.device(device or _device_of(cfg.train.device))
+    dev = torch.device(device or device_for(cfg.train.device))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)
     splits = {
         name: len(part)

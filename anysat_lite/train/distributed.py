@@ -10,7 +10,17 @@ import torch.distributed as dist
 
 from ..errors import UserError
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "cleanup", "all_mean", "all_max", "ranks_where", "gather_objects"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "device_for",
+    "barrier",
+    "cleanup",
+    "all_mean",
+    "all_max",
+    "ranks_where",
+    "gather_objects",
+]
 
 
 @dataclass
@@ -65,6 +75,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local, dev)
+
+
+def device_for(train_device: str) -> str:
+    """The device a ``train.device`` names on this machine, without refusing anything (the probes' and the
+    benchmark's choice): the CPU when this machine has no GPU of that kind, and the first CUDA GPU when
+    ``cuda:N`` names one beyond this machine's count.  :func:`init_distributed` is the strict version."""
+    if train_device == "mps":
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if train_device == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    index = int(train_device.partition(":")[2] or 0)
+    return train_device if train_device != "auto" and index < torch.cuda.device_count() else "cuda"
 
 
 def _active() -> bool:
