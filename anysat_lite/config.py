@@ -8,10 +8,11 @@ Presets go from a laptop to a GPU node by name only::
     cfg = get_config("geoplex", ["data.root=/data"])  # the official GeoPlex run: five datasets, AnySat's recipe
     cfg = load_config("my_run.yaml")                  # YAML may name a preset: {preset: base-cuda, ...}
 
-Model sizes follow the official AnySat configs: ``tiny`` (D=256, depth 2, 4 heads),
-``small`` (512, 4, 8), ``base`` (768, 6, 12).  ``nano`` (64, 2, 4) is the width of the
-parity fixtures and the CPU demo.  ``model.size=NAME`` (an override or a YAML key) sets the
-three numbers of a size at once, with AnySat's L-TAE numbers.
+Model sizes follow the official torch.hub entry points (``get_default_config`` in AnySat's
+``hubconf.py``): ``tiny`` (D=256, depth 2, 4 heads), ``small`` (512, 4, 8), ``base`` (768, 6, 12);
+the official training configs' ``Any_Tiny`` / ``Any_Small`` are (192, 6, 3) / (384, 6, 6).
+``nano`` (64, 2, 4) is the width of the parity fixtures and the CPU demo.  ``model.size=NAME``
+(an override or a YAML key) sets the three numbers of a size at once, with AnySat's L-TAE numbers.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class TrainConfig:
       only (not biases and norms), as I-JEPA.
     * ``anysat``: the official AnySat optimisation: AdamW at a constant ``lr``, multiplied by
       ``plateau_factor`` when the validation loss has not improved for ``plateau_patience``
-      validations (``ReduceLROnPlateau``; needs ``val_every``), weight decay ``weight_decay``
+      validations (``ReduceLROnPlateau``, not below ``min_lr``; needs ``val_every``), weight decay ``weight_decay``
       on every parameter.  The GeoPlex preset adds the rest of the official numbers (lr 5e-5,
       decay 0.05, no clipping, fp16).
     """
@@ -255,7 +256,7 @@ class ProbeConfig:
     seg_lr: float = 1e-2  # AdamW learning rate of the dense (segmentation) probe
     finetune_epochs: int = 0
     finetune_lr: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 32  # tiles per batch of the encoders' feature passes and of fine-tuning
     seed: int = 0
     online: bool = True  # also probe the online (context) encoder when it was exported (tile probes)
     bootstrap: int = 1000  # resamples of the scored split for the 95 % intervals (0 = none)
@@ -285,7 +286,7 @@ def _cpu_demo() -> Config:
     * P = 30 m would give a 2 x 2 grid: too small to hide anything and keep a context.
     * schedule: 350 steps of 24 tiles at lr 1e-3 with warm-up and cosine decay instead of
       AnySat's constant 5e-5 over days (why 1e-3: README, "Deviations"; 24 tiles a step keep
-      the whole demo within 6 minutes on 2 CPU cores); predictor depth 2 with 4 heads for the
+      the demo within its time budget on 2 CPU cores, README); predictor depth 2 with 4 heads for the
       64-wide encoder.
     * data: like GeoPlex, a mixture of datasets with different sensors: three steps in four see
       the world's three sensors, one in four the same tiles through Sentinel-2 alone
@@ -698,6 +699,7 @@ RULES: dict[str, tuple] = {
     "data.num_workers": _ge(0),
     "data.prefetch_factor": _ge(1),
     "jepa.mask": _choice("multiblock", "random", "block"),
+    "jepa.context": _choice("block", "complement"),
     "jepa.n_targets": _ge(1),
     "jepa.target_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
     "jepa.target_aspect": _pair(lambda x: x > 0, "> 0"),
@@ -757,6 +759,7 @@ RULES: dict[str, tuple] = {
     "probe.finetune_lr": _gt(0),
     "probe.batch_size": _ge(1),
     "probe.seed": _ge(0),
+    "probe.bootstrap": _ge(0),
     "probe.split": _choice("test", "val"),
 }
 
@@ -837,7 +840,15 @@ def validate_config(cfg: Config) -> Config:
         _check_divides(m.embed_dim, heads, n)
     _check_divides(m.embed_dim, "jepa.predictor_heads", j.predictor_heads)
     for spec_i, spec in enumerate(cfg.data.datasets):
-        if not spec.name.startswith("synthetic") and not spec.path and not cfg.data.root:
+        if spec.name == "synthetic" or spec.name.startswith("synthetic:"):
+            for key in ("path", "max_dates", "options"):  # the world is generated, not read
+                if getattr(spec, key) is not None:
+                    raise ConfigError(
+                        f"config data.datasets[{spec_i}].{key}: the embedded world ({spec.name}) has no {key}, "
+                        f"expected null, got {getattr(spec, key)!r}; remove it (data.n_tiles, data.tile_m and "
+                        "data.n_dates size the world)"
+                    )
+        elif not spec.path and not cfg.data.root:
             raise ConfigError(
                 f"config data.datasets[{spec_i}].path: dataset {spec.name} needs the folder of its "
                 "files, got null; give data.datasets[i].path or data.root (the folder holding it), "

@@ -107,6 +107,15 @@ from anysat_lite.config import (
         ("train.keep_last=-1", r"train.keep_last: expected an integer >= 0, got -1"),
         ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
         ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
+        ("jepa.context=bogus", r"jepa.context: expected one of block, complement, got 'bogus'"),
+        ("probe.bootstrap=-5", r"probe.bootstrap: expected an integer >= 0, got -5"),
+        (
+            "data.datasets=[{name: synthetic, max_dates: 2}]",
+            r"data.datasets\[0\].max_dates: the embedded world \(synthetic\) has no max_dates, expected null, got 2; "
+            r"remove it \(data.n_tiles, data.tile_m and data.n_dates size the world\)$",
+        ),
+        ("data.datasets=[{name: 'synthetic:b', path: /x}]", r"data.datasets\[0\].path: .*\(synthetic:b\).*got '/x'"),
+        ("data.datasets=[{name: synthetic, options: {a: 1}}]", r"data.datasets\[0\].options: .*got \{'a': 1\}"),
         (
             "probe.modality_sets=[[all], [foo]]",
             r"probe.modality_sets: expected non-empty lists of registered sensor names \(anysat-lite info lists "

@@ -137,6 +137,9 @@ def test_official_mixing_is_one_pass_over_every_dataset_per_epoch():
     # weights decide which dataset goes first: b (weight 4) opens most epochs
     firsts = [planner.plan(5 * e).dataset for e in range(200)]
     assert 0.7 < firsts.count(1) / 200 < 0.9
+    empty = BatchPlanner([_bundle("a", 0, 3)], 16, seed=0, mixing="official")  # no tile: no batch, no epoch
+    with pytest.raises(ValueError, match=r"no dataset has a full batch on its train split: sizes \[0\]"):
+        empty.plan(0)
 
 
 def test_weighted_mixing_plans_are_unchanged():

@@ -182,6 +182,62 @@ def test_run_probe_end_to_end(tmp_path):
     assert (tmp_path / "probe_results.png").stat().st_size > 5000
 
 
+@pytest.mark.parametrize(
+    "name, folder, expected",
+    [  # each dataset's own targets: PLANTED a label, FLAIR masks, PASTIS-HD multi-labels and masks (with void)
+        ("planted", "planted", {("linear", "OA"), ("linear", "F1-macro"), ("linear", "F1-weighted"), ("kNN", "OA")}),
+        ("flair", "flair", {("segmentation (aerial-flair)", "mIoU")}),
+        ("pastis-hd", "pastis_hd", {("multi-label", "F1-micro"), ("segmentation (spot)", "mIoU")}),
+    ],
+)
+def test_run_probe_probes_the_targets_an_official_dataset_has(tmp_path, name, folder, expected):
+    """The demo probes on each official-layout fixture: the probes of its targets, no others, no crash."""
+    from conftest import ROOT
+
+    from anysat_lite.config import get_config
+    from anysat_lite.probe import run_probe
+
+    sets = [f"data.datasets=[{{name: {name}, path: {ROOT / 'tests' / 'data' / folder}}}]", "model.size=nano"]
+    sets += ["probe.modality_sets=[[all]]", "probe.bootstrap=5", "probe.seg_epochs=1"]
+    report = run_probe(get_config("cpu-demo", sets), checkpoint=None, out_dir=tmp_path, progress=False)
+    for encoder in ("random-init", "raw-pixels"):
+        assert {(r["method"], r["metric"]) for r in report["results"] if r["encoder"] == encoder} == expected
+    assert all(0 <= r["value"] <= 1 for r in report["results"])
+    assert (tmp_path / "probe_results.png").exists()
+
+
+def test_run_probe_refuses_a_dataset_without_targets_and_fine_tuning_without_labels():
+    from conftest import ROOT
+
+    from anysat_lite.config import get_config
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe import run_probe
+
+    s2naip = f"data.datasets=[{{name: s2naip-urban, path: {ROOT / 'tests' / 'data' / 's2naip_urban'}}}]"
+    with pytest.raises(UserError, match=r"'s2naip-urban' has no target to probe \(expected one of \['label'"):
+        run_probe(get_config("cpu-demo", [s2naip, "model.size=nano"]), progress=False)
+    flair = f"data.datasets=[{{name: flair, path: {ROOT / 'tests' / 'data' / 'flair'}}}]"
+    with pytest.raises(UserError, match=r"probe.finetune_epochs=1 .* 'flair' has none .*'segmentation'.*=0$"):
+        run_probe(get_config("cpu-demo", [flair, "model.size=nano", "probe.finetune_epochs=1"]), progress=False)
+
+
+def test_segmentation_probe_leaves_void_pixels_out():
+    """Void pixels (-1) neither train the dense probe nor count in its confusion matrix."""
+    from anysat_lite.probe.metrics import per_item_confusion
+    from anysat_lite.probe.segmentation import VOID, predict_segmentation, train_segmentation_probe
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (12, 4, 4), generator=g)
+    feats = torch.nn.functional.one_hot(labels, 2).float() + 0.1 * torch.randn(12, 4, 4, 2, generator=g)
+    voided = labels.clone()
+    voided[:, :2] = VOID  # half the pixels without a class
+    probe = train_segmentation_probe(feats, voided, 2, epochs=30, lr=0.1)
+    pred = predict_segmentation(probe, feats, (4, 4))
+    assert (pred == labels).float().mean() > 0.95  # learnt from the labelled half, right on both halves
+    cm = per_item_confusion(pred, voided, 2, VOID)
+    assert cm.sum() == 12 * 8 and cm.sum(0).trace() == (pred == voided).sum()
+
+
 def test_late_fusion_rows_probe_each_sensors_own_tile_token_side_by_side(tmp_path):
     """``probe.late_fusion``: the kNN row of the concatenated per-sensor tile tokens, recomputed by hand."""
     from anysat_lite.config import get_config
@@ -507,3 +563,51 @@ def test_world_study_judges_each_pair_against_its_own_world():
     assert row == "| s2+s1-asc | kNN | OA | 78.0 / 88.0 | 83.0 [76.0, 91.0] | 70.0 / 90.0; won 3/4, +3.0 |"
     with pytest.raises(ValueError, match="every seed must be probed on every world"):
         world_study({k: v for k, v in reports.items() if k != (1, 1)})
+
+
+def test_probe_finds_the_online_encoder_by_any_name_of_the_exported_one(tmp_path):
+    """``--checkpoint runs/x``, ``runs/x/encoder`` and ``runs/x/encoder.safetensors`` all probe the online
+    encoder beside the target."""
+    from types import SimpleNamespace
+
+    from anysat_lite.config import get_config, model_config
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.model import AnySat
+    from anysat_lite.probe.run import _load_encoders
+    from anysat_lite.train.checkpoint import export_encoder
+
+    meta = {"model": {"embed_dim": 64, "depth": 2, "num_heads": 4}, "sensors": ["s2"]}
+    torch.manual_seed(0)
+    export_encoder(AnySat(model_config("nano"), sensors=["s2"]), tmp_path / "encoder", meta)
+    online = AnySat(model_config("nano"), sensors=["s2"])
+    export_encoder(online, tmp_path / "encoder-online", meta)
+    bundle = SimpleNamespace(name="synthetic", stats=NormStats({}), sensors=["s2"])
+    cfg = get_config("cpu-demo")
+    for given in (tmp_path, tmp_path / "encoder", tmp_path / "encoder.safetensors", tmp_path / "encoder.json"):
+        encoders, _ = _load_encoders(cfg, given, bundle, "cpu")
+        assert set(encoders) == {"pretrained", "online", "random-init"}, given
+        got = encoders["online"].state_dict()
+        assert all(torch.equal(got[k], v) for k, v in online.state_dict().items())
+    off = get_config("cpu-demo", ["probe.online=false"])
+    assert set(_load_encoders(off, tmp_path, bundle, "cpu")[0]) == {"pretrained", "random-init"}
+
+
+def test_fine_tuning_batches_are_probe_batch_size(monkeypatch):
+    from types import SimpleNamespace
+
+    from anysat_lite.config import get_config
+    from anysat_lite.probe import run
+
+    seen = {}
+
+    def fake_finetune(*args, **kwargs):
+        seen.update(kwargs)
+        raise StopIteration  # the call is all this test reads
+
+    monkeypatch.setattr(run, "finetune", fake_finetune)
+    pc = get_config("cpu-demo", ["probe.batch_size=7", "probe.finetune_epochs=2"]).probe
+    with pytest.raises(StopIteration):
+        run._finetune_probes(
+            None, (20, ("s2",)), {"pretrained": None}, SimpleNamespace(train=[]), None, None, 2, pc, "cpu"
+        )
+    assert seen["batch_size"] == 7 and seen["epochs"] == 2

@@ -389,6 +389,7 @@ def test_anysat_recipe_constant_lr_reduced_on_a_validation_plateau(tmp_path):
             "train.plateau_patience=0",
             "train.plateau_factor=0.1",
             "train.weight_decay=0.05",
+            "train.min_lr=0",
             f"train.out_dir={tmp_path}",
         ],
     )
@@ -403,6 +404,18 @@ def test_anysat_recipe_constant_lr_reduced_on_a_validation_plateau(tmp_path):
     ck = load_checkpoint(tmp_path / "last.pt")
     assert len(ck["optimizer"]["param_groups"]) == 1 and ck["optimizer"]["param_groups"][0]["weight_decay"] == 0.05
     assert ck["plateau"]["factor"] == 0.1 and ck["plateau"]["_last_lr"] == pytest.approx([1.5e-9], rel=1e-9)
+
+
+def test_the_anysat_plateau_stops_at_train_min_lr():
+    from anysat_lite.train.loop import lr_plateau
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    tc = get_config("geoplex", ["train.min_lr=4e-4", "train.plateau_patience=0", "train.plateau_factor=0.1"]).train
+    plateau = lr_plateau(opt, tc)
+    for _ in range(3):
+        plateau.step(1.0)  # no improvement after the first validation
+    assert opt.param_groups[0]["lr"] == pytest.approx(4e-4)  # 1e-3 -> max(1e-4, 4e-4)
+    assert get_config("geoplex").train.min_lr == 0.0 and lr_plateau(opt, get_config("cpu-demo").train) is None
 
 
 def test_the_rasters_dataset_pretrains_from_a_manifest(tmp_path):

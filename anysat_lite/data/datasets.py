@@ -326,6 +326,11 @@ class BatchPlanner:
 
     def plan(self, step: int) -> BatchPlan:
         if self.mixing == "official":
+            if self.epoch_steps == 0:
+                raise ValueError(
+                    f"no dataset has a full batch on its {self.split} split: sizes {self.sizes}, "
+                    f"batches {self.batch_sizes}"
+                )
             epoch, k = divmod(step, self.epoch_steps)
             d, P, idx = self._epoch(epoch)[k]
             return BatchPlan(step, d, P, idx, epoch)
@@ -339,11 +344,6 @@ class BatchPlanner:
     def _epoch(self, epoch: int) -> list[tuple[int, int, tuple[int, ...]]]:
         """The batches of one epoch of the official mixing (cached)."""
         if epoch not in self._epochs:
-            if self.epoch_steps == 0:
-                raise ValueError(
-                    f"no dataset has a full batch on its {self.split} split: sizes {self.sizes}, "
-                    f"batches {self.batch_sizes}"
-                )
             rng = np.random.default_rng([self.seed, epoch, self.salt, 1])
             order = [
                 np.random.default_rng([self.seed, epoch, self.salt, 2, d]).permutation(n)

@@ -32,7 +32,8 @@ __all__ = ["latent_loss", "mil_nce", "gather_with_grad"]
 
 
 def latent_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Smooth-L1 (beta 1) averaged over every element."""
+    """Smooth-L1 (beta 1) between predictions and layer-normed targets, both ``[n_t, B, Kt, D]``
+    (target blocks, tiles, patches per block, width), averaged over every element."""
     return F.smooth_l1_loss(pred.float(), target.float())
 
 

@@ -56,6 +56,7 @@ class Masks:
     grid: tuple[int, int]
 
     def shard(self, start: int, stop: int) -> Masks:
+        """The masks of tiles ``start:stop`` of the batch (a process's or a micro-batch's rows)."""
         return Masks(self.context[start:stop], [t[start:stop] for t in self.targets], self.grid)
 
     def to(self, device) -> Masks:
@@ -179,6 +180,8 @@ class MultiBlockMaskSampler:
         )
 
     def __call__(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator) -> Masks:
+        """Masks of ``batch_size`` tiles on a ``grid = (h, w)`` of patches: ``context [B, Kc]``, ``n_targets``
+        tensors ``[B, Kt]`` (equal sizes across the batch; see the class docstring)."""
         h, w = grid
         if h * w < 2:
             raise ValueError(f"JEPA masking needs at least 2 patches, the grid is {h}x{w}; use a smaller patch size")
@@ -228,6 +231,7 @@ class RandomMaskSampler:
         self.keep = keep
 
     def __call__(self, batch_size: int, grid, generator: torch.Generator) -> Masks:
+        """``context [B, k]`` (a random ``keep`` share of the ``h * w`` patches) and one target ``[B, h * w - k]``."""
         n = grid[0] * grid[1]
         if n < 2:
             raise ValueError(f"JEPA masking needs at least 2 patches, the grid is {grid[0]}x{grid[1]}")
@@ -327,6 +331,11 @@ def drop_dates(
 ) -> dict[str, Tensor]:
     """Keep a random ``1 - ratio`` share (at least one) of every series' dates.
 
+    Where a series has a ``<sensor>_mask [B, T]`` (padded or cloudy dates are ``False``) and the
+    draw would keep none of a tile's valid dates, that tile's valid dates are drawn first, so the
+    context never reads padding as a date; a tile without any valid date keeps its draw, all of it
+    marked valid (the L-TAE needs one date to attend to).
+
     With ``global_batch``/``rows`` the random draw is made for the global batch and the
     ``rows`` of this process are used (identical results with or without DDP).
     """
@@ -339,13 +348,17 @@ def drop_dates(
         if keep >= T:
             continue
         noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows)
+        if f"{key}_mask" in sample:
+            valid = sample[f"{key}_mask"].bool().cpu()
+            stranded = valid.any(1) & ~valid.gather(1, noise.argsort(dim=1)[:, :keep]).any(1)
+            noise = torch.where(stranded[:, None], noise + (~valid).float(), noise)  # noise < 1: valid first
         idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)
         out[key] = torch.gather(x, 1, idx.view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:]))
         for suffix in KEY_SUFFIXES:
             k2 = f"{key}_{suffix}"
             if k2 in sample:
                 out[k2] = torch.gather(sample[k2], 1, idx)
-        if f"{key}_mask" in out:  # never leave a sample without a valid date
+        if f"{key}_mask" in out:  # a tile without any valid date: its draw, marked valid
             m = out[f"{key}_mask"].bool()
             out[f"{key}_mask"] = torch.where(m.any(1, keepdim=True), m, torch.ones_like(m))
     return out

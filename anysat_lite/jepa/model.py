@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from ..data.contract import sensor_entries
+from ..data.contract import sensor_entries, split_key
 from ..model import AnySat
 from ..sensors import SENSORS
 from .ema import ema_update, make_target
@@ -88,7 +88,8 @@ class JEPA(nn.Module):
             x: normalised batch in the sample contract (targets keys are ignored).
             patch_size: metres.
             masks: context / target indices for this (local) batch (:class:`~.masks.Masks`).
-            generators: ``{"dates": g, "modalities": g}`` for date dropping and modality masking.
+            generators: ``{"dates": g, "modalities": g, "views": g}`` for date dropping, modality
+                masking and the second date draws of the date-view MIL-NCE (``"views"`` optional).
             monitor: also return the monitors of :func:`~anysat_lite.jepa.collapse_monitors`.
             rows, global_batch: under DDP, this process's rows of the global batch (random draws
                 are made for the global batch so that results do not depend on the process count).
@@ -148,7 +149,7 @@ class JEPA(nn.Module):
         views = None
         series = [s for s in ts.sensors if SENSORS[s].is_series and not SENSORS[s].one_token_per_tile]
         if series and "views" in generators and (jc.series_views if M > 1 else jc.single_sensor_views):
-            dated = {k: v for k, v in sample.items() if k.split("_")[0] in series}
+            dated = {k: v for k, v in sample.items() if split_key(k)[0] in series}
             second = drop_dates(dated, jc.date_drop_ratio, generators["views"], rows, global_batch)
             second = shift_bands(second, jc.view_band_shift, generators["views"], rows, global_batch)
             other = self.encoder.tokenize(second, patch_size)

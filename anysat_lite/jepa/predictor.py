@@ -23,15 +23,17 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
 
 
 class Predictor(nn.Module):
-    def __init__(self, dim: int, depth: int = 4, num_heads: int = 16, width: int | None = None, mlp_ratio: float = 4.0):
+    """``depth`` transformer blocks of width ``dim`` (the encoder's: AnySat's ``predictor_embed_dim``
+    is its ``embed_dim``, so the encoder's position codes serve the predictor as they are)."""
+
+    def __init__(self, dim: int, depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0):
         super().__init__()
-        width = width or dim
-        self.embed = nn.Linear(dim, width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, norm_eps=1e-5) for _ in range(depth))
-        self.norm = nn.LayerNorm(width)
-        self.proj = nn.Linear(width, dim)
+        self.embed = nn.Linear(dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, norm_eps=1e-5) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
         init_transformer_weights(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         rescale_residual_branches(self.blocks)
@@ -41,7 +43,7 @@ class Predictor(nn.Module):
 
         Args:
             context: ``[B, Kc, D]`` context-encoder outputs at the context patches.
-            pos: ``[N, width]`` patch position codes (the grid's, spacing ``P / 10``).
+            pos: ``[N, D]`` patch position codes (the grid's, spacing ``P / 10``).
             context_idx: ``[B, Kc]`` their patch indices.
             target_idx: ``n_t`` tensors ``[B, Kt]`` of target patch indices.
         Returns:
@@ -50,7 +52,7 @@ class Predictor(nn.Module):
         B, Kc, _ = context.shape
         n_t, Kt = len(target_idx), target_idx[0].shape[1]
         pos_b = pos[None].expand(B, -1, -1).to(context.dtype)
-        x = self.embed(context) + gather_tokens(pos_b, context_idx)  # [B, Kc, W]
+        x = self.embed(context) + gather_tokens(pos_b, context_idx)  # [B, Kc, D]
         tgt = torch.cat(target_idx, dim=0)  # [n_t*B, Kt]
         queries = self.mask_token.to(x.dtype) + gather_tokens(pos_b.repeat(n_t, 1, 1), tgt)
         x = torch.cat([self.cls_token.expand(n_t * B, -1, -1).to(x.dtype), x.repeat(n_t, 1, 1), queries], dim=1)

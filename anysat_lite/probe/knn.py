@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .linear import standardisation
+
 __all__ = ["knn_predict", "normalise_features", "variance_shares", "NORMALISATIONS"]
 
 NORMALISATIONS = ("standardise", "whiten")
@@ -35,10 +37,8 @@ def normalise_features(train_x: Tensor, test_x: Tensor, how: str = "standardise"
     """
     if how not in NORMALISATIONS:
         raise ValueError(f"normalise={how!r}: expected one of {', '.join(NORMALISATIONS)}")
-    a, b = train_x.float(), test_x.float()
-    mu = a.mean(0, keepdim=True)
-    sd = a.std(0, correction=0, keepdim=True).clamp_min(1e-6)
-    a, b = (a - mu) / sd, (b - mu) / sd
+    mu, sd = standardisation(train_x)
+    a, b = (train_x.float() - mu) / sd, (test_x.float() - mu) / sd
     if how == "standardise":
         return a, b
     _, s, vh = torch.linalg.svd(a.double(), full_matrices=False)  # s [r], vh [r, D]
@@ -82,6 +82,6 @@ def knn_predict(
     sim = b @ a.t()
     k = min(k, a.shape[0])
     top, idx = sim.topk(k, dim=1)
-    votes = torch.zeros(b.shape[0], num_classes)
-    votes.scatter_add_(1, train_y[idx].long(), (top / temperature).exp())
+    votes = torch.zeros(b.shape[0], num_classes, device=b.device)
+    votes.scatter_add_(1, train_y.to(idx.device)[idx].long(), (top / temperature).exp())
     return votes.argmax(1)

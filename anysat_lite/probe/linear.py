@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LinearProbe", "train_linear"]
+__all__ = ["LinearProbe", "train_linear", "standardisation"]
+
+
+def standardisation(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation ``[F]`` of each feature of ``x [..., F]`` over all other axes: the
+    training statistics every probe standardises with (population std, floored at 1e-6 so that a
+    constant feature becomes 0)."""
+    flat = x.reshape(-1, x.shape[-1]).float()
+    return flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6)
 
 
 class LinearProbe(nn.Module):
@@ -59,7 +67,7 @@ def train_linear(
             before it once the largest gradient entry is below ``tol``.
     """
     x = x.float()
-    probe = LinearProbe(x.mean(0), x.std(0, correction=0).clamp_min(1e-6), num_classes)
+    probe = LinearProbe(*standardisation(x), num_classes)
     nn.init.zeros_(probe.fc.weight)
     nn.init.zeros_(probe.fc.bias)
     z = (x - probe.mean) / probe.std  # standardised once; the solver only sees the linear layer

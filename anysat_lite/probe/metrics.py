@@ -71,7 +71,12 @@ def f1_scores(pred: Tensor, target: Tensor, num_classes: int) -> dict[str, float
 
 
 def f1_from_confusion(cm: Tensor) -> dict[str, float]:
-    """Per-class F1 of a confusion matrix ``[K, K]``, averaged ``macro`` and ``weighted`` (see :func:`f1_scores`)."""
+    """Per-class F1 of a confusion matrix ``[K, K]``, averaged ``macro`` and ``weighted`` (see :func:`f1_scores`).
+
+    ``macro`` is the mean over the classes present in the targets or the predictions (a class the
+    scored split never shows leaves it unchanged); the official protocol's :func:`f1_from_counts`
+    averages all ``K`` classes, an absent one counting as 0.
+    """
     cm = cm.double()
     tp = cm.diag()
     support = cm.sum(1)

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, config_to_dict, validate_probe
-from ..data.datasets import DatasetBundle, build_dataset, collate
+from ..data.datasets import TARGET_KEYS, DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..errors import UserError
 from ..model import AnySat
@@ -51,7 +51,7 @@ from .metrics import (
     overall_accuracy,
     per_item_confusion,
 )
-from .segmentation import predict_segmentation, train_segmentation_probe
+from .segmentation import VOID, predict_segmentation, train_segmentation_probe
 
 __all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "machine_description", "ENCODERS"]
 
@@ -78,18 +78,19 @@ def _settings(cfg: Config, sensors: list[str]) -> list[tuple[int, tuple[str, ...
 
 def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tuple[dict, NormStats]:
     """The encoders to compare and the normalisation statistics they were trained with."""
-    from ..train.checkpoint import load_encoder
+    from ..train.checkpoint import TRAINING_SUFFIXES, load_encoder, resolve_encoder_path
 
     encoders, stats, model_cfg = {}, bundle.stats, cfg.model
     if checkpoint is not None:
-        checkpoint = Path(checkpoint)
+        checkpoint = resolve_encoder_path(checkpoint)  # runs/x, runs/x/encoder.safetensors -> runs/x/encoder
         enc, meta = load_encoder(checkpoint, device)
         encoders["pretrained"] = enc
         model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in ModelConfig.__dataclass_fields__})
         if bundle.name in meta.get("norm_stats", {}):
             stats = NormStats.from_dict(meta["norm_stats"][bundle.name])
-        online = checkpoint.with_name(checkpoint.name + "-online")
-        if cfg.probe.online and online.with_suffix(".safetensors").exists():
+        online = checkpoint.with_name(checkpoint.name + "-online")  # exported beside the target (not in a .pt)
+        exported = checkpoint.suffix not in TRAINING_SUFFIXES
+        if cfg.probe.online and exported and Path(f"{online}.safetensors").exists():
             encoders["online"] = load_encoder(online, device)[0]
     torch.manual_seed(cfg.probe.seed)
     encoders["random-init"] = AnySat(model_cfg, sensors=bundle.sensors).to(device).eval()
@@ -127,25 +128,31 @@ class _Report:
 def _classification_probes(report: _Report, name, P, mods, f_tr, f_te, targets, K, pc) -> None:
     """Linear (single-label), kNN and multi-label linear probes on tile features.
 
-    The bootstrap intervals resample per-tile counts (confusion matrices, multi-label TP/FP/FN):
-    the same intervals as recomputing each metric from the resampled predictions, faster.
+    ``targets`` maps ``"label"`` and ``"multilabel"`` to their ``(train, test)`` tensors, or to
+    ``None`` for a dataset without that target (PLANTED has no multi-label target, PASTIS-HD no
+    single label): the probes of a missing target are left out.  The bootstrap intervals resample
+    per-tile counts (confusion matrices, multi-label TP/FP/FN): the same intervals as recomputing
+    each metric from the resampled predictions, faster.
     """
-    y_tr, y_te, ml_tr, ml_te = targets
-    probe = train_linear(f_tr, y_tr, K, l2=pc.linear_l2, max_iter=pc.linear_iters)
-    with torch.no_grad():
-        pred = probe(f_te).argmax(1)
-    cm = per_item_confusion(pred, y_te, K)
-    report.add_counts(name, P, mods, "linear", "OA", cm, accuracy_from_confusion)
-    report.add_counts(name, P, mods, "linear", "F1-macro", cm, lambda c: f1_from_confusion(c)["macro"])
-    report.add_counts(name, P, mods, "linear", "F1-weighted", cm, lambda c: f1_from_confusion(c)["weighted"])
-    knn = knn_predict(f_tr, y_tr, f_te, K, pc.knn_k)
-    report.add_counts(name, P, mods, "kNN", "OA", per_item_confusion(knn, y_te, K), accuracy_from_confusion)
-    mprobe = train_linear(f_tr, ml_tr, K, multilabel=True, l2=pc.linear_l2, max_iter=pc.linear_iters)
-    with torch.no_grad():
-        mpred = mprobe(f_te) > 0
-    report.add_counts(
-        name, P, mods, "multi-label", "F1-micro", multilabel_item_counts(mpred, ml_te), micro_f1_from_counts
-    )
+    if targets["label"] is not None:
+        y_tr, y_te = targets["label"]
+        probe = train_linear(f_tr, y_tr, K, l2=pc.linear_l2, max_iter=pc.linear_iters)
+        with torch.no_grad():
+            pred = probe(f_te).argmax(1)
+        cm = per_item_confusion(pred, y_te, K)
+        report.add_counts(name, P, mods, "linear", "OA", cm, accuracy_from_confusion)
+        report.add_counts(name, P, mods, "linear", "F1-macro", cm, lambda c: f1_from_confusion(c)["macro"])
+        report.add_counts(name, P, mods, "linear", "F1-weighted", cm, lambda c: f1_from_confusion(c)["weighted"])
+        knn = knn_predict(f_tr, y_tr, f_te, K, pc.knn_k)
+        report.add_counts(name, P, mods, "kNN", "OA", per_item_confusion(knn, y_te, K), accuracy_from_confusion)
+    if targets["multilabel"] is not None:
+        ml_tr, ml_te = targets["multilabel"]
+        mprobe = train_linear(f_tr, ml_tr, ml_tr.shape[1], multilabel=True, l2=pc.linear_l2, max_iter=pc.linear_iters)
+        with torch.no_grad():
+            mpred = mprobe(f_te) > 0
+        report.add_counts(
+            name, P, mods, "multi-label", "F1-micro", multilabel_item_counts(mpred, ml_te), micro_f1_from_counts
+        )
 
 
 def _dense_sensor(mods) -> str:
@@ -165,7 +172,8 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
     """The classification probes of every encoder at every setting (raw pixels: once per modality set).
 
     With ``seg = (report, train masks, test masks)``, the dense probe of ``settings[0]`` runs too, on
-    dense features from the same pass over the data as that setting's tile features.
+    dense features from the same pass over the data as that setting's tile features (a dataset
+    with segmentation masks only, FLAIR or S2NAIP-Urban, gets the dense probe alone).
 
     With ``probe.late_fusion``, every multi-sensor setting gets a second set of rows: the same probes
     on the concatenation ``[N, M*D]`` of the tile tokens the encoder gives each sensor *alone*
@@ -173,6 +181,7 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
     pixels are per-sensor statistics side by side in both, so they have no late-fusion row.
     """
     alone: dict[tuple, tuple[Tensor, Tensor]] = {}  # (encoder, P, sensor) -> tile features of one sensor
+    tile = any(t is not None for t in targets.values())  # else only the dense probe runs
 
     def encode(name, P, mods, **kw):
         kw = dict(batch_size=pc.batch_size, device=device, progress=progress) | kw
@@ -184,10 +193,13 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
     for i, (P, mods) in enumerate(settings):
         for name in ENCODERS:
             dense = seg is not None and i == 0 and name != "online"  # online: compared on tile probes only
+            if not (tile or dense):
+                continue
             if name == "raw-pixels":
                 if P != settings[0][0] and mods == tuple(bundle.sensors):
                     continue  # raw pixels do not depend on the patch size
-                f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
+                if tile:
+                    f_tr, f_te = raw_pixel_features(bundle.train, mods), raw_pixel_features(bundle.test, mods)
                 if dense:
                     size, sensor = tuple(seg[1].shape[-2:]), _dense_sensor(mods)
                     d = (raw_pixel_dense_features(part, sensor, size) for part in (bundle.train, bundle.test))
@@ -200,8 +212,9 @@ def _tile_probes(report: _Report, settings, encoders, bundle, stats, targets, K,
                     f_tr, f_te = f_tr["tile"], f_te["tile"]
             else:
                 continue
-            _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
-    for P, mods in settings if pc.late_fusion else ():
+            if tile:
+                _classification_probes(report, name, P, mods, f_tr, f_te, targets, K, pc)
+    for P, mods in settings if pc.late_fusion and tile else ():
         if len(mods) < 2:
             continue
         for name in (e for e in ENCODERS if e in encoders):
@@ -221,7 +234,7 @@ def _segmentation_probe(seg, name, P, mods, d_tr: Tensor, d_te: Tensor, K, pc) -
     sp = train_segmentation_probe(d_tr, seg_tr, K, epochs=pc.seg_epochs, lr=pc.seg_lr, seed=pc.seed)
     pred = predict_segmentation(sp, d_te, size)
     method = f"segmentation ({_dense_sensor(mods)})"
-    report.add_counts(name, P, mods, method, "mIoU", per_item_confusion(pred, seg_te, K), _miou)
+    report.add_counts(name, P, mods, method, "mIoU", per_item_confusion(pred, seg_te, K, VOID), _miou)
 
 
 def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, K, pc, device) -> None:
@@ -239,6 +252,7 @@ def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, 
             K,
             epochs=pc.finetune_epochs,
             lr=pc.finetune_lr,
+            batch_size=pc.batch_size,
             seed=pc.seed,
             device=device,
         )
@@ -286,6 +300,25 @@ def machine_description(threads: int | None = None, device: torch.device | str =
     return ", ".join(parts)
 
 
+def _tasks(bundle: DatasetBundle, pc) -> set[str]:
+    """The targets the probes can use: those the train split's items carry (``label``,
+    ``multilabel``, ``segmentation``); a dataset with none of them, or fine-tuning without
+    ``label``, is refused before any encoding."""
+    tasks = {t for t in TARGET_KEYS if t in bundle.train[0]}
+    if not tasks:
+        raise UserError(
+            f"dataset {bundle.name!r} has no target to probe (expected one of {list(TARGET_KEYS)} in its items, got "
+            f"none); give its tiles labels (a rasters manifest: a 'label' column), or evaluate it with its official "
+            f"task: anysat-lite probe --official ... --task NAME"
+        )
+    if pc.finetune_epochs > 0 and "label" not in tasks:
+        raise UserError(
+            f"probe.finetune_epochs={pc.finetune_epochs} fine-tunes on tile labels, and dataset {bundle.name!r} has "
+            f"none (its targets: {sorted(tasks)}); set probe.finetune_epochs=0"
+        )
+    return tasks
+
+
 # --- 3. the whole run --------------------------------------------------------------------
 def run_probe(
     cfg: Config,
@@ -317,22 +350,21 @@ def run_probe(
     bundle = dataclasses.replace(bundle, test=getattr(bundle, pc.split))  # below, "test" = the scored split
     encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
-    targets = (
-        targets_of(bundle.train, "label"),
-        targets_of(bundle.test, "label"),
-        targets_of(bundle.train, "multilabel"),
-        targets_of(bundle.test, "multilabel"),
-    )
+    tasks = _tasks(bundle, pc)
+    targets = {
+        t: (targets_of(bundle.train, t), targets_of(bundle.test, t)) if t in tasks else None
+        for t in ("label", "multilabel")
+    }
     report = _Report(pc.bootstrap, pc.seed)
     settings = _settings(cfg, bundle.sensors)
 
     seg = None
-    if "segmentation" in bundle.train[0]:
+    if "segmentation" in tasks:
         seg = (_Report(pc.bootstrap, pc.seed), *(targets_of(p, "segmentation") for p in (bundle.train, bundle.test)))
     _tile_probes(report, settings, encoders, bundle, stats, targets, K, pc, dev, progress, seg)
     report.rows += seg[0].rows if seg is not None else []  # the segmentation rows after the tile rows
     if pc.finetune_epochs > 0:
-        _finetune_probes(report, settings[0], encoders, bundle, stats, targets[1], K, pc, dev)
+        _finetune_probes(report, settings[0], encoders, bundle, stats, targets["label"][1], K, pc, dev)
 
     result = {
         "dataset": bundle.name,

@@ -1,7 +1,9 @@
 """Dense (semantic segmentation) probe: a per-pixel linear layer on frozen ``output="dense"`` features.
 
 Features ``[N, Hs, Ws, F]`` are classified per cell; logits are bilinearly upsampled to the
-label grid ``[N, H, W]`` for the loss and the evaluation (mIoU at label resolution).
+label grid ``[N, H, W]`` for the loss and the evaluation (mIoU at label resolution).  Pixels
+labelled ``VOID`` (-1, the datasets' contract: PASTIS-HD's void, FLAIR's "no data") are left out
+of the loss and of the scores.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .linear import LinearProbe
+from .linear import LinearProbe, standardisation
 
-__all__ = ["train_segmentation_probe", "predict_segmentation"]
+__all__ = ["train_segmentation_probe", "predict_segmentation", "VOID"]
+
+VOID = -1  # the label of pixels without a class in ``segmentation [H, W]`` targets
 
 
 def _upsampled(cell_logits: Tensor, size) -> Tensor:
@@ -36,8 +40,8 @@ def _loss(fc: torch.nn.Linear, standardized: Tensor, labels: Tensor) -> Tensor:
     """
     logits = fc(standardized)  # [n, Hs, Ws, K]
     if logits.shape[1:3] == labels.shape[1:]:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long())
-    return F.cross_entropy(_upsampled(logits, labels.shape[1:]), labels.long())
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(), ignore_index=VOID)
+    return F.cross_entropy(_upsampled(logits, labels.shape[1:]), labels.long(), ignore_index=VOID)
 
 
 def train_segmentation_probe(
@@ -50,8 +54,7 @@ def train_segmentation_probe(
     seed: int = 0,
 ) -> LinearProbe:
     torch.manual_seed(seed)
-    flat = feats.reshape(-1, feats.shape[-1]).float()
-    probe = LinearProbe(flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6), num_classes)
+    probe = LinearProbe(*standardisation(feats), num_classes)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
     standardized = (feats.float() - probe.mean) / probe.std  # once, not at every step: the same values
     n = feats.shape[0]

@@ -257,17 +257,24 @@ def _restore_rng(saved: dict, info: DistInfo) -> None:
     _set_rng_state(ranks[info.rank % len(ranks)])
 
 
+def lr_plateau(opt: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """The anysat recipe's learning-rate reduction on plateaus of the validation loss (``None`` for
+    ``ijepa``): times ``plateau_factor`` after ``plateau_patience`` validations without improvement,
+    never below ``min_lr`` (the ``geoplex`` preset's 0.0 is the official default)."""
+    if tc.recipe != "anysat":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience, min_lr=tc.min_lr
+    )
+
+
 def build_state(cfg: Config, run: Run, data: Data) -> State:
     """Model, optimiser, gradient scaler and learning-rate plateau; restored from the run's checkpoint."""
     tc, info = cfg.train, run.info
     model = JEPA(cfg, sensors=data.sensors).to(info.device)
     model.encoder.check_values = model.target.check_values = False  # batches are validated when read
     opt = torch.optim.AdamW(_param_groups(model, tc.recipe, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
-    plateau = None
-    if tc.recipe == "anysat":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
-        )
+    plateau = lr_plateau(opt, tc)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16")
     ck = run.checkpoint
@@ -328,8 +335,9 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
     device) and their gradients, accumulated over ``train.accum_steps`` micro-batches.
 
     Each micro-batch draws from fresh copies of the step's generators and keeps its rows of the
-    global draws, so the gradient equals that of the whole batch (with ``jepa.contrastive=false``:
-    MIL-NCE compares the tokens of a micro-batch only).  Returns the losses averaged over
+    global draws, so the gradient equals that of the whole batch, except for the terms that couple
+    the tiles of a batch: MIL-NCE's negatives and ``jepa.center_targets``' mean token are those of
+    the micro-batch (exact with ``jepa.contrastive=false`` and no centring).  Returns the losses averaged over
     micro-batches (tensors) and, with ``monitor``, the collapse monitors of the first micro-batch.
     """
     info, k = state.run.info, state.cfg.train.accum_steps
