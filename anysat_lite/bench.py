@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError, check_device, check_output_file
+from .files import write_text_atomic
 
 __all__ = ["main", "measure", "measure_pretraining", "add_mfu", "matmul_peak", "FlopCounter"]
 
@@ -338,6 +339,24 @@ def _check_args(args) -> torch.device:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(f"{option} {' '.join(names)}: {unknown[0]!r} is not {what}; choose from {', '.join(known)}")
+    for option, value, low in (
+        ("--batch", args.batch, 1),
+        ("--repeats", args.repeats, 1),
+        ("--rounds", args.rounds, 1),
+        ("--steps", args.steps, 1),
+        ("--pretrain-batch", args.pretrain_batch, 1),
+        ("--threads", args.threads, 1),
+        *(("--workers", w, 0) for w in args.workers),
+    ):
+        if value is not None and value < low:
+            raise UserError(f"{option} {value}: expected an integer >= {low}, got {value}; e.g. {option} {max(low, 2)}")
+    wrapper = Path(args.official or ".")
+    if args.official is not None and not ((wrapper / "model.py").is_file() or (wrapper / "model").is_dir()):
+        raise UserError(
+            f"--official {args.official}: expected a folder holding model.py (a wrapper exposing Hub(dim, depth, "
+            "heads) around the official AnyModule; docs/benchmarks.md, last paragraph), found none; give that "
+            "folder or leave --official out"
+        )
     if args.json is None:  # a new file per run, so that a second run never meets the first one's results
         args.json = time.strftime("runs/bench/bench-%Y%m%d-%H%M%S.json")
     check_output_file("--json", args.json, args.force)
@@ -346,7 +365,7 @@ def _check_args(args) -> torch.device:
 
 def _write_json(path: str, results: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=1))
+    write_text_atomic(path, json.dumps(results, indent=1))
     print(f"\nwritten: {path}")
 
 

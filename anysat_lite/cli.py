@@ -13,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError, check_output_file, not_utf8
+from .errors import UserError, check_output_file, check_output_folder, not_utf8
+from .files import write_text_atomic
 
 __all__ = ["main", "DEBUG_ENV"]
 
@@ -128,6 +129,7 @@ def _probe_official(args) -> int:
             "folder; run one dataset per command"
         )
     out = Path(args.out or "runs/reproduction")
+    check_output_folder("--out", out)
     done = [t.name for t in tasks if (out / f"{t.name}.json").exists()]
     if done and not args.force:
         raise UserError(
@@ -165,7 +167,9 @@ def cmd_probe(args) -> int:
         return _probe_official(args)
     cfg = _config(args)
     checkpoint = _probe_checkpoint(args, cfg)
-    out = Path(args.out or cfg.train.out_dir)
+    # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
+    out = Path(args.out) if args.out else checkpoint.parent
+    check_output_folder("--out", out)
     if (out / "probe_results.json").exists() and not args.force:
         raise UserError(
             f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
@@ -282,16 +286,16 @@ def _demo_seeds(args, cfg) -> int:
     root, runs = run_seeds(cfg, args.seeds, resume=args.resume, force=args.force, progress=not args.quiet)
     study = seed_study(runs)
     table = seed_table(study)
-    (root / "seeds.json").write_text(json.dumps(study, indent=1))
-    (root / "seeds.md").write_text(table + "\n")
+    write_text_atomic(root / "seeds.json", json.dumps(study, indent=1))
+    write_text_atomic(root / "seeds.md", table + "\n")
     print("\n" + table)
     tables = [(table, SEED_MARKERS, "seed study")]
     if worlds:
         reports = {seed: report for seed, (_, report) in runs.items()}
         w_study = world_study(probe_worlds(cfg, root, args.seeds, worlds, reports, progress=not args.quiet))
         w_table = world_table(w_study)
-        (root / "worlds.json").write_text(json.dumps(w_study, indent=1))
-        (root / "worlds.md").write_text(w_table + "\n")
+        write_text_atomic(root / "worlds.json", json.dumps(w_study, indent=1))
+        write_text_atomic(root / "worlds.md", w_table + "\n")
         print("\n" + w_table)
         tables.append((w_table, WORLD_MARKERS, "world study"))
     if args.update_readme:
@@ -480,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         "training checkpoint (runs/cpu-demo/last.pt); default: the encoder in "
         "train.out_dir",
     )
-    pr.add_argument("--out", help="output folder (default: train.out_dir; with --official: runs/reproduction)")
+    pr.add_argument(
+        "--out", help="output folder (default: the checkpoint's folder; with --official: runs/reproduction)"
+    )
     pr.add_argument("--force", action="store_true", help="replace probe results already in the output folder")
     pr.add_argument("--quiet", action="store_true")
     off = pr.add_argument_group("the paper's evaluation with the released weights (docs/reproduction.md)")

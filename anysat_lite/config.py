@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError, not_utf8
+from .files import write_text_atomic
 
 __all__ = [
     "ModelConfig",
@@ -1058,5 +1059,5 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    """Write ``cfg`` as YAML to ``path`` (atomically)."""
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

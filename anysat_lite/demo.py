@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from .config import Config
+from .files import write_text_atomic
 
 __all__ = [
     "run_demo",
@@ -433,5 +434,5 @@ def replace_readme_block(path: str | Path, block: str, markers: tuple[str, str] 
     start, end = markers
     new = re.sub(f"{re.escape(start)}\n.*?\n?{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
     if new != text:
-        path.write_text(new)
+        write_text_atomic(path, new)
     return new != text

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["UserError", "check_output_file", "check_device", "not_utf8"]
+__all__ = ["UserError", "check_output_file", "check_output_folder", "check_device", "not_utf8"]
 
 
 class UserError(ValueError):
@@ -37,6 +37,31 @@ def check_output_file(option: str, path: str | Path, force: bool) -> None:
                     f"{option} {path}: {parent} is a file, expected a folder; choose a path whose folders are folders"
                 )
             break
+    _check_writable(option, path, path.parent)
+
+
+def check_output_folder(option: str, path: str | Path) -> None:
+    """Refuse the output folder ``path`` (given with ``option``) before any work: a file in its place, or a
+    folder this process cannot write in.  A missing folder is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: expected a folder, got a file; name a folder (it is created if missing)")
+    _check_writable(option, path, path)
+
+
+def _check_writable(option: str, path: Path, folder: Path) -> None:
+    """Create ``folder`` if missing and check that a file can be created in it (permissions, read-only disks)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserError(
+            f"{option} {path}: cannot write in {folder} ({reason}); choose a folder you can write to"
+        ) from None
 
 
 def check_device(option: str, name):

@@ -26,6 +26,8 @@ import re
 import time
 from pathlib import Path
 
+from .errors import UserError, check_output_folder
+
 __all__ = [
     "NOTEBOOK_DIR",
     "SMOKE_ENV",
@@ -364,7 +366,12 @@ def run_notebooks(
     import papermill as pm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == Path(folder).resolve():
+        raise UserError(
+            f"--out {out_dir}: that is the folder of the notebooks themselves, expected another one (the "
+            "executed copies would replace them); write elsewhere, or use --store to store a full run in them"
+        )
+    check_output_folder("--out", out)
     failures = []
     env_before = os.environ.get(SMOKE_ENV)
     os.environ[SMOKE_ENV] = "1" if smoke else "0"

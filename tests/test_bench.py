@@ -85,6 +85,11 @@ QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "-
         (["--sizes", "nano", "huge"], r"--sizes nano huge: 'huge' is not a model size; choose from nano, tiny"),
         (["--sweep-size", "xl"], r"--sweep-size xl: 'xl' is not a model size"),
         (["--pretrain", "nosuch"], r"--pretrain nosuch: 'nosuch' is not a preset; choose from cpu-demo, "),
+        (["--repeats", "0"], r"--repeats 0: expected an integer >= 1, got 0; e.g. --repeats 2$"),
+        (["--pretrain", "cpu-demo", "--steps", "0"], r"--steps 0: expected an integer >= 1, got 0"),
+        (["--batch", "0"], r"--batch 0: expected an integer >= 1, got 0"),
+        (["--pretrain", "cpu-demo", "--workers", "0", "-1"], r"--workers -1: expected an integer >= 0, got -1"),
+        (["--official", "afile"], r"--official afile: expected a folder holding model.py .*leave --official out$"),
     ],
 )
 def test_bench_mistakes_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, args, pattern):

@@ -199,3 +199,18 @@ def test_training_checkpoint_gives_its_ema_target_encoder(tmp_path):
         r"'model', 'config', 'step'\.\.\., got \['w'\]\)",
     ):
         load_encoder(tmp_path / "foreign.pt")
+
+
+class _NotATensor:  # pickled as tests' own class: a Python object weights_only loading refuses
+    pass
+
+
+def test_released_weights_path_names_a_foreign_pickle_as_such(tmp_path):
+    from anysat_lite.model.official import OfficialCheckpointError, load_official
+
+    torch.save({"cls_token": _NotATensor()}, tmp_path / "AnySat.pth")
+    with pytest.raises(OfficialCheckpointError) as e:
+        load_official(tmp_path / "AnySat.pth")
+    msg = str(e.value)
+    assert "holding a Python object (test_checkpoint._NotATensor) besides tensors" in msg
+    assert "truncated" not in msg and msg.endswith("resolve/main/models/AnySat.pth)")

@@ -644,3 +644,39 @@ def test_demo_seed_study_runs_each_seed_and_tabulates_them(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((val / "probe_results.json").read_text())
     assert report["scored_on"] == "val" and f"scored on the {report['splits']['val']} val tiles" in r.stdout
+
+
+def test_notebooks_never_execute_into_the_stored_notebooks(tmp_path, capsys):
+    from anysat_lite.notebooks import NOTEBOOK_DIR
+
+    before = (NOTEBOOK_DIR / "00_quickstart.ipynb").read_bytes()
+    assert main(["notebooks", "--only", "00", "--out", str(NOTEBOOK_DIR)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "that is the folder of the notebooks themselves" in err[0] and "--store" in err[0]
+    assert (NOTEBOOK_DIR / "00_quickstart.ipynb").read_bytes() == before
+    (tmp_path / "afile").write_text("mine")
+    assert main(["notebooks", "--only", "00", "--out", str(tmp_path / "afile")]) == 2
+    assert "expected a folder, got a file" in capsys.readouterr().err
+
+
+def test_probe_writes_beside_the_checkpoint_and_checks_out_before_any_work(
+    tmp_path, encoder_files, capsys, monkeypatch
+):
+    """Without --out the results go beside the encoder probed (never into another run's folder);
+    an --out that cannot be a folder is refused before the probes run."""
+    from anysat_lite.cli import build_parser, cmd_probe
+
+    (tmp_path / "afile").write_text("mine")
+    args = ["probe", "--checkpoint", str(encoder_files), "--out", str(tmp_path / "afile")]
+    assert main(args) == 2
+    assert "--out " in capsys.readouterr().err and (tmp_path / "afile").read_text() == "mine"
+    seen = {}
+
+    def fake_run_probe(cfg, checkpoint=None, out_dir=None, progress=True):
+        seen["out"] = out_dir
+        raise UserError("stop here")  # where the results would go is all this test reads
+
+    monkeypatch.setattr("anysat_lite.probe.run_probe", fake_run_probe)
+    with pytest.raises(UserError, match="stop here"):
+        cmd_probe(build_parser().parse_args(["probe", "--checkpoint", str(encoder_files)]))
+    assert Path(seen["out"]) == encoder_files.parent

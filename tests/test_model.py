@@ -266,3 +266,18 @@ def test_several_outputs_from_one_pass_equal_the_single_outputs(model):
     for bad in ((), ("tile", "pixels")):
         with pytest.raises(ValueError, match="output must be one of"):
             model(x, 20, output=bad)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, pattern",
+    [
+        ((5,), {}, r"^AnySat\(config\): expected a size name .* or a ModelConfig, got 5; e.g. AnySat\('nano'\)$"),
+        ((None,), {}, r"AnySat\(config\): .*got None"),
+        (("nano",), {"sensors": "s2"}, r"^AnySat\(sensors=...\): expected a list of sensor names, got the string 's2'"),
+    ],
+)
+def test_wrong_constructor_arguments_are_one_line(args, kwargs, pattern):
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=pattern):
+        AnySat(*args, **kwargs)

@@ -5,7 +5,7 @@ import torch
 
 from anysat_lite.config import config_to_dict, get_config
 from anysat_lite.train.checkpoint import save_checkpoint
-from anysat_lite.train.rundir import RunDirError, RunFinishedError, prepare_run_dir, run_files
+from anysat_lite.train.rundir import RunDirError, RunFinishedError, clear_run_dir, prepare_run_dir, run_files
 
 
 def _cfg(out, *over):
@@ -60,10 +60,26 @@ def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
 def test_force_deletes_exactly_the_old_run(tmp_path):
     _fake_run(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert prepare_run_dir(tmp_path, _cfg(tmp_path), force=True) is None
+    assert _unchanged(tmp_path, before)  # the check deletes nothing: the new run may still fail to start
+    clear_run_dir(tmp_path)
     assert run_files(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     with pytest.raises(RunDirError, match="--resume and --force exclude each other"):
         prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True, force=True)
+
+
+def test_force_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path):
+    from anysat_lite.train import pretrain
+
+    before = _fake_run(tmp_path)
+    missing = tmp_path / "no-such-dataset"
+    cfg = get_config(
+        "cpu-demo", [f"train.out_dir={tmp_path}", f"data.datasets=[{{name: treesatai-ts, path: {missing}}}]"]
+    )
+    with pytest.raises(FileNotFoundError, match="train_filenames.lst not found"):
+        pretrain(cfg, force=True, progress=False)
+    assert _unchanged(tmp_path, before)
 
 
 def test_resume_loads_and_checks_the_checkpoint(tmp_path):

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, model_config
 from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
+from ..errors import UserError
 from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
 from .blocks import Block
@@ -81,6 +82,16 @@ class AnySat(nn.Module):
 
     def __init__(self, config: ModelConfig | str = "base", sensors: Iterable[str] | None = None):
         super().__init__()
+        if not isinstance(config, (str, ModelConfig)):
+            raise UserError(
+                f"AnySat(config): expected a size name (nano, tiny, small, base) or a ModelConfig, got "
+                f"{config!r}; e.g. AnySat('nano')"
+            )
+        if isinstance(sensors, str):
+            raise UserError(
+                f"AnySat(sensors=...): expected a list of sensor names, got the string {sensors!r}; "
+                f"e.g. sensors=[{sensors!r}]"
+            )
         cfg = model_config(config) if isinstance(config, str) else config
         self.config = cfg
         D = cfg.embed_dim

@@ -34,6 +34,7 @@ from ..data.io import (
 )
 from ..data.normalization import NormStats
 from ..errors import UserError
+from ..files import atomic_write
 from ..sensors import SENSORS
 
 __all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
@@ -273,5 +274,5 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
             long_name=f"{axis} coordinate of projection (patch centre)",
         )
     out.attrs["Conventions"] = "CF-1.8"
-    out.to_netcdf(path)
+    atomic_write(path, out.to_netcdf)
     return path

@@ -16,19 +16,14 @@ by one (or on different days) fills one table.  Columns:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..files import write_text_atomic
 
 __all__ = ["write_result", "read_results", "format_table", "TABLE_NAME"]
 
 TABLE_NAME = "reproduction"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_results(out_dir: str | Path) -> list[dict]:
@@ -97,9 +92,9 @@ def write_result(row: dict, out_dir: str | Path) -> Path:
     Markdown table's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / f"{row['task']}.json", json.dumps(row, indent=1))
+    write_text_atomic(out / f"{row['task']}.json", json.dumps(row, indent=1))
     rows = read_results(out)
-    _write_atomic(out / f"{TABLE_NAME}.json", json.dumps(rows, indent=1))
+    write_text_atomic(out / f"{TABLE_NAME}.json", json.dumps(rows, indent=1))
     md = out / f"{TABLE_NAME}.md"
-    _write_atomic(md, format_table(rows) + "\n")
+    write_text_atomic(md, format_table(rows) + "\n")
     return md

@@ -34,6 +34,7 @@ from ..config import Config, ModelConfig, config_to_dict, validate_probe
 from ..data.datasets import TARGET_KEYS, DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..errors import UserError
+from ..files import atomic_write, write_text_atomic
 from ..model import AnySat
 from ..sensors import SENSORS
 from ..train.distributed import device_for
@@ -268,9 +269,9 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
     """``probe_results.json`` (everything), ``.md`` (the table) and ``.png`` (the headline bars)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe_results.json").write_text(json.dumps(result, indent=1))
-    (out / "probe_results.md").write_text(format_table(result) + "\n")
-    plot_results(result, out / "probe_results.png")
+    write_text_atomic(out / "probe_results.json", json.dumps(result, indent=1))
+    write_text_atomic(out / "probe_results.md", format_table(result) + "\n")
+    atomic_write(out / "probe_results.png", lambda tmp: plot_results(result, tmp))
 
 
 def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:

@@ -10,10 +10,8 @@ one line naming the file and what to do.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError, check_device
+from ..files import atomic_write
 
 __all__ = [
     "save_checkpoint",
@@ -33,21 +32,9 @@ __all__ = [
 ]
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(obj: dict, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (a crash never leaves a half-written file)."""
-    _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
@@ -80,7 +67,10 @@ def unreadable(path: Path, error: Exception) -> str:
     another kind fails with noise (``KeyError: 101``, ``pop from empty list``)."""
     kind = _looks_like(path)
     detail = ""
-    if kind.startswith("it is a PyTorch file"):
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:  # a pickle of other objects than tensors: not truncated, refused by weights_only loading
+        kind = f"it is a PyTorch file holding a Python object ({found.group(1)}) besides tensors and plain containers"
+    elif kind.startswith("it is a PyTorch file"):
         reason = (str(error).splitlines() or [""])[0].split(". ")[0]
         detail = f": {reason or type(error).__name__ + ', the file ends too early'}"
     return f"{path}: not a readable checkpoint ({path.stat().st_size} bytes, {kind}{detail})"
@@ -137,8 +127,8 @@ def export_encoder(encoder, path: str | Path, meta: dict) -> None:
     """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (``meta``: config, sensors, stats...)."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(state, tmp))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(state, tmp))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
 
 
 TRAINING_SUFFIXES = (".pt", ".pth", ".ckpt")

@@ -44,13 +44,14 @@ from ..config import Config, config_to_dict, save_config
 from ..data.datasets import BatchPlanner, DatasetBundle, build_dataset, pad_series
 from ..data.pipeline import StepBatches, step_loader
 from ..errors import UserError
+from ..files import write_text_atomic
 from ..jepa import JEPA, build_mask_sampler, collapse_warnings, momentum_at
 from ..model import compile_blocks
 from ..sensors import SENSORS
 from .checkpoint import export_encoder, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_max, all_mean, barrier, cleanup, gather_objects, init_distributed, ranks_where
 from .metrics import MetricLog, plot_metrics
-from .rundir import prepare_run_dir
+from .rundir import clear_run_dir, prepare_run_dir
 from .schedules import cosine, lr_at
 
 __all__ = [
@@ -542,7 +543,9 @@ def pretrain(
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)
-    if info.main:  # only once data and model are built: a run that cannot start leaves no run in its folder
+    if info.main:  # only once data and model are built: a run that cannot start leaves the folder as it was
+        if run.checkpoint is None:
+            clear_run_dir(run.out)  # --force: the old run's files go now, not before
         save_config(cfg, run.out / "config.yaml")
     log = (
         MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
@@ -615,7 +618,7 @@ def pretrain(
             "collapse_warnings": warned,
             "collapsed": sorted(flagged),
         }
-        (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=1))
     barrier()
     cleanup()
     return summary

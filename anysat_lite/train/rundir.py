@@ -21,7 +21,15 @@ from ..config import Config, config_to_dict, validate_config
 from ..errors import UserError
 from .checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["RunDirError", "RunFinishedError", "RUN_FILES", "run_files", "prepare_run_dir", "newest_intact_checkpoint"]
+__all__ = [
+    "RunDirError",
+    "RunFinishedError",
+    "RUN_FILES",
+    "run_files",
+    "prepare_run_dir",
+    "clear_run_dir",
+    "newest_intact_checkpoint",
+]
 
 # Files (glob patterns) a run writes into its folder; ``force`` deletes exactly these.
 RUN_FILES = (
@@ -180,7 +188,8 @@ def prepare_run_dir(
         cfg: the run's config (validated here too).
         resume: ``False`` (new run), ``True`` (continue from ``<out_dir>/last.pt``) or the path of a
             checkpoint to continue from (e.g. an intact ``step-*.pt`` when ``last.pt`` is corrupt).
-        force: start a new run in a folder holding one, deleting that run's files (:data:`RUN_FILES`).
+        force: allow a new run in a folder holding one; its files (:data:`RUN_FILES`) are deleted by
+            :func:`clear_run_dir` once the new run has been built, not here.
         main: the process that writes (rank 0); the others only load the checkpoint.
     Returns:
         The loaded checkpoint dict to continue from, or ``None`` for a new run.
@@ -216,7 +225,17 @@ def prepare_run_dir(
                 f"{out} already holds a run ({names}); {how}replace it with --force (force=True), or choose a "
                 "new folder (--set train.out_dir=runs/NEW)"
             )
-        for p in existing:
-            p.unlink()
         out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def clear_run_dir(out_dir: str | Path) -> None:
+    """Delete the run files (:data:`RUN_FILES`) of ``out_dir`` (``--force``) and create the folder.
+
+    Called by the writing process once the new run's data and model are built, so a run that cannot
+    start (a missing dataset, a bad sensor) leaves the old run in place.  Other files are kept.
+    """
+    out = Path(out_dir)
+    for p in run_files(out):
+        p.unlink()
+    out.mkdir(parents=True, exist_ok=True)

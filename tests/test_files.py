@@ -1,0 +1,53 @@
+"""Files the user keeps are written all at once or not at all (anysat_lite/files.py)."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from anysat_lite.errors import UserError
+from anysat_lite.files import atomic_write, write_text_atomic
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary_one(tmp_path):
+    path = tmp_path / "summary.json"
+    write_text_atomic(path, '{"old": 1}')
+
+    def half_then_full_disk(tmp):
+        Path(tmp).write_text('{"new": ')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError) as e:
+        atomic_write(path, half_then_full_disk)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"could not write {path} ([Errno 28] No space left on device); ")
+    assert "MiB free on its disk: free some space or write elsewhere (the previous file, if any, is unchanged)" in msg
+    assert path.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_torch_save_failures_are_one_line_too_and_other_errors_pass_through(tmp_path):
+    def torch_like(tmp):  # what torch.save raises when the disk fills mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\nmore")
+
+    with pytest.raises(UserError, match=r"could not write .*last.pt \(\[enforce fail .* vs 0\); \d+ MiB free"):
+        atomic_write(tmp_path / "last.pt", torch_like)
+    with pytest.raises(KeyError):  # a bug in the writer is not a disk problem
+        atomic_write(tmp_path / "x.json", lambda tmp: {}["missing"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_mode_of_an_ordinary_new_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "sub" / "a.md", "x")  # the folder is created
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sub" / "a.md").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
+
+
+def test_the_temporary_file_keeps_the_suffix_that_writers_read_the_format_from(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "probe_results.png", lambda tmp: (seen.append(tmp), Path(tmp).write_bytes(b"png")))
+    assert seen[0].endswith(".png") and Path(seen[0]).parent == tmp_path
+    assert (tmp_path / "probe_results.png").read_bytes() == b"png"
