@@ -369,7 +369,8 @@ def _write_json(path: str, results: dict) -> None:
     print(f"\nwritten: {path}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``anysat-lite bench``."""
     p = argparse.ArgumentParser(
         prog="anysat-lite bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -422,7 +423,11 @@ def main(argv=None) -> int:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--one-pretrain", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
         return 0

@@ -103,13 +103,11 @@ def test_bench_mistakes_are_one_line_before_any_work(tmp_path, monkeypatch, caps
 
 
 def test_bench_default_json_is_a_new_file_each_run(tmp_path, monkeypatch):
-    import argparse
-
-    from anysat_lite.bench import _check_args
+    from anysat_lite.bench import _check_args, build_parser
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bench.json").write_text("earlier results")  # what the old default would have met
-    args = argparse.Namespace(device="cpu", sizes=["nano"], sweep_size="nano", pretrain=None, json=None, force=False)
+    args = build_parser().parse_args(["--device", "cpu", "--sizes", "nano"])
     _check_args(args)
     assert re.fullmatch(r"runs/bench/bench-\d{8}-\d{6}\.json", args.json), args.json
     args.json = "bench.json"  # a file named by the user is still refused without --force
