@@ -193,6 +193,8 @@ def _check_update_target(path: str | None, markers: tuple[str, str]) -> None:
 
     if path is None:
         return
+    if Path(path).is_dir():
+        raise UserError(f"--update-readme {path}: expected a file, got a folder; give the file that holds the markers")
     if not Path(path).is_file():
         raise UserError(f"--update-readme {path}: no such file; give the file that holds the markers {markers[0]}")
     try:
@@ -336,6 +338,12 @@ def cmd_embed(args) -> int:
     check_output_file("--out", out, args.force)
     from .data.contract import patch_size_m
     from .data.io import common_grid
+
+    if args.patch_size <= 0 or args.patch_size % 10:
+        raise UserError(
+            f"--patch-size {args.patch_size}: expected a positive multiple of 10 m, got {args.patch_size}; "
+            "e.g. --patch-size 20"
+        )
     from .data.normalization import NormStats
     from .probe.embed import embed_rasters, load_rasters, write_netcdf
     from .train.checkpoint import load_encoder
@@ -353,7 +361,10 @@ def cmd_embed(args) -> int:
         )
     stats, available = None, meta.get("norm_stats") or {}
     if args.stats and args.stats not in available:
-        raise UserError(f"--stats {args.stats}: the checkpoint has statistics for {sorted(available) or 'no dataset'}")
+        raise UserError(
+            f"--stats {args.stats}: the checkpoint has statistics for {sorted(available) or 'no dataset'}; "
+            "name one of them, or leave --stats out to use the first"
+        )
     if available:
         name = args.stats or next(iter(available))
         stats = NormStats.from_dict(available[name])

@@ -595,11 +595,12 @@ def _build(cls, data, where: str):
             raise UnknownKeyError(f"config key {key} was replaced: {RENAMED[key]}; edit it in your YAML or --set")
     if unknown:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
-        close = difflib.get_close_matches(str(unknown[0]), sorted(fields), n=1)
+        valid = sorted(fields | ({"size"} if where == "model" else set()))  # model.size: a size's three numbers
+        close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
         hint = f"did you mean {where + '.' if where else ''}{close[0]}? " if close else ""
         raise UnknownKeyError(
             f"unknown config key(s) {sorted(map(str, unknown))} in {where or 'config'} "
-            f"({key}); {hint}valid: {', '.join(sorted(fields))}"
+            f"({key}); {hint}valid: {', '.join(valid)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}

@@ -19,6 +19,7 @@ A model built afterwards (or ``model.add_sensor("planetscope")``) gets a project
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,14 +57,21 @@ class Sensor:
     description: str = ""
 
     def __post_init__(self) -> None:
+        def bad(field: str, expected: str, got) -> ValueError:
+            return ValueError(f"sensor {self.name!r}: {field} must be {expected}, got {got!r}")
+
         if self.kind not in ("image", "series"):
-            raise ValueError(f"sensor {self.name!r}: kind must be 'image' or 'series', got {self.kind!r}")
-        if self.gsd <= 0:
-            raise ValueError(f"sensor {self.name!r}: gsd must be > 0 metres, got {self.gsd}")
-        if self.subpatch_px < 1:
-            raise ValueError(f"sensor {self.name!r}: subpatch_px must be >= 1, got {self.subpatch_px}")
-        if not self.bands:
-            raise ValueError(f"sensor {self.name!r}: needs at least one band name")
+            raise bad("kind", "'image' or 'series'", self.kind)
+        if not isinstance(self.gsd, (int, float)) or not math.isfinite(self.gsd) or self.gsd <= 0:
+            raise bad("gsd", "a finite number of metres > 0", self.gsd)
+        if not isinstance(self.subpatch_px, int) or isinstance(self.subpatch_px, bool) or self.subpatch_px < 1:
+            raise bad("subpatch_px", "an integer >= 1", self.subpatch_px)
+        if not isinstance(self.doy_period, int) or isinstance(self.doy_period, bool) or self.doy_period < 1:
+            raise bad("doy_period", "an integer >= 1 (days; official: 367)", self.doy_period)
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise bad("dropout", "in [0, 1)", self.dropout)
+        if not self.bands or not all(isinstance(b, str) and b for b in self.bands):
+            raise bad("bands", "a non-empty list of band names", self.bands)
         if any(ch in self.name for ch in "._") or not self.name:
             raise ValueError(f"sensor name {self.name!r} may not be empty or contain '.' or '_'")
 
@@ -102,7 +110,14 @@ def register_sensor(name: str, gsd: float, bands, kind: str, *, overwrite: bool 
     """
     if name in SENSORS and not overwrite:
         raise ValueError(f"sensor {name!r} is already registered (pass overwrite=True to replace it)")
-    sensor = Sensor(name=name, gsd=float(gsd), bands=tuple(bands), kind=kind, **facts)
+    fields = [f for f in Sensor.__dataclass_fields__ if f not in ("name", "gsd", "bands", "kind")]
+    unknown = [k for k in facts if k not in fields]
+    if unknown:
+        raise ValueError(f"sensor {name!r}: unknown fact {unknown[0]!r}; expected some of {', '.join(fields)}")
+    if isinstance(bands, str):
+        raise ValueError(f"sensor {name!r}: bands must be a list of band names, got the string {bands!r}")
+    gsd = float(gsd) if isinstance(gsd, int) and not isinstance(gsd, bool) else gsd
+    sensor = Sensor(name=name, gsd=gsd, bands=tuple(bands), kind=kind, **facts)
     SENSORS[name] = sensor
     return sensor
 

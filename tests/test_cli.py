@@ -397,13 +397,12 @@ def test_embed_mistakes(tmp_path, encoder_files):
         (["--raster", "aerial=none.tif"], r"aerial: no such file none.tif$"),
         (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--patch-size", "15"],
-            r"patch size must be a positive multiple "
-            r"of 10 m, got 15",
+            r"--patch-size 15: expected a positive multiple of 10 m, got 15; e.g. --patch-size 20$",
         ),
         (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--stats", "treesatai"],
             r"--stats treesatai: the checkpoint "
-            r"has statistics for \['synthetic'\]",
+            r"has statistics for \['synthetic'\]; name one of them, or leave --stats out to use the first$",
         ),
         (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "25"],
@@ -423,6 +422,8 @@ def test_embed_mistakes(tmp_path, encoder_files):
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--tile-size", "inf"],
             r"tile size inf m: expected a positive",
         ),
+        (["--raster", f"aerial={GEOTIFF}"], r"aerial: .*geotiff is a folder, expected a GeoTIFF file; name the file"),
+        (["--raster", f"aerial={Path(__file__)}"], r"test_cli.py: not a raster GDAL can read; expected a GeoTIFF$"),
     ],
 )
 def test_more_embed_mistakes_in_process(tmp_path, encoder_files, capsys, args, pattern):

@@ -108,6 +108,7 @@ from anysat_lite.config import (
         ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
         ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
         ("jepa.context=bogus", r"jepa.context: expected one of block, complement, got 'bogus'"),
+        ("model.sise=nano", r"\(model.sise\); did you mean model.size\? valid: depth, .*, size, subpatch_order$"),
         ("probe.bootstrap=-5", r"probe.bootstrap: expected an integer >= 0, got -5"),
         (
             "data.datasets=[{name: synthetic, max_dates: 2}]",

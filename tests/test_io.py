@@ -55,6 +55,8 @@ def test_dates_from_names():
     assert date_from_name("s2_2021-07-04.tif") == dt.date(2021, 7, 4)
     with pytest.raises(ValueError, match="no date"):
         date_from_name("aerial.tif")
+    with pytest.raises(ValueError, match=r"^'20201345' in the file name 's2_20201345.tif' is not a date \(month must"):
+        date_from_name("s2_20201345.tif")
 
 
 def test_stack_time_series_sorts_and_gives_doy():

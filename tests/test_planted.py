@@ -137,3 +137,21 @@ def test_item_is_a_valid_model_input_for_the_nano_model():
     with torch.no_grad():
         out = model(x, patch_size=30, output="tile")  # official PLANTED scale 3 -> 30 m patches
     assert out.shape == (1, 64) and torch.isfinite(out).all()
+
+
+def test_files_holding_python_objects_are_refused_unless_trusted(tmp_path):
+    """The fixture's numeric arrays load without unpickling; an object array asks for allow_pickle."""
+    import shutil
+
+    from anysat_lite.errors import UserError
+
+    root = tmp_path / "planted"
+    shutil.copytree(PLANTED, root)
+    tile = next(p for p in (root / "train").iterdir() if p.is_dir()).name
+    stamps = root / "train" / tile / f"{tile}_s2_timestamp.npz"
+    values = np.load(stamps)["arr_0"]
+    np.savez_compressed(stamps, np.array(list(values), dtype=object))  # the same numbers, as Python objects
+    with pytest.raises(UserError, match=r"_s2_timestamp.npz holds Python objects.*options: \{allow_pickle: true\}"):
+        PlantedDataset(root).read_sensor(tile, "s2")
+    x, _, dates = PlantedDataset(root, allow_pickle=True).read_sensor(tile, "s2")
+    assert len(dates) == len(values) == x.shape[0]

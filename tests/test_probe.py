@@ -611,3 +611,22 @@ def test_fine_tuning_batches_are_probe_batch_size(monkeypatch):
             None, (20, ("s2",)), {"pretrained": None}, SimpleNamespace(train=[]), None, None, 2, pc, "cpu"
         )
     assert seen["batch_size"] == 7 and seen["epochs"] == 2
+
+
+def test_a_split_the_reader_could_not_read_is_named_with_the_readers_reason(tmp_path):
+    """A validation split that fails to load (here: its label file is gone) is not silently 'absent'."""
+    import shutil
+
+    from conftest import ROOT
+
+    from anysat_lite.config import get_config
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe import run_probe
+
+    shutil.copytree(ROOT / "tests" / "data" / "planted", tmp_path / "planted")
+    (tmp_path / "planted" / "val" / "labels2.json").unlink()
+    sets = [f"data.datasets=[{{name: planted, path: {tmp_path / 'planted'}}}]", "probe.split=val", "model.size=nano"]
+    with pytest.raises(
+        UserError, match=r"has no val split to probe on \(reading it: PLANTED: .*val/labels2.json not found"
+    ):
+        run_probe(get_config("cpu-demo", sets), progress=False)

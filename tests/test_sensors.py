@@ -52,3 +52,24 @@ def test_register_at_run_time_and_errors():
         Sensor("bad_name", 1.0, ("a",), kind="image")
     with pytest.raises(ValueError, match="gsd"):
         Sensor("x", 0.0, ("a",), kind="image")
+
+
+@pytest.mark.parametrize(
+    "facts, pattern",
+    [
+        ({"gsd": float("nan")}, r"gsd must be a finite number of metres > 0, got nan$"),
+        ({"gsd": "10"}, r"gsd must be a finite number of metres > 0, got '10'$"),
+        ({"subpatch_px": 2.5}, r"subpatch_px must be an integer >= 1, got 2.5$"),
+        ({"dropout": 2.0}, r"dropout must be in \[0, 1\), got 2.0$"),
+        ({"doy_period": 0}, r"doy_period must be an integer >= 1 \(days; official: 367\), got 0$"),
+        ({"bands": "NIR"}, r"bands must be a list of band names, got the string 'NIR'$"),
+        ({"bands": ["R", ""]}, r"bands must be a non-empty list of band names, got \('R', ''\)$"),
+        ({"subpach_px": 2}, r"unknown fact 'subpach_px'; expected some of subpatch_px, doy_period, .*description$"),
+    ],
+)
+def test_register_sensor_refuses_facts_that_would_fail_later(facts, pattern):
+    """Each of these used to be accepted and to fail (or give non-finite embeddings) only in the model."""
+    args = {"name": "testcam", "gsd": 10, "bands": ("R", "G"), "kind": "series"} | facts
+    with pytest.raises(ValueError, match=r"^sensor 'testcam': " + pattern):
+        register_sensor(**args)
+    assert "testcam" not in SENSORS

@@ -16,7 +16,7 @@ so that training resumes and shards across processes deterministically.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +137,10 @@ class DatasetBundle:
     """A dataset ready for pretraining/probing: splits, sensors, patch sizes, class names, norm stats.
 
     ``val`` / ``test`` are ``None`` when the dataset has no such split (e.g. a manifest listing only
-    training tiles).  ``batch_size`` is the dataset's global batch (``None``: ``train.batch_size``);
-    ``crop_m`` crops every item to that side (metres) before batching.
+    training tiles); ``absent`` then says why, in the reader's words (a missing list file, or an
+    error reading it, which the messages about the missing split repeat).  ``batch_size`` is the
+    dataset's global batch (``None``: ``train.batch_size``); ``crop_m`` crops every item to that
+    side (metres) before batching.
     """
 
     name: str
@@ -153,6 +155,7 @@ class DatasetBundle:
     tile_m: float = 60.0
     batch_size: int | None = None
     crop_m: float | None = None
+    absent: dict[str, str] = field(default_factory=dict)  # split -> why the reader gave none
 
 
 def _spread(n: int, limit: int) -> list[int]:
@@ -177,13 +180,15 @@ def _stats(spec, ds: Dataset, sensors: Sequence[str], root: Path | None, limit: 
     return NormStats(stats)
 
 
-def _split(cls, root, split: str, kwargs: dict) -> Dataset | None:
-    """One split of a reader, or ``None`` when the dataset has no such split (validation and test only)."""
+def _split(cls, root, split: str, kwargs: dict, absent: dict[str, str]) -> Dataset | None:
+    """One split of a reader, or ``None`` when the reader cannot give it (validation and test only; the
+    reason goes into ``absent[split]``, for the messages that need the split)."""
     try:
         return cls(root, split, **kwargs)
-    except (ValueError, KeyError, FileNotFoundError):
+    except (ValueError, KeyError, FileNotFoundError) as e:
         if split == "train":
             raise
+        absent[split] = str(e).strip("'\"")
         return None
 
 
@@ -223,7 +228,8 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         raise ValueError(f"dataset {spec.name!r} needs data.datasets[i].path or data.root")
     kwargs = dict(sensors=spec.sensors, seed=data_cfg.seed, **(spec.options or {}))
     train = cls(root, "train", max_dates=spec.max_dates, **kwargs)
-    val, test = (_split(cls, root, s, dict(kwargs, max_dates=None)) for s in ("val", "test"))
+    absent: dict[str, str] = {}
+    val, test = (_split(cls, root, s, dict(kwargs, max_dates=None), absent) for s in ("val", "test"))
     sensors = list(train.sensors)
     norm_root = root if root.is_dir() else root.parent  # a manifest's folder
     return DatasetBundle(
@@ -235,6 +241,7 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         classes=tuple(train.classes),
         stats=_stats(spec, train, sensors, norm_root, data_cfg.norm_samples),
         tile_m=float(spec.tile_m or train.tile_m),
+        absent=absent,
         **common,
     )
 

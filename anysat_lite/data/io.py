@@ -53,11 +53,22 @@ def _coords(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.
     return ys, xs
 
 
-def read_geotiff(path: str | Path, bands: Sequence[str] | None = None, name: str | None = None) -> xr.DataArray:
-    """Read a GeoTIFF into a ``(band, y, x)`` DataArray with CRS, transform and GSD attrs."""
+def open_raster(path: str | Path):
+    """``rasterio.open(path)``, with one-line :class:`RasterError` for a folder, a missing file or a file
+    GDAL cannot read."""
+    if Path(path).is_dir():
+        raise RasterError(f"{path}: expected a GeoTIFF file, got a folder; name the file in it")
     if not Path(path).is_file():
         raise RasterError(f"{path}: no such file")
-    with rasterio.open(path) as src:
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise RasterError(f"{path}: not a raster GDAL can read; expected a GeoTIFF") from None
+
+
+def read_geotiff(path: str | Path, bands: Sequence[str] | None = None, name: str | None = None) -> xr.DataArray:
+    """Read a GeoTIFF into a ``(band, y, x)`` DataArray with CRS, transform and GSD attrs."""
+    with open_raster(path) as src:
         data = src.read()
         t = src.transform
         if t.b or t.d:
@@ -114,7 +125,13 @@ def date_from_name(name: str) -> dt.date:
             f"no date (YYYYMMDD or YYYY-MM-DD) in the file name {name!r}; put the acquisition date in "
             "the name (s2_20200301.tif) or pass dates=[...] to stack_time_series"
         )
-    return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    try:
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError as e:
+        raise RasterError(
+            f"{m.group(0)!r} in the file name {name!r} is not a date ({e}); name the file with its acquisition "
+            "date as YYYYMMDD or YYYY-MM-DD"
+        ) from None
 
 
 def stack_time_series(

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .normalization import NormStats, read_norm_files
 from .readers import check_sensors, check_split, choose_dates, doy, item_rng
 
@@ -131,6 +132,9 @@ class PlantedDataset(Dataset):
         temporal_dropout: official fraction of dates dropped on the train split (stand-alone configs: 0.3).
         fill_invalid: statistics whose band means replace invalid pixels (see the module docstring).
         pixel_masks: add ``<sensor>_valid`` pixel-validity masks to the items.
+        allow_pickle: let ``np.load`` unpickle Python objects stored in the ``.npz`` files (the official
+            reader does; loading a pickle can run code, so only for files you trust).  Off by default:
+            PLANTED's arrays are numeric, and a file that holds objects is refused with this fix.
     """
 
     name: str = "planted"
@@ -153,6 +157,7 @@ class PlantedDataset(Dataset):
         temporal_dropout: float = 0.0,
         fill_invalid: NormStats | None = None,
         pixel_masks: bool = False,
+        allow_pickle: bool = False,
     ):
         self.root = Path(root)
         self.split = check_split(type(self), split)
@@ -168,7 +173,7 @@ class PlantedDataset(Dataset):
                     f"PlantedDataset: fill_invalid has no statistics for {missing}; "
                     f"expected all of {self.sensors} (e.g. official_norm_stats(root))"
                 )
-        self.fill_invalid, self.pixel_masks = fill_invalid, pixel_masks
+        self.fill_invalid, self.pixel_masks, self.allow_pickle = fill_invalid, pixel_masks, allow_pickle
         self.folder = self.root / split
         labels = self.folder / self.labels_file
         if not labels.is_file():
@@ -206,8 +211,17 @@ class PlantedDataset(Dataset):
                 f"PLANTED: {path} not found; expected <id>_<sensor>.npz, _mask.npz and "
                 f"_timestamp.npz for every sensor of tile {name}"
             )
-        with np.load(path, allow_pickle=True) as f:
-            return f["arr_0"]
+        try:
+            with np.load(path, allow_pickle=self.allow_pickle) as f:
+                return f["arr_0"]
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise
+            raise UserError(
+                f"PLANTED: {path} holds Python objects, not a numeric array; loading it would unpickle them "
+                "(which can run code): if you trust the file, pass options: {allow_pickle: true} in its "
+                "data.datasets entry"
+            ) from None
 
     def read_sensor(self, name: str, sensor: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All dates of one sensor: values ``[T, C, H, W]`` float32 (ratio band added), validity

@@ -113,7 +113,10 @@ class WorldSpec:
     def __post_init__(self):
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]
         if bad:
-            raise ValueError(f"synthetic world cannot render {bad}; supported: {SUPPORTED_SENSORS}")
+            raise ValueError(
+                f"synthetic world cannot render {bad}; supported: {', '.join(SUPPORTED_SENSORS)}; choose "
+                "data.datasets[i].sensors among them, or pretrain on your own rasters (a rasters manifest)"
+            )
         if self.tile_m % 10 or self.tile_m <= 0:
             raise ValueError(f"tile_m must be a positive multiple of 10 m, got {self.tile_m}")
         if self.n_tiles < 1 or self.n_dates < 1:

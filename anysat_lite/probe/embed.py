@@ -26,6 +26,7 @@ from ..data.io import (
     NodataError,
     RasterError,
     common_grid,
+    open_raster,
     rasters_to_sample,
     read_geotiff,
     source_gsd_m,
@@ -58,6 +59,9 @@ def load_rasters(spec: Mapping[str, str | Path | Sequence[str | Path]]) -> dict[
         if sensor not in SENSORS:
             raise RasterError(f"unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
         s = SENSORS[sensor]
+        folders = [str(p) for p in paths if Path(p).is_dir()]
+        if folders:
+            raise RasterError(f"{sensor}: {folders[0]} is a folder, expected a GeoTIFF file; name the file in it")
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
             raise RasterError(f"{sensor}: no such file {missing[0]}")
@@ -71,10 +75,8 @@ def load_rasters(spec: Mapping[str, str | Path | Sequence[str | Path]]) -> dict[
 
 
 def _bands(s, paths) -> tuple[str, ...]:
-    import rasterio
-
     for p in paths:
-        with rasterio.open(p) as src:
+        with open_raster(p) as src:
             if src.count != s.n_bands:
                 raise RasterError(
                     f"{p}: {src.count} band(s), but {s.name} takes {s.n_bands} "

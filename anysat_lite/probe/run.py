@@ -344,8 +344,9 @@ def run_probe(
         if part is not None
     }
     if pc.split not in splits:
+        why = f" (reading it: {bundle.absent[pc.split]})" if pc.split in bundle.absent else ""
         raise UserError(
-            f"dataset {bundle.name!r} has no {pc.split} split to probe on; add {pc.split} tiles to it (for a "
+            f"dataset {bundle.name!r} has no {pc.split} split to probe on{why}; add {pc.split} tiles to it (for a "
             f"rasters manifest: rows with split '{pc.split}')"
         )
     bundle = dataclasses.replace(bundle, test=getattr(bundle, pc.split))  # below, "test" = the scored split

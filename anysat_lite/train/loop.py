@@ -181,7 +181,8 @@ def build_data(cfg: Config, run: Run) -> Data:
         if not with_val:
             raise ValueError("train.val_every > 0 but no dataset has a validation split; set train.val_every=0")
         notes += [
-            f"dataset {b.name}: no validation split; left out of the validation loss"
+            f"dataset {b.name}: no validation split{f' ({why})' if (why := b.absent.get('val')) else ''}; left out "
+            "of the validation loss"
             for b in bundles
             if b not in with_val
         ]
