@@ -156,6 +156,7 @@ def _probe_official(args) -> int:
             bootstrap=args.bootstrap,
             progress=not args.quiet,
             log=(lambda *a, **k: None) if args.quiet else print,
+            allow_pickle=args.allow_pickle,
         )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
@@ -169,7 +170,7 @@ def cmd_probe(args) -> int:
     checkpoint = _probe_checkpoint(args, cfg)
     # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
     out = Path(args.out) if args.out else checkpoint.parent
-    check_output_folder("--out", out)
+    check_output_folder("--out" if args.out else "--out (default: the checkpoint's folder)", out)
     if (out / "probe_results.json").exists() and not args.force:
         raise UserError(
             f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
@@ -526,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="official per task (256, 4, 32, 64); changing it marks the row partial"
     )
     off.add_argument("--num-workers", type=int, help="data-loading processes (default 8 on CUDA, 0 on the CPU)")
+    off.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="PLANTED: let the reader unpickle object arrays in its .npz files, as the official reader does "
+        "(only for files you trust)",
+    )
     off.add_argument(
         "--amp",
         choices=("auto", "fp16", "bf16", "none"),

@@ -844,7 +844,7 @@ def validate_config(cfg: Config) -> Config:
     for spec_i, spec in enumerate(cfg.data.datasets):
         if spec.name == "synthetic" or spec.name.startswith("synthetic:"):
             for key in ("path", "max_dates", "options"):  # the world is generated, not read
-                if getattr(spec, key) is not None:
+                if getattr(spec, key) not in (None, {}):
                     raise ConfigError(
                         f"config data.datasets[{spec_i}].{key}: the embedded world ({spec.name}) has no {key}, "
                         f"expected null, got {getattr(spec, key)!r}; remove it (data.n_tiles, data.tile_m and "

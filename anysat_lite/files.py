@@ -2,15 +2,18 @@
 
 :func:`atomic_write` writes to a temporary file in the destination's folder and renames it over the
 destination only once the write has succeeded, so an interrupted or failed write (a full disk, a
-crash, Ctrl-C) leaves the previous file as it was and no half-written one.  A write that fails on
-the disk is one line naming the file, the reason and the space left (:class:`~.errors.UserError`).
+crash, Ctrl-C) leaves the previous file as it was and no half-written one.  A write the disk or
+the file system refuses is one line naming the file, the reason and what to do
+(:class:`~.errors.UserError`); any other error of the writer passes through unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,34 +21,65 @@ from .errors import UserError
 
 __all__ = ["atomic_write", "write_text_atomic"]
 
+# torch.save reports a failed write (a full disk) as a RuntimeError with one of these in its message
+_TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 
-def _default_mode() -> int:
-    """``0o666`` less the process umask: the mode ``open()`` gives a new file (``mkstemp`` gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+
+def _advice(path: Path, e: BaseException) -> str:
+    """What to do about a write ``e`` refused, by its cause."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or isinstance(e, RuntimeError):
+        free = shutil.disk_usage(path.parent).free / 2**20
+        return f"{free:.0f} MiB free on its disk: free some space or write elsewhere"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "this process may not write there: choose a folder you can write to"
+    return "check the path, or write elsewhere"
+
+
+def _temporary_beside(path: Path) -> Path:
+    """A new empty file in ``path``'s folder, with ``path``'s suffix (writers read the format from it).
+
+    Created with mode 0o666 less the umask, as ``open()`` creates files (``mkstemp`` would give 0o600).
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so writers that read the
-    format from it work), then rename it to ``path``.  The folder is created if missing."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``.
+
+    The folder is created if missing; a symbolic link is followed (the file it points to is replaced);
+    an existing file keeps its permissions.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    if path.is_symlink():
+        path = path.resolve()
+    tmp = None
     try:
-        os.chmod(tmp, _default_mode())
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_beside(path)
+        if path.exists():
+            try:
+                os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+            except OSError:  # some network file systems refuse chmod: keep the default mode
+                pass
+        write(str(tmp))
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        free = shutil.disk_usage(path.parent).free / 2**20
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not any(s in str(e) for s in _TORCH_WRITE_FAILURES):
+            raise  # not a write the disk refused
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"could not write {path} ({reason}); {free:.0f} MiB free on its disk: free some space or write "
-            "elsewhere (the previous file, if any, is unchanged)"
+            f"could not write {path} ({reason}); {_advice(path, e)} (the previous file, if any, is unchanged)"
         ) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError, check_output_folder
+from .files import atomic_write
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -188,7 +189,7 @@ def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOT
         params[0].source = re.sub(
             r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source, count=1, flags=re.M
         )
-        nbformat.write(nb, path)
+        atomic_write(path, lambda tmp, nb=nb: nbformat.write(nb, tmp))
     return links
 
 
@@ -237,7 +238,7 @@ def apply_standard_cells(path: str | Path) -> None:
     nb.cells = [c for i, c in enumerate(nb.cells) if c.source != SETUP or i == idx + 1]
     if idx + 1 >= len(nb.cells) or nb.cells[idx + 1].source != SETUP:
         nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(SETUP))
-    nbformat.write(nb, path)
+    atomic_write(path, lambda tmp, nb=nb: nbformat.write(nb, tmp))
 
 
 # --- structure ------------------------------------------------------------------------------------------------------
@@ -367,9 +368,14 @@ def run_notebooks(
 
     out = Path(out_dir)
     if out.resolve() == Path(folder).resolve():
+        fix = (
+            "give --out another folder (--store then copies them back)"
+            if store
+            else ("write elsewhere, or use --store to store a full run in them")
+        )
         raise UserError(
             f"--out {out_dir}: that is the folder of the notebooks themselves, expected another one (the "
-            "executed copies would replace them); write elsewhere, or use --store to store a full run in them"
+            f"executed copies would replace them); {fix}"
         )
     check_output_folder("--out", out)
     failures = []
@@ -395,7 +401,7 @@ def run_notebooks(
 
                     done = nbformat.read(out / nb.name, as_version=4)
                     tidy_outputs(done)
-                    nbformat.write(done, nb)
+                    atomic_write(nb, lambda tmp, done=done: nbformat.write(done, tmp))
             except Exception as e:  # noqa: BLE001 - report and continue with the next notebook
                 failures.append(nb.name)
                 print(f"FAIL  {nb.name}  {time.time() - t0:6.1f} s  {type(e).__name__}: {str(e)[:300]}")

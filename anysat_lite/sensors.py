@@ -20,6 +20,7 @@ A model built afterwards (or ``model.add_sensor("planetscope")``) gets a project
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,21 +58,24 @@ class Sensor:
     description: str = ""
 
     def __post_init__(self) -> None:
-        def bad(field: str, expected: str, got) -> ValueError:
-            return ValueError(f"sensor {self.name!r}: {field} must be {expected}, got {got!r}")
+        def bad(field: str, expected: str, got, example: str) -> ValueError:
+            return ValueError(f"sensor {self.name!r}: {field} must be {expected}, got {got!r}; e.g. {field}={example}")
+
+        def integer(v) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
         if self.kind not in ("image", "series"):
-            raise bad("kind", "'image' or 'series'", self.kind)
-        if not isinstance(self.gsd, (int, float)) or not math.isfinite(self.gsd) or self.gsd <= 0:
-            raise bad("gsd", "a finite number of metres > 0", self.gsd)
-        if not isinstance(self.subpatch_px, int) or isinstance(self.subpatch_px, bool) or self.subpatch_px < 1:
-            raise bad("subpatch_px", "an integer >= 1", self.subpatch_px)
-        if not isinstance(self.doy_period, int) or isinstance(self.doy_period, bool) or self.doy_period < 1:
-            raise bad("doy_period", "an integer >= 1 (days; official: 367)", self.doy_period)
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise bad("dropout", "in [0, 1)", self.dropout)
+            raise bad("kind", "'image' or 'series'", self.kind, "'series'")
+        if not isinstance(self.gsd, numbers.Real) or not math.isfinite(self.gsd) or self.gsd <= 0:
+            raise bad("gsd", "a finite number of metres > 0", self.gsd, "10.0")
+        if not integer(self.subpatch_px) or self.subpatch_px < 1:
+            raise bad("subpatch_px", "an integer >= 1", self.subpatch_px, "1")
+        if not integer(self.doy_period) or self.doy_period < 1:
+            raise bad("doy_period", "an integer >= 1 (days)", self.doy_period, "367 (official)")
+        if not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
+            raise bad("dropout", "in [0, 1)", self.dropout, "0.2 (official)")
         if not self.bands or not all(isinstance(b, str) and b for b in self.bands):
-            raise bad("bands", "a non-empty list of band names", self.bands)
+            raise bad("bands", "a non-empty list of band names", self.bands, "['B', 'G', 'R']")
         if any(ch in self.name for ch in "._") or not self.name:
             raise ValueError(f"sensor name {self.name!r} may not be empty or contain '.' or '_'")
 
@@ -115,8 +119,18 @@ def register_sensor(name: str, gsd: float, bands, kind: str, *, overwrite: bool 
     if unknown:
         raise ValueError(f"sensor {name!r}: unknown fact {unknown[0]!r}; expected some of {', '.join(fields)}")
     if isinstance(bands, str):
-        raise ValueError(f"sensor {name!r}: bands must be a list of band names, got the string {bands!r}")
-    gsd = float(gsd) if isinstance(gsd, int) and not isinstance(gsd, bool) else gsd
+        raise ValueError(
+            f"sensor {name!r}: bands must be a list of band names, got the string {bands!r}; e.g. bands=[{bands!r}]"
+        )
+    # plain Python numbers (NumPy scalars are accepted and converted; the checks are Sensor's own)
+    gsd = float(gsd) if isinstance(gsd, numbers.Real) and not isinstance(gsd, bool) else gsd
+    for key, kind_of in (
+        ("subpatch_px", numbers.Integral),
+        ("doy_period", numbers.Integral),
+        ("dropout", numbers.Real),
+    ):
+        if isinstance(facts.get(key), kind_of) and not isinstance(facts[key], bool):
+            facts[key] = (int if kind_of is numbers.Integral else float)(facts[key])
     sensor = Sensor(name=name, gsd=gsd, bands=tuple(bands), kind=kind, **facts)
     SENSORS[name] = sensor
     return sensor

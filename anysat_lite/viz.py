@@ -532,10 +532,12 @@ def plot_pipeline(trace, ax=None):
         ("tile", "the cls token"),
         ("patch", f"{h} x {w} patches"),
         ("all", "cls + patches"),
-        ("dense", f"sub-patches of {trace.dense_sensor}"),
+        ("dense", f"{trace.dense_sensor} sub-patches\n+ patch token"),
     ]
     oy = [mid + 1.5 * 9 - i * 9 for i in range(4)]
     ax.text(121, mid + 5, _shape(trace.fused.shape), ha="center", va="bottom", fontsize=7)
+    # 'dense' also reads the sub-patch transformer: each sub-patch token beside its patch's fused token
+    arrow(79.5, oy[3] - 2.5, 134, oy[3] - 2.5, f"{trace.dense_sensor} sub-patch tokens", above=False)
     for (mode, what), y in zip(outs, oy):
         arrow(127.5, mid, 134, y)
         shape = trace.outputs.get(mode)

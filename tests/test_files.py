@@ -34,16 +34,44 @@ def test_torch_save_failures_are_one_line_too_and_other_errors_pass_through(tmp_
         atomic_write(tmp_path / "last.pt", torch_like)
     with pytest.raises(KeyError):  # a bug in the writer is not a disk problem
         atomic_write(tmp_path / "x.json", lambda tmp: {}["missing"])
+
+    def cuda_failure(tmp):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="CUDA error"):  # nor is any other RuntimeError
+        atomic_write(tmp_path / "x.pt", cuda_failure)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_written_files_get_the_mode_of_an_ordinary_new_file(tmp_path):
+def test_a_refused_write_names_the_cause(tmp_path):
+    def refused(tmp):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(UserError, match=r"\(\[Errno 13\] Permission denied\); this process may not write there"):
+        atomic_write(tmp_path / "a.json", refused)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(UserError, match=r"could not write .*afile/x.json \(.*\); check the path, or write elsewhere"):
+        write_text_atomic(tmp_path / "afile" / "x.json", "{}")  # its folder is a file
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_written_files_get_the_mode_of_an_ordinary_new_file_and_keep_their_own(tmp_path):
     old = os.umask(0o022)
     try:
         write_text_atomic(tmp_path / "sub" / "a.md", "x")  # the folder is created
     finally:
         os.umask(old)
     assert (tmp_path / "sub" / "a.md").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
+    os.chmod(tmp_path / "sub" / "a.md", 0o600)
+    write_text_atomic(tmp_path / "sub" / "a.md", "y")
+    assert (tmp_path / "sub" / "a.md").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_symbolic_link_is_followed_not_replaced(tmp_path):
+    (tmp_path / "README.md").write_text("old")
+    (tmp_path / "link.md").symlink_to(tmp_path / "README.md")
+    write_text_atomic(tmp_path / "link.md", "new")
+    assert (tmp_path / "link.md").is_symlink() and (tmp_path / "README.md").read_text() == "new"
 
 
 def test_the_temporary_file_keeps_the_suffix_that_writers_read_the_format_from(tmp_path):

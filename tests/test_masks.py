@@ -212,22 +212,28 @@ def test_drop_dates():
 
 
 def test_drop_dates_never_leaves_a_tile_only_padding_and_keeps_other_draws():
-    """A tile with one real date padded to 8 (zero images, mask False): every draw keeps the real date,
-    and the draws of tiles whose kept dates hold a valid one are those of the plain rule."""
+    """A tile with one real date padded to 8 (zero images at day 0, mask False): every draw keeps the real
+    date; tiles without padding keep the plain draw, cloudy dates included (as the official code)."""
     B, T = 64, 8
-    valid = torch.zeros(B, T, dtype=torch.bool)
-    valid[:32, 0] = True  # tiles 0-31: one real date, then padding
-    valid[32:] = True  # tiles 32-63: every date real
-    x = {"s2": torch.rand(B, T, 10, 2, 2), "s2_dates": torch.arange(1, T + 1).repeat(B, 1), "s2_mask": valid}
+    dates = torch.arange(1, T + 1).repeat(B, 1)
+    dates[:32, 1:] = 0  # tiles 0-31: one real date, then padding
+    valid = dates > 0
+    valid[32:, :6] = False  # tiles 32-63: no padding, six cloudy dates of eight
+    x = {"s2": torch.rand(B, T, 10, 2, 2), "s2_dates": dates, "s2_mask": valid}
+    stranded_cloudy = 0
     for seed in range(20):
         y = drop_dates(x, 0.5, gen(seed))
-        kept = y["s2_mask"]
-        assert kept.shape == (B, 4) and kept[:32].sum(1).eq(1).all()  # the real date, padding stays masked
+        assert y["s2_mask"].shape == (B, 4) and y["s2_mask"][:32].sum(1).eq(1).all()  # the real date, no padding
         assert y["s2_dates"][:32].eq(1).any(1).all()
         plain = drop_dates({k: v[32:] for k, v in x.items()}, 0.5, gen(seed), rows=slice(32, B), global_batch=B)
-        assert torch.equal(plain["s2_dates"], y["s2_dates"][32:])
-    none = drop_dates({**x, "s2_mask": torch.zeros(B, T, dtype=torch.bool)}, 0.5, gen(0))
-    assert none["s2_mask"].all()  # no valid date at all: the draw is kept and marked valid
+        assert torch.equal(plain["s2_dates"], y["s2_dates"][32:])  # the draw of a tile without padding
+        cloudy = ~x["s2_mask"][32:].gather(1, y["s2_dates"][32:] - 1).any(1)  # kept only cloudy dates
+        assert y["s2_mask"][32:][cloudy].all()  # then marked valid, as before
+        stranded_cloudy += int(cloudy.sum())
+    assert stranded_cloudy > 0  # the case above happened
+    padded = {**x, "s2_mask": torch.zeros(B, T, dtype=torch.bool)}
+    none = drop_dates(padded, 0.5, gen(0))
+    assert none["s2_mask"][:32].sum(1).eq(1).all() and none["s2_mask"][32:].all()  # real dates only, if any
 
 
 def test_shift_bands_moves_each_band_of_a_tile_by_one_offset():

@@ -488,3 +488,16 @@ def test_load_official_takes_the_hub_module_itself(nano):
     hub = HubWrapper(AnyModule(to_official_state_dict(nano)))
     assert any(k.startswith("spatial_encoder.") for k in hub.state_dict())
     assert _same_weights(load_official(hub), nano)
+
+
+def test_allow_pickle_reaches_the_planted_reader_only():
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe.protocol import build_splits
+
+    splits = build_splits(get_task("planted-lp"), DATA / "planted", 32, allow_pickle=True)
+    assert all(ds.allow_pickle for ds in splits.values())
+    assert not any(ds.allow_pickle for ds in build_splits(get_task("planted-lp"), DATA / "planted", 32).values())
+    with pytest.raises(
+        UserError, match=r"^--allow-pickle: the flair reader reads no pickled files, expected a PLANTED"
+    ):
+        build_splits(get_task("flair-seg-lp"), DATA / "flair", 32, allow_pickle=True)

@@ -57,13 +57,13 @@ def test_register_at_run_time_and_errors():
 @pytest.mark.parametrize(
     "facts, pattern",
     [
-        ({"gsd": float("nan")}, r"gsd must be a finite number of metres > 0, got nan$"),
-        ({"gsd": "10"}, r"gsd must be a finite number of metres > 0, got '10'$"),
-        ({"subpatch_px": 2.5}, r"subpatch_px must be an integer >= 1, got 2.5$"),
-        ({"dropout": 2.0}, r"dropout must be in \[0, 1\), got 2.0$"),
-        ({"doy_period": 0}, r"doy_period must be an integer >= 1 \(days; official: 367\), got 0$"),
-        ({"bands": "NIR"}, r"bands must be a list of band names, got the string 'NIR'$"),
-        ({"bands": ["R", ""]}, r"bands must be a non-empty list of band names, got \('R', ''\)$"),
+        ({"gsd": float("nan")}, r"gsd must be a finite number of metres > 0, got nan; e.g. gsd=10.0$"),
+        ({"gsd": "10"}, r"gsd must be a finite number of metres > 0, got '10'; e.g. gsd=10.0$"),
+        ({"subpatch_px": 2.5}, r"subpatch_px must be an integer >= 1, got 2.5; e.g. subpatch_px=1$"),
+        ({"dropout": 2.0}, r"dropout must be in \[0, 1\), got 2.0; e.g. dropout=0.2 \(official\)$"),
+        ({"doy_period": 0}, r"doy_period must be an integer >= 1 \(days\), got 0; e.g. doy_period=367 \(official\)$"),
+        ({"bands": "NIR"}, r"bands must be a list of band names, got the string 'NIR'; e.g. bands=\['NIR'\]$"),
+        ({"bands": ["R", ""]}, r"bands must be a non-empty list of band names, got \('R', ''\); e.g. bands=\["),
         ({"subpach_px": 2}, r"unknown fact 'subpach_px'; expected some of subpatch_px, doy_period, .*description$"),
     ],
 )
@@ -73,3 +73,13 @@ def test_register_sensor_refuses_facts_that_would_fail_later(facts, pattern):
     with pytest.raises(ValueError, match=r"^sensor 'testcam': " + pattern):
         register_sensor(**args)
     assert "testcam" not in SENSORS
+
+
+def test_numpy_numbers_are_facts_like_any_other():
+    import numpy as np
+
+    try:
+        s = register_sensor("npcam", gsd=np.float32(3.0), bands=["a"], kind="series", subpatch_px=np.int64(2))
+        assert (s.gsd, s.subpatch_px) == (3.0, 2) and type(s.gsd) is float and type(s.subpatch_px) is int
+    finally:
+        SENSORS.pop("npcam", None)

@@ -615,3 +615,34 @@ def test_probes_run_on_the_device_train_device_names(monkeypatch):
         "cuda",
         "mps",
     ]
+
+
+def test_training_curves_draw_one_loss_line_per_dataset_and_patch_size(tmp_path, monkeypatch):
+    """The S2-alone batches of the demo get lines of their own instead of zigzagging the three-sensor ones."""
+    import json
+
+    import matplotlib.figure
+
+    from anysat_lite.train.metrics import plot_metrics
+
+    rows = [
+        {
+            "step": s,
+            "jepa_loss": 0.1,
+            "contrastive_loss": 3.0 if d.endswith("s2") else 12.0,
+            "dataset": d,
+            "patch_size": P,
+        }
+        for s, (d, P) in enumerate([("synthetic", 10), ("synthetic", 20), ("synthetic:s2", 20), ("synthetic", 10)])
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    plot_metrics(tmp_path)
+    mil_nce = figures[0].axes[1]
+    lines = {line.get_label(): list(line.get_ydata()) for line in mil_nce.lines}
+    assert lines == {
+        "synthetic, P = 10 m": [12.0, 12.0],
+        "synthetic, P = 20 m": [12.0],
+        "synthetic:s2, P = 20 m": [3.0],
+    }

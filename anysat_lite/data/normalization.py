@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import write_text_atomic
 from ..sensors import SENSORS
 
 __all__ = ["NormStats", "read_norm_files", "per_tile_norm_stats"]
@@ -148,5 +149,5 @@ def per_tile_norm_stats(
     stats = {s: {"mean": np.mean(means[s], axis=0).tolist(), "std": np.mean(stds[s], axis=0).tolist()} for s in sensors}
     if write_to is not None:
         for s, v in stats.items():
-            (Path(write_to) / f"NORM_{s}_patch.json").write_text(json.dumps(v, indent=4))
+            write_text_atomic(Path(write_to) / f"NORM_{s}_patch.json", json.dumps(v, indent=4))
     return NormStats.from_dict(stats)

@@ -220,7 +220,7 @@ class PlantedDataset(Dataset):
             raise UserError(
                 f"PLANTED: {path} holds Python objects, not a numeric array; loading it would unpickle them "
                 "(which can run code): if you trust the file, pass options: {allow_pickle: true} in its "
-                "data.datasets entry"
+                "data.datasets entry (probe --official: --allow-pickle)"
             ) from None
 
     def read_sensor(self, name: str, sensor: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -331,10 +331,11 @@ def drop_dates(
 ) -> dict[str, Tensor]:
     """Keep a random ``1 - ratio`` share (at least one) of every series' dates.
 
-    Where a series has a ``<sensor>_mask [B, T]`` (padded or cloudy dates are ``False``) and the
-    draw would keep none of a tile's valid dates, that tile's valid dates are drawn first, so the
-    context never reads padding as a date; a tile without any valid date keeps its draw, all of it
-    marked valid (the L-TAE needs one date to attend to).
+    Padding never stands in for a tile's dates: padded dates (day of year 0, what batching writes
+    where a series is shorter than the batch's longest) are drawn last for a tile whose draw would
+    keep none of its real dates, and stay masked.  Where every kept date of a tile is masked (all
+    cloudy), the kept real dates are marked valid (the L-TAE needs a date to attend to; the
+    official code masks no date at all).  Series without padding keep the plain draw.
 
     With ``global_batch``/``rows`` the random draw is made for the global batch and the
     ``rows`` of this process are used (identical results with or without DDP).
@@ -348,19 +349,23 @@ def drop_dates(
         if keep >= T:
             continue
         noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows)
-        if f"{key}_mask" in sample:
-            valid = sample[f"{key}_mask"].bool().cpu()
-            stranded = valid.any(1) & ~valid.gather(1, noise.argsort(dim=1)[:, :keep]).any(1)
-            noise = torch.where(stranded[:, None], noise + (~valid).float(), noise)  # noise < 1: valid first
-        idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)
-        out[key] = torch.gather(x, 1, idx.view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:]))
+        dates = sample.get(f"{key}_dates")
+        real = dates.cpu() > 0 if dates is not None else torch.ones(B, T, dtype=torch.bool)  # not padding
+        stranded = real.any(1) & ~real.gather(1, noise.argsort(dim=1)[:, :keep]).any(1)
+        noise = torch.where(stranded[:, None], noise + (~real).float(), noise)  # noise < 1: real dates first
+        idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+        out[key] = torch.gather(
+            x, 1, idx.to(x.device).view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:])
+        )
         for suffix in KEY_SUFFIXES:
             k2 = f"{key}_{suffix}"
             if k2 in sample:
-                out[k2] = torch.gather(sample[k2], 1, idx)
-        if f"{key}_mask" in out:  # a tile without any valid date: its draw, marked valid
+                out[k2] = torch.gather(sample[k2], 1, idx.to(sample[k2].device))
+        if f"{key}_mask" in out:  # every kept date masked: the real ones become valid (all, if none is real)
             m = out[f"{key}_mask"].bool()
-            out[f"{key}_mask"] = torch.where(m.any(1, keepdim=True), m, torch.ones_like(m))
+            kept_real = real.gather(1, idx).to(m.device)
+            fallback = torch.where(kept_real.any(1, keepdim=True), kept_real, torch.ones_like(m))
+            out[f"{key}_mask"] = torch.where(m.any(1, keepdim=True), m, fallback)
     return out
 
 

@@ -32,7 +32,7 @@ def read_results(out_dir: str | Path) -> list[dict]:
 
     rows = []
     for path in sorted(Path(out_dir).glob("*.json")):
-        if path.stem == TABLE_NAME:
+        if path.stem == TABLE_NAME or path.name.startswith("."):  # not a temporary file a kill left behind
             continue
         try:
             row = json.loads(path.read_text())

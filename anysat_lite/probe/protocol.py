@@ -84,16 +84,28 @@ ROLES = ("train", "val", "test")
 
 
 # --- 1. data ---------------------------------------------------------------------------------------
-def build_splits(task: TaskConfig, root: str | Path, seed: int) -> dict[str, Dataset]:
-    """The task's reader on ``root`` for each role (``train``, ``val``, ``test``), with the preset's settings."""
+def build_splits(task: TaskConfig, root: str | Path, seed: int, allow_pickle: bool = False) -> dict[str, Dataset]:
+    """The task's reader on ``root`` for each role (``train``, ``val``, ``test``), with the preset's settings.
+
+    ``allow_pickle``: PLANTED's reader may unpickle object arrays in its ``.npz`` files, as the official
+    reader does (only for files you trust: a pickle can run code).
+    """
     cls = get_dataset(task.dataset)
+    extra = {}
+    if allow_pickle:
+        if "allow_pickle" not in inspect.signature(cls).parameters:
+            raise UserError(
+                f"--allow-pickle: the {task.dataset} reader reads no pickled files, expected a PLANTED task, got "
+                f"{task.name}; leave --allow-pickle out"
+            )
+        extra = {"allow_pickle": True}
     root = Path(root)
     if not root.is_dir():
         raise UserError(
             f"--data {root}: no such folder; expected the {task.dataset} folder in its official layout "
             f"(see docs/reproduction.md)"
         )
-    return {role: cls(root, sensors=task.sensors, seed=seed, **task.splits[role]) for role in ROLES}
+    return {role: cls(root, sensors=task.sensors, seed=seed, **task.splits[role], **extra) for role in ROLES}
 
 
 def split_norm_stats(
@@ -572,6 +584,7 @@ def run_task(
     bootstrap: int = 1000,
     progress: bool = True,
     log=print,
+    allow_pickle: bool = False,
 ) -> dict:
     """Reproduce one row of the paper: train and select on the task's splits, score its test split.
 
@@ -587,6 +600,7 @@ def run_task(
         amp: ``"fp16"`` (official), ``"bf16"``, ``None``; ``"auto"``: fp16 on CUDA, none on the CPU.
         limit_batches: at most this many batches per epoch and split (smoke runs; the row is marked partial).
         bootstrap: resamples of the test tiles for the 95 % interval (0: none).
+        allow_pickle: let the PLANTED reader unpickle object arrays (:func:`build_splits`).
     Returns:
         the result row (also written to ``out_dir``), see :mod:`~.paper_table`.
     """
@@ -609,7 +623,7 @@ def run_task(
     official_path = Path(official) if isinstance(official, (str, Path)) else None
     model = build_task_model(task, official, dev)  # checkpoint mistakes before reading any data
 
-    datasets = build_splits(task, data, task.seed)
+    datasets = build_splits(task, data, task.seed, allow_pickle)
     stats, norm_source = split_norm_stats(datasets, data, task.sensors)
     wrapped = {role: Standardised(datasets[role], stats[role]) for role in ROLES}
     loaders, val_drop_last = _task_loaders(task, datasets, wrapped, workers)

@@ -7,6 +7,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..files import atomic_write
+
 __all__ = ["MetricLog", "read_metrics", "plot_metrics"]
 
 
@@ -128,13 +130,21 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
         ("place_cos", "cosine between places of a tile"),
     ]
     sizes = sorted({r["patch_size"] for r in rows if r.get("patch_size") not in (None, "")})
+    datasets = sorted({r["dataset"] for r in rows if r.get("dataset") not in (None, "")})
+    # one line per patch size and dataset: their losses live on different scales (the demo's S2-alone steps
+    # have fewer tokens and no sensor pairs, so their MIL-NCE is lower than the three-sensor steps')
+    groups = [(d, P) for d in datasets or [None] for P in sizes or [None]]
     mon = [r for r in rows if r.get("std") not in (None, "")]
     thresholds = _warn_thresholds(folder)
     for ax, (key, label) in zip(axes, panels):
         if key.endswith("loss"):
-            for P in sizes or [None]:  # one line per patch size: their losses live on different scales
-                sel = [r for r in rows if P is None or r["patch_size"] == P]
-                ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=f"P = {P:g} m" if P else "all steps")
+            for i, (d, P) in enumerate(groups):
+                sel = [r for r in rows if (P is None or r["patch_size"] == P) and (d is None or r["dataset"] == d)]
+                if not sel:  # e.g. a dataset trained at one of the patch sizes only
+                    continue
+                name = ", ".join(([d] if len(datasets) > 1 else []) + ([f"P = {P:g} m"] if P else [])) or "all steps"
+                style = ["-", "--", ":", "-."][datasets.index(d) % 4] if d is not None else "-"
+                ax.plot([r["step"] for r in sel], [r[key] for r in sel], ls=style, color=f"C{i % 10}", label=name)
         elif sel := [r for r in mon if r.get(key) not in (None, "")]:
             ax.plot([r["step"] for r in sel], [r[key] for r in sel], color="C2", label="EMA target")
             if key in thresholds:
@@ -145,6 +155,6 @@ def plot_metrics(folder: str | Path, out: str | Path | None = None):
         if ax.lines:
             ax.legend(fontsize=8)
     out = Path(out) if out else folder / "training_curves.png"
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return out

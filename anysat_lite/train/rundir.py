@@ -49,6 +49,7 @@ RUN_FILES = (
     "probe_results.png",
     "tensorboard/events.out.tfevents.*",
     ".*.tmp",
+    ".*.tmp.*",  # atomic_write's temporary files (anysat_lite/files.py), left by a killed process
 )
 # Config entries a resumed run may change: they do not change what the checkpoint's weights mean.
 _MAY_CHANGE = re.compile(
