@@ -106,6 +106,27 @@ def test_openstreetmap_labels():
     assert set(torch.unique(seg).tolist()) == set(range(6))
 
 
+@pytest.mark.parametrize(
+    "geometry, match",
+    [
+        (None, None),  # no geometry: nothing to draw, as a feature without category
+        ({"type": "Polygon", "coordinates": []}, r"OSM feature 0 \(building, Polygon\) has no coordinates"),
+        ({"type": "LineString"}, r"OSM feature 0 \(road, LineString\) has no coordinates"),
+    ],
+)
+def test_malformed_openstreetmap_features_are_named(geometry, match):
+    pytest.importorskip("cv2")
+    from anysat_lite.data.s2naip import rasterise_osm
+
+    category = "road" if geometry and geometry["type"] == "LineString" else "building"
+    geojson = {"features": [{"properties": {"category": category}, "geometry": geometry}]}
+    if match is None:
+        assert rasterise_osm(geojson, 16).max() == 0
+    else:
+        with pytest.raises(ValueError, match=match):
+            rasterise_osm(geojson, 16)
+
+
 def test_labels_without_opencv_fail_at_construction(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(ImportError, match="pip install opencv-python-headless, or read the dataset with labels=False"):

@@ -22,7 +22,9 @@ GeoPlex and semantic-segmentation setting):
 * ``aerial-flair [5, 500, 500]`` float32: the 0.2 m tile (R, G, B, NIR, elevation; 512 x 512 px
   on disk) cropped to 500 x 500 px: a random crop for ``split="train"`` (official train transform
   and GeoPlex pretraining), the centre crop ``[6:506, 6:506]`` otherwise (official test transform
-  of ``configs/dataset/FLAIR.yaml``); ``crop="none"`` keeps the 512 px (the official fine-tuning
+  of ``configs/dataset/FLAIR.yaml``; GeoPlex's validation takes a random 500 px crop there, this
+  reader the centre, so that validation losses are comparable between runs: README, "Deviations");
+  ``crop="none"`` keeps the 512 px (the official fine-tuning
   config ``FLAIR_AnySat_FT_SemSeg`` evaluates with the identity transform).
 * ``s2 [T, 10, 10, 10]`` float32: the super-patch cropped to 10 x 10 px (100 m) around the tile's
   centroid, ``[X-5:X+5, Y-5:Y+5]`` (official ``crop_s2=True``).  Note that the aerial crop and the

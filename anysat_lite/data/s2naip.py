@@ -96,7 +96,11 @@ def resize_int16(x: np.ndarray, side: int) -> np.ndarray:
 
 
 def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
-    """OpenStreetMap features (pixel coordinates) -> ``[side, side]`` uint8 class map, as the official code."""
+    """OpenStreetMap features (pixel coordinates) -> ``[side, side]`` uint8 class map, as the official code.
+
+    A feature the official code would stop on (no geometry, no coordinates; it then prints the error
+    and keeps the map drawn so far) raises a ``ValueError`` naming the feature instead.
+    """
     try:
         import cv2
     except ImportError:
@@ -109,13 +113,18 @@ def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
     def points(coords):
         return np.clip(np.array(coords, dtype=np.int32), 0, side - 1)
 
-    for feature in geojson.get("features", []):
-        category = feature.get("properties", {}).get("category")
+    for n, feature in enumerate(geojson.get("features", [])):
+        category = (feature.get("properties") or {}).get("category")
         if not category:
             continue
         value = OSM_CLASS.get(category, 5)
-        geometry = feature.get("geometry", {})
-        kind, coords = geometry.get("type"), geometry.get("coordinates", [])
+        geometry = feature.get("geometry") or {}
+        kind, coords = geometry.get("type"), geometry.get("coordinates") or []
+        if kind and not coords:
+            raise ValueError(
+                f"OSM feature {n} ({category}, {kind}) has no coordinates; expected a GeoJSON geometry in NAIP "
+                "pixel coordinates (the official reader stops drawing the map at such a feature)"
+            )
         if kind in ("LineString", "MultiLineString"):
             for line in [coords] if kind == "LineString" else coords:
                 cv2.polylines(image, [points(line)], isClosed=False, color=value, thickness=2)
@@ -251,5 +260,9 @@ class S2NAIPUrbanDataset(Dataset):
                     f"S2NAIP-Urban: cannot read labels {path} ({e}); expected a GeoJSON "
                     f"FeatureCollection in NAIP pixel coordinates"
                 ) from None
-            out["segmentation"] = torch.from_numpy(rasterise_osm(geojson, self.naip_px).astype(np.int64))
+            try:
+                labels = rasterise_osm(geojson, self.naip_px)
+            except (ValueError, TypeError, IndexError, AttributeError) as e:
+                raise ValueError(f"S2NAIP-Urban: labels {path}: {e}") from None
+            out["segmentation"] = torch.from_numpy(labels.astype(np.int64))
         return out
