@@ -157,6 +157,7 @@ def _probe_official(args) -> int:
             progress=not args.quiet,
             log=(lambda *a, **k: None) if args.quiet else print,
             allow_pickle=args.allow_pickle,
+            val_metric=args.val_metric,
         )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
@@ -527,6 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="official per task (256, 4, 32, 64); changing it marks the row partial"
     )
     off.add_argument("--num-workers", type=int, help="data-loading processes (default 8 on CUDA, 0 on the CPU)")
+    off.add_argument(
+        "--val-metric",
+        default="pooled",
+        help="validation metric that selects the epoch and stops training: pooled (official: accumulated over "
+        "every validation pass, never reset) or per-epoch (changing it marks the row partial)",
+    )
     off.add_argument(
         "--allow-pickle",
         action="store_true",

@@ -501,3 +501,55 @@ def test_allow_pickle_reaches_the_planted_reader_only():
         UserError, match=r"^--allow-pickle: the flair reader reads no pickled files, expected a PLANTED"
     ):
         build_splits(get_task("flair-seg-lp"), DATA / "flair", 32, allow_pickle=True)
+
+
+@pytest.mark.parametrize("val_metric", ["pooled", "per-epoch"])
+def test_the_official_validation_metric_accumulates_over_every_validation_pass(tiny_official, monkeypatch, val_metric):
+    """The official Module never resets its validation metric: after epoch e it scores the sanity check's
+    predictions and every epoch's so far, and that running value selects the checkpoint."""
+    from types import SimpleNamespace
+
+    from anysat_lite.probe import protocol
+    from anysat_lite.probe.metrics import f1_from_counts
+
+    task = get_task("planted-lp").replace(max_epochs=3, min_epochs=0)
+    K = task.num_classes
+    counts = [torch.zeros(3, K, dtype=torch.long) for _ in range(4)]  # sanity check, then epochs 0-2
+    counts[0][:, 0] = torch.tensor([0, 9, 9])  # the untrained head: all wrong
+    counts[1][:, 1] = torch.tensor([8, 2, 2])
+    counts[2][:, 1] = torch.tensor([2, 8, 8])  # a bad epoch
+    counts[3][:, 1] = torch.tensor([9, 1, 1])
+    calls = iter(counts)
+
+    def scripted_evaluate(model, loader, task, dev, amp=None, limit=None, keep_items=False, progress=False):
+        scorer = protocol.Scorer(task)
+        scorer.total = next(calls).clone()
+        return scorer.value(), 1.0, scorer
+
+    monkeypatch.setattr(protocol, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(protocol, "train_epoch", lambda *a, **k: 0.5)
+    model = build_task_model(task, tiny_official)
+    if val_metric == "per-epoch":
+        counts.pop(0)  # no sanity check
+        calls = iter(counts)
+    history, selection = protocol._fit(
+        model,
+        task,
+        {"train": None, "val": None},
+        SimpleNamespace(set_epoch=lambda e: None),
+        torch.device("cpu"),
+        None,
+        None,
+        False,
+        lambda *a: None,
+        val_metric,
+    )
+    score = lambda c: 100 * f1_from_counts(c)[task.metric.split("-")[1]]  # noqa: E731
+    epochs = [round(score(c), 3) for c in counts[-3:]]
+    assert [h[f"val_{task.metric}_epoch"] for h in history] == epochs
+    if val_metric == "pooled":
+        pooled = [round(score(sum(counts[: i + 2])), 3) for i in range(3)]
+        assert [h[f"val_{task.metric}"] for h in history] == pooled
+        assert pooled != epochs and selection.best_epoch == max(range(3), key=lambda i: (pooled[i], -i))
+    else:
+        assert [h[f"val_{task.metric}"] for h in history] == epochs and selection.best_epoch == 2

@@ -518,11 +518,41 @@ def _task_loaders(task: TaskConfig, datasets, wrapped, workers: int) -> tuple[di
     return loaders, val_drop_last
 
 
+VAL_METRICS = ("pooled", "per-epoch")
+SANITY_BATCHES = 2  # Lightning's num_sanity_val_steps, which the official trainer config leaves at its default
+
+
 def _fit(
-    model: TaskModel, task: TaskConfig, loaders, train_set, dev, amp, limit_batches, progress, log
+    model: TaskModel,
+    task: TaskConfig,
+    loaders,
+    train_set,
+    dev,
+    amp,
+    limit_batches,
+    progress,
+    log,
+    val_metric: str = "pooled",
 ) -> tuple[list[dict], EpochSelection]:
     """Train with validation after every epoch; returns the epoch history and the selection, and leaves the
-    weights of the best validation epoch in ``model``."""
+    weights of the best validation epoch in ``model``.
+
+    ``val_metric`` is the validation metric that selects the epoch and stops training:
+
+    * ``"pooled"`` (the official behaviour): the official ``Module`` updates its validation metric in
+      every validation step and never resets it, so the value logged after epoch ``e`` scores the
+      predictions of every validation pass so far, the trainer's sanity check (2 batches of the
+      untrained head, before epoch 0) included; checkpoint selection and early stopping read that
+      running value.
+    * ``"per-epoch"``: each epoch's own validation predictions only.
+
+    The validation loss that drives ``ReduceLROnPlateau`` is per epoch in both (Lightning averages it
+    over the epoch).  The history records both metrics.
+    """
+    pooled = Scorer(task)
+    if val_metric == "pooled":  # the sanity check: its predictions stay in the official metric's state
+        sanity = SANITY_BATCHES if limit_batches is None else min(SANITY_BATCHES, limit_batches)
+        pooled.total += evaluate(model, loaders["val"], task, dev, amp, sanity)[2].total
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=task.lr, weight_decay=task.weight_decay)
     plateau = (
@@ -540,7 +570,11 @@ def _fit(
         lr = optimizer.param_groups[0]["lr"]
         train_set.set_epoch(epoch)
         train_loss = train_epoch(model, loaders["train"], task, optimizer, scaler, dev, amp, limit_batches, progress)
-        value, val_loss, _ = evaluate(model, loaders["val"], task, dev, amp, limit_batches, progress=progress)
+        epoch_value, val_loss, scorer = evaluate(
+            model, loaders["val"], task, dev, amp, limit_batches, progress=progress
+        )
+        pooled.total += scorer.total
+        value = pooled.value() if val_metric == "pooled" else epoch_value
         improved = selection.update(value)
         if improved:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in _trained(model, task).state_dict().items()}
@@ -552,13 +586,16 @@ def _fit(
                 "lr": lr,
                 "train_loss": round(train_loss, 5),
                 "val_loss": round(val_loss, 5),
-                f"val_{task.metric}": round(100 * value, 3),
+                f"val_{task.metric}": round(100 * value, 3),  # the selection's (val_metric)
+                f"val_{task.metric}_epoch": round(100 * epoch_value, 3),
                 "seconds": round(time.time() - te, 1),
             }
         )
         log(
             f"epoch {epoch:3d}  lr {lr:.2e}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val {task.metric_name} {100 * value:.2f}{'  *' if improved else ''}  ({time.time() - te:.0f} s)"
+            f"val {task.metric_name} {100 * value:.2f}"
+            + (f" (this epoch {100 * epoch_value:.2f})" if val_metric == "pooled" else "")
+            + f"{'  *' if improved else ''}  ({time.time() - te:.0f} s)"
         )
         if selection.stop:
             break
@@ -585,6 +622,7 @@ def run_task(
     progress: bool = True,
     log=print,
     allow_pickle: bool = False,
+    val_metric: str = "pooled",
 ) -> dict:
     """Reproduce one row of the paper: train and select on the task's splits, score its test split.
 
@@ -601,6 +639,8 @@ def run_task(
         limit_batches: at most this many batches per epoch and split (smoke runs; the row is marked partial).
         bootstrap: resamples of the test tiles for the 95 % interval (0: none).
         allow_pickle: let the PLANTED reader unpickle object arrays (:func:`build_splits`).
+        val_metric: ``"pooled"`` (official: the validation metric accumulates over every validation pass)
+            or ``"per-epoch"``; see :func:`_fit`.
     Returns:
         the result row (also written to ``out_dir``), see :mod:`~.paper_table`.
     """
@@ -618,6 +658,10 @@ def run_task(
         limit_batches=limit_batches,
         bootstrap=bootstrap,
     )
+    if val_metric not in VAL_METRICS:
+        raise UserError(
+            f"--val-metric {val_metric}: expected one of {', '.join(VAL_METRICS)}; e.g. --val-metric pooled"
+        )
     dev, amp, workers = _runtime(device, amp, num_workers)
     _seed_everything(task.seed)
     official_path = Path(official) if isinstance(official, (str, Path)) else None
@@ -634,7 +678,9 @@ def run_task(
     )
 
     t_train = time.time()
-    history, selection = _fit(model, task, loaders, wrapped["train"], dev, amp, limit_batches, progress, log)
+    history, selection = _fit(
+        model, task, loaders, wrapped["train"], dev, amp, limit_batches, progress, log, val_metric
+    )
     train_seconds = time.time() - t_train
 
     t_test = time.time()
@@ -660,6 +706,7 @@ def run_task(
         "epochs_run": len(history),
         "best_epoch": selection.best_epoch,
         "best_val": round(100 * selection.best, 3) if selection.best > -math.inf else None,
+        "val_metric": val_metric,
         "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}} for r in ROLES},
         "val_drop_last": val_drop_last,
         "batch_size": task.batch_size,
@@ -670,7 +717,7 @@ def run_task(
         "amp": amp,
         "limit_batches": limit_batches,
         "overrides": changes,
-        "partial": limit_batches is not None or bool(set(changes) - {"seed"}),
+        "partial": limit_batches is not None or bool(set(changes) - {"seed"}) or val_metric != "pooled",
         "checkpoint": str(official_path) if official_path else None,
         "checkpoint_sha256": _sha256(official_path) if official_path else None,
         "seconds": {
