@@ -531,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument(
         "--val-metric",
         default="pooled",
+        choices=("pooled", "per-epoch"),
         help="validation metric that selects the epoch and stops training: pooled (official: accumulated over "
         "every validation pass, never reset) or per-epoch (changing it marks the row partial)",
     )

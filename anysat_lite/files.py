@@ -23,15 +23,35 @@ __all__ = ["atomic_write", "write_text_atomic"]
 
 # torch.save reports a failed write (a full disk) as a RuntimeError with one of these in its message
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FORBIDDEN = (errno.EACCES, errno.EPERM, errno.EROFS)
+_BAD_PATH = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST)
+
+
+def _refused_write(e: BaseException) -> bool:
+    """Whether ``e`` is the file system refusing the write (not an error of the writer's own)."""
+    if isinstance(e, RuntimeError):
+        return any(s in str(e) for s in _TORCH_WRITE_FAILURES)
+    return isinstance(e, OSError) and e.errno in _FULL + _FORBIDDEN + _BAD_PATH
+
+
+def _free_mib(path: Path) -> str:
+    """Free space on the disk of ``path``'s nearest existing folder, in MiB (``"?"`` if unknown)."""
+    for folder in path.parents:
+        if folder.exists():
+            try:
+                return f"{shutil.disk_usage(folder).free / 2**20:.0f}"
+            except OSError:
+                break
+    return "?"
 
 
 def _advice(path: Path, e: BaseException) -> str:
     """What to do about a write ``e`` refused, by its cause."""
     code = getattr(e, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT) or isinstance(e, RuntimeError):
-        free = shutil.disk_usage(path.parent).free / 2**20
-        return f"{free:.0f} MiB free on its disk: free some space or write elsewhere"
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code in _FULL or isinstance(e, RuntimeError):
+        return f"{_free_mib(path)} MiB free on its disk: free some space or write elsewhere"
+    if code in _FORBIDDEN:
         return "this process may not write there: choose a folder you can write to"
     return "check the path, or write elsewhere"
 
@@ -58,10 +78,13 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     an existing file keeps its permissions.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
     tmp = None
     try:
+        if path.is_symlink():
+            try:
+                path = path.resolve(strict=True)
+            except RuntimeError as loop:  # Python < 3.13 reports a symlink loop as a RuntimeError
+                raise OSError(errno.ELOOP, str(loop)) from None
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary_beside(path)
         if path.exists():
@@ -72,8 +95,8 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
         write(str(tmp))
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not any(s in str(e) for s in _TORCH_WRITE_FAILURES):
-            raise  # not a write the disk refused
+        if not _refused_write(e):
+            raise  # the writer's own error, not the file system's
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
             f"could not write {path} ({reason}); {_advice(path, e)} (the previous file, if any, is unchanged)"

@@ -79,3 +79,13 @@ def test_the_temporary_file_keeps_the_suffix_that_writers_read_the_format_from(t
     atomic_write(tmp_path / "probe_results.png", lambda tmp: (seen.append(tmp), Path(tmp).write_bytes(b"png")))
     assert seen[0].endswith(".png") and Path(seen[0]).parent == tmp_path
     assert (tmp_path / "probe_results.png").read_bytes() == b"png"
+
+
+def test_a_symlink_loop_and_a_missing_link_target_are_one_line(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(UserError, match=r"could not write .*a \(.*\); check the path, or write elsewhere"):
+        write_text_atomic(tmp_path / "a", "x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x.md")
+    with pytest.raises(UserError, match=r"could not write .*dangling"):
+        write_text_atomic(tmp_path / "dangling", "x")

@@ -234,6 +234,11 @@ def test_drop_dates_never_leaves_a_tile_only_padding_and_keeps_other_draws():
     padded = {**x, "s2_mask": torch.zeros(B, T, dtype=torch.bool)}
     none = drop_dates(padded, 0.5, gen(0))
     assert none["s2_mask"][:32].sum(1).eq(1).all() and none["s2_mask"][32:].all()  # real dates only, if any
+    day0 = {**x, "s2_dates": dates - 1}  # PASTIS counts days from 0: a real date may be day 0, the mask says so
+    day0["s2_dates"][:32, 1:] = 0
+    for seed in range(20):
+        y = drop_dates(day0, 0.5, gen(seed))
+        assert y["s2_mask"][:32].sum(1).eq(1).all()  # the real day-0 date kept and valid, the padding masked
 
 
 def test_shift_bands_moves_each_band_of_a_tile_by_one_offset():

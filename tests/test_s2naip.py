@@ -110,6 +110,9 @@ def test_openstreetmap_labels():
     "geometry, match",
     [
         (None, None),  # no geometry: nothing to draw, as a feature without category
+        ({"type": "MultiLineString", "coordinates": []}, None),  # empty multi-geometry: nothing, as official
+        ({"type": "GeometryCollection", "geometries": []}, None),  # a type the official code skips
+        ({"type": "Polygon", "coordinates": [[[1, 2, 3, 4]]]}, r"OSM feature 0 \(building, Polygon\): OpenCV cannot"),
         ({"type": "Polygon", "coordinates": []}, r"OSM feature 0 \(building, Polygon\) has no coordinates"),
         ({"type": "LineString"}, r"OSM feature 0 \(road, LineString\) has no coordinates"),
     ],

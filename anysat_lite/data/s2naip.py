@@ -98,8 +98,11 @@ def resize_int16(x: np.ndarray, side: int) -> np.ndarray:
 def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
     """OpenStreetMap features (pixel coordinates) -> ``[side, side]`` uint8 class map, as the official code.
 
-    A feature the official code would stop on (no geometry, no coordinates; it then prints the error
-    and keeps the map drawn so far) raises a ``ValueError`` naming the feature instead.
+    A feature the official code would stop on (a line, point or polygon without coordinates, or
+    coordinates OpenCV cannot draw; it then prints the error and keeps the map drawn so far) raises a
+    ``ValueError`` naming the feature instead.  Empty multi-geometries and other geometry types are
+    skipped, as the official code skips them; a feature without geometry is skipped too (where the
+    official code stops drawing).
     """
     try:
         import cv2
@@ -120,22 +123,30 @@ def rasterise_osm(geojson: dict, side: int = 512) -> np.ndarray:
         value = OSM_CLASS.get(category, 5)
         geometry = feature.get("geometry") or {}
         kind, coords = geometry.get("type"), geometry.get("coordinates") or []
-        if kind and not coords:
+        if kind in ("LineString", "Point", "Polygon", "MultiPolygon") and not coords:
             raise ValueError(
                 f"OSM feature {n} ({category}, {kind}) has no coordinates; expected a GeoJSON geometry in NAIP "
                 "pixel coordinates (the official reader stops drawing the map at such a feature)"
             )
-        if kind in ("LineString", "MultiLineString"):
-            for line in [coords] if kind == "LineString" else coords:
-                cv2.polylines(image, [points(line)], isClosed=False, color=value, thickness=2)
-        elif kind in ("Polygon", "MultiPolygon") and len(coords[0]) > 0:
-            # every ring is filled, holes included (as the official code does)
-            for ring in coords if kind == "Polygon" else [r for poly in coords for r in poly]:
-                cv2.fillPoly(image, [points(ring)], color=value)
-        elif kind in ("Point", "MultiPoint"):
-            for p in [coords] if kind == "Point" else coords:
-                cv2.circle(image, tuple(int(v) for v in points(p)), radius=1, color=value, thickness=-1)
+        try:
+            _draw(cv2, image, kind, coords, value, points)
+        except cv2.error as e:
+            raise ValueError(f"OSM feature {n} ({category}, {kind}): OpenCV cannot draw it ({e})") from None
     return image
+
+
+def _draw(cv2, image: np.ndarray, kind: str, coords, value: int, points) -> None:
+    """One OSM geometry onto ``image``, with the official code's rules."""
+    if kind in ("LineString", "MultiLineString"):
+        for line in [coords] if kind == "LineString" else coords:
+            cv2.polylines(image, [points(line)], isClosed=False, color=value, thickness=2)
+    elif kind in ("Polygon", "MultiPolygon") and len(coords[0]) > 0:
+        # every ring is filled, holes included (as the official code does)
+        for ring in coords if kind == "Polygon" else [r for poly in coords for r in poly]:
+            cv2.fillPoly(image, [points(ring)], color=value)
+    elif kind in ("Point", "MultiPoint"):
+        for p in [coords] if kind == "Point" else coords:
+            cv2.circle(image, tuple(int(v) for v in points(p)), radius=1, color=value, thickness=-1)
 
 
 class S2NAIPUrbanDataset(Dataset):

@@ -331,7 +331,7 @@ def drop_dates(
 ) -> dict[str, Tensor]:
     """Keep a random ``1 - ratio`` share (at least one) of every series' dates.
 
-    Padding never stands in for a tile's dates: padded dates (day of year 0, what batching writes
+    Padding never stands in for a tile's dates: padded dates (day 0 and masked: what batching writes
     where a series is shorter than the batch's longest) are drawn last for a tile whose draw would
     keep none of its real dates, and stay masked.  Where every kept date of a tile is masked (all
     cloudy), the kept real dates are marked valid (the L-TAE needs a date to attend to; the
@@ -349,8 +349,10 @@ def drop_dates(
         if keep >= T:
             continue
         noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows)
-        dates = sample.get(f"{key}_dates")
-        real = dates.cpu() > 0 if dates is not None else torch.ones(B, T, dtype=torch.bool)  # not padding
+        dates, mask = sample.get(f"{key}_dates"), sample.get(f"{key}_mask")
+        real = dates.cpu() > 0 if dates is not None else torch.ones(B, T, dtype=torch.bool)  # not padding...
+        if mask is not None:
+            real = real | mask.bool().cpu()  # ...and day 0 itself where the mask calls it valid (PASTIS counts from 0)
         stranded = real.any(1) & ~real.gather(1, noise.argsort(dim=1)[:, :keep]).any(1)
         noise = torch.where(stranded[:, None], noise + (~real).float(), noise)  # noise < 1: real dates first
         idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values

@@ -74,6 +74,8 @@ def format_table(rows: Sequence[dict]) -> str:
             changed = {k: v for k, v in (r.get("overrides") or {}).items() if k != "seed"}
             if r.get("limit_batches"):
                 changed["limit_batches"] = r["limit_batches"]
+            if r.get("val_metric", "pooled") != "pooled":
+                changed["val_metric"] = r["val_metric"]
             notes.append(
                 f"{r['task']}: partial run ({', '.join(f'{k}={v}' for k, v in changed.items())}); "
                 "not comparable with the paper"

@@ -18,7 +18,8 @@ with the callbacks and trainer of ``configs/``):
    Linear probing freezes the encoder (it still runs in train mode during training epochs).
 3. **training** — AdamW on the trainable parameters, the task's schedule stepped once per epoch,
    fp16 autocast with loss scaling on a GPU (official ``precision: 16``).
-4. **selection** — after each epoch the validation metric; the weights of the epoch with the best
+4. **selection** — after each epoch the validation metric, pooled over every validation pass so far
+   as the official metric is (never reset; :func:`_fit`); the weights of the epoch with the best
    (strictly greater) value are kept; training stops once 10 epochs (``patience``) in a row did not
    improve it, but not before 50 epochs (``min_epochs``), at most 200.
 5. **test** — the kept weights on the test split; the metric is accumulated batch by batch from
@@ -547,7 +548,8 @@ def _fit(
     * ``"per-epoch"``: each epoch's own validation predictions only.
 
     The validation loss that drives ``ReduceLROnPlateau`` is per epoch in both (Lightning averages it
-    over the epoch).  The history records both metrics.
+    over the epoch).  The history records the selection's value (``val_<metric>``) and each epoch's
+    own (``val_<metric>_epoch``); the pooled value also with ``per-epoch``.
     """
     pooled = Scorer(task)
     if val_metric == "pooled":  # the sanity check: its predictions stay in the official metric's state
@@ -588,6 +590,7 @@ def _fit(
                 "val_loss": round(val_loss, 5),
                 f"val_{task.metric}": round(100 * value, 3),  # the selection's (val_metric)
                 f"val_{task.metric}_epoch": round(100 * epoch_value, 3),
+                f"val_{task.metric}_pooled": round(100 * pooled.value(), 3),
                 "seconds": round(time.time() - te, 1),
             }
         )
