@@ -175,3 +175,23 @@ def test_cost_estimate_counts_flops_on_the_real_input_sizes():
     assert e["hours_max_epochs"] == pytest.approx((200 * e["epoch_pflops"] * 1e15 + fwd * f.tiles_test) / 1e14 / 3600)
     assert disk_gb("treesatai-ts") == pytest.approx(50_381 * 897_347 / 1e9, rel=1e-3)  # the sample tile's 3 files
     assert disk_gb("planted") is None
+
+
+def test_a_per_epoch_selection_is_a_partial_row_and_says_why(tiny_official, tmp_path):
+    r = run_task(
+        get_task("planted-lp"),
+        tiny_official,
+        FIXTURES["planted"],
+        tmp_path,
+        max_epochs=1,
+        min_epochs=0,
+        batch_size=1,
+        bootstrap=0,
+        progress=False,
+        log=lambda *a, **k: None,
+        val_metric="per-epoch",
+    )
+    metric = get_task("planted-lp").metric
+    assert r["partial"] and r["val_metric"] == "per-epoch" and f"val_{metric}_pooled" in r["history"][0]
+    md = (tmp_path / "reproduction.md").read_text()
+    assert "partial run (max_epochs=1, min_epochs=0, batch_size=1, val_metric=per-epoch); not comparable" in md
