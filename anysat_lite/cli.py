@@ -338,14 +338,13 @@ def cmd_embed(args) -> int:
     if out.suffix != ".nc":
         raise UserError(f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported)")
     check_output_file("--out", out, args.force)
-    from .data.contract import patch_size_m
-    from .data.io import common_grid
-
     if args.patch_size <= 0 or args.patch_size % 10:
         raise UserError(
             f"--patch-size {args.patch_size}: expected a positive multiple of 10 m, got {args.patch_size}; "
             "e.g. --patch-size 20"
         )
+    from .data.contract import patch_size_m
+    from .data.io import common_grid
     from .data.normalization import NormStats
     from .probe.embed import embed_rasters, load_rasters, write_netcdf
     from .train.checkpoint import load_encoder

@@ -109,19 +109,9 @@ def test_unknown_task_is_a_one_line_error_with_a_suggestion():
         get_task("planted-lp").replace(epochs=3)
 
 
-def _short_run(task, official, out):
-    return run_task(
-        task,
-        official,
-        FIXTURES[task.dataset],
-        out,
-        max_epochs=1,
-        min_epochs=0,
-        batch_size=1,
-        bootstrap=20,
-        progress=False,
-        log=lambda *a, **k: None,
-    )
+def _short_run(task, official, out, **kw):
+    kw = dict(max_epochs=1, min_epochs=0, batch_size=1, bootstrap=20, progress=False, log=lambda *a, **k: None) | kw
+    return run_task(task, official, FIXTURES[task.dataset], out, **kw)
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -178,19 +168,7 @@ def test_cost_estimate_counts_flops_on_the_real_input_sizes():
 
 
 def test_a_per_epoch_selection_is_a_partial_row_and_says_why(tiny_official, tmp_path):
-    r = run_task(
-        get_task("planted-lp"),
-        tiny_official,
-        FIXTURES["planted"],
-        tmp_path,
-        max_epochs=1,
-        min_epochs=0,
-        batch_size=1,
-        bootstrap=0,
-        progress=False,
-        log=lambda *a, **k: None,
-        val_metric="per-epoch",
-    )
+    r = _short_run(get_task("planted-lp"), tiny_official, tmp_path, bootstrap=0, val_metric="per-epoch")
     metric = get_task("planted-lp").metric
     assert r["partial"] and r["val_metric"] == "per-epoch" and f"val_{metric}_pooled" in r["history"][0]
     md = (tmp_path / "reproduction.md").read_text()

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError, check_device
-from ..files import atomic_write
+from ..files import atomic_write, write_text_atomic
 
 __all__ = [
     "save_checkpoint",
@@ -128,7 +128,7 @@ def export_encoder(encoder, path: str | Path, meta: dict) -> None:
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(state, tmp))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 TRAINING_SUFFIXES = (".pt", ".pth", ".ckpt")
