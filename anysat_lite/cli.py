@@ -329,6 +329,12 @@ def _raster_spec(items) -> dict[str, list[str]]:
         if sensor not in SENSORS:
             raise UserError(f"--raster {item!r}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)}")
         spec.setdefault(sensor, []).extend(files)
+        twice = [p for i, p in enumerate(spec[sensor]) if p in spec[sensor][:i]]
+        if twice:
+            raise UserError(
+                f"--raster {item!r}: {twice[0]} is given twice for {sensor}, expected each file once; "
+                "leave out the repeat"
+            )
     return spec
 
 

@@ -938,6 +938,22 @@ def _merge(cfg: Config, data: dict) -> Config:
     return _build(Config, merged, "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last one silently,
+    so ``steps: 100`` then ``steps: 10`` in one section would run 10 steps without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _yaml_problem(e: yaml.YAMLError) -> str:
     """``"expected ',' or ']', but got '<stream end>' (column 24)"`` from a PyYAML error."""
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -1046,11 +1062,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
             f"config file {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a preset name"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(
             f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the file "
-            "(sections model, data, jepa, train, probe of key: value lines)"
+            "(sections model, data, jepa, train, probe of key: value lines, each key once)"
         ) from None
     try:
         cfg = config_from_dict(data or {})

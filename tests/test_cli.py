@@ -423,6 +423,10 @@ def test_embed_mistakes(tmp_path, encoder_files):
             r"tile size inf m: expected a positive",
         ),
         (["--raster", f"aerial={GEOTIFF}"], r"aerial: .*geotiff is a folder, expected a GeoTIFF file; name the file"),
+        (
+            ["--raster", f"s2={S2},{GEOTIFF / 's2_20200301.tif'}"],
+            r"s2_20200301.tif is given twice for s2, expected each",
+        ),
         (["--raster", f"aerial={Path(__file__)}"], r"test_cli.py: not a raster GDAL can read; expected a GeoTIFF$"),
     ],
 )

@@ -265,6 +265,14 @@ def test_yaml_files(tmp_path):
     (tmp_path / "preset.yaml").write_text("preset: huge\n")
     with pytest.raises(ConfigError, match=r"unknown preset 'huge'; choose one of cpu-demo"):
         load_config(tmp_path / "preset.yaml")
+    (tmp_path / "twice.yaml").write_text("preset: tiny\ntrain:\n  steps: 100\n  lr: 0.001\n  steps: 10\n")
+    with pytest.raises(
+        ConfigError, match=r"twice.yaml: not valid YAML \(key 'steps' appears twice in one section \(line 5"
+    ):
+        load_config(tmp_path / "twice.yaml")  # PyYAML alone keeps the last value silently
+    (tmp_path / "sections.yaml").write_text("train:\n  steps: 5\nmodel:\n  depth: 2\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"key 'train' appears twice"):
+        load_config(tmp_path / "sections.yaml")
 
 
 def test_model_size_sets_the_three_numbers_and_explicit_keys_win():
