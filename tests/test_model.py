@@ -93,6 +93,12 @@ def test_modis_adds_one_token_per_tile(model):
         without = model({k: v for k, v in x.items() if not k.startswith("modis")}, 20, "all")
     assert with_modis.shape == without.shape == (2, 10, D)
     assert not torch.allclose(with_modis, without)
+    from anysat_lite.model.trace import trace_pipeline
+
+    joint = [
+        trace_pipeline(model, s, 20, outputs=False).joint for s in (x, {k: v for k, v in x.items() if "modis" not in k})
+    ]
+    assert joint[0].shape[1] == joint[1].shape[1] + 1 == 1 + 9 + 1  # cls + 9 S2 patches + one MODIS token
     with pytest.raises(SampleError, match="no dense output"):
         model(x, 20, "dense", output_modality="modis")
     with pytest.raises(SampleError, match="only one-token-per-tile sensors"):

@@ -48,11 +48,19 @@ def test_dates_sorted_and_clouds_flagged(world):
     assert 0.5 < world["s2_mask"].mean() < 1.0
 
 
-def test_cache_round_trip(tmp_path):
+def test_cache_round_trip(tmp_path, monkeypatch):
+    """The cache holds the generated world, and a second load reads it instead of generating again."""
+    from anysat_lite.data import synthetic
+
     spec = WorldSpec(n_tiles=8, seed=1)
+    ref = generate_world(spec)
     a = load_world(spec, tmp_path)
     files = sorted(p.name for p in (tmp_path / "synthetic" / f"world-{spec.key()}").iterdir())
     assert "spec.json" in files and "s2.npy" in files
+    assert a.keys() == ref.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], ref[k])
+    monkeypatch.setattr(synthetic, "generate_world", lambda s: pytest.fail("the cache was not used"))
     b = load_world(spec, tmp_path)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])

@@ -194,7 +194,9 @@ def test_multi_dataset_batches(tmp_path):
     assert 0.68 < share < 0.82  # weights 1 : 3
     assert all(p.patch_size == 20 for p in plans if p.dataset == 1)
     assert {p.patch_size for p in plans if p.dataset == 0} == {10, 20}
-    assert planner.plan(7) == planner.plan(7)  # a pure function of (seed, step)
+    fresh = BatchPlanner(bundles, 8, seed=0)
+    fresh.plan(3)
+    assert fresh.plan(7) == plans[7]  # a pure function of (seed, step): not of the calls made before
     pretrain(cfg, progress=False)
     rows = read_metrics(tmp_path)
     assert {r["dataset"] for r in rows} == {"synthetic", "synthetic:hd"}
@@ -552,8 +554,13 @@ def test_tensorboard_is_optional(tmp_path):
 
 
 def test_train_device_accepts_mps_and_cuda_index_in_the_config():
+    from anysat_lite.config import ConfigError
+
     for name in ("mps", "cuda:1", "auto", "cpu"):
         assert get_config("cpu-demo", [f"train.device={name}"]).train.device == name
+    for name in ("gpu", "cuda:x", "mps:0"):  # what the rule refuses, so the loop above tests the rule
+        with pytest.raises(ConfigError, match=r"train.device"):
+            get_config("cpu-demo", [f"train.device={name}"])
 
 
 @pytest.mark.parametrize(
