@@ -68,6 +68,14 @@ def test_info_and_module_entry_point(capsys):
         assert cmd in r.stdout
 
 
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error():
+    """``anysat-lite info | head -1``: the output's reader goes away; no error line, exit code 0."""
+    p = subprocess.Popen([sys.executable, "-m", "anysat_lite", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command writes anything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", err
+
+
 @pytest.fixture
 def encoder_files(tmp_path):
     """An exported nano encoder (aerial + S2) with normalisation statistics."""
