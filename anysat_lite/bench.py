@@ -364,8 +364,7 @@ def _check_args(args) -> torch.device:
 
 
 def _write_json(path: str, results: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(results, indent=1))
+    write_text_atomic(path, json.dumps(results, indent=1))  # its folder created if missing
     print(f"\nwritten: {path}")
 
 

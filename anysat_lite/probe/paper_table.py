@@ -92,8 +92,7 @@ def format_table(rows: Sequence[dict]) -> str:
 def write_result(row: dict, out_dir: str | Path) -> Path:
     """Write ``row`` to ``<out_dir>/<task>.json`` and rebuild ``<out_dir>/reproduction.{json,md}``; returns the
     Markdown table's path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # write_text_atomic creates the folder
     write_text_atomic(out / f"{row['task']}.json", json.dumps(row, indent=1))
     rows = read_results(out)
     write_text_atomic(out / f"{TABLE_NAME}.json", json.dumps(rows, indent=1))

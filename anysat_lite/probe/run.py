@@ -267,8 +267,7 @@ def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, 
 
 def _write_report(result: dict, out_dir: str | Path) -> None:
     """``probe_results.json`` (everything), ``.md`` (the table) and ``.png`` (the headline bars)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # atomic_write creates the folder
     write_text_atomic(out / "probe_results.json", json.dumps(result, indent=1))
     write_text_atomic(out / "probe_results.md", format_table(result) + "\n")
     atomic_write(out / "probe_results.png", lambda tmp: plot_results(result, tmp))
