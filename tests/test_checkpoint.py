@@ -1,6 +1,7 @@
 """Damaged, empty or foreign checkpoint and encoder files: one line naming the file and what to do."""
 
 import json
+import pickle
 import random
 
 import pytest
@@ -10,7 +11,14 @@ from anysat_lite.config import config_to_dict, get_config, model_config
 from anysat_lite.errors import UserError, check_device
 from anysat_lite.jepa import JEPA
 from anysat_lite.model import AnySat
-from anysat_lite.train.checkpoint import CheckpointError, export_encoder, load_checkpoint, load_encoder, save_checkpoint
+from anysat_lite.train.checkpoint import (
+    CheckpointError,
+    export_encoder,
+    load_checkpoint,
+    load_encoder,
+    refused_global,
+    save_checkpoint,
+)
 
 META = {
     "model": {"embed_dim": 64, "depth": 2, "num_heads": 4},
@@ -65,6 +73,22 @@ def test_damaged_or_foreign_checkpoints(tmp_path, write, match):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match=r"is a folder; give a checkpoint file such as .*last.pt"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "message, name",
+    [  # the weights-only loader's wording, torch >= 2.4 (first two) and torch 2.3 (the declared floor)
+        ("WeightsUnpickler error: Unsupported global: GLOBAL object was not an allowed global by default.", "object"),
+        (
+            "Unsupported global: GLOBAL numpy.core.multiarray.scalar was not an allowed global",
+            "numpy.core.multiarray.scalar",
+        ),
+        ("Weights only load failed. ... WeightsUnpickler error: Unsupported class __builtin__.object", "object"),
+        ("Weights only load failed. ... Unsupported operand 149", None),
+    ],
+)
+def test_refused_object_is_named_on_every_supported_torch(message, name):
+    assert refused_global(pickle.UnpicklingError(message)) == name
 
 
 @pytest.fixture

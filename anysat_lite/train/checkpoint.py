@@ -61,15 +61,26 @@ def _looks_like(path: Path) -> str:
     return "it is not a PyTorch file"
 
 
+def refused_global(error: Exception) -> str | None:
+    """The Python object a weights-only ``torch.load`` refused, named as in the file (``object``,
+    ``numpy.dtype``), or None for other errors.  torch >= 2.4 says "Unsupported global: GLOBAL
+    builtins.object", torch 2.3 "Unsupported class __builtin__.object" (the pickle's own name)."""
+    found = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
+    if not found:
+        return None
+    name = found.group(1).rstrip(".,;")
+    return name.removeprefix("__builtin__.").removeprefix("builtins.")
+
+
 def unreadable(path: Path, error: Exception) -> str:
     """``<path>: not a readable checkpoint (size, what it looks like[: the error's first words])``, for a
     file ``torch.load`` failed on.  The error is shown for PyTorch files only: unpickling a file of
     another kind fails with noise (``KeyError: 101``, ``pop from empty list``)."""
     kind = _looks_like(path)
     detail = ""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    found = refused_global(error)
     if found:  # a pickle of other objects than tensors: not truncated, refused by weights_only loading
-        kind = f"it is a PyTorch file holding a Python object ({found.group(1)}) besides tensors and plain containers"
+        kind = f"it is a PyTorch file holding a Python object ({found}) besides tensors and plain containers"
     elif kind.startswith("it is a PyTorch file"):
         reason = (str(error).splitlines() or [""])[0].split(". ")[0]
         detail = f": {reason or type(error).__name__ + ', the file ends too early'}"
@@ -93,10 +104,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = refused_global(e)
         if found:
             raise ForeignCheckpointError(
-                f"{path}: Weights only load failed: the file holds a Python object ({found.group(1)}) besides "
+                f"{path}: Weights only load failed: the file holds a Python object ({found}) besides "
                 "tensors and plain containers, so it was not written by anysat-lite; anysat-lite loads only "
                 "its own .pt checkpoints and exported encoders (.safetensors + .json)"
             ) from None
