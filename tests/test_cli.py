@@ -20,6 +20,7 @@ from anysat_lite.cli import main
 from anysat_lite.config import PRESETS, get_config, load_config, save_config
 from anysat_lite.demo import SEED_MARKERS, WORLD_MARKERS, readme_block
 from anysat_lite.errors import UserError
+from anysat_lite.probe.embed import _cf_grid_mapping
 
 
 def test_presets_and_overrides(tmp_path):
@@ -134,6 +135,34 @@ def test_embed_geotiffs_to_cf_netcdf_that_gdal_places_on_the_map(tmp_path, encod
         assert src.crs.to_epsg() == 32632 and src.count == 64 and (src.height, src.width) == (2, 2)
         assert tuple(src.transform)[:6] == (10.0, 0.0, 500000.0, 0.0, -10.0, 5000020.0)
         np.testing.assert_allclose(src.read(1), ds.embedding.values[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "epsg, expected",
+    [  # central meridian, false easting, false northing, scale factor
+        (32632, (9.0, 500000.0, 0.0, 0.9996)),  # UTM 32N
+        (32733, (15.0, 500000.0, 10000000.0, 0.9996)),  # UTM 33S
+        (31467, (9.0, 3500000.0, 0.0, 1.0)),  # Gauss-Krueger zone 3: Transverse Mercator, not UTM
+        (3035, None),  # Lambert azimuthal equal area: the WKT alone
+    ],
+)
+def test_netcdf_grid_mapping_reads_the_projection_parameters_of_the_crs(epsg, expected):
+    attrs = _cf_grid_mapping(CRS.from_epsg(epsg))
+    assert CRS.from_wkt(attrs["crs_wkt"]).to_epsg() == epsg and attrs["spatial_ref"] == attrs["crs_wkt"]
+    if expected is None:
+        assert "grid_mapping_name" not in attrs
+        return
+    assert attrs["grid_mapping_name"] == "transverse_mercator" and attrs["latitude_of_projection_origin"] == 0.0
+    got = tuple(
+        attrs[k]
+        for k in (
+            "longitude_of_central_meridian",
+            "false_easting",
+            "false_northing",
+            "scale_factor_at_central_meridian",
+        )
+    )
+    assert got == expected
 
 
 def test_embed_tiles_are_the_encodings_of_each_tile(encoder_files):

@@ -157,7 +157,8 @@ def stack_time_series(
             )
     order = np.argsort(np.array(dates, dtype="datetime64[D]"))
     stacked = xr.concat([arrays[i] for i in order], dim="time")
-    times = np.array([dates[i] for i in order], dtype="datetime64[D]")
+    # nanoseconds: older xarray converts any other resolution itself, with a warning
+    times = np.array([dates[i] for i in order], dtype="datetime64[D]").astype("datetime64[ns]")
     doy = [dates[i].timetuple().tm_yday for i in order]
     return stacked.assign_coords(time=times, doy=("time", doy)).assign_attrs(ref.attrs)
 

@@ -13,6 +13,7 @@ rioxarray place it on the map.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -238,21 +239,28 @@ def embed_rasters(
     )
 
 
+# CF names of the WKT1 parameters of a Transverse Mercator projection (UTM, Gauss-Krueger, ...)
+_CF_TRANSVERSE_MERCATOR = {
+    "scale_factor": "scale_factor_at_central_meridian",
+    "central_meridian": "longitude_of_central_meridian",
+    "latitude_of_origin": "latitude_of_projection_origin",
+    "false_easting": "false_easting",
+    "false_northing": "false_northing",
+}
+
+
 def _cf_grid_mapping(crs: CRS) -> dict:
-    """CF grid-mapping attributes: the WKT (read by GDAL, QGIS and rioxarray) and, for UTM, the CF parameters."""
+    """CF grid-mapping attributes: the WKT (read by GDAL, QGIS and rioxarray) and, for a Transverse Mercator
+    projection (UTM among them), the CF parameters, read from the WKT's own ``PARAMETER`` entries (every
+    rasterio writes them alike; ``CRS.to_dict()`` gives only ``{'init': 'epsg:...'}`` on some)."""
     wkt = crs.to_wkt()
     attrs = {"crs_wkt": wkt, "spatial_ref": wkt}
-    p = crs.to_dict()
-    if p.get("proj") == "utm":
-        south = bool(p.get("south"))
-        attrs.update(
-            grid_mapping_name="transverse_mercator",
-            scale_factor_at_central_meridian=0.9996,
-            longitude_of_central_meridian=float(6 * int(p["zone"]) - 183),
-            latitude_of_projection_origin=0.0,
-            false_easting=500000.0,
-            false_northing=10000000.0 if south else 0.0,
-        )
+    projection = re.search(r'PROJECTION\["([^"]+)"', wkt)
+    if projection and projection.group(1) == "Transverse_Mercator":
+        params = dict(re.findall(r'PARAMETER\["([^"]+)",([-+0-9.eE]+)\]', wkt))
+        if set(_CF_TRANSVERSE_MERCATOR) <= set(params):
+            attrs["grid_mapping_name"] = "transverse_mercator"
+            attrs.update({cf: float(params[name]) for name, cf in _CF_TRANSVERSE_MERCATOR.items()})
     return attrs
 
 

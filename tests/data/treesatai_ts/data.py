@@ -106,7 +106,8 @@ def main():
         masks[:, 1] = rng.integers(0, 100, size=(t2, 1, 1))  # cloud probability (%)
         text = h5py.string_dtype("ascii")
         (HERE / "sentinel").mkdir(exist_ok=True)
-        with h5py.File(HERE / "sentinel" / f"{stem}.h5", "w", libver="latest") as f:
+        # the file format of HDF5 1.10 at the newest, so that every h5py the package accepts reads it
+        with h5py.File(HERE / "sentinel" / f"{stem}.h5", "w", libver=("earliest", "v110")) as f:
             for key, value in (
                 ("sen-2-data", s2),
                 ("sen-2-masks", masks),
