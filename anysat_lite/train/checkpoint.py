@@ -63,8 +63,8 @@ def _looks_like(path: Path) -> str:
 
 def refused_global(error: Exception) -> str | None:
     """The Python object a weights-only ``torch.load`` refused, named as in the file (``object``,
-    ``numpy.dtype``), or None for other errors.  torch >= 2.4 says "Unsupported global: GLOBAL
-    builtins.object", torch 2.3 "Unsupported class __builtin__.object" (the pickle's own name)."""
+    ``numpy.dtype``), or None for other errors.  torch >= 2.4 says "Unsupported global: GLOBAL object",
+    torch 2.3 "Unsupported class __builtin__.object" (the pickle's own module name)."""
     found = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
     if not found:
         return None
