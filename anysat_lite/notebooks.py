@@ -169,6 +169,13 @@ def _tagged(nb, tag: str) -> list:
     return [c for c in nb.cells if tag in c.metadata.get("tags", [])]
 
 
+def _write_notebook(nb, path: str | Path) -> None:
+    """``nbformat.write`` to ``path`` atomically (an interrupted write leaves the previous notebook)."""
+    import nbformat
+
+    atomic_write(path, lambda tmp: nbformat.write(nb, tmp))
+
+
 def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOTEBOOK_DIR) -> dict[str, str]:
     """Write the Colab badge into each notebook's ``colab`` cell and ``REPO = "https://github.com/OWNER/REPO"``
     into its parameters cell (the address the setup cell installs from); returns :func:`colab_links`."""
@@ -189,7 +196,7 @@ def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOT
         params[0].source = re.sub(
             r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source, count=1, flags=re.M
         )
-        atomic_write(path, lambda tmp, nb=nb: nbformat.write(nb, tmp))
+        _write_notebook(nb, path)
     return links
 
 
@@ -238,7 +245,7 @@ def apply_standard_cells(path: str | Path) -> None:
     nb.cells = [c for i, c in enumerate(nb.cells) if c.source != SETUP or i == idx + 1]
     if idx + 1 >= len(nb.cells) or nb.cells[idx + 1].source != SETUP:
         nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(SETUP))
-    atomic_write(path, lambda tmp, nb=nb: nbformat.write(nb, tmp))
+    _write_notebook(nb, path)
 
 
 # --- structure ------------------------------------------------------------------------------------------------------
@@ -398,7 +405,7 @@ def run_notebooks(
 
                     done = nbformat.read(out / nb.name, as_version=4)
                     tidy_outputs(done)
-                    atomic_write(nb, lambda tmp, done=done: nbformat.write(done, tmp))
+                    _write_notebook(done, nb)
             except Exception as e:  # noqa: BLE001 - report and continue with the next notebook
                 failures.append(nb.name)
                 print(f"FAIL  {nb.name}  {time.time() - t0:6.1f} s  {type(e).__name__}: {str(e)[:300]}")
