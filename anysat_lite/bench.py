@@ -196,13 +196,72 @@ class FlopCounter:
         self.per_step.append(self._mode.get_total_flops())
 
 
+class StepProfiler:
+    """A pretraining callback: :mod:`torch.profiler` over steps ``first`` to ``last`` (the timed steps of a
+    bench run), summarised as the operators and kernels that take the time (``table``, the ``rows`` largest
+    by self time on the GPU, or on the CPU without one) and, on a GPU, how busy it was: the kernels' total
+    time over the wall time of those steps (``device_busy``; 1 means a kernel was running all the time).
+    Profiling slows the steps down; its timings are read against each other, not against a timed run."""
+
+    def __init__(self, first: int, last: int, rows: int = 25):
+        self.first, self.last, self.rows = first, last, rows
+        self.summary: dict = {}
+        self._prof, self._t0 = None, 0.0
+        self._cuda = torch.cuda.is_available()
+
+    def _sync(self):
+        if self._cuda:
+            torch.cuda.synchronize()
+
+    def on_step_start(self, step: int, state) -> None:
+        if step != self.first:
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self._cuda else [])
+        self._sync()
+        self._t0 = time.perf_counter()
+        self._prof = profile(activities=activities)
+        self._prof.__enter__()
+
+    def on_step_end(self, step: int, state) -> None:
+        if step != self.last or self._prof is None:
+            return
+        from torch.autograd import DeviceType
+
+        self._sync()
+        wall = time.perf_counter() - self._t0
+        self._prof.__exit__(None, None, None)
+        events = self._prof.key_averages()
+        steps = self.last - self.first + 1
+        # torch >= 2.4 names the device columns "device", earlier versions "cuda"
+        device_key = (
+            "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+        )
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        kernel_s = sum(getattr(e, device_key) for e in kernels) / 1e6  # microseconds -> seconds
+        self.summary = {
+            "steps": steps,
+            "wall_s": round(wall, 4),
+            "device_kernel_s": round(kernel_s, 4) if self._cuda else None,
+            "device_busy": round(kernel_s / wall, 3) if self._cuda else None,
+            "kernels_per_step": round(sum(e.count for e in kernels) / steps, 1) if self._cuda else None,
+            "table": events.table(
+                sort_by=device_key if self._cuda else "self_cpu_time_total",
+                row_limit=self.rows,
+                max_name_column_width=60,
+            ),
+        }
+
+
 def measure_pretraining(spec: dict) -> dict:
-    """``spec = {preset, steps, overrides[, count_flops][, workers]}``: a short pretraining run of a preset.
+    """``spec = {preset, steps, overrides[, count_flops | profile][, workers]}``: a short pretraining run of a preset.
 
     Times ``steps`` steps after a first one (which also builds the data): steps/s, the seconds
     they took, the mean time a step waited for its batch (``data_wait_ms``, with ``workers``
     DataLoader workers), peak memory.  With ``count_flops`` the run counts every step's FLOPs
-    instead (``flops_per_step``, first step included); its timings are then not meaningful.
+    instead (``flops_per_step``, first step included); its timings are then not meaningful.  With
+    ``profile`` it profiles the timed steps instead (``profile``: see :class:`StepProfiler`).
     """
     import tempfile
 
@@ -225,8 +284,9 @@ def measure_pretraining(spec: dict) -> dict:
             ],
         )
         counter = FlopCounter() if spec.get("count_flops") else None
+        profiler = StepProfiler(1, spec["steps"]) if spec.get("profile") else None
         t0 = time.perf_counter()
-        summary = pretrain(cfg, progress=False, callbacks=[counter] if counter else [])
+        summary = pretrain(cfg, progress=False, callbacks=[cb for cb in (counter, profiler) if cb])
         total = time.perf_counter() - t0
         from .train.metrics import read_metrics
 
@@ -244,12 +304,7 @@ def measure_pretraining(spec: dict) -> dict:
         "steps_per_s": round(spec["steps"] / max(last - first, 1e-9), 3),
         "timed_s": round(last - first, 3),
         "wall_s": round(total, 1),
-        "peak_memory_mb": round(
-            torch.cuda.max_memory_allocated() / 2**20
-            if on_cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            1,
-        ),
+        "peak_memory_mb": training_peak_mb(rows),
         "device": device,
         "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.machine(),
         "amp": cfg.train.amp,
@@ -259,7 +314,19 @@ def measure_pretraining(spec: dict) -> dict:
     }
     if counter is not None:
         res["flops_per_step"] = counter.per_step
+    if profiler is not None:
+        res["profile"] = profiler.summary
     return res
+
+
+def training_peak_mb(rows: list[dict]) -> float:
+    """The peak memory of a training run, MiB, from its ``metrics`` rows: the largest ``peak_mem_mb``.
+
+    Each row holds the peak since the row before (CUDA: the loop resets the allocator's peak after
+    every row; CPU: the process's maximum resident set, which only grows), so reading
+    ``torch.cuda.max_memory_allocated()`` after the run would see only the last row's steps.
+    """
+    return max(float(r["peak_mem_mb"]) for r in rows)
 
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, FLOP/s, by exact device name
@@ -328,7 +395,7 @@ def _row(spec, res, peak):
 
 def _check_args(args) -> torch.device:
     """Refuse mistakes before the benchmark runs (minutes): the device, sizes, presets and the --json file."""
-    from .config import PRESETS
+    from .config import PRESETS, get_config
 
     device = check_device("--device", args.device)
     for option, names, known, what in (
@@ -350,6 +417,14 @@ def _check_args(args) -> torch.device:
     ):
         if value is not None and value < low:
             raise UserError(f"{option} {value}: expected an integer >= {low}, got {value}; e.g. {option} {max(low, 2)}")
+    if args.profile and args.pretrain is None:
+        raise UserError("--profile: profiles pretraining steps only; add --pretrain PRESET or leave --profile out")
+    if args.set and args.pretrain is None:
+        raise UserError(
+            f"--set {args.set[0]}: applies to pretraining runs only; add --pretrain PRESET or leave --set out"
+        )
+    for preset in args.pretrain or []:  # a bad override fails here, in one line, not in every subprocess
+        get_config(preset, args.set)
     wrapper = Path(args.official or ".")
     if args.official is not None and not ((wrapper / "model.py").is_file() or (wrapper / "model").is_dir()):
         raise UserError(
@@ -410,6 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="override the presets' global batch size (e.g. to fit the base presets on a CPU)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --pretrain: also profile the timed steps of each preset in one more run (torch.profiler): "
+        "the operators and kernels that take the time and, on a GPU, the share of the time a kernel ran",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --pretrain: override a config value of every preset timed, as pretrain's --set does "
+        "(repeatable), e.g. --set train.compile=true",
     )
     p.add_argument(
         "--workers",
@@ -527,6 +616,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def _profile_report(preset: str, res: dict) -> str:
+    """The printed summary of a profiled run: the GPU's busy share, then the profiler's table."""
+    if "error" in res:
+        return f"{preset:10s} profiled  ERROR {res['error']}"
+    p = res["profile"]
+    busy = (
+        f", kernels running {100 * p['device_busy']:.0f} % of it ({p['device_kernel_s']:.3f} s), "
+        f"{p['kernels_per_step']:.0f} kernels per step"
+        if p["device_busy"] is not None
+        else ""
+    )
+    return f"\n{preset} profiled: {p['steps']} steps in {p['wall_s']:.3f} s{busy}\n{p['table']}"
+
+
 def _bench_pretraining(args) -> int:
     from .config import PRESETS
 
@@ -540,6 +643,7 @@ def _bench_pretraining(args) -> int:
     results, peaks = [], {}
     for preset in presets:
         over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
+        over += args.set
         if not torch.cuda.is_available():
             over.append("train.device=cpu")
         spec = {"preset": preset, "steps": args.steps, "overrides": over}
@@ -577,6 +681,10 @@ def _bench_pretraining(args) -> int:
                 f"({res['device']})" + mfu,
                 flush=True,
             )
+        if args.profile:  # one more run of the same steps, profiled (with the last --workers count)
+            prof = _run_sub(dict(spec, workers=args.workers[-1], profile=True))
+            results.append({"preset": preset, "workers": args.workers[-1], "profiled": True, "result": prof})
+            print(_profile_report(preset, prof), flush=True)
     _write_json(args.json, {"torch": torch.__version__, "pretraining": results})
     return 0
 

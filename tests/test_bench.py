@@ -53,8 +53,15 @@ def test_bench_writes_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_pretraining_mode(tmp_path, capsys):
     out = tmp_path / "pre.json"
-    assert main(["bench", "--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--json", str(out)]) == 0
+    args = ["--pretrain", "cpu-demo", "--steps", "2", "--workers", "0", "2", "--set", "train.batch_size=12"]
+    assert main(["bench", *args, "--profile", "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["pretraining"]
+    profiled = runs.pop()  # the profiled run of the timed steps comes last
+    assert profiled["profiled"] and profiled["result"]["batch_size"] == 12
+    prof = profiled["result"]["profile"]
+    assert prof["steps"] == 2 and prof["wall_s"] > 0 and prof["device_busy"] is None  # no GPU here
+    assert "aten::" in prof["table"] and "Self CPU" in prof["table"]
+    assert {r["result"]["batch_size"] for r in runs} == {12}  # --set reaches the timed and the counting runs
     assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [
         ("cpu-demo", 0, 0),
         ("cpu-demo", 2, 2),
@@ -70,6 +77,7 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     assert 0 < res["mfu"] < 1 and res["mfu"] == pytest.approx(res["achieved_flops"] / res["matmul_peak_flops"])
     out = capsys.readouterr().out
     assert "steps/s" in out and "MFU" in out and out.count("data wait") == 2
+    assert "cpu-demo profiled: 2 steps in " in out
 
 
 QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "--batch", "1"]
@@ -89,6 +97,12 @@ QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "-
         (["--pretrain", "cpu-demo", "--steps", "0"], r"--steps 0: expected an integer >= 1, got 0"),
         (["--batch", "0"], r"--batch 0: expected an integer >= 1, got 0"),
         (["--pretrain", "cpu-demo", "--workers", "0", "-1"], r"--workers -1: expected an integer >= 0, got -1"),
+        (
+            ["--pretrain", "cpu-demo", "--set", "train.steps=abc"],
+            r"config train.steps: expected an integer, got 'abc'",
+        ),
+        (["--profile"], r"error: --profile: profiles pretraining steps only; add --pretrain PRESET"),
+        (["--set", "train.compile=true"], r"--set train.compile=true: applies to pretraining runs only; add --"),
         (["--official", "afile"], r"--official afile: expected a folder holding model.py .*leave --official out$"),
     ],
 )
@@ -122,3 +136,13 @@ def test_mfu_uses_the_timed_steps_only():
     assert res["mfu"] == 1.0 and res["mfu_datasheet"] == 0.5
     with pytest.raises(ValueError, match="counting run"):
         add_mfu(timed, {"flops_per_step": [1e12, 1e12]}, peak=1e12)
+
+
+def test_training_peak_is_the_largest_row_not_the_last():
+    """On CUDA the loop resets the allocator's peak after every metrics row: the run's peak is the largest
+    row's (the bench once reported the allocator's peak after the run, the last row's steps only: 2.7 GB
+    for a base-cuda run whose rows peaked near 29 GB)."""
+    from anysat_lite.bench import training_peak_mb
+
+    rows = [{"peak_mem_mb": 27562.7}, {"peak_mem_mb": "28773.4"}, {"peak_mem_mb": 5116.1}]
+    assert training_peak_mb(rows) == 28773.4
