@@ -10,7 +10,8 @@ measured matmul peak.
 
 ``--official PATH`` also times the official AnySat implementation on the same weights and
 inputs: PATH must be an importable folder exposing ``model.Hub(dim, depth, heads)`` with the
-official ``AnyModule`` (the project does not ship that code; see docs/benchmarks.md, last paragraph).
+official ``AnyModule`` (the project does not ship that code; docs/benchmarks.md, section "On one H200",
+prints such a wrapper).
 
 ``--pretrain`` times whole JEPA training steps of the presets instead: step time, the time each
 step waits for its batch (once with the batches read in the training process, once by
@@ -197,14 +198,17 @@ class FlopCounter:
 
 
 class StepProfiler:
-    """A pretraining callback: :mod:`torch.profiler` over steps ``first`` to ``last`` (the timed steps of a
-    bench run), summarised as the operators and kernels that take the time (``table``, the ``rows`` largest
-    by self time on the GPU, or on the CPU without one) and, on a GPU, how busy it was: the kernels' total
-    time over the wall time of those steps (``device_busy``; 1 means a kernel was running all the time).
-    Profiling slows the steps down; its timings are read against each other, not against a timed run."""
+    """A pretraining callback: :mod:`torch.profiler` from the end of step ``after`` to the end of step
+    ``last`` (steps ``after + 1`` to ``last``, each with its wait for the batch and its copy to the device,
+    as a bench run times them), summarised as the operators and kernels that take the time (``table``, the
+    ``rows`` largest by self time on the GPU, or on the CPU without one), the optimiser steps seen (one per
+    step: the window's check) and, on a GPU, how busy it was: the GPU's own work (kernels and memory copies)
+    over the wall time of those steps (``device_busy``; 1 means the GPU never waited).  ``last`` must not be
+    the run's final step, whose checkpoint would fall inside the window.  Profiling slows the steps down; its
+    timings are read against each other, not against a timed run."""
 
-    def __init__(self, first: int, last: int, rows: int = 25):
-        self.first, self.last, self.rows = first, last, rows
+    def __init__(self, after: int, last: int, rows: int = 25):
+        self.after, self.last, self.rows = after, last, rows
         self.summary: dict = {}
         self._prof, self._t0 = None, 0.0
         self._cuda = torch.cuda.is_available()
@@ -213,9 +217,13 @@ class StepProfiler:
         if self._cuda:
             torch.cuda.synchronize()
 
-    def on_step_start(self, step: int, state) -> None:
-        if step != self.first:
-            return
+    def on_step_end(self, step: int, state) -> None:
+        if step == self.after:
+            self._start()
+        elif step == self.last and self._prof is not None:
+            self._stop()
+
+    def _start(self) -> None:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self._cuda else [])
@@ -224,28 +232,29 @@ class StepProfiler:
         self._prof = profile(activities=activities)
         self._prof.__enter__()
 
-    def on_step_end(self, step: int, state) -> None:
-        if step != self.last or self._prof is None:
-            return
+    def _stop(self) -> None:
         from torch.autograd import DeviceType
 
         self._sync()
         wall = time.perf_counter() - self._t0
         self._prof.__exit__(None, None, None)
         events = self._prof.key_averages()
-        steps = self.last - self.first + 1
+        steps = self.last - self.after
         # torch >= 2.4 names the device columns "device", earlier versions "cuda"
-        device_key = (
-            "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-        )
-        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
-        kernel_s = sum(getattr(e, device_key) for e in kernels) / 1e6  # microseconds -> seconds
+        new_names = not events or hasattr(events[0], "self_device_time_total")
+        device_key = "self_device_time_total" if new_names else "self_cuda_time_total"
+        # the GPU's own work; user annotations (e.g. the optimiser step's range) span kernels already counted
+        gpu = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+        gpu_s = sum(getattr(e, device_key) for e in gpu) / 1e6  # microseconds -> seconds
         self.summary = {
             "steps": steps,
+            "optimizer_steps": sum(
+                e.count for e in events if e.key.startswith("Optimizer.step#") and e.device_type == DeviceType.CPU
+            ),
             "wall_s": round(wall, 4),
-            "device_kernel_s": round(kernel_s, 4) if self._cuda else None,
-            "device_busy": round(kernel_s / wall, 3) if self._cuda else None,
-            "kernels_per_step": round(sum(e.count for e in kernels) / steps, 1) if self._cuda else None,
+            "device_kernel_s": round(gpu_s, 4) if self._cuda else None,
+            "device_busy": round(gpu_s / wall, 3) if self._cuda else None,
+            "kernels_per_step": round(sum(e.count for e in gpu) / steps, 1) if self._cuda else None,
             "table": events.table(
                 sort_by=device_key if self._cuda else "self_cpu_time_total",
                 row_limit=self.rows,
@@ -274,7 +283,7 @@ def measure_pretraining(spec: dict) -> dict:
             spec["preset"],
             list(spec.get("overrides", []))
             + [
-                f"train.steps={spec['steps'] + 1}",
+                f"train.steps={spec['steps'] + (2 if spec.get('profile') else 1)}",  # profiled: no final save inside
                 f"train.out_dir={out}",
                 "train.ckpt_every=100000",
                 "train.log_every=1",
@@ -284,7 +293,7 @@ def measure_pretraining(spec: dict) -> dict:
             ],
         )
         counter = FlopCounter() if spec.get("count_flops") else None
-        profiler = StepProfiler(1, spec["steps"]) if spec.get("profile") else None
+        profiler = StepProfiler(0, spec["steps"]) if spec.get("profile") else None
         t0 = time.perf_counter()
         summary = pretrain(cfg, progress=False, callbacks=[cb for cb in (counter, profiler) if cb])
         total = time.perf_counter() - t0
@@ -324,7 +333,8 @@ def training_peak_mb(rows: list[dict]) -> float:
 
     Each row holds the peak since the row before (CUDA: the loop resets the allocator's peak after
     every row; CPU: the process's maximum resident set, which only grows), so reading
-    ``torch.cuda.max_memory_allocated()`` after the run would see only the last row's steps.
+    ``torch.cuda.max_memory_allocated()`` after the run would see none of its steps, only what
+    came after the last row (the final checkpoint and the export).
     """
     return max(float(r["peak_mem_mb"]) for r in rows)
 
@@ -423,14 +433,14 @@ def _check_args(args) -> torch.device:
         raise UserError(
             f"--set {args.set[0]}: applies to pretraining runs only; add --pretrain PRESET or leave --set out"
         )
-    for preset in args.pretrain or []:  # a bad override fails here, in one line, not in every subprocess
-        get_config(preset, args.set)
+    for preset in _pretrain_presets(args) if args.pretrain is not None else []:
+        get_config(preset, _pretrain_overrides(args))  # a bad override fails here, in one line, not in every run
     wrapper = Path(args.official or ".")
     if args.official is not None and not ((wrapper / "model.py").is_file() or (wrapper / "model").is_dir()):
         raise UserError(
             f"--official {args.official}: expected a folder holding model.py (a wrapper exposing Hub(dim, depth, "
-            "heads) around the official AnyModule; docs/benchmarks.md, last paragraph), found none; give that "
-            "folder or leave --official out"
+            "heads) around the official AnyModule; docs/benchmarks.md, 'On one H200', prints one), found none; "
+            "give that folder or leave --official out"
         )
     if args.json is None:  # a new file per run, so that a second run never meets the first one's results
         args.json = time.strftime("runs/bench/bench-%Y%m%d-%H%M%S.json")
@@ -498,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="with --pretrain: override a config value of every preset timed, as pretrain's --set does "
-        "(repeatable), e.g. --set train.compile=true",
+        "(repeatable; it wins over --pretrain-batch; train.steps and train.out_dir are the bench's), "
+        "e.g. --set train.compile=true",
     )
     p.add_argument(
         "--workers",
@@ -630,23 +641,34 @@ def _profile_report(preset: str, res: dict) -> str:
     return f"\n{preset} profiled: {p['steps']} steps in {p['wall_s']:.3f} s{busy}\n{p['table']}"
 
 
-def _bench_pretraining(args) -> int:
+def _pretrain_presets(args) -> list[str]:
+    """The presets ``--pretrain`` times: those named, or every preset this machine runs on its own data
+    (geoplex needs the datasets on disk, base-cuda a GPU)."""
     from .config import PRESETS
 
-    # every preset this machine runs on its own data (geoplex needs the datasets on disk)
     gpu = torch.cuda.is_available()
-    presets = args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or gpu)]
+    return args.pretrain or [p for p in PRESETS if p != "geoplex" and (p != "base-cuda" or gpu)]
+
+
+def _pretrain_overrides(args) -> list[str]:
+    """The overrides every timed preset gets, in order (``--set`` after ``--pretrain-batch``, so it wins;
+    the bench's own settings, e.g. ``train.steps``, come after both in :func:`measure_pretraining`)."""
+    over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
+    over += args.set
+    if not torch.cuda.is_available():
+        over.append("train.device=cpu")
+    return over
+
+
+def _bench_pretraining(args) -> int:
+    presets = _pretrain_presets(args)
     print(
         f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
         f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
     )
     results, peaks = [], {}
     for preset in presets:
-        over = [f"train.batch_size={args.pretrain_batch}"] if args.pretrain_batch else []
-        over += args.set
-        if not torch.cuda.is_available():
-            over.append("train.device=cpu")
-        spec = {"preset": preset, "steps": args.steps, "overrides": over}
+        spec = {"preset": preset, "steps": args.steps, "overrides": _pretrain_overrides(args)}
         counted = None
         for workers in args.workers:
             res = _run_sub(dict(spec, workers=workers))

@@ -59,9 +59,10 @@ def test_bench_pretraining_mode(tmp_path, capsys):
     profiled = runs.pop()  # the profiled run of the timed steps comes last
     assert profiled["profiled"] and profiled["result"]["batch_size"] == 12
     prof = profiled["result"]["profile"]
-    assert prof["steps"] == 2 and prof["wall_s"] > 0 and prof["device_busy"] is None  # no GPU here
+    assert prof["optimizer_steps"] == 2  # the two timed steps' optimiser steps, and nothing of a third step
+    assert prof["wall_s"] > 0 and prof["device_busy"] is None  # no GPU here
     assert "aten::" in prof["table"] and "Self CPU" in prof["table"]
-    assert {r["result"]["batch_size"] for r in runs} == {12}  # --set reaches the timed and the counting runs
+    assert {r["result"]["batch_size"] for r in runs} == {12}  # --set reaches every timed run
     assert [(r["preset"], r["workers"], r["result"]["workers"]) for r in runs] == [
         ("cpu-demo", 0, 0),
         ("cpu-demo", 2, 2),
@@ -101,6 +102,7 @@ QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "-
             ["--pretrain", "cpu-demo", "--set", "train.steps=abc"],
             r"config train.steps: expected an integer, got 'abc'",
         ),
+        (["--pretrain", "--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*train.steps\?"),
         (["--profile"], r"error: --profile: profiles pretraining steps only; add --pretrain PRESET"),
         (["--set", "train.compile=true"], r"--set train.compile=true: applies to pretraining runs only; add --"),
         (["--official", "afile"], r"--official afile: expected a folder holding model.py .*leave --official out$"),
@@ -140,9 +142,28 @@ def test_mfu_uses_the_timed_steps_only():
 
 def test_training_peak_is_the_largest_row_not_the_last():
     """On CUDA the loop resets the allocator's peak after every metrics row: the run's peak is the largest
-    row's (the bench once reported the allocator's peak after the run, the last row's steps only: 2.7 GB
-    for a base-cuda run whose rows peaked near 29 GB)."""
+    row's (the bench once read the allocator's peak after the run, which saw none of the steps, only the final
+    checkpoint and export: 2.7 GB for a base-cuda run whose rows peaked near 30 GB)."""
     from anysat_lite.bench import training_peak_mb
 
     rows = [{"peak_mem_mb": 27562.7}, {"peak_mem_mb": "28773.4"}, {"peak_mem_mb": 5116.1}]
     assert training_peak_mb(rows) == 28773.4
+
+
+def test_step_profiler_covers_the_steps_after_its_start_and_up_to_its_last():
+    import torch
+
+    from anysat_lite.bench import StepProfiler
+
+    a = torch.randn(32, 32)
+    prof = StepProfiler(after=0, last=2)
+    torch.linalg.det(a)  # during step 0: before the window
+    prof.on_step_end(0, None)  # the window opens here...
+    torch.linalg.qr(a)  # step 1
+    prof.on_step_end(1, None)
+    torch.linalg.qr(a)  # step 2
+    prof.on_step_end(2, None)  # ...and closes here
+    torch.linalg.svd(a)  # after it
+    table = prof.summary["table"]
+    assert "aten::linalg_qr" in table and "det" not in table and "svd" not in table
+    assert prof.summary["steps"] == 2 and prof.summary["optimizer_steps"] == 0
