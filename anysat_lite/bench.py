@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         action="store_true",
         help="with --pretrain: also profile the timed steps of each preset in one more run (torch.profiler): "
-        "the operators and kernels that take the time and, on a GPU, the share of the time a kernel ran",
+        "the operators and kernels that take the time and, on a GPU, the share of the time it was busy",
     )
     p.add_argument(
         "--set",
@@ -633,8 +633,8 @@ def _profile_report(preset: str, res: dict) -> str:
         return f"{preset:10s} profiled  ERROR {res['error']}"
     p = res["profile"]
     busy = (
-        f", kernels running {100 * p['device_busy']:.0f} % of it ({p['device_kernel_s']:.3f} s), "
-        f"{p['kernels_per_step']:.0f} kernels per step"
+        f", the GPU busy {100 * p['device_busy']:.0f} % of it ({p['device_kernel_s']:.3f} s of kernels and copies, "
+        f"{p['kernels_per_step']:.0f} per step)"
         if p["device_busy"] is not None
         else ""
     )
