@@ -212,10 +212,7 @@ class StepProfiler:
         self.summary: dict = {}
         self._prof, self._t0 = None, 0.0
         self._cuda = torch.cuda.is_available()
-
-    def _sync(self):
-        if self._cuda:
-            torch.cuda.synchronize()
+        self._device = torch.device("cuda" if self._cuda else "cpu")
 
     def on_step_end(self, step: int, state) -> None:
         if step == self.after:
@@ -227,7 +224,7 @@ class StepProfiler:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self._cuda else [])
-        self._sync()
+        _sync(self._device)
         self._t0 = time.perf_counter()
         self._prof = profile(activities=activities)
         self._prof.__enter__()
@@ -235,7 +232,7 @@ class StepProfiler:
     def _stop(self) -> None:
         from torch.autograd import DeviceType
 
-        self._sync()
+        _sync(self._device)
         wall = time.perf_counter() - self._t0
         self._prof.__exit__(None, None, None)
         events = self._prof.key_averages()
