@@ -1,5 +1,6 @@
 """EMA, losses, monitors, predictor and one JEPA step."""
 
+import contextlib
 import math
 
 import pytest
@@ -179,3 +180,69 @@ def test_contrastive_can_be_switched_off():
     gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
     out = model(_tiny_batch(), 10, masks, gens)
     assert out["contrastive_loss"].item() == 0.0 and out["loss"].item() == out["jepa_loss"].item()
+
+
+class _DeviceTraffic(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records, with the model on ``meta`` standing in for a GPU, what would make the host wait for it:
+    values read back (``.item()``, ``bool()``, copies to the CPU) and copies to it without ``non_blocking``."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits, self.async_copies = [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name == "_local_scalar_dense":  # a value read back: answer as a harmless valid input would
+            self.waits.append("read of a value")
+            return True if args[0].dtype == torch.bool else 1
+        if name == "_to_copy" and args[0].device.type != str(kwargs.get("device", args[0].device)):
+            if args[0].device.type == "meta":
+                self.waits.append("copy to the host")
+                return torch.ones(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+            if kwargs.get("non_blocking"):
+                self.async_copies += 1
+            else:
+                self.waits.append("blocking copy to the device")
+        return func(*args, **kwargs)
+
+
+def _step_on_meta(monkeypatch, check_values: bool) -> _DeviceTraffic:
+    """One JEPA step (forward, backward) of the demo model on ``meta``, three sensors, partly cloudy series."""
+    import anysat_lite.jepa.losses as losses
+
+    real_autocast = torch.autocast  # no autocast state exists for meta: the loss's 'disabled' block becomes a no-op
+    monkeypatch.setattr(
+        losses.torch,
+        "autocast",
+        lambda device_type, **kw: (
+            contextlib.nullcontext() if device_type == "meta" else real_autocast(device_type, **kw)
+        ),
+    )
+    torch.manual_seed(0)
+    model = JEPA(get_config("cpu-demo"), sensors=["aerial", "s2", "s1-asc"])
+    model.encoder.check_values = model.target.check_values = check_values
+    model.to("meta")
+    x = _tiny_batch(B=4)
+    x["s2_mask"] = torch.rand(4, 4) > 0.3
+    x["s2_mask"][:, 0] = True
+    x = {k: v.to("meta") for k, v in x.items()}  # what the loop's non-blocking batch copy gives
+    masks = MultiBlockMaskSampler()(4, (4, 4), torch.Generator().manual_seed(0))
+    gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities", "views"))}
+    traffic = _DeviceTraffic()
+    with traffic:
+        out = model(x, 10, masks.to("meta"), gens, rows=slice(0, 4), global_batch=4)
+        out["loss"].backward()
+    return traffic
+
+
+def test_a_training_step_never_waits_for_the_device(monkeypatch):
+    """The step's CPU-drawn masks, date draws, band shifts and modality masks reach the device without a
+    blocking copy, and nothing is read back mid-step (the training loop reads the losses once, after the
+    backward pass).  With the input value checks on, the same step reads values back: the probe sees waits."""
+    assert get_config("cpu-demo").jepa.series_views  # the second date draw, with its band shift, is part of the step
+    traffic = _step_on_meta(monkeypatch, check_values=False)
+    assert traffic.waits == []
+    # masks (context, 4 targets), date draws of 2 series twice (context, second view), their band shifts, modality mask
+    assert traffic.async_copies == 5 + 2 * 2 + 2 + 1
+    assert "read of a value" in _step_on_meta(monkeypatch, check_values=True).waits

@@ -232,6 +232,26 @@ def test_the_same_losses_with_0_and_2_dataloader_workers(tmp_path):
         assert r["batch"] == 8
 
 
+@pytest.mark.slow
+def test_dataloader_workers_started_by_forkserver(tmp_path):
+    """Python 3.14 starts worker processes with forkserver on Linux (fork until 3.13), which pickles the step
+    batches over to the workers: with it, two workers give the losses of reading in the training process."""
+    over = TINY + ["train.steps=4", "jepa.monitor_every=0"]
+    code = (
+        "import sys, torch.multiprocessing as mp; mp.set_start_method(sys.argv[1]); "
+        "from anysat_lite.config import get_config; from anysat_lite.train import pretrain; "
+        "pretrain(get_config('cpu-demo', sys.argv[2:]), progress=False)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for method, workers in (("fork", 0), ("forkserver", 2)):  # with 0 workers no process is started
+        out = f"train.out_dir={tmp_path / method}"
+        cmd = [sys.executable, "-c", code, method, *over, out, f"data.num_workers={workers}"]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = read_metrics(tmp_path / "fork"), read_metrics(tmp_path / "forkserver")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4
+
+
 def _one_step_state(tmp_path, accum: int):
     """Model, optimiser and first batch of a TINY run with ``accum`` micro-batches (built as pretrain does)."""
     from anysat_lite.train.distributed import DistInfo

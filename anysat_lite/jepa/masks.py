@@ -12,7 +12,9 @@
 * :func:`drop_dates` — each time series loses a share of its dates (context encoder only).
 
 Every function takes an explicit ``torch.Generator`` so that a step's masks are a pure
-function of ``(seed, step)`` (resumable, identical across processes).
+function of ``(seed, step)`` (resumable, identical across processes).  The draws are made on the
+CPU and copied to the batch's device with ``non_blocking=True``, and nothing is read back: on a GPU
+the training step then never waits mid-step for the kernels queued before it.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class Masks:
         return Masks(self.context[start:stop], [t[start:stop] for t in self.targets], self.grid)
 
     def to(self, device) -> Masks:
-        return Masks(self.context.to(device), [t.to(device) for t in self.targets], self.grid)
+        return Masks(
+            self.context.to(device, non_blocking=True),
+            [t.to(device, non_blocking=True) for t in self.targets],
+            self.grid,
+        )
 
 
 def _randint(g: torch.Generator, hi: int) -> int:
@@ -348,24 +354,22 @@ def drop_dates(
         keep = max(1, int(T * (1 - ratio)))
         if keep >= T:
             continue
-        noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows)
+        noise = _global_draw(torch.rand, (global_batch or B, T), generator, rows).to(x.device, non_blocking=True)
         dates, mask = sample.get(f"{key}_dates"), sample.get(f"{key}_mask")
-        real = dates.cpu() > 0 if dates is not None else torch.ones(B, T, dtype=torch.bool)  # not padding...
+        real = dates > 0 if dates is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)  # not padding...
         if mask is not None:
-            real = real | mask.bool().cpu()  # ...and day 0 itself where the mask calls it valid (PASTIS counts from 0)
+            real = real | mask.bool()  # ...and day 0 itself where the mask calls it valid (PASTIS counts from 0)
         stranded = real.any(1) & ~real.gather(1, noise.argsort(dim=1)[:, :keep]).any(1)
         noise = torch.where(stranded[:, None], noise + (~real).float(), noise)  # noise < 1: real dates first
         idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
-        out[key] = torch.gather(
-            x, 1, idx.to(x.device).view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:])
-        )
+        out[key] = torch.gather(x, 1, idx.view(B, keep, *([1] * (x.dim() - 2))).expand(B, keep, *x.shape[2:]))
         for suffix in KEY_SUFFIXES:
             k2 = f"{key}_{suffix}"
             if k2 in sample:
-                out[k2] = torch.gather(sample[k2], 1, idx.to(sample[k2].device))
+                out[k2] = torch.gather(sample[k2], 1, idx)
         if f"{key}_mask" in out:  # every kept date masked: the real ones become valid (all, if none is real)
             m = out[f"{key}_mask"].bool()
-            kept_real = real.gather(1, idx).to(m.device)
+            kept_real = real.gather(1, idx)
             fallback = torch.where(kept_real.any(1, keepdim=True), kept_real, torch.ones_like(m))
             out[f"{key}_mask"] = torch.where(m.any(1, keepdim=True), m, fallback)
     return out
@@ -391,5 +395,5 @@ def shift_bands(
     for key, x in _series(sample):
         B, _, C = x.shape[:3]
         eps = _global_draw(torch.randn, (global_batch or B, C), generator, rows)
-        out[key] = x + sigma * eps.to(x.device, x.dtype).view(B, 1, C, *([1] * (x.dim() - 3)))
+        out[key] = x + sigma * eps.to(x.device, x.dtype, non_blocking=True).view(B, 1, C, *([1] * (x.dim() - 3)))
     return out

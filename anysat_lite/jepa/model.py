@@ -138,7 +138,9 @@ class JEPA(nn.Module):
         replaced = modality_mask(
             global_batch or B, M, ctx_idx.shape[1], jc.modality_mask_ratio, generators["modalities"], rows
         )
-        kept = torch.where(replaced.to(kept.device)[..., None], self.modality_token.to(kept.dtype), kept)
+        kept = torch.where(
+            replaced.to(kept.device, non_blocking=True)[..., None], self.modality_token.to(kept.dtype), kept
+        )
         qpos = gather_tokens(pos[None].expand(B, -1, -1), ctx_idx)
         ctx = self.encoder.encode(kept, qpos, coords[ctx_idx], ts.modis)  # [B, 1 + Kc, D]
 

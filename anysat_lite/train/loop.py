@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import resource
 import time
 from collections.abc import Sequence
@@ -322,11 +323,11 @@ def _generators(planner: BatchPlanner, step: int) -> dict[str, torch.Generator]:
     }
 
 
-def _check_finite(loss: torch.Tensor, step: int, info: DistInfo) -> None:
-    bad = ranks_where(not bool(torch.isfinite(loss.detach())), info.device)
+def _check_finite(loss: float, step: int, info: DistInfo) -> None:
+    bad = ranks_where(not math.isfinite(loss), info.device)
     if bad:
         raise NonFiniteLossError(
-            f"non-finite loss ({loss.item() if info.rank in bad else 'on another process'}) at "
+            f"non-finite loss ({loss if info.rank in bad else 'on another process'}) at "
             f"step {step} on process(es) {bad} of {info.world}: every process stops; lower "
             "train.lr, try train.amp=none or bf16, or resume from an earlier checkpoint"
         )
@@ -340,7 +341,8 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
     global draws, so the gradient equals that of the whole batch, except for the terms that couple
     the tiles of a batch: MIL-NCE's negatives and ``jepa.center_targets``' mean token are those of
     the micro-batch (exact with ``jepa.contrastive=false`` and no centring).  Returns the losses averaged over
-    micro-batches (tensors) and, with ``monitor``, the collapse monitors of the first micro-batch.
+    micro-batches (tensors, not read back here: :func:`train_step` checks them) and, with ``monitor``, the
+    collapse monitors of the first micro-batch.
     """
     info, k = state.run.info, state.cfg.train.accum_steps
     batch, masks, B, P, step = sb["batch"], sb["masks"], sb["global_batch"], sb["patch_size"], sb["step"]
@@ -363,7 +365,6 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
                     rows=rows,
                     global_batch=B,
                 )
-            _check_finite(res["loss"], step, info)
             state.scaler.scale(res["loss"] / k).backward()
         for key, v in res.items():
             if torch.is_tensor(v):
@@ -396,6 +397,10 @@ def train_step(state: State, sb: dict, planner: BatchPlanner, monitor: bool = Fa
     sched = _schedule(state, step)
     state.opt.zero_grad(set_to_none=True)
     res = forward_backward(state, sb, planner, monitor)
+    losses = torch.stack([res["loss"], res["jepa_loss"], res["contrastive_loss"]])
+    local = losses.tolist()  # the step's one wait for the device, before any update from a non-finite loss
+    _check_finite(local[0], step, state.run.info)
+    terms = all_mean(losses).tolist() if state.run.info.world > 1 else local
     if tc.grad_clip > 0:
         state.scaler.unscale_(state.opt)
         torch.nn.utils.clip_grad_norm_(state.model.online_parameters(), tc.grad_clip)
@@ -403,7 +408,6 @@ def train_step(state: State, sb: dict, planner: BatchPlanner, monitor: bool = Fa
     state.scaler.update()
     m = momentum_at(step + 1, tc.steps, *state.cfg.jepa.ema)
     state.model.update_target(m)
-    terms = all_mean(torch.stack([res["loss"], res["jepa_loss"], res["contrastive_loss"]])).tolist()
     out = {"loss": terms[0], "jepa_loss": terms[1], "contrastive_loss": terms[2], **sched, "momentum": m}
     out.update({key: res[key] for key in ("std", "erank", "cos", "place_cos") if key in res})
     state.step = step + 1
