@@ -209,11 +209,9 @@ class _DeviceTraffic(torch.utils._python_dispatch.TorchDispatchMode):
 
 def _step_on_meta(monkeypatch, check_values: bool) -> _DeviceTraffic:
     """One JEPA step (forward, backward) of the demo model on ``meta``, three sensors, partly cloudy series."""
-    import anysat_lite.jepa.losses as losses
-
-    real_autocast = torch.autocast  # no autocast state exists for meta: the loss's 'disabled' block becomes a no-op
+    real_autocast = torch.autocast  # no autocast state exists for meta: MIL-NCE's 'disabled' block becomes a no-op
     monkeypatch.setattr(
-        losses.torch,
+        torch,
         "autocast",
         lambda device_type, **kw: (
             contextlib.nullcontext() if device_type == "meta" else real_autocast(device_type, **kw)
