@@ -33,7 +33,7 @@ def test_the_floors_file_pins_every_declared_floor():
     ``pyproject.toml`` accepts, runtime and test extra, so that checking the floors checks what users may install."""
     text = (ROOT / "pyproject.toml").read_text()
     runtime = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
-    test = re.search(r"^test = \[(.*)\]$", text, re.M).group(1)
+    test = re.search(r"^test = \[(.*?)\]$", text, re.S | re.M).group(1)
     test = re.sub(r'"[^"]*<[^"]*"', "", test)  # a version range (ruff's) is a pin, not a floor
     declared = dict(re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)"', runtime + test))
     assert len(declared) == (runtime + test).count('"') // 2, "every dependency has a floor (name>=version)"

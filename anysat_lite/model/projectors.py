@@ -12,6 +12,7 @@ Which class a sensor gets is decided by its ``kind`` in the registry, never by i
 from __future__ import annotations
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..kernels import blockwise_conv2d
@@ -76,9 +77,9 @@ class SeriesProjector(nn.Module):
         B, T, C, H, W = x.shape
         if valid is not None:
             x = torch.where(valid[:, :, None, None, None], x, self.pad_value.to(x.dtype))
-        pixels = x.permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
-        pix_dates = dates[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
-        pix_valid = None if valid is None else valid[:, None, :].expand(B, H * W, T).reshape(B * H * W, T)
+        pixels = rearrange(x, "b t c h w -> (b h w) t c")
+        pix_dates = repeat(dates, "b t -> (b hw) t", hw=H * W)
+        pix_valid = None if valid is None else repeat(valid, "b t -> (b hw) t", hw=H * W)
         return pixels, pix_dates, pix_valid
 
     def forward(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:

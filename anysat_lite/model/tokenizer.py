@@ -27,14 +27,15 @@ were trained with) the patch is first cut into 10 m *cells*, cells row-major, th
 sub-patches of each cell row-major.  The two agree whenever a cell is one sub-patch
 (every sensor with sub-patches of 10 m or more, and any sensor at P = 10 m); they differ
 for the 0.2 m aerial sensors at P > 10 m, where the official dense output is therefore
-shuffled by 10 m cells inside each patch.  :func:`load_official` uses ``"official"``;
-the pretraining presets use ``"geometric"``.
+shuffled by 10 m cells inside each patch.  :func:`load_official` and the ``geoplex`` preset use
+``"official"``; the other pretraining presets use ``"geometric"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from einops import rearrange, repeat
 from torch import Tensor
 
 from ..sensors import Sensor
@@ -96,14 +97,10 @@ def subpatch_layout(sensor: Sensor, patch_m: int, order: str = "official") -> Su
 def group_subpatches(fmap: Tensor, layout: SubPatchLayout) -> Tensor:
     """``[B, Hs, Ws, D]`` sub-patch map -> ``[B, h, w, g*g, D]`` patches of sub-patch sequences."""
     if layout.upsample > 1:
-        u = layout.upsample
-        fmap = fmap.repeat_interleave(u, dim=1).repeat_interleave(u, dim=2)
-    B, Hs, Ws, D = fmap.shape
-    g, c = layout.g, layout.cell
-    n = g // c
-    h, w = Hs // g, Ws // g
-    x = fmap.reshape(B, h, n, c, w, n, c, D).permute(0, 1, 4, 2, 5, 3, 6, 7)
-    return x.reshape(B, h, w, g * g, D)
+        fmap = repeat(fmap, "b h w d -> b (h u) (w v) d", u=layout.upsample, v=layout.upsample)
+    # A patch is n x n cells of c x c sub-patches (g = n * c): cells row-major, then sub-patches row-major.
+    n, c = layout.g // layout.cell, layout.cell
+    return rearrange(fmap, "b (h ni ci) (w nj cj) d -> b h w (ni nj ci cj) d", ni=n, nj=n, ci=c, cj=c)
 
 
 def ungroup_subpatches(seq: Tensor, layout: SubPatchLayout) -> Tensor:
@@ -112,6 +109,4 @@ def ungroup_subpatches(seq: Tensor, layout: SubPatchLayout) -> Tensor:
     This is where the position codes say the tokens are; it inverts :func:`group_subpatches`
     exactly in geometric order (see the module docstring for the official order).
     """
-    B, h, w, _, D = seq.shape
-    g = layout.g
-    return seq.reshape(B, h, w, g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(B, h * g, w * g, D)
+    return rearrange(seq, "b h w (i j) d -> b (h i) (w j) d", i=layout.g, j=layout.g)
