@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +22,9 @@ __all__ = ["main", "DEBUG_ENV"]
 DEBUG_ENV = "ANYSAT_LITE_DEBUG"
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
 def _config(args):
     """The run config: ``--config`` (preset name or YAML file) plus ``--set`` overrides.
 
@@ -30,9 +34,14 @@ def _config(args):
 
     name, overrides = args.config, list(args.set)
     resume = getattr(args, "resume", False)
+    if resume not in (True, False, None) and Path(resume).is_file() and Path(resume).suffix not in CHECKPOINT_SUFFIXES:
+        raise UserError(
+            f"--resume {resume}: expected a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}, e.g. last.pt or "
+            f"step-000200.pt) or a run folder, got another file; e.g. --resume {Path(resume).parent}"
+        )
     if name is None and resume:
         folder = Path(resume) if resume is not True else Path(get_config("cpu-demo", args.set).train.out_dir)
-        folder = folder if folder.is_dir() or folder.suffix not in (".pt", ".pth", ".ckpt") else folder.parent
+        folder = folder if folder.is_dir() or folder.suffix not in CHECKPOINT_SUFFIXES else folder.parent
         if (folder / "config.yaml").exists():
             print(f"config: {folder / 'config.yaml'} (the run's own; --config to choose another)")
             return load_config(folder / "config.yaml", [f"train.out_dir={folder}", *overrides])
@@ -41,7 +50,9 @@ def _config(args):
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         return load_config(name, overrides)
     if name not in PRESETS:
-        raise UserError(f"--config {name}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
+        own = Path(name) / "config.yaml"
+        run = f"; a run folder's config is {own}" if own.is_file() else ""
+        raise UserError(f"--config {name}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML file{run}")
     return get_config(name, overrides)
 
 
@@ -106,6 +117,20 @@ def _probe_checkpoint(args, cfg) -> Path:
     )
 
 
+def _own_encoder_way(args) -> str:
+    """The end of the message for ``probe --task/--data`` without ``--official``: how to probe one's own encoder."""
+    from .data.registry import dataset_names
+    from .probe.tasks import TASKS
+
+    known = [TASKS[t].dataset for t in args.task if t in TASKS]
+    name = known[0] if known else "NAME"
+    names = f" (NAME: {', '.join(dataset_names())})" if name == "NAME" else ""
+    return (
+        "; to probe your own encoder (--checkpoint) on a dataset instead, leave out --task and --data and name the "
+        f'dataset with --set "data.datasets=[{{name: {name}, path: {args.data or "ROOT"}}}]"{names}'
+    )
+
+
 def _probe_official(args) -> int:
     """``probe --official AnySat.pth --task NAME --data ROOT``: the paper's evaluation, one table row per task."""
     missing = [f"--{n}" for n in ("official", "task", "data") if not getattr(args, n)]
@@ -113,6 +138,15 @@ def _probe_official(args) -> int:
         raise UserError(
             f"reproducing a paper row needs --official, --task and --data; missing {', '.join(missing)} "
             "(e.g. anysat-lite probe --official AnySat.pth --task treesatai-ts-lp --data /data/TreeSat)"
+            + (_own_encoder_way(args) if "--official" in missing else "")
+        )
+    given = [f"--config {args.config}"] if args.config else []
+    given += [f"--set {s}" for s in args.set]
+    if given:
+        raise UserError(
+            f"{given[0]}: the paper's evaluation (--official) takes its settings from the task preset, not from a "
+            "run config, expected no --config or --set with --official; leave it out (--epochs, --min-epochs, "
+            "--batch-size and --seed change the preset's settings)"
         )
     if args.checkpoint:
         raise UserError(
@@ -128,6 +162,21 @@ def _probe_official(args) -> int:
             f"--task {' '.join(args.task)}: these tasks read {', '.join(datasets)}, but --data names one "
             "folder; run one dataset per command"
         )
+    from .probe.protocol import check_run_settings, check_table_files, run_task
+
+    # the official defaults (None: not given, so that probe without --official can refuse them)
+    amp, bootstrap = args.amp or "auto", 1000 if args.bootstrap is None else args.bootstrap
+    val_metric = args.val_metric or "pooled"
+    settings = dict(max_epochs=args.epochs, min_epochs=args.min_epochs, batch_size=args.batch_size, seed=args.seed)
+    for t in tasks:  # every task's settings before the first task runs
+        check_run_settings(
+            t,
+            **settings,
+            num_workers=args.num_workers,
+            limit_batches=args.limit_batches,
+            bootstrap=bootstrap,
+            val_metric=val_metric,
+        )
     out = Path(args.out or "runs/reproduction")
     check_output_folder("--out", out)
     done = [t.name for t in tasks if (out / f"{t.name}.json").exists()]
@@ -136,8 +185,8 @@ def _probe_official(args) -> int:
             f"{out / (done[0] + '.json')} already holds a result; write elsewhere with --out DIR, or "
             "replace it with --force"
         )
+    check_table_files(out, args.force)  # reproduction.{json,md}: rebuilt from the rows, unless someone edited them
     from .probe.paper_table import TABLE_NAME, format_table, read_results
-    from .probe.protocol import run_task
 
     for t in tasks:
         run_task(
@@ -146,37 +195,88 @@ def _probe_official(args) -> int:
             args.data,
             out,
             device=args.device,
-            seed=args.seed,
-            max_epochs=args.epochs,
-            min_epochs=args.min_epochs,
-            batch_size=args.batch_size,
+            **settings,
             num_workers=args.num_workers,
-            amp=None if args.amp == "none" else args.amp,
+            amp=None if amp == "none" else amp,
             limit_batches=args.limit_batches,
-            bootstrap=args.bootstrap,
+            bootstrap=bootstrap,
             progress=not args.quiet,
             log=(lambda *a, **k: None) if args.quiet else print,
             allow_pickle=args.allow_pickle,
-            val_metric=args.val_metric,
+            val_metric=val_metric,
         )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
     return 0
 
 
+# the options of the paper's evaluation that probing an anysat_lite encoder has no use for: what to do instead
+_OFFICIAL_ONLY = {
+    "device": ("--device", "the probes run on train.device: --set train.device={}"),
+    "seed": ("--seed", "the probes' seed is probe.seed: --set probe.seed={}"),
+    "epochs": (
+        "--epochs",
+        "the linear probes are solved to convergence, the other probes' epochs are probe.seg_epochs and "
+        "probe.finetune_epochs: e.g. --set probe.seg_epochs={}",
+    ),
+    "min_epochs": ("--min-epochs", "the probes have no early stopping; leave it out"),
+    "batch_size": ("--batch-size", "the probes' batch size is probe.batch_size: --set probe.batch_size={}"),
+    "num_workers": ("--num-workers", "the probes read the data in the main process; leave it out"),
+    "val_metric": (
+        "--val-metric",
+        "the probes select no epoch on the validation split; leave it out (--set probe.split=val scores the "
+        "probes on the validation split)",
+    ),
+    "allow_pickle": (
+        "--allow-pickle",
+        "the PLANTED reader takes it as an option of its data.datasets entry: "
+        '--set "data.datasets=[{{name: planted, path: ROOT, options: {{allow_pickle: true}}}}]"',
+    ),
+    "amp": ("--amp", "the probes run in full precision; leave it out"),
+    "limit_batches": ("--limit-batches", "the probes read every tile of the dataset; leave it out"),
+    "bootstrap": ("--bootstrap", "the probes' resamples are probe.bootstrap: --set probe.bootstrap={}"),
+}
+
+
+def _refuse_official_only(args) -> None:
+    """Refuse an option of the paper's evaluation (``--official``) given to the probes of an encoder, which
+    would ignore it."""
+    for dest, (flag, instead) in _OFFICIAL_ONLY.items():
+        value = getattr(args, dest)
+        if value is None or value is False:
+            continue
+        given = flag if value is True else f"{flag} {value}"
+        raise UserError(
+            f"{given}: an option of the paper's evaluation (expected only with --official), which probing an "
+            f"encoder would ignore; {instead.format(value)}"
+        )
+
+
 def cmd_probe(args) -> int:
     if args.official or args.task or args.data:
         return _probe_official(args)
+    _refuse_official_only(args)
     cfg = _config(args)
     checkpoint = _probe_checkpoint(args, cfg)
     # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
     out = Path(args.out) if args.out else checkpoint.parent
     check_output_folder("--out" if args.out else "--out (default: the checkpoint's folder)", out)
-    if (out / "probe_results.json").exists() and not args.force:
-        raise UserError(
-            f"{out / 'probe_results.json'} already holds probe results; write elsewhere with "
-            "--out DIR, or replace them with --force"
-        )
+    from .probe.run import REPORT_FILES
+
+    for name in REPORT_FILES:  # every file the probes write
+        path = out / name
+        if path.is_dir():
+            raise UserError(
+                f"{path}: a folder where the probes write a file, expected a file or nothing; write elsewhere "
+                "with --out DIR, or move that folder"
+            )
+        if path.exists() and not args.force:
+            raise UserError(
+                f"{path} already holds probe results; write elsewhere with --out DIR, or replace them with --force"
+                if name.endswith(".json")
+                else f"{path} exists and the probes would replace it; write elsewhere with --out DIR, or replace it "
+                "with --force"
+            )
     from .probe import format_table, run_probe
     from .probe.run import gain_summary, scored_split
 
@@ -341,8 +441,18 @@ def _raster_spec(items) -> dict[str, list[str]]:
 def cmd_embed(args) -> int:
     spec = _raster_spec(args.raster)
     out = Path(args.out)
+    named = out.stem not in ("", ".", "..", ".nc")
+    example = out.with_name(out.stem + ".nc") if named else out / "embedding.nc" if out.is_dir() else "embedding.nc"
+    if out.name == ".nc":  # Path(".nc").suffix is "": a name that is the suffix alone
+        raise UserError(
+            f"--out {out}: expected a NetCDF file name before .nc, got the suffix alone; name the file, e.g. "
+            f"--out {out.with_name('embedding.nc')}"
+        )
     if out.suffix != ".nc":
-        raise UserError(f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported)")
+        raise UserError(
+            f"--out {out}: expected a NetCDF file name ending in .nc (zarr output is not supported), got "
+            f"{repr(out.suffix) if out.suffix else 'no suffix'}; e.g. --out {example}"
+        )
     check_output_file("--out", out, args.force)
     if args.patch_size <= 0 or args.patch_size % 10:
         raise UserError(
@@ -352,8 +462,10 @@ def cmd_embed(args) -> int:
     from .data.contract import patch_size_m
     from .data.io import common_grid
     from .data.normalization import NormStats
-    from .probe.embed import embed_rasters, load_rasters, write_netcdf
+    from .probe.embed import check_tile_size, embed_rasters, load_rasters, write_netcdf
     from .train.checkpoint import load_encoder
+
+    check_tile_size(args.tile_size, patch_size_m(args.patch_size))  # before the rasters and the encoder are read
 
     rasters = load_rasters(spec)
     common_grid(rasters, unit_m=patch_size_m(args.patch_size))  # raster problems before loading the encoder
@@ -420,7 +532,7 @@ def cmd_notebooks(args) -> int:
         return 1 if bad else 0
     if args.colab_links or args.standard_cells:
         return 0
-    failures = run_notebooks(args.out, smoke=not args.full, only=args.only, store=args.store)
+    failures = run_notebooks(args.out, smoke=not args.full, only=args.only, store=args.store, force=args.force)
     return 1 if failures else 0
 
 
@@ -535,10 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--num-workers", type=int, help="data-loading processes (default 8 on CUDA, 0 on the CPU)")
     off.add_argument(
         "--val-metric",
-        default="pooled",
         choices=("pooled", "per-epoch"),
-        help="validation metric that selects the epoch and stops training: pooled (official: accumulated over "
-        "every validation pass, never reset) or per-epoch (changing it marks the row partial)",
+        help="validation metric that selects the epoch and stops training: pooled (the default, official: "
+        "accumulated over every validation pass, never reset) or per-epoch (changing it marks the row partial)",
     )
     off.add_argument(
         "--allow-pickle",
@@ -549,15 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument(
         "--amp",
         choices=("auto", "fp16", "bf16", "none"),
-        default="auto",
-        help="mixed precision (auto: fp16 on CUDA, as the official precision: 16; none on the CPU)",
+        help="mixed precision (default auto: fp16 on CUDA, as the official precision: 16; none on the CPU)",
     )
     off.add_argument(
         "--limit-batches",
         type=int,
         help="at most this many batches per epoch and split (smoke test; marks the row partial)",
     )
-    off.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95 %% interval (0: none)")
+    off.add_argument("--bootstrap", type=int, help="resamples for the 95 %% interval (default 1000; 0: none)")
     pr.set_defaults(func=cmd_probe)
 
     e = sub.add_parser("embed", parents=[common], help="per-patch embeddings of GeoTIFFs -> NetCDF (CF, with CRS)")
@@ -595,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
     n.add_argument(
+        "--force", action="store_true", help="replace executed notebooks already in --out (earlier runs' copies)"
+    )
+    n.add_argument(
         "--check",
         action="store_true",
         help="list what each notebook lacks of the shared structure (learning goals, exercises...)",
@@ -620,7 +733,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(e: BaseException) -> str:
     msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
-    return " ".join(str(msg).split()) or type(e).__name__
+    return " ".join(_worker_message(str(msg)).split()) or type(e).__name__
+
+
+def _worker_message(msg: str) -> str:
+    """The original message of an error raised in a DataLoader worker, which torch re-raises with the worker's
+    traceback pasted in front ("Caught X in DataLoader worker process N. Original Traceback ...")."""
+    head = re.match(r"Caught \w+ in (DataLoader worker process \d+)\.", msg)
+    if not head or "Traceback (most recent call last):" not in msg:
+        return msg
+    lines = msg.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    rest = [line for line in lines[frames[-1] + 1 :] if not line.startswith(" ")] if frames else []
+    if not rest:
+        return msg
+    original = re.sub(r"^[\w.]+: ", "", " ".join(rest), count=1)
+    return f"{original} (in {head.group(1)})"
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
@@ -646,6 +774,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        print(
+            f"{prog}: error: out of memory ({_one_line(e)}); lower what sets the size (data.n_tiles, "
+            "train.batch_size, model.size, data.num_workers) or use a machine with more memory",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:  # the reader of our output closed it (anysat-lite info | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -86,8 +87,8 @@ MODEL_SIZES: dict[str, dict] = {
 
 def model_config(size: str = "base", **overrides) -> ModelConfig:
     """The :class:`ModelConfig` of a named size (``nano``, ``tiny``, ``small``, ``base``)."""
-    if size not in MODEL_SIZES:
-        raise KeyError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    if not isinstance(size, str) or size not in MODEL_SIZES:
+        raise UnknownKeyError(f"unknown model size {_show(size)}; choose one of {', '.join(MODEL_SIZES)}")
     try:  # the checks of a config's model section (unknown keys, types, ranges), in Python's words
         m = _build(ModelConfig, {**MODEL_SIZES[size], **overrides}, "model")
         for key in RULES:
@@ -491,9 +492,8 @@ def _show(value) -> str:
     """A received value for a message: ``'abc'``, ``-4``, ``nan``, ``[10, 15]``, ``null``."""
     if value is None:
         return "null"
-    if isinstance(value, (str, float)):
-        return repr(value)
-    return _yaml(list(value) if isinstance(value, tuple) else value)
+    text = repr(value) if isinstance(value, (str, float)) else _yaml(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _kind(hint, plural: bool = False) -> str:
@@ -518,7 +518,10 @@ def _coerce(value, hint, where: str):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
 
     def bad():
-        return ConfigError(f"config {where}: expected {_kind(hint)}, got {_show(value)}; e.g. {_example(where)}")
+        quote = ""
+        if isinstance(value, bool) and str in (hint, *args):  # YAML 1.1 reads yes/no/on/off as booleans
+            quote = f" (YAML reads yes/no/on/off as true/false: quote a text, --set '{where}=\"yes\"')"
+        return ConfigError(f"config {where}: expected {_kind(hint)}, got {_show(value)}{quote}; e.g. {_example(where)}")
 
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -702,7 +705,7 @@ RULES: dict[str, tuple] = {
     "data.prefetch_factor": _ge(1),
     "jepa.mask": _choice("multiblock", "random", "block"),
     "jepa.context": _choice("block", "complement"),
-    "jepa.n_targets": _ge(1),
+    "jepa.n_targets": (lambda v: 1 <= v <= 16, "from 1 to 16 (AnySat and I-JEPA draw 4)"),
     "jepa.target_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
     "jepa.target_aspect": _pair(lambda x: x > 0, "> 0"),
     "jepa.context_scale": _pair(lambda x: 0 < x <= 1, "in (0, 1]"),
@@ -829,6 +832,11 @@ def validate_config(cfg: Config) -> Config:
     Raises :class:`ConfigError` naming the key, the expected range and the received value.
     """
 
+    # A path written ~/... in --set or YAML (the shell expands ~ only at the start of a word) means the home.
+    cfg.train.out_dir = os.path.expanduser(cfg.train.out_dir)
+    for holder, key in ((cfg.data, "root"), (cfg.data, "cache_dir"), *((s, "path") for s in cfg.data.datasets)):
+        if isinstance(getattr(holder, key), str):
+            setattr(holder, key, os.path.expanduser(getattr(holder, key)))
     d = dataclasses.asdict(cfg)
     for key in RULES:
         parts = key.split(".")
@@ -899,8 +907,8 @@ def config_from_dict(data: dict) -> Config:
         )
     data = dict(data)
     base = data.pop("preset", None)
-    if base is not None and base not in PRESETS:
-        raise ConfigError(f"config preset: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
+    if base is not None and (not isinstance(base, str) or base not in PRESETS):
+        raise ConfigError(f"config preset: unknown preset {_show(base)}; choose one of {', '.join(PRESETS)}")
     cfg = get_config(base) if base else Config()
     return validate_config(_merge(cfg, data))
 
@@ -914,7 +922,7 @@ def _expand_size(data: dict) -> dict:
         return data
     model = dict(model)
     size = model.pop("size")
-    if size not in MODEL_SIZES:
+    if not isinstance(size, str) or size not in MODEL_SIZES:
         raise ConfigError(
             f"config model.size: expected one of {', '.join(MODEL_SIZES)}, got {_show(size)}; "
             "e.g. --set model.size=nano"
@@ -945,6 +953,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain name, got a {kind}", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -964,7 +977,15 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 def _parse_value(raw: str, key: str = "value"):
     """A ``--set`` value parsed as YAML (``3``, ``1e-4``, ``[10, 20]``, ``true``, ``{name: x}``); the types are
     checked against the config fields later.  Malformed YAML raises :class:`ConfigError`."""
+    # YAML 1.1 reads 010 as 8 (octal) and 1_000 as 1000: refuse numbers a reader would take otherwise.
     try:
+        for token in yaml.scan(raw):
+            text = getattr(token, "value", None)
+            if getattr(token, "plain", False) and re.fullmatch(r"[+-]?(0[0-9_]+|[0-9]+_[0-9_]*)", text):
+                raise ConfigError(
+                    f"--set {key}={raw}: the number {text} is ambiguous (YAML reads a leading 0 as octal and "
+                    f"drops underscores: {yaml.safe_load(text)!r}); write it without them, or quote it as a text"
+                )
         return yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(
@@ -1040,7 +1061,9 @@ def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Confi
             'e.g. get_config("cpu-demo", ["train.steps=100"])'
         )
     if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownKeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}{hint}")
     return apply_overrides(copy.deepcopy(PRESETS[preset]()), overrides)
 
 
@@ -1054,9 +1077,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
             not_utf8(f"config file {path}", e, "give a YAML file (saved as UTF-8) or a preset name")
         ) from None
     except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} not found; give an existing YAML file or a preset name ({', '.join(PRESETS)})"
-        ) from None
+        hint = f'{path} is a preset: get_config("{path}")' if str(path) in PRESETS else "--config also takes a preset"
+        raise ConfigError(f"config file {path} not found; give an existing YAML file ({hint})") from None
     except IsADirectoryError:
         raise ConfigError(
             f"config file {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a preset name"

@@ -365,11 +365,13 @@ def run_notebooks(
     kernel: str = "python3",
     folder: str | Path = NOTEBOOK_DIR,
     store: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """Execute every ``NN_*.ipynb`` of ``folder`` into ``out_dir``; returns the names that failed.
 
     ``store`` writes the executed notebooks (outputs tidied) back into ``folder``: how the
-    stored notebooks get the outputs of a full run.
+    stored notebooks get the outputs of a full run.  Executed notebooks already in ``out_dir``
+    are refused before any runs, unless ``force`` (``--force``) replaces them.
     """
     import papermill as pm
 
@@ -381,14 +383,25 @@ def run_notebooks(
             f"--out {out_dir}: that is the folder of the notebooks themselves, expected another one (the "
             f"executed copies would replace them); {fix}"
         )
+    chosen = [nb for nb in list_notebooks(folder) if not only or any(nb.name.startswith(p) for p in only)]
+    for nb in chosen:  # the files papermill would write, before the first notebook runs
+        target = out / nb.name
+        if target.is_dir():
+            raise UserError(
+                f"--out {out_dir}: {target} is a folder where the executed notebook goes, expected a file or nothing; "
+                "write elsewhere with --out DIR, or move that folder"
+            )
+        if target.exists() and not force:
+            raise UserError(
+                f"--out {out_dir}: {target} exists (an executed notebook, of an earlier run or yours), and running "
+                f"{nb.name} would replace it; write elsewhere with --out DIR, or replace it with --force"
+            )
     check_output_folder("--out", out)
     failures = []
     env_before = os.environ.get(SMOKE_ENV)
     os.environ[SMOKE_ENV] = "1" if smoke else "0"
     try:
-        for nb in list_notebooks(folder):
-            if only and not any(nb.name.startswith(p) for p in only):
-                continue
+        for nb in chosen:
             t0 = time.time()
             try:
                 pm.execute_notebook(

@@ -19,12 +19,15 @@ A model built afterwards (or ``model.add_sensor("planetscope")``) gets a project
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor"]
+from .errors import UserError
+
+__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "UnknownSensorError"]
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,30 @@ def register_sensor(name: str, gsd: float, bands, kind: str, *, overwrite: bool 
     return sensor
 
 
+class UnknownSensorError(UserError, KeyError):
+    """A sensor name that is not registered (also a ``KeyError``, as before)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def get_sensor(name: str) -> Sensor:
-    try:
+    """The registered sensor ``name``; raises :class:`UnknownSensorError` (a ``UserError`` and a ``KeyError``)
+    naming the registered sensors, and the closest one to a misspelt name."""
+    if isinstance(name, str) and name in SENSORS:
         return SENSORS[name]
-    except KeyError:
-        raise KeyError(f"unknown sensor {name!r}; registered sensors: {', '.join(SENSORS)}") from None
+    if not isinstance(name, str):
+        raise UnknownSensorError(
+            f"expected a sensor name (a string), got {name!r} ({type(name).__name__}); "
+            f"give one of the registered sensors: {', '.join(SENSORS)}"
+        )
+    lower = {n.lower(): n for n in SENSORS}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5 if len(name) <= 3 else 0.6)
+    hint = f"did you mean {lower[close[0]]!r}? " if close else ""
+    raise UnknownSensorError(
+        f"unknown sensor {name!r}; {hint}registered sensors: {', '.join(SENSORS)} "
+        "(register new ones with anysat_lite.register_sensor)"
+    )
 
 
 # --- the official AnySat sensors -------------------------------------------------------

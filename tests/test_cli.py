@@ -722,3 +722,188 @@ def test_probe_writes_beside_the_checkpoint_and_checks_out_before_any_work(
     with pytest.raises(UserError, match="stop here"):
         cmd_probe(build_parser().parse_args(["probe", "--checkpoint", str(encoder_files)]))
     assert Path(seen["out"]) == encoder_files.parent
+
+
+ROOT_DATA = GEOTIFF.parent  # tests/data
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (
+            ["--device", "cuda"],
+            r"^--device cuda: an option of the paper's evaluation \(expected only with --official\), "
+            r"which probing an encoder would ignore; the probes run on train.device: --set train.device=cuda$",
+        ),
+        (["--epochs", "3"], r"^--epochs 3: .*ignore; .*--set probe.seg_epochs=3$"),
+        (["--min-epochs", "2"], r"^--min-epochs 2: .*ignore; the probes have no early stopping; leave it out$"),
+        (["--amp", "bf16"], r"^--amp bf16: .*ignore; the probes run in full precision; leave it out$"),
+        (["--seed", "7"], r"^--seed 7: .*ignore; the probes' seed is probe.seed: --set probe.seed=7$"),
+        (["--bootstrap", "0"], r"^--bootstrap 0: .*ignore; .*--set probe.bootstrap=0$"),
+        (["--batch-size", "4"], r"^--batch-size 4: .*ignore; .*--set probe.batch_size=4$"),
+        (["--num-workers", "2"], r"^--num-workers 2: .*ignore; the probes read the data in the main process"),
+        (["--val-metric", "pooled"], r"^--val-metric pooled: .*ignore; the probes select no epoch"),
+        (["--allow-pickle"], r"^--allow-pickle: .*ignore; .*options: \{allow_pickle: true\}\}\]\"$"),
+        (["--limit-batches", "1"], r"^--limit-batches 1: .*ignore; .*leave it out$"),
+    ],
+)
+def test_probe_refuses_the_official_options_it_would_ignore(tmp_path, capsys, args, pattern):
+    """Without --official the options of the paper's evaluation did nothing (exit 0): refused before any work,
+    each naming what to use instead."""
+    assert main(["probe", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0].removeprefix("anysat-lite probe: error: ")), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--set", "train.bogus=1"], r"--set train.bogus=1: the paper's evaluation \(--official\) takes its settings"),
+        (["--config", "nonexist.yaml"], r"--config nonexist.yaml: .*expected no --config or --set with --official"),
+    ],
+)
+def test_probe_official_refuses_the_run_config_it_would_ignore(tmp_path, capsys, args, pattern):
+    official = ["--official", str(tmp_path / "x.pth"), "--task", "planted-lp", "--data", str(tmp_path)]
+    assert main(["probe", *official, "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]) and "leave it out" in err[0], err
+
+
+def test_probe_data_without_official_names_the_way_to_probe_ones_own_encoder(tmp_path, capsys):
+    data = str(ROOT_DATA / "treesatai_ts")
+    assert main(["probe", "--checkpoint", str(tmp_path / "enc"), "--data", data]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing --official, --task" in err[0], err
+    assert f'--set "data.datasets=[{{name: NAME, path: {data}}}]" (NAME: treesatai-ts, ' in err[0]
+    assert main(["probe", "--checkpoint", str(tmp_path / "enc"), "--data", data, "--task", "treesatai-ts-lp"]) == 2
+    assert f'--set "data.datasets=[{{name: treesatai-ts, path: {data}}}]"' in capsys.readouterr().err
+
+
+def test_probe_refuses_a_dataset_with_sensors_the_encoder_lacks_before_encoding(encoder_files, tmp_path, capsys):
+    """An aerial + S2 encoder on PASTIS-HD (SPOT, S2, S1): the missing sensors named, not a bare 'spot'."""
+    pastis = ROOT_DATA / "pastis_hd"
+    sets = ["--set", f"data.datasets=[{{name: pastis-hd, path: {pastis}}}]", "--set", "probe.modality_sets=[[all]]"]
+    assert main(["probe", "--quiet", "--checkpoint", str(encoder_files), "--out", str(tmp_path / "o"), *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        rf"^anysat-lite probe: error: --checkpoint .*enc: the encoder has no projector for spot, s1 of dataset "
+        rf"'pastis-hd' \(expected every sensor of the dataset: spot, s2, s1; the encoder has aerial, s2\); probe the "
+        rf'sensors it has: --set "data.datasets=\[{{name: pastis-hd, path: {re.escape(str(pastis))}, sensors: '
+        rf'\[s2\]}}\]", or give a checkpoint pretrained with spot, s1$',
+        err[0],
+    ), err
+    assert not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("name", ["probe_results.md", "probe_results.png"])
+def test_probe_never_replaces_any_of_its_files_unasked(tmp_path, encoder_files, capsys, monkeypatch, name):
+    """probe checked probe_results.json only, and replaced the user's .md and .png silently."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("mine")
+
+    def fake_run_probe(*args, **kwargs):
+        raise UserError("the probes ran")
+
+    monkeypatch.setattr("anysat_lite.probe.run_probe", fake_run_probe)
+    assert main(["probe", "--checkpoint", str(encoder_files), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        rf"{name} exists and the probes would replace it; write elsewhere with --out DIR, or replace it with --force$",
+        err[0],
+    ), err
+    assert (out / name).read_text() == "mine"
+    assert main(["probe", "--checkpoint", str(encoder_files), "--out", str(out), "--force"]) == 2
+    assert "the probes ran" in capsys.readouterr().err  # --force: on to the probes
+
+
+@pytest.mark.parametrize("tile", ["-240", "0", "30"])
+def test_embed_tile_size_is_checked_before_any_work(tmp_path, capsys, tile):
+    """A checkpoint that does not exist: the --tile-size mistake is found before the encoder is loaded."""
+    args = ["embed", "--checkpoint", str(tmp_path / "nothing"), "--raster", f"aerial={GEOTIFF / 'aerial.tif'}"]
+    assert main([*args, f"--tile-size={tile}", "--out", str(tmp_path / "e.nc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        rf"tile size {tile} m: expected a positive multiple of the 20 m patch size, got {tile}; e.g. --tile-size 240, "
+        "or leave it out for that default$",
+        err[0],
+    ), err
+
+
+@pytest.mark.parametrize(
+    "out, pattern",
+    [
+        (
+            ".nc",
+            r"--out .nc: expected a NetCDF file name before .nc, got the suffix alone; name the file, e.g. "
+            r"--out embedding.nc$",
+        ),
+        ("sub/.nc", r"--out sub/.nc: expected a NetCDF file name before .nc, .* e.g. --out sub/embedding.nc$"),
+        ("emb.zarr", r"--out emb.zarr: expected a NetCDF file name ending in .nc .*, got '.zarr'; e.g. --out emb.nc$"),
+        ("emb", r"--out emb: expected a NetCDF file name ending in .nc .*, got no suffix; e.g. --out emb.nc$"),
+    ],
+)
+def test_embed_out_without_a_netcdf_name(tmp_path, capsys, monkeypatch, out, pattern):
+    monkeypatch.chdir(tmp_path)
+    args = ["embed", "--checkpoint", "nothing", "--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--out", out]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err
+
+
+def test_embed_nodata_skip_with_every_tile_bad_says_what_to_do(tmp_path, encoder_files, capsys):
+    args = ["embed", "--checkpoint", str(encoder_files), "--raster", f"aerial={GEOTIFF / 'aerial_nodata.tif'}"]
+    assert main([*args, "--patch-size", "10", "--nodata", "skip", "--out", str(tmp_path / "e.nc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        r"every one of the 1 tile\(s\) has nodata, expected at least one without; nothing to embed \(tile 0,0: "
+        r"aerial \(.*aerial_nodata.tif, nodata 0.0\): 50% of the pixels .* no source pixel\); give rasters with valid "
+        r"pixels where they overlap \(fill or crop them\), or tiles smaller than 240 m \(--tile-size\)",
+        err[0],
+    ), err
+    assert not (tmp_path / "e.nc").exists()
+
+
+def test_an_error_in_a_data_loading_worker_is_its_own_one_line(capsys):
+    """torch re-raises a worker's error with the worker's traceback pasted in front; the line keeps the message."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from anysat_lite.cli import _one_line
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise UserError("dataset mine, train split, item 0: cannot be read (truncated); restore the file")
+
+    with pytest.raises(UserError) as e:
+        list(DataLoader(Broken(), num_workers=1))
+    assert "Traceback" in str(e.value)
+    assert _one_line(e.value) == (
+        "dataset mine, train split, item 0: cannot be read (truncated); restore the file "
+        "(in DataLoader worker process 0)"
+    )
+
+
+def test_out_of_memory_is_one_line_with_what_to_lower(monkeypatch, capsys):
+    import anysat_lite.cli as cli
+
+    def too_big(args):
+        raise MemoryError("Unable to allocate 119. GiB for an array")
+
+    monkeypatch.setattr(cli, "cmd_info", too_big)
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: out of memory (Unable to allocate 119. GiB" in err and "data.n_tiles" in err
+
+
+def test_resume_and_config_name_a_file_of_the_wrong_kind(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("preset: tiny\n")
+    assert main(["pretrain", "--resume", str(tmp_path / "run" / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"--resume \S+config.yaml: expected a checkpoint \(.pt, .pth, .ckpt.*or a run folder", err)
+    assert main(["pretrain", "--config", str(tmp_path / "run")]) == 2
+    assert "a run folder's config is " + str(tmp_path / "run" / "config.yaml") in capsys.readouterr().err

@@ -254,8 +254,10 @@ def test_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match=r"^config file .*bad.yaml: not valid YAML \(.*line \d+, column \d+\)") as e:
         load_config(bad)
     assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match=r"config file .*none.yaml not found; give an existing YAML file or a preset"):
+    with pytest.raises(ConfigError, match=r"config file .*none.yaml not found; give an existing YAML file \(--config"):
         load_config(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match=r'config file tiny not found; .*tiny is a preset: get_config\("tiny"\)'):
+        load_config("tiny")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"expected a mapping of sections"):
         load_config(tmp_path / "list.yaml")
@@ -325,3 +327,54 @@ def test_geoplex_preset_has_the_official_numbers():
     # a config names a dataset and where it is
     cfg = get_config("cpu-demo", ["data.datasets=[{name: pastis-hd, path: /data/PASTIS-R}]"])
     assert cfg.data.datasets[0].path == "/data/PASTIS-R"
+
+
+@pytest.mark.parametrize("raw, read", [("010", 8), ("1_000", 1000), ("[10, 020]", 16)])
+def test_numbers_yaml_would_read_otherwise_are_refused(raw, read):
+    """YAML 1.1 reads a leading 0 as octal and drops underscores: train.steps=010 would run 8 steps."""
+    with pytest.raises(ConfigError, match=rf"the number \S+ is ambiguous .*: {read}\); write it without them"):
+        get_config("cpu-demo", [f"train.steps={raw}"])
+    assert get_config("cpu-demo", ["train.out_dir=runs/010", "train.steps=10"]).train.out_dir == "runs/010"
+    assert get_config("cpu-demo", ["train.out_dir='010'"]).train.out_dir == "010"
+
+
+def test_a_yes_for_a_text_says_to_quote_it():
+    with pytest.raises(ConfigError, match=r"expected a text, got true \(YAML reads yes/no/on/off as true/false"):
+        get_config("cpu-demo", ["train.out_dir=yes"])
+
+
+def test_a_path_starting_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = get_config("cpu-demo", ["train.out_dir=~/runs/x", "data.cache_dir=~/cache", "data.root=~/data"])
+    assert (cfg.train.out_dir, cfg.data.cache_dir, cfg.data.root) == tuple(
+        str(tmp_path / p) for p in ("runs/x", "cache", "data")
+    )
+
+
+def test_unhashable_names_are_config_errors(tmp_path):
+    """A list where a name is expected, and a list as a YAML key, are refused in one line (not a TypeError)."""
+    for text, pattern in (
+        ("preset: [tiny]\n", r"config preset: unknown preset \[tiny\]"),
+        ("model: {size: [nano]}\n", r"model.size: expected one of nano, .*got \[nano\]"),
+        ("? [a, b]\n: 1\n", r"a key must be a plain name, got a list"),
+    ):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=pattern):
+            load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"unknown model size \[nano\]; choose one of nano"):
+        model_config(["nano"])
+    with pytest.raises(ConfigError, match=r"unknown preset 'tinny'; choose one of .*; did you mean tiny\?"):
+        get_config("tinny")
+
+
+def test_more_target_blocks_than_the_sampler_can_place_are_refused():
+    assert get_config("cpu-demo", ["jepa.n_targets=16"]).jepa.n_targets == 16
+    with pytest.raises(ConfigError, match=r"jepa.n_targets: expected from 1 to 16 .*got 1000"):
+        get_config("cpu-demo", ["jepa.n_targets=1000"])
+
+
+def test_a_long_received_value_is_cut_in_the_message(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,loss\n" + "".join(f"{i},0.5\n" for i in range(200)))
+    with pytest.raises(ConfigError, match=r"expected a mapping of sections .*\.\.\. \(\d+ characters\)$") as e:
+        load_config(tmp_path / "metrics.csv")
+    assert len(str(e.value)) < 300

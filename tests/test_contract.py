@@ -254,11 +254,47 @@ def test_memory_estimate_refuses_what_would_not_fit(model, monkeypatch):
 
 
 def test_dates_beyond_the_encoding_period_pass():
-    """Day 366 of a leap year on l8 (period 366) and PASTIS days since 2018-09-01 (up to ~420) are valid dates."""
+    """Day 366 of a leap year on l8 (period 366) and PASTIS days since 2018-09-01 (up to about 440) are valid dates."""
     x = {
         "l8": torch.rand(1, 2, 11, 2, 2),
         "l8_dates": torch.tensor([[1, 366]]),
         "s2": torch.rand(1, 2, 10, 2, 2),
-        "s2_dates": torch.tensor([[0, 419]]),
+        "s2_dates": torch.tensor([[0, 440]]),
     }
     assert validate_sample(x).n_dates == {"l8": 2, "s2": 2}
+
+
+def test_non_finite_values_in_masked_dates_are_refused_with_the_reason():
+    """The model replaces masked dates, but the contract refuses NaN there too (other readers of a sample, such as
+    the pixel baselines, compute with them): the message says that masking does not remove the values."""
+    x = good()
+    x["s2"][:, -1] = float("nan")
+    x["s2_mask"] = torch.tensor([[True, True, False], [True, True, False]])
+    with pytest.raises(
+        SampleError,
+        match=r"^s2: 720 non-finite values \(NaN/inf\) in dates that 's2_mask' flags invalid, expected finite values "
+        r"there too: masking a date does not remove its values; fill them, e.g. with 0",
+    ):
+        validate_sample(x)
+    x["s2_mask"][1, 2] = True  # now one of the dates holding NaN is a valid date
+    with pytest.raises(
+        SampleError,
+        match=r"^s2: 720 non-finite values \(NaN/inf\), expected finite ones; fill them \(e.g. with 0\) and flag "
+        r"their dates False in 's2_mask' \[B, T\]$",
+    ):
+        validate_sample(x)
+    x["s2"][:, -1] = 0.0
+    assert validate_sample(x).sensors == ["aerial", "s2"]
+
+
+def test_the_value_check_records_the_largest_magnitude():
+    """One reduction per sensor (min and max) both finds NaN/inf and gives the model the values' range."""
+    x = good()
+    x["aerial"][1, 2, 3, 4] = -7e20
+    x["s2"][0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(SampleError, match=r"^s2: 1 non-finite values"):
+        validate_sample(x)
+    x["s2"][0, 0, 0, 0, 0] = 2.0
+    info = validate_sample(x)
+    assert info.max_abs["aerial"] == pytest.approx(7e20) and info.max_abs["s2"] == 2.0
+    assert validate_sample(x, check_values=False).max_abs == {}

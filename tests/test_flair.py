@@ -169,3 +169,29 @@ def test_item_is_a_valid_model_input_for_the_nano_model():
     with torch.no_grad():
         out = model(x, patch_size=10, output="patch")  # official FLAIR scale 1 (fine-tuning; GeoPlex: 1 and 2)
     assert out.shape == (1, 10, 10, 64) and torch.isfinite(out).all()
+
+
+def test_damaged_json_files_and_a_file_as_root_name_the_file(tmp_path):
+    """A non-UTF-8, empty or cut-short JSON file of the dataset is one line naming the file and what it should
+    hold (not the bare parser message); a file given as the dataset's path is refused as such."""
+    import shutil
+
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"splits.json: expected the dataset's folder, got a file; give the folder"):
+        FLAIRDataset(FLAIR / "splits.json")
+    root = tmp_path / "flair"
+    shutil.copytree(FLAIR, root)
+    (root / "splits.json").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(UserError, match=r"splits.json: expected UTF-8 text, got byte 0x89 at position 0; expected the"):
+        FLAIRDataset(root)
+    shutil.copy(FLAIR / "splits.json", root / "splits.json")
+    (root / "flair-2_centroids_sp_to_patch.json").write_text("")
+    with pytest.raises(UserError, match=r"centroids_sp_to_patch.json: not valid JSON \(the file is empty\); expected"):
+        FLAIRDataset(root)
+    (root / "NORM_s2_patch.json").write_text('{"mean": [1, 2,')
+    with pytest.raises(UserError, match=r"NORM_s2_patch.json: not valid JSON \(Expecting value at line 1, column"):
+        official_norm_stats(root, ["s2"])
+    with pytest.raises(UserError, match=r"re-download or restore the file") as err:
+        official_norm_stats(root, ["s2"])
+    assert "\n" not in str(err.value)

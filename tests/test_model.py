@@ -287,3 +287,108 @@ def test_wrong_constructor_arguments_are_one_line(args, kwargs, pattern):
 
     with pytest.raises(UserError, match=pattern):
         AnySat(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "fields, pattern",
+    [
+        ({"embed_dim": 65}, r"embed_dim: expected a positive multiple of 32 .*, got 65; e.g. ModelConfig\(embed_dim="),
+        ({"embed_dim": -64}, r"embed_dim: expected a positive multiple of 32 .*, got -64"),
+        ({"embed_dim": "64"}, r"num_heads: expected a divisor of model.embed_dim=64, got 12; e.g. ModelConfig\("),
+        ({"embed_dim": 64, "num_heads": 4, "depth": 0}, r"depth: expected an integer >= 1, got 0"),
+        ({"dropout": 2.0}, r"dropout: expected null or in \[0, 1\), got 2.0"),
+        ({"sensors": ["s3"]}, r"sensors: expected null \(all\) or registered sensor names"),
+    ],
+)
+def test_a_model_config_gets_the_checks_of_model_config(fields, pattern):
+    """``AnySat(ModelConfig(...))`` used to build (or fail with RuntimeError, TypeError...) whatever the fields."""
+    from anysat_lite.config import ModelConfig
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"^AnySat\(ModelConfig\(\.\.\.\)\): " + pattern):
+        AnySat(ModelConfig(**fields))
+
+
+def test_a_model_config_is_built_as_model_config_reads_it():
+    from anysat_lite.config import ModelConfig
+
+    model = AnySat(ModelConfig(embed_dim=64.0, depth=2, num_heads=4), sensors=["s2"])  # 64.0: a whole number
+    assert model.config == model_config("nano", sensors=None) and model.embed_dim == 64
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, pattern",
+    [
+        (("huge",), {}, r"^AnySat\('huge'\): unknown model size, expected one of nano, tiny, small, base or a "),
+        (("Nano",), {}, r"did you mean 'nano'\? e.g. AnySat\('nano'\)$"),
+        (("nano",), {"sensors": [None]}, r"^sensor None: expected a sensor name or a Sensor, got NoneType; give one "),
+        (("nano",), {"sensors": [3]}, r"^sensor 3: expected a sensor name or a Sensor, got int"),
+        (("nano",), {"sensors": 3}, r"^AnySat\(sensors=...\): expected a list of sensor names, got 3"),
+        (("nano",), {"sensors": ["s3"]}, r"^unknown sensor 's3'; did you mean 's2'\? registered sensors: "),
+    ],
+)
+def test_unknown_sizes_and_sensors_are_one_line_errors(args, kwargs, pattern):
+    """These used to raise a bare KeyError (unknown size) or an AttributeError (a sensor that is not a name)."""
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=pattern):
+        AnySat(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "output, pattern",
+    [
+        (None, r"^output must be one of tile, patch, all, dense or a tuple of them, got None; e.g. output='tile'"),
+        ("tiles", r"got 'tiles'; did you mean 'tile'\? e.g. output='tile' or output=\('tile', 'patch'\)$"),
+        (3, r"got 3; e.g. output='tile'"),
+    ],
+)
+def test_wrong_outputs_are_user_errors(model, output, pattern):
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=pattern):
+        model(sample_for(["s2"]), 20, output=output)
+
+
+def test_dense_output_modality_is_checked_against_the_model_and_the_sample(model):
+    """An output_modality the model has no projector for used to raise a bare KeyError; a sample without a
+    sensor with sub-patches got ``output_modality None is not in the sample``."""
+    x = sample_for(["aerial", "s2"])
+    with pytest.raises(SampleError, match=r"^output_modality 'foo': expected one of the sample's sensors with "):
+        model({"foo": torch.rand(2, 4, 300, 300)}, 20, output="dense", output_modality="foo")
+    small = AnySat(model_config("nano"), sensors=["s2", "modis"])
+    with pytest.raises(
+        SampleError,
+        match=r"^output_modality 'aerial': expected one of the sample's sensors with sub-patches \(s2\), got a sensor "
+        r"this model has no projector for \(the model has s2, modis\); call model.add_sensor\(...\) first",
+    ):
+        small(x, 20, output="dense", output_modality="aerial")
+    with pytest.raises(SampleError, match=r"^output_modality \['s2'\]: .*got a list"):
+        model(x, 20, output="dense", output_modality=["s2"])
+    with pytest.raises(
+        SampleError,
+        match=r"^output='dense' needs a sensor with sub-patches .*, got a sample of modis \(one token per tile\); "
+        r"add one .* or ask for output='tile'$",
+    ):
+        model(sample_for(["modis"]), 20, output="dense")
+    with torch.no_grad():  # the official default output_modality, "", picks the first sensor with sub-patches
+        assert torch.equal(model(x, 20, "dense", output_modality=""), model(x, 20, "dense", output_modality="aerial"))
+
+
+def test_values_too_large_for_float32_are_refused(model):
+    """s2 * 1e30 is finite, but gave NaN/inf embeddings without an error."""
+    x = sample_for(["s2"])
+    x["s2"] = x["s2"] * 1e30
+    with pytest.raises(
+        SampleError, match=r"^s2: values up to \d\.\d+e\+30 in magnitude, expected at most 1e\+15: larger ones overflow"
+    ):
+        model(x, 20)
+    model.check_values = False  # the check reads the data: off with the other value checks
+    try:
+        with torch.no_grad():
+            assert not torch.isfinite(model(x, 20)).all()  # what the check prevents
+    finally:
+        model.check_values = True
+    x["s2"] = x["s2"] * 1e-16  # values up to a few 1e14: finite features
+    with torch.no_grad():
+        assert torch.isfinite(model(x, 20)).all()

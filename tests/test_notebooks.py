@@ -280,3 +280,33 @@ def test_every_notebook_runs_once_and_its_checked_outputs_match():
     summary = {"seconds": round(time.time() - t0), "tail": r.stdout[-300:]}
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     print(json.dumps(summary))
+
+
+def test_notebooks_never_replace_executed_copies_in_out_unasked(tmp_path, capsys, monkeypatch):
+    """``anysat-lite notebooks --out DIR`` replaced the executed notebooks already in DIR silently; now they are
+    refused before any notebook runs, and --force replaces them."""
+    import papermill
+
+    from anysat_lite.cli import main
+
+    ran = []
+
+    def fake_execute(src, dst, **kwargs):
+        ran.append(os.path.basename(dst))
+        with open(dst, "w") as f:
+            f.write("executed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    name = next(p.name for p in NOTEBOOKS if p.name.startswith("01"))  # the second of the chosen notebooks
+    (tmp_path / name).write_text("mine")
+    assert main(["notebooks", "--only", "00", "01", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        rf"--out .*: .*{name} exists \(an executed notebook, of an earlier run or yours\), and running {name} would "
+        r"replace it; write elsewhere with --out DIR, or replace it with --force$",
+        err[0],
+    ), err
+    assert not ran and (tmp_path / name).read_text() == "mine"
+    assert main(["notebooks", "--only", "00", "01", "--out", str(tmp_path), "--force"]) == 0
+    assert ran == [p.name for p in NOTEBOOKS if p.name[:2] in ("00", "01")]
+    assert (tmp_path / name).read_text() == "executed"

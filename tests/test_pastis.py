@@ -157,3 +157,25 @@ def test_dates_past_one_year_pass_the_contract():
     item = PastisHDDataset(FIXTURE, "val")[0]  # dates up to day 419
     assert item["s2_dates"].max() > 366
     validate_sample({k: v[None] for k, v in sensor_entries(item).items()})
+
+
+def test_damaged_metadata_and_a_file_as_root_name_the_file(tmp_path):
+    """An empty or wrongly shaped metadata.geojson, or a bad date string in it, is one line naming the file; a
+    file given as the dataset's path is refused as such."""
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"PASTIS-HD: dataset path .*metadata.geojson: expected the dataset's folder"):
+        PastisHDDataset(FIXTURE / "metadata.geojson")
+    root = tmp_path / "copy"
+    shutil.copytree(FIXTURE, root)
+    meta = json.loads((root / "metadata.geojson").read_text())
+    (root / "metadata.geojson").write_text("")
+    with pytest.raises(UserError, match=r"metadata.geojson: not valid JSON \(the file is empty\); expected the PASTIS"):
+        PastisHDDataset(root)
+    (root / "metadata.geojson").write_text('{"type": "FeatureCollection"}')
+    with pytest.raises(UserError, match=r"with a 'features' list, got the keys \['type'\]; re-download"):
+        PastisHDDataset(root)
+    meta["features"][0]["properties"]["dates-S2"] = '{"0": 201809'
+    (root / "metadata.geojson").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"metadata.geojson: 'dates-S2' is not valid JSON \(.*\); expected \{"):
+        PastisHDDataset(root, sensors=("s2",))

@@ -1,6 +1,7 @@
 """The input pipeline: padding of variable-length series, crops, batch plans, datasets found under data.root."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ from anysat_lite.data.datasets import (
     pad_series,
 )
 from anysat_lite.data.normalization import NormStats, per_tile_norm_stats, read_norm_files
-from anysat_lite.data.pipeline import StepBatches, crop_item
+from anysat_lite.data.pipeline import StepBatches, crop_item, read_item
 from anysat_lite.data.registry import dataset_root
+from anysat_lite.errors import UserError
 from anysat_lite.jepa import build_mask_sampler
 
 FIXTURES = ROOT / "tests" / "data"
@@ -191,3 +193,36 @@ def test_build_dataset_crop_and_reader_options():
     assert x["aerial"].shape == (4, 4, 150, 150) and x["s2"].shape[-2:] == (3, 3) and sb["masks"].grid == (3, 3)
     lengths = [len(b.train[i]["s2"]) for i in planner.plan(0).indices]  # TreeSatAI series differ in length
     assert len(set(lengths)) > 1 and x["s2_mask"].sum(1).tolist() == lengths and x["s2"].shape[1] == max(lengths)
+
+
+def test_reader_options_are_checked_against_the_reader():
+    data = DataConfig(root=str(FIXTURES))
+    with pytest.raises(UserError, match=r"unknown option\(s\) bogus; TreeSatAITSDataset takes crop, .*s1_from_h5"):
+        build_dataset(DatasetSpec("treesatai", options={"bogus": 1}), data)
+    with pytest.raises(UserError, match=r"options.split \(treesatai\): set by the config itself.*probe.split"):
+        build_dataset(DatasetSpec("treesatai", options={"split": "test"}), data)
+
+
+def test_a_tile_that_cannot_be_read_names_dataset_split_and_item():
+    class Broken:
+        def __getitem__(self, i):
+            raise OSError("tile.tif: truncated file")
+
+    bundle = SimpleNamespace(name="mine", train=Broken(), crop_m=None, stats=None)
+    with pytest.raises(UserError, match=r"^dataset mine, train split, item 3: cannot be read \(tile.tif: truncated"):
+        read_item(bundle, "train", 3, epoch=0, seed=0)
+
+
+def test_a_world_of_one_date_keeps_that_date_clear(tmp_path):
+    """Every tile of the embedded world keeps a clear Sentinel-2 date, so data.n_dates=1 trains."""
+    cfg = get_config("cpu-demo", ["data.n_dates=1", "data.n_tiles=60", f"data.cache_dir={tmp_path}"])
+    world = build_dataset(cfg.data.datasets[0], cfg.data)
+    assert all(bool(world.train[i]["s2_mask"].all()) for i in range(len(world.train)))
+
+
+def test_a_cache_folder_that_cannot_be_one_is_named(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    cfg = get_config("cpu-demo", [f"data.cache_dir={tmp_path / 'afile'}"])
+    with pytest.raises(UserError, match=r"^data.cache_dir .*afile: expected a folder, got a file"):
+        build_dataset(cfg.data.datasets[0], cfg.data)
+    assert (tmp_path / "afile").read_text() == "mine"

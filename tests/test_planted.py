@@ -155,3 +155,21 @@ def test_files_holding_python_objects_are_refused_unless_trusted(tmp_path):
         PlantedDataset(root).read_sensor(tile, "s2")
     x, _, dates = PlantedDataset(root, allow_pickle=True).read_sensor(tile, "s2")
     assert len(dates) == len(values) == x.shape[0]
+
+
+def test_damaged_labels_and_a_file_as_root_name_the_file(tmp_path):
+    """A cut-short or wrongly shaped labels2.json is one line naming the file; a file as root is refused as such."""
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"NORM_s2_patch.json: expected the dataset's folder, got a file"):
+        PlantedDataset(PLANTED / "NORM_s2_patch.json")
+    (tmp_path / "train").mkdir()
+    labels = tmp_path / "train" / "labels2.json"
+    labels.write_text('{"x1": 2,')
+    with pytest.raises(
+        UserError, match=r"labels2.json: not valid JSON \(.* at line 1, column 10\); expected the class"
+    ):
+        PlantedDataset(tmp_path)
+    labels.write_text("[2, 3]")
+    with pytest.raises(UserError, match=r"labels2.json: expected .* \(a JSON object\), got a JSON list; re-download"):
+        PlantedDataset(tmp_path)

@@ -553,3 +553,51 @@ def test_the_official_validation_metric_accumulates_over_every_validation_pass(t
         assert pooled != epochs and selection.best_epoch == max(range(3), key=lambda i: (pooled[i], -i))
     else:
         assert [h[f"val_{task.metric}"] for h in history] == epochs and selection.best_epoch == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--epochs", "1", "--min-epochs", "5"],
+            "min_epochs (probe --min-epochs) 5: expected at most max_epochs (--epochs 1), got 5 (no early stop before "
+            "epoch 5 of a run of at most 1 epochs); lower --min-epochs to 1 or less, or raise --epochs to 5 or more",
+        ),
+        (["--min-epochs", "500"], "expected at most max_epochs (the 200 epochs of planted-lp), got 500"),
+    ],
+)
+def test_cli_probe_official_refuses_contradictory_epochs(args, message, tmp_path, capsys):
+    """--min-epochs above the epochs the run may take was accepted; refused before the checkpoint (x.pth) is read."""
+    assert main(["probe", *OFFICIAL, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert main(["probe", *OFFICIAL, "--out", str(tmp_path), "--epochs", "5", "--min-epochs", "5"]) == 2
+    assert "x.pth" in capsys.readouterr().err  # equal is fine: on to reading the checkpoint
+
+
+def test_cli_probe_official_never_rewrites_a_table_someone_edited(tmp_path, capsys):
+    """reproduction.{json,md} are rebuilt from the result rows of --out: one that is not that table (the user's
+    own notes, an edited table) is refused without --force; the table the rows give is rebuilt as before."""
+    from anysat_lite.probe.paper_table import format_table
+
+    official = ["probe", "--official", str(tmp_path / "x.pth"), "--task", "planted-lp", "--data", str(DATA / "planted")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "reproduction.md").write_text("# my notes\n")
+    assert main([*official, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith(
+        f"--out {out}: {out / 'reproduction.md'} exists and is not the table of the results in that folder (edited, "
+        "or written by something else), and the run would rewrite it; write elsewhere with --out DIR, or replace it "
+        "with --force"
+    )
+    assert (out / "reproduction.md").read_text() == "# my notes\n"
+    (out / "reproduction.md").write_text(format_table([]) + "\n")  # the table of the (no) rows there: rebuilt
+    (out / "reproduction.json").write_text("[]")
+    assert main([*official, "--out", str(out)]) == 2
+    assert "x.pth" in capsys.readouterr().err  # on to reading the checkpoint
+    (out / "reproduction.json").write_text('[{"task": "mine"}]')
+    assert main([*official, "--out", str(out)]) == 2
+    assert "reproduction.json exists and is not the table" in capsys.readouterr().err
+    assert main([*official, "--out", str(out), "--force"]) == 2
+    assert "x.pth" in capsys.readouterr().err

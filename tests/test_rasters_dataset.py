@@ -171,3 +171,57 @@ def test_one_line_errors(tmp_path):
     bad.write_text(json.dumps({"tiles": [{"name": "t0", "rasters": {"s2": "t0/aerial.tif"}}]}))
     with pytest.raises(ValueError, match="no date for aerial.tif"):
         RastersDataset(bad)
+
+
+def test_manifest_mistakes_name_the_file_the_entry_and_the_fix(tmp_path):
+    """A misspelled split, a YAML syntax error, a raster path that is not text, a file that is not UTF-8 and a
+    short CSV row are one line each naming the manifest and the line or tile (not a parser message or a
+    reversed split message)."""
+    from anysat_lite.errors import UserError
+
+    path, _ = make_manifest(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join(lines[:3]) + lines[3].replace(",train,", ",training,") + "".join(lines[4:]))
+    with pytest.raises(UserError, match=r"bad.csv line 4: split 'training', expected train, val or test; correct"):
+        RastersDataset(bad)
+    bad.write_text("".join(lines) + "t0,train\n")
+    with pytest.raises(UserError, match=r"bad.csv line 19: no sensor / path, expected a value in column\(s\) sensor"):
+        RastersDataset(bad)
+    bad.write_bytes(path.read_bytes() + "t0,train,forêt,aerial,,t0/aerial.tif\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"bad.csv: expected UTF-8 text, got byte 0xea at position \d+; expected a CSV"):
+        RastersDataset(bad)
+
+    yml, _ = make_manifest(tmp_path, "yaml")
+    doc = yaml.safe_load(yml.read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yml.read_text() + "  - name: [t9\n")
+    with pytest.raises(UserError, match=r"bad.yaml: not valid YAML \(.*\(line \d+, column \d+\)\); expected a raster"):
+        RastersDataset(bad)
+    doc["tiles"][0]["rasters"] = {"aerial": [1, 2]}
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError, match=r"bad.yaml tile #0 \(t0\) rasters.aerial: raster path 1 \(int\), expected"):
+        RastersDataset(bad)
+    doc["tiles"][0]["rasters"] = {"aerial": {"date": "2020-03-01"}}
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError, match=r"rasters.aerial: raster path None \(NoneType\), expected the path of a"):
+        RastersDataset(bad)
+    doc["tiles"][0]["split"] = "validation"
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError, match=r"bad.yaml tile #0 \(t0\): split 'validation', expected train, val or test"):
+        RastersDataset(bad)
+
+
+def test_csv_rows_with_more_values_than_columns(tmp_path):
+    """A path holding an unquoted comma spills into a value past the last column: refused with the line; an empty
+    trailing value (a trailing comma) is accepted."""
+    from anysat_lite.errors import UserError
+
+    path, _ = make_manifest(tmp_path)
+    text = path.read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text + "t0,train,forest,spot,,t0/aerial,x.tif\n")
+    with pytest.raises(UserError, match=r"bad.csv line 19: 7 values, expected at most 6 \(tile, split, label, sen"):
+        RastersDataset(bad)
+    bad.write_text(text.replace(".tif\n", ".tif,\n"))
+    assert len(RastersDataset(bad)) == 2

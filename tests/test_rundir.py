@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from anysat_lite.config import config_to_dict, get_config
+from anysat_lite.errors import UserError
 from anysat_lite.train.checkpoint import save_checkpoint
 from anysat_lite.train.rundir import RunDirError, RunFinishedError, clear_run_dir, prepare_run_dir, run_files
 
@@ -201,3 +202,25 @@ def test_demo_resume_of_a_finished_run_keeps_its_probe_results(tmp_path):
     ):
         run_demo(_cfg(tmp_path), resume=True, progress=False)
     assert _unchanged(tmp_path, before)
+
+
+def test_a_run_folder_that_cannot_be_made_names_train_out_dir(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(UserError, match=r"^train.out_dir \S+afile/sub: cannot write in .*\(Not a directory\)"):
+        prepare_run_dir(tmp_path / "afile" / "sub", _cfg(tmp_path / "afile" / "sub"))
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_damaged_metric_log_stops_the_resume_before_config_yaml_is_rewritten(tmp_path):
+    from anysat_lite.train import pretrain
+
+    small = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "train.batch_size=8", "train.ckpt_every=1"]
+    small += ["train.log_every=1", "jepa.monitor_every=0", f"data.cache_dir={tmp_path / 'cache'}"]
+    out = tmp_path / "run"
+    pretrain(_cfg(out, "train.steps=1", *small), progress=False)
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 1, "loss":\n')
+    config = (out / "config.yaml").read_text()
+    with pytest.raises(UserError, match=r"metrics.jsonl line 2: not a JSON row \(.*\), expected one row per logged"):
+        pretrain(_cfg(out, "train.steps=2", *small), resume=True, progress=False)
+    assert (out / "config.yaml").read_text() == config

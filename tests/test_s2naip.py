@@ -175,3 +175,27 @@ def test_item_is_a_valid_model_input_for_the_nano_model():
     with torch.no_grad():
         out = model(x, patch_size=160, output="patch")  # GeoPlex S2NAIP scales 4, 8, 16 -> 40, 80, 160 m
     assert out.shape == (1, 4, 4, 64) and torch.isfinite(out).all()
+
+
+def test_damaged_json_files_and_a_file_as_root_name_the_file(tmp_path):
+    """A split dict that is not UTF-8, or a cut-short OpenStreetMap GeoJSON, is one line naming the file; a file
+    given as the dataset's path is refused as such."""
+    import shutil
+
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"S2NAIP-Urban: dataset path .*train_dict.json: expected the dataset's folder"):
+        S2NAIPUrbanDataset(S2NAIP / "train_dict.json")
+    (tmp_path / "train_dict.json").write_bytes('{"name": ["é"]}'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"train_dict.json: expected UTF-8 text, got byte 0xe9 at position 11"):
+        S2NAIPUrbanDataset(tmp_path)
+    pytest.importorskip("cv2")
+    root = tmp_path / "copy"
+    shutil.copytree(S2NAIP, root)
+    (root / "openstreetmap" / "t3_d.geojson").write_text('{"features": [')
+    ds = S2NAIPUrbanDataset(root, "test", sensors=["naip"], labels=True)
+    with pytest.raises(UserError, match=r"t3_d.geojson: not valid JSON \(.*\); expected the tile's OpenStreetMap"):
+        ds[0]
+    (root / "openstreetmap" / "t3_d.geojson").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels .*t3_d.geojson not found"):
+        ds[0]

@@ -83,3 +83,18 @@ def test_numpy_numbers_are_facts_like_any_other():
         assert (s.gsd, s.subpatch_px) == (3.0, 2) and type(s.gsd) is float and type(s.subpatch_px) is int
     finally:
         SENSORS.pop("npcam", None)
+
+
+def test_an_unknown_sensor_is_a_user_error_with_a_suggestion():
+    """get_sensor used to raise a bare KeyError; it is now a UserError (still a KeyError, as before)."""
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"^unknown sensor 's3'; did you mean 's2'\? registered sensors: aerial, ") as e:
+        get_sensor("s3")
+    assert isinstance(e.value, KeyError) and str(e.value).endswith(
+        "(register new ones with anysat_lite.register_sensor)"
+    )
+    with pytest.raises(UserError, match=r"^unknown sensor 'Aerial'; did you mean 'aerial'\?"):
+        get_sensor("Aerial")
+    with pytest.raises(UserError, match=r"^expected a sensor name \(a string\), got None \(NoneType\); give one of "):
+        get_sensor(None)

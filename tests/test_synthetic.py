@@ -91,3 +91,31 @@ def test_spec_validation():
         WorldSpec(sensors=("l7",))
     with pytest.raises(ValueError, match="multiple of 10"):
         WorldSpec(tile_m=55)
+
+
+def test_a_damaged_cache_is_generated_again(tmp_path, monkeypatch):
+    """A cached file cut short (an interrupted copy, a full disk) is derived data: the world is generated again,
+    with a warning naming the file; when the damaged folder cannot be removed, one line says to delete it."""
+    from anysat_lite.data import synthetic
+    from anysat_lite.errors import UserError
+
+    spec = WorldSpec(n_tiles=8, seed=1)
+    ref = load_world(spec, tmp_path, mmap=False)
+    folder = tmp_path / "synthetic" / f"world-{spec.key()}"
+    s2 = folder / "s2.npy"
+    s2.write_bytes(s2.read_bytes()[:90])
+    with pytest.warns(UserWarning, match=r"s2.npy is damaged \(EOF: reading array header.*\); generating the world"):
+        again = load_world(spec, tmp_path)
+    assert again.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(again[k], ref[k])
+    assert sorted(p.name for p in (tmp_path / "synthetic").iterdir()) == [folder.name]  # nothing left aside
+
+    s2.write_bytes(s2.read_bytes()[:-100])
+    monkeypatch.setattr(synthetic.os, "rename", lambda *a: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    with pytest.warns(UserWarning, match="s2.npy is damaged"), pytest.raises(UserError) as err:
+        load_world(spec, tmp_path)
+    assert (
+        f"s2.npy is damaged (mmap length is greater than file size), expected a .npy array; delete the folder {folder}"
+        in str(err.value)
+    )

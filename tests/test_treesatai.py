@@ -256,3 +256,25 @@ def test_sample_is_a_valid_model_input(reader):
 
 def test_read_products_accepts_bytes_and_str():
     assert read_products([b"S1A_IW_GRDH_1SDV_20201231T170841_x", "x_20200301"]).tolist() == [366, 61]
+
+
+def test_damaged_list_and_labels_and_a_file_as_root_name_the_file(tmp_path):
+    """A split list that is not UTF-8 or a cut-short multi-label JSON is one line naming the file; a file given
+    as the dataset's path is refused as such, by both readers."""
+    from anysat_lite.errors import UserError
+
+    for reader in (TreeSatAITSDataset, TreeSatAITS):
+        with pytest.raises(UserError, match=r"train_filenames.lst: expected the dataset's folder, got a file"):
+            reader(FIXTURE / "train_filenames.lst")
+    root = tmp_path / "copy"
+    shutil.copytree(FIXTURE, root)
+    (root / "train_filenames.lst").write_bytes(b"Abies_alba_1_1005_WEFL_NLF.tif\n\xff\n")
+    with pytest.raises(UserError, match=r"train_filenames.lst: expected UTF-8 text, got byte 0xff at position 31"):
+        TreeSatAITSDataset(root)
+    shutil.copy(FIXTURE / "train_filenames.lst", root / "train_filenames.lst")
+    labels = root / "labels" / "TreeSatBA_v9_60m_multi_labels.json"
+    labels.write_text('{"Abies_alba_1_1005_WEFL_NLF.tif": [["Abies", 0.71]')
+    with pytest.raises(UserError, match=r"multi_labels.json: not valid JSON \(.*\); expected the genus shares"):
+        TreeSatAITSDataset(root)
+    with pytest.raises(UserError, match=r"multi_labels.json: not valid JSON"):
+        TreeSatAITS(FIXTURE, labels_json=labels)

@@ -11,9 +11,9 @@ The input format is the official AnySat one, a dict of tensors::
     }
 
 Dates are whole days counted from a dataset's origin: the day of the year (1..366) for most
-datasets, days since 2018-09-01 for PASTIS (up to about 420), as the released weights received
-them.  The L-TAE's sinusoidal code of period ``doy_period`` is defined for any value, so the
-contract refuses only negative, fractional and non-finite dates.
+datasets, days since 2018-09-01 for PASTIS (up to about 440: September 2018 to November 2019), as the
+released weights received them.  The L-TAE's sinusoidal code of period ``doy_period`` is defined for
+any value, so the contract refuses only negative, fractional and non-finite dates.
 
 Every sensor must cover the same ground extent (``pixels x GSD`` equal, MODIS excepted,
 which is summarised as one token per tile).  Tiles need not be square.
@@ -21,6 +21,7 @@ which is summarised as one token per tile).  Tiles need not be square.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import warnings
@@ -61,6 +62,8 @@ class SampleInfo:
     extent_m: tuple[float, float] | None  # (height, width) in metres, None if only one-token sensors
     sensors: list[str] = field(default_factory=list)  # in input order
     n_dates: dict[str, int] = field(default_factory=dict)
+    # largest magnitude of each sensor's values (filled by the value checks, ``check_values``)
+    max_abs: dict[str, float] = field(default_factory=dict)
 
 
 def split_key(key: str) -> tuple[str, str | None]:
@@ -155,7 +158,7 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
                 f"({s.subpatch_m:g} m at {s.gsd:g} m GSD), got {H}x{W} px"
             )
         if check_values:
-            _check_finite(name, t)
+            info.max_abs[name] = _check_finite(name, t, x.get(f"{name}_mask") if s.is_series else None)
         if s.is_series:
             _check_series_extras(x, s, t, check_values)
             info.n_dates[name] = t.shape[1]
@@ -181,15 +184,32 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
     return info
 
 
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    """Raise if ``t`` holds NaN or inf.  A NaN or inf anywhere makes the sum non-finite, so one
-    reduction settles the common case; the element-wise test runs only when the sum is not
-    finite (a NaN/inf, or a sum that overflowed)."""
-    if torch.isfinite(t.sum(dtype=torch.float32)):  # t is floating point (checked before)
-        return
-    bad = (~torch.isfinite(t)).sum().item()
-    if bad:
-        raise SampleError(f"{name}: {bad} non-finite values (NaN/inf); fill or mask them before the model")
+def _check_finite(name: str, t: torch.Tensor, mask=None) -> float:
+    """Raise if ``t`` holds NaN or inf, else return the largest magnitude of its values.
+
+    One reduction and one read settle it: min and max propagate NaN and inf, and cannot overflow
+    (a sum of large finite values can).  The element-wise count runs only for the message.
+    ``mask`` (``<sensor>_mask`` of a series, if given) only words the message: the model replaces
+    the values of masked dates, but the contract still refuses them, as other readers of the
+    sample (statistics, pixel baselines) compute with them.
+    """
+    lo, hi = torch.aminmax(t)  # t is floating point (checked before)
+    largest = torch.maximum(hi, -lo).item()
+    if math.isfinite(largest):
+        return largest
+    bad = ~torch.isfinite(t)
+    n_bad = int(bad.sum())
+    masked = torch.is_tensor(mask) and tuple(mask.shape) == tuple(t.shape[:2])
+    if masked and not bool((bad.flatten(2).any(dim=2) & mask.bool()).any()):
+        raise SampleError(
+            f"{name}: {n_bad} non-finite values (NaN/inf) in dates that '{name}_mask' flags invalid, expected "
+            "finite values there too: masking a date does not remove its values; fill them, e.g. with 0 "
+            "(the model replaces masked dates by its pad value)"
+        )
+    what = f"and flag their dates False in '{name}_mask' [B, T]" if t.dim() == 5 else "or crop them out"
+    raise SampleError(
+        f"{name}: {n_bad} non-finite values (NaN/inf), expected finite ones; fill them (e.g. with 0) {what}"
+    )
 
 
 def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: bool) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError, check_output_folder
 from ..sensors import SENSORS
 from .contract import KEY_SUFFIXES, split_key
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
@@ -192,6 +193,30 @@ def _split(cls, root, split: str, kwargs: dict, absent: dict[str, str]) -> Datas
         return None
 
 
+def _check_options(name: str, cls: type, options: Mapping) -> None:
+    """Refuse ``data.datasets[i].options`` that the reader ``cls`` does not take, or that the config sets itself."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    own = {"root": "path", "split": "probe.split", "sensors": "sensors", "seed": "data.seed", "max_dates": "max_dates"}
+    for key in options:
+        if key in own:
+            raise UserError(
+                f"config data.datasets options.{key} ({name}): set by the config itself, expected it out of "
+                f"options; remove it (set it with {own[key]})"
+            )
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k, p in params.items() if k not in own and k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+    accepted += [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise UserError(
+            f"config data.datasets options ({name}): unknown option(s) {', '.join(map(str, unknown))}; "
+            f"{cls.__name__} takes {', '.join(accepted) or 'none'}; remove or correct them"
+        )
+
+
 def build_dataset(spec, data_cfg) -> DatasetBundle:
     """Instantiate one :class:`~anysat_lite.config.DatasetSpec`: the embedded world (``synthetic``) or a
     reader of the registry, read from ``spec.path`` or from its folder under ``data_cfg.root``."""
@@ -207,6 +232,8 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
             n_dates=data_cfg.n_dates,
             seed=data_cfg.seed,
         )
+        if data_cfg.cache_dir:
+            check_output_folder("data.cache_dir", data_cfg.cache_dir)  # a file on its path, or no write access
         arrays = load_world(wspec, data_cfg.cache_dir)
         split = np.asarray(arrays["split"])
         parts = [ArrayTileDataset(arrays, np.flatnonzero(split == k), sensors) for k in range(3)]
@@ -226,6 +253,7 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         root = dataset_root(spec.name, data_cfg.root)
     else:
         raise ValueError(f"dataset {spec.name!r} needs data.datasets[i].path or data.root")
+    _check_options(spec.name, cls, spec.options or {})
     kwargs = dict(sensors=spec.sensors, seed=data_cfg.seed, **(spec.options or {}))
     train = cls(root, "train", max_dates=spec.max_dates, **kwargs)
     absent: dict[str, str] = {}

@@ -50,7 +50,6 @@ Values are raw (uint8 aerial, Sentinel-2 reflectance x 1e4); normalise with
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +59,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .normalization import NormStats, read_norm_files
-from .readers import check_sensors, check_split, choose_dates, doy, item_rng
+from .readers import check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json, read_text
 
 __all__ = ["FLAIRDataset", "CLASSES", "official_norm_stats"]
 
@@ -131,7 +130,7 @@ class FLAIRDataset(Dataset):
         crop: str | None = None,
         temporal_dropout: float = 0.0,
     ):
-        self.root = Path(root)
+        self.root = check_root("FLAIR", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
@@ -148,10 +147,14 @@ class FLAIRDataset(Dataset):
                     f"FLAIR: {self.root / f} not found; expected the official FLAIR-2 folder "
                     f"(splits.json, {self.centroids_file}, flair_aerial_train/...) as root"
                 )
-        domains = json.loads((self.root / self.splits_file).read_text())
+        domains = read_json(
+            self.root / self.splits_file, 'the FLAIR-2 domains of each split {"train": [domain, ...], ...}'
+        )
         if split not in domains:
             raise KeyError(f"FLAIR: {self.root / self.splits_file} has no {split!r} list (keys: {list(domains)})")
-        centroids = json.loads((self.root / self.centroids_file).read_text())
+        centroids = read_json(
+            self.root / self.centroids_file, 'the FLAIR-2 centroid of each aerial tile {"IMG_<n>.tif": [row, col], ...}'
+        )
         aerial_dir, sen_dir, label_dir = (self.root / d for d in self.folders["test" if split == "test" else "train"])
         self.images: list[Path] = []
         self.masks: list[Path] = []
@@ -200,7 +203,9 @@ class FLAIRDataset(Dataset):
     @staticmethod
     def read_dates(products: Path) -> np.ndarray:
         """``*products.txt`` -> day-of-year ``[T]`` (characters 11:19 of each line are ``YYYYMMDD``)."""
-        lines = [ln for ln in products.read_text().splitlines() if ln.strip()]
+        lines = [
+            ln for ln in read_text(products, "the Sentinel-2 product names, one a line").splitlines() if ln.strip()
+        ]
         return np.array([doy(dt.datetime.strptime(ln[11:19], "%Y%m%d").date()) for ln in lines], dtype=np.int64)
 
     def _window(self, rng: np.random.Generator) -> tuple[int, int, int]:

@@ -26,6 +26,7 @@ import torch
 
 from ..files import write_text_atomic
 from ..sensors import SENSORS
+from .readers import read_json
 
 __all__ = ["NormStats", "read_norm_files", "per_tile_norm_stats"]
 
@@ -108,7 +109,7 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
                 f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
                 f"in the dataset root, or compute them with per_tile_norm_stats(dataset)"
             )
-        d = json.loads(path.read_text())
+        d = read_json(path, f'the official statistics of {s!r} ({{"mean": [...], "std": [...]}}, or one such per fold)')
         if "mean" not in d:
             if folds is None:
                 raise ValueError(f"{path} holds per-fold statistics ({', '.join(d)}); pass the folds to average")

@@ -46,8 +46,9 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
-from .readers import check_sensors, check_split, choose_dates, item_rng
+from .readers import check_root, check_sensors, check_split, choose_dates, item_rng, read_json
 
 __all__ = ["PastisHDDataset", "CLASSES", "days_since", "official_norm_stats", "compute_norm_stats"]
 
@@ -124,7 +125,7 @@ class PastisHDDataset(Dataset):
         seed: int = 0,
         folds: Sequence[int] | None = None,
     ):
-        self.root = Path(root)
+        self.root = check_root("PASTIS-HD", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         if max_dates == "official":
@@ -141,7 +142,14 @@ class PastisHDDataset(Dataset):
                 f"PASTIS-HD: {meta} not found; expected the official PASTIS-HD folder "
                 "(metadata.geojson, DATA_S2/, DATA_S1A/, DATA_SPOT/, ANNOTATIONS/) as root"
             )
-        features = json.loads(meta.read_text())["features"]
+        doc = read_json(meta, "the PASTIS-HD patches as a GeoJSON FeatureCollection")
+        features = doc.get("features")
+        if not isinstance(features, list):
+            got = f"'features' of type {type(features).__name__}" if "features" in doc else f"the keys {list(doc)}"
+            raise UserError(
+                f"PASTIS-HD: {meta}: expected a GeoJSON FeatureCollection with a 'features' list, got {got}; "
+                "re-download or restore the file"
+            )
         props = [f["properties"] for f in features]
         for key in ("ID_PATCH", "Fold"):
             if props and key not in props[0]:
@@ -174,7 +182,14 @@ class PastisHDDataset(Dataset):
         if key not in props:
             raise KeyError(f"PASTIS-HD: patch {props['ID_PATCH']} of {meta} has no {key!r} property")
         d = props[key]
-        d = json.loads(d) if isinstance(d, str) else d
+        if isinstance(d, str):
+            try:
+                d = json.loads(d)
+            except json.JSONDecodeError as e:
+                raise UserError(
+                    f"PASTIS-HD: patch {props['ID_PATCH']} of {meta}: {key!r} is not valid JSON ({e.msg}); "
+                    'expected {"0": YYYYMMDD, ...}; re-download or restore the file'
+                ) from None
         return list(d.values())  # the order of the metadata entries, as the official reader takes it
 
     def __len__(self) -> int:

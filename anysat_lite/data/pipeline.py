@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from ..sensors import SENSORS
 from .contract import SampleError, sensor_entries, validate_sample
 from .datasets import BatchPlanner, DatasetBundle, collate
@@ -84,7 +85,13 @@ def read_item(bundle: DatasetBundle, split: str, index: int, epoch: int, seed: i
     ds = getattr(bundle, split)
     if hasattr(ds, "set_epoch"):
         ds.set_epoch(epoch)
-    item = ds[index]
+    try:
+        item = ds[index]
+    except OSError as e:  # a file that is missing, truncated or unreadable (rasterio and h5py errors are OSErrors)
+        raise UserError(
+            f"dataset {bundle.name}, {split} split, item {index}: cannot be read ({' '.join(str(e).split())}); "
+            "restore or re-download the file"
+        ) from e
     if bundle.crop_m:
         rng = np.random.default_rng([seed, epoch, index, 1]) if split == "train" else None
         item = crop_item(item, bundle.crop_m, rng)

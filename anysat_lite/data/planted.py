@@ -50,7 +50,6 @@ item of it); :meth:`PlantedDataset.density_weights` gives the per-item weights o
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +59,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .normalization import NormStats, read_norm_files
-from .readers import check_sensors, check_split, choose_dates, doy, item_rng
+from .readers import check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
 
 __all__ = ["PlantedDataset", "CLASSES", "official_norm_stats", "doy_from_milliseconds"]
 
@@ -159,7 +158,7 @@ class PlantedDataset(Dataset):
         pixel_masks: bool = False,
         allow_pickle: bool = False,
     ):
-        self.root = Path(root)
+        self.root = check_root("PLANTED", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
@@ -181,7 +180,7 @@ class PlantedDataset(Dataset):
                 f"PLANTED: {labels} not found; expected the official PLANTED folder with "
                 f"train/, val/, test/ each holding {self.labels_file} and one folder per tile"
             )
-        table = json.loads(labels.read_text())
+        table = read_json(labels, 'the class index of each tile of the split {"<id>": 0..39, ...}')
         self.names = list(table)
         self.labels = np.array([int(v) for v in table.values()], dtype=np.int64)
         bad = self.labels[(self.labels < 0) | (self.labels >= len(CLASSES))]

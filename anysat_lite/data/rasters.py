@@ -5,7 +5,7 @@ Each tile is a set of co-located rasters: one GeoTIFF per single-date sensor (``
 are those of :mod:`anysat_lite.sensors` (register your own with ``register_sensor``).
 
 CSV manifest, one row per file (``date`` empty for single-date sensors or taken from the file
-name, ``split`` defaults to ``train``, ``label`` is optional)::
+name, ``split``: train, val or test, default ``train``; ``label`` is optional)::
 
     tile,split,label,sensor,date,path
     t0,train,forest,aerial,,t0/aerial.tif
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +45,18 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from ..config import _yaml_problem
+from ..errors import UserError
 from ..sensors import SENSORS
 from .contract import sensor_entries, split_key, validate_sample
 from .io import date_from_name, rasters_to_sample, read_geotiff, stack_time_series
-from .readers import check_split, choose_dates, item_rng
+from .readers import SPLITS, check_split, choose_dates, item_rng, read_text
 
 __all__ = ["RastersDataset", "RasterTile", "read_manifest"]
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.yaml", "manifest.yml")
 CSV_COLUMNS = ("tile", "sensor", "path")
+_FORMAT = "format in the docstring of anysat_lite.data.rasters"
 
 
 @dataclass
@@ -90,6 +95,11 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
             f"{where}: unknown sensor {sensor!r}; known: {', '.join(SENSORS)} "
             "(register new ones with anysat_lite.register_sensor)"
         )
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise UserError(
+            f"{where}: raster path {path!r} ({type(path).__name__}), expected the path of a GeoTIFF "
+            f"(text, relative to the manifest) or {{path: ..., date: ...}}; correct the entry ({_FORMAT})"
+        )
     path = Path(path)
     path = path if path.is_absolute() else base / path
     if not path.is_file():
@@ -105,34 +115,78 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
         files.append((path, None))
 
 
+def _check_split(split: str, where: str) -> str:
+    """The ``split`` of a manifest entry, refused unless it is one of :data:`~.readers.SPLITS`."""
+    if split not in SPLITS:
+        raise UserError(
+            f"{where}: split {split!r}, expected {', '.join(SPLITS[:-1])} or {SPLITS[-1]}; correct the split"
+        )
+    return split
+
+
+def _read_csv(path: Path, base: Path, tiles: dict[str, RasterTile]) -> None:
+    """Add the tiles of the CSV manifest ``path`` (one row per raster) to ``tiles``."""
+    text = read_text(path, "a CSV raster manifest", f"save it as UTF-8 text ({_FORMAT})")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
+                "(and optionally date, split, label)"
+            )
+        for row in reader:
+            where = f"{path.name} line {reader.line_num}"
+            extra = row.pop(None, [])  # values past the last column
+            if any(v.strip() for v in extra):
+                raise UserError(
+                    f"{where}: {len(reader.fieldnames) + len(extra)} values, expected at most "
+                    f"{len(reader.fieldnames)} ({', '.join(reader.fieldnames)}); quote a value that holds a comma"
+                )
+            value = {k: (v or "").strip() for k, v in row.items()}
+            empty = [c for c in CSV_COLUMNS if not value[c]]
+            if empty:
+                raise UserError(
+                    f"{where}: no {' / '.join(empty)}, expected a value in column(s) {', '.join(empty)} "
+                    "on every line; fill them in"
+                )
+            name, label = value["tile"], value.get("label") or None
+            split = _check_split(value.get("split") or "train", where)
+            tile = tiles.setdefault(name, RasterTile(name, split, label))
+            if (tile.split, tile.label) != (split, label):
+                raise ValueError(
+                    f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
+                    f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile"
+                )
+            _add(tile, value["sensor"], value["path"], value.get("date", ""), base, where)
+    except csv.Error as e:
+        raise UserError(f"{path} line {reader.line_num}: not valid CSV ({e}); correct the line ({_FORMAT})") from None
+
+
 def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] | None]:
     """Parse a CSV or YAML manifest into tiles (in manifest order) and its ``classes`` (YAML only, else None)."""
     path = Path(path)
     base, tiles, classes = path.parent, {}, None
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(
-                    f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
-                    "(and optionally date, split, label)"
-                )
-            for n, row in enumerate(reader, start=2):
-                where = f"{path.name} line {n}"
-                name = row["tile"].strip()
-                split, label = (row.get("split") or "train").strip(), (row.get("label") or "").strip() or None
-                tile = tiles.setdefault(name, RasterTile(name, split, label))
-                if (tile.split, tile.label) != (split, label):
-                    raise ValueError(
-                        f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
-                        f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile"
-                    )
-                _add(tile, row["sensor"].strip(), row["path"].strip(), (row.get("date") or "").strip(), base, where)
+        _read_csv(path, base, tiles)
     elif path.suffix.lower() in (".yaml", ".yml"):
-        doc = yaml.safe_load(path.read_text()) or {}
+        text = read_text(path, "a YAML raster manifest", f"save it as UTF-8 text ({_FORMAT})")
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise UserError(
+                f"{path}: not valid YAML ({_yaml_problem(e)}); expected a raster manifest; fix the file ({_FORMAT})"
+            ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("tiles"), list):
-            raise ValueError(f"{path}: expected a mapping with a 'tiles' list (and optionally 'classes')")
+            got = f"keys {', '.join(map(str, doc))}" if isinstance(doc, dict) else f"a {type(doc).__name__}"
+            raise UserError(
+                f"{path}: expected a mapping with a 'tiles' list (and optionally 'classes'), got {got}; "
+                f"list the tiles under tiles: ({_FORMAT})"
+            )
+        if doc.get("classes") is not None and not isinstance(doc["classes"], list):
+            raise UserError(
+                f"{path}: classes {doc['classes']!r}, expected a list of class names; e.g. classes: [crop, forest]"
+            )
         classes = tuple(str(c) for c in doc["classes"]) if doc.get("classes") is not None else None
         for n, entry in enumerate(doc["tiles"]):
             where = f"{path.name} tile #{n}"
@@ -144,13 +198,12 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
             if name in tiles:
                 raise ValueError(f"{where}: tile name {name!r} is used twice")
             label = entry.get("label")
-            tile = tiles[name] = RasterTile(
-                name, str(entry.get("split", "train")), None if label is None else str(label)
-            )
+            split = _check_split(str(entry.get("split", "train")), f"{where} ({name})")
+            tile = tiles[name] = RasterTile(name, split, None if label is None else str(label))
             for sensor, value in entry["rasters"].items():
                 for v in value if isinstance(value, list) else [value]:
                     p, d = (v.get("path"), v.get("date")) if isinstance(v, dict) else (v, None)
-                    _add(tile, sensor, p, d, base, where)
+                    _add(tile, str(sensor), p, d, base, f"{where} ({name}) rasters.{sensor}")
     else:
         raise ValueError(f"{path}: manifest must be .csv, .yaml or .yml, got {path.suffix!r}")
     for tile in tiles.values():

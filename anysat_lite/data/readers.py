@@ -1,4 +1,5 @@
-"""Helpers every dataset reader shares: the item random generator, date subsets, argument checks, day-of-year.
+"""Helpers every dataset reader shares: the item random generator, date subsets, argument checks, day-of-year,
+and the checks of a dataset's folder and of the text and JSON files it holds.
 
 A reader's random choices (crops, date subsets, temporal dropout) are a pure function of
 ``(seed, epoch, index)`` (:func:`item_rng`); pretraining sets the epoch from the training step
@@ -10,11 +11,36 @@ normalisation helpers (``read_norm_files``, ``per_tile_norm_stats``) live in
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPLITS", "item_rng", "choose_dates", "check_sensors", "check_split", "doy"]
+from ..errors import UserError, not_utf8
+
+__all__ = [
+    "SPLITS",
+    "item_rng",
+    "choose_dates",
+    "check_sensors",
+    "check_split",
+    "check_root",
+    "read_text",
+    "read_json",
+    "doy",
+]
+
+_RESTORE = "re-download or restore the file"
+_JSON = {  # the JSON name of a parsed value's type
+    dict: "object",
+    list: "list",
+    str: "string",
+    bool: "true/false",
+    int: "number",
+    float: "number",
+    type(None): "null",
+}
 
 SPLITS = ("train", "val", "test")
 
@@ -58,6 +84,44 @@ def check_split(cls, split: str, splits: Sequence[str] = SPLITS) -> str:
     if split not in splits:
         raise ValueError(f"{cls.__name__}: split must be one of {tuple(splits)}, got {split!r}")
     return split
+
+
+def check_root(dataset: str, root: str | Path) -> Path:
+    """``root`` as a ``Path``, refused when it names a file: a reader of ``dataset`` (e.g. ``"PASTIS-HD"``)
+    reads the dataset's folder.  A missing folder is left to the reader, which names the file it looks for."""
+    root = Path(root)
+    if root.is_file():
+        raise UserError(
+            f"{dataset}: dataset path {root}: expected the dataset's folder, got a file; "
+            f"give the folder that holds it ({root.parent})"
+        )
+    return root
+
+
+def read_text(path: str | Path, what: str, fix: str = _RESTORE) -> str:
+    """The text of the dataset file ``path`` (UTF-8), holding ``what`` (e.g. ``"the list of training tiles"``);
+    a file that is not UTF-8 text is a :class:`~anysat_lite.errors.UserError` naming the file, ending in ``fix``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(not_utf8(str(path), e, f"expected {what}; {fix}")) from None
+
+
+def read_json(path: str | Path, what: str, kind: type = dict, fix: str = _RESTORE):
+    """The JSON document of the dataset file ``path``, holding ``what`` (e.g. ``'{"train": [domain, ...]}'``).
+
+    A file that is empty, not UTF-8 or not valid JSON, or whose document is not a ``kind`` (an object by
+    default), is a :class:`~anysat_lite.errors.UserError` naming the file, the problem, ``what`` and ``fix``.
+    """
+    text = read_text(path, what, fix)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        reason = "the file is empty" if not text.strip() else f"{e.msg} at line {e.lineno}, column {e.colno}"
+        raise UserError(f"{path}: not valid JSON ({reason}); expected {what}; {fix}") from None
+    if not isinstance(doc, kind):
+        raise UserError(f"{path}: expected {what} (a JSON {_JSON[kind]}), got a JSON {_JSON[type(doc)]}; {fix}")
+    return doc
 
 
 def doy(date: dt.date) -> int:

@@ -39,7 +39,6 @@ randomness is a function of ``(seed, epoch, index)``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .normalization import NormStats, read_norm_files
-from .readers import check_sensors, check_split, choose_dates, doy, item_rng
+from .readers import check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
 
 __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", "resize_int16", "rasterise_osm"]
 
@@ -180,7 +179,7 @@ class S2NAIPUrbanDataset(Dataset):
         temporal_dropout: float = 0.0,
         labels: bool = False,
     ):
-        self.root = Path(root)
+        self.root = check_root("S2NAIP-Urban", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
@@ -196,7 +195,7 @@ class S2NAIPUrbanDataset(Dataset):
                 f"S2NAIP-Urban: {path} not found; expected the official S2NAIP-urban folder "
                 f"({split}_dict.json, naip/, sentinel1/, sentinel2/, landsat/, openstreetmap/)"
             )
-        table = json.loads(path.read_text())
+        table = read_json(path, 'the tiles of the split {"name": [...], "s2_dates": [[YYYYMMDD, ...], ...], ...}')
         needed = ["name"] + [f"{s}_dates" for s in self.sensors if s != "naip"]
         missing = [k for k in needed if k not in table]
         if missing:
@@ -264,13 +263,12 @@ class S2NAIPUrbanDataset(Dataset):
             out[s] = torch.from_numpy(np.ascontiguousarray(x))
         if self.with_labels:
             path = self.root / "openstreetmap" / f"{self.names[i]}.geojson"
-            try:
-                geojson = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(
-                    f"S2NAIP-Urban: cannot read labels {path} ({e}); expected a GeoJSON "
-                    f"FeatureCollection in NAIP pixel coordinates"
-                ) from None
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"S2NAIP-Urban: labels {path} not found (tile listed in {self.split}_dict.json); expected "
+                    "openstreetmap/<name>.geojson for every tile, or read the dataset with labels=False"
+                )
+            geojson = read_json(path, "the tile's OpenStreetMap features, a GeoJSON FeatureCollection in NAIP pixels")
             try:
                 labels = rasterise_osm(geojson, self.naip_px)
             except (ValueError, TypeError, IndexError, AttributeError) as e:

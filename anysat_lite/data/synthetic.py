@@ -30,10 +30,13 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UserError
 
 __all__ = ["CLASSES", "WorldSpec", "generate_world", "load_world", "default_cache_dir", "SUPPORTED_SENSORS"]
 
@@ -256,6 +259,7 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
         h = cells // 5
         haze = rng.uniform(0, 250, size=(N, T, 1, 1, 1)) * np.linspace(1, 0.2, 10)[None, None, :, None, None]
         cloud_on = rng.uniform(size=(N, T)) < spec.cloud_prob
+        cloud_on[cloud_on.all(axis=1), 0] = False  # every tile keeps a clear date (n_dates = 1 included)
         cloud = np.clip(_smooth_noise(rng, N * T, h, 3).reshape(N, T, h, h) + 0.8, 0, None) * cloud_on[..., None, None]
         img = img + haze + 3500 * cloud[:, :, None] * np.linspace(1, 0.6, 10)[None, None, :, None, None]
         img = img * rng.uniform(0.9, 1.1, size=(N, 1, 1, 1, 1)) + rng.normal(0, 60, size=img.shape)
@@ -298,22 +302,78 @@ def generate_world(spec: WorldSpec) -> dict[str, np.ndarray]:
 
 
 def load_world(spec: WorldSpec, cache_dir: str | Path | None = None, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Generate ``spec`` once, cache it as ``.npy`` files (written atomically), and load it."""
+    """Generate ``spec`` once, cache it as ``.npy`` files (written atomically), and load it.
+
+    The cache is derived data: a damaged one (a file cut short or overwritten) is removed and the world
+    generated again, with a warning naming the file.
+    """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / f"world-{spec.key()}"
-    if not (folder / "spec.json").exists():
-        world = generate_world(spec)
-        root.joinpath("synthetic").mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root / "synthetic", prefix=".tmp-"))
+    if (folder / "spec.json").exists():
         try:
-            for k, v in world.items():
-                np.save(tmp / f"{k}.npy", v)
-            (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process won the race
-                shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in sorted(folder.glob("*.npy"))}
+            return _read_world(folder, mmap)
+        except DamagedCacheError as e:
+            warnings.warn(
+                f"synthetic-world cache file {e.path} is damaged ({e.reason}); generating the world again",
+                stacklevel=2,
+            )
+            _discard(folder, e)
+    _write_world(spec, folder)
+    return _read_world(folder, mmap)
+
+
+class DamagedCacheError(UserError):
+    """A file of a cached world that numpy cannot read: ``path`` and the ``reason``."""
+
+    def __init__(self, path: Path, error: BaseException):
+        self.path, self.reason = path, " ".join(str(error).split()) or type(error).__name__
+        super().__init__(
+            f"synthetic-world cache file {path} is damaged ({self.reason}), expected a .npy array; "
+            f"delete the folder {path.parent} (data.cache_dir) and run again"
+        )
+
+
+def _read_world(folder: Path, mmap: bool) -> dict[str, np.ndarray]:
+    """The arrays of the world cached in ``folder``; a file numpy cannot read raises :class:`DamagedCacheError`."""
+    arrays = {}
+    for p in sorted(folder.glob("*.npy")):
+        try:
+            arrays[p.stem] = np.load(p, mmap_mode="r" if mmap else None)
+        except (ValueError, EOFError, OSError) as e:
+            raise DamagedCacheError(p, e) from None
+    return arrays
+
+
+def _write_world(spec: WorldSpec, folder: Path) -> None:
+    """Generate ``spec`` into ``folder``: written in a temporary folder beside it, then renamed."""
+    world = generate_world(spec)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        for k, v in world.items():
+            np.save(tmp / f"{k}.npy", v)
+        (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder: Path, error: DamagedCacheError) -> None:
+    """Remove the damaged cache ``folder``: first moved aside in one rename (a process reading it keeps its open
+    files), then deleted.  ``error`` is raised when it cannot be moved."""
+    try:
+        aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".damaged-"))
+    except OSError:
+        raise error from None
+    try:
+        os.rename(folder, aside / folder.name)
+    except FileNotFoundError:  # another process moved it first
+        pass
+    except OSError:
+        shutil.rmtree(aside, ignore_errors=True)
+        raise error from None
+    shutil.rmtree(aside, ignore_errors=True)

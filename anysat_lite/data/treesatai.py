@@ -39,7 +39,6 @@ genus label parsed from the tile name; it is the reader of the notebooks and the
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from torch.utils.data import Dataset
 
 from .io import date_from_name
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
-from .readers import check_sensors, check_split, choose_dates, item_rng
+from .readers import check_root, check_sensors, check_split, choose_dates, item_rng, read_json, read_text
 
 __all__ = [
     "TreeSatAITSDataset",
@@ -149,7 +148,7 @@ class TreeSatAITSDataset(Dataset):
         temporal_dropout: float = 0.0,
         s1_from_h5: bool = False,
     ):
-        self.root = Path(root)
+        self.root = check_root("TreeSatAI-TS", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         if crop not in ("random", "center"):
@@ -179,8 +178,9 @@ class TreeSatAITSDataset(Dataset):
                     f"TreeSatAI-TS: folder {self.root / self.folders[key]} not found; the official "
                     f"reader reads {self.folders[key]}/<tile>{hint}"
                 )
-        listed = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
-        shares = json.loads(labels_path.read_text())
+        listed = [ln.strip() for ln in read_text(lst, "the tile names of the split, one a line").splitlines()]
+        listed = [name for name in listed if name]
+        shares = read_json(labels_path, 'the genus shares of each tile {"<tile>.tif": [["Abies", 0.71], ...], ...}')
         self.names: list[str] = []
         multilabels, labels = [], []
         for name in listed:
@@ -303,7 +303,7 @@ class TreeSatAITS:
     h5_folders = (".", "sentinel", "sentinel-ts")
 
     def __init__(self, root: str | Path, labels_json: str | Path | None = None, cloud_threshold: float = 50.0):
-        self.root = Path(root)
+        self.root = check_root("TreeSatAI-TS", root)
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"TreeSatAI-TS: folder {self.root} not found; expected a folder of <tile>.tif + "
@@ -319,7 +319,11 @@ class TreeSatAITS:
             )
         self._tif, self._h5 = tifs, h5s
         self.cloud_threshold = cloud_threshold
-        self.multilabels = json.loads(Path(labels_json).read_text()) if labels_json else None
+        self.multilabels = (
+            read_json(labels_json, 'the genus shares of each tile {"<tile>.tif": [["Abies", 0.71], ...], ...}')
+            if labels_json
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.names)

@@ -23,13 +23,16 @@ convolution, ...); ``ANYSAT_LITE_REFERENCE=1`` runs their textbook forms instead
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig, model_config
+from ..config import MODEL_SIZES, ConfigError, ModelConfig, model_config
 from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
 from ..errors import UserError
 from ..kernels import batched_calls
@@ -47,6 +50,10 @@ from .tokenizer import SubPatchLayout, group_subpatches, subpatch_layout, ungrou
 __all__ = ["AnySat", "TokenSet", "OUTPUTS", "compile_blocks"]
 
 OUTPUTS = ("tile", "patch", "all", "dense")
+
+# Input values beyond this magnitude make the encoder's float32 (or bfloat16) arithmetic overflow: the
+# norms square them (the square of 1.8e19 is beyond float32), after weights that may scale them up.
+_LARGEST_INPUT = 1e15
 
 
 @dataclass
@@ -75,7 +82,7 @@ class AnySat(nn.Module):
 
     Args:
         config: a :class:`~anysat_lite.config.ModelConfig` or a size name (``nano``, ``tiny``,
-            ``small``, ``base``).
+            ``small``, ``base``); a config gets the checks of :func:`~anysat_lite.config.model_config`.
         sensors: sensors to build projectors for (default: ``config.sensors`` or every
             sensor registered now).  More can be added later with :meth:`add_sensor`.
     """
@@ -92,7 +99,11 @@ class AnySat(nn.Module):
                 f"AnySat(sensors=...): expected a list of sensor names, got the string {sensors!r}; "
                 f"e.g. sensors=[{sensors!r}]"
             )
-        cfg = model_config(config) if isinstance(config, str) else config
+        if sensors is not None and not isinstance(sensors, Iterable):
+            raise UserError(
+                f"AnySat(sensors=...): expected a list of sensor names, got {sensors!r}; e.g. sensors=['s2']"
+            )
+        cfg = _model_config(config)
         self.config = cfg
         D = cfg.embed_dim
         self.embed_dim = D
@@ -111,6 +122,11 @@ class AnySat(nn.Module):
     # --- sensors ----------------------------------------------------------------------
     def add_sensor(self, sensor: str | Sensor) -> None:
         """Build the projector of a (registered) sensor; its kind decides conv+MLP or L-TAE."""
+        if not isinstance(sensor, (str, Sensor)):
+            raise UserError(
+                f"sensor {sensor!r}: expected a sensor name or a Sensor, got {type(sensor).__name__}; "
+                f"give one of the registered sensors: {', '.join(SENSORS)}"
+            )
         s = get_sensor(sensor) if isinstance(sensor, str) else sensor
         if s.name in self.projectors:
             return
@@ -140,6 +156,14 @@ class AnySat(nn.Module):
         per_tile = [n for n in info.sensors if self.sensors[n].one_token_per_tile]
         if len(per_tile) > 1:
             raise SampleError(f"at most one one-token-per-tile sensor per sample, got {per_tile}")
+        for name, largest in info.max_abs.items():
+            if largest > _LARGEST_INPUT and x[name].dtype in (torch.float32, torch.bfloat16):
+                raise SampleError(
+                    f"{name}: values up to {largest:.3g} in magnitude, expected at most {_LARGEST_INPUT:.0e}: "
+                    f"larger ones overflow the encoder's {str(x[name].dtype).removeprefix('torch.')} arithmetic "
+                    "(NaN/inf features); standardise the input and fill nodata values (e.g. -3.4e38, 1e20, also "
+                    "in masked dates) with 0"
+                )
         grid = check_patch_size(patch_size, info.extent_m)
         for name in info.sensors:
             if not self.sensors[name].one_token_per_tile:
@@ -224,21 +248,13 @@ class AnySat(nn.Module):
         """Encode a sample dict (see :mod:`anysat_lite.data.contract`) with patches of ``patch_size`` metres.
 
         ``output`` names one output (returns its tensor) or a tuple of them (returns ``{name: tensor}``,
-        all from one pass of the encoder).
+        all from one pass of the encoder).  ``output_modality`` names the sensor of ``"dense"`` (default:
+        the sample's first sensor with sub-patches).
         """
-        names = (output,) if isinstance(output, str) else tuple(output)
-        if not names or any(o not in OUTPUTS for o in names):
-            raise ValueError(f"output must be one of {OUTPUTS} or a tuple of them, got {output!r}")
+        names = _output_names(output)
         dense_sensor = None
-        if "dense" in names:
-            sensors = [k for k in x if split_key(k)[1] is None]
-            dense_sensor = output_modality or next(
-                (k for k in sensors if k in self.sensors and not self.sensors[k].one_token_per_tile), None
-            )
-            if dense_sensor not in sensors:
-                raise SampleError(f"output_modality {dense_sensor!r} is not in the sample (sensors: {sensors})")
-            if self.sensors[dense_sensor].one_token_per_tile:
-                raise SampleError(f"{dense_sensor}: one token per tile, it has no dense output")
+        if "dense" in names and isinstance(x, Mapping):  # a non-dict sample is refused by encode_all
+            dense_sensor = self._dense_sensor(x, output_modality)
         out, ts = self.encode_all(x, patch_size, keep_subpatches=[dense_sensor] if dense_sensor else [])
         B, (h, w) = out.shape[0], ts.grid
 
@@ -255,11 +271,89 @@ class AnySat(nn.Module):
 
         return make(output) if isinstance(output, str) else {name: make(name) for name in names}
 
+    def _dense_sensor(self, x: Mapping, output_modality) -> str:
+        """The sensor whose sub-patches ``output="dense"`` returns: ``output_modality``, checked against this
+        model and the sample ``x``, or by default the sample's first sensor with sub-patches."""
+        sample = [k for k in x if isinstance(k, str) and split_key(k)[1] is None]
+        dense = [k for k in sample if k in self.sensors and not self.sensors[k].one_token_per_tile]
+        if output_modality in (None, ""):  # the official default is ""
+            if not dense:
+                held = [f"{k} (one token per tile)" if self._per_tile(k) else k for k in sample]
+                raise SampleError(
+                    "output='dense' needs a sensor with sub-patches (any sensor not summarised as one token per "
+                    f"tile), got a sample of {', '.join(held) or 'no sensor'}; add one (this model has "
+                    f"{', '.join(self.sensors)}) or ask for output='tile'"
+                )
+            return dense[0]
+        if not isinstance(output_modality, str) or output_modality not in self.sensors:
+            known = isinstance(output_modality, str) and output_modality in SENSORS
+            got = (
+                "a sensor this model has no projector for"
+                if known
+                else "an unknown sensor"
+                if isinstance(output_modality, str)
+                else f"a {type(output_modality).__name__}"
+            )
+            raise SampleError(
+                f"output_modality {output_modality!r}: expected one of the sample's sensors with sub-patches "
+                f"({', '.join(dense) or 'none'}), got {got} (the model has {', '.join(self.sensors)}); "
+                + ("call model.add_sensor(...) first, or " if known else "")
+                + "name one of the sample's sensors"
+            )
+        if self.sensors[output_modality].one_token_per_tile:
+            raise SampleError(
+                f"{output_modality}: one token per tile, it has no dense output; expected one of the sample's "
+                f"sensors with sub-patches ({', '.join(dense) or 'none'}) as output_modality"
+            )
+        if output_modality not in sample:
+            raise SampleError(
+                f"output_modality {output_modality!r} is not in the sample (sensors: {sample}); expected one of "
+                f"its sensors with sub-patches ({', '.join(dense) or 'none'})"
+            )
+        return output_modality
+
+    def _per_tile(self, name: str) -> bool:
+        s = self.sensors.get(name, SENSORS.get(name))
+        return s is not None and s.one_token_per_tile
+
     # --- speed ---------------------------------------------------------------------------
     def compile_blocks(self) -> AnySat:
         """Compile the transformer blocks, the fusion block and the L-TAEs in place (see :func:`compile_blocks`)."""
         compile_blocks(self)
         return self
+
+
+def _model_config(config: ModelConfig | str) -> ModelConfig:
+    """The checked :class:`ModelConfig` of ``AnySat(config)``: a size name, or a config run through the checks
+    of :func:`~anysat_lite.config.model_config` (types, ranges, head counts that divide ``embed_dim``)."""
+    if isinstance(config, str):
+        if config not in MODEL_SIZES:
+            close = difflib.get_close_matches(config.lower(), list(MODEL_SIZES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(
+                f"AnySat({config!r}): unknown model size, expected one of {', '.join(MODEL_SIZES)} or a "
+                f"ModelConfig; {hint}e.g. AnySat('nano')"
+            )
+        return model_config(config)
+    try:  # every field given as an override of a size, so that every field is checked
+        return model_config("base", **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+    except ConfigError as e:  # model_config words its examples as calls of itself
+        message = re.sub(r"model_config\('base', ", "ModelConfig(", str(e).replace("model_config: ", "", 1))
+        raise type(e)(f"AnySat(ModelConfig(...)): {message}") from None
+
+
+def _output_names(output) -> tuple[str, ...]:
+    """The outputs ``forward(output=...)`` asks for, as a tuple of names of :data:`OUTPUTS`."""
+    names = (output,) if isinstance(output, str) else tuple(output) if isinstance(output, (tuple, list)) else None
+    bad = None if names is None else next((o for o in names if o not in OUTPUTS), None)
+    if names and bad is None:
+        return names
+    close = difflib.get_close_matches(bad, OUTPUTS, n=1) if isinstance(bad, str) else []
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(
+        f"output must be one of {', '.join(OUTPUTS)} or a tuple of them, got {output!r}; "
+        f"{hint}e.g. output='tile' or output=('tile', 'patch')"
+    )
 
 
 def compile_blocks(module: nn.Module) -> nn.Module:

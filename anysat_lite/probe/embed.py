@@ -39,7 +39,7 @@ from ..errors import UserError
 from ..files import atomic_write
 from ..sensors import SENSORS
 
-__all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m"]
+__all__ = ["embed_rasters", "load_rasters", "write_netcdf", "default_tile_m", "check_tile_size"]
 
 DEFAULT_TILE_M = 240.0  # tiles of about this side (a multiple of the patch size) are encoded one at a time
 
@@ -89,6 +89,21 @@ def _bands(s, paths) -> tuple[str, ...]:
 def default_tile_m(patch_size: int) -> float:
     """The multiple of ``patch_size`` nearest :data:`DEFAULT_TILE_M` (at least one patch)."""
     return float(max(1, round(DEFAULT_TILE_M / patch_size)) * patch_size)
+
+
+def check_tile_size(tile_m: float | None, patch_size: float) -> float:
+    """The tile side in metres: ``tile_m`` (``None``: :func:`default_tile_m`), refused unless it is a positive
+    multiple of ``patch_size`` (the command checks ``--tile-size`` with it before loading the encoder)."""
+    P = patch_size
+    if tile_m is None:
+        return default_tile_m(P)
+    tile_m = float(tile_m)
+    if not math.isfinite(tile_m) or tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
+        raise RasterError(
+            f"tile size {tile_m:g} m: expected a positive multiple of the {P:g} m patch size, got {tile_m:g}; e.g. "
+            f"--tile-size {default_tile_m(P):g}, or leave it out for that default"
+        )
+    return tile_m
 
 
 def _cuts(total_m: float, tile_m: float) -> list[tuple[float, float]]:
@@ -148,11 +163,7 @@ def embed_rasters(
     if nodata not in ("error", "skip"):
         raise RasterError(f"nodata must be 'error' or 'skip', got {nodata!r}")
     P = patch_size_m(patch_size)
-    tile_m = default_tile_m(P) if tile_m is None else float(tile_m)
-    if not math.isfinite(tile_m) or tile_m <= 0 or abs(tile_m / P - round(tile_m / P)) > 1e-9:
-        raise RasterError(
-            f"tile size {tile_m:g} m: expected a positive multiple of the {P} m patch size, e.g. {default_tile_m(P):g}"
-        )
+    tile_m = check_tile_size(tile_m, P)
     units = [SENSORS[n].subpatch_m for n in rasters if not SENSORS[n].one_token_per_tile]
     bad = [
         n
@@ -171,7 +182,7 @@ def embed_rasters(
     h, w = int(round(grid.height_m / P)), int(round(grid.width_m / P))
     emb = tiles = None
     valid = np.zeros((h, w), dtype=np.uint8)
-    skipped, masked, dates = [], {}, {}
+    skipped, masked, dates, first = [], {}, {}, None
     for i, (r0, rh) in enumerate(rows):
         for j, (c0, cw) in enumerate(cols):
             part = grid.part(r0, c0, rh, cw)
@@ -183,6 +194,7 @@ def embed_rasters(
                         f"tile {i},{j} ({rh:g} x {cw:g} m at x {part.left:.1f}, y {part.top:.1f}): {e}"
                     ) from None
                 skipped.append((i, j))
+                first = first or f"tile {i},{j}: {str(e).split('; ')[0]}"
                 continue
             for n in rasters:
                 if SENSORS[n].is_series:
@@ -202,7 +214,11 @@ def embed_rasters(
             tiles[:, i, j] = out[0]
             valid[y0 : y0 + hp, x0 : x0 + wp] = 1
     if emb is None:
-        raise NodataError(f"every one of the {len(rows) * len(cols)} tiles has nodata; nothing to embed")
+        raise NodataError(
+            f"every one of the {len(rows) * len(cols)} tile(s) has nodata, expected at least one without; nothing "
+            f"to embed ({first}); give rasters with valid pixels where they overlap (fill or crop them), or tiles "
+            f"smaller than {tile_m:g} m (--tile-size) so that some hold no nodata"
+        )
     xs = grid.left + (np.arange(w) + 0.5) * P
     ys = grid.top - (np.arange(h) + 0.5) * P
     resampled = []

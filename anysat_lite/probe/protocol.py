@@ -66,6 +66,8 @@ from .tasks import TaskConfig, get_task
 
 __all__ = [
     "run_task",
+    "check_run_settings",
+    "check_table_files",
     "build_splits",
     "split_norm_stats",
     "Standardised",
@@ -489,6 +491,79 @@ def _task_with_overrides(task: str | TaskConfig, **overrides) -> tuple[TaskConfi
     return task, changes
 
 
+def check_run_settings(
+    task: str | TaskConfig,
+    *,
+    max_epochs: int | None = None,
+    min_epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    num_workers: int | None = None,
+    limit_batches: int | None = None,
+    bootstrap: int = 1000,
+    val_metric: str = "pooled",
+) -> tuple[TaskConfig, dict]:
+    """Refuse settings of :func:`run_task` that are out of range or contradict each other, before any work;
+    returns the task preset with the overrides and those overrides (``probe --official`` checks every task
+    with it before running the first)."""
+    task, changes = _task_with_overrides(
+        task, max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed
+    )
+    _check_counts(
+        max_epochs=task.max_epochs,
+        min_epochs=task.min_epochs,
+        batch_size=task.batch_size,
+        num_workers=num_workers,
+        limit_batches=limit_batches,
+        bootstrap=bootstrap,
+    )
+    if min_epochs is not None and task.min_epochs > task.max_epochs:
+        most = f"--epochs {max_epochs}" if max_epochs is not None else f"the {task.max_epochs} epochs of {task.name}"
+        raise UserError(
+            f"min_epochs (probe --min-epochs) {min_epochs}: expected at most max_epochs ({most}), got {min_epochs} "
+            f"(no early stop before epoch {min_epochs} of a run of at most {task.max_epochs} epochs); lower "
+            f"--min-epochs to {task.max_epochs} or less, or raise --epochs to {min_epochs} or more"
+        )
+    if val_metric not in VAL_METRICS:
+        raise UserError(
+            f"--val-metric {val_metric}: expected one of {', '.join(VAL_METRICS)}; e.g. --val-metric pooled"
+        )
+    return task, changes
+
+
+def check_table_files(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse, unless ``force``, a ``reproduction.{json,md}`` in ``out_dir`` that is not the table of the result
+    rows there (edited, or written by something else): :func:`run_task` rebuilds both from the rows."""
+    import json
+
+    from .paper_table import TABLE_NAME, format_table, read_results
+
+    out = Path(out_dir)
+    rows = read_results(out) if out.is_dir() else []
+    for name, text in (
+        (f"{TABLE_NAME}.json", json.dumps(rows, indent=1)),
+        (f"{TABLE_NAME}.md", format_table(rows) + "\n"),
+    ):
+        path = out / name
+        if path.is_dir():
+            raise UserError(
+                f"--out {out}: {path} is a folder where the run writes its result table, expected a file or nothing; "
+                "write elsewhere with --out DIR, or move that folder"
+            )
+        if not path.exists() or force:
+            continue
+        try:
+            same = path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise UserError(
+                f"--out {out}: {path} exists and is not the table of the results in that folder (edited, or written "
+                "by something else), and the run would rewrite it; write elsewhere with --out DIR, or replace it "
+                "with --force"
+            )
+
+
 def _runtime(device: str | None, amp: str | None, num_workers: int | None) -> tuple[torch.device, str | None, int]:
     """Device (CUDA when available), autocast (``"auto"``: fp16 on CUDA) and data-loading processes."""
     dev = check_device("--device", device)
@@ -650,21 +725,17 @@ def run_task(
     from .paper_table import write_result
 
     t0 = time.time()
-    task, changes = _task_with_overrides(
-        task, max_epochs=max_epochs, min_epochs=min_epochs, batch_size=batch_size, seed=seed
-    )
-    _check_counts(
-        max_epochs=task.max_epochs,
-        min_epochs=task.min_epochs,
-        batch_size=task.batch_size,
+    task, changes = check_run_settings(
+        task,
+        max_epochs=max_epochs,
+        min_epochs=min_epochs,
+        batch_size=batch_size,
+        seed=seed,
         num_workers=num_workers,
         limit_batches=limit_batches,
         bootstrap=bootstrap,
+        val_metric=val_metric,
     )
-    if val_metric not in VAL_METRICS:
-        raise UserError(
-            f"--val-metric {val_metric}: expected one of {', '.join(VAL_METRICS)}; e.g. --val-metric pooled"
-        )
     dev, amp, workers = _runtime(device, amp, num_workers)
     _seed_everything(task.seed)
     official_path = Path(official) if isinstance(official, (str, Path)) else None

@@ -54,7 +54,15 @@ from .metrics import (
 )
 from .segmentation import VOID, predict_segmentation, train_segmentation_probe
 
-__all__ = ["run_probe", "format_table", "gain_summary", "plot_results", "machine_description", "ENCODERS"]
+__all__ = [
+    "run_probe",
+    "format_table",
+    "gain_summary",
+    "plot_results",
+    "machine_description",
+    "ENCODERS",
+    "REPORT_FILES",
+]
 
 ENCODERS = ("pretrained", "online", "random-init", "raw-pixels")
 
@@ -77,6 +85,27 @@ def _settings(cfg: Config, sensors: list[str]) -> list[tuple[int, tuple[str, ...
     return out
 
 
+def _check_sensors(checkpoint, has: list[str], bundle: DatasetBundle, spec) -> None:
+    """Refuse, before any encoding, a dataset with sensors the encoder has no projector for: the probes feed the
+    encoder every sensor of the dataset.  ``spec`` is the dataset's ``data.datasets`` entry (for the fix)."""
+    missing = [s for s in bundle.sensors if s not in has]
+    if not missing:
+        return
+    common = [s for s in bundle.sensors if s in has]
+    if common:
+        entry = (
+            f"name: {spec.name}" + (f", path: {spec.path}" if spec.path else "") + f", sensors: [{', '.join(common)}]"
+        )
+        fix = f'probe the sensors it has: --set "data.datasets=[{{{entry}}}]", or '
+    else:
+        fix = ""
+    raise UserError(
+        f"--checkpoint {checkpoint}: the encoder has no projector for {', '.join(missing)} of dataset {bundle.name!r} "
+        f"(expected every sensor of the dataset: {', '.join(bundle.sensors)}; the encoder has {', '.join(has)}); "
+        f"{fix}give a checkpoint pretrained with {', '.join(missing)}"
+    )
+
+
 def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tuple[dict, NormStats]:
     """The encoders to compare and the normalisation statistics they were trained with."""
     from ..train.checkpoint import TRAINING_SUFFIXES, load_encoder, resolve_encoder_path
@@ -85,6 +114,7 @@ def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tu
     if checkpoint is not None:
         checkpoint = resolve_encoder_path(checkpoint)  # runs/x, runs/x/encoder.safetensors -> runs/x/encoder
         enc, meta = load_encoder(checkpoint, device)
+        _check_sensors(checkpoint, list(enc.sensors), bundle, cfg.data.datasets[0])
         encoders["pretrained"] = enc
         model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in ModelConfig.__dataclass_fields__})
         if bundle.name in meta.get("norm_stats", {}):
@@ -265,12 +295,16 @@ def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, 
         report.add(name, P, mods, "fine-tune", "OA", overall_accuracy, torch.cat(preds), y_test)
 
 
+REPORT_FILES = ("probe_results.json", "probe_results.md", "probe_results.png")  # what run_probe writes to out_dir
+
+
 def _write_report(result: dict, out_dir: str | Path) -> None:
     """``probe_results.json`` (everything), ``.md`` (the table) and ``.png`` (the headline bars)."""
     out = Path(out_dir)  # atomic_write creates the folder
-    write_text_atomic(out / "probe_results.json", json.dumps(result, indent=1))
-    write_text_atomic(out / "probe_results.md", format_table(result) + "\n")
-    atomic_write(out / "probe_results.png", lambda tmp: plot_results(result, tmp))
+    json_file, md_file, png_file = (out / name for name in REPORT_FILES)
+    write_text_atomic(json_file, json.dumps(result, indent=1))
+    write_text_atomic(md_file, format_table(result) + "\n")
+    atomic_write(png_file, lambda tmp: plot_results(result, tmp))
 
 
 def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:

@@ -548,15 +548,13 @@ def pretrain(
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)
+    log = None
     if info.main:  # only once data and model are built: a run that cannot start leaves the folder as it was
         if run.checkpoint is None:
             clear_run_dir(run.out)  # --force: the old run's files go now, not before
+        # the metric log of a resumed run is read before its config.yaml is rewritten
+        log = MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
         save_config(cfg, run.out / "config.yaml")
-    log = (
-        MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
-        if info.main
-        else None
-    )
     pace = _Pace(info.device)
     t0 = time.time()
     first_loss, warned, flagged, row, per_dataset = None, {}, {}, {}, {}

@@ -95,10 +95,24 @@ class MetricLog:
 
 
 def read_metrics(folder: str | Path) -> list[dict]:
+    """The rows of ``<folder>/metrics.jsonl`` (none when it is missing); a damaged line is a :class:`UserError`."""
+    from ..errors import UserError
+
     p = Path(folder) / "metrics.jsonl"
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{p} line {n}: not a JSON row ({e.msg}), expected one row per logged step; delete that line "
+                "(or move the file away to start the log again) and rerun"
+            ) from None
+    return rows
 
 
 def _warn_thresholds(folder: Path) -> dict[str, float]:

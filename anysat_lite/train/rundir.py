@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from ..config import Config, config_to_dict, validate_config
-from ..errors import UserError
+from ..errors import UserError, check_output_folder
 from .checkpoint import CheckpointError, load_checkpoint
 
 __all__ = [
@@ -226,7 +226,7 @@ def prepare_run_dir(
                 f"{out} already holds a run ({names}); {how}replace it with --force (force=True), or choose a "
                 "new folder (--set train.out_dir=runs/NEW)"
             )
-        out.mkdir(parents=True, exist_ok=True)
+        check_output_folder("train.out_dir", out)  # creates it; a file on its path or no write access is refused
     return None
 
 
