@@ -228,7 +228,8 @@ def token_table(
 
 
 def plot_token_counts(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float, ax=None):
-    """Log scale: sub-patch tokens per tile (per sensor) and joint-transformer tokens against the patch size."""
+    """Log scale, against the patch size: the length ``g * g`` of each sensor's sub-patch sequences (what one
+    sub-patch transformer call attends over) and the joint transformer's tokens per tile."""
     import matplotlib.pyplot as plt
 
     rows = token_table(sensors, patch_sizes, tile_m)
@@ -236,21 +237,16 @@ def plot_token_counts(sensors: Sequence[str], patch_sizes: Sequence[int], tile_m
         _, ax = plt.subplots(figsize=(6, 4))
     for s in sensors:
         r = [x for x in rows if x["sensor"] == s]
-        ax.plot(
-            [x["patch_m"] for x in r],
-            [x["subpatch_tokens"] for x in r],
-            "o-",
-            label=f"{s}: sub-patch tokens ({SENSORS[s].subpatch_m:g} m)",
-        )
+        ax.plot([x["patch_m"] for x in r], [x["g"] ** 2 for x in r], "o-", label=f"{s}: sub-patches per patch, g²")
     spatial = [s for s in sensors if not SENSORS[s].one_token_per_tile]
     ax.plot(
         patch_sizes,
         [1 + len(spatial) * int(tile_m // P) ** 2 for P in patch_sizes],
         "k--",
-        label="joint transformer tokens (1 + sensors x patches)",
+        label=f"joint transformer tokens per {tile_m:g} m tile (1 + sensors x patches)",
     )
     ax.set_xlabel("patch size P (m)")
-    ax.set_ylabel(f"tokens per {tile_m:g} m x {tile_m:g} m tile")
+    ax.set_ylabel("sequence length (tokens)")
     ax.set_yscale("log")
     ax.set_title("Small patches: many joint tokens; large patches: long sub-patch sequences")
     ax.legend()

@@ -17,7 +17,7 @@ from anysat_lite.jepa import (
     sensor_alignment,
 )
 from anysat_lite.jepa.ema import momentum_at
-from anysat_lite.jepa.losses import latent_loss, mil_nce
+from anysat_lite.jepa.losses import latent_loss, mil_nce, mil_nce_reference
 
 
 def test_momentum_schedule():
@@ -57,7 +57,10 @@ def test_mil_nce_matches_a_hand_written_loop():
     torch.manual_seed(0)
     tokens = torch.randn(2, 3, 4, 5)
     assert mil_nce(tokens, 0.1).item() == pytest.approx(_naive_milnce(tokens, 0.1), rel=1e-4)
-    assert mil_nce(tokens[:, :1], 0.1).item() == 0.0
+    assert mil_nce_reference(tokens, 0.1).item() == pytest.approx(_naive_milnce(tokens, 0.1), rel=1e-4)
+    assert mil_nce(tokens[:, :1], 0.1).item() == 0.0 == mil_nce_reference(tokens[:, :1], 0.1).item()
+    wide = torch.randn(4, 3, 9, 16)
+    assert mil_nce(wide, 0.07).item() == pytest.approx(mil_nce_reference(wide, 0.07).item(), rel=1e-5)
 
 
 def test_mil_nce_chunked_denominator_gradients(monkeypatch):

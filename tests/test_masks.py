@@ -3,11 +3,14 @@
 import pytest
 import torch
 
+from anysat_lite.config import get_config
 from anysat_lite.jepa.masks import (
+    Masks,
     MultiBlockMaskSampler,
     RandomMaskSampler,
     SingleBlockMaskSampler,
     build_mask_sampler,
+    context_overlaps,
     context_statistics,
     drop_dates,
     masks_to_grid,
@@ -261,3 +264,13 @@ def test_shift_bands_moves_each_band_of_a_tile_by_one_offset():
     g0 = gen(2)
     assert shift_bands(x, 0.0, g0)["s2"] is x["s2"]  # off: unchanged, and no draw taken
     assert torch.equal(torch.rand(3, generator=g0), torch.rand(3, generator=gen(2)))
+
+
+def test_context_overlaps_finds_target_patches_in_the_context():
+    m = Masks(torch.tensor([[0, 1], [2, 3]]), [torch.tensor([[1, 2], [0, 1]]), torch.tensor([[3, 3], [1, 1]])], (2, 2))
+    assert context_overlaps(m).tolist() == [True, False]
+    demo = build_mask_sampler(get_config("cpu-demo").jepa)
+    # min_keep=4 on four patches: every target is ignored, the context is the whole grid; on 3x3 never
+    assert context_statistics(demo, (2, 2), steps=20)["overlap_share"] == 1.0
+    assert context_statistics(demo, (3, 3), steps=20)["overlap_share"] == 0.0
+    assert 0 < context_statistics(MultiBlockMaskSampler(min_keep=6), (6, 6), steps=20)["overlap_share"] < 1

@@ -630,3 +630,50 @@ def test_a_split_the_reader_could_not_read_is_named_with_the_readers_reason(tmp_
         UserError, match=r"has no val split to probe on \(reading it: PLANTED: .*val/labels2.json not found"
     ):
         run_probe(get_config("cpu-demo", sets), progress=False)
+
+
+def test_probe_refuses_a_dataset_with_sensors_the_encoder_lacks(tmp_path):
+    """Probing an S2 encoder on a dataset with SPOT failed late with a bare KeyError 'spot'; now the missing
+    sensors, the encoder's and the fix are named before any encoding."""
+    from types import SimpleNamespace
+
+    from anysat_lite.config import get_config, model_config
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.errors import UserError
+    from anysat_lite.model import AnySat
+    from anysat_lite.probe.run import _load_encoders
+    from anysat_lite.train.checkpoint import export_encoder
+
+    meta = {"model": {"embed_dim": 64, "depth": 2, "num_heads": 4}, "sensors": ["s2"]}
+    export_encoder(AnySat(model_config("nano"), sensors=["s2"]), tmp_path / "encoder", meta)
+    bundle = SimpleNamespace(name="pastis-hd", stats=NormStats({}), sensors=["spot", "s2", "s1"])
+    cfg = get_config("cpu-demo", ["data.datasets=[{name: pastis-hd, path: /data/pastis}]"])
+    with pytest.raises(
+        UserError,
+        match=r"^--checkpoint .*encoder: the encoder has no projector for spot, s1 of dataset 'pastis-hd' \(expected "
+        r"every sensor of the dataset: spot, s2, s1; the encoder has s2\); probe the sensors it has: --set "
+        r'"data.datasets=\[\{name: pastis-hd, path: /data/pastis, sensors: \[s2\]\}\]", or give a checkpoint '
+        r"pretrained with spot, s1$",
+    ):
+        _load_encoders(cfg, tmp_path / "encoder", bundle, "cpu")
+    bundle.sensors = ["spot"]  # none in common: a checkpoint with them is the only way
+    with pytest.raises(UserError, match=r"the encoder has s2\); give a checkpoint pretrained with spot$"):
+        _load_encoders(cfg, tmp_path / "encoder", bundle, "cpu")
+
+
+def test_feature_geometry_finds_classes_hidden_in_small_directions():
+    """Three loud nuisance directions and the class in a quiet one: the top-3 share and the directions that
+    matter say the features are concentrated, the probe on directions 4-16 finds the class, the one on 1-3 and
+    the standardised kNN do not, the whitened kNN does."""
+    from anysat_lite.probe.knn import feature_geometry
+
+    g = torch.Generator().manual_seed(0)
+    n, classes = 400, 4
+    y = torch.randint(classes, (n,), generator=g)
+    signal = torch.nn.functional.one_hot(y, classes).float() + 0.1 * torch.randn(n, classes, generator=g)
+    latent = torch.cat([30 * torch.randn(n, 3, generator=g), signal, 0.1 * torch.randn(n, 9, generator=g)], 1)
+    x = latent @ torch.linalg.qr(torch.randn(16, 16, generator=g))[0]  # rotated: every feature mixes all three
+    geo = feature_geometry(x[:300], y[:300], x[300:], y[300:], classes)
+    assert geo["top 3 share"] > 99 and 2.9 < geo["directions"] < 3.1
+    assert geo["linear 4-16"] > 95 and geo["linear 1-3"] < 50
+    assert geo["kNN"] < 50 and geo["kNN whitened"] > 95

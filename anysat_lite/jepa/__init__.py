@@ -1,13 +1,14 @@
 """JEPA pretraining: masks -> context/target encoders -> predictor -> latent losses."""
 
 from .ema import ema_update, make_target, momentum_at
-from .losses import latent_loss, mil_nce
+from .losses import latent_loss, mil_nce, mil_nce_reference
 from .masks import (
     Masks,
     MultiBlockMaskSampler,
     RandomMaskSampler,
     SingleBlockMaskSampler,
     build_mask_sampler,
+    context_overlaps,
     context_statistics,
     drop_dates,
     masks_to_grid,
@@ -28,6 +29,7 @@ __all__ = [
     "build_mask_sampler",
     "collapse_monitors",
     "collapse_warnings",
+    "context_overlaps",
     "context_statistics",
     "drop_dates",
     "ema_update",
@@ -35,6 +37,7 @@ __all__ = [
     "make_target",
     "masks_to_grid",
     "mil_nce",
+    "mil_nce_reference",
     "modality_mask",
     "momentum_at",
     "sensor_alignment",

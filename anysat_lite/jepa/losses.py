@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..kernels import block_masked_logsumexp
 
-__all__ = ["latent_loss", "mil_nce", "gather_with_grad"]
+__all__ = ["latent_loss", "mil_nce", "mil_nce_reference", "gather_with_grad"]
 
 
 def latent_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -66,12 +66,36 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return _GatherWithGrad.apply(x)
 
 
+def mil_nce_reference(tokens: Tensor, tau: float = 0.1) -> Tensor:
+    """Textbook form of :func:`mil_nce` on one process: ``tokens [B, M, N, D]`` -> scalar, through the whole
+    ``[L, L]`` similarity matrix of the ``L = M B N`` tokens (memory ``O(L^2)``; for reading and tests).
+
+    Rows are (sensor, tile, patch).  The positives of a row are the same patch of the same tile in the other
+    ``M - 1`` sensors; its denominator is every token except those of its own (sensor, tile) block.
+    """
+    B, M, N, D = tokens.shape
+    if M < 2:
+        return tokens.new_zeros(())
+    z = F.normalize(tokens.float(), dim=-1).transpose(0, 1).reshape(M * B * N, D)
+    s = z @ z.T / tau  # [L, L]
+    sensor = torch.arange(M, device=z.device).repeat_interleave(B * N)
+    tile = torch.arange(B, device=z.device).repeat_interleave(N).repeat(M)
+    patch = torch.arange(N, device=z.device).repeat(M * B)
+    same_tile, same_sensor = tile[:, None] == tile[None], sensor[:, None] == sensor[None]
+    positive = same_tile & ~same_sensor & (patch[:, None] == patch[None])  # M - 1 per row
+    in_denominator = ~(same_tile & same_sensor)
+    log_numerator = torch.logsumexp(s.masked_fill(~positive, float("-inf")), dim=1)
+    log_denominator = torch.logsumexp(s.masked_fill(~in_denominator, float("-inf")), dim=1)
+    return (log_denominator - log_numerator).mean()
+
+
 def mil_nce(tokens: Tensor, tau: float = 0.1, distributed: bool = True) -> Tensor:
     """``tokens [B, M, N, D]`` (patch tokens per modality, ``M >= 2``) -> scalar loss.
 
     The denominator runs over every pair of the ``L = M B N`` tokens except those of the same
     (modality, tile) block (:func:`~anysat_lite.kernels.block_masked_logsumexp`); the numerator
     only needs the ``M - 1`` positives of each anchor, computed as ``[B, N, M, M]`` similarities.
+    :func:`mil_nce_reference` is the same loss through the whole ``[L, L]`` matrix.
     """
     if distributed:
         tokens = gather_with_grad(tokens)

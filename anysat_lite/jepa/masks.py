@@ -35,6 +35,7 @@ __all__ = [
     "RandomMaskSampler",
     "SingleBlockMaskSampler",
     "build_mask_sampler",
+    "context_overlaps",
     "context_statistics",
     "modality_mask",
     "drop_dates",
@@ -210,15 +211,17 @@ def context_statistics(
 
     Returns ``mean_patches`` and ``mean_share`` (context patches per sample, and as a share of
     the grid), ``p_one`` and ``p_at_least_4`` (share of steps whose context has exactly one /
-    at least four patches), ``mean_target_patches`` (patches per target block).
+    at least four patches), ``mean_target_patches`` (patches per target block) and
+    ``overlap_share`` (share of samples whose context holds a target patch: :func:`context_overlaps`).
     """
     g = torch.Generator().manual_seed(seed)
     n = grid[0] * grid[1]
-    k, kt = [], []
+    k, kt, overlaps = [], [], 0
     for _ in range(steps):
         m = sampler(batch_size, grid, g)
         k.append(m.context.shape[1])
         kt.append(m.targets[0].shape[1])
+        overlaps += int(context_overlaps(m).sum())
     k = torch.tensor(k, dtype=torch.float64)
     return {
         "grid": f"{grid[0]}x{grid[1]}",
@@ -227,7 +230,15 @@ def context_statistics(
         "p_one": float((k == 1).double().mean()),
         "p_at_least_4": float((k >= 4).double().mean()),
         "mean_target_patches": float(torch.tensor(kt, dtype=torch.float64).mean()),
+        "overlap_share": overlaps / (steps * batch_size),
     }
+
+
+def context_overlaps(masks: Masks) -> Tensor:
+    """``[B]`` booleans: whether a sample's context holds a patch of one of its target blocks (the predictor
+    could then copy part of its answer; happens with ``allow_overlap`` or after constraint relaxation)."""
+    targets = torch.cat(masks.targets, dim=1)  # [B, n_targets * Kt]
+    return (masks.context[:, :, None] == targets[:, None, :]).any(dim=2).any(dim=1)
 
 
 class RandomMaskSampler:

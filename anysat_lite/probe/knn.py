@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .linear import standardisation
+from .linear import standardisation, train_linear
 
-__all__ = ["knn_predict", "normalise_features", "variance_shares", "NORMALISATIONS"]
+__all__ = ["knn_predict", "normalise_features", "variance_shares", "feature_geometry", "NORMALISATIONS"]
 
 NORMALISATIONS = ("standardise", "whiten")
 
@@ -85,3 +85,44 @@ def knn_predict(
     votes = torch.zeros(b.shape[0], num_classes, device=b.device)
     votes.scatter_add_(1, train_y.to(idx.device)[idx].long(), (top / temperature).exp())
     return votes.argmax(1)
+
+
+def feature_geometry(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    k: int = 10,
+    l2: float = 1e-4,
+    bands: tuple[tuple[int, int], ...] = ((1, 3), (4, 16)),
+) -> dict[str, float]:
+    """Why a kNN can trail a linear probe on the same tile features ``[N, D]`` (notebook 05, section 9).
+
+    Returns (accuracies: overall accuracy on the test tiles, in %):
+
+    * ``"top 3 share"``: % of the standardised training features' variance in their three principal directions;
+    * ``"directions"``: how many directions matter, ``exp`` of the entropy of the variance shares;
+    * ``"linear a-b"`` for each ``(a, b)`` of ``bands``: a linear probe (:func:`train_linear`, penalty ``l2``) on
+      the standardised features projected on principal directions ``a`` to ``b`` (1-based, largest first);
+    * ``"kNN"`` and ``"kNN whitened"``: :func:`knn_predict` (``k`` neighbours) on standardised and on
+      PCA-whitened features.
+    """
+
+    def accuracy(pred: Tensor) -> float:
+        return 100 * (pred == test_y).float().mean().item()
+
+    shares = variance_shares(train_x)
+    z_train, z_test = normalise_features(train_x, test_x)  # standardised, as the probes see them
+    directions = torch.linalg.svd(z_train, full_matrices=False).Vh  # [D, D], rows largest variance first
+    out = {
+        "top 3 share": 100 * shares[:3].sum().item(),
+        "directions": torch.exp(-(shares * shares.clamp_min(1e-12).log()).sum()).item(),
+    }
+    for first, last in bands:
+        u = directions[first - 1 : last]
+        probe = train_linear(z_train @ u.T, train_y, num_classes, l2=l2)
+        out[f"linear {first}-{last}"] = accuracy(probe(z_test @ u.T).argmax(1))
+    out["kNN"] = accuracy(knn_predict(train_x, train_y, test_x, num_classes, k))
+    out["kNN whitened"] = accuracy(knn_predict(train_x, train_y, test_x, num_classes, k, normalise="whiten"))
+    return out
