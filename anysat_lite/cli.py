@@ -736,6 +736,14 @@ def _one_line(e: BaseException) -> str:
     return " ".join(_worker_message(str(msg)).split()) or type(e).__name__
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Python's MemoryError, or torch's (``torch.OutOfMemoryError`` on a GPU, a RuntimeError on the CPU)."""
+    text = str(e)
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
+    )
+
+
 def _worker_message(msg: str) -> str:
     """The original message of an error raised in a DataLoader worker, which torch re-raises with the worker's
     traceback pasted in front ("Caught X in DataLoader worker process N. Original Traceback ...")."""
@@ -774,19 +782,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except MemoryError as e:
-        print(
-            f"{prog}: error: out of memory ({_one_line(e)}); lower what sets the size (data.n_tiles, "
-            "train.batch_size, model.size, data.num_workers) or use a machine with more memory",
-            file=sys.stderr,
-        )
-        return 2
     except BrokenPipeError:  # the reader of our output closed it (anysat-lite info | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except Exception as e:
         if debug:
             raise
+        if _out_of_memory(e):
+            print(
+                f"{prog}: error: out of memory ({_one_line(e)}); lower what sets the size (data.n_tiles, "
+                "train.batch_size, model.size, data.num_workers) or use a machine with more memory",
+                file=sys.stderr,
+            )
+            return 2
         if isinstance(e, (UserError, ValueError, KeyError, OSError)):
             print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
             return 2

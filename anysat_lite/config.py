@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError, not_utf8
+from .errors import UserError, not_utf8, yaml_problem
 from .files import write_text_atomic
 
 __all__ = [
@@ -833,8 +833,8 @@ def validate_config(cfg: Config) -> Config:
     """
 
     # A path written ~/... in --set or YAML (the shell expands ~ only at the start of a word) means the home.
-    cfg.train.out_dir = os.path.expanduser(cfg.train.out_dir)
-    for holder, key in ((cfg.data, "root"), (cfg.data, "cache_dir"), *((s, "path") for s in cfg.data.datasets)):
+    paths = ((cfg.train, "out_dir"), (cfg.data, "root"), (cfg.data, "cache_dir"))
+    for holder, key in (*paths, *((s, "path") for s in cfg.data.datasets)):
         if isinstance(getattr(holder, key), str):
             setattr(holder, key, os.path.expanduser(getattr(holder, key)))
     d = dataclasses.asdict(cfg)
@@ -967,13 +967,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """``"expected ',' or ']', but got '<stream end>' (column 24)"`` from a PyYAML error."""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    mark = getattr(e, "problem_mark", None)
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
-
-
 def _parse_value(raw: str, key: str = "value"):
     """A ``--set`` value parsed as YAML (``3``, ``1e-4``, ``[10, 20]``, ``true``, ``{name: x}``); the types are
     checked against the config fields later.  Malformed YAML raises :class:`ConfigError`."""
@@ -981,7 +974,8 @@ def _parse_value(raw: str, key: str = "value"):
     try:
         for token in yaml.scan(raw):
             text = getattr(token, "value", None)
-            if getattr(token, "plain", False) and re.fullmatch(r"[+-]?(0[0-9_]+|[0-9]+_[0-9_]*)", text):
+            number = getattr(token, "plain", False) and re.fullmatch(r"[+-]?(0[0-9_]+|[0-9]+_[0-9_]*)", text)
+            if number and not isinstance(yaml.safe_load(text), str):  # 09 stays a text: only changed numbers
                 raise ConfigError(
                     f"--set {key}={raw}: the number {text} is ambiguous (YAML reads a leading 0 as octal and "
                     f"drops underscores: {yaml.safe_load(text)!r}); write it without them, or quote it as a text"
@@ -989,7 +983,7 @@ def _parse_value(raw: str, key: str = "value"):
         return yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(
-            f"--set {key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the whole KEY=VALUE "
+            f"--set {key}={raw}: not valid YAML ({yaml_problem(e)}); quote the whole KEY=VALUE "
             "for the shell and write lists/mappings in YAML flow style, "
             f"e.g. {DATASETS_EXAMPLE}"
         ) from None
@@ -1087,7 +1081,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(
-            f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the file "
+            f"config file {path}: not valid YAML ({yaml_problem(e)}); fix the file "
             "(sections model, data, jepa, train, probe of key: value lines, each key once)"
         ) from None
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["UserError", "check_output_file", "check_output_folder", "check_device", "not_utf8"]
+__all__ = ["UserError", "check_output_file", "check_output_folder", "check_device", "not_utf8", "yaml_problem"]
 
 
 class UserError(ValueError):
@@ -93,3 +93,10 @@ def check_device(option: str, name):
 def not_utf8(what: str, error: UnicodeDecodeError, fix: str) -> str:
     """The message for a file ``what`` (e.g. ``config file PATH``) that is not UTF-8 text: the byte, where, ``fix``."""
     return f"{what}: expected UTF-8 text, got byte {error.object[error.start]:#04x} at position {error.start}; {fix}"
+
+
+def yaml_problem(e: Exception) -> str:
+    """``"expected ',' or ']', but got '<stream end>' (line 1, column 24)"`` from a PyYAML error, for a message."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem

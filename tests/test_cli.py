@@ -898,6 +898,14 @@ def test_out_of_memory_is_one_line_with_what_to_lower(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error: out of memory (Unable to allocate 119. GiB" in err and "data.n_tiles" in err
 
+    def torch_cpu_oom(args):  # what torch raises when the CPU allocator fails
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 128000000000 bytes.")
+
+    monkeypatch.setattr(cli, "cmd_info", torch_cpu_oom)
+    assert main(["info"]) == 2 and "error: out of memory (DefaultCPUAllocator" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="can't allocate memory"):  # --debug shows the traceback
+        main(["info", "--debug"])
+
 
 def test_resume_and_config_name_a_file_of_the_wrong_kind(tmp_path, capsys):
     (tmp_path / "run").mkdir()

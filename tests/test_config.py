@@ -336,6 +336,7 @@ def test_numbers_yaml_would_read_otherwise_are_refused(raw, read):
         get_config("cpu-demo", [f"train.steps={raw}"])
     assert get_config("cpu-demo", ["train.out_dir=runs/010", "train.steps=10"]).train.out_dir == "runs/010"
     assert get_config("cpu-demo", ["train.out_dir='010'"]).train.out_dir == "010"
+    assert get_config("cpu-demo", ["train.out_dir=09"]).train.out_dir == "09"  # not octal: YAML keeps the text
 
 
 def test_a_yes_for_a_text_says_to_quote_it():

@@ -587,9 +587,9 @@ def test_cli_probe_official_never_rewrites_a_table_someone_edited(tmp_path, caps
     assert main([*official, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith(
-        f"--out {out}: {out / 'reproduction.md'} exists and is not the table of the results in that folder (edited, "
-        "or written by something else), and the run would rewrite it; write elsewhere with --out DIR, or replace it "
-        "with --force"
+        f"--out {out}: {out / 'reproduction.md'} exists and does not match the results in that folder (edited, "
+        "written by something else, or a run stopped before rebuilding it), and the run would rewrite it; write "
+        "elsewhere with --out DIR, or replace it with --force"
     )
     assert (out / "reproduction.md").read_text() == "# my notes\n"
     (out / "reproduction.md").write_text(format_table([]) + "\n")  # the table of the (no) rows there: rebuilt
@@ -598,6 +598,6 @@ def test_cli_probe_official_never_rewrites_a_table_someone_edited(tmp_path, caps
     assert "x.pth" in capsys.readouterr().err  # on to reading the checkpoint
     (out / "reproduction.json").write_text('[{"task": "mine"}]')
     assert main([*official, "--out", str(out)]) == 2
-    assert "reproduction.json exists and is not the table" in capsys.readouterr().err
+    assert "reproduction.json exists and does not match the results" in capsys.readouterr().err
     assert main([*official, "--out", str(out), "--force"]) == 2
     assert "x.pth" in capsys.readouterr().err

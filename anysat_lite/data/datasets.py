@@ -232,8 +232,8 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
             n_dates=data_cfg.n_dates,
             seed=data_cfg.seed,
         )
-        if data_cfg.cache_dir:
-            check_output_folder("data.cache_dir", data_cfg.cache_dir)  # a file on its path, or no write access
+        if data_cfg.cache_dir and not Path(data_cfg.cache_dir).is_dir():  # a read-only cache may hold the world
+            check_output_folder("data.cache_dir", data_cfg.cache_dir)  # a file on its path, or no folder made
         arrays = load_world(wspec, data_cfg.cache_dir)
         split = np.asarray(arrays["split"])
         parts = [ArrayTileDataset(arrays, np.flatnonzero(split == k), sensors) for k in range(3)]

@@ -45,8 +45,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from ..config import _yaml_problem
-from ..errors import UserError
+from ..errors import UserError, yaml_problem
 from ..sensors import SENSORS
 from .contract import sensor_entries, split_key, validate_sample
 from .io import date_from_name, rasters_to_sample, read_geotiff, stack_time_series
@@ -76,7 +75,7 @@ def _date(value, path: Path, where: str) -> dt.date:
         try:
             return date_from_name(path.name)
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"{where}: no date for {path.name}; give one (YYYY-MM-DD) or put YYYYMMDD in the file name"
             ) from None
     try:
@@ -86,7 +85,7 @@ def _date(value, path: Path, where: str) -> dt.date:
             else dt.datetime.strptime(str(value), "%Y%m%d").date()
         )
     except ValueError:
-        raise ValueError(f"{where}: date {value!r} of {path.name} is not YYYY-MM-DD or YYYYMMDD") from None
+        raise UserError(f"{where}: date {value!r} of {path.name} is not YYYY-MM-DD or YYYYMMDD") from None
 
 
 def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> None:
@@ -109,7 +108,7 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
         files.append((path, _date(date, path, where)))
     else:
         if files:
-            raise ValueError(
+            raise UserError(
                 f"{where}: tile {tile.name!r} lists {sensor!r} twice; a single-date sensor takes one raster"
             )
         files.append((path, None))
@@ -131,7 +130,7 @@ def _read_csv(path: Path, base: Path, tiles: dict[str, RasterTile]) -> None:
     try:
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{path}: missing column(s) {missing}; expected at least {', '.join(CSV_COLUMNS)} "
                 "(and optionally date, split, label)"
             )
@@ -154,7 +153,7 @@ def _read_csv(path: Path, base: Path, tiles: dict[str, RasterTile]) -> None:
             split = _check_split(value.get("split") or "train", where)
             tile = tiles.setdefault(name, RasterTile(name, split, label))
             if (tile.split, tile.label) != (split, label):
-                raise ValueError(
+                raise UserError(
                     f"{where}: tile {name!r} has split/label {split!r}/{label!r} here but "
                     f"{tile.split!r}/{tile.label!r} on an earlier line; give one per tile"
                 )
@@ -175,7 +174,7 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
             doc = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise UserError(
-                f"{path}: not valid YAML ({_yaml_problem(e)}); expected a raster manifest; fix the file ({_FORMAT})"
+                f"{path}: not valid YAML ({yaml_problem(e)}); expected a raster manifest; fix the file ({_FORMAT})"
             ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("tiles"), list):
             got = f"keys {', '.join(map(str, doc))}" if isinstance(doc, dict) else f"a {type(doc).__name__}"
@@ -191,12 +190,12 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
         for n, entry in enumerate(doc["tiles"]):
             where = f"{path.name} tile #{n}"
             if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("rasters"), dict):
-                raise ValueError(
+                raise UserError(
                     f"{where}: expected {{name: ..., rasters: {{sensor: path or [paths]}}, split?, label?}}"
                 )
             name = str(entry["name"])
             if name in tiles:
-                raise ValueError(f"{where}: tile name {name!r} is used twice")
+                raise UserError(f"{where}: tile name {name!r} is used twice")
             label = entry.get("label")
             split = _check_split(str(entry.get("split", "train")), f"{where} ({name})")
             tile = tiles[name] = RasterTile(name, split, None if label is None else str(label))
@@ -205,12 +204,12 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
                     p, d = (v.get("path"), v.get("date")) if isinstance(v, dict) else (v, None)
                     _add(tile, str(sensor), p, d, base, f"{where} ({name}) rasters.{sensor}")
     else:
-        raise ValueError(f"{path}: manifest must be .csv, .yaml or .yml, got {path.suffix!r}")
+        raise UserError(f"{path}: manifest must be .csv, .yaml or .yml, got {path.suffix!r}")
     for tile in tiles.values():
         for files in tile.files.values():
             files.sort(key=lambda f: f[1] or dt.date.min)
     if not tiles:
-        raise ValueError(f"{path}: the manifest lists no tile")
+        raise UserError(f"{path}: the manifest lists no tile")
     return list(tiles.values()), classes
 
 
@@ -263,25 +262,25 @@ class RastersDataset(Dataset):
         self.sensors = present if sensors is None else tuple(sensors)
         unknown = [s for s in self.sensors if s not in present]
         if unknown or not self.sensors:
-            raise ValueError(
+            raise UserError(
                 f"rasters: sensors must be a non-empty subset of those of {root.name} {present}, got {self.sensors}"
             )
         labels = sorted({t.label for t in tiles if t.label is not None})
         self.classes = classes if classes is not None else tuple(labels)
         bad = [lab for lab in labels if lab not in self.classes]
         if bad:
-            raise ValueError(f"rasters: label(s) {bad} of {root.name} are not in its classes {self.classes}")
+            raise UserError(f"rasters: label(s) {bad} of {root.name} are not in its classes {self.classes}")
         self.tasks = ("label",) if labels else ()
         self.tiles = [t for t in tiles if t.split == split]
         for t in self.tiles:
             missing = [s for s in self.sensors if s not in t.files]
             if missing:
-                raise ValueError(
+                raise UserError(
                     f"rasters: tile {t.name!r} of {root.name} has no {missing} raster; list them or "
                     f"choose sensors= among those every tile has"
                 )
             if self.tasks and t.label is None:
-                raise ValueError(f"rasters: tile {t.name!r} of {root.name} has no label while others have one")
+                raise UserError(f"rasters: tile {t.name!r} of {root.name} has no label while others have one")
         self.names = [t.name for t in self.tiles]
         self.max_dates, self.seed, self.epoch, self.extent_m = max_dates, seed, 0, extent_m
         self._tile_m: float | None = None

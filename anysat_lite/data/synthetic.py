@@ -111,7 +111,7 @@ class WorldSpec:
     n_dates: int = 12
     cloud_prob: float = 0.15
     seed: int = 0
-    version: int = 4  # bump when the generator changes
+    version: int = 5  # bump when the generator changes
 
     def __post_init__(self):
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..config import MODEL_SIZES, ConfigError, ModelConfig, model_config
+from ..config import MODEL_SIZES, ConfigError, ModelConfig, UnknownKeyError, model_config
 from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
 from ..errors import UserError
 from ..kernels import batched_calls
@@ -330,7 +330,7 @@ def _model_config(config: ModelConfig | str) -> ModelConfig:
         if config not in MODEL_SIZES:
             close = difflib.get_close_matches(config.lower(), list(MODEL_SIZES), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserError(
+            raise UnknownKeyError(
                 f"AnySat({config!r}): unknown model size, expected one of {', '.join(MODEL_SIZES)} or a "
                 f"ModelConfig; {hint}e.g. AnySat('nano')"
             )

@@ -114,7 +114,7 @@ def feature_geometry(
 
     shares = variance_shares(train_x)
     z_train, z_test = normalise_features(train_x, test_x)  # standardised, as the probes see them
-    directions = torch.linalg.svd(z_train, full_matrices=False).Vh  # [D, D], rows largest variance first
+    directions = torch.linalg.svd(z_train, full_matrices=False).Vh  # rows: principal directions, largest first
     out = {
         "top 3 share": 100 * shares[:3].sum().item(),
         "directions": torch.exp(-(shares * shares.clamp_min(1e-12).log()).sum()).item(),

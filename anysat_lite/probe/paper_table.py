@@ -89,13 +89,16 @@ def format_table(rows: Sequence[dict]) -> str:
     return out
 
 
+def table_texts(rows: list[dict]) -> dict[str, str]:
+    """``{file name: text}`` of the table files that :func:`write_result` builds from result ``rows``."""
+    return {f"{TABLE_NAME}.json": json.dumps(rows, indent=1), f"{TABLE_NAME}.md": format_table(rows) + "\n"}
+
+
 def write_result(row: dict, out_dir: str | Path) -> Path:
     """Write ``row`` to ``<out_dir>/<task>.json`` and rebuild ``<out_dir>/reproduction.{json,md}``; returns the
     Markdown table's path."""
     out = Path(out_dir)  # write_text_atomic creates the folder
     write_text_atomic(out / f"{row['task']}.json", json.dumps(row, indent=1))
-    rows = read_results(out)
-    write_text_atomic(out / f"{TABLE_NAME}.json", json.dumps(rows, indent=1))
-    md = out / f"{TABLE_NAME}.md"
-    write_text_atomic(md, format_table(rows) + "\n")
-    return md
+    for name, text in table_texts(read_results(out)).items():
+        write_text_atomic(out / name, text)
+    return out / f"{TABLE_NAME}.md"

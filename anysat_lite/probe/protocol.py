@@ -534,16 +534,10 @@ def check_run_settings(
 def check_table_files(out_dir: str | Path, force: bool = False) -> None:
     """Refuse, unless ``force``, a ``reproduction.{json,md}`` in ``out_dir`` that is not the table of the result
     rows there (edited, or written by something else): :func:`run_task` rebuilds both from the rows."""
-    import json
-
-    from .paper_table import TABLE_NAME, format_table, read_results
+    from .paper_table import read_results, table_texts
 
     out = Path(out_dir)
-    rows = read_results(out) if out.is_dir() else []
-    for name, text in (
-        (f"{TABLE_NAME}.json", json.dumps(rows, indent=1)),
-        (f"{TABLE_NAME}.md", format_table(rows) + "\n"),
-    ):
+    for name, text in table_texts(read_results(out) if out.is_dir() else []).items():
         path = out / name
         if path.is_dir():
             raise UserError(
@@ -558,9 +552,9 @@ def check_table_files(out_dir: str | Path, force: bool = False) -> None:
             same = False
         if not same:
             raise UserError(
-                f"--out {out}: {path} exists and is not the table of the results in that folder (edited, or written "
-                "by something else), and the run would rewrite it; write elsewhere with --out DIR, or replace it "
-                "with --force"
+                f"--out {out}: {path} exists and does not match the results in that folder (edited, written by "
+                "something else, or a run stopped before rebuilding it), and the run would rewrite it; write "
+                "elsewhere with --out DIR, or replace it with --force"
             )
 
 
