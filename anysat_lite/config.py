@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError, not_utf8, yaml_problem
+from .errors import UnknownNameError, UserError, did_you_mean, not_utf8, yaml_problem
 from .files import write_text_atomic
 
 __all__ = [
@@ -464,11 +464,8 @@ class ConfigError(UserError):
     """A config value, key or file that cannot be used; the message names the key, expected and received values."""
 
 
-class UnknownKeyError(ConfigError, KeyError):
-    """A key that no config section has (also a ``KeyError``, as before)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+class UnknownKeyError(ConfigError, UnknownNameError):
+    """A key, preset or model size that the config does not have (also a ``KeyError``, as before)."""
 
 
 DATASETS_EXAMPLE = '--set "data.datasets=[{name: synthetic, sensors: [s2]}]"'
@@ -1055,9 +1052,9 @@ def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Confi
             'e.g. get_config("cpu-demo", ["train.steps=100"])'
         )
     if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise UnknownKeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}{hint}")
+        raise UnknownKeyError(
+            f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}choose one of {', '.join(PRESETS)}"
+        )
     return apply_overrides(copy.deepcopy(PRESETS[preset]()), overrides)
 
 

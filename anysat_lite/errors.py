@@ -9,14 +9,40 @@ are the checks the commands run on a file they will write and on ``--device``, b
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
-__all__ = ["UserError", "check_output_file", "check_output_folder", "check_device", "not_utf8", "yaml_problem"]
+__all__ = [
+    "UserError",
+    "check_output_file",
+    "check_output_folder",
+    "check_device",
+    "not_utf8",
+    "yaml_problem",
+    "UnknownNameError",
+    "did_you_mean",
+]
 
 
 class UserError(ValueError):
     """A mistake in the user's input (command line, config, files, tensors), with the fix in the message."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that no registry holds (preset, model size, sensor, config key); also a ``KeyError``, as before."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def did_you_mean(name, choices, cutoff: float = 0.6) -> str:
+    """``"did you mean 'tiny'? "`` for the choice closest to ``name`` (case ignored), or ``""``."""
+    if not isinstance(name, str):
+        return ""
+    lower = {str(c).lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=cutoff)
+    return f"did you mean {lower[close[0]]!r}? " if close else ""
 
 
 def check_output_file(option: str, path: str | Path, force: bool) -> None:

@@ -19,13 +19,12 @@ A model built afterwards (or ``model.add_sensor("planetscope")``) gets a project
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import UserError
+from .errors import UnknownNameError, did_you_mean
 
 __all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "UnknownSensorError"]
 
@@ -139,11 +138,8 @@ def register_sensor(name: str, gsd: float, bands, kind: str, *, overwrite: bool 
     return sensor
 
 
-class UnknownSensorError(UserError, KeyError):
+class UnknownSensorError(UnknownNameError):
     """A sensor name that is not registered (also a ``KeyError``, as before)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def get_sensor(name: str) -> Sensor:
@@ -156,9 +152,7 @@ def get_sensor(name: str) -> Sensor:
             f"expected a sensor name (a string), got {name!r} ({type(name).__name__}); "
             f"give one of the registered sensors: {', '.join(SENSORS)}"
         )
-    lower = {n.lower(): n for n in SENSORS}
-    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5 if len(name) <= 3 else 0.6)
-    hint = f"did you mean {lower[close[0]]!r}? " if close else ""
+    hint = did_you_mean(name, SENSORS, cutoff=0.5 if len(name) <= 3 else 0.6)
     raise UnknownSensorError(
         f"unknown sensor {name!r}; {hint}registered sensors: {', '.join(SENSORS)} "
         "(register new ones with anysat_lite.register_sensor)"

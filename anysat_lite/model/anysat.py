@@ -24,7 +24,6 @@ convolution, ...); ``ANYSAT_LITE_REFERENCE=1`` runs their textbook forms instead
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from ..config import MODEL_SIZES, ConfigError, ModelConfig, UnknownKeyError, model_config
 from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
 from .blocks import Block
@@ -328,11 +327,9 @@ def _model_config(config: ModelConfig | str) -> ModelConfig:
     of :func:`~anysat_lite.config.model_config` (types, ranges, head counts that divide ``embed_dim``)."""
     if isinstance(config, str):
         if config not in MODEL_SIZES:
-            close = difflib.get_close_matches(config.lower(), list(MODEL_SIZES), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise UnknownKeyError(
                 f"AnySat({config!r}): unknown model size, expected one of {', '.join(MODEL_SIZES)} or a "
-                f"ModelConfig; {hint}e.g. AnySat('nano')"
+                f"ModelConfig; {did_you_mean(config, MODEL_SIZES)}e.g. AnySat('nano')"
             )
         return model_config(config)
     try:  # every field given as an override of a size, so that every field is checked
@@ -348,11 +345,9 @@ def _output_names(output) -> tuple[str, ...]:
     bad = None if names is None else next((o for o in names if o not in OUTPUTS), None)
     if names and bad is None:
         return names
-    close = difflib.get_close_matches(bad, OUTPUTS, n=1) if isinstance(bad, str) else []
-    hint = f"did you mean {close[0]!r}? " if close else ""
     raise UserError(
         f"output must be one of {', '.join(OUTPUTS)} or a tuple of them, got {output!r}; "
-        f"{hint}e.g. output='tile' or output=('tile', 'patch')"
+        f"{did_you_mean(bad, OUTPUTS)}e.g. output='tile' or output=('tile', 'patch')"
     )
 
 
