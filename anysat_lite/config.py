@@ -823,6 +823,16 @@ def _check_divides(embed_dim: int, heads: str, n: int) -> None:
         )
 
 
+def check_config(cfg, where: str) -> Config:
+    """``cfg`` as passed to ``where`` (``pretrain``, ``run_probe``): a :class:`Config`, else a one-line error."""
+    if isinstance(cfg, Config):
+        return cfg
+    preset = cfg if isinstance(cfg, str) and cfg in PRESETS else "cpu-demo"
+    raise ConfigError(
+        f"{where}: expected a Config, got {type(cfg).__name__} {_show(cfg)}; e.g. {where}(get_config({preset!r}))"
+    )
+
+
 def validate_config(cfg: Config) -> Config:
     """Check every value of ``cfg`` against :data:`RULES` and the constraints between fields; return ``cfg``.
 
@@ -1060,6 +1070,11 @@ def get_config(preset: str = "cpu-demo", overrides: Iterable[str] = ()) -> Confi
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file (optionally ``preset: NAME`` + partial sections) and apply overrides."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(
+            f"load_config: expected the path of a YAML file, got {type(path).__name__} {_show(path)}; e.g. "
+            'load_config("runs/cpu-demo/config.yaml"), or get_config("cpu-demo") for a preset'
+        )
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -379,3 +379,22 @@ def test_a_long_received_value_is_cut_in_the_message(tmp_path):
     with pytest.raises(ConfigError, match=r"expected a mapping of sections .*\.\.\. \(\d+ characters\)$") as e:
         load_config(tmp_path / "metrics.csv")
     assert len(str(e.value)) < 300
+
+
+def test_the_python_entry_points_name_a_wrong_argument():
+    """pretrain / run_probe given a preset name, load_config / load_encoder given None, statistics without std:
+    one-line UserErrors saying what to pass instead (they were AttributeError, TypeError and KeyError)."""
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe import run_probe
+    from anysat_lite.train import load_encoder, pretrain
+
+    for call, pattern in (
+        (lambda: pretrain("tiny"), r"^pretrain: expected a Config, got str 'tiny'; e.g. pretrain\(get_config\('tiny'"),
+        (lambda: run_probe(3), r"^run_probe: expected a Config, got int 3; e.g. run_probe\(get_config\('cpu-demo'\)\)"),
+        (lambda: load_config(None), r"^load_config: expected the path of a YAML file, got NoneType null"),
+        (lambda: load_encoder(None), r"^load_encoder: expected the path of an exported encoder or a checkpoint"),
+        (lambda: NormStats.from_dict({"s2": {"mean": [1.0]}}), r"statistics of s2: expected .* std .*\['mean'\]"),
+    ):
+        with pytest.raises(UserError, match=pattern):
+            call()

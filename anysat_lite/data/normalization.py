@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..files import write_text_atomic
 from ..sensors import SENSORS
 from .readers import read_json
@@ -92,6 +93,19 @@ class NormStats:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> NormStats:
+        """``{sensor: {"mean": [C], "std": [C]}}`` (what :meth:`to_dict` and the encoder sidecars hold)."""
+        if not isinstance(d, Mapping):
+            raise UserError(
+                f"normalisation statistics: expected a mapping {{sensor: {{mean, std}}}}, got {type(d).__name__}; "
+                "restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
+            )
+        for sensor, v in d.items():
+            if not isinstance(v, Mapping) or not {"mean", "std"} <= set(v):
+                got = sorted(v) if isinstance(v, Mapping) else type(v).__name__
+                raise UserError(
+                    f"normalisation statistics of {sensor}: expected a mapping with mean and std (one value per "
+                    f"band), got {got}; restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
+                )
         return cls({k: (list(v["mean"]), list(v["std"])) for k, v in d.items()})
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..config import Config, ModelConfig, config_to_dict, validate_probe
+from ..config import Config, ModelConfig, check_config, config_to_dict, validate_probe
 from ..data.datasets import TARGET_KEYS, DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..errors import UserError
@@ -367,7 +367,7 @@ def run_probe(
     without it only the baselines are measured.
     """
     t0 = time.time()
-    validate_probe(cfg)
+    validate_probe(check_config(cfg, "run_probe"))
     pc = cfg.probe
     dev = torch.device(device or device_for(cfg.train.device))
     bundle = build_dataset(cfg.data.datasets[0], cfg.data)

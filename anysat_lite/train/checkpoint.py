@@ -191,6 +191,11 @@ def load_encoder(path: str | Path, device="cpu"):
     normalisation statistics of the training data (``{dataset: {sensor: {mean, std}}}``).
     ``device``: cpu, cuda or cuda:N (``None``: cuda when available, else cpu).
     """
+    if not isinstance(path, (str, Path)):
+        raise UserError(
+            f"load_encoder: expected the path of an exported encoder or a checkpoint, got {type(path).__name__} "
+            f'{path!r:.60}; e.g. load_encoder("runs/cpu-demo/encoder")'
+        )
     device = check_device("device", device)  # before the files are read
     path = resolve_encoder_path(path)
     if path.suffix in TRAINING_SUFFIXES:

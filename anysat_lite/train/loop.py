@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, check_config, config_to_dict, save_config
 from ..data.datasets import BatchPlanner, DatasetBundle, build_dataset, pad_series
 from ..data.pipeline import StepBatches, step_loader
 from ..errors import UserError
@@ -544,7 +544,7 @@ def pretrain(
     (``collapsed``).  A non-finite loss on any process stops every process
     (:class:`NonFiniteLossError`).  ``callbacks``: see the module docstring.
     """
-    run = start_run(cfg, resume, force)
+    run = start_run(check_config(cfg, "pretrain"), resume, force)
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)
