@@ -38,6 +38,7 @@ from ..files import atomic_write, write_text_atomic
 from ..model import AnySat
 from ..sensors import SENSORS
 from ..train.distributed import device_for
+from ..train.rundir import PROBE_REPORT_FILES
 from .features import encode_dataset, raw_pixel_dense_features, raw_pixel_features, select_sensors, targets_of
 from .finetune import finetune
 from .knn import knn_predict
@@ -295,7 +296,7 @@ def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, 
         report.add(name, P, mods, "fine-tune", "OA", overall_accuracy, torch.cat(preds), y_test)
 
 
-REPORT_FILES = ("probe_results.json", "probe_results.md", "probe_results.png")  # what run_probe writes to out_dir
+REPORT_FILES = PROBE_REPORT_FILES  # what run_probe writes to out_dir
 
 
 def _write_report(result: dict, out_dir: str | Path) -> None:

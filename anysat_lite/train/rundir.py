@@ -25,11 +25,15 @@ __all__ = [
     "RunDirError",
     "RunFinishedError",
     "RUN_FILES",
+    "PROBE_REPORT_FILES",
     "run_files",
     "prepare_run_dir",
     "clear_run_dir",
     "newest_intact_checkpoint",
 ]
+
+# What the probes write beside an encoder (anysat_lite.probe.run_probe; also files of a run folder).
+PROBE_REPORT_FILES = ("probe_results.json", "probe_results.md", "probe_results.png")
 
 # Files (glob patterns) a run writes into its folder; ``force`` deletes exactly these.
 RUN_FILES = (
@@ -44,9 +48,7 @@ RUN_FILES = (
     "encoder-online.safetensors",
     "encoder-online.json",
     "summary.json",
-    "probe_results.json",
-    "probe_results.md",
-    "probe_results.png",
+    *PROBE_REPORT_FILES,
     "tensorboard/events.out.tfevents.*",
     ".*.tmp",
     ".*.tmp.*",  # atomic_write's temporary files (anysat_lite/files.py), left by a killed process
