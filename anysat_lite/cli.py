@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError, check_output_file, check_output_folder, not_utf8
+from .errors import UserError, check_output_file, check_output_files, check_output_folder, not_utf8
 from .files import write_text_atomic
 
 __all__ = ["main", "DEBUG_ENV"]
@@ -260,23 +260,11 @@ def cmd_probe(args) -> int:
     checkpoint = _probe_checkpoint(args, cfg)
     # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
     out = Path(args.out) if args.out else checkpoint.parent
-    check_output_folder("--out" if args.out else "--out (default: the checkpoint's folder)", out)
+    where = "--out" if args.out else "--out (default: the checkpoint's folder)"
+    check_output_folder(where, out)
     from .probe.run import REPORT_FILES
 
-    for name in REPORT_FILES:  # every file the probes write
-        path = out / name
-        if path.is_dir():
-            raise UserError(
-                f"{path}: a folder where the probes write a file, expected a file or nothing; write elsewhere "
-                "with --out DIR, or move that folder"
-            )
-        if path.exists() and not args.force:
-            raise UserError(
-                f"{path} already holds probe results; write elsewhere with --out DIR, or replace them with --force"
-                if name.endswith(".json")
-                else f"{path} exists and the probes would replace it; write elsewhere with --out DIR, or replace it "
-                "with --force"
-            )
+    check_output_files(where, out, REPORT_FILES, args.force, "the probes")
     from .probe import format_table, run_probe
     from .probe.run import gain_summary, scored_split
 

@@ -3,19 +3,22 @@
 A :class:`UserError` message is one line that names what was wrong, what was expected, what
 was received and what to do.  The command line prints it without a traceback (exit code 2;
 ``--debug`` or ``ANYSAT_LITE_DEBUG=1`` shows the traceback).  It subclasses ``ValueError``,
-so code that caught ``ValueError`` keeps working.  :func:`check_output_file` and :func:`check_device`
-are the checks the commands run on a file they will write and on ``--device``, before any work.
+so code that caught ``ValueError`` keeps working.  :func:`check_output_file`, :func:`check_output_files`,
+:func:`check_output_folder` and :func:`check_device` are the checks the commands run, before any work, on
+what they will write and on ``--device``.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
     "UserError",
     "check_output_file",
+    "check_output_files",
     "check_output_folder",
     "check_device",
     "not_utf8",
@@ -64,6 +67,38 @@ def check_output_file(option: str, path: str | Path, force: bool) -> None:
                 )
             break
     _check_writable(option, path, path.parent)
+
+
+def check_output_files(
+    option: str,
+    folder: str | Path,
+    names: Iterable[str],
+    force: bool,
+    writer: str,
+    note: str = "",
+    unchanged: Callable[[Path], bool] | None = None,
+) -> None:
+    """Refuse, before any work, the files ``names`` that a command writes in the output folder ``folder``
+    (given with ``option``, e.g. ``--out``).
+
+    Refused: a folder where one of the files goes, and, unless ``force``, a file that exists, except one
+    for which ``unchanged(path)`` is true (writing it again would change nothing).  ``writer`` says, in
+    the message, what would replace the file (``"the probes"``; ``{name}`` stands for the file's name),
+    ``note`` what the file that exists is (``" (an executed notebook)"``).
+    """
+    folder, flag = Path(folder), option.split()[0]
+    for name in names:
+        path = folder / name
+        if path.is_dir():
+            raise UserError(
+                f"{option} {folder}: {path} is a folder, expected a file or nothing ({writer.format(name=name)} "
+                f"would write that file); write elsewhere with {flag} DIR, or move that folder"
+            )
+        if path.exists() and not force and not (unchanged is not None and unchanged(path)):
+            raise UserError(
+                f"{option} {folder}: {path} exists{note} and {writer.format(name=name)} would replace it; write "
+                f"elsewhere with {flag} DIR, or replace it with --force"
+            )
 
 
 def check_output_folder(option: str, path: str | Path) -> None:

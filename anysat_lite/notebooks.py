@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from .errors import UserError, check_output_folder
+from .errors import UserError, check_output_files, check_output_folder
 from .files import atomic_write
 
 __all__ = [
@@ -384,18 +384,9 @@ def run_notebooks(
             f"executed copies would replace them); {fix}"
         )
     chosen = [nb for nb in list_notebooks(folder) if not only or any(nb.name.startswith(p) for p in only)]
-    for nb in chosen:  # the files papermill would write, before the first notebook runs
-        target = out / nb.name
-        if target.is_dir():
-            raise UserError(
-                f"--out {out_dir}: {target} is a folder where the executed notebook goes, expected a file or nothing; "
-                "write elsewhere with --out DIR, or move that folder"
-            )
-        if target.exists() and not force:
-            raise UserError(
-                f"--out {out_dir}: {target} exists (an executed notebook, of an earlier run or yours), and running "
-                f"{nb.name} would replace it; write elsewhere with --out DIR, or replace it with --force"
-            )
+    executed = " (an executed notebook, of an earlier run or yours)"
+    # the files papermill would write, refused before the first notebook runs
+    check_output_files("--out", out, [nb.name for nb in chosen], force, "running {name}", executed)
     check_output_folder("--out", out)
     failures = []
     env_before = os.environ.get(SMOKE_ENV)

@@ -589,7 +589,7 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     # probe does not overwrite those results
     one_line_error(
         anysat_lite("probe", "--quiet", "--config", out / "config.yaml"),
-        r"probe_results.json already holds probe results; write elsewhere with --out DIR, or replace them "
+        r"probe_results.json exists and the probes would replace it; write elsewhere with --out DIR, or replace it "
         r"with --force",
     )
     one_line_error(
@@ -794,6 +794,22 @@ def test_probe_refuses_a_dataset_with_sensors_the_encoder_lacks_before_encoding(
         err[0],
     ), err
     assert not list((tmp_path / "o").iterdir())
+
+
+def test_check_output_files_refuses_folders_and_existing_files(tmp_path):
+    """The one check of the files a command writes in its output folder (probe, notebooks, protocol table)."""
+    from anysat_lite.errors import check_output_files
+
+    (tmp_path / "a.md").mkdir()
+    with pytest.raises(UserError, match=r"^--out \S+: \S+a\.md is a folder, expected a file or nothing \(the probes "):
+        check_output_files("--out", tmp_path, ["b.md", "a.md"], True, "the probes")  # --force does not remove folders
+    (tmp_path / "a.md").rmdir()
+    (tmp_path / "b.md").write_text("mine")
+    with pytest.raises(UserError, match=r"b\.md exists \(notes\) and running b\.md would replace it; .* --force$"):
+        check_output_files("--out", tmp_path, ["a.md", "b.md"], False, "running {name}", " (notes)")
+    check_output_files("--out", tmp_path, ["a.md", "b.md"], True, "the probes")
+    check_output_files("--out", tmp_path, ["b.md"], False, "the run", unchanged=lambda p: p.read_text() == "mine")
+    assert (tmp_path / "b.md").read_text() == "mine" and not (tmp_path / "a.md").exists()
 
 
 @pytest.mark.parametrize("name", ["probe_results.md", "probe_results.png"])

@@ -302,7 +302,7 @@ def test_notebooks_never_replace_executed_copies_in_out_unasked(tmp_path, capsys
     assert main(["notebooks", "--only", "00", "01", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(
-        rf"--out .*: .*{name} exists \(an executed notebook, of an earlier run or yours\), and running {name} would "
+        rf"--out .*: .*{name} exists \(an executed notebook, of an earlier run or yours\) and running {name} would "
         r"replace it; write elsewhere with --out DIR, or replace it with --force$",
         err[0],
     ), err

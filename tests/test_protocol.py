@@ -588,7 +588,7 @@ def test_cli_probe_official_never_rewrites_a_table_someone_edited(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith(
         f"--out {out}: {out / 'reproduction.md'} exists and does not match the results in that folder (edited, "
-        "written by something else, or a run stopped before rebuilding it), and the run would rewrite it; write "
+        "written by something else, or a run stopped before rebuilding it), and the run would replace it; write "
         "elsewhere with --out DIR, or replace it with --force"
     )
     assert (out / "reproduction.md").read_text() == "# my notes\n"

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from ..data.contract import sensor_entries, split_key
 from ..data.normalization import NormStats, per_tile_norm_stats
 from ..data.registry import get_dataset
-from ..errors import UserError, check_device
+from ..errors import UserError, check_device, check_output_files
 from ..model.official import load_official
 from ..model.projectors import SeriesProjector
 from ..sensors import SENSORS
@@ -537,25 +537,19 @@ def check_table_files(out_dir: str | Path, force: bool = False) -> None:
     from .paper_table import read_results, table_texts
 
     out = Path(out_dir)
-    for name, text in table_texts(read_results(out) if out.is_dir() else []).items():
-        path = out / name
-        if path.is_dir():
-            raise UserError(
-                f"--out {out}: {path} is a folder where the run writes its result table, expected a file or nothing; "
-                "write elsewhere with --out DIR, or move that folder"
-            )
-        if not path.exists() or force:
-            continue
+    texts = table_texts(read_results(out) if out.is_dir() else [])
+
+    def unchanged(path: Path) -> bool:
         try:
-            same = path.read_text(encoding="utf-8") == text
+            return path.read_text(encoding="utf-8") == texts[path.name]
         except (OSError, UnicodeDecodeError):
-            same = False
-        if not same:
-            raise UserError(
-                f"--out {out}: {path} exists and does not match the results in that folder (edited, written by "
-                "something else, or a run stopped before rebuilding it), and the run would rewrite it; write "
-                "elsewhere with --out DIR, or replace it with --force"
-            )
+            return False
+
+    note = (
+        " and does not match the results in that folder (edited, written by something else, or a run stopped "
+        "before rebuilding it),"
+    )
+    check_output_files("--out", out, texts, force, "the run", note, unchanged)
 
 
 def _runtime(device: str | None, amp: str | None, num_workers: int | None) -> tuple[torch.device, str | None, int]:
