@@ -164,27 +164,22 @@ def _probe_official(args) -> int:
         )
     from .probe.protocol import check_run_settings, check_table_files, run_task
 
-    # the official defaults (None: not given, so that probe without --official can refuse them)
-    amp, bootstrap = args.amp or "auto", 1000 if args.bootstrap is None else args.bootstrap
-    val_metric = args.val_metric or "pooled"
     settings = dict(max_epochs=args.epochs, min_epochs=args.min_epochs, batch_size=args.batch_size, seed=args.seed)
+    # options left out are None (probe without --official refuses them) and keep run_task's defaults
+    checked = {k: v for k, v in {"bootstrap": args.bootstrap, "val_metric": args.val_metric}.items() if v is not None}
+    amp = {} if args.amp is None else {"amp": None if args.amp == "none" else args.amp}
     for t in tasks:  # every task's settings before the first task runs
         check_run_settings(
             t,
             **settings,
             num_workers=args.num_workers,
             limit_batches=args.limit_batches,
-            bootstrap=bootstrap,
-            val_metric=val_metric,
+            **checked,
         )
     out = Path(args.out or "runs/reproduction")
     check_output_folder("--out", out)
-    done = [t.name for t in tasks if (out / f"{t.name}.json").exists()]
-    if done and not args.force:
-        raise UserError(
-            f"{out / (done[0] + '.json')} already holds a result; write elsewhere with --out DIR, or "
-            "replace it with --force"
-        )
+    rows = [f"{t.name}.json" for t in tasks]
+    check_output_files("--out", out, rows, args.force, "the run", " (the result of an earlier run)")
     check_table_files(out, args.force)  # reproduction.{json,md}: rebuilt from the rows, unless someone edited them
     from .probe.paper_table import TABLE_NAME, format_table, read_results
 
@@ -197,13 +192,12 @@ def _probe_official(args) -> int:
             device=args.device,
             **settings,
             num_workers=args.num_workers,
-            amp=None if amp == "none" else amp,
             limit_batches=args.limit_batches,
-            bootstrap=bootstrap,
             progress=not args.quiet,
             log=(lambda *a, **k: None) if args.quiet else print,
             allow_pickle=args.allow_pickle,
-            val_metric=val_metric,
+            **checked,
+            **amp,
         )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")

@@ -404,7 +404,9 @@ def test_cli_probe_official_writes_the_table(tiny_official, tmp_path, capsys):
     assert "| treesatai-ts-lp (partial) | linear-probe | weighted F1 | 72.6 |" in out
     assert (tmp_path / "reproduction.md").exists() and (tmp_path / "treesatai-ts-lp.json").exists()
     assert main(args) == 2  # results there: --force to replace
-    assert "already holds a result" in capsys.readouterr().err
+    assert "treesatai-ts-lp.json exists (the result of an earlier run) and the run would replace it" in (
+        capsys.readouterr().err
+    )
     assert main(args + ["--force"]) == 0
 
 
