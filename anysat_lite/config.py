@@ -572,6 +572,47 @@ def _coerce(value, hint, where: str):
     return value
 
 
+def check_option(where: str, value, hint, reader: str):
+    """``value`` of a reader option (``where``: ``data.datasets options.KEY (NAME)``) checked against the type
+    ``hint`` of the reader's argument (``bool``, ``float``, ``Sequence[int] | None``, ``float | tuple[float,
+    float] | None``...), the harmless cases converted as for a config field.  An argument a YAML config cannot
+    give (an object such as :class:`~anysat_lite.data.normalization.NormStats`) is refused, naming ``reader``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    arms = [a for a in args if a is not type(None)] if origin in (typing.Union, types.UnionType) else [hint]
+    if value is None and len(arms) < len(args):
+        return None
+    usable = [h for h in map(_yaml_hint, arms) if h is not None]
+    if not usable:
+        name = " or ".join(getattr(a, "__name__", str(a)) for a in arms)
+        raise ConfigError(
+            f"config {where}: {reader} takes a {name} there, an object a config cannot hold; remove the option "
+            f"(in Python, pass it to {reader} yourself)"
+        )
+    for arm in usable:
+        try:
+            return _coerce(value, arm, where)
+        except ConfigError:
+            pass
+    kinds = " or ".join([_kind(a) for a in usable] + (["null"] if len(arms) < len(args) else []))
+    raise ConfigError(f"config {where}: expected {kinds}, got {_show(value)}; correct it or remove the option")
+
+
+def _yaml_hint(hint):
+    """The config field type that stands for a reader argument's type (``Sequence[int]`` -> ``list[int]``,
+    ``Path`` -> ``str``), or ``None`` for a type YAML cannot give (an object)."""
+    import collections.abc
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner = [_yaml_hint(a) for a in args]
+        if None in inner:
+            return None
+        return tuple[tuple(inner)] if origin is tuple else list[inner[0]]
+    if hint is Path:
+        return str
+    return hint if hint in _NOUNS else None
+
+
 # Keys of earlier versions, with what replaced them (an old run's config.yaml names what to edit).
 RENAMED = {
     "probe.linear_epochs": "the linear probes are solved to convergence by L-BFGS; probe.linear_iters caps its "

@@ -203,6 +203,38 @@ def test_reader_options_are_checked_against_the_reader():
         build_dataset(DatasetSpec("treesatai", options={"split": "test"}), data)
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [  # each went through to the reader: a traceback, a wrong error further on, or a truthy 3 taken as true
+        ({"threshold": "x"}, r"options.threshold \(treesatai\): expected a number, got 'x'; correct it or remove"),
+        ({"s1_from_h5": 3}, r"options.s1_from_h5 \(treesatai\): expected a boolean \(true/false\), got 3"),
+        (
+            {"threshold": 2},
+            r"^TreeSatAITSDataset: threshold=2.0 \(config: data.datasets options.threshold\): ",
+        ),
+        ({"crop": "foo"}, r"crop='foo' .*: expected random or center; correct it, or leave it out for the default$"),
+        ({"temporal_dropout": 1}, r"temporal_dropout=1.0 .*: expected a share in \[0, 1\)"),
+    ],
+)
+def test_reader_option_values_are_checked(options, message):
+    with pytest.raises(UserError, match=message):
+        build_dataset(DatasetSpec("treesatai", options=options), DataConfig(root=str(FIXTURES)))
+
+
+def test_reader_options_a_config_cannot_give_are_refused():
+    data = DataConfig(root=str(FIXTURES))
+    with pytest.raises(UserError, match=r"options.fill_invalid \(planted\): PlantedDataset takes a NormStats there"):
+        build_dataset(DatasetSpec("planted", options={"fill_invalid": 3}), data)
+    with pytest.raises(UserError, match=r"options.pixel_masks \(planted\): it adds <sensor>_valid keys, .*--official"):
+        build_dataset(DatasetSpec("planted", options={"pixel_masks": True}), data)
+    with pytest.raises(UserError, match=r"options.folds \(pastis-hd\): expected a list of integers or null, got 3"):
+        build_dataset(DatasetSpec("pastis-hd", options={"folds": 3}), data)
+    with pytest.raises(UserError, match=r"folds=\[9\] .*expected fold numbers among \[1, 2, 3, 4, 5\] \(official: "):
+        build_dataset(DatasetSpec("pastis-hd", options={"folds": [9]}), data)
+    b = build_dataset(DatasetSpec("pastis-hd", options={"folds": [5.0]}), data)  # 5.0 read as 5
+    assert b.train.folds == (5,)
+
+
 def test_a_tile_that_cannot_be_read_names_dataset_split_and_item():
     class Broken:
         def __getitem__(self, i):

@@ -193,28 +193,53 @@ def _split(cls, root, split: str, kwargs: dict, absent: dict[str, str]) -> Datas
         return None
 
 
-def _check_options(name: str, cls: type, options: Mapping) -> None:
-    """Refuse ``data.datasets[i].options`` that the reader ``cls`` does not take, or that the config sets itself."""
+# reader arguments the config sets itself, with the key that sets them
+_SET_BY_CONFIG = {
+    "root": "data.datasets[i].path or data.root",
+    "split": "probe.split",
+    "sensors": "data.datasets[i].sensors",
+    "seed": "data.seed",
+    "max_dates": "data.datasets[i].max_dates",
+}
+# reader options whose items the trainer and the probes cannot read, with where they belong
+_PROTOCOL_ONLY = {
+    "pixel_masks": "it adds <sensor>_valid keys, which only the paper's protocol reads (anysat-lite probe --official)",
+}
+
+
+def _check_options(name: str, cls: type, options: Mapping) -> dict:
+    """``data.datasets[i].options`` of the reader ``cls``, checked against its arguments and their types
+    (converted where harmless, e.g. ``0`` for a number); the ones the config sets itself are refused."""
     import inspect
+    import typing
+
+    from ..config import check_option
 
     params = inspect.signature(cls.__init__).parameters
-    own = {"root": "path", "split": "probe.split", "sensors": "sensors", "seed": "data.seed", "max_dates": "max_dates"}
     for key in options:
-        if key in own:
+        where = f"data.datasets options.{key} ({name})"
+        if key in _SET_BY_CONFIG:
             raise UserError(
-                f"config data.datasets options.{key} ({name}): set by the config itself, expected it out of "
-                f"options; remove it (set it with {own[key]})"
+                f"config {where}: set by the config itself, expected it out of options; remove it (set it with "
+                f"{_SET_BY_CONFIG[key]})"
             )
+        if key in _PROTOCOL_ONLY:
+            raise UserError(f"config {where}: {_PROTOCOL_ONLY[key]}; remove it")
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [k for k, p in params.items() if k not in own and k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
-    accepted += [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
+        return dict(options)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [k for k, p in params.items() if k not in _SET_BY_CONFIG and k != "self" and p.kind in kinds]
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise UserError(
             f"config data.datasets options ({name}): unknown option(s) {', '.join(map(str, unknown))}; "
             f"{cls.__name__} takes {', '.join(accepted) or 'none'}; remove or correct them"
         )
+    hints = typing.get_type_hints(cls.__init__)
+    return {
+        k: check_option(f"data.datasets options.{k} ({name})", v, hints[k], cls.__name__) if k in hints else v
+        for k, v in options.items()
+    }
 
 
 def build_dataset(spec, data_cfg) -> DatasetBundle:
@@ -253,8 +278,8 @@ def build_dataset(spec, data_cfg) -> DatasetBundle:
         root = dataset_root(spec.name, data_cfg.root)
     else:
         raise ValueError(f"dataset {spec.name!r} needs data.datasets[i].path or data.root")
-    _check_options(spec.name, cls, spec.options or {})
-    kwargs = dict(sensors=spec.sensors, seed=data_cfg.seed, **(spec.options or {}))
+    options = _check_options(spec.name, cls, spec.options or {})
+    kwargs = dict(sensors=spec.sensors, seed=data_cfg.seed, **options)
     train = cls(root, "train", max_dates=spec.max_dates, **kwargs)
     absent: dict[str, str] = {}
     val, test = (_split(cls, root, s, dict(kwargs, max_dates=None), absent) for s in ("val", "test"))

@@ -59,7 +59,17 @@ import torch
 from torch.utils.data import Dataset
 
 from .normalization import NormStats, read_norm_files
-from .readers import check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json, read_text
+from .readers import (
+    check_option,
+    check_root,
+    check_sensors,
+    check_split,
+    choose_dates,
+    doy,
+    item_rng,
+    read_json,
+    read_text,
+)
 
 __all__ = ["FLAIRDataset", "CLASSES", "official_norm_stats"]
 
@@ -135,10 +145,8 @@ class FLAIRDataset(Dataset):
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
         self.crop = crop or ("random" if split == "train" else "center")
-        if self.crop not in ("random", "center", "none"):
-            raise ValueError(f"FLAIRDataset: crop must be 'random', 'center' or 'none', got {crop!r}")
-        if not 0 <= temporal_dropout < 1:
-            raise ValueError(f"FLAIRDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
+        check_option(type(self), "crop", crop, self.crop in ("random", "center", "none"), "random, center or none")
+        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
         self.temporal_dropout = temporal_dropout
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
-from .readers import check_root, check_sensors, check_split, choose_dates, item_rng, read_json
+from .readers import check_option, check_root, check_sensors, check_split, choose_dates, item_rng, read_json
 
 __all__ = ["PastisHDDataset", "CLASSES", "days_since", "official_norm_stats", "compute_norm_stats"]
 
@@ -136,6 +137,10 @@ class PastisHDDataset(Dataset):
             )
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
         self.folds = tuple(folds) if folds is not None else self.folds_of[split]
+        every = sorted({f for fs in self.folds_of.values() for f in fs})
+        ok = bool(self.folds) and all(isinstance(f, numbers.Integral) and f in every for f in self.folds)
+        official = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in self.folds_of.items())
+        check_option(type(self), "folds", folds, ok, f"fold numbers among {every} (official: {official})")
         meta = self.root / self.metadata_file
         if not meta.is_file():
             raise FileNotFoundError(
@@ -156,7 +161,11 @@ class PastisHDDataset(Dataset):
                 raise KeyError(f"PASTIS-HD: {meta} features have no {key!r} property (found: {', '.join(props[0])})")
         rows = [p for f in self.folds for p in props if int(p["Fold"]) == f]
         if not rows:
-            raise ValueError(f"PASTIS-HD: no patch of fold(s) {self.folds} in {meta}")
+            have = sorted({int(p["Fold"]) for p in props})
+            raise UserError(
+                f"PASTIS-HD: {meta}: no patch of fold(s) {list(self.folds)} ({split}), expected some; the file has "
+                f"folds {have}: choose among them (options.folds), or restore the file"
+            )
         self.names = [str(p["ID_PATCH"]) for p in rows]
         self.dates: dict[str, list[np.ndarray]] = {}
         for s in self.sensors:

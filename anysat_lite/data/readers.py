@@ -26,6 +26,7 @@ __all__ = [
     "check_sensors",
     "check_split",
     "check_root",
+    "check_option",
     "read_text",
     "read_json",
     "doy",
@@ -77,6 +78,16 @@ def check_sensors(cls, sensors) -> tuple[str, ...]:
     if bad or not sensors:
         raise ValueError(f"{cls.__name__}: sensors must be a non-empty subset of {cls.sensors}, got {sensors}")
     return sensors
+
+
+def check_option(cls, key: str, value, ok: bool, expected: str) -> None:
+    """Refuse the option ``key`` = ``value`` of the reader ``cls`` unless ``ok``: one line naming the option,
+    as a Python argument and as the config's ``options.KEY``, what was ``expected`` and what was received."""
+    if not ok:
+        raise UserError(
+            f"{cls.__name__}: {key}={value!r} (config: data.datasets options.{key}): expected {expected}; "
+            "correct it, or leave it out for the default"
+        )
 
 
 def check_split(cls, split: str, splits: Sequence[str] = SPLITS) -> str:

@@ -50,7 +50,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .normalization import NormStats, read_norm_files
-from .readers import check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
+from .readers import check_option, check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
 
 __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", "resize_int16", "rasterise_osm"]
 
@@ -183,8 +183,7 @@ class S2NAIPUrbanDataset(Dataset):
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        if not 0 <= temporal_dropout < 1:
-            raise ValueError(f"S2NAIPUrbanDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
+        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
         self.temporal_dropout, self.with_labels = temporal_dropout, labels
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         if labels:

@@ -50,7 +50,7 @@ from torch.utils.data import Dataset
 
 from .io import date_from_name
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
-from .readers import check_root, check_sensors, check_split, choose_dates, item_rng, read_json, read_text
+from .readers import check_option, check_root, check_sensors, check_split, choose_dates, item_rng, read_json, read_text
 
 __all__ = [
     "TreeSatAITSDataset",
@@ -151,10 +151,9 @@ class TreeSatAITSDataset(Dataset):
         self.root = check_root("TreeSatAI-TS", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
-        if crop not in ("random", "center"):
-            raise ValueError(f"TreeSatAITSDataset: crop must be 'random' or 'center', got {crop!r}")
-        if not 0 <= temporal_dropout < 1:
-            raise ValueError(f"TreeSatAITSDataset: temporal_dropout must be in [0, 1), got {temporal_dropout}")
+        check_option(type(self), "crop", crop, crop in ("random", "center"), "random or center")
+        check_option(type(self), "threshold", threshold, 0 <= threshold < 1, "an area share in [0, 1) (official 0.07)")
+        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
         self.max_dates, self.seed, self.epoch, self.crop = max_dates, seed, 0, crop
         self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
         lst = self.root / f"{split}_filenames.lst"
