@@ -679,7 +679,7 @@ def _pair(lo_ok, text):
 def _sensor_list(v):
     from .sensors import SENSORS
 
-    return v is None or (len(v) > 0 and all(s in SENSORS for s in v))
+    return v is None or (len(v) > 0 and all(s in SENSORS for s in v) and len(set(v)) == len(v))
 
 
 def _dataset_name(v):
@@ -698,7 +698,7 @@ _PATCHES = (
     lambda v: len(v) > 0 and all(p > 0 and p % 10 == 0 for p in v),
     "non-empty, each a positive multiple of 10 (metres), e.g. [10, 20]",
 )
-_SENSORS = (_sensor_list, "null (all) or registered sensor names (anysat-lite info lists them)")
+_SENSORS = (_sensor_list, "null (all) or registered sensor names, each once (anysat-lite info lists them)")
 RULES: dict[str, tuple] = {
     "model.embed_dim": (lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (the L-TAE groups)"),
     "model.depth": _ge(1),
@@ -791,7 +791,7 @@ RULES: dict[str, tuple] = {
     "probe.patch_sizes": _PATCHES,
     "probe.modality_sets": (
         lambda v: len(v) > 0 and all(list(m) == ["all"] or _sensor_list(m) for m in v),
-        "non-empty lists of registered sensor names (anysat-lite info lists them) or [all]",
+        "non-empty lists of registered sensor names, each once (anysat-lite info lists them), or [all]",
     ),
     "probe.linear_l2": _ge(0),
     "probe.linear_iters": _ge(1),

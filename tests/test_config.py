@@ -119,9 +119,11 @@ from anysat_lite.config import (
         ("data.datasets=[{name: synthetic, options: {a: 1}}]", r"data.datasets\[0\].options: .*got \{'a': 1\}"),
         (
             "probe.modality_sets=[[all], [foo]]",
-            r"probe.modality_sets: expected non-empty lists of registered sensor names \(anysat-lite info lists "
-            r"them\) or \[all\], got \[\[all\], \[foo\]\]",
+            r"probe.modality_sets: expected non-empty lists of registered sensor names, each once \(anysat-lite info "
+            r"lists them\), or \[all\], got \[\[all\], \[foo\]\]",
         ),
+        ("probe.modality_sets=[[s2, s2]]", r"probe.modality_sets: .*each once .*got \[\[s2, s2\]\]"),
+        ("data.datasets=[{name: synthetic, sensors: [s2, s2]}]", r"data.datasets\[0\].sensors: .*each once"),
         ("train", r"^--set 'train': expected KEY=VALUE, e.g. --set train.steps=100$"),
         ("train.steps.x=3", r"expected section.key=value with a section among model, data, jepa, train, probe"),
         ("model=3", r"expected section.key=value"),
