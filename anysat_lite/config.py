@@ -200,6 +200,7 @@ class JEPAConfig:
     series_views: bool = False  # several sensors: also MIL-NCE between two date draws of each series
     view_band_shift: float = 0.0  # second date draw: + N(0, this^2) per (tile, band), in std units (0 = off)
     center_targets: bool = False  # subtract the batch's mean target token before the layer norm
+    standardise_targets: bool = False  # after the layer norm: each dimension to zero mean, unit std over the batch
     monitor_every: int = 10
     warn_std: float = 0.1  # collapse warnings: target std per dimension below,
     warn_erank: float = 3.0  # effective rank (RankMe) below,

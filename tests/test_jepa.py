@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from anysat_lite.config import get_config
 from anysat_lite.jepa import (
@@ -93,6 +94,19 @@ def test_mil_nce_is_fp32_under_autocast():
 def test_latent_loss_is_smooth_l1():
     a, b = torch.zeros(4), torch.tensor([0.5, -0.5, 2.0, -3.0])
     assert latent_loss(a, b).item() == pytest.approx((0.125 + 0.125 + 1.5 + 2.5) / 4)
+
+
+def test_targets_are_layer_normed_and_the_ablations_use_batch_statistics():
+    from anysat_lite.jepa import normalise_targets
+
+    h = torch.randn(4, 9, 16) * torch.linspace(0.1, 3, 16) + 5.0  # [B, N, D], each dimension its own scale
+    assert torch.equal(normalise_targets(h), F.layer_norm(h, (16,)))  # I-JEPA / AnySat
+    centred = normalise_targets(h, center=True)
+    assert torch.allclose(centred, F.layer_norm(h - h.mean(dim=(0, 1)), (16,)), atol=1e-6)
+    std = normalise_targets(h, standardise=True)  # every dimension: zero mean, unit std over the 36 tokens
+    assert torch.allclose(std.mean(dim=(0, 1)), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(std.pow(2).mean(dim=(0, 1)), torch.ones(16), atol=5e-3)  # up to the 1e-4 guard
+    assert not torch.allclose(F.layer_norm(h, (16,)).pow(2).mean(dim=(0, 1)), torch.ones(16), atol=0.1)
 
 
 def test_monitors_detect_collapse():

@@ -15,7 +15,7 @@ from .masks import (
     modality_mask,
     shift_bands,
 )
-from .model import JEPA
+from .model import JEPA, normalise_targets
 from .monitors import collapse_monitors, collapse_warnings, sensor_alignment
 from .predictor import Predictor
 
@@ -38,6 +38,7 @@ __all__ = [
     "masks_to_grid",
     "mil_nce",
     "mil_nce_reference",
+    "normalise_targets",
     "modality_mask",
     "momentum_at",
     "sensor_alignment",

@@ -28,7 +28,7 @@ from .masks import Masks, drop_dates, modality_mask, shift_bands
 from .monitors import collapse_monitors
 from .predictor import Predictor, gather_tokens
 
-__all__ = ["JEPA", "batch_mean_token"]
+__all__ = ["JEPA", "batch_mean_token", "normalise_targets"]
 
 
 def batch_mean_token(h: Tensor) -> Tensor:
@@ -39,6 +39,20 @@ def batch_mean_token(h: Tensor) -> Tensor:
         dist.all_reduce(mean)
         mean /= dist.get_world_size()
     return mean
+
+
+def normalise_targets(h: Tensor, center: bool = False, standardise: bool = False) -> Tensor:
+    """The regression targets from the target encoder's patch outputs ``h [B, N, D]``: layer-normed, as in
+    I-JEPA and AnySat.  Two ablations, off by default (docs/seeds.md measures them): ``center`` subtracts the
+    batch's mean token before the layer norm; ``standardise`` then scales each dimension to zero mean and unit
+    standard deviation over the batch's tokens (of every process under DDP)."""
+    if center:
+        h = h - batch_mean_token(h)
+    h = F.layer_norm(h, (h.shape[-1],))
+    if standardise:
+        h = h - batch_mean_token(h)
+        h = h / (batch_mean_token(h**2) + 1e-4).sqrt()
+    return h
 
 
 class JEPA(nn.Module):
@@ -121,10 +135,7 @@ class JEPA(nn.Module):
             full = self.target_embeddings(sample, patch_size, encoder=self.encoder)
         else:
             raise ValueError(f"jepa.target must be 'ema' or 'online', got {jc.target!r}")
-        h = full[:, 1:].float()
-        if jc.center_targets:
-            h = h - batch_mean_token(h)
-        h = F.layer_norm(h, (full.shape[-1],))
+        h = normalise_targets(full[:, 1:].float(), jc.center_targets, jc.standardise_targets)
         targets = torch.stack([gather_tokens(h, t) for t in masks.targets])  # [n_t, B, Kt, D]
 
         # Context: fewer dates, the context block, some modalities replaced by a mask token.

@@ -339,8 +339,9 @@ def forward_backward(state: State, sb: dict, planner: BatchPlanner, monitor: boo
 
     Each micro-batch draws from fresh copies of the step's generators and keeps its rows of the
     global draws, so the gradient equals that of the whole batch, except for the terms that couple
-    the tiles of a batch: MIL-NCE's negatives and ``jepa.center_targets``' mean token are those of
-    the micro-batch (exact with ``jepa.contrastive=false`` and no centring).  Returns the losses averaged over
+    the tiles of a batch: MIL-NCE's negatives and the batch statistics of ``jepa.center_targets`` and
+    ``jepa.standardise_targets`` are those of the micro-batch (exact with ``jepa.contrastive=false`` and
+    neither of those).  Returns the losses averaged over
     micro-batches (tensors, not read back here: :func:`train_step` checks them) and, with ``monitor``, the
     collapse monitors of the first micro-batch.
     """
