@@ -145,9 +145,9 @@ def test_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.csv / manifest.yaml / manifest.yml in"):
         RastersDataset(tmp_path)
     path, _ = make_manifest(tmp_path)
-    with pytest.raises(ValueError, match=r"split must be one of \('train', 'val'\)"):
+    with pytest.raises(ValueError, match=r"split='test': expected one of train, val; choose one of them$"):
         RastersDataset(path, "test")
-    with pytest.raises(ValueError, match="sensors must be a non-empty subset"):
+    with pytest.raises(ValueError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
         RastersDataset(path, sensors=("spot",))
     text = path.read_text()
     bad = tmp_path / "bad.csv"

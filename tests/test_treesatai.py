@@ -140,9 +140,9 @@ def test_s1_from_h5_equals_the_pth_files():
 def test_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_filenames.lst not found.*official TreeSatAI-TS folder"):
         TreeSatAITSDataset(tmp_path / "missing")
-    with pytest.raises(ValueError, match="split must be one of"):
+    with pytest.raises(ValueError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         TreeSatAITSDataset(FIXTURE, "validation")
-    with pytest.raises(ValueError, match=r"sensors must be a non-empty subset of \('aerial', 's2', 's1-asc'\)"):
+    with pytest.raises(ValueError, match=r"sensors=\['s1-des'\] \(config: .*\): expected some of aerial, s2, s1-asc, "):
         TreeSatAITSDataset(FIXTURE, sensors=("s1-des",))
     root = tmp_path / "copy"
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("s1-asc"))

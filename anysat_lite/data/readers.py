@@ -70,13 +70,16 @@ def choose_dates(
 
 
 def check_sensors(cls, sensors) -> tuple[str, ...]:
-    """The requested sensors, checked against what the reader ``cls`` can return."""
+    """The requested sensors, checked against what the reader ``cls`` can return (``None``: all of them)."""
     if sensors is None:
         return tuple(cls.sensors)
     sensors = (sensors,) if isinstance(sensors, str) else tuple(sensors)
     bad = [s for s in sensors if s not in cls.sensors]
     if bad or not sensors:
-        raise ValueError(f"{cls.__name__}: sensors must be a non-empty subset of {cls.sensors}, got {sensors}")
+        raise UserError(
+            f"{cls.__name__}: sensors={list(sensors)} (config: data.datasets[i].sensors): expected some of "
+            f"{', '.join(cls.sensors)}, the sensors of this dataset; choose among them, or leave it out for all"
+        )
     return sensors
 
 
@@ -91,9 +94,9 @@ def check_option(cls, key: str, value, ok: bool, expected: str) -> None:
 
 
 def check_split(cls, split: str, splits: Sequence[str] = SPLITS) -> str:
-    """``split`` if it is one of ``splits``, else a ``ValueError`` naming them."""
+    """``split`` if it is one of ``splits``, else a one-line :class:`~anysat_lite.errors.UserError` naming them."""
     if split not in splits:
-        raise ValueError(f"{cls.__name__}: split must be one of {tuple(splits)}, got {split!r}")
+        raise UserError(f"{cls.__name__}: split={split!r}: expected one of {', '.join(splits)}; choose one of them")
     return split
 
 
