@@ -258,7 +258,8 @@ def cmd_probe(args) -> int:
     check_output_folder(where, out)
     from .probe.run import REPORT_FILES
 
-    check_output_files(where, out, REPORT_FILES, args.force, "the probes")
+    earlier = " (probe results of an earlier run, or a file of yours)"
+    check_output_files("--out", out, REPORT_FILES, args.force, "the probes", earlier)
     from .probe import format_table, run_probe
     from .probe.run import gain_summary, scored_split
 

@@ -573,45 +573,73 @@ def _coerce(value, hint, where: str):
     return value
 
 
-def check_option(where: str, value, hint, reader: str):
+def coerce_reader_option(where: str, value, hint, reader: str):
     """``value`` of a reader option (``where``: ``data.datasets options.KEY (NAME)``) checked against the type
     ``hint`` of the reader's argument (``bool``, ``float``, ``Sequence[int] | None``, ``float | tuple[float,
-    float] | None``...), the harmless cases converted as for a config field.  An argument a YAML config cannot
-    give (an object such as :class:`~anysat_lite.data.normalization.NormStats`) is refused, naming ``reader``."""
+    float] | None``, ``Literal[...]``...), the harmless cases converted as for a config field.  An argument only
+    an object can fill (a class such as :class:`~anysat_lite.data.normalization.NormStats`) is refused, naming
+    ``reader``; a type this check does not know passes unchanged (the reader checks it)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    arms = [a for a in args if a is not type(None)] if origin in (typing.Union, types.UnionType) else [hint]
-    if value is None and len(arms) < len(args):
+    union = origin in (typing.Union, types.UnionType)
+    arms = [a for a in args if a is not type(None)] if union else [hint]
+    nullable = union and len(arms) < len(args)
+    if value is None and nullable:
         return None
-    usable = [h for h in map(_yaml_hint, arms) if h is not None]
-    if not usable:
-        name = " or ".join(getattr(a, "__name__", str(a)) for a in arms)
-        raise ConfigError(
-            f"config {where}: {reader} takes a {name} there, an object a config cannot hold; remove the option "
-            f"(in Python, pass it to {reader} yourself)"
-        )
-    for arm in usable:
+    kinds = []
+    for arm in map(_yaml_hint, arms):
+        if arm is typing.Any:
+            return value
+        if arm is None:
+            continue
+        if typing.get_origin(arm) is typing.Literal:
+            if value in typing.get_args(arm):
+                return value
+            kinds.append("one of " + ", ".join(map(str, typing.get_args(arm))))
+            continue
         try:
             return _coerce(value, arm, where)
         except ConfigError:
-            pass
-    kinds = " or ".join([_kind(a) for a in usable] + (["null"] if len(arms) < len(args) else []))
-    raise ConfigError(f"config {where}: expected {kinds}, got {_show(value)}; correct it or remove the option")
+            kinds.append(_kind(arm))
+    if not kinds:
+        name = " or ".join(getattr(a, "__name__", str(a)) for a in arms)
+        raise ConfigError(
+            f"config {where}: {reader} takes a {name} object there, which a config cannot hold, got "
+            f"{_show(value)}; remove the option (in Python, pass the object to {reader} yourself)"
+        )
+    texts = isinstance(value, bool) and _kind(str) in kinds
+    quote = " (YAML reads yes/no/on/off as true/false: quote a text)" if texts else ""
+    expected = " or ".join(kinds + (["null"] if nullable else []))
+    raise ConfigError(
+        f"config {where}: expected {expected}, got {_show(value)}{quote}; correct it or remove the option"
+    )
 
 
 def _yaml_hint(hint):
     """The config field type that stands for a reader argument's type (``Sequence[int]`` -> ``list[int]``,
-    ``Path`` -> ``str``), or ``None`` for a type YAML cannot give (an object)."""
+    ``tuple[int, ...]`` -> ``list[int]``, ``Path`` -> ``str``, a mapping -> ``dict``); ``None`` for a class
+    only an object can fill; ``typing.Any`` for a type this check leaves to the reader."""
     import collections.abc
+    import inspect
 
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (list, tuple, collections.abc.Sequence):
-        inner = [_yaml_hint(a) for a in args]
+    if hint is typing.Any:
+        return hint
+    if origin is typing.Literal:
+        return hint
+    if hint in (dict, collections.abc.Mapping) or origin in (dict, collections.abc.Mapping):
+        return dict
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        inner = [_yaml_hint(a) for a in args if a is not Ellipsis]
         if None in inner:
             return None
-        return tuple[tuple(inner)] if origin is tuple else list[inner[0]]
+        if typing.Any in inner:
+            return typing.Any
+        return tuple[tuple(inner)] if origin is tuple and Ellipsis not in args else list[inner[0]]
     if hint is Path:
         return str
-    return hint if hint in _NOUNS else None
+    if hint in _NOUNS:
+        return hint
+    return None if inspect.isclass(hint) and origin is None and hint not in (list, tuple) else typing.Any
 
 
 # Keys of earlier versions, with what replaced them (an old run's config.yaml names what to edit).

@@ -589,8 +589,8 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     # probe does not overwrite those results
     one_line_error(
         anysat_lite("probe", "--quiet", "--config", out / "config.yaml"),
-        r"probe_results.json exists and the probes would replace it; write elsewhere with --out DIR, or replace it "
-        r"with --force",
+        r"probe_results.json exists \(probe results of an earlier run, or a file of yours\) and the probes would "
+        r"replace it; write elsewhere with --out DIR, or replace it with --force",
     )
     one_line_error(
         anysat_lite("probe", "--quiet", "--set", f"train.out_dir={tmp_path / 'empty'}"),
@@ -826,7 +826,8 @@ def test_probe_never_replaces_any_of_its_files_unasked(tmp_path, encoder_files, 
     assert main(["probe", "--checkpoint", str(encoder_files), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(
-        rf"{name} exists and the probes would replace it; write elsewhere with --out DIR, or replace it with --force$",
+        rf"{name} exists \(probe results of an earlier run, or a file of yours\) and the probes would replace it; "
+        r"write elsewhere with --out DIR, or replace it with --force$",
         err[0],
     ), err
     assert (out / name).read_text() == "mine"

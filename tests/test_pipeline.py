@@ -223,16 +223,51 @@ def test_reader_option_values_are_checked(options, message):
 
 def test_reader_options_a_config_cannot_give_are_refused():
     data = DataConfig(root=str(FIXTURES))
-    with pytest.raises(UserError, match=r"options.fill_invalid \(planted\): PlantedDataset takes a NormStats there"):
+    with pytest.raises(
+        UserError,
+        match=r"fill_invalid \(planted\): PlantedDataset takes a NormStats object there, .*got 3; remove",
+    ):
         build_dataset(DatasetSpec("planted", options={"fill_invalid": 3}), data)
-    with pytest.raises(UserError, match=r"options.pixel_masks \(planted\): it adds <sensor>_valid keys, .*--official"):
+    with pytest.raises(UserError, match=r"pixel_masks \(planted\): expected false or left out, got true \(true"):
         build_dataset(DatasetSpec("planted", options={"pixel_masks": True}), data)
+    with pytest.raises(UserError, match=r"unknown option\(s\) pixel_masks; TreeSatAITSDataset takes"):
+        build_dataset(DatasetSpec("treesatai", options={"pixel_masks": True}), data)
     with pytest.raises(UserError, match=r"options.folds \(pastis-hd\): expected a list of integers or null, got 3"):
         build_dataset(DatasetSpec("pastis-hd", options={"folds": 3}), data)
     with pytest.raises(UserError, match=r"folds=\[9\] .*expected fold numbers among \[1, 2, 3, 4, 5\] \(official: "):
         build_dataset(DatasetSpec("pastis-hd", options={"folds": [9]}), data)
     b = build_dataset(DatasetSpec("pastis-hd", options={"folds": [5.0]}), data)  # 5.0 read as 5
     assert b.train.folds == (5,)
+
+
+def test_reader_options_that_are_right_pass_and_types_the_check_does_not_know_are_left_to_the_reader():
+    from typing import Literal
+
+    from anysat_lite.data.datasets import _check_options
+    from anysat_lite.data.flair import FLAIRDataset
+    from anysat_lite.data.planted import PlantedDataset
+    from anysat_lite.data.rasters import RastersDataset
+
+    assert _check_options("rasters", RastersDataset, {"extent_m": [100, 200]}) == {"extent_m": (100.0, 200.0)}
+    assert _check_options("rasters", RastersDataset, {"extent_m": 500}) == {"extent_m": 500.0}
+    assert _check_options("flair", FLAIRDataset, {"crop": None}) == {"crop": None}
+    assert _check_options("planted", PlantedDataset, {"pixel_masks": False}) == {"pixel_masks": False}
+
+    class Mine:  # a reader of the user's own: a Literal, a mapping, a tuple of any length
+        def __init__(self, root, split="train", mode: Literal["a", "b"] = "a", table: dict | None = None, ids=()):
+            pass
+
+    mine = {"mode": "b", "table": {"x": 1.5}, "ids": [3, 4]}
+    assert _check_options("mine", Mine, mine) == mine
+    with pytest.raises(UserError, match=r"^config data.datasets options.mode \(mine\): expected one of a, b, got 'c'"):
+        _check_options("mine", Mine, {"mode": "c"})
+
+    class Unresolved:  # an annotation that names a type only a type checker imports
+        def __init__(self, root, split="train", values: "ArrayLike" = None):  # noqa: F821
+            pass
+
+    assert _check_options("unresolved", Unresolved, {"values": [1, 2]}) == {"values": [1, 2]}
+    assert _check_options("unresolved", Unresolved, {}) == {}
 
 
 def test_a_tile_that_cannot_be_read_names_dataset_split_and_item():

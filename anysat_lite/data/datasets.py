@@ -201,9 +201,9 @@ _SET_BY_CONFIG = {
     "seed": "data.seed",
     "max_dates": "data.datasets[i].max_dates",
 }
-# reader options whose items the trainer and the probes cannot read, with where they belong
+# reader options that, when true, give items the trainer and the probes cannot read, and where they belong
 _PROTOCOL_ONLY = {
-    "pixel_masks": "it adds <sensor>_valid keys, which only the paper's protocol reads (anysat-lite probe --official)",
+    "pixel_masks": "true adds <sensor>_valid keys, which only the paper's protocol reads: anysat-lite probe --official",
 }
 
 
@@ -213,19 +213,16 @@ def _check_options(name: str, cls: type, options: Mapping) -> dict:
     import inspect
     import typing
 
-    from ..config import check_option
+    from ..config import coerce_reader_option
 
-    params = inspect.signature(cls.__init__).parameters
     for key in options:
-        where = f"data.datasets options.{key} ({name})"
         if key in _SET_BY_CONFIG:
             raise UserError(
-                f"config {where}: set by the config itself, expected it out of options; remove it (set it with "
-                f"{_SET_BY_CONFIG[key]})"
+                f"config data.datasets options.{key} ({name}): set by the config itself, expected it out of "
+                f"options; remove it (set it with {_SET_BY_CONFIG[key]})"
             )
-        if key in _PROTOCOL_ONLY:
-            raise UserError(f"config {where}: {_PROTOCOL_ONLY[key]}; remove it")
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    params = inspect.signature(cls.__init__).parameters
+    if not options or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(options)
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = [k for k, p in params.items() if k not in _SET_BY_CONFIG and k != "self" and p.kind in kinds]
@@ -235,11 +232,17 @@ def _check_options(name: str, cls: type, options: Mapping) -> dict:
             f"config data.datasets options ({name}): unknown option(s) {', '.join(map(str, unknown))}; "
             f"{cls.__name__} takes {', '.join(accepted) or 'none'}; remove or correct them"
         )
-    hints = typing.get_type_hints(cls.__init__)
-    return {
-        k: check_option(f"data.datasets options.{k} ({name})", v, hints[k], cls.__name__) if k in hints else v
-        for k, v in options.items()
-    }
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # annotations that do not resolve (a registered reader's): left to the reader
+        hints = {}
+    checked = {}
+    for key, value in options.items():
+        where = f"data.datasets options.{key} ({name})"
+        checked[key] = coerce_reader_option(where, value, hints[key], cls.__name__) if key in hints else value
+        if key in _PROTOCOL_ONLY and checked[key] is True:
+            raise UserError(f"config {where}: expected false or left out, got true ({_PROTOCOL_ONLY[key]}); remove it")
+    return checked
 
 
 def build_dataset(spec, data_cfg) -> DatasetBundle:

@@ -145,8 +145,10 @@ class FLAIRDataset(Dataset):
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
         self.crop = crop or ("random" if split == "train" else "center")
-        check_option(type(self), "crop", crop, self.crop in ("random", "center", "none"), "random, center or none")
-        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
+        check_option(
+            type(self), "crop", self.crop, lambda v: v in ("random", "center", "none"), "random, center or none"
+        )
+        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
         self.temporal_dropout = temporal_dropout
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):

@@ -136,11 +136,16 @@ class PastisHDDataset(Dataset):
                 f"PastisHDDataset: max_dates must be 'official', a positive integer or None, got {max_dates!r}"
             )
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        self.folds = tuple(folds) if folds is not None else self.folds_of[split]
         every = sorted({f for fs in self.folds_of.values() for f in fs})
-        ok = bool(self.folds) and all(isinstance(f, numbers.Integral) and f in every for f in self.folds)
         official = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in self.folds_of.items())
-        check_option(type(self), "folds", folds, ok, f"fold numbers among {every} (official: {official})")
+        check_option(
+            type(self),
+            "folds",
+            folds,
+            lambda v: v is None or (len(v) > 0 and all(isinstance(f, numbers.Integral) and f in every for f in v)),
+            f"fold numbers among {every} (official: {official})",
+        )
+        self.folds = tuple(folds) if folds is not None else self.folds_of[split]
         meta = self.root / self.metadata_file
         if not meta.is_file():
             raise FileNotFoundError(

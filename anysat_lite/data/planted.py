@@ -162,7 +162,7 @@ class PlantedDataset(Dataset):
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
+        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
         self.temporal_dropout = temporal_dropout
         if fill_invalid is not None:
             missing = [s for s in self.sensors if s not in fill_invalid.stats]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,10 +84,15 @@ def check_sensors(cls, sensors) -> tuple[str, ...]:
     return sensors
 
 
-def check_option(cls, key: str, value, ok: bool, expected: str) -> None:
-    """Refuse the option ``key`` = ``value`` of the reader ``cls`` unless ``ok``: one line naming the option,
-    as a Python argument and as the config's ``options.KEY``, what was ``expected`` and what was received."""
-    if not ok:
+def check_option(cls, key: str, value, ok: Callable[[Any], bool], expected: str) -> None:
+    """Refuse the option ``key`` = ``value`` of the reader ``cls`` unless ``ok(value)`` (a value it cannot even
+    compare, e.g. a text for a number, is refused too): one line naming the option, as a Python argument and
+    as the config's ``options.KEY``, what was ``expected`` and what was received."""
+    try:
+        good = bool(ok(value))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
         raise UserError(
             f"{cls.__name__}: {key}={value!r} (config: data.datasets options.{key}): expected {expected}; "
             "correct it, or leave it out for the default"

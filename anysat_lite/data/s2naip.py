@@ -183,7 +183,7 @@ class S2NAIPUrbanDataset(Dataset):
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
+        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
         self.temporal_dropout, self.with_labels = temporal_dropout, labels
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         if labels:

@@ -151,9 +151,11 @@ class TreeSatAITSDataset(Dataset):
         self.root = check_root("TreeSatAI-TS", root)
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
-        check_option(type(self), "crop", crop, crop in ("random", "center"), "random or center")
-        check_option(type(self), "threshold", threshold, 0 <= threshold < 1, "an area share in [0, 1) (official 0.07)")
-        check_option(type(self), "temporal_dropout", temporal_dropout, 0 <= temporal_dropout < 1, "a share in [0, 1)")
+        check_option(type(self), "crop", crop, lambda v: v in ("random", "center"), "random or center")
+        check_option(
+            type(self), "threshold", threshold, lambda v: 0 <= v < 1, "an area share in [0, 1) (official 0.07)"
+        )
+        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
         self.max_dates, self.seed, self.epoch, self.crop = max_dates, seed, 0, crop
         self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
         lst = self.root / f"{split}_filenames.lst"

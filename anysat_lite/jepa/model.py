@@ -2,7 +2,7 @@
 
 One training step on a batch (all randomness from explicit generators)::
 
-    targets  = LN(target_encoder(x, all dates, all patches))[target blocks]     # no gradient
+    targets  = LN(target_encoder(x, all dates, all patches))[target blocks]     # no gradient (normalise_targets)
     tokens   = context_encoder.tokenize(drop_dates(x))                           # [B, M, N, D]
     context  = tokens[:, :, context block] with modality masking -> joint + fusion
     pred     = predictor(context, positions of context and target blocks)
@@ -111,7 +111,8 @@ class JEPA(nn.Module):
                 (for notebooks 03 and 04; the losses are the same either way):
 
                 * ``target_out`` ``[B, 1 + N, D]``: target encoder on the full sample (cls first);
-                * ``targets`` ``[n_t, B, Kt, D]``: its layer-normed patch outputs at the target blocks;
+                * ``targets`` ``[n_t, B, Kt, D]``: its patch outputs at the target blocks, layer-normed
+                  (:func:`normalise_targets`);
                 * ``context_sample``: the sample after date dropping (what the context encoder reads);
                 * ``tokens`` ``[B, M, N, D]``: context-side patch tokens per modality (before positions);
                 * ``replaced`` ``[B, M, Kc]`` bool: context tokens replaced by the modality mask token;
@@ -179,7 +180,7 @@ class JEPA(nn.Module):
                 terms.append(torch.stack(draws).mean())
         out["contrastive_loss"] = sum(terms) if terms else torch.zeros((), device=pred.device)
         out["loss"] = out["jepa_loss"] + jc.contrastive_weight * out["contrastive_loss"]
-        if monitor:  # on the layer-normed targets before any centring, comparable between settings
+        if monitor:  # on the layer-normed targets without centring or standardising: comparable between settings
             out.update(collapse_monitors(F.layer_norm(full[:, 1:].float(), (full.shape[-1],)), full[:, 0]))
         if return_intermediates:
             out["intermediates"] = {
