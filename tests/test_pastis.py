@@ -18,6 +18,7 @@ from conftest import ROOT
 from anysat_lite.data.contract import sensor_entries, validate_sample
 from anysat_lite.data.pastis import CLASSES, PastisHDDataset, compute_norm_stats, days_since, official_norm_stats
 from anysat_lite.data.registry import get_dataset
+from anysat_lite.errors import UserError
 
 FIXTURE = ROOT / "tests" / "data" / "pastis_hd"
 SENSORS = ("spot", "s2", "s1")
@@ -128,7 +129,9 @@ def test_official_norm_stats_average_the_folds_read():
     stats = official_norm_stats(FIXTURE)  # folds 1, 2, 3: means 100 f + b, stds 10 f + b
     assert stats.stats["s2"][0] == [200.0 + b for b in range(10)] and stats.stats["spot"][1] == [20.0, 21.0, 22.0]
     assert official_norm_stats(FIXTURE, ("s1",), folds=(4,)).stats["s1"] == ([400.0, 401.0, 402.0], [40.0, 41.0, 42.0])
-    with pytest.raises(KeyError, match="no statistics for fold"):
+    with pytest.raises(
+        UserError, match=r"NORM_s1_patch.json: no statistics for fold\(s\) \[6\], expected Fold_6 among"
+    ):
         official_norm_stats(FIXTURE, ("s1",), folds=(6,))
     got = compute_norm_stats(FIXTURE, ("s1",), folds=(4, 5)).stats["s1"]
     tiles = [
@@ -162,7 +165,6 @@ def test_dates_past_one_year_pass_the_contract():
 def test_damaged_metadata_and_a_file_as_root_name_the_file(tmp_path):
     """An empty or wrongly shaped metadata.geojson, or a bad date string in it, is one line naming the file; a
     file given as the dataset's path is refused as such."""
-    from anysat_lite.errors import UserError
 
     with pytest.raises(UserError, match=r"PASTIS-HD: dataset path .*metadata.geojson: expected the dataset's folder"):
         PastisHDDataset(FIXTURE / "metadata.geojson")

@@ -126,10 +126,16 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
         d = read_json(path, f'the official statistics of {s!r} ({{"mean": [...], "std": [...]}}, or one such per fold)')
         if "mean" not in d:
             if folds is None:
-                raise ValueError(f"{path} holds per-fold statistics ({', '.join(d)}); pass the folds to average")
+                raise UserError(
+                    f"{path}: holds per-fold statistics ({', '.join(d)}), expected the folds to average; pass them "
+                    "(read_norm_files(..., folds=[1, 2, 3]))"
+                )
             missing = [f for f in folds if f"Fold_{f}" not in d]
             if missing:
-                raise KeyError(f"{path}: no statistics for fold(s) {missing}; it has {', '.join(d)}")
+                raise UserError(
+                    f"{path}: no statistics for fold(s) {list(missing)}, expected Fold_{missing[0]} among its entries "
+                    f"({', '.join(d)}); read those folds only, or restore the file"
+                )
             d = {k: np.mean([d[f"Fold_{f}"][k] for f in folds], axis=0).tolist() for k in ("mean", "std")}
         out[s] = d
     return NormStats.from_dict(out)
