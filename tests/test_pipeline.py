@@ -270,6 +270,30 @@ def test_reader_options_that_are_right_pass_and_types_the_check_does_not_know_ar
     assert _check_options("unresolved", Unresolved, {}) == {}
 
 
+@pytest.mark.parametrize(
+    "stats, message",
+    [
+        ({"mean": [1, 2], "std": [1]}, r"got 2 mean\(s\) and 1 std\(s\)"),
+        ({"mean": [1, 2], "std": [1, 0]}, r"got mean 2 and std 0 for band 1"),  # would divide by zero
+        ({"mean": ["a"], "std": [1]}, r"got values that are not numbers"),
+        ({"mean": [1, float("nan")], "std": [1, 1]}, r"got mean nan and std 1 for band 1"),
+    ],
+)
+def test_normalisation_statistics_are_checked_when_read(stats, message):
+    with pytest.raises(UserError, match=message) as error:
+        NormStats.from_dict({"s2": stats})
+    assert str(error.value).startswith("normalisation statistics of s2: expected one mean and one std > 0 per band, ")
+
+
+def test_normalising_a_sample_with_other_bands_names_both_counts():
+    stats = NormStats.from_dict({"s2": {"mean": [0.0] * 10, "std": [2.0] * 10}})
+    with pytest.raises(
+        UserError, match=r"^s2: the sample has 12 bands \(axis 2 of \[2, 3, 12, 6, 6\]\), expected the 10 "
+    ):
+        stats.apply({"s2": torch.zeros(2, 3, 12, 6, 6)})
+    assert torch.equal(stats.apply({"s2": torch.ones(2, 3, 10, 6, 6)})["s2"], torch.full((2, 3, 10, 6, 6), 0.5))
+
+
 def test_a_tile_that_cannot_be_read_names_dataset_split_and_item():
     class Broken:
         def __getitem__(self, i):

@@ -83,6 +83,12 @@ class NormStats:
             ax = _band_axis(key, x.dim(), batched)
             shape = [1] * x.dim()
             shape[ax] = -1
+            if x.shape[ax] != len(mean):
+                raise UserError(
+                    f"{key}: the sample has {x.shape[ax]} bands (axis {ax} of {list(x.shape)}), expected the "
+                    f"{len(mean)} of its normalisation statistics; give {key} with the bands the statistics (and the "
+                    "encoder) were made for"
+                )
             m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
             s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
             out[key] = (x.float() - m).div_(s)
@@ -106,7 +112,27 @@ class NormStats:
                     f"normalisation statistics of {sensor}: expected a mapping with mean and std (one value per "
                     f"band), got {got}; restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
                 )
+            problem = _band_problem(v["mean"], v["std"])
+            if problem:
+                raise UserError(
+                    f"normalisation statistics of {sensor}: expected one mean and one std > 0 per band, {problem}; "
+                    "restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
+                )
         return cls({k: (list(v["mean"]), list(v["std"])) for k, v in d.items()})
+
+
+def _band_problem(mean, std) -> str:
+    """What is wrong with the per-band statistics ``mean``, ``std`` (``""``: nothing), for a message."""
+    try:
+        m, sd = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"got values that are not numbers (mean {str(mean)[:40]}, std {str(std)[:40]})"
+    if m.ndim != 1 or sd.shape != m.shape or not m.size:
+        return f"got {m.size} mean(s) and {sd.size} std(s)"
+    bad = np.flatnonzero(~(np.isfinite(sd) & (sd > 0)) | ~np.isfinite(m))
+    if bad.size:
+        return f"got mean {m[bad[0]]:g} and std {sd[bad[0]]:g} for band {bad[0]}"
+    return ""
 
 
 def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[int] | None = None) -> NormStats:
