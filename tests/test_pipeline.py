@@ -285,6 +285,24 @@ def test_normalisation_statistics_are_checked_when_read(stats, message):
     assert str(error.value).startswith("normalisation statistics of s2: expected one mean and one std > 0 per band, ")
 
 
+def test_statistics_computed_over_a_constant_band_are_refused_with_the_band():
+    class Tiles:
+        sensors = ("aerial",)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            x = torch.rand(4, 10, 10, generator=torch.Generator().manual_seed(i))
+            x[2] = 7.0  # e.g. an alpha band
+            return {"aerial": x}
+
+    with pytest.raises(
+        UserError, match=r"^aerial statistics over 3 tile\(s\) of Tiles: .*got mean 7 and std 0 for band 2 "
+    ):
+        per_tile_norm_stats(Tiles())
+
+
 def test_normalising_a_sample_with_other_bands_names_both_counts():
     stats = NormStats.from_dict({"s2": {"mean": [0.0] * 10, "std": [2.0] * 10}})
     with pytest.raises(

@@ -194,6 +194,14 @@ def per_tile_norm_stats(
             means[s].append(x.mean(dim=1).numpy())
             stds[s].append(x.std(dim=1).numpy())
     stats = {s: {"mean": np.mean(means[s], axis=0).tolist(), "std": np.mean(stds[s], axis=0).tolist()} for s in sensors}
+    for s, v in stats.items():
+        problem = _band_problem(v["mean"], v["std"])
+        if problem:
+            raise UserError(
+                f"{s} statistics over {len(means[s])} tile(s) of {type(dataset).__name__}: expected a std > 0 per "
+                f"band, {problem} (a band constant over every tile, or tiles of one pixel); give the official "
+                f"NORM_{s}_patch.json, or tiles whose values vary"
+            )
     if write_to is not None:
         for s, v in stats.items():
             write_text_atomic(Path(write_to) / f"NORM_{s}_patch.json", json.dumps(v, indent=4))
