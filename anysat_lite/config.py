@@ -622,9 +622,7 @@ def _yaml_hint(hint):
     import inspect
 
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is typing.Any:
-        return hint
-    if origin is typing.Literal:
+    if hint is typing.Any or origin is typing.Literal:
         return hint
     if hint in (dict, collections.abc.Mapping) or origin in (dict, collections.abc.Mapping):
         return dict

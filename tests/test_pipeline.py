@@ -303,6 +303,22 @@ def test_statistics_computed_over_a_constant_band_are_refused_with_the_band():
         per_tile_norm_stats(Tiles())
 
 
+def test_statistics_leave_out_a_tile_without_a_valid_date():
+    class Series:
+        sensors = ("s2",)
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):  # tile 1: every date flagged invalid, and its values far off
+            x = torch.rand(3, 10, 4, 4, generator=torch.Generator().manual_seed(i)) + 1000 * i
+            return {"s2": x, "s2_mask": torch.full((3,), i == 0)}
+
+    stats = per_tile_norm_stats(Series())
+    first = Series()[0]["s2"].double().transpose(0, 1).flatten(1)
+    assert np.allclose(stats.stats["s2"][0], first.mean(1).numpy()) and np.isfinite(stats.stats["s2"][1]).all()
+
+
 def test_normalising_a_sample_with_other_bands_names_both_counts():
     stats = NormStats.from_dict({"s2": {"mean": [0.0] * 10, "std": [2.0] * 10}})
     with pytest.raises(

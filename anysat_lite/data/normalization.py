@@ -179,7 +179,7 @@ def per_tile_norm_stats(
     The official code reads the items as its ``__getitem__`` returns them (crops and, on the train
     split, date subsets included); pass a dataset built with the same options to match.  ``indices``
     restricts the tiles (default: all, as the official code).  ``*_mask`` keys flag padded or
-    invalid dates, which are left out.
+    invalid dates, which are left out (a tile without a valid date of a sensor is left out of its statistics).
     """
     sensors = list(dataset.sensors if sensors is None else sensors)
     means: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
@@ -190,6 +190,8 @@ def per_tile_norm_stats(
             x = item[s].double()
             if x.dim() == 4 and f"{s}_mask" in item:
                 x = x[item[f"{s}_mask"].bool()]
+                if not len(x):  # no valid date in this tile: nothing to average in
+                    continue
             x = x.transpose(0, 1).flatten(1) if x.dim() == 4 else x.flatten(1)  # [C, T*H*W] or [C, H*W]
             means[s].append(x.mean(dim=1).numpy())
             stds[s].append(x.std(dim=1).numpy())
