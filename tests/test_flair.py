@@ -20,6 +20,7 @@ from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.flair import CLASSES, FLAIRDataset, official_norm_stats
 from anysat_lite.data.normalization import per_tile_norm_stats
 from anysat_lite.data.readers import choose_dates
+from anysat_lite.errors import UserError
 
 FLAIR = ROOT / "tests" / "data" / "flair"
 SENSOR_KEYS = ("aerial-flair", "s2", "s2_dates")
@@ -154,9 +155,9 @@ def test_official_norm_stats_read_and_per_tile_formula(tmp_path):
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"splits.json not found; expected the official FLAIR-2 folder"):
         FLAIRDataset(tmp_path)
-    with pytest.raises(ValueError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
+    with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         FLAIRDataset(FLAIR, "training")
-    with pytest.raises(ValueError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
+    with pytest.raises(UserError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
         FLAIRDataset(FLAIR, sensors=["s1"])
 
 
@@ -175,8 +176,6 @@ def test_damaged_json_files_and_a_file_as_root_name_the_file(tmp_path):
     """A non-UTF-8, empty or cut-short JSON file of the dataset is one line naming the file and what it should
     hold (not the bare parser message); a file given as the dataset's path is refused as such."""
     import shutil
-
-    from anysat_lite.errors import UserError
 
     with pytest.raises(UserError, match=r"splits.json: expected the dataset's folder, got a file; give the folder"):
         FLAIRDataset(FLAIR / "splits.json")

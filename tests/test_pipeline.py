@@ -277,6 +277,7 @@ def test_reader_options_that_are_right_pass_and_types_the_check_does_not_know_ar
         ({"mean": [1, 2], "std": [1, 0]}, r"got mean 2 and std 0 for band 1"),  # would divide by zero
         ({"mean": ["a"], "std": [1]}, r"got values that are not numbers"),
         ({"mean": [1, float("nan")], "std": [1, 1]}, r"got mean nan and std 1 for band 1"),
+        ({"mean": 5, "std": 1}, r"got a mean of shape \[\] and a std of shape \[\], not two lists of numbers"),
     ],
 )
 def test_normalisation_statistics_are_checked_when_read(stats, message):
@@ -298,7 +299,7 @@ def test_statistics_computed_over_a_constant_band_are_refused_with_the_band():
             return {"aerial": x}
 
     with pytest.raises(
-        UserError, match=r"^aerial statistics over 3 tile\(s\) of Tiles: .*got mean 7 and std 0 for band 2 "
+        UserError, match=r"^aerial statistics over the tiles of Tiles \(3\): .*got mean 7 and std 0 for band 2 "
     ):
         per_tile_norm_stats(Tiles())
 
@@ -317,12 +318,15 @@ def test_statistics_leave_out_a_tile_without_a_valid_date():
     stats = per_tile_norm_stats(Series())
     first = Series()[0]["s2"].double().transpose(0, 1).flatten(1)
     assert np.allclose(stats.stats["s2"][0], first.mean(1).numpy()) and np.isfinite(stats.stats["s2"][1]).all()
+    with pytest.raises(UserError, match=r"^s2 statistics over the tiles of Series: no tile has a valid date of s2 "):
+        per_tile_norm_stats(Series(), indices=[1])
 
 
 def test_normalising_a_sample_with_other_bands_names_both_counts():
     stats = NormStats.from_dict({"s2": {"mean": [0.0] * 10, "std": [2.0] * 10}})
     with pytest.raises(
-        UserError, match=r"^s2: the sample has 12 bands \(axis 2 of \[2, 3, 12, 6, 6\]\), expected the 10 "
+        UserError,
+        match=r"^s2: 12 bands on axis 2 of \[2, 3, 12, 6, 6\] \(read as batched, \[B, \.\.\.\]\), expected 10, ",
     ):
         stats.apply({"s2": torch.zeros(2, 3, 12, 6, 6)})
     assert torch.equal(stats.apply({"s2": torch.ones(2, 3, 10, 6, 6)})["s2"], torch.full((2, 3, 10, 6, 6), 0.5))

@@ -17,6 +17,7 @@ from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.normalization import NormStats
 from anysat_lite.data.planted import CLASSES, PlantedDataset, doy_from_milliseconds, official_norm_stats
+from anysat_lite.errors import UserError
 
 PLANTED = ROOT / "tests" / "data" / "planted"
 
@@ -117,9 +118,9 @@ def test_official_norm_stats():
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"labels2.json not found; expected the official PLANTED folder"):
         PlantedDataset(tmp_path)
-    with pytest.raises(ValueError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
+    with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         PlantedDataset(PLANTED, "validation")
-    with pytest.raises(ValueError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
+    with pytest.raises(UserError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
         PlantedDataset(PLANTED, sensors=["aerial"])
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "labels2.json").write_text(json.dumps({"x1": 2}))
@@ -143,8 +144,6 @@ def test_files_holding_python_objects_are_refused_unless_trusted(tmp_path):
     """The fixture's numeric arrays load without unpickling; an object array asks for allow_pickle."""
     import shutil
 
-    from anysat_lite.errors import UserError
-
     root = tmp_path / "planted"
     shutil.copytree(PLANTED, root)
     tile = next(p for p in (root / "train").iterdir() if p.is_dir()).name
@@ -159,7 +158,6 @@ def test_files_holding_python_objects_are_refused_unless_trusted(tmp_path):
 
 def test_damaged_labels_and_a_file_as_root_name_the_file(tmp_path):
     """A cut-short or wrongly shaped labels2.json is one line naming the file; a file as root is refused as such."""
-    from anysat_lite.errors import UserError
 
     with pytest.raises(UserError, match=r"NORM_s2_patch.json: expected the dataset's folder, got a file"):
         PlantedDataset(PLANTED / "NORM_s2_patch.json")

@@ -13,6 +13,7 @@ from rasterio.transform import from_origin
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.rasters import RastersDataset, read_manifest
 from anysat_lite.data.registry import get_dataset
+from anysat_lite.errors import UserError
 
 S2_DATES = {
     "t0": ["2020-03-01", "2020-06-15", "2020-09-30"],
@@ -145,9 +146,9 @@ def test_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.csv / manifest.yaml / manifest.yml in"):
         RastersDataset(tmp_path)
     path, _ = make_manifest(tmp_path)
-    with pytest.raises(ValueError, match=r"split='test': expected one of train, val; choose one of them$"):
+    with pytest.raises(UserError, match=r"split='test': expected one of train, val; choose one of them$"):
         RastersDataset(path, "test")
-    with pytest.raises(ValueError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
+    with pytest.raises(UserError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
         RastersDataset(path, sensors=("spot",))
     text = path.read_text()
     bad = tmp_path / "bad.csv"
@@ -177,7 +178,6 @@ def test_manifest_mistakes_name_the_file_the_entry_and_the_fix(tmp_path):
     """A misspelled split, a YAML syntax error, a raster path that is not text, a file that is not UTF-8 and a
     short CSV row are one line each naming the manifest and the line or tile (not a parser message or a
     reversed split message)."""
-    from anysat_lite.errors import UserError
 
     path, _ = make_manifest(tmp_path)
     lines = path.read_text().splitlines(keepends=True)
@@ -215,7 +215,6 @@ def test_manifest_mistakes_name_the_file_the_entry_and_the_fix(tmp_path):
 def test_csv_rows_with_more_values_than_columns(tmp_path):
     """A path holding an unquoted comma spills into a value past the last column: refused with the line; an empty
     trailing value (a trailing comma) is accepted."""
-    from anysat_lite.errors import UserError
 
     path, _ = make_manifest(tmp_path)
     text = path.read_text()

@@ -21,6 +21,7 @@ from PIL import Image
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.s2naip import CLASSES, S2NAIPUrbanDataset, official_norm_stats
+from anysat_lite.errors import UserError
 
 S2NAIP = ROOT / "tests" / "data" / "s2naip_urban"
 
@@ -155,9 +156,9 @@ def test_official_norm_stats():
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train_dict.json not found; expected the official S2NAIP-urban"):
         S2NAIPUrbanDataset(tmp_path)
-    with pytest.raises(ValueError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
+    with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         S2NAIPUrbanDataset(S2NAIP, "dev")
-    with pytest.raises(ValueError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
+    with pytest.raises(UserError, match=r"sensors=\[.*\] \(config: data.datasets\[i\].sensors\): expected some of "):
         S2NAIPUrbanDataset(S2NAIP, sensors=["l7"])
     (tmp_path / "train_dict.json").write_text('{"name": ["x"], "s2_dates": [["20200101"]]}')
     with pytest.raises(KeyError, match="has no \\['l8_dates', 's1_dates'\\]"):
@@ -181,8 +182,6 @@ def test_damaged_json_files_and_a_file_as_root_name_the_file(tmp_path):
     """A split dict that is not UTF-8, or a cut-short OpenStreetMap GeoJSON, is one line naming the file; a file
     given as the dataset's path is refused as such."""
     import shutil
-
-    from anysat_lite.errors import UserError
 
     with pytest.raises(UserError, match=r"S2NAIP-Urban: dataset path .*train_dict.json: expected the dataset's folder"):
         S2NAIPUrbanDataset(S2NAIP / "train_dict.json")

@@ -27,6 +27,7 @@ from anysat_lite.data.treesatai import (
     products_to_doy,
     read_products,
 )
+from anysat_lite.errors import UserError
 
 FIXTURE = ROOT / "tests" / "data" / "treesatai_ts"
 SENSORS = ("aerial", "s2", "s1-asc")
@@ -140,9 +141,12 @@ def test_s1_from_h5_equals_the_pth_files():
 def test_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_filenames.lst not found.*official TreeSatAI-TS folder"):
         TreeSatAITSDataset(tmp_path / "missing")
-    with pytest.raises(ValueError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
+    with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         TreeSatAITSDataset(FIXTURE, "validation")
-    with pytest.raises(ValueError, match=r"sensors=\['s1-des'\] \(config: .*\): expected some of aerial, s2, s1-asc, "):
+    with pytest.raises(
+        UserError,
+        match=r"sensors=\['s1-des'\] \(config: .*\): expected some of this dataset's sensors \(aerial, s2, s1-asc\)",
+    ):
         TreeSatAITSDataset(FIXTURE, sensors=("s1-des",))
     root = tmp_path / "copy"
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("s1-asc"))
@@ -261,7 +265,6 @@ def test_read_products_accepts_bytes_and_str():
 def test_damaged_list_and_labels_and_a_file_as_root_name_the_file(tmp_path):
     """A split list that is not UTF-8 or a cut-short multi-label JSON is one line naming the file; a file given
     as the dataset's path is refused as such, by both readers."""
-    from anysat_lite.errors import UserError
 
     for reader in (TreeSatAITSDataset, TreeSatAITS):
         with pytest.raises(UserError, match=r"train_filenames.lst: expected the dataset's folder, got a file"):

@@ -84,10 +84,11 @@ class NormStats:
             shape = [1] * x.dim()
             shape[ax] = -1
             if x.shape[ax] != len(mean):
+                how = "batched, [B, ...]" if batched else "one item, no batch axis"
                 raise UserError(
-                    f"{key}: the sample has {x.shape[ax]} bands (axis {ax} of {list(x.shape)}), expected the "
-                    f"{len(mean)} of its normalisation statistics; give {key} with the bands the statistics (and the "
-                    "encoder) were made for"
+                    f"{key}: {x.shape[ax]} bands on axis {ax} of {list(x.shape)} (read as {how}), expected "
+                    f"{len(mean)}, the band count of its normalisation statistics; give {key} with those bands"
+                    + ("" if not batched else ", or pass batched=False for one item without the batch axis")
                 )
             m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
             s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
@@ -118,7 +119,7 @@ class NormStats:
                     f"normalisation statistics of {sensor}: expected one mean and one std > 0 per band, {problem}; "
                     "restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
                 )
-        return cls({k: (list(v["mean"]), list(v["std"])) for k, v in d.items()})
+        return cls({k: ([float(a) for a in v["mean"]], [float(a) for a in v["std"]]) for k, v in d.items()})
 
 
 def _band_problem(mean, std) -> str:
@@ -127,7 +128,9 @@ def _band_problem(mean, std) -> str:
         m, sd = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
     except (TypeError, ValueError):
         return f"got values that are not numbers (mean {str(mean)[:40]}, std {str(std)[:40]})"
-    if m.ndim != 1 or sd.shape != m.shape or not m.size:
+    if m.ndim != 1 or sd.ndim != 1:
+        return f"got a mean of shape {list(m.shape)} and a std of shape {list(sd.shape)}, not two lists of numbers"
+    if sd.shape != m.shape or not m.size:
         return f"got {m.size} mean(s) and {sd.size} std(s)"
     bad = np.flatnonzero(~(np.isfinite(sd) & (sd > 0)) | ~np.isfinite(m))
     if bad.size:
@@ -153,14 +156,14 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
         if "mean" not in d:
             if folds is None:
                 raise UserError(
-                    f"{path}: holds per-fold statistics ({', '.join(d)}), expected the folds to average; pass them "
-                    "(read_norm_files(..., folds=[1, 2, 3]))"
+                    f"{path}: holds per-fold statistics ({', '.join(d)}), expected the folds to average (those the "
+                    "reader reads); pass them: read_norm_files(..., folds=[1, 2, 3])"
                 )
             missing = [f for f in folds if f"Fold_{f}" not in d]
             if missing:
                 raise UserError(
                     f"{path}: no statistics for fold(s) {list(missing)}, expected Fold_{missing[0]} among its entries "
-                    f"({', '.join(d)}); read those folds only, or restore the file"
+                    f"({', '.join(d)}); read only folds the file has, or restore the file"
                 )
             d = {k: np.mean([d[f"Fold_{f}"][k] for f in folds], axis=0).tolist() for k in ("mean", "std")}
         out[s] = d
@@ -179,7 +182,8 @@ def per_tile_norm_stats(
     The official code reads the items as its ``__getitem__`` returns them (crops and, on the train
     split, date subsets included); pass a dataset built with the same options to match.  ``indices``
     restricts the tiles (default: all, as the official code).  ``*_mask`` keys flag padded or
-    invalid dates, which are left out (a tile without a valid date of a sensor is left out of its statistics).
+    invalid dates, which are left out, and a tile without a valid date of a sensor is left out of that sensor's
+    statistics: our addition (the official readers' items carry no masks, so their statistics are unchanged).
     """
     sensors = list(dataset.sensors if sensors is None else sensors)
     means: dict[str, list[np.ndarray]] = {s: [] for s in sensors}
@@ -195,14 +199,22 @@ def per_tile_norm_stats(
             x = x.transpose(0, 1).flatten(1) if x.dim() == 4 else x.flatten(1)  # [C, T*H*W] or [C, H*W]
             means[s].append(x.mean(dim=1).numpy())
             stds[s].append(x.std(dim=1).numpy())
+    where = f"{{}} statistics over the tiles of {type(dataset).__name__}"
+    empty = [s for s in sensors if not means[s]]
+    if empty:
+        s = empty[0]
+        raise UserError(
+            f"{where.format(s)}: no tile has a valid date of {s} (every {s}_mask false), expected at least one; "
+            f"give tiles with valid {s} dates, or leave {s} out of the sensors"
+        )
     stats = {s: {"mean": np.mean(means[s], axis=0).tolist(), "std": np.mean(stds[s], axis=0).tolist()} for s in sensors}
     for s, v in stats.items():
         problem = _band_problem(v["mean"], v["std"])
         if problem:
             raise UserError(
-                f"{s} statistics over {len(means[s])} tile(s) of {type(dataset).__name__}: expected a std > 0 per "
-                f"band, {problem} (a band constant over every tile, or tiles of one pixel); give the official "
-                f"NORM_{s}_patch.json, or tiles whose values vary"
+                f"{where.format(s)} ({len(means[s])}): expected a std > 0 per band, {problem} (a band constant over "
+                "every tile, NaN values, or tiles of one pixel); normalise with data.datasets[i].norm: pixels (the "
+                f"std floored at 1e-6) or official (its NORM_{s}_patch.json), or give tiles whose values vary"
             )
     if write_to is not None:
         for s, v in stats.items():

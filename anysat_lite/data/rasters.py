@@ -263,8 +263,8 @@ class RastersDataset(Dataset):
         unknown = [s for s in self.sensors if s not in present]
         if unknown or not self.sensors:
             raise UserError(
-                f"rasters: sensors={list(self.sensors)} (config: data.datasets[i].sensors): expected some of "
-                f"{', '.join(present)}, the sensors of {root.name}; choose among them, or leave it out for all"
+                f"rasters: sensors={list(self.sensors)} (config: data.datasets[i].sensors): expected some of the "
+                f"sensors of {root.name} ({', '.join(present)}); choose among them, or leave it out for all"
             )
         labels = sorted({t.label for t in tiles if t.label is not None})
         self.classes = classes if classes is not None else tuple(labels)

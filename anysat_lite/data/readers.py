@@ -78,8 +78,8 @@ def check_sensors(cls, sensors) -> tuple[str, ...]:
     bad = [s for s in sensors if s not in cls.sensors]
     if bad or not sensors:
         raise UserError(
-            f"{cls.__name__}: sensors={list(sensors)} (config: data.datasets[i].sensors): expected some of "
-            f"{', '.join(cls.sensors)}, the sensors of this dataset; choose among them, or leave it out for all"
+            f"{cls.__name__}: sensors={list(sensors)} (config: data.datasets[i].sensors): expected some of this "
+            f"dataset's sensors ({', '.join(cls.sensors)}); choose among them, or leave it out for all"
         )
     return sensors
 
