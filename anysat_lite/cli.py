@@ -254,8 +254,7 @@ def cmd_probe(args) -> int:
     checkpoint = _probe_checkpoint(args, cfg)
     # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
     out = Path(args.out) if args.out else checkpoint.parent
-    where = "--out" if args.out else "--out (default: the checkpoint's folder)"
-    check_output_folder(where, out)
+    check_output_folder("--out" if args.out else "--out (default: the checkpoint's folder)", out)
     from .probe.run import REPORT_FILES
 
     earlier = " (probe results of an earlier run, or a file of yours)"

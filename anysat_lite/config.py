@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
 import math
 import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -618,15 +619,12 @@ def _yaml_hint(hint):
     """The config field type that stands for a reader argument's type (``Sequence[int]`` -> ``list[int]``,
     ``tuple[int, ...]`` -> ``list[int]``, ``Path`` -> ``str``, a mapping -> ``dict``); ``None`` for a class
     only an object can fill; ``typing.Any`` for a type this check leaves to the reader."""
-    import collections.abc
-    import inspect
-
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is typing.Any or origin is typing.Literal:
         return hint
-    if hint in (dict, collections.abc.Mapping) or origin in (dict, collections.abc.Mapping):
+    if hint in (dict, Mapping) or origin in (dict, Mapping):
         return dict
-    if origin in (list, tuple, collections.abc.Sequence) and args:
+    if origin in (list, tuple, Sequence) and args:
         inner = [_yaml_hint(a) for a in args if a is not Ellipsis]
         if None in inner:
             return None

@@ -64,6 +64,7 @@ from .readers import (
     check_root,
     check_sensors,
     check_split,
+    check_temporal_dropout,
     choose_dates,
     doy,
     item_rng,
@@ -148,7 +149,7 @@ class FLAIRDataset(Dataset):
         check_option(
             type(self), "crop", self.crop, lambda v: v in ("random", "center", "none"), "random, center or none"
         )
-        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
+        check_temporal_dropout(type(self), temporal_dropout)
         self.temporal_dropout = temporal_dropout
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):

@@ -59,7 +59,16 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .normalization import NormStats, read_norm_files
-from .readers import check_option, check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
+from .readers import (
+    check_root,
+    check_sensors,
+    check_split,
+    check_temporal_dropout,
+    choose_dates,
+    doy,
+    item_rng,
+    read_json,
+)
 
 __all__ = ["PlantedDataset", "CLASSES", "official_norm_stats", "doy_from_milliseconds"]
 
@@ -162,7 +171,7 @@ class PlantedDataset(Dataset):
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
+        check_temporal_dropout(type(self), temporal_dropout)
         self.temporal_dropout = temporal_dropout
         if fill_invalid is not None:
             missing = [s for s in self.sensors if s not in fill_invalid.stats]

@@ -28,6 +28,7 @@ __all__ = [
     "check_split",
     "check_root",
     "check_option",
+    "check_temporal_dropout",
     "read_text",
     "read_json",
     "doy",
@@ -97,6 +98,12 @@ def check_option(cls, key: str, value, ok: Callable[[Any], bool], expected: str)
             f"{cls.__name__}: {key}={value!r} (config: data.datasets options.{key}): expected {expected}; "
             "correct it, or leave it out for the default"
         )
+
+
+def check_temporal_dropout(cls, temporal_dropout: float) -> float:
+    """``temporal_dropout`` of the reader ``cls`` (the share of dates dropped on the train split), in [0, 1)."""
+    check_option(cls, "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
+    return temporal_dropout
 
 
 def check_split(cls, split: str, splits: Sequence[str] = SPLITS) -> str:

@@ -50,7 +50,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .normalization import NormStats, read_norm_files
-from .readers import check_option, check_root, check_sensors, check_split, choose_dates, doy, item_rng, read_json
+from .readers import (
+    check_root,
+    check_sensors,
+    check_split,
+    check_temporal_dropout,
+    choose_dates,
+    doy,
+    item_rng,
+    read_json,
+)
 
 __all__ = ["S2NAIPUrbanDataset", "CLASSES", "OSM_CLASS", "official_norm_stats", "resize_int16", "rasterise_osm"]
 
@@ -183,7 +192,7 @@ class S2NAIPUrbanDataset(Dataset):
         self.split = check_split(type(self), split)
         self.sensors = check_sensors(type(self), sensors)
         self.max_dates, self.seed, self.epoch = max_dates, seed, 0
-        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
+        check_temporal_dropout(type(self), temporal_dropout)
         self.temporal_dropout, self.with_labels = temporal_dropout, labels
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         if labels:

@@ -50,7 +50,17 @@ from torch.utils.data import Dataset
 
 from .io import date_from_name
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
-from .readers import check_option, check_root, check_sensors, check_split, choose_dates, item_rng, read_json, read_text
+from .readers import (
+    check_option,
+    check_root,
+    check_sensors,
+    check_split,
+    check_temporal_dropout,
+    choose_dates,
+    item_rng,
+    read_json,
+    read_text,
+)
 
 __all__ = [
     "TreeSatAITSDataset",
@@ -155,7 +165,7 @@ class TreeSatAITSDataset(Dataset):
         check_option(
             type(self), "threshold", threshold, lambda v: 0 <= v < 1, "an area share in [0, 1) (official 0.07)"
         )
-        check_option(type(self), "temporal_dropout", temporal_dropout, lambda v: 0 <= v < 1, "a share in [0, 1)")
+        check_temporal_dropout(type(self), temporal_dropout)
         self.max_dates, self.seed, self.epoch, self.crop = max_dates, seed, 0, crop
         self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
         lst = self.root / f"{split}_filenames.lst"
