@@ -24,7 +24,7 @@ import torch
 import xarray as xr
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.transform import Affine, from_origin
+from rasterio.transform import Affine
 from rasterio.warp import reproject, transform, transform_bounds
 
 from ..errors import UserError
@@ -311,7 +311,7 @@ def _warp_to(
     common = dict(
         src_transform=t @ Affine.translation(c0, r0),
         src_crs=src_crs,
-        dst_transform=from_origin(grid.left, grid.top, gsd, gsd),
+        dst_transform=Affine(gsd, 0.0, grid.left, 0.0, -gsd, grid.top),  # north-up, origin at the top-left corner
         dst_crs=crs,
     )
     reproject(
