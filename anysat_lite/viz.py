@@ -340,7 +340,8 @@ def plot_masks(masks_by_name: dict, sample: int = 0, axes=None):
         ax.imshow(grid, cmap=_mask_cmap(), vmin=0, vmax=1 + len(TARGET_COLOURS), interpolation="nearest")
         n_targets = max(n_targets, len(m.targets))
         ax.set_title(
-            f"{name}\ncontext {m.context.shape[1]} patches, {len(m.targets)} target block(s) of {m.targets[0].shape[1]}"
+            f"{name}\ncontext {m.context.shape[1]} patch{'es' * (m.context.shape[1] != 1)}, "
+            f"{len(m.targets)} target block(s) of {m.targets[0].shape[1]}"
         )
         ax.set_xlabel("patch column")
         ax.set_ylabel("patch row")
