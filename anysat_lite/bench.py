@@ -452,10 +452,12 @@ def _write_json(path: str, results: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``anysat-lite bench``."""
-    p = argparse.ArgumentParser(
+    from .cli import OneLineArgumentParser
+
+    p = OneLineArgumentParser(
         prog="anysat-lite bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--sizes", nargs="*", default=list(SIZES), help="model sizes for the standard input")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), help="model sizes for the standard input")
     p.add_argument("--sweep-size", default="nano", help="model size for the growing-work sweeps")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions per process")

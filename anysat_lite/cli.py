@@ -17,9 +17,41 @@ from pathlib import Path
 from .errors import UserError, check_output_file, check_output_files, check_output_folder, not_utf8
 from .files import write_text_atomic
 
-__all__ = ["main", "DEBUG_ENV"]
+__all__ = ["main", "DEBUG_ENV", "OneLineArgumentParser"]
 
 DEBUG_ENV = "ANYSAT_LITE_DEBUG"
+DEBUG_OFF = ("", "0", "false", "no", "off")  # values of ANYSAT_LITE_DEBUG that leave tracebacks off
+
+
+def seed_arg(text: str) -> int:
+    """An argparse type: a random seed, an integer in [0, 2**32 - 1] (what numpy and torch generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {text!r}; e.g. 0")
+    return value
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with its mistakes on one line (argparse prints the whole usage block first), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Also refuses an empty value (``--resume ""``, an unset shell variable), which would otherwise read as
+        the option left out."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None) if action.option_strings else None
+            if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+                self.error(
+                    f"argument {'/'.join(action.option_strings)}: an empty value (an unset shell variable?); "
+                    "give a value or leave the option out"
+                )
+        return namespace, extras
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -341,16 +373,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _keep_earlier_study(root: Path, kind: str, wanted: list[int], force: bool, resume: bool) -> None:
+    """Refuse to replace ``root/<kind>.{json,md}`` (an earlier study's table) by one that leaves some of its seeds
+    or worlds out, unless ``--resume`` (a study continued on a subset of its runs) or ``--force``: adding seeds to
+    a study means listing the earlier ones too."""
+    try:
+        earlier = json.loads((root / f"{kind}.json").read_text())[kind]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no earlier study (or none this command wrote): nothing to keep
+    left_out = sorted(set(earlier) - set(wanted)) if isinstance(earlier, list) else []
+    if left_out and not (force or resume):
+        both = " ".join(map(str, sorted(set(earlier) | set(wanted))))
+        raise UserError(
+            f"{root / (kind + '.md')} holds the study of {kind} {' '.join(map(str, earlier))}; this call would "
+            f"replace it with one that leaves out {' '.join(map(str, left_out))}: list them too and continue the "
+            f"runs already there (--{kind} {both} --resume), or add --force to replace the table"
+        )
+
+
 def _demo_seeds(args, cfg) -> int:
     """``demo --seeds``: the demo once per training seed, then the per-seed table (seeds.json, seeds.md)."""
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+    if len(set(args.seeds)) != len(args.seeds):  # each >= 0: seed_arg
         raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds >= 0, e.g. --seeds 0 1 2")
     if args.resume not in (False, True):
         raise UserError(
             f"--resume {args.resume}: with --seeds, --resume takes no checkpoint (each seed continues its own run)"
         )
     worlds = args.worlds or []
-    if len(set(worlds)) != len(worlds) or min(worlds, default=0) < 0:
+    if len(set(worlds)) != len(worlds):
         raise UserError(f"--worlds {' '.join(map(str, worlds))}: expected distinct worlds >= 0, e.g. --worlds 0 1 2")
     if worlds and cfg.data.datasets[0].name != "synthetic":
         raise UserError(
@@ -369,6 +419,10 @@ def _demo_seeds(args, cfg) -> int:
         world_table,
     )
 
+    root = Path(f"{cfg.train.out_dir}-seeds")
+    _keep_earlier_study(root, "seeds", args.seeds, args.force, bool(args.resume))
+    if worlds:
+        _keep_earlier_study(root, "worlds", worlds, args.force, bool(args.resume))
     root, runs = run_seeds(cfg, args.seeds, resume=args.resume, force=args.force, progress=not args.quiet)
     study = seed_study(runs)
     table = seed_table(study)
@@ -490,6 +544,13 @@ def cmd_embed(args) -> int:
 def cmd_notebooks(args) -> int:
     from .notebooks import apply_standard_cells, check_structure, insert_colab_links, list_notebooks, run_notebooks
 
+    if args.branch is not None and not args.colab_links:
+        raise UserError(f"--branch {args.branch}: names the branch of the Colab links; add --colab-links GITHUB_REPO")
+    if args.branch is not None and not re.fullmatch(r"(?!/|-)(?!.*(\.\.|//|/$|\.lock$))[A-Za-z0-9._/-]+", args.branch):
+        raise UserError(
+            f"--branch {args.branch!r}: expected a git branch name (letters, digits, '.', '_', '-' and '/', no '..'), "
+            "e.g. --branch main"
+        )
     notebooks = list_notebooks()
     unknown = [o for o in args.only or [] if not any(p.name.startswith(o) for p in notebooks)]
     if unknown:
@@ -503,7 +564,12 @@ def cmd_notebooks(args) -> int:
             apply_standard_cells(path)
             print(f"standard cells: {path.name}")
     if args.colab_links:
-        for name, url in insert_colab_links(args.colab_links, args.branch).items():
+        if args.only:
+            raise UserError(
+                f"--colab-links with --only {' '.join(args.only)}: the badges and the REPO setting go into every "
+                "notebook together; drop --only"
+            )
+        for name, url in insert_colab_links(args.colab_links, args.branch or "main").items():
             print(f"[{name}]({url})")
     if args.check:
         bad = 0
@@ -543,11 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)",
     )
-    p = argparse.ArgumentParser(prog="anysat-lite", description=__doc__, parents=[common])
+    p = OneLineArgumentParser(prog="anysat-lite", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
-        "demo", parents=[common], help="pretrain (cpu-demo by default) then probe; prints the results table"
+        "demo",
+        parents=[common],
+        help="pretrain (cpu-demo by default) then probe; prints the results table",
+        description="Pretrain, then probe the exported encoders and print the results table. With --resume, a "
+        "run that trains further (train.steps raised) is probed again and its probe_results are replaced; a "
+        "finished run that already holds probe_results is refused (anysat-lite probe --force re-probes it).",
     )
     _add_config_args(d)
     _add_run_args(d)
@@ -562,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--seeds",
-        type=int,
+        type=seed_arg,
         nargs="+",
         metavar="N",
         help="repeat the demo for each training seed (runs in OUT_DIR-seeds/seed-N) and tabulate the "
@@ -570,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--worlds",
-        type=int,
+        type=seed_arg,
         nargs="+",
         metavar="W",
         help="with --seeds: also probe each seed's encoder on other draws of the synthetic world (data.seed=W, "
@@ -618,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     off.add_argument("--data", metavar="ROOT", help="the task's dataset folder, in its official layout")
     off.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda when available)")
-    off.add_argument("--seed", type=int, help="default: the official 32")
+    off.add_argument("--seed", type=seed_arg, help="default: the official 32")
     off.add_argument("--epochs", type=int, help="at most this many epochs (official 200; fewer marks the row partial)")
     off.add_argument(
         "--min-epochs", type=int, help="no early stop before (official 50; changing it marks the row partial)"
@@ -684,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("notebooks", parents=[common], help="execute the numbered notebooks with papermill")
     n.add_argument("--out", default="runs/notebooks")
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
-    n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
+    n.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
     n.add_argument(
         "--force", action="store_true", help="replace executed notebooks already in --out (earlier runs' copies)"
@@ -700,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="put 'Open in Colab' badges for https://github.com/OWNER/REPO into the notebooks (and that "
         "address into their REPO parameter), and print the links",
     )
-    n.add_argument("--branch", default="main", help="branch of the Colab links (default main)")
+    n.add_argument("--branch", help="with --colab-links: the branch of the links (default main)")
     n.add_argument(
         "--standard-cells",
         action="store_true",
@@ -748,14 +819,17 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     """Run a command; errors print one line on stderr (exit code 2), ``--debug`` shows the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
+    lead = 0  # --debug may come before the command
+    while argv[lead : lead + 1] == ["--debug"]:
+        lead += 1
+    if argv[lead : lead + 1] == ["bench"]:  # the benchmark has its own parser (anysat-lite bench --help)
         from .bench import main as bench_main
 
-        prog, run, debug = "anysat-lite bench", lambda: bench_main(argv[1:]), "--debug" in argv
+        prog, run, debug = "anysat-lite bench", lambda: bench_main(argv[lead + 1 :]), "--debug" in argv
     else:
         args = build_parser().parse_args(argv)
         prog, run, debug = f"anysat-lite {args.command}", lambda: args.func(args), getattr(args, "debug", False)
-    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    debug = debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in DEBUG_OFF
     shown = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _warning_line

@@ -685,6 +685,9 @@ def _ge(lo):
     return lambda v: v >= lo, f">= {lo:g}"
 
 
+_SEED = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")  # what numpy and torch generators take
+
+
 def _gt(lo):
     return lambda v: v > lo, f"> {lo:g}"
 
@@ -762,7 +765,7 @@ RULES: dict[str, tuple] = {
     "data.tile_m": (lambda v: v > 0 and v % 10 == 0, "a positive multiple of 10 (metres)"),
     "data.n_tiles": _ge(3),
     "data.n_dates": _ge(1),
-    "data.seed": _ge(0),
+    "data.seed": _SEED,
     "data.norm_samples": _ge(0),
     "data.num_workers": _ge(0),
     "data.prefetch_factor": _ge(1),
@@ -805,14 +808,14 @@ RULES: dict[str, tuple] = {
         lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v) is not None,
         "auto, cpu, cuda, cuda:N or mps",
     ),
-    "train.seed": _ge(0),
+    "train.seed": _SEED,
     "train.log_every": _ge(1),
     "train.val_every": _ge(0),
     "train.val_batches": _ge(1),
     "train.ckpt_every": _ge(1),
     "train.keep_last": _ge(0),
     "train.out_dir": (lambda v: v.strip() != "", "a folder path"),
-    "train.threads": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "train.threads": (lambda v: v is None or 1 <= v <= 1024, "null or in [1, 1024]"),
     "probe.patch_sizes": _PATCHES,
     "probe.modality_sets": (
         lambda v: len(v) > 0 and all(list(m) == ["all"] or _sensor_list(m) for m in v),
@@ -826,7 +829,7 @@ RULES: dict[str, tuple] = {
     "probe.finetune_epochs": _ge(0),
     "probe.finetune_lr": _gt(0),
     "probe.batch_size": _ge(1),
-    "probe.seed": _ge(0),
+    "probe.seed": _SEED,
     "probe.bootstrap": _ge(0),
     "probe.split": _choice("test", "val"),
 }

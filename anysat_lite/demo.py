@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from .config import Config
-from .files import write_text_atomic
+from .files import atomic_write
 
 __all__ = [
     "run_demo",
@@ -424,15 +424,19 @@ def readme_block(text: str, markers: tuple[str, str] = README_MARKERS) -> str | 
 
 
 def replace_readme_block(path: str | Path, block: str, markers: tuple[str, str] = README_MARKERS) -> bool:
-    """Write ``block`` between the README's ``markers``; returns whether the file changed."""
+    """Write ``block`` between the README's ``markers``; returns whether the file changed.  A file with Windows
+    line endings (``\\r\\n``) keeps them."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes().decode("utf-8")
+    crlf = "\r\n" in raw
+    text = raw.replace("\r\n", "\n") if crlf else raw
     if readme_block(text, markers) is None:
         raise ValueError(
             f"{path}: no results markers {markers[0]!r} ... {markers[1]!r}; add them where the results should go"
         )
     start, end = markers
     new = re.sub(f"{re.escape(start)}\n.*?\n?{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
-    if new != text:
-        write_text_atomic(path, new)
-    return new != text
+    new = new.replace("\n", "\r\n") if crlf else new
+    if new != raw:
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(new.encode("utf-8")))
+    return new != raw

@@ -193,18 +193,27 @@ def insert_colab_links(repo: str, branch: str = "main", folder: str | Path = NOT
                 "anysat-lite notebooks --standard-cells first"
             )
         cells[0].source = f"[![Open In Colab]({COLAB_BADGE})]({links[path.name]})"
-        params[0].source = re.sub(
-            r'^REPO = "[^"\n]*"', f'REPO = "https://github.com/{slug}"', params[0].source, count=1, flags=re.M
-        )
+        params[0].source = _with_repo(params[0].source, f"https://github.com/{slug}")
         _write_notebook(nb, path)
     return links
+
+
+def _repo(source: str) -> str:
+    """The value of ``REPO = "..."`` in a parameters cell ("" when it has none)."""
+    m = re.search(r'^REPO = "([^"\n]*)"', source, flags=re.M)
+    return m.group(1) if m else ""
+
+
+def _with_repo(source: str, repo: str) -> str:
+    """A parameters cell with ``REPO = "<repo>"`` (the one setting ``--colab-links`` writes into the shared block)."""
+    return re.sub(r'^REPO = "[^"\n]*"', f'REPO = "{repo}"', source, count=1, flags=re.M)
 
 
 def _own_parameters(source: str) -> str:
     """The notebook's own lines of a parameters cell: everything but the shared block (or, in an older cell,
     its header comment and its SMOKE / DEVICE / REPO lines)."""
-    if source.startswith(PARAMETERS):
-        return source[len(PARAMETERS) :].strip("\n")
+    if _with_repo(source, "").startswith(PARAMETERS):
+        return _with_repo(source, "")[len(PARAMETERS) :].strip("\n")
     keep = [
         line
         for line in source.splitlines()
@@ -231,11 +240,12 @@ def apply_standard_cells(path: str | Path) -> None:
     nb.cells = [c for c in nb.cells if not _old_setup(c)]
     params = _tagged(nb, "parameters")
     extra = _own_parameters(params[0].source) if params else ""
+    repo = _repo(params[0].source) if params else ""  # kept: the address --colab-links wrote
     colab = _tagged(nb, "colab")  # one markdown cell right after the title (a badge, or the placeholder)
     keep = next((c for c in colab if c.cell_type == "markdown"), None)
     nb.cells = [c for c in nb.cells if all(c is not k for k in colab)]
     nb.cells.insert(1, keep or nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}))
-    source = PARAMETERS + ("\n\n" + extra if extra else "")
+    source = _with_repo(PARAMETERS, repo) + ("\n\n" + extra if extra else "")
     if params:
         params[0].source = source
         idx = nb.cells.index(params[0])
@@ -291,7 +301,7 @@ def check_structure(path: str | Path, min_words: int = MIN_WORDS) -> list[str]:
     if words < min_words:
         problems.append(f"{words} words of markdown, fewer than {min_words}")
     params = _tagged(nb, "parameters")
-    if len(params) != 1 or not params[0].source.startswith(PARAMETERS):
+    if len(params) != 1 or not _with_repo(params[0].source, "").startswith(PARAMETERS):
         problems.append("no parameters cell starting with anysat_lite.notebooks.PARAMETERS")
     if not any(c.source == SETUP for c in code):
         problems.append("no setup cell equal to anysat_lite.notebooks.SETUP")

@@ -296,7 +296,7 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
     "args, pattern",
     [
         (["--seeds", "0", "1", "0"], r"--seeds 0 1 0: expected distinct seeds >= 0, e.g. --seeds 0 1 2$"),
-        (["--seeds", "-1"], r"--seeds -1: expected distinct seeds >= 0"),
+        (["--seeds", "-1"], r"argument --seeds: expected an integer in \[0, 2\*\*32 - 1\], got '-1'"),
         (["--seeds", "0", "--resume", "x.pt"], r"--resume x.pt: with --seeds, --resume takes no checkpoint"),
         (["--seeds", "0", "--set", "train.steps=0"], r"config train.steps: expected an integer >= 1, got 0"),
         (
@@ -310,7 +310,7 @@ def test_pretrain_config_mistakes(tmp_path, args, pattern):
         ),
         (["--worlds", "1"], r"--worlds 1: probes the encoders of a seed study; add --seeds, e.g. --seeds 0 1 2 "),
         (["--seeds", "0", "--worlds", "1", "1"], r"--worlds 1 1: expected distinct worlds >= 0, e.g. --worlds 0 1 2$"),
-        (["--seeds", "0", "--worlds", "-1"], r"--worlds -1: expected distinct worlds >= 0"),
+        (["--seeds", "0", "--worlds", "-1"], r"argument --worlds: expected an integer in \[0, 2\*\*32 - 1\], got '-1'"),
         (
             ["--update-readme", "bin.md"],
             r"--update-readme bin.md: expected UTF-8 text, got byte 0xff at position 2; give the Markdown file that "
@@ -932,3 +932,96 @@ def test_resume_and_config_name_a_file_of_the_wrong_kind(tmp_path, capsys):
     assert re.search(r"--resume \S+config.yaml: expected a checkpoint \(.pt, .pth, .ckpt.*or a run folder", err)
     assert main(["pretrain", "--config", str(tmp_path / "run")]) == 2
     assert "a run folder's config is " + str(tmp_path / "run" / "config.yaml") in capsys.readouterr().err
+
+
+def test_argparse_mistakes_are_one_line(capsys):
+    for argv, expected in [
+        (["embed", "--patch-size", "20.5"], "anysat-lite embed: error: argument --patch-size: invalid int value"),
+        (["nonsense"], "anysat-lite: error: argument command: invalid choice: 'nonsense'"),
+        (["bench", "--batch", "x"], "anysat-lite bench: error: argument --batch: invalid int value: 'x'"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(expected), err
+        assert err.rstrip().endswith("--help")
+
+
+def test_an_empty_value_is_refused_not_read_as_the_option_left_out(capsys):
+    """``--resume "$CKPT"`` with CKPT unset started a new 350-step run; ``--checkpoint ""`` said none was given."""
+    for argv, option in [
+        (["pretrain", "--resume", ""], "--resume"),
+        (["probe", "--checkpoint", " "], "--checkpoint"),
+        (["probe", "--official", "", "--task", "treesatai-ts-lp", "--data", "."], "--official"),
+        (["embed", "--checkpoint", "x", "--raster", "s2=a.tif", "--out", ""], "--out"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert f"argument {option}: an empty value (an unset shell variable?)" in err and err.count("\n") == 1, err
+
+
+def test_seeds_out_of_range_are_one_line_errors(capsys):
+    """A seed past 2**32 - 1 reached numpy or torch ("Overflow when unpacking long long")."""
+    assert main(["pretrain", "--set", "train.seed=4294967296"]) == 2
+    assert "config train.seed: expected an integer in [0, 2**32 - 1], got 4294967296" in capsys.readouterr().err
+    assert main(["probe", "--checkpoint", "x", "--set", "probe.seed=-1"]) == 2
+    assert "config probe.seed: expected an integer in [0, 2**32 - 1], got -1" in capsys.readouterr().err
+    for argv in (["demo", "--seeds", "0", "99999999999999999999"], ["probe", "--official", "x.pt", "--seed", "-5"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "expected an integer in [0, 2**32 - 1]" in capsys.readouterr().err
+
+
+def test_debug_may_come_before_bench_and_debug_env_false_is_off(capsys, monkeypatch):
+    assert main(["bench", "--batch", "0"]) == 2
+    assert "--batch 0: expected an integer >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--batch 0: expected an integer >= 1"):  # --debug: the traceback
+        main(["--debug", "bench", "--batch", "0"])
+    for off in ("false", "No", "off", "0"):
+        monkeypatch.setenv("ANYSAT_LITE_DEBUG", off)
+        assert main(["pretrain", "--set", "train.threads=0"]) == 2
+    monkeypatch.setenv("ANYSAT_LITE_DEBUG", "1")
+    with pytest.raises(UserError):
+        main(["pretrain", "--set", "train.threads=0"])
+
+
+def test_a_seed_study_is_not_replaced_by_one_that_leaves_seeds_out(tmp_path):
+    from anysat_lite.cli import _keep_earlier_study
+
+    (tmp_path / "seeds.json").write_text(json.dumps({"seeds": [0, 1]}))
+    _keep_earlier_study(tmp_path, "seeds", [0, 1, 2], force=False, resume=False)  # adds a seed: fine
+    with pytest.raises(
+        UserError,
+        match=r"seeds.md holds the study of seeds 0 1; this call would replace it with one "
+        r"that leaves out 1: list them too and continue the runs already there \(--seeds 0 1 7 --resume\)",
+    ):
+        _keep_earlier_study(tmp_path, "seeds", [0, 7], force=False, resume=False)
+    _keep_earlier_study(tmp_path, "seeds", [7], force=True, resume=False)
+    _keep_earlier_study(tmp_path, "seeds", [0], force=False, resume=True)  # a study continued on some of its runs
+    _keep_earlier_study(tmp_path / "none", "worlds", [3], force=False, resume=False)  # no earlier study
+
+
+def test_update_readme_keeps_windows_line_endings(tmp_path):
+    from anysat_lite.demo import README_MARKERS, replace_readme_block
+
+    start, end = README_MARKERS
+    path = tmp_path / "README.md"
+    path.write_bytes(f"# Title\r\n\r\n{start}\r\nold\r\n{end}\r\nafter\r\n".encode())
+    assert replace_readme_block(path, "| a |\n| b |")
+    assert path.read_bytes() == f"# Title\r\n\r\n{start}\r\n| a |\r\n| b |\r\n{end}\r\nafter\r\n".encode()
+    assert not replace_readme_block(path, "| a |\n| b |")
+
+
+def test_official_weights_option_names_a_folder_and_a_training_checkpoint(tmp_path):
+    from anysat_lite.model.official import OfficialCheckpointError, load_official
+
+    with pytest.raises(OfficialCheckpointError, match=r": a folder; expected the official AnySat.pth file"):
+        load_official(tmp_path)
+    torch.save({"model": {}, "optimizer": {}, "step": 3, "rng": {}}, tmp_path / "last.pt")
+    with pytest.raises(
+        OfficialCheckpointError,
+        match=r"last.pt: an anysat-lite training checkpoint, not an official AnySat state dict; probe it with "
+        r"anysat-lite probe --checkpoint .*last.pt",
+    ):
+        load_official(tmp_path / "last.pt")

@@ -185,6 +185,25 @@ def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
         assert links[p.name] in badge and "colab-badge.svg" in badge
         params = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0]
         assert 'REPO = "https://github.com/someone/anysat_lite"' in params
+        # the notebooks keep the shared structure, and --standard-cells keeps the address
+        assert not [q for q in check_structure(p) if "parameters cell" in q]
+        apply_standard_cells(p)
+        params = [c.source for c in nbformat.read(p, as_version=4).cells if "parameters" in c.metadata["tags"]][0]
+        assert 'REPO = "https://github.com/someone/anysat_lite"' in params
+
+
+def test_colab_link_options_are_checked(tmp_path, capsys):
+    from anysat_lite.cli import main
+
+    for argv, expected in [
+        (["--branch", "dev"], "--branch dev: names the branch of the Colab links; add --colab-links GITHUB_REPO"),
+        (["--colab-links", "https://github.com/a/b", "--branch", "x y"], "--branch 'x y': expected a git branch"),
+        (["--colab-links", "https://github.com/a/b", "--branch", "../up"], "--branch '../up': expected a git branch"),
+        (["--colab-links", "https://github.com/a/b", "--only", "00"], "the badges and the REPO setting go into every"),
+    ]:
+        assert main(["notebooks", "--out", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
 
 
 def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):

@@ -652,7 +652,8 @@ def test_probe_refuses_a_dataset_with_sensors_the_encoder_lacks(tmp_path):
         UserError,
         match=r"^--checkpoint .*encoder: the encoder has no projector for spot, s1 of dataset 'pastis-hd' \(expected "
         r"every sensor of the dataset: spot, s2, s1; the encoder has s2\); probe the sensors it has: --set "
-        r'"data.datasets=\[\{name: pastis-hd, path: /data/pastis, sensors: \[s2\]\}\]", or give a checkpoint '
+        r'"data.datasets=\[\{name: pastis-hd, path: /data/pastis, sensors: \[s2\]\}\]" --set '
+        r'"probe.modality_sets=\[\[all\], \[s2\]\]", or give a checkpoint '
         r"pretrained with spot, s1$",
     ):
         _load_encoders(cfg, tmp_path / "encoder", bundle, "cpu")

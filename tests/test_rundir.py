@@ -140,6 +140,19 @@ def test_corrupt_last_names_the_newest_intact_step(tmp_path, damage):
     assert ck["step"] == 8
 
 
+def test_corrupt_last_without_an_intact_step_names_the_command_that_starts_again(tmp_path):
+    """The fix names the folder: ``--force`` alone would start the preset's default train.out_dir."""
+    _fake_run(tmp_path, steps=(4,))
+    (tmp_path / "step-000004.pt").write_bytes(b"truncated")
+    (tmp_path / "last.pt").write_bytes(b"truncated")
+    with pytest.raises(
+        RunDirError,
+        match=r"last.pt: .*; no intact step-\*.pt in .*: start the run again without --resume, replacing it "
+        rf"\(--set train.out_dir={tmp_path} --force; Python: force=True\), or in a new train.out_dir$",
+    ):
+        prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=20"), resume=True)
+
+
 def test_resume_into_a_folder_holding_another_run(tmp_path):
     _fake_run(tmp_path / "a")
     _fake_run(tmp_path / "b")

@@ -229,11 +229,12 @@ def official_model_config(state_dict: Mapping[str, torch.Tensor], num_heads: int
 def _read(path: str | Path) -> Mapping:
     path = Path(path)
     if not path.is_file():
+        what = "a folder" if path.is_dir() else "no such file"
         raise OfficialCheckpointError(
-            f"{path}: no such file; expected the official AnySat.pth (download it from {RELEASED_URL})"
+            f"{path}: {what}; expected the official AnySat.pth file (download it from {RELEASED_URL})"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails on foreign or damaged files with many types (KeyError, IndexError...)
         from ..train.checkpoint import unreadable  # here: the train package imports this one
 
@@ -241,6 +242,12 @@ def _read(path: str | Path) -> Mapping:
             f"{unreadable(path, e)}; expected the official AnySat.pth, a state dict saved with torch.save "
             f"(download it from {RELEASED_URL})"
         ) from None
+    if isinstance(sd, Mapping) and {"model", "optimizer", "step"} <= set(sd):
+        raise OfficialCheckpointError(
+            f"{path}: an anysat-lite training checkpoint, not an official AnySat state dict; probe it with "
+            f"anysat-lite probe --checkpoint {path} (Python: anysat_lite.train.checkpoint.load_encoder)"
+        )
+    return sd
 
 
 def load_official(state_dict_or_path, model=None, num_heads: int | None = None):

@@ -97,7 +97,8 @@ def _check_sensors(checkpoint, has: list[str], bundle: DatasetBundle, spec) -> N
         entry = (
             f"name: {spec.name}" + (f", path: {spec.path}" if spec.path else "") + f", sensors: [{', '.join(common)}]"
         )
-        fix = f'probe the sensors it has: --set "data.datasets=[{{{entry}}}]", or '
+        sets = ", ".join(["[all]", *(f"[{s}]" for s in common)])
+        fix = f'probe the sensors it has: --set "data.datasets=[{{{entry}}}]" --set "probe.modality_sets=[{sets}]", or '
     else:
         fix = ""
     raise UserError(

@@ -132,7 +132,8 @@ def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dic
         hint = (
             f"resume from the newest intact checkpoint: --resume {newest}"
             if newest
-            else f"no intact step-*.pt in {path.parent}: start again with --force (force=True) or in a new folder"
+            else f"no intact step-*.pt in {path.parent}: start the run again without --resume, replacing it "
+            f"(--set train.out_dir={out} --force; Python: force=True), or in a new train.out_dir"
         )
         raise RunDirError(f"{e.problem}; {hint}") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= set(ck):
