@@ -478,7 +478,13 @@ def cmd_embed(args) -> int:
     spec = _raster_spec(args.raster)
     out = Path(args.out)
     named = out.stem not in ("", ".", "..", ".nc")
-    example = out.with_name(out.stem + ".nc") if named else out / "embedding.nc" if out.is_dir() else "embedding.nc"
+    example = (
+        out / "embedding.nc"
+        if out.is_dir()
+        else out.with_name(out.stem if out.stem.endswith(".nc") else out.stem + ".nc")  # x.nc.tmp -> x.nc
+        if named
+        else "embedding.nc"
+    )
     if out.name == ".nc":  # Path(".nc").suffix is "": a name that is the suffix alone
         raise UserError(
             f"--out {out}: expected a NetCDF file name before .nc, got the suffix alone; name the file, e.g. "

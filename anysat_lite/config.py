@@ -664,6 +664,18 @@ def _build(cls, data, where: str):
         valid = sorted(fields | ({"size"} if where == "model" else set()))  # model.size: a size's three numbers
         close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
         hint = f"did you mean {where + '.' if where else ''}{close[0]}? " if close else ""
+        nested = [
+            name
+            for name, kind in typing.get_type_hints(cls).items()
+            if isinstance(kind, type)
+            and dataclasses.is_dataclass(kind)
+            and unknown[0] in {g.name for g in dataclasses.fields(kind)}
+        ]
+        if nested:  # a section's key one level too high (``steps: 5`` for ``train: {steps: 5}``)
+            keys = " or ".join(f"{where + '.' if where else ''}{n}.{unknown[0]}" for n in nested)
+            hint = f"did you mean {keys} (nested under {' or '.join(nested)})? "
+        elif ":" in str(unknown[0]):  # {name:treesatai} is one key in YAML flow style
+            hint = f"YAML needs a space after ':' ({str(unknown[0]).replace(':', ': ', 1)}); "
         raise UnknownKeyError(
             f"unknown config key(s) {sorted(map(str, unknown))} in {where or 'config'} "
             f"({key}); {hint}valid: {', '.join(valid)}"
@@ -941,6 +953,11 @@ def validate_config(cfg: Config) -> Config:
                 f"e.g. --set data.root=/data"
             )
     t = cfg.train
+    if t.min_lr > t.lr:
+        raise ConfigError(
+            f"config train.min_lr: the learning rate ends at (or is reduced down to) min_lr from train.lr={t.lr:g}, "
+            f"so expected at most {t.lr:g}, got {t.min_lr:g}; e.g. --set train.min_lr={min(1e-6, t.lr):g}"
+        )
     if t.recipe == "anysat" and t.val_every == 0:
         raise ConfigError(
             "config train.val_every: the anysat recipe reduces the learning rate on plateaus of the "

@@ -432,6 +432,7 @@ def test_embed_mistakes(tmp_path, encoder_files):
     [
         (["--raster", "s3=x.tif"], r"unknown sensor 's3'; known: aerial"),
         (["--raster", "aerial=none.tif"], r"aerial: no such file none.tif$"),
+        (["--raster", "aerial= none.tif"], r"aerial: no such file ' none.tif'$"),
         (
             ["--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--patch-size", "15"],
             r"--patch-size 15: expected a positive multiple of 10 m, got 15; e.g. --patch-size 20$",
@@ -859,10 +860,13 @@ def test_embed_tile_size_is_checked_before_any_work(tmp_path, capsys, tile):
         ("sub/.nc", r"--out sub/.nc: expected a NetCDF file name before .nc, .* e.g. --out sub/embedding.nc$"),
         ("emb.zarr", r"--out emb.zarr: expected a NetCDF file name ending in .nc .*, got '.zarr'; e.g. --out emb.nc$"),
         ("emb", r"--out emb: expected a NetCDF file name ending in .nc .*, got no suffix; e.g. --out emb.nc$"),
+        ("emb.nc.tmp", r"--out emb.nc.tmp: .*, got '.tmp'; e.g. --out emb.nc$"),
+        ("adir", r"--out adir: .*, got no suffix; e.g. --out adir/embedding.nc$"),  # an existing folder
     ],
 )
 def test_embed_out_without_a_netcdf_name(tmp_path, capsys, monkeypatch, out, pattern):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
     args = ["embed", "--checkpoint", "nothing", "--raster", f"aerial={GEOTIFF / 'aerial.tif'}", "--out", out]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

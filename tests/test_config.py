@@ -34,7 +34,7 @@ from anysat_lite.config import (
         ("train.amp=fp8", r"train.amp: expected one of none, bf16, fp16, got 'fp8'; e.g. --set train.amp=none"),
         ("train.device=gpu", r"train.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
         ("train.compile=1", r"train.compile: expected a boolean \(true/false\), got 1"),
-        ("train.threads=0", r"train.threads: expected null or >= 1, got 0"),
+        ("train.threads=0", r"train.threads: expected null or in \[1, 1024\], got 0"),
         (
             "model.num_heads=5",
             r"model.num_heads: expected a divisor of model.embed_dim=64, got 5; e.g. --set model.num_heads=4",
@@ -145,6 +145,21 @@ def test_unknown_keys_suggest_the_close_one():
     assert isinstance(e.value, KeyError) and not str(e.value).startswith("'")  # still a KeyError, readable
     with pytest.raises(UnknownKeyError, match=r"\['trian'\] in --set; did you mean train\?"):
         get_config("cpu-demo", ["trian.steps=3"])
+
+
+def test_unknown_keys_one_level_too_high_or_without_a_space_after_the_colon(tmp_path):
+    (tmp_path / "top.yaml").write_text("steps: 5\n")
+    with pytest.raises(
+        UnknownKeyError,
+        match=r"\['steps'\] in config \(steps\); did you mean train.steps \(nested under "
+        r"train\)\? valid: data, jepa",
+    ):
+        load_config(tmp_path / "top.yaml")
+    (tmp_path / "top.yaml").write_text("seed: 5\n")
+    with pytest.raises(UnknownKeyError, match=r"did you mean data.seed or train.seed or probe.seed \(nested under "):
+        load_config(tmp_path / "top.yaml")
+    with pytest.raises(UnknownKeyError, match=r"YAML needs a space after ':' \(name: synthetic\); valid: batch_size"):
+        get_config("cpu-demo", ["data.datasets=[{name:synthetic}]"])
 
 
 def test_keys_of_earlier_versions_say_what_replaced_them(tmp_path):
@@ -400,3 +415,13 @@ def test_the_python_entry_points_name_a_wrong_argument():
     ):
         with pytest.raises(UserError, match=pattern):
             call()
+
+
+def test_min_lr_above_lr_is_refused():
+    with pytest.raises(
+        ConfigError,
+        match=r"config train.min_lr: .* from train.lr=0.001, so expected at most 0.001, got 1; "
+        r"e.g. --set train.min_lr=1e-06$",
+    ):
+        get_config("cpu-demo", ["train.min_lr=1"])
+    assert get_config("cpu-demo", ["train.min_lr=0.001"]).train.min_lr == 0.001

@@ -268,7 +268,7 @@ def common_grid(rasters: Mapping[str, xr.DataArray], unit_m: float | None = None
         raise RasterError(
             f"the rasters overlap on {right - left:.1f} x {top - bottom:.1f} m ({where} m), less than "
             f"one {unit:g} m cell (patch or sub-patch) each way; give rasters covering at least "
-            f"{unit:g} x {unit:g} m together"
+            f"{unit:g} x {unit:g} m together (or a smaller patch size)"
         )
     # corners to the millimetre: bounds transformed from another CRS carry float noise
     return Grid(crs.to_wkt(), round(float(left), 3), round(float(top), 3), float(h), float(w))

@@ -102,7 +102,9 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
     path = Path(path)
     path = path if path.is_absolute() else base / path
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: raster {path} not found")
+        raise FileNotFoundError(
+            f"{where}: raster {path} not found; correct the path (relative paths start from the manifest's folder)"
+        )
     files = tile.files.setdefault(sensor, [])
     if SENSORS[sensor].is_series:
         files.append((path, _date(date, path, where)))
@@ -135,7 +137,7 @@ def _read_csv(path: Path, base: Path, tiles: dict[str, RasterTile]) -> None:
                 "(and optionally date, split, label)"
             )
         for row in reader:
-            where = f"{path.name} line {reader.line_num}"
+            where = f"{path} line {reader.line_num}"
             extra = row.pop(None, [])  # values past the last column
             if any(v.strip() for v in extra):
                 raise UserError(
@@ -188,7 +190,7 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
             )
         classes = tuple(str(c) for c in doc["classes"]) if doc.get("classes") is not None else None
         for n, entry in enumerate(doc["tiles"]):
-            where = f"{path.name} tile #{n}"
+            where = f"{path} tile #{n}"
             if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("rasters"), dict):
                 raise UserError(
                     f"{where}: expected {{name: ..., rasters: {{sensor: path or [paths]}}, split?, label?}}"
@@ -209,7 +211,7 @@ def read_manifest(path: str | Path) -> tuple[list[RasterTile], tuple[str, ...] |
         for files in tile.files.values():
             files.sort(key=lambda f: f[1] or dt.date.min)
     if not tiles:
-        raise UserError(f"{path}: the manifest lists no tile")
+        raise UserError(f"{path}: the manifest lists no tile; add one entry per tile ({_FORMAT})")
     return list(tiles.values()), classes
 
 

@@ -65,7 +65,8 @@ def load_rasters(spec: Mapping[str, str | Path | Sequence[str | Path]]) -> dict[
             raise RasterError(f"{sensor}: {folders[0]} is a folder, expected a GeoTIFF file; name the file in it")
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
-            raise RasterError(f"{sensor}: no such file {missing[0]}")
+            shown = repr(missing[0]) if missing[0] != missing[0].strip() else missing[0]  # a space would not show
+            raise RasterError(f"{sensor}: no such file {shown}")
         if s.is_series:
             out[sensor] = stack_time_series(list(paths), bands=_bands(s, paths))
         else:
