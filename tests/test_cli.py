@@ -791,7 +791,7 @@ def test_probe_refuses_a_dataset_with_sensors_the_encoder_lacks_before_encoding(
         rf"^anysat-lite probe: error: --checkpoint .*enc: the encoder has no projector for spot, s1 of dataset "
         rf"'pastis-hd' \(expected every sensor of the dataset: spot, s2, s1; the encoder has aerial, s2\); probe the "
         rf'sensors it has: --set "data.datasets=\[{{name: pastis-hd, path: {re.escape(str(pastis))}, sensors: '
-        rf'\[s2\]}}\]", or give a checkpoint pretrained with spot, s1$',
+        rf'\[s2\]}}\]" --set "probe.modality_sets=\[\[all\], \[s2\]\]", or give a checkpoint pretrained with spot, s1$',
         err[0],
     ), err
     assert not list((tmp_path / "o").iterdir())

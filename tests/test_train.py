@@ -440,7 +440,8 @@ def test_the_anysat_plateau_stops_at_train_min_lr():
     from anysat_lite.train.loop import lr_plateau
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    tc = get_config("geoplex", ["train.min_lr=4e-4", "train.plateau_patience=0", "train.plateau_factor=0.1"]).train
+    over = ["train.lr=1e-3", "train.min_lr=4e-4", "train.plateau_patience=0", "train.plateau_factor=0.1"]
+    tc = get_config("geoplex", over).train
     plateau = lr_plateau(opt, tc)
     for _ in range(3):
         plateau.step(1.0)  # no improvement after the first validation
