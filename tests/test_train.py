@@ -682,3 +682,14 @@ def test_training_curves_draw_one_loss_line_per_dataset_and_patch_size(tmp_path,
         "synthetic, P = 20 m": [12.0],
         "synthetic:s2, P = 20 m": [3.0],
     }
+
+
+def test_sensors_the_model_leaves_out_are_noted(tmp_path, capsys):
+    """model.sensors narrower than the dataset: the other sensors are not read by the model; the run says so."""
+    cfg = get_config("cpu-demo", TINY + ["train.steps=1", "model.sensors=[s2]", f"train.out_dir={tmp_path}"])
+    pretrain(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert (
+        "note: dataset synthetic: aerial, s1-asc not in model.sensors (s2): left out of pretraining "
+        "(data.datasets[0].sensors says which sensors to read)" in out
+    ), out

@@ -159,6 +159,12 @@ def build_data(cfg: Config, run: Run) -> Data:
     dc, tc, info = cfg.data, cfg.train, run.info
     bundles, notes = build_pretraining_data(cfg, info.main)
     sensors = cfg.model.sensors or sorted({s for b in bundles for s in b.sensors}, key=list(SENSORS).index)
+    notes += [
+        f"dataset {b.name}: {', '.join(unused)} not in model.sensors ({', '.join(sensors)}): left out of pretraining "
+        f"(data.datasets[{i}].sensors says which sensors to read)"
+        for i, b in enumerate(bundles)
+        if (unused := [s for s in b.sensors if s not in sensors])
+    ]
     planner = BatchPlanner(bundles, tc.batch_size, tc.seed, dc.mixing, info.world, "train", dc.epoch_steps)
     notes += planner.adjusted()
     bad = [(b.name, n) for b, n in zip(bundles, planner.batch_sizes) if (n // info.world) % tc.accum_steps]
