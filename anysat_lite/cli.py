@@ -14,7 +14,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError, check_output_file, check_output_files, check_output_folder, not_utf8
+from .errors import (
+    CREATED_FOLDERS,
+    UserError,
+    check_output_file,
+    check_output_files,
+    check_output_folder,
+    not_utf8,
+    remove_empty_created_folders,
+)
 from .files import write_text_atomic
 
 __all__ = ["main", "DEBUG_ENV", "OneLineArgumentParser"]
@@ -536,7 +544,7 @@ def cmd_embed(args) -> int:
             stacklevel=2,
         )
     if not out.parent.exists():
-        out.parent.mkdir(parents=True)
+        check_output_folder("--out", out.parent)  # created (and taken back if the command fails)
         print(f"created folder {out.parent}")
     ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
     write_netcdf(ds, out)
@@ -825,6 +833,7 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     """Run a command; errors print one line on stderr (exit code 2), ``--debug`` shows the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    CREATED_FOLDERS.clear()  # only this command's folders are taken back when it fails
     lead = 0  # --debug may come before the command
     while argv[lead : lead + 1] == ["--debug"]:
         lead += 1
@@ -842,12 +851,14 @@ def main(argv=None) -> int:
     try:
         return run() or 0
     except KeyboardInterrupt:
+        remove_empty_created_folders()
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output closed it (anysat-lite info | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except Exception as e:
+        remove_empty_created_folders()
         if debug:
             raise
         if _out_of_memory(e):

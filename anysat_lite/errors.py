@@ -20,6 +20,7 @@ __all__ = [
     "check_output_file",
     "check_output_files",
     "check_output_folder",
+    "remove_empty_created_folders",
     "check_device",
     "not_utf8",
     "yaml_problem",
@@ -110,12 +111,30 @@ def check_output_folder(option: str, path: str | Path) -> None:
     _check_writable(option, path, path)
 
 
+CREATED_FOLDERS: list[Path] = []
+"""Folders the checks created, deepest last: :func:`remove_empty_created_folders` takes back those a failed command
+left empty."""
+
+
+def remove_empty_created_folders() -> None:
+    """Remove the folders the checks created that are still empty (the command line calls it when a command
+    fails, so that a refused or failed run leaves no empty output folder behind)."""
+    while CREATED_FOLDERS:
+        folder = CREATED_FOLDERS.pop()
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            pass
+
+
 def _check_writable(option: str, path: Path, folder: Path) -> None:
     """Create ``folder`` if missing and check that a file can be created in it (permissions, read-only disks)."""
     import tempfile
 
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        CREATED_FOLDERS.extend(reversed(missing))
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:

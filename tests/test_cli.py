@@ -1029,3 +1029,18 @@ def test_official_weights_option_names_a_folder_and_a_training_checkpoint(tmp_pa
         r"anysat-lite probe --checkpoint .*last.pt",
     ):
         load_official(tmp_path / "last.pt")
+
+
+def test_a_failed_command_leaves_no_empty_output_folder(tmp_path, capsys):
+    """probe with a missing checkpoint, embed with a missing raster: the --out folders they created are taken
+    back; a folder that existed before, or that holds a file, stays."""
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["probe", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "a" / "b")]) == 2
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["probe", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()
+    args = ["embed", "--checkpoint", str(tmp_path / "bad.pt"), "--raster", f"aerial={GEOTIFF / 'aerial.tif'}"]
+    assert main([*args, "--out", str(tmp_path / "e" / "emb.nc")]) == 2
+    assert not (tmp_path / "e").exists()
+    capsys.readouterr()

@@ -27,8 +27,8 @@ were trained with) the patch is first cut into 10 m *cells*, cells row-major, th
 sub-patches of each cell row-major.  The two agree whenever a cell is one sub-patch
 (every sensor with sub-patches of 10 m or more, and any sensor at P = 10 m); they differ
 for the 0.2 m aerial sensors at P > 10 m, where the official dense output is therefore
-reordered inside each patch, in strips of 5 sub-patches (10 m wide, 2 m tall).  :func:`load_official` and the ``geoplex`` preset use
-``"official"``; the other pretraining presets use ``"geometric"``.
+reordered inside each patch, in strips of 5 sub-patches (10 m wide, 2 m tall).  :func:`load_official`
+and the ``geoplex`` preset use ``"official"``; the other pretraining presets use ``"geometric"``.
 """
 
 from __future__ import annotations
