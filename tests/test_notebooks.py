@@ -188,7 +188,8 @@ def test_colab_links_go_into_every_notebook_and_its_repo_parameter(tmp_path):
         # the notebooks keep the shared structure, and --standard-cells keeps the address
         assert not [q for q in check_structure(p) if "parameters cell" in q]
         apply_standard_cells(p)
-        params = [c.source for c in nbformat.read(p, as_version=4).cells if "parameters" in c.metadata["tags"]][0]
+        cells = nbformat.read(p, as_version=4).cells
+        params = [c.source for c in cells if "parameters" in c.metadata.get("tags", [])][0]
         assert 'REPO = "https://github.com/someone/anysat_lite"' in params
 
 
