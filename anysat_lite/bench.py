@@ -260,6 +260,18 @@ class StepProfiler:
         }
 
 
+BENCH_SETS = {
+    "train.steps": "--steps",
+    "data.num_workers": "--workers",
+    "train.out_dir": None,
+    "train.ckpt_every": None,
+    "train.log_every": None,
+    "train.warmup_steps": None,
+    "train.val_every": None,
+}
+"""The config keys :func:`measure_pretraining` sets for every timed run (and the bench option that sets some)."""
+
+
 def measure_pretraining(spec: dict) -> dict:
     """``spec = {preset, steps, overrides[, count_flops | profile][, workers]}``: a short pretraining run of a preset.
 
@@ -430,6 +442,11 @@ def _check_args(args) -> torch.device:
         raise UserError(
             f"--set {args.set[0]}: applies to pretraining runs only; add --pretrain PRESET or leave --set out"
         )
+    for item in args.set:
+        key = item.split("=", 1)[0].strip()
+        if key in BENCH_SETS:  # measure_pretraining would replace it without a word
+            option = f" (its option: {BENCH_SETS[key]})" if BENCH_SETS[key] else ""
+            raise UserError(f"--set {item}: the bench sets {key} itself{option}; leave it out of --set")
     for preset in _pretrain_presets(args) if args.pretrain is not None else []:
         get_config(preset, _pretrain_overrides(args))  # a bad override fails here, in one line, not in every run
     wrapper = Path(args.official or ".")
@@ -507,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="with --pretrain: override a config value of every preset timed, as pretrain's --set does "
-        "(repeatable; it wins over --pretrain-batch; train.steps and train.out_dir are the bench's), "
+        "(repeatable; it wins over --pretrain-batch; train.steps, data.num_workers, train.out_dir and the "
+        "logging and checkpoint intervals are the bench's), "
         "e.g. --set train.compile=true",
     )
     p.add_argument(

@@ -99,8 +99,16 @@ QUICK = ["--sizes", "nano", "--no-sweeps", "--repeats", "1", "--rounds", "1", "-
         (["--batch", "0"], r"--batch 0: expected an integer >= 1, got 0"),
         (["--pretrain", "cpu-demo", "--workers", "0", "-1"], r"--workers -1: expected an integer >= 0, got -1"),
         (
-            ["--pretrain", "cpu-demo", "--set", "train.steps=abc"],
-            r"config train.steps: expected an integer, got 'abc'",
+            ["--pretrain", "cpu-demo", "--set", "train.steps=50"],
+            r"--set train.steps=50: the bench sets train.steps itself \(its option: --steps\); leave it out of --set$",
+        ),
+        (
+            ["--pretrain", "cpu-demo", "--set", "train.out_dir=runs/x"],
+            r"--set train.out_dir=runs/x: the bench sets train.out_dir itself; leave it out of --set$",
+        ),
+        (
+            ["--pretrain", "cpu-demo", "--set", "train.lr=abc"],
+            r"config train.lr: expected a number, got 'abc'",
         ),
         (["--pretrain", "--set", "train.stepz=3"], r"unknown config key\(s\) \['stepz'\] in train .*train.steps\?"),
         (["--profile"], r"error: --profile: profiles pretraining steps only; add --pretrain PRESET"),
