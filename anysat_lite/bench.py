@@ -260,16 +260,21 @@ class StepProfiler:
         }
 
 
-BENCH_SETS = {
-    "train.steps": "--steps",
-    "data.num_workers": "--workers",
-    "train.out_dir": None,
-    "train.ckpt_every": None,
-    "train.log_every": None,
-    "train.warmup_steps": None,
-    "train.val_every": None,
-}
-"""The config keys :func:`measure_pretraining` sets for every timed run (and the bench option that sets some)."""
+BENCH_OPTIONS = {"train.steps": "--steps", "data.num_workers": "--workers"}
+"""The bench options that set some of the keys of :func:`bench_settings`."""
+
+
+def bench_settings(spec: dict, out: str) -> dict[str, object]:
+    """The config keys :func:`measure_pretraining` sets for every timed run, after the preset and ``--set``."""
+    return {
+        "train.steps": spec["steps"] + (2 if spec.get("profile") else 1),  # profiled: no final save inside
+        "train.out_dir": out,
+        "train.ckpt_every": 100000,
+        "train.log_every": 1,
+        "train.warmup_steps": 1,
+        "train.val_every": 10**9,
+        "data.num_workers": spec.get("workers", 0),
+    }
 
 
 def measure_pretraining(spec: dict) -> dict:
@@ -290,16 +295,7 @@ def measure_pretraining(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = get_config(
             spec["preset"],
-            list(spec.get("overrides", []))
-            + [
-                f"train.steps={spec['steps'] + (2 if spec.get('profile') else 1)}",  # profiled: no final save inside
-                f"train.out_dir={out}",
-                "train.ckpt_every=100000",
-                "train.log_every=1",
-                "train.warmup_steps=1",
-                f"train.val_every={10**9}",
-                f"data.num_workers={spec.get('workers', 0)}",
-            ],
+            list(spec.get("overrides", [])) + [f"{k}={v}" for k, v in bench_settings(spec, out).items()],
         )
         counter = FlopCounter() if spec.get("count_flops") else None
         profiler = StepProfiler(0, spec["steps"]) if spec.get("profile") else None
@@ -444,8 +440,8 @@ def _check_args(args) -> torch.device:
         )
     for item in args.set:
         key = item.split("=", 1)[0].strip()
-        if key in BENCH_SETS:  # measure_pretraining would replace it without a word
-            option = f" (its option: {BENCH_SETS[key]})" if BENCH_SETS[key] else ""
+        if key in bench_settings({"steps": 1}, "."):  # measure_pretraining would replace it without a word
+            option = f" (its option: {BENCH_OPTIONS[key]})" if key in BENCH_OPTIONS else ""
             raise UserError(f"--set {item}: the bench sets {key} itself{option}; leave it out of --set")
     for preset in _pretrain_presets(args) if args.pretrain is not None else []:
         get_config(preset, _pretrain_overrides(args))  # a bad override fails here, in one line, not in every run

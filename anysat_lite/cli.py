@@ -32,13 +32,15 @@ DEBUG_OFF = ("", "0", "false", "no", "off")  # values of ANYSAT_LITE_DEBUG that 
 
 
 def seed_arg(text: str) -> int:
-    """An argparse type: a random seed, an integer in [0, 2**32 - 1] (what numpy and torch generators take)."""
+    """An argparse type: a random seed, as the config's ``*.seed`` keys take it (``config.SEED_RULE``)."""
+    from .config import SEED_RULE
+
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {text!r}; e.g. 0")
+    if not SEED_RULE[0](value):
+        raise argparse.ArgumentTypeError(f"expected {SEED_RULE[1]}, got {text!r}; e.g. 0")
     return value
 
 

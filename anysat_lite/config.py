@@ -697,7 +697,7 @@ def _ge(lo):
     return lambda v: v >= lo, f">= {lo:g}"
 
 
-_SEED = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")  # what numpy and torch generators take
+SEED_RULE = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")  # what numpy and torch generators take
 
 
 def _gt(lo):
@@ -777,7 +777,7 @@ RULES: dict[str, tuple] = {
     "data.tile_m": (lambda v: v > 0 and v % 10 == 0, "a positive multiple of 10 (metres)"),
     "data.n_tiles": _ge(3),
     "data.n_dates": _ge(1),
-    "data.seed": _SEED,
+    "data.seed": SEED_RULE,
     "data.norm_samples": _ge(0),
     "data.num_workers": _ge(0),
     "data.prefetch_factor": _ge(1),
@@ -820,7 +820,7 @@ RULES: dict[str, tuple] = {
         lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v) is not None,
         "auto, cpu, cuda, cuda:N or mps",
     ),
-    "train.seed": _SEED,
+    "train.seed": SEED_RULE,
     "train.log_every": _ge(1),
     "train.val_every": _ge(0),
     "train.val_batches": _ge(1),
@@ -841,7 +841,7 @@ RULES: dict[str, tuple] = {
     "probe.finetune_epochs": _ge(0),
     "probe.finetune_lr": _gt(0),
     "probe.batch_size": _ge(1),
-    "probe.seed": _SEED,
+    "probe.seed": SEED_RULE,
     "probe.bootstrap": _ge(0),
     "probe.split": _choice("test", "val"),
 }
