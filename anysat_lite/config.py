@@ -157,11 +157,18 @@ class DataConfig:
 class JEPAConfig:
     """AnySat/GeoPlex JEPA recipe (I-JEPA multi-block masks + modality masking + date dropping).
 
-    The defaults are AnySat's numbers except ``single_sensor_views``, which only acts where the
-    official recipe has nothing to say: a batch with a single time-series sensor has no second
-    modality for MIL-NCE, so its contrastive term compares two independent draws of that
-    series' dates (``date_drop_ratio`` each) at the same location.  Without it, JEPA alone
-    collapses on one sensor at the demo's scale (README, "Deviations"; notebook 03).
+    The defaults are AnySat's numbers except three (README, "Deviations"):
+
+    * ``single_sensor_views``, which only acts where the official recipe has nothing to say: a
+      batch with a single time-series sensor has no second modality for MIL-NCE, so its
+      contrastive term compares two independent draws of that series' dates (``date_drop_ratio``
+      each) at the same location.  Without it, JEPA alone collapses on one sensor at the demo's
+      scale (notebook 03).
+    * ``contrastive_scope``: MIL-NCE negatives from every process (``global``); the official code
+      takes each process's own batch (``local``, kept by the ``geoplex`` preset).
+    * ``context_gather``: the context encoder reads every sensor's token at the context patches
+      (``by_patch``); the official code reads them one patch off (``official``,
+      :func:`~anysat_lite.jepa.model.gather_context`).
 
     ``series_views`` (off by default, on in ``cpu-demo``) does the same in multi-sensor batches:
     each time series and a second draw of its dates form a contrastive term of their own, added
@@ -185,6 +192,7 @@ class JEPAConfig:
     min_keep: int = 1  # official min_keep=0 with a strict ">": at least one patch
     allow_overlap: bool = False
     context: str = "block"  # block (I-JEPA, AnySat) | complement (all but the targets)
+    context_gather: str = "by_patch"  # by_patch | official (sensor i reads patch m + 1 - i: README, "Deviations")
     relax: bool = True  # I-JEPA constraint relaxation when min_keep cannot be met
     random_keep: float = 0.5  # "random" masks: fraction of context patches
     modality_mask_ratio: float = 0.5  # share of the *other* modalities replaced by a mask token
@@ -799,6 +807,7 @@ RULES: dict[str, tuple] = {
     "jepa.view_band_shift": _ge(0),
     "jepa.contrastive_tau": _gt(0),
     "jepa.contrastive_scope": _choice("global", "local"),
+    "jepa.context_gather": _choice("by_patch", "official"),
     "jepa.monitor_every": _ge(0),
     "jepa.warn_std": _ge(0),
     "jepa.warn_erank": _ge(0),

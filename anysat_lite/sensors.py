@@ -42,7 +42,8 @@ class Sensor:
             or the number of pixels pooled by ``reduce_scale`` semantics, see below).
         doy_period: period ``T`` of the day-of-year sinusoidal encoding (series only).
         in_norm: GroupNorm on the L-TAE input features (the official S2 projector uses it).
-        dropout: dropout inside the projector (official values: 0.0 for S2, 0.2 otherwise).
+        dropout: dropout inside the projector (official training configs: 0.0 for S2 and Landsat 8,
+            0.2 otherwise; ``hubconf.py`` gives Landsat 8 0.2, which acts only in training).
         one_token_per_tile: the sensor is summarised by a single token for the whole tile
             (MODIS at 250 m); it is exempt from the common-extent check.
         description: free text shown in notebooks and errors.
@@ -239,6 +240,7 @@ _OFFICIAL = [
         bands=tuple(f"B{i}" for i in range(1, 12)),
         kind="series",
         doy_period=366,
+        dropout=0.0,
         description="Landsat 8 time series resampled to 10 m",
     ),
     dict(

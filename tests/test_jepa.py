@@ -19,6 +19,7 @@ from anysat_lite.jepa import (
 )
 from anysat_lite.jepa.ema import momentum_at
 from anysat_lite.jepa.losses import latent_loss, mil_nce, mil_nce_reference
+from anysat_lite.jepa.model import gather_context
 
 
 def test_momentum_schedule():
@@ -197,6 +198,47 @@ def test_contrastive_can_be_switched_off():
     gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
     out = model(_tiny_batch(), 10, masks, gens)
     assert out["contrastive_loss"].item() == 0.0 and out["loss"].item() == out["jepa_loss"].item()
+
+
+def _official_apply_masks(tokens, ctx_idx, n_sensors):
+    """The official context gather, transcribed: ``JEPAAny.forward_encoder`` drops the first token of the
+    ``[B, M N, D]`` sequence, then ``apply_masks`` reads patch ``m`` of sensor ``i`` at ``m + i n``."""
+    x = tokens[:, 1:]
+    n = x.shape[1] // n_sensors
+    idx = torch.cat([ctx_idx + i * n for i in range(n_sensors)], dim=1)
+    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def test_context_gather_by_patch_and_the_official_offset():
+    B, M, N = 2, 3, 9
+    code = torch.arange(M)[:, None] * 100 + torch.arange(N)  # sensor * 100 + patch
+    tokens = code[None, :, :, None].expand(B, M, N, 2).float()
+    ctx = torch.tensor([[0, 4, 8], [1, 2, 3]])
+    by_patch = gather_context(tokens, ctx)[..., 0]
+    assert torch.equal(by_patch, code[:, ctx].permute(1, 0, 2).float())
+    official = gather_context(tokens, ctx, official_offset=True)
+    ref = _official_apply_masks(tokens.reshape(B, M * N, 2), ctx, M).view(B, M, -1, 2)
+    assert torch.equal(official, ref)
+    # sensor 0 reads the next patch (and sensor 1's patch 0 after the last), sensor 2 the previous one
+    assert official[0, :, :, 0].tolist() == [[1, 5, 100], [100, 104, 108], [108, 203, 207]]
+    assert torch.equal(gather_context(tokens[:, :1], ctx, official_offset=True), gather_context(tokens[:, :1], ctx))
+
+
+def test_context_gather_official_changes_what_the_context_reads_without_modis_only():
+    def context_tokens(gather, x):
+        torch.manual_seed(0)
+        sensors = [k for k in x if k in ("aerial", "s2", "s1-asc", "modis")]
+        model = JEPA(get_config("cpu-demo", [f"jepa.context_gather={gather}"]), sensors=sensors)
+        masks = MultiBlockMaskSampler()(4, (4, 4), torch.Generator().manual_seed(0))
+        gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
+        return model(x, 10, masks, gens, return_intermediates=True)["intermediates"]["context_tokens"]
+
+    x = _tiny_batch()
+    assert not torch.equal(context_tokens("official", x), context_tokens("by_patch", x))
+    x = {k: v for k, v in x.items() if not k.startswith("aerial")}  # a MODIS token leads: the official gather is right
+    x["modis"] = torch.randn(4, 3, 7, 1, 1)
+    x["modis_dates"] = torch.tensor([[10, 100, 200]] * 4)
+    assert torch.equal(context_tokens("official", x), context_tokens("by_patch", x))
 
 
 class _DeviceTraffic(torch.utils._python_dispatch.TorchDispatchMode):

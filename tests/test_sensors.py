@@ -31,7 +31,18 @@ def test_official_registry_facts():
         "l8": (10.0, 11, "series", 10.0),
         "modis": (250.0, 7, "series", 250.0),
     }
-    assert SENSORS["s2"].in_norm and SENSORS["s2"].dropout == 0.0 and SENSORS["l8"].doy_period == 366
+    assert SENSORS["s2"].in_norm and SENSORS["l8"].doy_period == 366
+    # projector dropout of the official training configs (Any_*.yaml, pretraining and fine-tuning alike)
+    series = [n for n in OFFICIAL_SENSORS if SENSORS[n].kind == "series"]
+    assert {n: SENSORS[n].dropout for n in series} == {
+        "s2": 0.0,
+        "s1-asc": 0.2,
+        "s1": 0.2,
+        "alos": 0.2,
+        "l7": 0.2,
+        "l8": 0.0,
+        "modis": 0.2,
+    }
     assert SENSORS["modis"].one_token_per_tile and SENSORS["naip"].subpatch_px == 8
 
 

@@ -28,7 +28,7 @@ from .masks import Masks, drop_dates, modality_mask, shift_bands
 from .monitors import collapse_monitors
 from .predictor import Predictor, gather_tokens
 
-__all__ = ["JEPA", "batch_mean_token", "normalise_targets"]
+__all__ = ["JEPA", "batch_mean_token", "gather_context", "normalise_targets"]
 
 
 def batch_mean_token(h: Tensor) -> Tensor:
@@ -53,6 +53,27 @@ def normalise_targets(h: Tensor, center: bool = False, standardise: bool = False
         h = h - batch_mean_token(h)
         h = h / (batch_mean_token(h**2) + 1e-4).sqrt()
     return h
+
+
+def gather_context(tokens: Tensor, ctx_idx: Tensor, official_offset: bool = False) -> Tensor:
+    """What the context encoder reads: every sensor's token at each context patch.
+
+    ``tokens [B, M, N, D]`` (position codes added), ``ctx_idx [B, Kc]`` -> ``[B, M, Kc, D]``.
+
+    ``official_offset`` reproduces the official gather (``JEPAAny.forward_encoder`` and ``apply_masks``)
+    for a sample without MODIS: it drops the first of the ``M N`` sensor tokens (the slot a MODIS token
+    would hold) and then reads sensor ``i``'s context patch ``m`` at flat position ``1 + m + i (N - 1)``,
+    the token of patch ``m + 1 - i`` (of the neighbouring sensor where that leaves ``[0, N)``), which
+    keeps its own position code.  The first sensor reads the patch after each context patch, the third
+    the one before: the context sees parts of the target blocks.  The official code never trains one
+    sensor alone (it would read past the end); one sensor is gathered by patch.
+    """
+    B, M, N, D = tokens.shape
+    if official_offset and M > 1:
+        sensor = torch.arange(M, device=ctx_idx.device)[None, :, None]
+        flat = 1 + ctx_idx[:, None, :] + (N - 1) * sensor  # [B, M, Kc] into the M N tokens
+        return gather_tokens(tokens.reshape(B, M * N, D), flat.reshape(B, -1)).view(B, M, -1, D)
+    return torch.gather(tokens, 2, ctx_idx[:, None, :, None].expand(B, M, -1, D))
 
 
 class JEPA(nn.Module):
@@ -146,7 +167,7 @@ class JEPA(nn.Module):
         pos, coords = self.encoder.patch_positions(ts.grid, ts.scale, ts.tokens.device)
         tokens = ts.tokens + pos.to(ts.tokens.dtype)
         ctx_idx = masks.context
-        kept = torch.gather(tokens, 2, ctx_idx[:, None, :, None].expand(B, M, -1, D))  # [B, M, Kc, D]
+        kept = gather_context(tokens, ctx_idx, jc.context_gather == "official" and ts.modis is None)  # [B, M, Kc, D]
         replaced = modality_mask(
             global_batch or B, M, ctx_idx.shape[1], jc.modality_mask_ratio, generators["modalities"], rows
         )
