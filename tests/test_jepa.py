@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from anysat_lite.config import get_config
+from anysat_lite.errors import UserError
 from anysat_lite.jepa import (
     JEPA,
     MultiBlockMaskSampler,
@@ -198,6 +199,29 @@ def test_contrastive_can_be_switched_off():
     gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
     out = model(_tiny_batch(), 10, masks, gens)
     assert out["contrastive_loss"].item() == 0.0 and out["loss"].item() == out["jepa_loss"].item()
+
+
+def test_jepa_refuses_masks_generators_and_configs_it_cannot_use():
+    model = JEPA(get_config("cpu-demo"), sensors=["aerial", "s2", "s1-asc"])
+    gens = {k: torch.Generator().manual_seed(i) for i, k in enumerate(("dates", "modalities"))}
+    x, sampler = _tiny_batch(), MultiBlockMaskSampler()
+    with pytest.raises(
+        UserError,
+        match=r"masks drawn for 4 tiles on a \(3, 3\) patch grid, but this batch has 4 tiles "
+        r"on a \(4, 4\) grid \(P = 10 m\); draw them for it: sampler\(4, \(4, 4\), generator\)",
+    ):
+        model(x, 10, sampler(4, (3, 3), torch.Generator().manual_seed(0)), gens)  # would train on 9 of 16 patches
+    with pytest.raises(UserError, match=r"masks drawn for 2 tiles on a \(4, 4\) patch grid, but this batch has 4"):
+        model(x, 10, sampler(2, (4, 4), torch.Generator().manual_seed(0)), gens)
+    with pytest.raises(UserError, match="masks: expected the Masks a sampler draws, got NoneType"):
+        model(x, 10, None, gens)
+    masks = sampler(4, (4, 4), torch.Generator().manual_seed(0))
+    for bad in ({"dates": gens["dates"]}, None, torch.Generator()):
+        with pytest.raises(UserError, match="generators: expected a dict with torch.Generator entries 'dates' and"):
+            model(x, 10, masks, bad)
+    for bad in (get_config("cpu-demo").model, "cpu-demo"):
+        with pytest.raises(UserError, match=r"JEPA takes the full Config .*e.g. JEPA\(get_config\('cpu-demo'\)\)"):
+            JEPA(bad)
 
 
 def _official_apply_masks(tokens, ctx_idx, n_sensors):

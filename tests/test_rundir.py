@@ -1,12 +1,21 @@
 """Run folders: a new run never replaces an old one silently, and resume checks its checkpoint before writing."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from anysat_lite.config import config_to_dict, get_config
+from anysat_lite.config import DataConfig, DatasetSpec, JEPAConfig, ModelConfig, config_to_dict, get_config
 from anysat_lite.errors import UserError
 from anysat_lite.train.checkpoint import save_checkpoint
-from anysat_lite.train.rundir import RunDirError, RunFinishedError, clear_run_dir, prepare_run_dir, run_files
+from anysat_lite.train.rundir import (
+    ADDED_KEYS,
+    RunDirError,
+    RunFinishedError,
+    clear_run_dir,
+    prepare_run_dir,
+    run_files,
+)
 
 
 def _cfg(out, *over):
@@ -100,6 +109,49 @@ def test_resume_loads_and_checks_the_checkpoint(tmp_path):
     with pytest.raises(RunDirError, match=r"last.pt is at step 4, beyond train.steps=2; set train.steps >= 4"):
         prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=2"), resume=True)
     assert _unchanged(tmp_path, before)
+
+
+# The keys of the model, data and jepa sections on 2026-11-27 (commit 224f87f), before ADDED_KEYS existed.
+KEYS_2026_11_27 = {
+    "model": "depth drop_path dropout embed_dim ltae_dk ltae_heads ltae_in_width mlp_ratio num_heads sensors "
+    "subpatch_order",
+    "data": "cache_dir datasets epoch_steps mixing n_dates n_tiles norm_samples num_workers persistent_workers "
+    "pin_memory prefetch_factor root seed tile_m",
+    "data.datasets[*]": "batch_size max_dates name norm options patch_sizes path sensors tile_m weight",
+    "jepa": "allow_overlap center_targets context context_scale contrastive contrastive_scope contrastive_tau "
+    "contrastive_weight date_drop_ratio ema mask min_keep modality_mask_ratio monitor_every n_targets "
+    "predictor_depth predictor_heads random_keep relax series_views single_sensor_views standardise_targets "
+    "target target_aspect target_scale view_band_shift warn_cos warn_erank warn_std",
+}
+
+
+def test_every_key_added_since_runs_were_saved_says_what_older_runs_did():
+    sections = {"model": ModelConfig, "data": DataConfig, "data.datasets[*]": DatasetSpec, "jepa": JEPAConfig}
+    added = {
+        f"{name}.{f.name}"
+        for name, cls in sections.items()
+        for f in dataclasses.fields(cls)
+        if f.name not in KEYS_2026_11_27[name].split()
+    }
+    assert added == set(ADDED_KEYS), "list a new config key in train.rundir.ADDED_KEYS with its old behaviour"
+
+
+def test_a_run_saved_before_a_key_existed_resumes_with_its_old_behaviour(tmp_path):
+    cfg = config_to_dict(_cfg(tmp_path))
+    del cfg["jepa"]["context_gather"]  # as a checkpoint of 2026-11-27 holds it
+    ck = {"model": {}, "optimizer": {}, "step": 4, "rng": {}, "config": cfg, "sensors": ["aerial"]}
+    save_checkpoint(ck, tmp_path / "last.pt")
+    assert prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)["step"] == 4
+    with pytest.raises(RunDirError, match=r"last.pt was trained with jepa.context_gather='by_patch', the config now"):
+        prepare_run_dir(tmp_path, _cfg(tmp_path, "jepa.context_gather=official"), resume=True)
+    del cfg["jepa"]["warn_cos"]  # a key this version does not know the history of
+    save_checkpoint(ck, tmp_path / "last.pt")
+    with pytest.raises(
+        RunDirError,
+        match=r"last.pt was saved by an older anysat_lite, before jepa.warn_cos existed \(the config now says "
+        r"0.95\); this version cannot tell how that run was trained: continue it with the version that saved it",
+    ):
+        prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)
 
 
 def test_resume_of_a_finished_run(tmp_path):

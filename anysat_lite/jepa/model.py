@@ -11,6 +11,7 @@ One training step on a batch (all randomness from explicit generators)::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..data.contract import sensor_entries, split_key
+from ..errors import UserError
 from ..model import AnySat
 from ..sensors import SENSORS
 from .ema import ema_update, make_target
@@ -76,6 +78,22 @@ def gather_context(tokens: Tensor, ctx_idx: Tensor, official_offset: bool = Fals
     return torch.gather(tokens, 2, ctx_idx[:, None, :, None].expand(B, M, -1, D))
 
 
+def check_masks(masks: Masks, grid: tuple[int, int], batch: int, patch_size) -> None:
+    """Refuse masks drawn for another patch grid or batch (they would index the wrong patches, or fail deep
+    inside the predictor)."""
+    if not isinstance(masks, Masks):
+        raise UserError(
+            f"masks: expected the Masks a sampler draws, got {type(masks).__name__}; "
+            f"e.g. masks = MultiBlockMaskSampler()({batch}, {tuple(grid)}, torch.Generator().manual_seed(0))"
+        )
+    if tuple(masks.grid) != tuple(grid) or masks.context.shape[0] != batch:
+        raise UserError(
+            f"masks drawn for {masks.context.shape[0]} tiles on a {tuple(masks.grid)} patch grid, but this batch "
+            f"has {batch} tiles on a {tuple(grid)} grid (P = {patch_size} m); draw them for it: "
+            f"sampler({batch}, {tuple(grid)}, generator)"
+        )
+
+
 class JEPA(nn.Module):
     """AnySat JEPA. ``online`` = the trainable parts (encoder, predictor, modality mask token).
 
@@ -86,6 +104,11 @@ class JEPA(nn.Module):
 
     def __init__(self, cfg: Config, sensors=None):
         super().__init__()
+        if not isinstance(cfg, Config):
+            raise UserError(
+                f"JEPA takes the full Config (model and jepa sections), got {type(cfg).__name__} {cfg!r:.40}; "
+                "e.g. JEPA(get_config('cpu-demo'))"
+            )
         self.cfg = cfg
         self.encoder = AnySat(cfg.model, sensors=sensors)
         D = self.encoder.embed_dim
@@ -101,10 +124,6 @@ class JEPA(nn.Module):
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
         ema_update(self.target, self.encoder, momentum)
-
-    def target_embeddings(self, x: Mapping[str, Tensor], patch_size: int, encoder: AnySat | None = None) -> Tensor:
-        """``[B, 1 + N, D]`` outputs of the target encoder (or ``encoder``) on the full sample."""
-        return (self.target if encoder is None else encoder).encode_all(x, patch_size)[0]
 
     def forward(
         self,
@@ -148,15 +167,20 @@ class JEPA(nn.Module):
             dict with ``loss``, ``jepa_loss``, ``contrastive_loss`` (tensors) and monitors (floats).
         """
         jc = self.cfg.jepa
+        missing = {"dates", "modalities"} - set(generators) if isinstance(generators, Mapping) else None
+        if missing is None or missing:
+            raise UserError(
+                f"generators: expected a dict with torch.Generator entries 'dates' and 'modalities' (and "
+                f"optionally 'views'), got {generators!r:.60}; e.g. {{k: torch.Generator().manual_seed(i) "
+                "for i, k in enumerate(('dates', 'modalities', 'views'))}"
+            )
         sample = sensor_entries(x, self.encoder.sensors)
         # Targets: every patch, every date, from the EMA encoder (or, to show collapse, the online one).
-        if jc.target == "ema":
-            with torch.no_grad():
-                full = self.target_embeddings(sample, patch_size)
-        elif jc.target == "online":
-            full = self.target_embeddings(sample, patch_size, encoder=self.encoder)
-        else:
+        if jc.target not in ("ema", "online"):
             raise ValueError(f"jepa.target must be 'ema' or 'online', got {jc.target!r}")
+        with torch.no_grad() if jc.target == "ema" else contextlib.nullcontext():  # full [B, 1 + N, D]
+            full, full_ts = (self.target if jc.target == "ema" else self.encoder).encode_all(sample, patch_size)
+        check_masks(masks, full_ts.grid, full.shape[0], patch_size)
         h = normalise_targets(full[:, 1:].float(), jc.center_targets, jc.standardise_targets)
         targets = torch.stack([gather_tokens(h, t) for t in masks.targets])  # [n_t, B, Kt, D]
 

@@ -60,6 +60,20 @@ _MAY_CHANGE = re.compile(
 )
 
 
+# Config keys added after runs were first saved, with the value that means what runs saved before them did:
+# a checkpoint without the key was trained with that value.  Every key added to the model, data or jepa
+# sections goes here (tests/test_rundir.py holds the keys of 2026-11-27 and checks that the others are listed).
+ADDED_KEYS = {"jepa.context_gather": "by_patch"}
+
+
+def _saved_value(saved: dict, key: str):
+    """``key``'s value in a checkpoint's flattened config; a key it predates reads as :data:`ADDED_KEYS` says."""
+    return saved.get(key, ADDED_KEYS.get(re.sub(r"\[\d+\]", "[*]", key), _MISSING))
+
+
+_MISSING = object()
+
+
 class RunDirError(UserError):
     """The run folder or the checkpoint to resume cannot be used as asked; the message says what to do."""
 
@@ -152,14 +166,20 @@ def _check_same_run(path: Path, ck: dict, cfg: Config) -> None:
         old, new = _flat(saved), _flat(config_to_dict(cfg))
         order = {"model": 0, "data": 1, "jepa": 2}
         diffs = sorted(
-            (k for k in set(old) | set(new) if not _MAY_CHANGE.match(k) and old.get(k) != new.get(k)),
+            (k for k in set(old) | set(new) if not _MAY_CHANGE.match(k) and _saved_value(old, k) != new.get(k)),
             key=lambda k: (order.get(k.split(".")[0], 3), k),
         )
         if diffs:
             k = diffs[0]
             more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            if _saved_value(old, k) is _MISSING:
+                raise RunDirError(
+                    f"{path} was saved by an older anysat_lite, before {k} existed (the config now says "
+                    f"{new.get(k)!r}{more}); this version cannot tell how that run was trained: continue it with "
+                    "the version that saved it, or start a new run in another folder"
+                )
             raise RunDirError(
-                f"{path} was trained with {k}={old.get(k)!r}, the config now says {new.get(k)!r}{more}; "
+                f"{path} was trained with {k}={_saved_value(old, k)!r}, the config now says {new.get(k)!r}{more}; "
                 f"resume with the run's own config (--config {path.parent / 'config.yaml'}, or leave "
                 "--config out) or start a new run in another folder"
             )
