@@ -693,3 +693,30 @@ def test_sensors_the_model_leaves_out_are_noted(tmp_path, capsys):
         "note: dataset synthetic: aerial, s1-asc not in model.sensors (s2): left out of pretraining "
         "(data.datasets[0].sensors says which sensors to read)" in out
     ), out
+
+
+def test_a_resume_interrupted_while_trimming_the_metric_log_keeps_the_log(tmp_path, monkeypatch):
+    import anysat_lite.train.metrics as metrics
+
+    log = metrics.MetricLog(tmp_path)
+    for step in range(200):
+        log.write({"step": step, "loss": 1.0 / (step + 1)})
+    before = {p: (tmp_path / p).read_bytes() for p in ("metrics.csv", "metrics.jsonl")}
+    dumps, calls = metrics.json.dumps, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C halfway through the rows
+        calls.append(1)
+        if len(calls) == 50:
+            raise KeyboardInterrupt
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(metrics.json, "dumps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        metrics.MetricLog(tmp_path, resume_step=120)
+    # the log read back is whole (it was rewritten row by row: the interrupt left 49 of 200 rows)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
+    monkeypatch.setattr(metrics.json, "dumps", dumps)
+    log = metrics.MetricLog(tmp_path, resume_step=120)
+    log.write({"step": 121, "loss": 0.5})
+    assert [int(r["step"]) for r in metrics.read_metrics(tmp_path)] == list(range(122))
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + 122

@@ -56,11 +56,7 @@ class MetricLog:
             for p in (self.csv, self.jsonl):
                 p.unlink(missing_ok=True)
         else:
-            rows = [r for r in read_metrics(self.folder) if int(r["step"]) <= resume_step]
-            self.csv.unlink(missing_ok=True)
-            self.jsonl.unlink(missing_ok=True)
-            for r in rows:
-                self.write(r)
+            self._rewrite([r for r in read_metrics(self.folder) if int(r["step"]) <= resume_step])
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -74,15 +70,36 @@ class MetricLog:
             purge = None if resume_step is None else resume_step + 1  # events a killed run wrote after it
             self.board = SummaryWriter(str(self.folder / "tensorboard"), purge_step=purge)
 
+    def _csv_rows(self, f, rows, header: bool) -> None:
+        w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+        if header:
+            w.writeheader()
+        w.writerows({k: row.get(k, "") for k in self.FIELDS} for row in rows)
+
+    def _json_rows(self, f, rows) -> None:
+        f.writelines(json.dumps({k: v for k, v in row.items() if k in self.FIELDS}) + "\n" for row in rows)
+
+    def _rewrite(self, rows: list[Mapping]) -> None:
+        """Replace both files by ``rows``, each file whole or not at all: a resume interrupted here keeps the
+        old log (``metrics.jsonl`` is the one read back, so the next resume trims it again)."""
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                self._csv_rows(f, rows, header=True)
+
+        def write_jsonl(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                self._json_rows(f, rows)
+
+        atomic_write(self.csv, write_csv)
+        atomic_write(self.jsonl, write_jsonl)
+
     def write(self, row: Mapping) -> None:
         new = not self.csv.exists()
         with self.csv.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in self.FIELDS})
+            self._csv_rows(f, [row], header=new)
         with self.jsonl.open("a") as f:
-            f.write(json.dumps({k: v for k, v in row.items() if k in self.FIELDS}) + "\n")
+            self._json_rows(f, [row])
         if self.board is not None:
             for k, v in row.items():
                 if k in self.FIELDS and k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
