@@ -10,6 +10,7 @@ from anysat_lite.errors import UserError
 from anysat_lite.train.checkpoint import save_checkpoint
 from anysat_lite.train.rundir import (
     ADDED_KEYS,
+    RUN_OUTPUTS,
     RunDirError,
     RunFinishedError,
     clear_run_dir,
@@ -37,7 +38,7 @@ def _fake_run(out, steps=(4, 8), cfg=None):
         }
         save_checkpoint(ck, out / f"step-{s:06d}.pt")
         save_checkpoint(ck, out / "last.pt")
-    for name in ("config.yaml", "metrics.csv", "summary.json", "encoder.json", "probe_results.json"):
+    for name in ("config.yaml", "metrics.csv", *RUN_OUTPUTS, "probe_results.json"):
         (out / name).write_text(f"old {name}")
     return {p.name: p.read_bytes() for p in out.iterdir()}
 
@@ -59,7 +60,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
     before = _fake_run(tmp_path)
     with pytest.raises(
         RunDirError,
-        match=r"already holds a run \(config.yaml, encoder.json, last.pt, metrics.csv, "
+        match=r"already holds a run \(config.yaml, encoder-online.json, encoder-online.safetensors, encoder.json, "
         r"\.\.\.\); continue it with --resume .* replace it with --force .* or "
         r"choose a new folder",
     ):
@@ -163,6 +164,29 @@ def test_resume_of_a_finished_run(tmp_path):
     ) as e:
         prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)
     assert e.value.step == 8 and e.value.checkpoint == tmp_path / "last.pt"
+
+
+@pytest.mark.parametrize("lost", RUN_OUTPUTS)
+def test_a_run_stopped_before_writing_its_outputs_resumes_to_write_them(tmp_path, lost):
+    _fake_run(tmp_path)
+    (tmp_path / lost).unlink()  # killed after the last checkpoint, before this file
+    assert prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)["step"] == 8
+
+
+def test_resuming_an_earlier_step_never_replaces_the_later_ones(tmp_path):
+    before = _fake_run(tmp_path, steps=(4, 8))
+    cfg = _cfg(tmp_path, "train.steps=12")
+    with pytest.raises(
+        RunDirError,
+        match=r"step-000004.pt is at step 4, but .* holds the run up to step 8 \(step-000008.pt\): continuing from "
+        r"the earlier step would replace the later checkpoints, .*\(--set train.out_dir=.*-from-4\)",
+    ):
+        prepare_run_dir(tmp_path, cfg, resume=tmp_path / "step-000004.pt")
+    assert _unchanged(tmp_path, before)
+    new = tmp_path.parent / f"{tmp_path.name}-from-4"  # the way the message offers
+    assert prepare_run_dir(new, _cfg(new, "train.steps=12"), resume=tmp_path / "step-000004.pt")["step"] == 4
+    (tmp_path / "step-000008.pt").write_bytes(b"damaged")  # the newest intact step is the one to resume from
+    assert prepare_run_dir(tmp_path, cfg, resume=tmp_path / "step-000004.pt")["step"] == 4
 
 
 def test_resume_without_a_checkpoint(tmp_path):

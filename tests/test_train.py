@@ -101,6 +101,19 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     wa = load_checkpoint(ref / "last.pt")["model"]
     wb = load_checkpoint(crash / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (ref, crash))
+    keys = ("first_jepa_loss", "collapse_warnings", "collapsed")
+    assert {k: sa[k] for k in keys} == {k: sb[k] for k in keys}  # the steps before the resume count
+    # stopped after the last checkpoint, before the encoders and the summary: --resume writes them
+    for name in ("encoder.safetensors", "encoder-online.json", "summary.json"):
+        (crash / name).unlink()
+    _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"])
+    assert torch.equal(load_encoder(crash / "encoder")[0].state_dict()["joint.cls_token"], wa["target.joint.cls_token"])
+    sc = json.loads((crash / "summary.json").read_text())
+    assert {k: sc[k] for k in keys} == {k: sa[k] for k in keys} and sc["start_step"] == 12
+    assert [r["step"] for r in read_metrics(crash)] == list(range(12))
+    done = _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"], check=False)
+    assert done.returncode == 2 and "the run is finished" in done.stderr
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ from ..model import compile_blocks
 from ..sensors import SENSORS
 from .checkpoint import export_encoder, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_max, all_mean, barrier, cleanup, gather_objects, init_distributed, ranks_where
-from .metrics import MetricLog, plot_metrics
+from .metrics import MetricLog, plot_metrics, read_metrics
 from .rundir import clear_run_dir, prepare_run_dir
 from .schedules import cosine, lr_at
 
@@ -532,6 +532,19 @@ def _warn_collapse(res: dict, cfg: Config, step: int, warned: dict) -> dict:
     return flagged
 
 
+def _logged_history(rows: list[dict], cfg: Config) -> tuple[float | None, dict, dict, dict]:
+    """From the metric log of the steps before a resume: the first JEPA loss, the collapse warnings (first step
+    of each), the flags of the last monitored step, and the last row (what the summary reports)."""
+    jc, warned, flagged = cfg.jepa, {}, {}
+    for r in rows:
+        if any(k in r for k in ("std", "erank", "cos")):
+            flagged = collapse_warnings(r, jc.warn_std, jc.warn_erank, jc.warn_cos)
+            for k, msg in flagged.items():
+                warned.setdefault(k, {"step": int(r["step"]), "message": msg})
+    first = rows[0].get("jepa_loss") if rows and int(rows[0]["step"]) == 0 else None
+    return first, warned, flagged, dict(rows[-1]) if rows else {}
+
+
 # --- the loop -----------------------------------------------------------------------------------
 def pretrain(
     cfg: Config, resume: bool | str | Path = False, progress: bool = True, force: bool = False, callbacks: Sequence = ()
@@ -565,6 +578,8 @@ def pretrain(
     pace = _Pace(info.device)
     t0 = time.time()
     first_loss, warned, flagged, row, per_dataset = None, {}, {}, {}, {}
+    if info.main and run.start > 0:  # the summary covers the steps before the resume too
+        first_loss, warned, flagged, row = _logged_history(read_metrics(run.out), cfg)
     bar = tqdm(
         total=tc.steps,
         initial=run.start,

@@ -53,6 +53,15 @@ RUN_FILES = (
     ".*.tmp",
     ".*.tmp.*",  # atomic_write's temporary files (anysat_lite/files.py), left by a killed process
 )
+# What a run writes once its last step is done: a run at train.steps without all of them resumes to write them.
+RUN_OUTPUTS = (
+    "encoder.safetensors",
+    "encoder.json",
+    "encoder-online.safetensors",
+    "encoder-online.json",
+    "training_curves.png",
+    "summary.json",
+)
 # Config entries a resumed run may change: they do not change what the checkpoint's weights mean.
 _MAY_CHANGE = re.compile(
     r"^(train\..*|name|data\.(num_workers|prefetch_factor|persistent_workers|pin_memory|cache_dir|"
@@ -94,9 +103,14 @@ def run_files(out_dir: str | Path) -> list[Path]:
     return sorted({p for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
 
 
+def _step_of(p: Path) -> int:
+    """The step in a ``step-XXXXXX.pt`` file name."""
+    return int(re.sub(r"\D", "", p.stem) or 0)
+
+
 def _step_files(out: Path) -> list[Path]:
     """``step-XXXXXX.pt`` files, newest step first."""
-    return sorted(out.glob("step-*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0), reverse=True)
+    return sorted(out.glob("step-*.pt"), key=_step_of, reverse=True)
 
 
 def newest_intact_checkpoint(out_dir: str | Path, exclude: Path | None = None) -> Path | None:
@@ -160,7 +174,7 @@ def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dic
     return path, ck
 
 
-def _check_same_run(path: Path, ck: dict, cfg: Config) -> None:
+def _check_same_run(path: Path, ck: dict, cfg: Config, out: Path) -> None:
     saved = ck.get("config")
     if isinstance(saved, dict):
         old, new = _flat(saved), _flat(config_to_dict(cfg))
@@ -188,7 +202,7 @@ def _check_same_run(path: Path, ck: dict, cfg: Config) -> None:
         raise RunDirError(
             f"{path} is at step {step}, beyond train.steps={cfg.train.steps}; set train.steps >= {step} to continue it"
         )
-    if step == cfg.train.steps:
+    if step == cfg.train.steps and all((out / name).is_file() for name in RUN_OUTPUTS):
         raise RunFinishedError(
             f"{path} is at step {step} = train.steps: the run is finished; "
             f"raise train.steps (e.g. --set train.steps={2 * step}) to train it longer",
@@ -218,7 +232,8 @@ def prepare_run_dir(
     Returns:
         The loaded checkpoint dict to continue from, or ``None`` for a new run.
     Raises:
-        RunDirError (:class:`RunFinishedError` when the checkpoint is already at ``train.steps``).
+        RunDirError (:class:`RunFinishedError` when the checkpoint is already at ``train.steps`` and the run's
+        outputs, :data:`RUN_OUTPUTS`, are written; a run stopped before writing them resumes to write them).
     """
     validate_config(cfg)
     out = Path(out_dir)
@@ -236,7 +251,19 @@ def prepare_run_dir(
                 f"{out} already holds another run; resume {path} into its own folder "
                 f"(--set train.out_dir={path.parent}) or into a new one"
             )
-        _check_same_run(path, ck, cfg)
+        _check_same_run(path, ck, cfg, out)
+        step = int(ck["step"])
+        later = None  # an intact checkpoint of this folder beyond the one to resume (last.pt is the newest)
+        if main and path.name != "last.pt" and path.parent.resolve() == out.resolve():
+            if any(_step_of(p) > step for p in _step_files(out)):
+                later = newest_intact_checkpoint(out)
+        if later is not None and _step_of(later) > step:
+            raise RunDirError(
+                f"{path} is at step {step}, but {out} holds the run up to step {_step_of(later)} "
+                f"({later.name}): continuing from the earlier step would replace the later checkpoints, encoders, "
+                f"summary and metrics; continue it in a new folder (--set train.out_dir={out}-from-{step}) "
+                "or move the later step-*.pt files away first"
+            )
         return ck
     if main:
         existing = run_files(out)
