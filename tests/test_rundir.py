@@ -313,3 +313,53 @@ def test_a_damaged_metric_log_stops_the_resume_before_config_yaml_is_rewritten(t
     with pytest.raises(UserError, match=r"metrics.jsonl line 2: not a JSON row \(.*\), expected one row per logged"):
         pretrain(_cfg(out, "train.steps=2", *small), resume=True, progress=False)
     assert (out / "config.yaml").read_text() == config
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from anysat_lite.train.rundir import run_lock
+
+    lock = tmp_path / ".run.lock"
+    with run_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with run_lock(tmp_path):  # this process may take its own lock again
+            pass
+    assert not lock.exists()  # released
+    alive = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-11-28 01:00:00"}
+    lock.write_text(json.dumps(alive))
+    with pytest.raises(
+        RunDirError,
+        match=rf"is in use by another run \(process {os.getppid()} on .*, started 2026-11-28 01:00:00\); wait for it "
+        r"to end or choose another folder .*; if no run uses this folder any more, delete .*\.run\.lock",
+    ):
+        with run_lock(tmp_path):
+            pass
+    assert json.loads(lock.read_text()) == alive  # not taken
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps(alive | {"pid": int(ended.stdout)}))  # a run killed without releasing its lock
+    with run_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists() and not list(tmp_path.glob(".run.lock.*"))
+
+
+def test_pretrain_holds_the_lock_and_releases_it(tmp_path):
+    import json
+    import os
+    import socket
+
+    from anysat_lite.train import pretrain
+
+    cfg = _cfg(tmp_path, "train.steps=2", "data.n_tiles=8", "train.threads=1")
+    other = {"pid": os.getppid(), "host": socket.gethostname(), "started": "now"}
+    (tmp_path / ".run.lock").write_text(json.dumps(other))
+    with pytest.raises(RunDirError, match="is in use by another run"):
+        pretrain(cfg, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [".run.lock"]  # nothing written
+    (tmp_path / ".run.lock").unlink()
+    pretrain(cfg, progress=False)
+    assert not (tmp_path / ".run.lock").exists() and (tmp_path / "summary.json").exists()

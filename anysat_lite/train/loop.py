@@ -52,7 +52,7 @@ from ..sensors import SENSORS
 from .checkpoint import export_encoder, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_max, all_mean, barrier, cleanup, gather_objects, init_distributed, ranks_where
 from .metrics import MetricLog, plot_metrics, read_metrics
-from .rundir import clear_run_dir, prepare_run_dir
+from .rundir import clear_run_dir, prepare_run_dir, run_lock
 from .schedules import cosine, lr_at
 
 __all__ = [
@@ -565,6 +565,12 @@ def pretrain(
     (:class:`NonFiniteLossError`).  ``callbacks``: see the module docstring.
     """
     run = start_run(check_config(cfg, "pretrain"), resume, force)
+    with run_lock(run.out) if run.info.main else contextlib.nullcontext():
+        return _train(cfg, run, progress, callbacks)
+
+
+def _train(cfg: Config, run: Run, progress: bool, callbacks: Sequence) -> dict:
+    """:func:`pretrain` once its run has started: data, model, the steps, the outputs."""
     tc, jc, info = cfg.train, cfg.jepa, run.info
     data = build_data(cfg, run)
     state = build_state(cfg, run, data)

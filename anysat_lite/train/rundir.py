@@ -10,11 +10,19 @@ anything is written and refuses what would lose or mix results:
 * ``resume`` without a readable checkpoint (a corrupt ``last.pt`` names the newest intact
   ``step-*.pt``), or from a checkpoint of another model, data or JEPA setup, or of a run
   already at ``train.steps`` (:class:`RunFinishedError`).
+
+While :func:`~anysat_lite.train.pretrain` runs, :func:`run_lock` holds ``<train.out_dir>/.run.lock``: a second
+run into the same folder is refused instead of mixing its files with the first one's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import socket
+import time
 from pathlib import Path
 
 from ..config import Config, config_to_dict, validate_config
@@ -30,6 +38,7 @@ __all__ = [
     "prepare_run_dir",
     "clear_run_dir",
     "newest_intact_checkpoint",
+    "run_lock",
 ]
 
 # What the probes write beside an encoder (anysat_lite.probe.run_probe; also files of a run folder).
@@ -290,3 +299,85 @@ def clear_run_dir(out_dir: str | Path) -> None:
     for p in run_files(out):
         p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+LOCK_NAME = ".run.lock"
+
+
+def _holder_is_gone(holder: dict) -> bool:
+    """Whether the process that wrote a lock is known to have ended (same machine, no such process)."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError, KeyError, TypeError):
+        return False
+    return False
+
+
+def _place_whole(tmp: Path, lock: Path) -> None:
+    """Put ``tmp``'s content at ``lock`` unless ``lock`` exists (:class:`FileExistsError`), whole where the file
+    system has hard links, else by exclusive creation."""
+    try:
+        os.link(tmp, lock)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(tmp.read_text())
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | Path):
+    """Hold ``<out_dir>/.run.lock`` (this process, its machine and start time) while a run writes there.
+
+    The lock is linked into place whole, so another process never reads half of it.  A lock left by a
+    process of this machine that has ended (killed, or the machine restarted) is taken over; this process
+    may take its own lock again.  Raises :class:`RunDirError` naming the other run.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_NAME
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    tmp = out / f".run.lock.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(mine))
+    except OSError as e:
+        raise RunDirError(
+            f"cannot write into {out} ({e.strerror or e}); make it writable or choose another folder "
+            "(--set train.out_dir=...)"
+        ) from None
+    try:
+        for _ in range(3):
+            try:
+                _place_whole(tmp, lock)
+                break
+            except FileExistsError:
+                try:
+                    holder = json.loads(lock.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                if not isinstance(holder, dict):
+                    holder = {}
+                if holder.get("pid") == mine["pid"] and holder.get("host") == mine["host"]:
+                    break  # this process's own lock (a run in a notebook, stopped by an exception)
+                if holder and not _holder_is_gone(holder):
+                    raise RunDirError(
+                        f"{out} is in use by another run (process {holder.get('pid')} on {holder.get('host')}, "
+                        f"started {holder.get('started')}); wait for it to end or choose another folder "
+                        f"(--set train.out_dir=...); if no run uses this folder any more, delete {lock}"
+                    ) from None
+                lock.unlink(missing_ok=True)  # its process has ended (or the lock is unreadable): take it over
+        else:
+            raise RunDirError(f"{out}: other processes keep taking {lock}; start the run again")
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(lock.read_text()).get("pid") == mine["pid"]:
+                lock.unlink()
