@@ -363,3 +363,22 @@ def test_pretrain_holds_the_lock_and_releases_it(tmp_path):
     (tmp_path / ".run.lock").unlink()
     pretrain(cfg, progress=False)
     assert not (tmp_path / ".run.lock").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_a_folder_the_run_cannot_write_into_is_named_with_the_fix(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from anysat_lite.train.rundir import run_lock
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    with pytest.raises(
+        RunDirError,
+        match=r"cannot write into .* \(Read-only file system\); make it writable or choose another folder "
+        r"\(--set train.out_dir=...\)",
+    ):
+        with run_lock(tmp_path):
+            pass
