@@ -577,7 +577,7 @@ def cmd_notebooks(args) -> int:
     chosen = [p for p in notebooks if not args.only or any(p.name.startswith(o) for o in args.only)]
     if args.standard_cells:
         for path in chosen:
-            apply_standard_cells(path)
+            apply_standard_cells(path, force=args.force)
             print(f"standard cells: {path.name}")
     if args.colab_links:
         if args.only:
@@ -774,7 +774,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 00 03")
     n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
     n.add_argument(
-        "--force", action="store_true", help="replace executed notebooks already in --out (earlier runs' copies)"
+        "--force",
+        action="store_true",
+        help="replace executed notebooks already in --out (earlier runs' copies); with --standard-cells, shared "
+        "cells edited by hand",
     )
     n.add_argument(
         "--check",
@@ -791,7 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument(
         "--standard-cells",
         action="store_true",
-        help="(re)write the shared colab, parameters and setup cells of the notebooks",
+        help="(re)write the shared colab, parameters and setup cells of the notebooks (shared cells edited by "
+        "hand only with --force)",
     )
     n.set_defaults(func=cmd_notebooks)
 

@@ -210,14 +210,15 @@ def _with_repo(source: str, repo: str) -> str:
 
 
 def _own_parameters(source: str) -> str:
-    """The notebook's own lines of a parameters cell: everything but the shared block (or, in an older cell,
-    its header comment and its SMOKE / DEVICE / REPO lines)."""
-    if _with_repo(source, "").startswith(PARAMETERS):
-        return _with_repo(source, "")[len(PARAMETERS) :].strip("\n")
+    """The notebook's own lines of a parameters cell: everything but the shared block's lines (its comments,
+    its SMOKE / DEVICE / REPO assignments) and the header comment of an older cell."""
+    shared = {line.strip() for line in PARAMETERS.splitlines()}
     keep = [
         line
         for line in source.splitlines()
-        if not re.match(r"\s*#\s*Parameters\b", line) and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)
+        if line.strip() not in shared
+        and not re.match(r"\s*#\s*Parameters\b", line)
+        and not re.match(r"(SMOKE|DEVICE|REPO)\s*=", line)
     ]
     return "\n".join(keep).strip("\n")
 
@@ -229,15 +230,37 @@ def _old_setup(cell) -> bool:
     return cell.cell_type == "code" and src != SETUP and (installs or "SMOKE = SMOKE or os.environ" in src)
 
 
-def apply_standard_cells(path: str | Path) -> None:
+def _edited_shared_cells(nb) -> list[str]:
+    """The shared cells of the current convention whose text differs from it (a learner's edits): what
+    :func:`apply_standard_cells` would replace.  ``REPO``'s address and the notebook's own parameters are kept."""
+    edited = []
+    for c in _tagged(nb, "parameters"):
+        if c.source.startswith(PARAMETERS.splitlines()[0]) and not _with_repo(c.source, "").startswith(PARAMETERS):
+            edited.append("its parameters cell (SMOKE, DEVICE or the shared comments)")
+    if any(c.source.startswith(SETUP.splitlines()[0]) and c.source != SETUP for c in nb.cells):
+        edited.append("its setup cell")
+    return edited
+
+
+def apply_standard_cells(path: str | Path, force: bool = False) -> None:
     """Give a notebook the shared cells: the ``colab`` cell after the title, the parameters cell (keeping the
     notebook's own parameters after :data:`PARAMETERS`) and the setup cell right after it.  Set-up cells of
-    the earlier convention (their own install code, the SMOKE environment check) are removed."""
+    the earlier convention (their own install code, the SMOKE environment check) are removed.  Shared cells
+    edited by hand are replaced only with ``force`` (without it: :class:`~anysat_lite.errors.UserError`)."""
     import nbformat
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    nb.cells = [c for c in nb.cells if not _old_setup(c)]
+    edited = _edited_shared_cells(nb)
+    if edited and not force:
+        raise UserError(
+            f"{path.name}: {' and '.join(edited)} differ from the shared ones (edited by hand?); --standard-cells "
+            "would replace them: copy your changes elsewhere, then add --force (Python: force=True)"
+        )
+    setup_header = SETUP.splitlines()[0]
+    nb.cells = [
+        c for c in nb.cells if not _old_setup(c) and not (c.source.startswith(setup_header) and c.source != SETUP)
+    ]
     params = _tagged(nb, "parameters")
     extra = _own_parameters(params[0].source) if params else ""
     repo = _repo(params[0].source) if params else ""  # kept: the address --colab-links wrote

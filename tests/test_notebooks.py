@@ -15,6 +15,7 @@ import time
 import nbformat
 import pytest
 
+from anysat_lite.errors import UserError
 from anysat_lite.notebooks import (
     COLAB_PLACEHOLDER,
     NOTEBOOK_DIR,
@@ -233,6 +234,33 @@ def test_standard_cells_replace_old_ones_and_keep_own_parameters(tmp_path):
     assert [c.metadata.get("tags", []) for c in cells[:3]] == [[], ["colab"], ["parameters"]]
     assert cells[2].source == PARAMETERS + "\n\nSTEPS = 3  # steps" and cells[3].source == SETUP
     assert [c.source for c in cells[4:]] == ["print(STEPS)"]
+
+
+def test_standard_cells_never_replace_a_learners_edits_without_force(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = PARAMETERS.replace('DEVICE = ""', 'DEVICE = "cpu"') + "\n\nSTEPS = 3"
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 96 · Edited"),
+        nbformat.v4.new_markdown_cell(COLAB_PLACEHOLDER, metadata={"tags": ["colab"]}),
+        nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(SETUP + "\nprint('my line')"),
+        nbformat.v4.new_code_cell("print(STEPS)"),
+    ]
+    path = tmp_path / "96_edited.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    with pytest.raises(
+        UserError,
+        match=r"96_edited.ipynb: its parameters cell \(SMOKE, DEVICE or the shared comments\) and its setup cell "
+        r"differ from the shared ones \(edited by hand\?\); --standard-cells would replace them: copy your changes "
+        r"elsewhere, then add --force",
+    ):
+        apply_standard_cells(path)
+    assert path.read_bytes() == before
+    apply_standard_cells(path, force=True)
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[2].source == PARAMETERS + "\n\nSTEPS = 3"  # the shared block once, the notebook's own line kept
+    assert [c.source for c in cells[3:]] == [SETUP, "print(STEPS)"]
 
 
 def test_standard_cells_move_a_misplaced_colab_cell_after_the_title(tmp_path):
