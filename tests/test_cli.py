@@ -214,6 +214,9 @@ def test_embed_python_api_refuses_wrong_arguments_up_front(encoder_files):
         with pytest.raises(UserError, match=pattern) as e:
             embed_rasters(*args)
         assert "\n" not in str(e.value)
+    for device in ("gpu", 0):  # torch's own errors before: RuntimeError, or 0 taken for the CPU
+        with pytest.raises(UserError, match=rf"^device {device}: expected cpu, cuda or cuda:N "):
+            embed_rasters(enc, one, 10, stats, device=device)
 
 
 def test_embed_nodata_skip_leaves_tiles_out(encoder_files):

@@ -678,3 +678,26 @@ def test_feature_geometry_finds_classes_hidden_in_small_directions():
     assert geo["top 3 share"] > 99 and 2.9 < geo["directions"] < 3.1
     assert geo["linear 4-16"] > 95 and geo["linear 1-3"] < 50
     assert geo["kNN"] < 50 and geo["kNN whitened"] > 95
+
+
+def _tiny_probe_inputs():
+    """A nano S2 encoder, two unbatched S2 items (a list is a Dataset) and their statistics."""
+    from anysat_lite.data.contract import random_sample
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.model import AnySat
+
+    torch.manual_seed(0)
+    x = random_sample(["s2"], 20, batch=2, n_dates=2, generator=torch.Generator().manual_seed(0))
+    items = [{k: v[i] for k, v in x.items()} for i in range(2)]
+    return AnySat("nano", sensors=["s2"]).eval(), items, NormStats.from_samples([x], batched=True)
+
+
+def test_encode_dataset_refuses_wrong_arguments_up_front():
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe.features import encode_dataset
+
+    enc, items, stats = _tiny_probe_inputs()
+    assert encode_dataset(enc, items, stats, 20, ["s2"]).shape[0] == 2
+    for device in ("gpu", 0):  # torch's RuntimeError before, or 0 taken for the CPU
+        with pytest.raises(UserError, match=rf"^device {device}: expected cpu, cuda or cuda:N "):
+            encode_dataset(enc, items, stats, 20, ["s2"], device=device)

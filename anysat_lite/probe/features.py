@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.contract import sensor_entries
 from ..data.datasets import collate
 from ..data.normalization import NormStats
+from ..errors import check_device
 from ..sensors import SENSORS
 
 __all__ = ["encode_dataset", "raw_pixel_features", "raw_pixel_dense_features", "targets_of", "select_sensors"]
@@ -38,9 +39,11 @@ def encode_dataset(
     """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense).
 
     A tuple of outputs (e.g. ``("tile", "dense")``) returns ``{name: tensor}`` from one pass over the data.
+    ``device`` (cpu, cuda, cuda:N or mps) is where the batches go; the encoder must be there too.
     """
     from tqdm import tqdm
 
+    device = check_device("device", device)
     encoder.eval()
     names = (output,) if isinstance(output, str) else tuple(output)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
