@@ -98,6 +98,19 @@ def test_trace_records_a_real_forward_pass_and_leaves_no_hooks(model, sample):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_trace_refuses_a_sample_the_model_refuses_with_the_models_message(model, sample):
+    from anysat_lite.data.contract import SampleError
+
+    misspelled = {"S2": sample["s2"], "S2_dates": sample["s2_dates"]}
+    for x, pattern in (
+        (misspelled, r"^'S2': unknown sensor 'S2'; "),  # an IndexError in trace.py before
+        ({}, r"^a sample must be a non-empty dict "),
+    ):
+        with pytest.raises(SampleError, match=pattern):
+            trace_pipeline(model, x, 20)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def test_fusion_locality_reads_where_the_queries_look(model, sample):
     trace = trace_pipeline(model, sample, 20, outputs=False)  # 3 sensors on a 3 x 3 grid
     loc = fusion_locality(trace)
