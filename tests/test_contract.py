@@ -105,6 +105,40 @@ def test_each_error_path(mutate, match):
         validate_sample(x)
 
 
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (
+            lambda x: x.update(S2=x.pop("s2"), S2_dates=x.pop("s2_dates")),
+            r"^'S2': unknown sensor 'S2'; did you mean 's2'\? known sensors: ",
+        ),
+        (
+            lambda x: x.update(s1_asc=torch.rand(2, 3, 2, 6, 6)),  # 's1' and the suffix 'asc' before
+            r"^'s1_asc': unknown suffix 'asc'; did you mean 's1-asc'\? expected '<sensor>', ",
+        ),
+        (
+            lambda x: x.update(s2_date=x.pop("s2_dates")),
+            r"^'s2_date': unknown suffix 'date'; did you mean 's2_dates'\?",
+        ),
+        (
+            lambda x: (x.clear(), x.update(aerial=torch.rand(4, 300, 300))),
+            r"^aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[4, 300, 300\]; for one sample "
+            r"\[C, H, W\], add the batch axis: x\['aerial'\]\[None\]$",
+        ),
+        (
+            lambda x: x.update(s2=torch.randint(0, 9999, (2, 3, 10, 6, 6)).to(torch.uint16)),  # raw reflectances
+            r"^s2: expected a floating-point tensor, got dtype torch.uint16; convert it with x\['s2'\].float\(\) and "
+            r"standardise it with NormStats ",
+        ),
+    ],
+)
+def test_error_paths_name_the_fix(mutate, match):
+    x = good()
+    mutate(x)
+    with pytest.raises(SampleError, match=match):
+        validate_sample(x)
+
+
 def test_large_finite_values_pass_the_finite_check():
     x = good()
     x["aerial"] = torch.full((2, 4, 300, 300), 3e38)  # the fast path's float32 sum overflows to inf

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..sensors import SENSORS, Sensor
 
 __all__ = [
@@ -98,14 +98,16 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
     sensors, batch = [], None
     for key, value in x.items():
         name, suffix = split_key(key)
+        if suffix is not None and suffix not in KEY_SUFFIXES:  # e.g. 's2_doy', or 's1_asc' for 's1-asc'
+            keys = [*registry, *SENSORS, *(f"{name}_{k}" for k in KEY_SUFFIXES)]
+            raise SampleError(
+                f"{key!r}: unknown suffix {suffix!r}; {did_you_mean(key, keys)}expected '<sensor>', "
+                "'<sensor>_dates' or '<sensor>_mask'"
+            )
         if name not in registry:
             raise SampleError(
-                f"{key!r}: unknown sensor {name!r}; known sensors: {', '.join(registry)} "
-                "(register new ones with anysat_lite.register_sensor)"
-            )
-        if suffix is not None and suffix not in KEY_SUFFIXES:
-            raise SampleError(
-                f"{key!r}: unknown suffix {suffix!r}; expected '<sensor>', '<sensor>_dates' or '<sensor>_mask'"
+                f"{key!r}: unknown sensor {name!r}; {did_you_mean(name, registry)}known sensors: "
+                f"{', '.join(registry)} (register new ones with anysat_lite.register_sensor)"
             )
         if not torch.is_tensor(value):
             raise SampleError(f"{key!r}: expected a torch.Tensor, got {type(value).__name__}")
@@ -130,11 +132,19 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
         s = registry[name]
         t = x[name]
         if t.dim() != s.input_rank:
+            fix = ""
+            if t.dim() == s.input_rank - 1:  # one sample without the batch axis, or (a series) one date
+                fix = f"; for one sample {s.layout.replace('B, ', '')}, add the batch axis: x[{name!r}][None]"
+                fix += f"; for one date [B, C, H, W], the date axis: x[{name!r}][:, None]" if s.is_series else ""
             raise SampleError(
-                f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}"
+                f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}{fix}"
             )
         if not t.is_floating_point():
-            raise SampleError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+            raise SampleError(
+                f"{name}: expected a floating-point tensor, got dtype {t.dtype}; convert it with "
+                f"x[{name!r}].float() and standardise it with NormStats (e.g. "
+                "NormStats.from_samples([x], batched=True).apply(x))"
+            )
         c_axis = 2 if s.is_series else 1
         if t.shape[c_axis] != s.n_bands:
             raise SampleError(
