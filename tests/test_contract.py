@@ -130,6 +130,15 @@ def test_each_error_path(mutate, match):
             r"^s2: expected a floating-point tensor, got dtype torch.uint16; convert it with x\['s2'\].float\(\) and "
             r"standardise it with NormStats ",
         ),
+        (
+            lambda x: x.update(s2_mask=torch.tensor([[80.0, 3.0, 95.0], [0.0, 10.0, 20.0]])),  # cloud cover, in %
+            r"^s2_mask: expected True/False \(or 0/1\) per date, True = valid, got torch.float32 values such as 80; "
+            r"build it from what flags a date, e.g. mask = cloud < 20 ",
+        ),
+        (
+            lambda x: x.update(s2_mask=torch.tensor([[0.2, 0.0, 0.9], [1.0, 1.0, 1.0]])),  # read as True/False/True
+            r"^s2_mask: expected True/False \(or 0/1\) per date, True = valid, got torch.float32 values such as 0.2; ",
+        ),
     ],
 )
 def test_error_paths_name_the_fix(mutate, match):
@@ -332,3 +341,19 @@ def test_the_value_check_records_the_largest_magnitude():
     info = validate_sample(x)
     assert info.max_abs["aerial"] == pytest.approx(7e20) and info.max_abs["s2"] == 2.0
     assert validate_sample(x, check_values=False).max_abs == {}
+
+
+def test_dates_above_a_thousand_days_are_warned_about_once(monkeypatch):
+    """YYYYMMDD dates or years pass the contract (any whole day >= 0), with one warning per key."""
+    monkeypatch.setattr(contract, "_WARNED_DATES", set())
+    x = good()
+    x["s2_mask"] = torch.tensor([[1.0, 0.0, 1.0], [1, 1, 0]])  # 0/1 as floats: a valid mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x["s2_dates"] = torch.tensor([[1, 200, 440], [0, 300, 366]])  # PASTIS counts to about 440 days
+        validate_sample(x)
+    x["s2_dates"] = torch.tensor([[20200115, 20200320, 20200704]] * 2)
+    with pytest.warns(UserWarning, match=r"^s2_dates: dates up to 2.02007e\+07, expected whole days .*tm_yday$") as w:
+        validate_sample(x)
+        validate_sample(x)
+    assert len(w) == 1 and "\n" not in str(w[0].message)

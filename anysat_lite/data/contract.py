@@ -13,7 +13,9 @@ The input format is the official AnySat one, a dict of tensors::
 Dates are whole days counted from a dataset's origin: the day of the year (1..366) for most
 datasets, days since 2018-09-01 for PASTIS (up to about 440: September 2018 to November 2019), as the
 released weights received them.  The L-TAE's sinusoidal code of period ``doy_period`` is defined for
-any value, so the contract refuses only negative, fractional and non-finite dates.
+any value, so the contract refuses only negative, fractional and non-finite dates; dates above
+:data:`LARGEST_USUAL_DATE` (1000) get a warning, once per key, as they are more likely YYYYMMDD or years.
+Masks hold True/False (or 0/1) per date.
 
 Every sensor must cover the same ground extent (``pixels x GSD`` equal, MODIS excepted,
 which is summarised as one token per tile).  Tiles need not be square.
@@ -46,6 +48,9 @@ __all__ = [
     "estimate_memory",
     "random_sample",
 ]
+
+LARGEST_USUAL_DATE = 1000  # days; above it a date is more likely YYYYMMDD or a year (a warning, once per key)
+_WARNED_DATES: set[str] = set()
 
 KEY_SUFFIXES = ("dates", "mask")  # "<sensor>_<suffix>": the per-date entries that go with a time series
 
@@ -239,17 +244,33 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
             )
         if d.is_floating_point() and not torch.equal(d, d.round()):
             raise SampleError(f"{key}: dates must be whole days (e.g. day-of-year), got fractional values")
-        lo = d.min().item()
-        if lo < 0:
+        lo, hi = torch.aminmax(d)
+        if lo.item() < 0:
             raise SampleError(
                 f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
-                f"origin), got values down to {lo:g}"
+                f"origin), got values down to {lo.item():g}"
+            )
+        if hi.item() > LARGEST_USUAL_DATE and key not in _WARNED_DATES:
+            _WARNED_DATES.add(key)
+            warnings.warn(
+                f"{key}: dates up to {hi.item():g}, expected whole days from the dataset's origin (day-of-year "
+                f"1..366; PASTIS up to about 440); dates such as 20200115 (YYYYMMDD) or years give meaningless date "
+                "codes: convert them to day-of-year, e.g. datetime.date(2020, 1, 15).timetuple().tm_yday",
+                stacklevel=4,
             )
     mkey = f"{s.name}_mask"
     if mkey in x:
         m = x[mkey]
         if tuple(m.shape) != (B, T):
             raise SampleError(f"{mkey}: expected shape [B, T] = [{B}, {T}] (True = valid date), got {_shape(m)}")
+        if check_values and m.dtype != torch.bool:
+            other = m[(m != 0) & (m != 1)]
+            if other.numel():
+                raise SampleError(
+                    f"{mkey}: expected True/False (or 0/1) per date, True = valid, got {m.dtype} values such as "
+                    f"{other[0].item():g}; build it from what flags a date, e.g. mask = cloud < 20 for a cloud cover "
+                    "in percent"
+                )
         if check_values and not bool((m.bool().any(dim=1)).all()):
             raise SampleError(f"{mkey}: every sample needs at least one valid date")
 
