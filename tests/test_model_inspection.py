@@ -46,6 +46,27 @@ def test_ltae_attention_is_what_the_forward_pools_with(model, sample):
         assert not torch.allclose(proj(changed, sample["s2_dates"], valid)[0], out[0])
 
 
+def test_ltae_attention_checks_its_inputs_as_the_forward_does(model, sample):
+    from anysat_lite.data.contract import SampleError
+
+    proj, x, d = model.projectors["s2"], sample["s2"][:1], sample["s2_dates"][:1]
+    valid = torch.tensor([[True, False, True, True, False]])
+    with torch.no_grad():
+        a = proj.attention(x, d, valid)
+        # what forward accepts: 1-D dates and masks (the same for every sample), 0/1 masks of any dtype
+        torch.testing.assert_close(proj.attention(x, d[0], valid[0]), a)
+        torch.testing.assert_close(proj.attention(x, d, valid.float()), a)  # a RuntimeError before
+        for args, pattern in (
+            ((x, d, torch.zeros_like(valid)), r"^s2_mask: every sample needs at least one valid date$"),  # uniform
+            ((x, d, valid[:, :3]), r"^s2_mask: expected shape \[B, T\] = \[1, 5\] \(True = valid date\), got"),
+            ((x, d, torch.tensor([[0.9, 0.0, 0.2, 1.0, 1.0]])), r"^s2_mask: expected True/False \(or 0/1\) per date"),
+            ((x, d[:, :3]), r"^s2_dates: expected shape \[B, T\] = \[1, 5\], got \[1, 3\]"),
+            ((x[0], d[0]), r"^s2: expected a 5-D tensor \[B, T, C, H, W\] .*add the batch axis: x\['s2'\]\[None\]"),
+        ):
+            with pytest.raises(SampleError, match=pattern):
+                proj.attention(*args)
+
+
 @pytest.mark.parametrize("rpe", [False, True])
 def test_attention_weights_reproduce_the_fast_forward(rpe):
     from anysat_lite.model.blocks import SelfAttention

@@ -442,6 +442,25 @@ def _raw_input_check(model, x: Mapping) -> None:
             )
 
 
+def broadcast_per_date(x: Mapping) -> dict:
+    """A copy of ``x`` whose 1-D ``<sensor>_dates`` / ``<sensor>_mask`` ``[T]`` are repeated for every sample
+    (``[B, T]``) of their series ``[B, T, C, H, W]``; other entries are left as they are."""
+    out = dict(x)
+    for key, value in x.items():
+        name, suffix = split_key(key)
+        series = x.get(name)
+        if (
+            suffix in KEY_SUFFIXES
+            and torch.is_tensor(value)
+            and value.dim() == 1
+            and torch.is_tensor(series)
+            and series.dim() == 5
+            and value.shape[0] == series.shape[1]
+        ):
+            out[key] = value[None].expand(series.shape[0], -1)
+    return out
+
+
 def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
     """Bring an API input to the form the model computes on, or refuse it with a one-line :class:`SampleError`.
 
@@ -460,21 +479,10 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
         )
     ref = next(model.parameters(), None)
     dtype = ref.dtype if ref is not None else torch.float32
-    out = dict(x)
+    out = broadcast_per_date(x)
     for key, value in x.items():
-        if not torch.is_tensor(value):
-            continue
-        name, suffix = split_key(key)
-        if suffix is None and value.is_floating_point() and value.dtype != dtype:
+        if torch.is_tensor(value) and split_key(key)[1] is None and value.is_floating_point() and value.dtype != dtype:
             out[key] = value.to(dtype)
-        elif (
-            suffix in KEY_SUFFIXES
-            and value.dim() == 1
-            and torch.is_tensor(x.get(name))
-            and x[name].dim() == 5
-            and value.shape[0] == x[name].shape[1]
-        ):
-            out[key] = value[None].expand(x[name].shape[0], -1)
     if not torch.compiler.is_compiling():
         if ref is not None:
             _check_memory(model, out, P, ref.device)
