@@ -35,7 +35,7 @@ from ..data.io import (
     target_crs,
 )
 from ..data.normalization import NormStats
-from ..errors import UserError, check_device
+from ..errors import UserError, check_device, check_output_file
 from ..files import atomic_write
 from ..sensors import SENSORS
 
@@ -283,9 +283,14 @@ def _cf_grid_mapping(crs: CRS) -> dict:
     return attrs
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write :func:`embed_rasters`' dataset to NetCDF with CF conventions (grid mapping, coordinate attributes)."""
+def write_netcdf(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
+    """Write :func:`embed_rasters`' dataset to NetCDF with CF conventions (grid mapping, coordinate attributes).
+
+    A file already at ``path`` is refused unless ``overwrite`` (``anysat-lite embed --force``); a missing
+    folder is created.
+    """
     path = Path(path)
+    check_output_file("path", path, overwrite, replace="overwrite=True")
     crs = CRS.from_wkt(ds.attrs["crs"])
     a, _, c, _, e, f = ds.attrs["transform"]
     mapping = _cf_grid_mapping(crs)
