@@ -209,3 +209,29 @@ def test_pca_colours_and_centred_similarity():
     raw = cosine_similarity_map(a, (0, 0))
     centred = cosine_similarity_map(a, (0, 0), center=True)
     assert raw.min() > 0.8 and centred.min() < 0.5 and centred[0, 0] == pytest.approx(1.0)
+
+
+def test_cosine_similarity_map_reads_a_dataarray_by_its_dims_and_refuses_a_wrong_map_or_query():
+    import xarray as xr
+
+    from anysat_lite.errors import UserError
+
+    f = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(0))  # [H, W, D]
+    sim = cosine_similarity_map(f, (1, 2))
+    assert sim.shape == (4, 5) and sim[1, 2] == pytest.approx(1.0)
+    da = xr.DataArray(f.permute(2, 0, 1).numpy(), dims=("feature", "y", "x"))  # as ds.embedding
+    torch.testing.assert_close(cosine_similarity_map(da, (1, 2)), sim)
+    square = torch.randn(6, 6, 8)
+    for features, query, pattern in (
+        (
+            square.permute(2, 0, 1),
+            (1, 1),
+            r"^features: expected a map \[H, W, D\] \(features last\), got shape "
+            r"\[8, 6, 6\], which looks like \[D, H, W\] .*features.permute\(1, 2, 0\)",
+        ),  # a [6, 6] map of 6 before
+        (f[None], (1, 1), r"^features: expected a map \[H, W, D\], got shape \[1, 4, 5, 8\]; take one sample"),
+        (f, (4, 0), r"^query \(4, 0\): expected \(row, col\) of a position of the 4 x 5 map, 0 <= row < 4 and "),
+        (f, (-1, 0), r"^query \(-1, 0\): expected \(row, col\)"),  # the last row before
+    ):
+        with pytest.raises(UserError, match=pattern):
+            cosine_similarity_map(features, query)
