@@ -549,7 +549,7 @@ def cmd_embed(args) -> int:
         check_output_folder("--out", out.parent)  # created (and taken back if the command fails)
         print(f"created folder {out.parent}")
     ds = embed_rasters(encoder, rasters, args.patch_size, stats, tile_m=args.tile_size, nodata=args.nodata)
-    write_netcdf(ds, out)
+    write_netcdf(ds, out, overwrite=args.force)  # --out was checked before any work
     print(
         f"{out}: embedding {dict(ds.embedding.sizes)} (patch {args.patch_size} m, {ds.attrs['n_tiles']} tile(s) of "
         f"{ds.attrs['tile_size_m']:g} m, CRS {ds.attrs['crs_name']})"

@@ -49,17 +49,18 @@ def did_you_mean(name, choices, cutoff: float = 0.6) -> str:
     return f"did you mean {lower[close[0]]!r}? " if close else ""
 
 
-def check_output_file(option: str, path: str | Path, force: bool) -> None:
+def check_output_file(option: str, path: str | Path, force: bool, replace: str = "--force") -> None:
     """Refuse the output file ``path`` (given with ``option``, e.g. ``--out``) before any work.
 
-    Refused: a file that exists (unless ``force``), a folder in its place, and a file where its
-    path needs a folder.  A missing folder is fine: the command creates it when it writes.
+    Refused: a file that exists (unless ``force``; ``replace`` names how to ask for that, e.g.
+    ``overwrite=True`` in Python), a folder in its place, and a file where its path needs a folder.
+    A missing folder is fine: the command creates it when it writes.
     """
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path}: expected a file name, got a folder; name a file in it")
     if path.exists() and not force:
-        raise UserError(f"{option} {path}: the file exists; write elsewhere, or replace it with --force")
+        raise UserError(f"{option} {path}: the file exists; write elsewhere, or replace it with {replace}")
     for parent in path.parents:  # the nearest part of the path that exists must be a folder
         if parent.exists():
             if not parent.is_dir():

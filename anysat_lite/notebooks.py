@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from .errors import UserError, check_output_files, check_output_folder
+from .errors import UserError, check_device, check_output_files, check_output_folder
 from .files import atomic_write
 
 __all__ = [
@@ -108,21 +108,18 @@ def setup(smoke: bool = False, device: str = "", seed: int = 0):
     """The notebooks' common set-up: returns ``(SMOKE, DEVICE)`` and prints them on one line.
 
     ``smoke`` is also switched on by the environment variable ``ANYSAT_LITE_SMOKE=1`` (how CI runs the
-    notebooks with nbval); ``device`` ``""`` picks the GPU when there is one.  Seeds torch and NumPy,
-    sets the figure style of :mod:`anysat_lite.viz` and starts the clock of :func:`report_run_time`.
+    notebooks with nbval); ``device`` ``""`` picks the GPU when there is one; a name other than cpu, cuda,
+    cuda:N or mps, or a GPU this machine lacks, is refused (:func:`~anysat_lite.errors.check_device`).
+    Seeds torch and NumPy, sets the figure style of :mod:`anysat_lite.viz` and starts the clock of
+    :func:`report_run_time`.
     """
     import numpy as np
     import torch
 
     from . import viz
 
+    dev = check_device("DEVICE", device)  # before anything is seeded or printed
     smoke = bool(smoke) or os.environ.get(SMOKE_ENV, "") == "1"
-    if device:
-        dev = torch.device(device)
-    elif torch.cuda.is_available():
-        dev = torch.device("cuda")
-    else:
-        dev = torch.device("cpu")
     torch.manual_seed(seed)
     np.random.seed(seed)
     viz.use_style()

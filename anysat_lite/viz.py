@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .errors import UserError
 from .sensors import SENSORS
 
 __all__ = [
@@ -698,13 +699,41 @@ def cosine_similarity_map(features: torch.Tensor, query: tuple[int, int], center
     ``center``: subtract the mean feature of the map first.  Embeddings share a large common component
     (the same learned queries and biases everywhere), which pushes every raw cosine towards 1; centring
     compares what is specific to each position.  NaN features (skipped tiles) are left out of the mean.
+
+    An xarray DataArray with a ``feature`` dimension (``ds.embedding``, ``[feature, y, x]``) is read by its
+    dims.  Refused: a tensor that is not 3-D, one that looks feature-first (``[D, H, H]`` with ``D > H``: move
+    the features last, or pass the DataArray), and a query outside the map.
     """
-    f = torch.as_tensor(features).detach().float()
+    f = _feature_map(features)
+    H, W = f.shape[:2]
+    ok = isinstance(query, Sequence) and len(query) == 2 and all(isinstance(i, (int, np.integer)) for i in query)
+    if not ok or not (0 <= query[0] < H and 0 <= query[1] < W):
+        raise UserError(
+            f"query {query!r}: expected (row, col) of a position of the {H} x {W} map, 0 <= row < {H} and "
+            f"0 <= col < {W}; pick a position inside the map"
+        )
     if center:
         flat = f.reshape(-1, f.shape[-1])
         f = f - flat[~flat.isnan().any(1)].mean(0)
     q = f[query[0], query[1]]
     return torch.nn.functional.cosine_similarity(f, q.expand_as(f), dim=-1)
+
+
+def _feature_map(features) -> torch.Tensor:
+    """``[H, W, D]`` float features from a tensor, an array or a DataArray (by its ``feature`` dim)."""
+    if hasattr(features, "dims") and "feature" in features.dims:  # xarray, e.g. ds.embedding [feature, y, x]
+        features = features.transpose(*[d for d in features.dims if d != "feature"], "feature").values
+    f = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features).detach().float()
+    if f.dim() != 3:
+        fix = "take one sample of a batch: features[0]" if f.dim() == 4 else "give one map of features"
+        raise UserError(f"features: expected a map [H, W, D], got shape {list(f.shape)}; {fix}")
+    if f.shape[1] == f.shape[2] and f.shape[0] > f.shape[2]:
+        raise UserError(
+            f"features: expected a map [H, W, D] (features last), got shape {list(f.shape)}, which looks like "
+            "[D, H, W] (the order of ds.embedding); move the features last: features.permute(1, 2, 0), or pass "
+            "the DataArray ds.embedding itself"
+        )
+    return f
 
 
 def plot_similarity(

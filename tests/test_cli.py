@@ -214,6 +214,28 @@ def test_embed_python_api_refuses_wrong_arguments_up_front(encoder_files):
         with pytest.raises(UserError, match=pattern) as e:
             embed_rasters(*args)
         assert "\n" not in str(e.value)
+    for device in ("gpu", 0):  # torch's own errors before: RuntimeError, or 0 taken for the CPU
+        with pytest.raises(UserError, match=rf"^device {device}: expected cpu, cuda or cuda:N "):
+            embed_rasters(enc, one, 10, stats, device=device)
+
+
+def test_write_netcdf_replaces_a_file_only_when_asked(encoder_files, tmp_path):
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.probe.embed import embed_rasters, load_rasters, write_netcdf
+    from anysat_lite.train.checkpoint import load_encoder
+
+    enc, meta = load_encoder(encoder_files)
+    stats = NormStats.from_dict(meta["norm_stats"]["synthetic"])
+    ds = embed_rasters(enc, load_rasters({"aerial": [GEOTIFF / "aerial.tif"], "s2": S2.split(",")}), 10, stats)
+    mine = tmp_path / "mine.nc"
+    mine.write_text("my notes")
+    with pytest.raises(
+        UserError, match=r"^path .*mine.nc: the file exists; write elsewhere, or replace it with overwrite=True$"
+    ):
+        write_netcdf(ds, mine)  # replaced silently before
+    assert mine.read_text() == "my notes"
+    assert write_netcdf(ds, mine, overwrite=True) == mine and mine.read_bytes()[:3] != b"my "
+    assert write_netcdf(ds, tmp_path / "new" / "e.nc").is_file()  # a missing folder is created
 
 
 def test_embed_nodata_skip_leaves_tiles_out(encoder_files):

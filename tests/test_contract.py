@@ -105,6 +105,49 @@ def test_each_error_path(mutate, match):
         validate_sample(x)
 
 
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (
+            lambda x: x.update(S2=x.pop("s2"), S2_dates=x.pop("s2_dates")),
+            r"^'S2': unknown sensor 'S2'; did you mean 's2'\? known sensors: ",
+        ),
+        (
+            lambda x: x.update(s1_asc=torch.rand(2, 3, 2, 6, 6)),  # 's1' and the suffix 'asc' before
+            r"^'s1_asc': unknown suffix 'asc'; did you mean 's1-asc'\? expected '<sensor>', ",
+        ),
+        (
+            lambda x: x.update(s2_date=x.pop("s2_dates")),
+            r"^'s2_date': unknown suffix 'date'; did you mean 's2_dates'\?",
+        ),
+        (
+            lambda x: (x.clear(), x.update(aerial=torch.rand(4, 300, 300))),
+            r"^aerial: expected a 4-D tensor \[B, C, H, W\] \(image\), got shape \[4, 300, 300\]; for one sample "
+            r"\[C, H, W\], add the batch axis: x\['aerial'\]\[None\]$",
+        ),
+        (
+            lambda x: x.update(s2=torch.randint(0, 9999, (2, 3, 10, 6, 6)).to(torch.uint16)),  # raw reflectances
+            r"^s2: expected a floating-point tensor, got dtype torch.uint16; convert it with x\['s2'\].float\(\) and "
+            r"standardise it with NormStats ",
+        ),
+        (
+            lambda x: x.update(s2_mask=torch.tensor([[80.0, 3.0, 95.0], [0.0, 10.0, 20.0]])),  # cloud cover, in %
+            r"^s2_mask: expected True/False \(or 0/1\) per date, True = valid, got torch.float32 values such as 80; "
+            r"build it from what flags a date, e.g. mask = cloud < 20 ",
+        ),
+        (
+            lambda x: x.update(s2_mask=torch.tensor([[0.2, 0.0, 0.9], [1.0, 1.0, 1.0]])),  # read as True/False/True
+            r"^s2_mask: expected True/False \(or 0/1\) per date, True = valid, got torch.float32 values such as 0.2; ",
+        ),
+    ],
+)
+def test_error_paths_name_the_fix(mutate, match):
+    x = good()
+    mutate(x)
+    with pytest.raises(SampleError, match=match):
+        validate_sample(x)
+
+
 def test_large_finite_values_pass_the_finite_check():
     x = good()
     x["aerial"] = torch.full((2, 4, 300, 300), 3e38)  # the fast path's float32 sum overflows to inf
@@ -298,3 +341,19 @@ def test_the_value_check_records_the_largest_magnitude():
     info = validate_sample(x)
     assert info.max_abs["aerial"] == pytest.approx(7e20) and info.max_abs["s2"] == 2.0
     assert validate_sample(x, check_values=False).max_abs == {}
+
+
+def test_dates_above_a_thousand_days_are_warned_about_once(monkeypatch):
+    """YYYYMMDD dates or years pass the contract (any whole day >= 0), with one warning per key."""
+    monkeypatch.setattr(contract, "_WARNED_DATES", set())
+    x = good()
+    x["s2_mask"] = torch.tensor([[1.0, 0.0, 1.0], [1, 1, 0]])  # 0/1 as floats: a valid mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x["s2_dates"] = torch.tensor([[1, 200, 440], [0, 300, 366]])  # PASTIS counts to about 440 days
+        validate_sample(x)
+    x["s2_dates"] = torch.tensor([[20200115, 20200320, 20200704]] * 2)
+    with pytest.warns(UserWarning, match=r"^s2_dates: dates up to 2.02007e\+07, expected whole days .*tm_yday$") as w:
+        validate_sample(x)
+        validate_sample(x)
+    assert len(w) == 1 and "\n" not in str(w[0].message)

@@ -118,6 +118,10 @@ def test_clear_errors(model):
     small = AnySat(model_config("nano"), sensors=["s2"])
     with pytest.raises(SampleError, match="no projector for sensor 'aerial'.*add_sensor"):
         small(x, 20)
+    s1 = AnySat(model_config("nano"), sensors=["s2", "s1"])  # 's1_asc' read as s1 with a suffix 'asc' before
+    asc = {"s1_asc": torch.rand(2, 3, 2, 6, 6), "s1_asc_dates": torch.randint(1, 366, (2, 3))}
+    with pytest.raises(SampleError, match=r"^'s1_asc': unknown suffix 'asc'; did you mean 's1-asc'\? "):
+        s1(asc, 20)
 
 
 def test_sensor_registered_at_run_time_gets_a_projector():

@@ -46,6 +46,27 @@ def test_ltae_attention_is_what_the_forward_pools_with(model, sample):
         assert not torch.allclose(proj(changed, sample["s2_dates"], valid)[0], out[0])
 
 
+def test_ltae_attention_checks_its_inputs_as_the_forward_does(model, sample):
+    from anysat_lite.data.contract import SampleError
+
+    proj, x, d = model.projectors["s2"], sample["s2"][:1], sample["s2_dates"][:1]
+    valid = torch.tensor([[True, False, True, True, False]])
+    with torch.no_grad():
+        a = proj.attention(x, d, valid)
+        # what forward accepts: 1-D dates and masks (the same for every sample), 0/1 masks of any dtype
+        torch.testing.assert_close(proj.attention(x, d[0], valid[0]), a)
+        torch.testing.assert_close(proj.attention(x, d, valid.float()), a)  # a RuntimeError before
+        for args, pattern in (
+            ((x, d, torch.zeros_like(valid)), r"^s2_mask: every sample needs at least one valid date$"),  # uniform
+            ((x, d, valid[:, :3]), r"^s2_mask: expected shape \[B, T\] = \[1, 5\] \(True = valid date\), got"),
+            ((x, d, torch.tensor([[0.9, 0.0, 0.2, 1.0, 1.0]])), r"^s2_mask: expected True/False \(or 0/1\) per date"),
+            ((x, d[:, :3]), r"^s2_dates: expected shape \[B, T\] = \[1, 5\], got \[1, 3\]"),
+            ((x[0], d[0]), r"^s2: expected a 5-D tensor \[B, T, C, H, W\] .*add the batch axis: x\['s2'\]\[None\]"),
+        ):
+            with pytest.raises(SampleError, match=pattern):
+                proj.attention(*args)
+
+
 @pytest.mark.parametrize("rpe", [False, True])
 def test_attention_weights_reproduce_the_fast_forward(rpe):
     from anysat_lite.model.blocks import SelfAttention
@@ -95,6 +116,19 @@ def test_trace_records_a_real_forward_pass_and_leaves_no_hooks(model, sample):
     assert trace.grid == (3, 3) and trace.patch_tokens.shape == (2, 27, 64) and trace.joint.shape == (2, 28, 64)
     assert trace.grouped == {"aerial": (18, 100, 64), "s2": (18, 4, 64), "s1-asc": (18, 4, 64)}
     assert trace.projected["aerial"].shape == (2, 30, 30, 64) and trace.subpatch_m["aerial"] == 2.0
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_trace_refuses_a_sample_the_model_refuses_with_the_models_message(model, sample):
+    from anysat_lite.data.contract import SampleError
+
+    misspelled = {"S2": sample["s2"], "S2_dates": sample["s2_dates"]}
+    for x, pattern in (
+        (misspelled, r"^'S2': unknown sensor 'S2'; "),  # an IndexError in trace.py before
+        ({}, r"^a sample must be a non-empty dict "),
+    ):
+        with pytest.raises(SampleError, match=pattern):
+            trace_pipeline(model, x, 20)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
@@ -175,3 +209,29 @@ def test_pca_colours_and_centred_similarity():
     raw = cosine_similarity_map(a, (0, 0))
     centred = cosine_similarity_map(a, (0, 0), center=True)
     assert raw.min() > 0.8 and centred.min() < 0.5 and centred[0, 0] == pytest.approx(1.0)
+
+
+def test_cosine_similarity_map_reads_a_dataarray_by_its_dims_and_refuses_a_wrong_map_or_query():
+    import xarray as xr
+
+    from anysat_lite.errors import UserError
+
+    f = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(0))  # [H, W, D]
+    sim = cosine_similarity_map(f, (1, 2))
+    assert sim.shape == (4, 5) and sim[1, 2] == pytest.approx(1.0)
+    da = xr.DataArray(f.permute(2, 0, 1).numpy(), dims=("feature", "y", "x"))  # as ds.embedding
+    torch.testing.assert_close(cosine_similarity_map(da, (1, 2)), sim)
+    square = torch.randn(6, 6, 8)
+    for features, query, pattern in (
+        (
+            square.permute(2, 0, 1),
+            (1, 1),
+            r"^features: expected a map \[H, W, D\] \(features last\), got shape "
+            r"\[8, 6, 6\], which looks like \[D, H, W\] .*features.permute\(1, 2, 0\)",
+        ),  # a [6, 6] map of 6 before
+        (f[None], (1, 1), r"^features: expected a map \[H, W, D\], got shape \[1, 4, 5, 8\]; take one sample"),
+        (f, (4, 0), r"^query \(4, 0\): expected \(row, col\) of a position of the 4 x 5 map, 0 <= row < 4 and "),
+        (f, (-1, 0), r"^query \(-1, 0\): expected \(row, col\)"),  # the last row before
+    ):
+        with pytest.raises(UserError, match=pattern):
+            cosine_similarity_map(features, query)

@@ -300,6 +300,27 @@ def test_setup_cell_explains_what_to_do_when_the_package_is_missing(tmp_path):
     assert "pip install -e" in paragraph and not list(tmp_path.iterdir())  # nothing cloned
 
 
+def test_setup_refuses_a_device_this_machine_lacks_or_a_wrong_name(monkeypatch):
+    """The setup cell's DEVICE goes through errors.check_device: a one-line UserError, not torch's error."""
+    import torch
+
+    from anysat_lite.errors import UserError
+    from anysat_lite.notebooks import setup
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, pattern in (
+        ("cuda", r"^DEVICE cuda: this machine has no CUDA device; use DEVICE cpu$"),
+        ("cuda:1", r"^DEVICE cuda:1: this machine has no CUDA device; use DEVICE cpu$"),
+        ("gpu", r"^DEVICE gpu: expected cpu, cuda or cuda:N .*; e.g. DEVICE cuda$"),
+        ("CPU", r"^DEVICE CPU: expected cpu, cuda or cuda:N "),
+        (0, r"^DEVICE 0: expected cpu, cuda or cuda:N "),
+        ("mps", r"^DEVICE mps: this machine has no MPS \(Apple GPU\) device; use DEVICE cpu$"),
+    ):
+        with pytest.raises(UserError, match=pattern):
+            setup(False, device)
+
+
 @pytest.mark.slow
 def test_every_notebook_runs_once_and_its_checked_outputs_match():
     """nbval in smoke mode: executes all eight notebooks (errors fail) and compares the checked cells."""

@@ -332,6 +332,45 @@ def test_normalising_a_sample_with_other_bands_names_both_counts():
     assert torch.equal(stats.apply({"s2": torch.ones(2, 3, 10, 6, 6)})["s2"], torch.full((2, 3, 10, 6, 6), 0.5))
 
 
+def test_statistics_refuse_the_wrong_batch_reading_one_sample_and_no_sensor():
+    from anysat_lite.data.contract import random_sample
+
+    x = random_sample(["aerial", "s2"], 20, batch=1, n_dates=6, generator=torch.Generator().manual_seed(0))
+    # batched=False read [1, 4, H, W] as 1 band and [1, 6, 10, H, W] as 6 "bands" (the dates) before
+    with pytest.raises(
+        UserError,
+        match=r"^NormStats.from_samples: aerial of shape \[1, 4, 100, 100\]: expected \[C, H, W\] with its 4 bands "
+        r"\(NIR, G, B, R\) on axis 0 \(batched=False\), got a 4-D tensor with 1 on axis 0; pass batched=True ",
+    ):
+        NormStats.from_samples([x])
+    with pytest.raises(UserError, match=r"^NormStats.from_samples: s2 of shape \[1, 6, 10, 2, 2\]: .*batched=True"):
+        NormStats.from_samples([{"s2": x["s2"], "s2_dates": x["s2_dates"]}])
+    with pytest.raises(UserError, match=r"^NormStats.from_samples: expected a list of samples, got one sample"):
+        NormStats.from_samples(x, batched=True)  # an AttributeError before
+    for samples, got in (([], "no samples"), ([{"S2": x["s2"]}], "1 sample\\(s\\) without any")):
+        with pytest.raises(
+            UserError, match=rf"^NormStats.from_samples: expected samples holding sensor tensors, got {got}"
+        ):
+            NormStats.from_samples(samples, batched=True)  # empty statistics before
+    stats = NormStats.from_samples([x], batched=True)
+    assert [len(m) for m, _ in stats.stats.values()] == [4, 10]
+    assert NormStats.from_samples([{k: v[0] for k, v in x.items()}]).stats == stats.stats  # one item, no batch axis
+
+
+def test_normalising_a_sensor_the_statistics_lack_is_refused():
+    from anysat_lite.data.contract import random_sample
+
+    x = random_sample(["aerial", "s2"], 20, batch=1, n_dates=2, generator=torch.Generator().manual_seed(0))
+    s2_only = NormStats.from_samples([{"s2": x["s2"]}], batched=True)
+    with pytest.raises(
+        UserError,
+        match=r"^aerial: no normalisation statistics for it \(expected statistics for every sensor of the sample, "
+        r"these have s2\), it would stay raw; compute statistics that include it: ",
+    ):
+        s2_only.apply(x)  # aerial went through raw before
+    assert set(s2_only.apply({"s2": x["s2"], "s2_dates": x["s2_dates"], "label": 3})) == {"s2", "s2_dates", "label"}
+
+
 def test_a_tile_that_cannot_be_read_names_dataset_split_and_item():
     class Broken:
         def __getitem__(self, i):

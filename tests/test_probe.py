@@ -678,3 +678,53 @@ def test_feature_geometry_finds_classes_hidden_in_small_directions():
     assert geo["top 3 share"] > 99 and 2.9 < geo["directions"] < 3.1
     assert geo["linear 4-16"] > 95 and geo["linear 1-3"] < 50
     assert geo["kNN"] < 50 and geo["kNN whitened"] > 95
+
+
+def _tiny_probe_inputs():
+    """A nano S2 encoder, two unbatched S2 items (a list is a Dataset) and their statistics."""
+    from anysat_lite.data.contract import random_sample
+    from anysat_lite.data.normalization import NormStats
+    from anysat_lite.model import AnySat
+
+    torch.manual_seed(0)
+    x = random_sample(["s2"], 20, batch=2, n_dates=2, generator=torch.Generator().manual_seed(0))
+    items = [{k: v[i] for k, v in x.items()} for i in range(2)]
+    return AnySat("nano", sensors=["s2"]).eval(), items, NormStats.from_samples([x], batched=True)
+
+
+def test_encode_dataset_refuses_wrong_arguments_up_front():
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe.features import encode_dataset
+
+    enc, items, stats = _tiny_probe_inputs()
+    assert encode_dataset(enc, items, stats, 20, ["s2"]).shape[0] == 2
+    for device in ("gpu", 0):  # torch's RuntimeError before, or 0 taken for the CPU
+        with pytest.raises(UserError, match=rf"^device {device}: expected cpu, cuda or cuda:N "):
+            encode_dataset(enc, items, stats, 20, ["s2"], device=device)
+
+
+def test_encode_dataset_takes_statistics_as_a_dict_and_refuses_unknown_or_absent_sensors():
+    from anysat_lite.data.datasets import collate
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe.features import encode_dataset, select_sensors
+
+    enc, items, stats = _tiny_probe_inputs()
+    torch.testing.assert_close(  # the dict of to_dict (an AttributeError before)
+        encode_dataset(enc, items, stats.to_dict(), 20, ["s2"]), encode_dataset(enc, items, stats, 20, ["s2"])
+    )
+    with pytest.raises(
+        UserError, match=r"^stats: expected NormStats or a dict \{sensor: \{mean, std\}\}, got NoneType"
+    ):
+        encode_dataset(enc, items, None, 20, ["s2"])
+    for sensors, pattern in (
+        (["S2"], r"^unknown sensor 'S2'; did you mean 's2'\? "),  # 'a sample must be a non-empty dict' before
+        ("s2", r"^sensors: expected a list of sensor names, got the string 's2'; e.g. \['s2'\]$"),
+    ):
+        with pytest.raises(UserError, match=pattern):
+            encode_dataset(enc, items, stats, 20, sensors)
+    batch = collate(items)
+    with pytest.raises(UserError, match=r"^unknown sensor 'S2'; did you mean 's2'\? "):
+        select_sensors(batch, ["S2"])  # {} before
+    with pytest.raises(UserError, match=r"^sensors: 's1' is not in the batch, expected sensors it holds \(s2\); "):
+        select_sensors(batch, ["s1"])
+    assert set(select_sensors({**batch, "label": torch.zeros(2)}, ["s2"])) == {"s2", "s2_dates"}

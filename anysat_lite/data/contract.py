@@ -13,7 +13,9 @@ The input format is the official AnySat one, a dict of tensors::
 Dates are whole days counted from a dataset's origin: the day of the year (1..366) for most
 datasets, days since 2018-09-01 for PASTIS (up to about 440: September 2018 to November 2019), as the
 released weights received them.  The L-TAE's sinusoidal code of period ``doy_period`` is defined for
-any value, so the contract refuses only negative, fractional and non-finite dates.
+any value, so the contract refuses only negative, fractional and non-finite dates; dates above
+:data:`LARGEST_USUAL_DATE` (1000) get a warning, once per key, as they are more likely YYYYMMDD or years.
+Masks hold True/False (or 0/1) per date.
 
 Every sensor must cover the same ground extent (``pixels x GSD`` equal, MODIS excepted,
 which is summarised as one token per tile).  Tiles need not be square.
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..sensors import SENSORS, Sensor
 
 __all__ = [
@@ -46,6 +48,9 @@ __all__ = [
     "estimate_memory",
     "random_sample",
 ]
+
+LARGEST_USUAL_DATE = 1000  # days; above it a date is more likely YYYYMMDD or a year (a warning, once per key)
+_WARNED_DATES: set[str] = set()
 
 KEY_SUFFIXES = ("dates", "mask")  # "<sensor>_<suffix>": the per-date entries that go with a time series
 
@@ -98,14 +103,16 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
     sensors, batch = [], None
     for key, value in x.items():
         name, suffix = split_key(key)
+        if suffix is not None and suffix not in KEY_SUFFIXES:  # e.g. 's2_doy', or 's1_asc' for 's1-asc'
+            keys = [*registry, *SENSORS, *(f"{name}_{k}" for k in KEY_SUFFIXES)]
+            raise SampleError(
+                f"{key!r}: unknown suffix {suffix!r}; {did_you_mean(key, keys)}expected '<sensor>', "
+                "'<sensor>_dates' or '<sensor>_mask'"
+            )
         if name not in registry:
             raise SampleError(
-                f"{key!r}: unknown sensor {name!r}; known sensors: {', '.join(registry)} "
-                "(register new ones with anysat_lite.register_sensor)"
-            )
-        if suffix is not None and suffix not in KEY_SUFFIXES:
-            raise SampleError(
-                f"{key!r}: unknown suffix {suffix!r}; expected '<sensor>', '<sensor>_dates' or '<sensor>_mask'"
+                f"{key!r}: unknown sensor {name!r}; {did_you_mean(name, registry)}known sensors: "
+                f"{', '.join(registry)} (register new ones with anysat_lite.register_sensor)"
             )
         if not torch.is_tensor(value):
             raise SampleError(f"{key!r}: expected a torch.Tensor, got {type(value).__name__}")
@@ -130,11 +137,19 @@ def validate_sample(x: Mapping, registry: Mapping[str, Sensor] | None = None, ch
         s = registry[name]
         t = x[name]
         if t.dim() != s.input_rank:
+            fix = ""
+            if t.dim() == s.input_rank - 1:  # one sample without the batch axis, or (a series) one date
+                fix = f"; for one sample {s.layout.replace('B, ', '')}, add the batch axis: x[{name!r}][None]"
+                fix += f"; for one date [B, C, H, W], the date axis: x[{name!r}][:, None]" if s.is_series else ""
             raise SampleError(
-                f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}"
+                f"{name}: expected a {s.input_rank}-D tensor {s.layout} ({s.kind}), got shape {_shape(t)}{fix}"
             )
         if not t.is_floating_point():
-            raise SampleError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+            raise SampleError(
+                f"{name}: expected a floating-point tensor, got dtype {t.dtype}; convert it with "
+                f"x[{name!r}].float() and standardise it with NormStats (e.g. "
+                "NormStats.from_samples([x], batched=True).apply(x))"
+            )
         c_axis = 2 if s.is_series else 1
         if t.shape[c_axis] != s.n_bands:
             raise SampleError(
@@ -229,17 +244,33 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
             )
         if d.is_floating_point() and not torch.equal(d, d.round()):
             raise SampleError(f"{key}: dates must be whole days (e.g. day-of-year), got fractional values")
-        lo = d.min().item()
-        if lo < 0:
+        lo, hi = torch.aminmax(d)
+        if lo.item() < 0:
             raise SampleError(
                 f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
-                f"origin), got values down to {lo:g}"
+                f"origin), got values down to {lo.item():g}"
+            )
+        if hi.item() > LARGEST_USUAL_DATE and key not in _WARNED_DATES:
+            _WARNED_DATES.add(key)
+            warnings.warn(
+                f"{key}: dates up to {hi.item():g}, expected whole days from the dataset's origin (day-of-year "
+                f"1..366; PASTIS up to about 440); dates such as 20200115 (YYYYMMDD) or years give meaningless date "
+                "codes: convert them to day-of-year, e.g. datetime.date(2020, 1, 15).timetuple().tm_yday",
+                stacklevel=4,
             )
     mkey = f"{s.name}_mask"
     if mkey in x:
         m = x[mkey]
         if tuple(m.shape) != (B, T):
             raise SampleError(f"{mkey}: expected shape [B, T] = [{B}, {T}] (True = valid date), got {_shape(m)}")
+        if check_values and m.dtype != torch.bool:
+            other = m[(m != 0) & (m != 1)]
+            if other.numel():
+                raise SampleError(
+                    f"{mkey}: expected True/False (or 0/1) per date, True = valid, got {m.dtype} values such as "
+                    f"{other[0].item():g}; build it from what flags a date, e.g. mask = cloud < 20 for a cloud cover "
+                    "in percent"
+                )
         if check_values and not bool((m.bool().any(dim=1)).all()):
             raise SampleError(f"{mkey}: every sample needs at least one valid date")
 
@@ -411,6 +442,25 @@ def _raw_input_check(model, x: Mapping) -> None:
             )
 
 
+def broadcast_per_date(x: Mapping) -> dict:
+    """A copy of ``x`` whose 1-D ``<sensor>_dates`` / ``<sensor>_mask`` ``[T]`` are repeated for every sample
+    (``[B, T]``) of their series ``[B, T, C, H, W]``; other entries are left as they are."""
+    out = dict(x)
+    for key, value in x.items():
+        name, suffix = split_key(key)
+        series = x.get(name)
+        if (
+            suffix in KEY_SUFFIXES
+            and torch.is_tensor(value)
+            and value.dim() == 1
+            and torch.is_tensor(series)
+            and series.dim() == 5
+            and value.shape[0] == series.shape[1]
+        ):
+            out[key] = value[None].expand(series.shape[0], -1)
+    return out
+
+
 def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
     """Bring an API input to the form the model computes on, or refuse it with a one-line :class:`SampleError`.
 
@@ -429,21 +479,10 @@ def prepare_input(model, x: Mapping, patch_size) -> tuple[dict, int]:
         )
     ref = next(model.parameters(), None)
     dtype = ref.dtype if ref is not None else torch.float32
-    out = dict(x)
+    out = broadcast_per_date(x)
     for key, value in x.items():
-        if not torch.is_tensor(value):
-            continue
-        name, suffix = split_key(key)
-        if suffix is None and value.is_floating_point() and value.dtype != dtype:
+        if torch.is_tensor(value) and split_key(key)[1] is None and value.is_floating_point() and value.dtype != dtype:
             out[key] = value.to(dtype)
-        elif (
-            suffix in KEY_SUFFIXES
-            and value.dim() == 1
-            and torch.is_tensor(x.get(name))
-            and x[name].dim() == 5
-            and value.shape[0] == x[name].shape[1]
-        ):
-            out[key] = value[None].expand(x[name].shape[0], -1)
     if not torch.compiler.is_compiling():
         if ref is not None:
             _check_memory(model, out, P, ref.device)

@@ -47,15 +47,30 @@ class NormStats:
     def from_samples(cls, samples: Iterable[Mapping], batched: bool = False, min_std: float = 1e-6) -> NormStats:
         """Running per-band mean/std over samples (``batched``: each item is ``[B, ...]``).
 
-        ``*_mask`` keys flag invalid dates, which are left out.
+        ``*_mask`` keys flag invalid dates, which are left out.  Refused: one sample instead of a list of
+        them, no sensor tensor at all, and a tensor whose rank or band count is not its sensor's (read as
+        ``[C, H, W]`` / ``[T, C, H, W]``, or with ``batched=True`` as ``[B, C, H, W]`` / ``[B, T, C, H, W]``).
         """
+        if isinstance(samples, Mapping):
+            raise UserError(
+                "NormStats.from_samples: expected a list of samples, got one sample (a dict); wrap it in a list: "
+                "NormStats.from_samples([sample], batched=True)"
+            )
         acc: dict[str, list[np.ndarray]] = {}
+        n_samples = 0
         for s in samples:
+            n_samples += 1
+            if not isinstance(s, Mapping):
+                raise UserError(
+                    f"NormStats.from_samples: expected samples that are dicts {{sensor: tensor, ...}}, got a "
+                    f"{type(s).__name__}; give a list of sample dicts, e.g. [dataset[i] for i in range(100)]"
+                )
             for key, value in s.items():
                 if key not in SENSORS:  # "<sensor>_dates" / "_mask" keys are not sensors
                     continue
                 arr = np.asarray(value.float() if torch.is_tensor(value) else value, dtype=np.float64)
                 ax = _band_axis(key, arr.ndim, batched)
+                _check_layout(key, arr.shape, batched)
                 mask = s.get(f"{key}_mask")
                 flat = np.moveaxis(arr, ax, -1)
                 if mask is not None and SENSORS[key].is_series:
@@ -66,6 +81,13 @@ class NormStats:
                 a[0] += flat.sum(0)
                 a[1] += (flat**2).sum(0)
                 a[2] += flat.shape[0]
+        if not acc:
+            raise UserError(
+                "NormStats.from_samples: expected samples holding sensor tensors, got "
+                + (f"{n_samples} sample(s) without any" if n_samples else "no samples")
+                + f" (keys must be registered sensors: {', '.join(SENSORS)}); give the training samples, "
+                "e.g. NormStats.from_samples([sample], batched=True)"
+            )
         out = {}
         for key, (s1, s2, n) in acc.items():
             mean = s1 / n
@@ -74,7 +96,19 @@ class NormStats:
         return cls(out)
 
     def apply(self, sample: Mapping, batched: bool = True) -> dict:
-        """Return a copy of ``sample`` with every known sensor standardised (other keys untouched)."""
+        """Return a copy of ``sample`` with every sensor standardised (dates, masks, targets untouched).
+
+        A sensor of ``sample`` that the statistics lack is refused: it would stay raw.
+        """
+        lacking = [k for k in sample if k in SENSORS and k not in self.stats]
+        if lacking:
+            have = ", ".join(self.stats) or "no sensor"
+            raise UserError(
+                f"{lacking[0]}: no normalisation statistics for it (expected statistics for every sensor of the "
+                f"sample, these have {have}), it would stay raw; compute statistics that include it: "
+                f"NormStats.from_samples(samples, batched=True) over samples holding {lacking[0]}, or leave "
+                f"{lacking[0]} out of the sample"
+            )
         out = dict(sample)
         for key, (mean, std) in self.stats.items():
             if key not in sample:
@@ -120,6 +154,27 @@ class NormStats:
                     "restore the file they came from (an encoder's .json sidecar, NORM_*.json)"
                 )
         return cls({k: ([float(a) for a in v["mean"]], [float(a) for a in v["std"]]) for k, v in d.items()})
+
+
+def _check_layout(sensor: str, shape: tuple[int, ...], batched: bool) -> None:
+    """Refuse a tensor of ``sensor`` whose rank or band count is not the sensor's, read with or without the batch
+    axis (``batched``): statistics over the wrong axis would normalise per date or per sample."""
+    s = SENSORS[sensor]
+    rank = s.input_rank - (not batched)
+    layout = s.layout if batched else s.layout.replace("B, ", "")
+    ax = _band_axis(sensor, len(shape), batched)
+    if len(shape) == rank and shape[ax] == s.n_bands:
+        return
+    fix = (
+        "pass batched=True for samples with the batch axis"
+        if not batched
+        else "pass batched=False for items without the batch axis"
+    )
+    got = f"a {len(shape)}-D tensor" + (f" with {shape[ax]} on axis {ax}" if len(shape) > ax else "")
+    raise UserError(
+        f"NormStats.from_samples: {sensor} of shape {list(shape)}: expected {layout} with its {s.n_bands} bands "
+        f"({', '.join(s.bands)}) on axis {ax} (batched={batched}), got {got}; {fix}"
+    )
 
 
 def _band_problem(mean, std) -> str:

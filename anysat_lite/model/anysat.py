@@ -32,7 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from ..config import MODEL_SIZES, ConfigError, ModelConfig, UnknownKeyError, model_config
-from ..data.contract import SampleError, check_patch_size, prepare_input, split_key, validate_sample
+from ..data.contract import (
+    KEY_SUFFIXES,
+    SampleError,
+    check_patch_size,
+    prepare_input,
+    split_key,
+    validate_sample,
+)
 from ..errors import UserError, did_you_mean
 from ..kernels import batched_calls
 from ..sensors import SENSORS, Sensor, get_sensor
@@ -140,7 +147,13 @@ class AnySat(nn.Module):
     # --- stages -------------------------------------------------------------------------
     def validate(self, x: Mapping[str, Tensor], patch_size) -> tuple[list[str], tuple[int, int], int]:
         """Check a sample against the contract and this model; return (sensors, grid, batch)."""
-        missing = [k for k in x if split_key(k)[0] not in self.sensors and split_key(k)[0] in SENSORS]
+        missing = [
+            k
+            for k in x
+            if split_key(k)[0] not in self.sensors
+            and split_key(k)[0] in SENSORS
+            and split_key(k)[1] in (None, *KEY_SUFFIXES)  # validate_sample names 's1_asc' (for 's1-asc')
+        ]
         if missing:
             raise SampleError(
                 f"{missing[0]!r}: this model has no projector for sensor {split_key(missing[0])[0]!r} "

@@ -15,6 +15,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from ..data.contract import broadcast_per_date, validate_sample
 from ..kernels import blockwise_conv2d
 from ..sensors import Sensor
 from .ltae import LTAE
@@ -58,7 +59,7 @@ class SeriesProjector(nn.Module):
         in_width: int | None = None,
     ):
         super().__init__()
-        self.sensor = sensor.name
+        self.sensor, self.spec = sensor.name, sensor  # the spec: what attention() checks its inputs against
         self.ltae = LTAE(
             sensor.n_bands,
             [in_width or dim // 8, dim // 2, dim, 2 * dim, dim],
@@ -87,7 +88,19 @@ class SeriesProjector(nn.Module):
         return self.ltae(*self._pixels(x, dates, valid)).view(B, H, W, -1)
 
     def attention(self, x: Tensor, dates: Tensor, valid: Tensor | None = None) -> Tensor:
-        """The L-TAE's attention over the dates of every pixel: ``[B, H, W, heads, T]`` (see :meth:`LTAE.attention`)."""
+        """The L-TAE's attention over the dates of every pixel: ``[B, H, W, heads, T]`` (see :meth:`LTAE.attention`).
+
+        ``x [B, T, C, H, W]``, ``dates [B, T]`` (or ``[T]``) in days, ``valid [B, T]`` (or ``[T]``) True/1 for the
+        dates to attend to.  They are checked as :meth:`AnySat.forward` checks ``<sensor>``, ``<sensor>_dates`` and
+        ``<sensor>_mask`` (the names its messages use): shapes, bands, finite values, a valid date per sample.
+        """
+        sample = {self.sensor: x, f"{self.sensor}_dates": dates}
+        if valid is not None:
+            sample[f"{self.sensor}_mask"] = valid
+        sample = broadcast_per_date(sample)
+        validate_sample(sample, {self.sensor: self.spec})
+        dates, valid = sample[f"{self.sensor}_dates"], sample.get(f"{self.sensor}_mask")
+        valid = None if valid is None else valid.bool()
         B, T, C, H, W = x.shape
         return self.ltae.attention(*self._pixels(x, dates, valid)).view(B, H, W, -1, T)
 

@@ -70,9 +70,11 @@ def trace_pipeline(
     """Run ``model`` on ``x`` (``output="dense"``) and record every stage (see :class:`PipelineTrace`).
 
     ``outputs=True`` also runs the ``tile``, ``patch`` and ``all`` modes to record their shapes.
+    A sample the model would refuse is refused first, with the model's own message (:meth:`AnySat.validate`).
     Tensors are detached and moved to the CPU.
     """
     x, P = prepare_input(model, x, patch_size)
+    model.validate(x, P)  # the sample checks of AnySat.forward, before this function reads the sample
     sensors = [k for k in x if split_key(k)[1] is None and k in model.sensors]
     spatial = [s for s in sensors if not model.sensors[s].one_token_per_tile]
     dense = output_modality or spatial[0]

@@ -35,7 +35,7 @@ from ..data.io import (
     target_crs,
 )
 from ..data.normalization import NormStats
-from ..errors import UserError
+from ..errors import UserError, check_device, check_output_file
 from ..files import atomic_write
 from ..sensors import SENSORS
 
@@ -155,12 +155,14 @@ def embed_rasters(
         rasters: ``{sensor: DataArray}`` as from :func:`load_rasters`.
         patch_size: patch side ``P`` in metres; the common extent is cut to whole patches.
         stats: normalisation statistics applied to every tile (``None``: the rasters go in as they are).
+        device: where the tiles are encoded (cpu, cuda, cuda:N or mps; the encoder must be there too).
         tile_m: side of the tiles in metres, a multiple of ``P`` (default :func:`default_tile_m`);
             patches attend to the patches of their tile only.
         nodata: ``"error"`` (stop when image pixels of a tile are nodata or a series has no complete
             date there) or ``"skip"`` (leave such tiles out: NaN embeddings, ``valid`` 0).
     """
     _check_arguments(encoder, rasters, stats)
+    device = check_device("device", device)
     if nodata not in ("error", "skip"):
         raise RasterError(f"nodata must be 'error' or 'skip', got {nodata!r}")
     P = patch_size_m(patch_size)
@@ -281,9 +283,14 @@ def _cf_grid_mapping(crs: CRS) -> dict:
     return attrs
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write :func:`embed_rasters`' dataset to NetCDF with CF conventions (grid mapping, coordinate attributes)."""
+def write_netcdf(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
+    """Write :func:`embed_rasters`' dataset to NetCDF with CF conventions (grid mapping, coordinate attributes).
+
+    A file already at ``path`` is refused unless ``overwrite`` (``anysat-lite embed --force``); a missing
+    folder is created.
+    """
     path = Path(path)
+    check_output_file("path", path, overwrite, replace="overwrite=True")
     crs = CRS.from_wkt(ds.attrs["crs"])
     a, _, c, _, e, f = ds.attrs["transform"]
     mapping = _cf_grid_mapping(crs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,14 +12,30 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.contract import sensor_entries
 from ..data.datasets import collate
 from ..data.normalization import NormStats
-from ..sensors import SENSORS
+from ..errors import UserError, check_device
+from ..sensors import SENSORS, get_sensor
 
 __all__ = ["encode_dataset", "raw_pixel_features", "raw_pixel_dense_features", "targets_of", "select_sensors"]
 
 
 def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
-    """The keys of ``batch`` that belong to ``sensors`` (tensors, dates, masks); targets are dropped."""
-    return sensor_entries(batch, [s for s in sensors if s in SENSORS])
+    """The keys of ``batch`` that belong to ``sensors`` (tensors, dates, masks); targets are dropped.
+
+    Refused: a string instead of a list, an unknown sensor name (with the closest registered one), and a
+    sensor the batch does not hold.
+    """
+    if isinstance(sensors, str):
+        raise UserError(f"sensors: expected a list of sensor names, got the string {sensors!r}; e.g. [{sensors!r}]")
+    for s in sensors:
+        get_sensor(s)  # an unknown name: one line with the closest registered one ('S2' -> 's2')
+    held = [k for k in batch if k in SENSORS]
+    lacking = [s for s in sensors if s not in batch]
+    if lacking:
+        raise UserError(
+            f"sensors: {lacking[0]!r} is not in the batch, expected sensors it holds ({', '.join(held) or 'none'}); "
+            "choose among them"
+        )
+    return sensor_entries(batch, sensors)
 
 
 @torch.no_grad()
@@ -38,9 +54,19 @@ def encode_dataset(
     """Encoder outputs for every item: ``[N, D]`` (tile), ``[N, h, w, D]`` (patch) or ``[N, Hs, Ws, 2D]`` (dense).
 
     A tuple of outputs (e.g. ``("tile", "dense")``) returns ``{name: tensor}`` from one pass over the data.
+    ``device`` (cpu, cuda, cuda:N or mps) is where the batches go; the encoder must be there too.  ``stats``:
+    :class:`NormStats` or the dict of :meth:`NormStats.to_dict`.
     """
     from tqdm import tqdm
 
+    device = check_device("device", device)
+    if isinstance(stats, Mapping):  # {sensor: {mean, std}}, as encoder.norm_stats[DATASET] or stats.to_dict()
+        stats = NormStats.from_dict(stats)
+    if not isinstance(stats, NormStats):
+        raise UserError(
+            f"stats: expected NormStats or a dict {{sensor: {{mean, std}}}}, got {type(stats).__name__}; give the "
+            "statistics the encoder was trained with: bundle.stats, or NormStats.from_dict(encoder.norm_stats[DATASET])"
+        )
     encoder.eval()
     names = (output,) if isinstance(output, str) else tuple(output)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
