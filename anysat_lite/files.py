@@ -9,8 +9,10 @@ the file system refuses is one line naming the file, the reason and what to do
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -25,32 +27,44 @@ __all__ = ["atomic_write", "write_text_atomic"]
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _FORBIDDEN = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NEARLY_FULL = 2**20  # bytes: less free space than this when a write failed means the disk was full
 _BAD_PATH = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST)
+
+
+def _os_error_code(e: BaseException) -> int | None:
+    """The errno of ``e``: an ``OSError``'s, or the ``(os error N)`` a Rust writer (safetensors) puts in its message."""
+    if isinstance(e, OSError):
+        return e.errno
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return int(m.group(1)) if m else None
 
 
 def _refused_write(e: BaseException) -> bool:
     """Whether ``e`` is the file system refusing the write (not an error of the writer's own)."""
-    if isinstance(e, RuntimeError):
-        return any(s in str(e) for s in _TORCH_WRITE_FAILURES)
-    return isinstance(e, OSError) and e.errno in _FULL + _FORBIDDEN + _BAD_PATH
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _TORCH_WRITE_FAILURES):
+        return True
+    return _os_error_code(e) in _FULL + _FORBIDDEN + _BAD_PATH
 
 
-def _free_mib(path: Path) -> str:
-    """Free space on the disk of ``path``'s nearest existing folder, in MiB (``"?"`` if unknown)."""
+def _free_bytes(path: Path) -> int | None:
+    """Free space on the disk of ``path``'s nearest existing folder (``None`` if unknown)."""
     for folder in path.parents:
         if folder.exists():
             try:
-                return f"{shutil.disk_usage(folder).free / 2**20:.0f}"
+                return shutil.disk_usage(folder).free
             except OSError:
                 break
-    return "?"
+    return None
 
 
-def _advice(path: Path, e: BaseException) -> str:
-    """What to do about a write ``e`` refused, by its cause."""
-    code = getattr(e, "errno", None)
-    if code in _FULL or isinstance(e, RuntimeError):
-        return f"{_free_mib(path)} MiB free on its disk: free some space or write elsewhere"
+def _advice(path: Path, e: BaseException, full: bool) -> str:
+    """What to do about a write ``e`` refused, by its cause (measured once the temporary file is gone)."""
+    code = _os_error_code(e)
+    if full or code in _FULL or isinstance(e, RuntimeError):
+        free = _free_bytes(path)
+        return (
+            f"{'?' if free is None else f'{free / 2**20:.0f}'} MiB free on its disk: free some space or write elsewhere"
+        )
     if code in _FORBIDDEN:
         return "this process may not write there: choose a folder you can write to"
     return "check the path, or write elsewhere"
@@ -92,14 +106,23 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
                 os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
             except OSError:  # some network file systems refuse chmod: keep the default mode
                 pass
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)
         write(str(tmp))
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:  # a writer that made its own file (safetensors: 0o600)
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if not _refused_write(e):
+    except Exception as e:
+        # a full disk makes some writers fail with their own words (NetCDF: "HDF error"): read it at the failure
+        free = _free_bytes(path) if tmp is not None else None
+        full = free is not None and free < _NEARLY_FULL
+        if not (_refused_write(e) or full):
             raise  # the writer's own error, not the file system's
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)  # before the free space is measured for the message
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"could not write {path} ({reason}); {_advice(path, e)} (the previous file, if any, is unchanged)"
+            f"could not write {path} ({reason}); {_advice(path, e, full)} (the previous file, if any, is unchanged)"
         ) from e
     finally:
         if tmp is not None and os.path.exists(tmp):

@@ -357,3 +357,22 @@ def test_dates_above_a_thousand_days_are_warned_about_once(monkeypatch):
         validate_sample(x)
         validate_sample(x)
     assert len(w) == 1 and "\n" not in str(w[0].message)
+
+
+@pytest.mark.parametrize(
+    "key, meant",
+    [
+        ("S2", "s2"),
+        ("S2_dates", "s2_dates"),
+        ("s1_asc", "s1-asc"),
+        ("s1_asc_mask", "s1-asc_mask"),
+        ("Aerial", "aerial"),
+    ],
+)
+def test_sensor_entries_refuse_a_misspelt_sensor_key_instead_of_dropping_it(key, meant):
+    from anysat_lite.data.contract import sensor_entries
+
+    with pytest.raises(SampleError, match=rf"'{key}': not a sensor key .*; did you mean '{meant}'\?"):
+        sensor_entries({key: torch.zeros(1), "label": torch.zeros(1)}, ["s2", "aerial"])
+    kept = sensor_entries({"s2": 1, "s2_dates": 2, "s2_valid": 3, "aerial": 4, "label": 5, "labels": 6}, ["s2"])
+    assert list(kept) == ["s2", "s2_dates", "s2_valid"]  # targets and the sensors left out are dropped, not refused

@@ -89,3 +89,36 @@ def test_a_symlink_loop_and_a_missing_link_target_are_one_line(tmp_path):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x.md")
     with pytest.raises(UserError, match=r"could not write .*dangling"):
         write_text_atomic(tmp_path / "dangling", "x")
+
+
+def test_safetensors_files_get_the_same_mode_and_its_full_disk_is_one_line(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "enc.safetensors", lambda tmp: save_file({"w": torch.zeros(2)}, tmp))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "enc.safetensors").stat().st_mode & 0o777 == 0o644  # safetensors alone gives 0o600
+
+    def rust_full(tmp):  # what safetensors raises when the disk fills
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(UserError, match=r"could not write .*x.safetensors \(Error while .*\); \d+ MiB free on its"):
+        atomic_write(tmp_path / "x.safetensors", rust_full)
+
+
+def test_a_writer_failing_in_its_own_words_on_a_full_disk_is_named_a_full_disk(tmp_path, monkeypatch):
+    import anysat_lite.files as files
+
+    def netcdf_full(tmp):  # NetCDF's words when the disk fills; the disk has 2 kB left at that moment
+        monkeypatch.setattr(files, "_free_bytes", lambda path: 2048)
+        raise RuntimeError("NetCDF: HDF error")
+
+    with pytest.raises(UserError, match=r"could not write .*e.nc \(NetCDF: HDF error\); 0 MiB free on its disk: free"):
+        atomic_write(tmp_path / "e.nc", netcdf_full)
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="NetCDF: HDF error"):  # with room on the disk it is the writer's error
+        atomic_write(tmp_path / "e.nc", lambda tmp: (_ for _ in ()).throw(RuntimeError("NetCDF: HDF error")))
+    assert list(tmp_path.iterdir()) == []

@@ -219,6 +219,8 @@ def test_jepa_refuses_masks_generators_and_configs_it_cannot_use():
     for bad in ({"dates": gens["dates"]}, None, torch.Generator()):
         with pytest.raises(UserError, match="generators: expected a dict with torch.Generator entries 'dates' and"):
             model(x, 10, masks, bad)
+    with pytest.raises(UserError, match=r"'S2': not a sensor key .*did you mean 's2'\?"):  # trained on 2 of 3 before
+        model({k.replace("s2", "S2"): v for k, v in x.items()}, 10, masks, gens)
     for bad in (get_config("cpu-demo").model, "cpu-demo"):
         with pytest.raises(UserError, match=r"JEPA takes the full Config .*e.g. JEPA\(get_config\('cpu-demo'\)\)"):
             JEPA(bad)

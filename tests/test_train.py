@@ -93,7 +93,11 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert not (crash / "encoder.safetensors").exists()
     assert load_checkpoint(crash / "last.pt")["step"] == 8  # last checkpoint before the kill
     assert max(r["step"] for r in read_metrics(crash)) == 9  # steps 8-9 were logged, then lost
-    _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"])
+    left = crash / ".step-000012.pt.0a1b2c3d.tmp.pt"  # a checkpoint write the kill cut short
+    left.write_bytes(b"partial")
+    (crash / "probe_results.json").write_text("{}")  # probed at step 8
+    resumed = _run_cli(["pretrain", "--quiet"] + common + ["--set", f"train.out_dir={crash}", "--resume"])
+    assert not left.exists() and "probe_results.* describe the encoder of an earlier step" in resumed.stdout
     a, b = read_metrics(ref), read_metrics(crash)
     assert [r["step"] for r in b] == list(range(12))
     for ra, rb in zip(a, b):

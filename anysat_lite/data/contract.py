@@ -84,6 +84,14 @@ def sensor_entries(x: Mapping, sensors: Mapping | Sequence | None = None) -> dic
     """The entries of ``x`` that belong to ``sensors`` (default: every registered sensor): each sensor's
     tensor and its ``_dates`` / ``_mask``; targets (``label``...) and other keys are left out."""
     sensors = SENSORS if sensors is None else sensors
+    for k in x:  # 'S2', 'S2_dates', 's1_asc' would be dropped silently
+        tail = next((f"_{s}" for s in KEY_SUFFIXES if k.lower().endswith(f"_{s}")), "")
+        base = k[: len(k) - len(tail)]
+        meant = base.lower().replace("_", "-")
+        if base not in SENSORS and meant in SENSORS:
+            raise SampleError(
+                f"{k!r}: not a sensor key (sensor names are lower case, with '-'); did you mean {meant + tail!r}?"
+            )
     return {k: v for k, v in x.items() if split_key(k)[0] in sensors}
 
 
@@ -244,16 +252,16 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
             )
         if d.is_floating_point() and not torch.equal(d, d.round()):
             raise SampleError(f"{key}: dates must be whole days (e.g. day-of-year), got fractional values")
-        lo, hi = torch.aminmax(d)
-        if lo.item() < 0:
+        lo, hi = torch.stack(torch.aminmax(d)).tolist()  # one read-back
+        if lo < 0:
             raise SampleError(
                 f"{key}: dates must be whole days >= 0 (day-of-year, or days since the dataset's "
-                f"origin), got values down to {lo.item():g}"
+                f"origin), got values down to {lo:g}"
             )
-        if hi.item() > LARGEST_USUAL_DATE and key not in _WARNED_DATES:
+        if hi > LARGEST_USUAL_DATE and key not in _WARNED_DATES:
             _WARNED_DATES.add(key)
             warnings.warn(
-                f"{key}: dates up to {hi.item():g}, expected whole days from the dataset's origin (day-of-year "
+                f"{key}: dates up to {hi:g}, expected whole days from the dataset's origin (day-of-year "
                 f"1..366; PASTIS up to about 440); dates such as 20200115 (YYYYMMDD) or years give meaningless date "
                 "codes: convert them to day-of-year, e.g. datetime.date(2020, 1, 15).timetuple().tm_yday",
                 stacklevel=4,

@@ -52,7 +52,7 @@ from ..sensors import SENSORS
 from .checkpoint import export_encoder, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_max, all_mean, barrier, cleanup, gather_objects, init_distributed, ranks_where
 from .metrics import MetricLog, plot_metrics, read_metrics
-from .rundir import clear_run_dir, prepare_run_dir, run_lock
+from .rundir import PROBE_REPORT_FILES, clear_run_dir, prepare_run_dir, remove_temporary_files, run_lock
 from .schedules import cosine, lr_at
 
 __all__ = [
@@ -578,6 +578,13 @@ def _train(cfg: Config, run: Run, progress: bool, callbacks: Sequence) -> dict:
     if info.main:  # only once data and model are built: a run that cannot start leaves the folder as it was
         if run.checkpoint is None:
             clear_run_dir(run.out)  # --force: the old run's files go now, not before
+        else:
+            remove_temporary_files(run.out)  # of a killed write (the run's lock is ours)
+            if run.start < tc.steps and any((run.out / name).exists() for name in PROBE_REPORT_FILES):
+                tqdm.write(
+                    f"note: {run.out}/probe_results.* describe the encoder of an earlier step; probe the new one "
+                    f"when the run ends (anysat-lite probe --checkpoint {run.out / 'encoder'} --force)"
+                )
         # the metric log of a resumed run is read before its config.yaml is rewritten
         log = MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
         save_config(cfg, run.out / "config.yaml")

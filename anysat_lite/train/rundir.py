@@ -39,6 +39,7 @@ __all__ = [
     "clear_run_dir",
     "newest_intact_checkpoint",
     "run_lock",
+    "remove_temporary_files",
 ]
 
 # What the probes write beside an encoder (anysat_lite.probe.run_probe; also files of a run folder).
@@ -287,6 +288,16 @@ def prepare_run_dir(
             )
         check_output_folder("train.out_dir", out)  # creates it; a file on its path or no write access is refused
     return None
+
+
+def remove_temporary_files(out_dir: str | Path) -> list[Path]:
+    """Delete the temporary files a killed process left in ``out_dir`` (``atomic_write``'s ``.NAME.XXXX.tmp*``,
+    never a finished file); called with the run's lock held, when no other process writes there."""
+    out = Path(out_dir)
+    gone = sorted({p for pattern in (".*.tmp", ".*.tmp.*") for p in out.glob(pattern) if p.is_file()})
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def clear_run_dir(out_dir: str | Path) -> None:
