@@ -1199,5 +1199,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML to ``path`` (atomically)."""
+    """Write ``cfg`` as YAML to ``path`` (atomically).  A file that already says the same (a resumed run's own
+    ``config.yaml``, perhaps with comments added by hand) is left as it is."""
+    path = Path(path)
+    try:
+        if load_config(path) == cfg:
+            return
+    except (OSError, UserError, yaml.YAMLError):  # missing, unreadable or another config: replaced
+        pass
     write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

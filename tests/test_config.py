@@ -12,6 +12,7 @@ from anysat_lite.config import (
     get_config,
     load_config,
     model_config,
+    save_config,
     validate_config,
     validate_probe,
 )
@@ -425,3 +426,15 @@ def test_min_lr_above_lr_is_refused():
     ):
         get_config("cpu-demo", ["train.min_lr=1"])
     assert get_config("cpu-demo", ["train.min_lr=0.001"]).train.min_lr == 0.001
+
+
+def test_save_config_keeps_a_file_that_says_the_same(tmp_path):
+    path = tmp_path / "config.yaml"
+    cfg = get_config("cpu-demo", ["train.steps=12"])
+    save_config(cfg, path)
+    noted = path.read_text().replace("steps: 12", "steps: 12  # my note: twelve is enough")
+    path.write_text(noted)
+    save_config(cfg, path)  # a resume of the same run: the comment stays
+    assert path.read_text() == noted
+    save_config(get_config("cpu-demo", ["train.steps=24"]), path)  # the config changed: the file says so
+    assert load_config(path).train.steps == 24 and "my note" not in path.read_text()

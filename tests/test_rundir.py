@@ -103,8 +103,8 @@ def test_resume_loads_and_checks_the_checkpoint(tmp_path):
     with pytest.raises(
         RunDirError,
         match=r"last.pt was trained with model.embed_dim=64, the config now says 256 "
-        r"\(and \d+ more\); resume with the run's own config \(--config "
-        r".*config.yaml, or leave --config out\)",
+        r"\(and \d+ more\); resume with the config it was trained with \(--set model.embed_dim=64, or --config "
+        r".*config.yaml as the run wrote it, or leave --config out\)",
     ):
         prepare_run_dir(tmp_path, get_config("tiny", [f"train.out_dir={tmp_path}"]), resume=True)
     with pytest.raises(RunDirError, match=r"last.pt is at step 4, beyond train.steps=2; set train.steps >= 4"):

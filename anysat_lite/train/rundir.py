@@ -137,6 +137,13 @@ def newest_intact_checkpoint(out_dir: str | Path, exclude: Path | None = None) -
     return None
 
 
+def _yaml_value(v) -> str:
+    """``v`` as ``--set key=VALUE`` reads it back (flow-style YAML on one line)."""
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
 def _flat(d, prefix: str = "") -> dict:
     """``{"a": {"b": [1, {"c": 2}]}}`` -> ``{"a.b[0]": 1, "a.b[1].c": 2}``."""
     if isinstance(d, dict):
@@ -204,8 +211,9 @@ def _check_same_run(path: Path, ck: dict, cfg: Config, out: Path) -> None:
                 )
             raise RunDirError(
                 f"{path} was trained with {k}={_saved_value(old, k)!r}, the config now says {new.get(k)!r}{more}; "
-                f"resume with the run's own config (--config {path.parent / 'config.yaml'}, or leave "
-                "--config out) or start a new run in another folder"
+                f"resume with the config it was trained with (--set {k}={_yaml_value(_saved_value(old, k))}, or "
+                f"--config {path.parent / 'config.yaml'} as the run wrote it, or leave --config out) or start a new "
+                "run in another folder"
             )
     step = int(ck["step"])
     if step > cfg.train.steps:
