@@ -166,8 +166,12 @@ def test_resume_of_a_finished_run(tmp_path):
     assert e.value.step == 8 and e.value.checkpoint == tmp_path / "last.pt"
 
 
-@pytest.mark.parametrize("lost", RUN_OUTPUTS)
+OUTPUTS = ("encoder.safetensors", "encoder.json", "encoder-online.safetensors", "encoder-online.json")
+
+
+@pytest.mark.parametrize("lost", [*OUTPUTS, "training_curves.png", "summary.json"])
 def test_a_run_stopped_before_writing_its_outputs_resumes_to_write_them(tmp_path, lost):
+    assert set(RUN_OUTPUTS) == {*OUTPUTS, "training_curves.png", "summary.json"}
     _fake_run(tmp_path)
     (tmp_path / lost).unlink()  # killed after the last checkpoint, before this file
     assert prepare_run_dir(tmp_path, _cfg(tmp_path), resume=True)["step"] == 8
@@ -361,7 +365,15 @@ def test_pretrain_holds_the_lock_and_releases_it(tmp_path):
         pretrain(cfg, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == [".run.lock"]  # nothing written
     (tmp_path / ".run.lock").unlink()
-    pretrain(cfg, progress=False)
+
+    class LockSeen:  # at every step the folder is locked by this process
+        pids = []
+
+        def on_step_start(self, step, state):
+            self.pids.append(json.loads((tmp_path / ".run.lock").read_text())["pid"])
+
+    pretrain(cfg, progress=False, callbacks=[LockSeen()])
+    assert LockSeen.pids == [os.getpid()] * 2
     assert not (tmp_path / ".run.lock").exists() and (tmp_path / "summary.json").exists()
 
 
