@@ -581,8 +581,8 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     # resume with another preset: refused before config.yaml is rewritten
     one_line_error(
         anysat_lite("pretrain", "--quiet", "--resume", "--config", "tiny", *sets, "--set", "train.steps=8"),
-        r"last.pt was trained with model.embed_dim=64, the config now says 256 .*; resume with the run's "
-        r"own config \(--config .*config.yaml, or leave --config out\)",
+        r"last.pt was trained with model.embed_dim=64, the config now says 256 .*; resume with the config it was "
+        r"trained with \(--config .*config.yaml as the run wrote it, or leave --config out\)",
     )
     one_line_error(
         anysat_lite("pretrain", "--quiet", "--resume", "--set", f"train.out_dir={out}"),

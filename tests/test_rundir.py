@@ -102,8 +102,14 @@ def test_resume_loads_and_checks_the_checkpoint(tmp_path):
     assert prepare_run_dir(tmp_path, _cfg(tmp_path, "train.steps=20", "train.lr=1e-3"), resume=True)["step"] == 4
     with pytest.raises(
         RunDirError,
+        match=r"trained with jepa.n_targets=4, the config now says 2; resume with the "
+        r"config it was trained with \(--set jepa.n_targets=4\)",
+    ):  # one key: the --set that restores it
+        prepare_run_dir(tmp_path, _cfg(tmp_path, "jepa.n_targets=2"), resume=True)
+    with pytest.raises(
+        RunDirError,
         match=r"last.pt was trained with model.embed_dim=64, the config now says 256 "
-        r"\(and \d+ more\); resume with the config it was trained with \(--set model.embed_dim=64, or --config "
+        r"\(and \d+ more\); resume with the config it was trained with \(--config "
         r".*config.yaml as the run wrote it, or leave --config out\)",
     ):
         prepare_run_dir(tmp_path, get_config("tiny", [f"train.out_dir={tmp_path}"]), resume=True)

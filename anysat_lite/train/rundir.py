@@ -209,11 +209,14 @@ def _check_same_run(path: Path, ck: dict, cfg: Config, out: Path) -> None:
                     f"{new.get(k)!r}{more}); this version cannot tell how that run was trained: continue it with "
                     "the version that saved it, or start a new run in another folder"
                 )
+            fix = (
+                f"--set {k}={_yaml_value(_saved_value(old, k))}"
+                if len(diffs) == 1
+                else f"--config {path.parent / 'config.yaml'} as the run wrote it, or leave --config out"
+            )
             raise RunDirError(
                 f"{path} was trained with {k}={_saved_value(old, k)!r}, the config now says {new.get(k)!r}{more}; "
-                f"resume with the config it was trained with (--set {k}={_yaml_value(_saved_value(old, k))}, or "
-                f"--config {path.parent / 'config.yaml'} as the run wrote it, or leave --config out) or start a new "
-                "run in another folder"
+                f"resume with the config it was trained with ({fix}) or start a new run in another folder"
             )
     step = int(ck["step"])
     if step > cfg.train.steps:
