@@ -25,6 +25,7 @@ __all__ = [
     "not_utf8",
     "yaml_problem",
     "UnknownNameError",
+    "MissingFileError",
     "did_you_mean",
 ]
 
@@ -37,6 +38,13 @@ class UnknownNameError(UserError, KeyError):
     """A name that no registry holds (preset, model size, sensor, config key); also a ``KeyError``, as before."""
 
     def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named that is not there; also a ``FileNotFoundError``, as before."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's errno formatting
         return str(self.args[0])
 
 

@@ -108,7 +108,8 @@ def setup(smoke: bool = False, device: str = "", seed: int = 0):
     """The notebooks' common set-up: returns ``(SMOKE, DEVICE)`` and prints them on one line.
 
     ``smoke`` is also switched on by the environment variable ``ANYSAT_LITE_SMOKE=1`` (how CI runs the
-    notebooks with nbval); ``device`` ``""`` picks the GPU when there is one; a name other than cpu, cuda,
+    notebooks with nbval); a ``smoke`` other than a bool (or 0/1) is refused, so that ``"False"`` does not turn it
+    on.  ``device`` ``""`` picks the GPU when there is one; a name other than cpu, cuda,
     cuda:N or mps, or a GPU this machine lacks, is refused (:func:`~anysat_lite.errors.check_device`).
     Seeds torch and NumPy, sets the figure style of :mod:`anysat_lite.viz` and starts the clock of
     :func:`report_run_time`.
@@ -118,6 +119,11 @@ def setup(smoke: bool = False, device: str = "", seed: int = 0):
 
     from . import viz
 
+    if not (isinstance(smoke, int) and smoke in (0, 1)):  # bool is an int; "False" would be truthy
+        raise UserError(
+            f"SMOKE {smoke!r}: expected True or False, got a {type(smoke).__name__}; write SMOKE = True or "
+            "SMOKE = False, without quotes"
+        )
     dev = check_device("DEVICE", device)  # before anything is seeded or printed
     smoke = bool(smoke) or os.environ.get(SMOKE_ENV, "") == "1"
     torch.manual_seed(seed)

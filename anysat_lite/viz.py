@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .sensors import SENSORS
+from .sensors import SENSORS, get_sensor
 
 __all__ = [
     "PATCH_COLOURS",
@@ -97,7 +97,9 @@ def composite(sensor: str, kind: str = "true") -> tuple[list[int], str]:
     """Band indices and label of a picture of ``sensor``: ``kind`` ``"true"`` (R, G, B) or ``"false"``
     (colour infrared NIR, R, G; radar: its channels as R, G, B).  Falls back to the other kind, then to the
     first band in grey, and the label always says which it is."""
-    s = SENSORS[sensor]
+    s = get_sensor(sensor)
+    if kind not in ("true", "false"):
+        raise UserError(f"kind={kind!r}: expected 'true' (R, G, B) or 'false' (colour infrared); e.g. kind='false'")
     names = list(s.bands)
     table = dict(_COMPOSITES.get(sensor, {}))
     if all(b in names for b in ("R", "G", "B")):
@@ -121,12 +123,23 @@ def rgb(x, sensor: str, date: int | None = None, kind: str = "true") -> np.ndarr
     """``[C, H, W]`` (or ``[T, C, H, W]`` with ``date``, default the middle one) -> ``[H, W, 3]`` in [0, 1].
 
     Bands from :func:`composite` (``kind`` ``"true"`` or ``"false"``), one 2-98 % stretch for the three
-    bands together (so the colour balance stays).
+    bands together (so the colour balance stays).  A batch is refused: pass one sample (``x["aerial"][0]``).
     """
-    x = torch.as_tensor(x).detach().float().cpu()
-    if x.dim() == 4:
-        x = x[date if date is not None else x.shape[0] // 2]
     bands, _ = composite(sensor, kind)
+    x = torch.as_tensor(x).detach().float().cpu()
+    series = get_sensor(sensor).is_series
+    if x.dim() != (4 if series else 3) and not (series and x.dim() == 3):
+        expected = "[T, C, H, W] (one sample's dates), or [C, H, W]" if series else "[C, H, W] (one image)"
+        batch = x.dim() == (5 if series else 4)
+        fix = f"pass one sample of the batch, e.g. x[{sensor!r}][0]" if batch else "pass one sample's image"
+        raise UserError(f"rgb(x, {sensor!r}): expected {expected}, got shape {list(x.shape)}; {fix}")
+    if x.dim() == 4:
+        T = x.shape[0]
+        if date is None:
+            date = T // 2
+        elif not -T <= date < T:
+            raise UserError(f"date={date}: the series has {T} dates, expected 0 to {T - 1} (-1: the last); choose one")
+        x = x[date]
     return _stretch(x[bands].permute(1, 2, 0).numpy())
 
 
@@ -146,6 +159,21 @@ def draw_patch_grid(ax, extent_m, patch_m: float, pixel_m: float | None = None, 
         ax.axhline(to_axis(v), color=color, lw=lw)
 
 
+def _one_sample(sample: Mapping, s: str, b: int) -> torch.Tensor:
+    """Sample ``b`` of the batched tensor ``sample[s]`` (``[B, C, H, W]`` or ``[B, T, C, H, W]``), as float."""
+    x = torch.as_tensor(sample[s])
+    sen = SENSORS[s]
+    if x.dim() != sen.input_rank:
+        raise UserError(
+            f"{s} of shape {list(x.shape)}: expected a batch {sen.layout}; add the batch axis: x[{s!r}][None] "
+            "(or draw one image with rgb)"
+        )
+    n = x.shape[0]
+    if not -n <= b < n:
+        raise UserError(f"b={b}: the batch holds {n} sample(s), expected 0 to {n - 1}; choose one of them")
+    return x[b].float()
+
+
 def show_sample(
     sample: dict,
     b: int = 0,
@@ -162,20 +190,23 @@ def show_sample(
     """
     import matplotlib.pyplot as plt
 
+    if sensors is not None:
+        from .probe.features import select_sensors
+
+        select_sensors(sample, sensors)  # a string, an unknown name, a sensor the sample lacks: one line each
     sensors = [s for s in (sensors or [k for k in sample if k in SENSORS]) if not SENSORS[s].one_token_per_tile]
+    images = {s: _one_sample(sample, s, b) for s in sensors}  # refused before a figure is made
+    pictures = {s: rgb(x, s, date if SENSORS[s].is_series else None, kind) for s, x in images.items()}
     if axes is None:
         _, axes = plt.subplots(1, len(sensors), figsize=(3.3 * len(sensors), 3.6))
     axes = np.atleast_1d(axes)
     for i, (ax, s) in enumerate(zip(axes, sensors)):
-        x = torch.as_tensor(sample[s][b]).float()
-        sen = SENSORS[s]
-        t = None
-        if sen.is_series:
-            t = date if date is not None else x.shape[0] // 2
-        ax.imshow(rgb(x, s, t, kind), extent=_extent(x.shape[-2], x.shape[-1], sen.gsd))
+        x, sen = images[s], SENSORS[s]
+        ax.imshow(pictures[s], extent=_extent(x.shape[-2], x.shape[-1], sen.gsd))
         _, label = composite(s, kind)
         title = f"{s}: {label}\n{x.shape[-2]} x {x.shape[-1]} px at {sen.gsd:g} m"
         if sen.is_series:
+            t = (date if date is not None else x.shape[0] // 2) % x.shape[0]
             dates = sample.get(f"{s}_dates")
             day = f", day {int(dates[b][t])}" if dates is not None else ""
             title += f", date {t + 1}/{x.shape[0]}{day}"
@@ -194,14 +225,22 @@ def show_sample(
 def token_table(
     sensors: Sequence[str], patch_sizes: Sequence[int], tile_m: float, order: str = "geometric"
 ) -> list[dict]:
-    """Sub-patches per patch and tokens per tile for each sensor and patch size."""
+    """Sub-patches per patch and tokens per tile for each sensor and patch size.
+
+    Refused, as the model refuses them: a patch size that does not divide the tile or that a sensor cannot cut
+    into sub-patches, an unknown sensor, and a string instead of a list of sensors.
+    """
+    from .data.contract import check_patch_size
     from .model.tokenizer import subpatch_layout
 
+    if isinstance(sensors, str):
+        raise UserError(f"sensors: expected a list of sensor names, got the string {sensors!r}; e.g. [{sensors!r}]")
     rows = []
     for P in patch_sizes:
-        n_patches = int(tile_m // P) ** 2
+        h, w = check_patch_size(P, (tile_m, tile_m))
+        n_patches = h * w
         for s in sensors:
-            sen = SENSORS[s]
+            sen = get_sensor(s)
             if sen.one_token_per_tile:
                 rows.append(
                     {
@@ -267,17 +306,21 @@ def plot_patch_anatomy(
     import matplotlib.pyplot as plt
 
     from .model.tokenizer import subpatch_layout
+    from .probe.features import select_sensors
 
+    select_sensors(sample, sensors)  # a string, an unknown name, a sensor the sample lacks: one line each
+    for s in sensors:
+        subpatch_layout(SENSORS[s], int(patch_m), "geometric")  # a patch size the sensor cannot cut
     if axes is None:
         fig, axes = plt.subplots(1, len(sensors), figsize=(3.3 * len(sensors), 4.3))
         fig.suptitle(f"Patch {tuple(patch)} of the {patch_m:g} m grid, cut into each sensor's sub-patches")
     r0, c0 = patch[0] * patch_m, patch[1] * patch_m
     for ax, s in zip(np.atleast_1d(axes), sensors):
         sen = SENSORS[s]
-        x = torch.as_tensor(sample[s][b]).float()
+        lay = subpatch_layout(sen, int(patch_m), "geometric")
+        x = _one_sample(sample, s, b)
         t = (date if date is not None else x.shape[0] // 2) if sen.is_series else None
         img = rgb(x, s, t)
-        lay = subpatch_layout(sen, int(patch_m), "geometric")
         ax.imshow(img, extent=_extent(img.shape[0], img.shape[1], sen.gsd))
         ax.set_xlim(c0, c0 + patch_m)
         ax.set_ylim(r0 + patch_m, r0)
@@ -298,9 +341,9 @@ def plot_subpatch_order(sensor: str, patch_m: int, axes=None):
 
     from .model.tokenizer import group_subpatches, subpatch_layout
 
+    lay0 = subpatch_layout(get_sensor(sensor), patch_m, "geometric")  # refused before a figure is made
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(8, 3.8))
-    lay0 = subpatch_layout(SENSORS[sensor], patch_m, "geometric")
     g = lay0.g
     ground = torch.arange(g * g).float().view(1, g, g, 1)  # value = row-major ground index
     for ax, order in zip(np.atleast_1d(axes), ("geometric", "official")):

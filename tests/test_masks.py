@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from anysat_lite.config import get_config
+from anysat_lite.errors import UserError
 from anysat_lite.jepa.masks import (
     Masks,
     MultiBlockMaskSampler,
@@ -178,6 +179,40 @@ def test_single_block_context_is_the_complement_of_one_rectangle_inside_the_grid
 def test_too_small_grid():
     with pytest.raises(ValueError, match="at least 2 patches"):
         MultiBlockMaskSampler()(2, (1, 1), gen(0))
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (
+            lambda: MultiBlockMaskSampler()(2, 6, gen()),
+            r"^MultiBlockMaskSampler: grid=6: expected the patch grid \(h, w\)",
+        ),
+        (lambda: MultiBlockMaskSampler()(0, (6, 6), gen()), r"^MultiBlockMaskSampler: batch_size=0: expected a whole"),
+        (
+            lambda: RandomMaskSampler()(2, (6, 6), 0),
+            r"^RandomMaskSampler: generator=0: expected a torch.Generator; e.g",
+        ),
+        (lambda: context_statistics(MultiBlockMaskSampler(), 6), r"^context_statistics: grid=6: expected the patch"),
+        (lambda: RandomMaskSampler(1.5), r"^RandomMaskSampler: keep=1.5: expected a share of the patches in \(0, 1\]"),
+        (lambda: modality_mask(1, 3, 36, 2.0, gen()), r"^modality_mask: ratio=2.0: expected a share in \[0, 1\]"),
+        (lambda: modality_mask(1, 3, 36, -1.0, gen()), r"^modality_mask: ratio=-1.0: expected a share in \[0, 1\]"),
+        (
+            lambda: MultiBlockMaskSampler(context_scale=(0.85, 1.5)),
+            r"^MultiBlockMaskSampler: context_scale=\(0.85, 1.5\): expected \(low, high\) with low <= high, in "
+            r"\(0, 1\]",
+        ),
+        (
+            lambda: MultiBlockMaskSampler(target_scale=(0.2, 0.15)),
+            r"^MultiBlockMaskSampler: target_scale=\(0.2, 0.15\)",
+        ),
+    ],
+)
+def test_samplers_refuse_wrong_arguments_in_one_line(call, pattern):
+    """A grid given as one number, a batch of 0, a seed for the generator, shares outside [0, 1] and reversed
+    ranges: raw TypeErrors, 'min() arg is an empty sequence', or silently accepted before."""
+    with pytest.raises(UserError, match=pattern):
+        call()
 
 
 def test_modality_mask_keeps_one_modality_everywhere():

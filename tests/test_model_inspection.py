@@ -235,3 +235,38 @@ def test_cosine_similarity_map_reads_a_dataarray_by_its_dims_and_refuses_a_wrong
     ):
         with pytest.raises(UserError, match=pattern):
             cosine_similarity_map(features, query)
+
+
+def test_figure_helpers_refuse_what_the_model_refuses_and_a_batch_given_as_one_picture(sample):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from anysat_lite.errors import UserError
+    from anysat_lite.viz import plot_patch_anatomy, plot_subpatch_order, rgb, show_sample, token_table
+
+    assert token_table(["naip"], [40], tile_m=120)[0]["patches"] == 9
+    cases = [
+        (lambda: token_table(["s2"], [40], 60), r"^patch size 40 m does not divide the tile of 60 x 60 m; .*20, 30"),
+        (lambda: token_table(["s2"], [80], 60), r"^patch size 80 m does not divide the tile"),  # 0 patches before
+        (lambda: token_table(["S2"], [20], 60), r"^unknown sensor 'S2'; did you mean 's2'\?"),
+        (lambda: token_table("s2", [20], 60), r"^sensors: expected a list of sensor names, got the string 's2'"),
+        (lambda: plot_subpatch_order("aerial", 25), r"^aerial: patch size 25 m is not a multiple of its 2 m sub"),
+        (lambda: plot_patch_anatomy(sample, 25, ["aerial"]), r"^aerial: patch size 25 m is not a multiple"),
+        (
+            lambda: rgb(sample["aerial"], "aerial"),
+            r"^rgb\(x, 'aerial'\): expected \[C, H, W\] \(one image\), got "
+            r"shape \[2, 4, 300, 300\]; pass one sample of the batch, e.g. x\['aerial'\]\[0\]$",
+        ),  # sample 1 before
+        (lambda: rgb(sample["s2"], "s2"), r"^rgb\(x, 's2'\): expected \[T, C, H, W\] .*e.g. x\['s2'\]\[0\]$"),
+        (lambda: rgb(sample["aerial"][0], "aerial", kind="ndvi"), r"^kind='ndvi': expected 'true' .* or 'false'"),
+        (lambda: show_sample(sample, sensors=["S2"]), r"^unknown sensor 'S2'; did you mean 's2'\?"),
+        (lambda: show_sample(sample, sensors=["s1"]), r"^sensors: 's1' is not in the batch, expected sensors it"),
+        (lambda: show_sample(sample, sensors="s2"), r"^sensors: expected a list of sensor names, got the string"),
+        (lambda: show_sample(sample, b=3), r"^b=3: the batch holds 2 sample\(s\), expected 0 to 1; choose one"),
+        (lambda: show_sample(sample, sensors=["s2"], date=10), r"^date=10: the series has 5 dates, expected 0 to 4"),
+        (lambda: show_sample({"aerial": sample["aerial"][0]}), r"^aerial of shape \[4, 300, 300\]: expected a batch"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(UserError, match=pattern):
+            call()
+    matplotlib.pyplot.close("all")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anysat_lite import kernels
+from anysat_lite.errors import UserError
 from anysat_lite.model import AnySat
 from anysat_lite.model.official import (
     OfficialCheckpointError,
@@ -74,6 +75,9 @@ def test_load_official_fails_loudly(reference):
     model = AnySat(official_model_config(sd))
     with pytest.raises(OfficialCheckpointError, match="missing in checkpoint: .*projectors.s2"):
         load_official(missing, model=model)
+    for wrong in ("nano", {}):  # AttributeError: 'str' object has no attribute 'state_dict' before
+        with pytest.raises(UserError, match=rf"^load_official\(model={wrong!r}\): expected an AnySat model to load"):
+            load_official(sd, model=wrong)
     bad = {**sd, "blocks.0.mlp.fc1.weight": torch.zeros(3, 3)}
     with pytest.raises(OfficialCheckpointError, match=r"shape mismatches: .*joint.blocks.0.mlp.fc1.weight"):
         load_official(bad)

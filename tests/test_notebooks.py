@@ -319,6 +319,11 @@ def test_setup_refuses_a_device_this_machine_lacks_or_a_wrong_name(monkeypatch):
     ):
         with pytest.raises(UserError, match=pattern):
             setup(False, device)
+    for smoke in ("False", "0", None, 2):  # a string turned smoke mode on before ("False" is truthy)
+        with pytest.raises(UserError, match=rf"^SMOKE {smoke!r}: expected True or False, got a .*; write SMOKE ="):
+            setup(smoke, "cpu")
+    monkeypatch.delenv("ANYSAT_LITE_SMOKE", raising=False)
+    assert setup(0, "cpu")[0] is False and setup(True, "cpu")[0] is True
 
 
 @pytest.mark.slow

@@ -60,6 +60,15 @@ def test_collate_keeps_an_items_own_mask_and_names_mismatched_shapes():
         collate([_series(2, 1), c])
 
 
+def test_collate_refuses_no_item_and_a_dict_in_one_line():
+    from anysat_lite.errors import UserError
+
+    with pytest.raises(UserError, match=r"^collate: expected a non-empty list of dataset items \(dicts\), got \[\]; e"):
+        collate([])  # an IndexError before
+    with pytest.raises(UserError, match=r"got one dict \(an item or a batch\); e.g. collate\(\[ds\[0\], ds\[1\]\]\)"):
+        collate(_series(2, 1))  # KeyError: 0 before
+
+
 def test_pad_series_to_a_longer_global_length():
     batch = collate([_series(3, 1), _series(3, 2)])
     out = pad_series(batch, {"s2": 5})

@@ -87,10 +87,21 @@ def test_raw_pixel_statistics_are_informative_but_do_not_solve_the_task():
 
 
 def test_spec_validation():
+    from anysat_lite.errors import UserError
+
     with pytest.raises(ValueError, match="cannot render"):
         WorldSpec(sensors=("l7",))
     with pytest.raises(ValueError, match="multiple of 10"):
         WorldSpec(tile_m=55)
+    for kw, pattern in (  # plain ValueErrors (n_tiles: not which one) or a TypeError ('8') before
+        ({"n_tiles": 0}, r"^WorldSpec: n_tiles=0: expected a whole number >= 1; e.g. n_tiles=8$"),
+        ({"n_tiles": "8"}, r"^WorldSpec: n_tiles='8': expected a whole number >= 1"),
+        ({"n_dates": 2.5}, r"^WorldSpec: n_dates=2.5: expected a whole number >= 1"),
+        ({"tile_m": 65}, r"^WorldSpec: tile_m=65: expected a positive multiple of 10 m; e.g. tile_m=60$"),
+        ({"sensors": ("S2",)}, r"^synthetic world cannot render \['S2'\]; did you mean 's2'\? supported: aerial"),
+    ):
+        with pytest.raises(UserError, match=pattern):
+            WorldSpec(**kw)
 
 
 def test_a_damaged_cache_is_generated_again(tmp_path, monkeypatch):

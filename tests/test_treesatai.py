@@ -258,6 +258,30 @@ def test_sample_is_a_valid_model_input(reader):
         reader.sample(reader.names[0], ("spot",))
 
 
+def test_sample_refuses_an_unknown_tile_a_wrong_max_dates_and_takes_one_sensor_as_a_string(reader, tmp_path):
+    name = reader.names[0]
+    for bad, pattern in (
+        ("nope", r"^TreeSatAI-TS: tile 'nope' not in .*; expected the name of one of its 1 tiles \('Abies_alba_1_"),
+        (name[:-1], rf"^TreeSatAI-TS: tile '{name[:-1]}' not in .*; did you mean '{name}'\? expected"),
+        (0, r"^TreeSatAI-TS: tile 0 \(int\) not in .*; pass a name from reader.names, e.g. reader.names\[0\]$"),
+    ):
+        with pytest.raises(UserError, match=pattern):  # a bare KeyError: 'nope' before; still a KeyError
+            reader.sample(bad)
+        with pytest.raises(KeyError):
+            reader.read(bad)
+    for bad in (0, -1, "24", 2.5, True):  # 0 gave a series of no date, which the model refuses later
+        with pytest.raises(UserError, match=rf"^TreeSatAI-TS: max_dates={bad!r}: expected None \(all dates\) or a "):
+            reader.sample(name, ("s2",), max_dates=bad)
+    with pytest.raises(UserError, match=r"^.*: sensor 'S2' not in this tile; did you mean 's2'\? expected some of"):
+        reader.sample(name, ("S2",))
+    one = reader.sample(name, "s2", max_dates=3)  # as TreeSatAITSDataset(sensors="s2") takes it
+    assert list(one) == ["s2", "s2_dates"] and one["s2"].shape == (1, 3, 10, 6, 6)
+    with pytest.raises(UserError, match=r"^TreeSatAI-TS: folder .*missing not found; expected a folder of"):
+        TreeSatAITS(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"^no TreeSatAI-TS tile"):  # still a FileNotFoundError
+        TreeSatAITS(tmp_path)
+
+
 def test_read_products_accepts_bytes_and_str():
     assert read_products([b"S1A_IW_GRDH_1SDV_20201231T170841_x", "x_20200301"]).tolist() == [366, 61]
 

@@ -104,6 +104,12 @@ def collate(items: Sequence[Mapping]) -> dict:
     the official PASTIS collate pads with zeros the same way, without a mask).  Series of equal
     length are stacked as they are.
     """
+    if isinstance(items, Mapping) or not isinstance(items, Sequence) or not items:
+        got = "one dict (an item or a batch)" if isinstance(items, Mapping) else repr(items)[:60]
+        raise UserError(
+            f"collate: expected a non-empty list of dataset items (dicts), got {got}; e.g. collate([ds[0], ds[1]]) "
+            "(a batch, such as TreeSatAITS.sample's, needs no collate)"
+        )
     keys = items[0].keys()
     for it in items[1:]:
         if it.keys() != keys:

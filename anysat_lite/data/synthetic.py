@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 
 __all__ = ["CLASSES", "WorldSpec", "generate_world", "load_world", "default_cache_dir", "SUPPORTED_SENSORS"]
 
@@ -114,16 +115,19 @@ class WorldSpec:
     version: int = 5  # bump when the generator changes
 
     def __post_init__(self):
+        for name, example in (("n_tiles", 8), ("tile_m", 60), ("n_dates", 12)):
+            value = getattr(self, name)
+            whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if not whole or value < 1 or (name == "tile_m" and value % 10):
+                expected = "a positive multiple of 10 m" if name == "tile_m" else "a whole number >= 1"
+                raise UserError(f"WorldSpec: {name}={value!r}: expected {expected}; e.g. {name}={example}")
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]
         if bad:
-            raise ValueError(
-                f"synthetic world cannot render {bad}; supported: {', '.join(SUPPORTED_SENSORS)}; choose "
-                "data.datasets[i].sensors among them, or pretrain on your own rasters (a rasters manifest)"
+            raise UserError(
+                f"synthetic world cannot render {bad}; {did_you_mean(bad[0], SUPPORTED_SENSORS)}supported: "
+                f"{', '.join(SUPPORTED_SENSORS)}; choose data.datasets[i].sensors among them, or pretrain on your own "
+                "rasters (a rasters manifest)"
             )
-        if self.tile_m % 10 or self.tile_m <= 0:
-            raise ValueError(f"tile_m must be a positive multiple of 10 m, got {self.tile_m}")
-        if self.n_tiles < 1 or self.n_dates < 1:
-            raise ValueError("n_tiles and n_dates must be >= 1")
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()

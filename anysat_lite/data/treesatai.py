@@ -39,6 +39,7 @@ genus label parsed from the tile name; it is the reader of the notebooks and the
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import MissingFileError, UnknownNameError, UserError, did_you_mean
 from .io import date_from_name
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
 from .readers import (
@@ -316,7 +318,7 @@ class TreeSatAITS:
     def __init__(self, root: str | Path, labels_json: str | Path | None = None, cloud_threshold: float = 50.0):
         self.root = check_root("TreeSatAI-TS", root)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"TreeSatAI-TS: folder {self.root} not found; expected a folder of <tile>.tif + "
                 "<tile>.h5 files (or aerial/ + sentinel/ sub-folders)"
             )
@@ -324,7 +326,7 @@ class TreeSatAITS:
         h5s = {p.stem: p for d in self.h5_folders for p in sorted((self.root / d).glob("*.h5"))}
         self.names = sorted(set(tifs) & set(h5s))
         if not self.names:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no TreeSatAI-TS tile (<name>.tif + <name>.h5) in {self.root} or its "
                 f"{', '.join(self.tif_folders[1:] + self.h5_folders[1:])} sub-folders"
             )
@@ -354,6 +356,17 @@ class TreeSatAITS:
             y[self.label(name)] = True
         return y
 
+    def _check_name(self, name) -> None:
+        """Refuse a tile this reader does not hold (a :class:`UnknownNameError`, also a ``KeyError``)."""
+        if isinstance(name, str) and name in self._tif:
+            return
+        some = ", ".join(map(repr, self.names[:3])) + (", ..." if len(self.names) > 3 else "")
+        got = f"{name!r}" if isinstance(name, str) else f"{name!r} ({type(name).__name__})"
+        raise UnknownNameError(
+            f"TreeSatAI-TS: tile {got} not in {self.root}; {did_you_mean(name, self.names)}expected the name of one "
+            f"of its {len(self.names)} tiles ({some}); pass a name from reader.names, e.g. reader.names[0]"
+        )
+
     def read(self, name: str) -> dict:
         """All data of one tile as numpy arrays (no batch axis).
 
@@ -363,6 +376,7 @@ class TreeSatAITS:
         ``s1 [T, 3, 6, 6]`` (ascending VV, VH, VV/VH as the official demo) + dates,
         ``label`` (genus index), ``multilabel [15]``, ``gsd``/``crs``/``transform`` of the aerial.
         """
+        self._check_name(name)
         out: dict = {}
         with rasterio.open(self._tif[name]) as src:
             img = src.read().astype(np.float32)
@@ -396,12 +410,28 @@ class TreeSatAITS:
         max_dates: int | None = None,
         valid_only: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """A batch-of-one model sample with the given sensors (dates evenly sub-sampled to ``max_dates``)."""
+        """A batch-of-one model sample with the given sensors (dates evenly sub-sampled to ``max_dates``).
+
+        ``sensors``: a list, or one sensor's name (as the dataset readers take it); ``max_dates``: ``None`` (all
+        dates) or a whole number >= 1.
+        """
+        if max_dates is not None and (
+            isinstance(max_dates, bool) or not isinstance(max_dates, numbers.Integral) or max_dates < 1
+        ):
+            raise UserError(
+                f"TreeSatAI-TS: max_dates={max_dates!r}: expected None (all dates) or a whole number >= 1; "
+                "e.g. max_dates=24"
+            )
+        sensors = (sensors,) if isinstance(sensors, str) else tuple(sensors)
         raw = self.read(name)
         sample: dict[str, torch.Tensor] = {}
         for s in sensors:
-            if s not in raw:
-                raise KeyError(f"{name}: sensor {s!r} not in this tile (has: aerial, s2, s1-asc, s1)")
+            held = [k for k in ("aerial", "s2", "s1-asc", "s1") if k in raw]
+            if s not in held:
+                raise UnknownNameError(
+                    f"{name}: sensor {s!r} not in this tile; {did_you_mean(s, held)}expected some of "
+                    f"{', '.join(held)}; e.g. sensors=['aerial', 's2']"
+                )
             x = raw[s]
             if s == "aerial":
                 sample[s] = torch.from_numpy(x)[None]

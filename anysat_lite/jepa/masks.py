@@ -20,6 +20,7 @@ the training step then never waits mid-step for the kernels queued before it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..data.contract import KEY_SUFFIXES
+from ..errors import UserError
 from ..sensors import SENSORS
 
 __all__ = [
@@ -68,6 +70,52 @@ class Masks:
             [t.to(device, non_blocking=True) for t in self.targets],
             self.grid,
         )
+
+
+def _check_range(where: str, name: str, value, ok, expected: str, example: str) -> None:
+    """Refuse ``name=value`` of ``where`` (e.g. ``RandomMaskSampler``) unless ``ok(value)``: one line."""
+    try:
+        good = not isinstance(value, (str, bool)) and bool(ok(value))
+    except (TypeError, ValueError, IndexError):
+        good = False
+    if not good:
+        raise UserError(f"{where}: {name}={value!r}: expected {expected}; e.g. {name}={example}")
+
+
+def _check_pair(where: str, name: str, value, ok, text: str, example: str) -> None:
+    """A ``(low, high)`` range, as the config's ``jepa.*`` pairs: two numbers, ``low <= high``, each ``ok``."""
+    _check_range(
+        where,
+        name,
+        value,
+        lambda v: len(v) == 2 and all(ok(float(x)) for x in v) and v[0] <= v[1],
+        f"(low, high) with low <= high, {text}",
+        example,
+    )
+
+
+def _check_draw(where: str, batch_size, grid, generator) -> tuple[int, int]:
+    """The ``(h, w)`` grid of a sampler call, after refusing a batch size below 1, a grid that is not two whole
+    numbers, and a generator that is not a ``torch.Generator``; one line each."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise UserError(
+            f"{where}: batch_size={batch_size!r}: expected a whole number >= 1; draw masks for the tiles of the "
+            "batch, e.g. 8"
+        )
+    if (
+        not isinstance(grid, (tuple, list, torch.Size))
+        or len(grid) != 2
+        or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in grid)
+    ):
+        raise UserError(f"{where}: grid={grid!r}: expected the patch grid (h, w) as two whole numbers; e.g. (6, 6)")
+    if not isinstance(generator, torch.Generator):
+        raise UserError(
+            f"{where}: generator={generator!r}: expected a torch.Generator; e.g. torch.Generator().manual_seed(0)"
+        )
+    h, w = int(grid[0]), int(grid[1])
+    if h * w < 2:
+        raise UserError(f"JEPA masking needs at least 2 patches, the grid is {h}x{w}; use a smaller patch size")
+    return h, w
 
 
 def _randint(g: torch.Generator, hi: int) -> int:
@@ -146,9 +194,13 @@ class MultiBlockMaskSampler:
         timeout: int = 20,
     ):
         if context not in ("block", "complement"):
-            raise ValueError(f"context must be 'block' or 'complement', got {context!r}")
+            raise UserError(f"context must be 'block' or 'complement', got {context!r}")
         if n_targets < 1 or min_keep < 1 or timeout < 1:
-            raise ValueError(f"n_targets, min_keep and timeout must be >= 1, got {n_targets}, {min_keep}, {timeout}")
+            raise UserError(f"n_targets, min_keep and timeout must be >= 1, got {n_targets}, {min_keep}, {timeout}")
+        where = type(self).__name__
+        _check_pair(where, "target_scale", target_scale, lambda x: 0 < x <= 1, "in (0, 1]", "(0.2, 0.8)")
+        _check_pair(where, "target_aspect", target_aspect, lambda x: x > 0, "> 0", "(0.75, 1.5)")
+        _check_pair(where, "context_scale", context_scale, lambda x: 0 < x <= 1, "in (0, 1]", "(0.85, 1.0)")
         self.n_targets, self.target_scale, self.target_aspect = n_targets, tuple(target_scale), tuple(target_aspect)
         self.context_scale, self.min_keep, self.allow_overlap = tuple(context_scale), min_keep, allow_overlap
         self.context, self.relax, self.timeout = context, relax, timeout
@@ -189,9 +241,7 @@ class MultiBlockMaskSampler:
     def __call__(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator) -> Masks:
         """Masks of ``batch_size`` tiles on a ``grid = (h, w)`` of patches: ``context [B, Kc]``, ``n_targets``
         tensors ``[B, Kt]`` (equal sizes across the batch; see the class docstring)."""
-        h, w = grid
-        if h * w < 2:
-            raise ValueError(f"JEPA masking needs at least 2 patches, the grid is {h}x{w}; use a smaller patch size")
+        h, w = grid = _check_draw(type(self).__name__, batch_size, grid, generator)
         g = generator
         tb = self.block_size(g, grid, self.target_scale, self.target_aspect)
         cb = grid if self.context == "complement" else self.block_size(g, grid, self.context_scale, (1.0, 1.0))
@@ -215,6 +265,7 @@ def context_statistics(
     ``overlap_share`` (share of samples whose context holds a target patch: :func:`context_overlaps`).
     """
     g = torch.Generator().manual_seed(seed)
+    grid = _check_draw("context_statistics", batch_size, grid, g)
     n = grid[0] * grid[1]
     k, kt, overlaps = [], [], 0
     for _ in range(steps):
@@ -245,13 +296,13 @@ class RandomMaskSampler:
     """Context = a random ``keep`` share of the patches, target = all the others (one block)."""
 
     def __init__(self, keep: float = 0.5):
+        _check_range("RandomMaskSampler", "keep", keep, lambda v: 0 < v <= 1, "a share of the patches in (0, 1]", "0.5")
         self.keep = keep
 
     def __call__(self, batch_size: int, grid, generator: torch.Generator) -> Masks:
         """``context [B, k]`` (a random ``keep`` share of the ``h * w`` patches) and one target ``[B, h * w - k]``."""
-        n = grid[0] * grid[1]
-        if n < 2:
-            raise ValueError(f"JEPA masking needs at least 2 patches, the grid is {grid[0]}x{grid[1]}")
+        h, w = grid = _check_draw("RandomMaskSampler", batch_size, grid, generator)
+        n = h * w
         k = min(n - 1, max(1, int(round(self.keep * n))))
         perm = torch.stack([torch.randperm(n, generator=generator) for _ in range(batch_size)])
         return Masks(perm[:, :k].sort(1).values, [perm[:, k:].sort(1).values], grid)
@@ -311,6 +362,7 @@ def modality_mask(
     random ``1 - ratio`` share is kept too.  ``rows`` selects this process's share when
     ``batch`` is the global batch (the draw is the same on every process).
     """
+    _check_range("modality_mask", "ratio", ratio, lambda v: 0 <= v <= 1, "a share in [0, 1]", "0.5")
     B, M, K = batch, n_modalities, n_locations
     if rows is not None:
         return modality_mask(batch, n_modalities, n_locations, ratio, generator)[rows]

@@ -258,13 +258,20 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
             released ``AnySat.pth``, the torch.hub wrapper's ``state_dict()``, an official pretraining
             checkpoint), optionally under ``"state_dict"``, a path to such a file (read with
             ``weights_only=True``), or an official module itself (e.g. the model ``torch.hub.load`` returns).
-        model: an existing model to load into (default: a new one of the inferred size).
+        model: an existing model to load into (default: a new one of the inferred size).  A size name
+            ("nano") is refused: the size is read from the checkpoint.
         num_heads: attention heads, when the width is not one of the official sizes.
     Returns:
         the model in eval mode, weights in float32.
     """
     from .anysat import AnySat
 
+    if model is not None and not isinstance(model, AnySat):
+        hint = " (the size is read from the checkpoint)" if isinstance(model, str) else ""
+        raise UserError(
+            f"load_official(model={model!r:.40}): expected an AnySat model to load into, or None{hint}; leave it "
+            "out for a new model of the checkpoint's size, e.g. load_official(path)"
+        )
     sd = state_dict_or_path
     if isinstance(sd, (str, Path)):
         sd = _read(sd)

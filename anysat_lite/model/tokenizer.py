@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from einops import rearrange, repeat
 from torch import Tensor
 
+from ..errors import UserError
 from ..sensors import Sensor
 
 __all__ = ["ORDERS", "SubPatchLayout", "subpatch_layout", "group_subpatches", "ungroup_subpatches", "ratio"]
@@ -73,16 +74,17 @@ ORDERS = ("official", "geometric")
 
 
 def subpatch_layout(sensor: Sensor, patch_m: int, order: str = "official") -> SubPatchLayout:
-    """Layout of ``sensor`` for patches of ``patch_m`` metres; raises ``ValueError`` when incompatible."""
+    """Layout of ``sensor`` for patches of ``patch_m`` metres; raises :class:`~anysat_lite.errors.UserError` (a
+    ``ValueError``) when incompatible."""
     if order not in ORDERS:
-        raise ValueError(f"sub-patch order must be one of {ORDERS}, got {order!r}")
+        raise UserError(f"sub-patch order must be one of {ORDERS}, got {order!r}")
     s = sensor.subpatch_m
     g = ratio(patch_m, s)
     upsample = 1
     if g is None:
         up = ratio(s, 10.0)
         if up is None or ratio(patch_m, 10.0) is None:
-            raise ValueError(
+            raise UserError(
                 f"{sensor.name}: patch size {patch_m} m is not a multiple of its {s:g} m sub-patch "
                 f"({sensor.subpatch_px} px x {sensor.gsd:g} m); use a multiple of {s:g} m"
             )
