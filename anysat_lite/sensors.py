@@ -24,9 +24,9 @@ import numbers
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import UnknownNameError, did_you_mean
+from .errors import UnknownNameError, UserError, did_you_mean
 
-__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "UnknownSensorError"]
+__all__ = ["Sensor", "SENSORS", "register_sensor", "get_sensor", "check_sensor_names", "UnknownSensorError"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,14 @@ def get_sensor(name: str) -> Sensor:
         f"unknown sensor {name!r}; {hint}registered sensors: {', '.join(SENSORS)} "
         "(register new ones with anysat_lite.register_sensor)"
     )
+
+
+def check_sensor_names(sensors) -> None:
+    """Refuse a string where a list of sensor names is expected, and an unknown name (:func:`get_sensor`)."""
+    if isinstance(sensors, str):
+        raise UserError(f"sensors: expected a list of sensor names, got the string {sensors!r}; e.g. [{sensors!r}]")
+    for s in sensors:
+        get_sensor(s)
 
 
 # --- the official AnySat sensors -------------------------------------------------------

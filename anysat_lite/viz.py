@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .sensors import SENSORS, get_sensor
+from .sensors import SENSORS, check_sensor_names, get_sensor
 
 __all__ = [
     "PATCH_COLOURS",
@@ -233,8 +233,7 @@ def token_table(
     from .data.contract import check_patch_size
     from .model.tokenizer import subpatch_layout
 
-    if isinstance(sensors, str):
-        raise UserError(f"sensors: expected a list of sensor names, got the string {sensors!r}; e.g. [{sensors!r}]")
+    check_sensor_names(sensors)
     rows = []
     for P in patch_sizes:
         h, w = check_patch_size(P, (tile_m, tile_m))

@@ -13,7 +13,7 @@ from ..data.contract import sensor_entries
 from ..data.datasets import collate
 from ..data.normalization import NormStats
 from ..errors import UserError, check_device
-from ..sensors import SENSORS, get_sensor
+from ..sensors import SENSORS, check_sensor_names
 
 __all__ = ["encode_dataset", "raw_pixel_features", "raw_pixel_dense_features", "targets_of", "select_sensors"]
 
@@ -24,10 +24,7 @@ def select_sensors(batch: dict, sensors: Sequence[str]) -> dict:
     Refused: a string instead of a list, an unknown sensor name (with the closest registered one), and a
     sensor the batch does not hold.
     """
-    if isinstance(sensors, str):
-        raise UserError(f"sensors: expected a list of sensor names, got the string {sensors!r}; e.g. [{sensors!r}]")
-    for s in sensors:
-        get_sensor(s)  # an unknown name: one line with the closest registered one ('S2' -> 's2')
+    check_sensor_names(sensors)  # an unknown name: one line with the closest registered one ('S2' -> 's2')
     held = [k for k in batch if k in SENSORS]
     lacking = [s for s in sensors if s not in batch]
     if lacking:

@@ -85,12 +85,12 @@ _MAY_CHANGE = re.compile(
 ADDED_KEYS = {"jepa.context_gather": "by_patch"}
 
 
+_MISSING = object()  # a key the checkpoint predates and ADDED_KEYS does not list
+
+
 def _saved_value(saved: dict, key: str):
     """``key``'s value in a checkpoint's flattened config; a key it predates reads as :data:`ADDED_KEYS` says."""
     return saved.get(key, ADDED_KEYS.get(re.sub(r"\[\d+\]", "[*]", key), _MISSING))
-
-
-_MISSING = object()
 
 
 class RunDirError(UserError):
