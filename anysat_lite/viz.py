@@ -196,6 +196,11 @@ def show_sample(
         select_sensors(sample, sensors)  # a string, an unknown name, a sensor the sample lacks: one line each
     sensors = [s for s in (sensors or [k for k in sample if k in SENSORS]) if not SENSORS[s].one_token_per_tile]
     images = {s: _one_sample(sample, s, b) for s in sensors}  # refused before a figure is made
+    if patch_m:
+        from .data.contract import check_patch_size
+
+        for s, x in images.items():  # a grid the encoder could not cut is not drawn
+            check_patch_size(patch_m, (x.shape[-2] * SENSORS[s].gsd, x.shape[-1] * SENSORS[s].gsd))
     pictures = {s: rgb(x, s, date if SENSORS[s].is_series else None, kind) for s, x in images.items()}
     if axes is None:
         _, axes = plt.subplots(1, len(sensors), figsize=(3.3 * len(sensors), 3.6))
@@ -304,19 +309,29 @@ def plot_patch_anatomy(
     """One patch of ``patch_m`` metres as each sensor sees it, with its sub-patch grid (axes in metres)."""
     import matplotlib.pyplot as plt
 
+    from .data.contract import check_patch_size, patch_size_m
     from .model.tokenizer import subpatch_layout
     from .probe.features import select_sensors
 
     select_sensors(sample, sensors)  # a string, an unknown name, a sensor the sample lacks: one line each
     for s in sensors:
-        subpatch_layout(SENSORS[s], int(patch_m), "geometric")  # a patch size the sensor cannot cut
+        subpatch_layout(SENSORS[s], patch_m, "geometric")  # a patch size the sensor cannot cut
+    patch_m = patch_size_m(patch_m)
+    for s in sensors:
+        x = _one_sample(sample, s, b)
+        h, w = check_patch_size(patch_m, (x.shape[-2] * SENSORS[s].gsd, x.shape[-1] * SENSORS[s].gsd))
+        if not (isinstance(patch, (tuple, list)) and len(patch) == 2 and 0 <= patch[0] < h and 0 <= patch[1] < w):
+            raise UserError(
+                f"patch={patch!r}: expected (row, column) of the {h} x {w} grid of {patch_m} m patches "
+                f"(rows 0..{h - 1}, columns 0..{w - 1}); e.g. patch=(0, 0)"
+            )
     if axes is None:
         fig, axes = plt.subplots(1, len(sensors), figsize=(3.3 * len(sensors), 4.3))
         fig.suptitle(f"Patch {tuple(patch)} of the {patch_m:g} m grid, cut into each sensor's sub-patches")
     r0, c0 = patch[0] * patch_m, patch[1] * patch_m
     for ax, s in zip(np.atleast_1d(axes), sensors):
         sen = SENSORS[s]
-        lay = subpatch_layout(sen, int(patch_m), "geometric")
+        lay = subpatch_layout(sen, patch_m, "geometric")
         x = _one_sample(sample, s, b)
         t = (date if date is not None else x.shape[0] // 2) if sen.is_series else None
         img = rgb(x, s, t)

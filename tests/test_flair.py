@@ -20,7 +20,7 @@ from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.flair import CLASSES, FLAIRDataset, official_norm_stats
 from anysat_lite.data.normalization import per_tile_norm_stats
 from anysat_lite.data.readers import choose_dates
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 FLAIR = ROOT / "tests" / "data" / "flair"
 SENSOR_KEYS = ("aerial-flair", "s2", "s2_dates")
@@ -142,7 +142,7 @@ def test_official_norm_stats_read_and_per_tile_formula(tmp_path):
     stats = official_norm_stats(FLAIR)
     assert stats.stats["s2"] == ([float(v) for v in range(10)], [float(v + 1) for v in range(10)])
     assert len(stats.stats["aerial-flair"][0]) == 5
-    with pytest.raises(FileNotFoundError, match="NORM_s2_patch.json"):
+    with pytest.raises(MissingFileError, match="NORM_s2_patch.json"):
         official_norm_stats(tmp_path, ["s2"])
     ds = FLAIRDataset(FLAIR, "val", sensors=["s2"])
     x = ds[0]["s2"].double()  # one tile: mean / unbiased std over dates and pixels, per band
@@ -153,7 +153,7 @@ def test_official_norm_stats_read_and_per_tile_formula(tmp_path):
 
 
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"splits.json not found; expected the official FLAIR-2 folder"):
+    with pytest.raises(MissingFileError, match=r"splits.json not found; expected the official FLAIR-2 folder"):
         FLAIRDataset(tmp_path)
     with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         FLAIRDataset(FLAIR, "training")

@@ -252,6 +252,11 @@ def test_figure_helpers_refuse_what_the_model_refuses_and_a_batch_given_as_one_p
         (lambda: token_table("s2", [20], 60), r"^sensors: expected a list of sensor names, got the string 's2'"),
         (lambda: plot_subpatch_order("aerial", 25), r"^aerial: patch size 25 m is not a multiple of its 2 m sub"),
         (lambda: plot_patch_anatomy(sample, 25, ["aerial"]), r"^aerial: patch size 25 m is not a multiple"),
+        (lambda: plot_patch_anatomy(sample, 12, ["aerial"]), r"^patch size must be a positive multiple of 10 m"),
+        (lambda: plot_patch_anatomy(sample, 20, ["s2"], patch=(3, 0)), r"^patch=\(3, 0\): expected \(row, column\) "),
+        (lambda: plot_patch_anatomy(sample, 20, ["s2"], patch=5), r"^patch=5: expected \(row, column\) of the 3 x 3"),
+        (lambda: show_sample(sample, patch_m=25), r"^patch size must be a positive multiple of 10 m, got 25"),
+        (lambda: show_sample(sample, patch_m=40), r"^patch size 40 m does not divide the tile of 60 x 60 m"),
         (
             lambda: rgb(sample["aerial"], "aerial"),
             r"^rgb\(x, 'aerial'\): expected \[C, H, W\] \(one image\), got "

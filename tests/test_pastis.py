@@ -18,7 +18,7 @@ from conftest import ROOT
 from anysat_lite.data.contract import sensor_entries, validate_sample
 from anysat_lite.data.pastis import CLASSES, PastisHDDataset, compute_norm_stats, days_since, official_norm_stats
 from anysat_lite.data.registry import get_dataset
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 FIXTURE = ROOT / "tests" / "data" / "pastis_hd"
 SENSORS = ("spot", "s2", "s1")
@@ -109,13 +109,13 @@ def test_official_date_cap_on_the_train_split():
 
 
 def test_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metadata.geojson not found; expected the official PASTIS-HD folder"):
+    with pytest.raises(MissingFileError, match="metadata.geojson not found; expected the official PASTIS-HD folder"):
         PastisHDDataset(tmp_path)
     with pytest.raises(ValueError, match="max_dates must be 'official', a positive integer or None"):
         PastisHDDataset(FIXTURE, max_dates=0)
     root = tmp_path / "copy"
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("DATA_SPOT"))
-    with pytest.raises(FileNotFoundError, match="DATA_SPOT not found"):
+    with pytest.raises(MissingFileError, match="DATA_SPOT not found"):
         PastisHDDataset(root)
     assert len(PastisHDDataset(root, sensors=("s2", "s1"))) == 4
     meta = json.loads((root / "metadata.geojson").read_text())

@@ -20,7 +20,7 @@ from anysat_lite.data.datasets import (
 from anysat_lite.data.normalization import NormStats, per_tile_norm_stats, read_norm_files
 from anysat_lite.data.pipeline import StepBatches, crop_item, read_item
 from anysat_lite.data.registry import dataset_root
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 from anysat_lite.jepa import build_mask_sampler
 
 FIXTURES = ROOT / "tests" / "data"
@@ -53,16 +53,20 @@ def test_collate_keeps_an_items_own_mask_and_names_mismatched_shapes():
     c = _series(2, 3)
     c["aerial"] = torch.zeros(4, 50, 50)
     with pytest.raises(
-        ValueError,
-        match=r"'aerial' has shapes \[4, 100, 100\], \[4, 50, 50\]; give every tile the "
-        r"same size",
+        UserError,
+        match=r"^collate: 'aerial' has shapes \[4, 100, 100\], \[4, 50, 50\] in different items, expected one "
+        r"shape; give every tile the same size",
     ):
         collate([_series(2, 1), c])
+    d = _series(2, 4)
+    del d["aerial"]
+    with pytest.raises(UserError, match=r"^collate: items 0 and 1 hold different keys \(\['aerial'\] only in item 0\)"):
+        collate([_series(2, 1), d])  # a plain ValueError without a fix before
+    with pytest.raises(UserError, match=r"^collate: items 0 and 2 hold different keys \(\['aerial'\] only in item 2\)"):
+        collate([d, d, _series(2, 1)])
 
 
 def test_collate_refuses_no_item_and_a_dict_in_one_line():
-    from anysat_lite.errors import UserError
-
     with pytest.raises(UserError, match=r"^collate: expected a non-empty list of dataset items \(dicts\), got \[\]; e"):
         collate([])  # an IndexError before
     with pytest.raises(UserError, match=r"got one dict \(an item or a batch\); e.g. collate\(\[ds\[0\], ds\[1\]\]\)"):
@@ -173,7 +177,7 @@ def test_datasets_are_found_under_data_root_by_official_or_fixture_folder(tmp_pa
     (tmp_path / "PASTIS-R").mkdir()
     assert dataset_root("pastis-hd", tmp_path) == tmp_path / "PASTIS-R"  # the official folder first
     assert dataset_root("treesatai", FIXTURES) == FIXTURES / "treesatai_ts"  # the old name
-    with pytest.raises(FileNotFoundError, match=r"dataset 'flair': none of FLAIR, flair found in data.root="):
+    with pytest.raises(MissingFileError, match=r"dataset 'flair': none of FLAIR, flair found in data.root="):
         dataset_root("flair", tmp_path)
 
 

@@ -17,7 +17,7 @@ from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.normalization import NormStats
 from anysat_lite.data.planted import CLASSES, PlantedDataset, doy_from_milliseconds, official_norm_stats
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 PLANTED = ROOT / "tests" / "data" / "planted"
 
@@ -111,12 +111,12 @@ def test_density_weights_match_the_official_class_sampling():
 def test_official_norm_stats():
     stats = official_norm_stats(PLANTED, ["s2"])
     assert stats.stats["s2"][0][:2] == [1000.0, 1001.0]
-    with pytest.raises(FileNotFoundError, match="NORM_s1_patch.json"):
+    with pytest.raises(MissingFileError, match="NORM_s1_patch.json"):
         official_norm_stats(PLANTED)
 
 
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"labels2.json not found; expected the official PLANTED folder"):
+    with pytest.raises(MissingFileError, match=r"labels2.json not found; expected the official PLANTED folder"):
         PlantedDataset(tmp_path)
     with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         PlantedDataset(PLANTED, "validation")
@@ -124,7 +124,7 @@ def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
         PlantedDataset(PLANTED, sensors=["aerial"])
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "labels2.json").write_text(json.dumps({"x1": 2}))
-    with pytest.raises(FileNotFoundError, match=r"x1_s2.npz not found"):
+    with pytest.raises(MissingFileError, match=r"x1_s2.npz not found"):
         PlantedDataset(tmp_path)[0]
 
 

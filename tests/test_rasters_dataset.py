@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.rasters import RastersDataset, read_manifest
 from anysat_lite.data.registry import get_dataset
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 S2_DATES = {
     "t0": ["2020-03-01", "2020-06-15", "2020-09-30"],
@@ -143,7 +143,7 @@ def test_item_is_a_model_input_and_nano_runs(tmp_path):
 
 
 def test_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no manifest.csv / manifest.yaml / manifest.yml in"):
+    with pytest.raises(MissingFileError, match="no manifest.csv / manifest.yaml / manifest.yml in"):
         RastersDataset(tmp_path)
     path, _ = make_manifest(tmp_path)
     with pytest.raises(UserError, match=r"split='test': expected one of train, val; choose one of them$"):
@@ -156,7 +156,7 @@ def test_one_line_errors(tmp_path):
     with pytest.raises(KeyError, match="bad.csv line 19: unknown sensor 'planet'"):
         RastersDataset(bad)
     bad.write_text(text + "t0,train,forest,s2,,t0/missing.tif\n")
-    with pytest.raises(FileNotFoundError, match="raster .*missing.tif not found"):
+    with pytest.raises(MissingFileError, match="raster .*missing.tif not found"):
         RastersDataset(bad)
     bad.write_text(text + "t3,val,crop,aerial,,t0/aerial.tif\n")
     with pytest.raises(ValueError, match=r"tile 't3' of bad.csv has no \['s2', 's1-asc'\] raster"):

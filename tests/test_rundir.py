@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anysat_lite.config import DataConfig, DatasetSpec, JEPAConfig, ModelConfig, config_to_dict, get_config
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 from anysat_lite.train.checkpoint import save_checkpoint
 from anysat_lite.train.rundir import (
     ADDED_KEYS,
@@ -88,7 +88,7 @@ def test_force_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path):
     cfg = get_config(
         "cpu-demo", [f"train.out_dir={tmp_path}", f"data.datasets=[{{name: treesatai-ts, path: {missing}}}]"]
     )
-    with pytest.raises(FileNotFoundError, match="train_filenames.lst not found"):
+    with pytest.raises(MissingFileError, match="train_filenames.lst not found"):
         pretrain(cfg, force=True, progress=False)
     assert _unchanged(tmp_path, before)
 
@@ -264,7 +264,7 @@ def test_a_run_that_cannot_start_leaves_nothing_that_blocks_the_rerun(tmp_path):
     from anysat_lite.train import pretrain
 
     out = tmp_path / "run"
-    with pytest.raises(FileNotFoundError, match="nosuch"):
+    with pytest.raises(MissingFileError, match="nosuch"):
         pretrain(_cfg(out, f"data.datasets=[{{name: treesatai-ts, path: {tmp_path / 'nosuch'}}}]"), progress=False)
     assert run_files(out) == []
     assert prepare_run_dir(out, _cfg(out)) is None

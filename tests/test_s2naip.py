@@ -21,7 +21,7 @@ from PIL import Image
 from anysat_lite import AnySat
 from anysat_lite.data.contract import validate_sample
 from anysat_lite.data.s2naip import CLASSES, S2NAIPUrbanDataset, official_norm_stats
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 S2NAIP = ROOT / "tests" / "data" / "s2naip_urban"
 
@@ -149,12 +149,12 @@ def test_official_temporal_dropout_and_date_cap():
 
 def test_official_norm_stats():
     assert official_norm_stats(S2NAIP, ["naip"]).stats["naip"][0] == [120.0, 110.0, 100.0, 90.0]
-    with pytest.raises(FileNotFoundError, match="NORM_l8_patch.json"):
+    with pytest.raises(MissingFileError, match="NORM_l8_patch.json"):
         official_norm_stats(S2NAIP)
 
 
 def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"train_dict.json not found; expected the official S2NAIP-urban"):
+    with pytest.raises(MissingFileError, match=r"train_dict.json not found; expected the official S2NAIP-urban"):
         S2NAIPUrbanDataset(tmp_path)
     with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         S2NAIPUrbanDataset(S2NAIP, "dev")
@@ -163,7 +163,7 @@ def test_bad_root_split_and_sensors_give_one_line_errors(tmp_path):
     (tmp_path / "train_dict.json").write_text('{"name": ["x"], "s2_dates": [["20200101"]]}')
     with pytest.raises(KeyError, match="has no \\['l8_dates', 's1_dates'\\]"):
         S2NAIPUrbanDataset(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"sentinel2/x_8.tif not found"):
+    with pytest.raises(MissingFileError, match=r"sentinel2/x_8.tif not found"):
         S2NAIPUrbanDataset(tmp_path, sensors=["s2"])[0]
 
 
@@ -196,5 +196,5 @@ def test_damaged_json_files_and_a_file_as_root_name_the_file(tmp_path):
     with pytest.raises(UserError, match=r"t3_d.geojson: not valid JSON \(.*\); expected the tile's OpenStreetMap"):
         ds[0]
     (root / "openstreetmap" / "t3_d.geojson").unlink()
-    with pytest.raises(FileNotFoundError, match=r"labels .*t3_d.geojson not found"):
+    with pytest.raises(MissingFileError, match=r"labels .*t3_d.geojson not found"):
         ds[0]

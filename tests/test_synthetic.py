@@ -99,6 +99,11 @@ def test_spec_validation():
         ({"n_dates": 2.5}, r"^WorldSpec: n_dates=2.5: expected a whole number >= 1"),
         ({"tile_m": 65}, r"^WorldSpec: tile_m=65: expected a positive multiple of 10 m; e.g. tile_m=60$"),
         ({"sensors": ("S2",)}, r"^synthetic world cannot render \['S2'\]; did you mean 's2'\? supported: aerial"),
+        (
+            {"sensors": "s2"},
+            r"^WorldSpec: sensors='s2': expected a list of one or more sensor names; e.g. sensors=\('s2',\)$",
+        ),
+        ({"sensors": ()}, r"^WorldSpec: sensors=\(\): expected a list of one or more sensor names"),
     ):
         with pytest.raises(UserError, match=pattern):
             WorldSpec(**kw)

@@ -27,7 +27,7 @@ from anysat_lite.data.treesatai import (
     products_to_doy,
     read_products,
 )
-from anysat_lite.errors import UserError
+from anysat_lite.errors import MissingFileError, UserError
 
 FIXTURE = ROOT / "tests" / "data" / "treesatai_ts"
 SENSORS = ("aerial", "s2", "s1-asc")
@@ -139,7 +139,7 @@ def test_s1_from_h5_equals_the_pth_files():
 
 
 def test_one_line_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train_filenames.lst not found.*official TreeSatAI-TS folder"):
+    with pytest.raises(MissingFileError, match="train_filenames.lst not found.*official TreeSatAI-TS folder"):
         TreeSatAITSDataset(tmp_path / "missing")
     with pytest.raises(UserError, match=r"split='\w+': expected one of train, val, test; choose one of them$"):
         TreeSatAITSDataset(FIXTURE, "validation")
@@ -150,11 +150,11 @@ def test_one_line_errors(tmp_path):
         TreeSatAITSDataset(FIXTURE, sensors=("s1-des",))
     root = tmp_path / "copy"
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("s1-asc"))
-    with pytest.raises(FileNotFoundError, match=r"s1-asc not found.*s1_from_h5=True"):
+    with pytest.raises(MissingFileError, match=r"s1-asc not found.*s1_from_h5=True"):
         TreeSatAITSDataset(root)
     assert len(TreeSatAITSDataset(root, sensors=("aerial", "s2"))) == 4
     (root / "aerial" / "Cleared_0_3_401_WEFL_NLF.tif").unlink()
-    with pytest.raises(FileNotFoundError, match="Cleared_0_3_401_WEFL_NLF.tif not found"):
+    with pytest.raises(MissingFileError, match="Cleared_0_3_401_WEFL_NLF.tif not found"):
         TreeSatAITSDataset(root, sensors=("aerial",))[2]
 
 
@@ -278,7 +278,7 @@ def test_sample_refuses_an_unknown_tile_a_wrong_max_dates_and_takes_one_sensor_a
     assert list(one) == ["s2", "s2_dates"] and one["s2"].shape == (1, 3, 10, 6, 6)
     with pytest.raises(UserError, match=r"^TreeSatAI-TS: folder .*missing not found; expected a folder of"):
         TreeSatAITS(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match=r"^no TreeSatAI-TS tile"):  # still a FileNotFoundError
+    with pytest.raises(MissingFileError, match=r"^no TreeSatAI-TS tile"):  # still a FileNotFoundError
         TreeSatAITS(tmp_path)
 
 

@@ -111,9 +111,14 @@ def collate(items: Sequence[Mapping]) -> dict:
             "(a batch, such as TreeSatAITS.sample's, needs no collate)"
         )
     keys = items[0].keys()
-    for it in items[1:]:
+    for i, it in enumerate(items[1:], 1):
         if it.keys() != keys:
-            raise ValueError(f"cannot batch items with different keys: {sorted(keys)} vs {sorted(it.keys())}")
+            only = sorted(set(keys) - set(it.keys())) or sorted(set(it.keys()) - set(keys))
+            where = "item 0" if set(only) <= set(keys) else f"item {i}"
+            raise UserError(
+                f"collate: items 0 and {i} hold different keys ({only} only in {where}), expected the same keys "
+                "in every item; batch items that hold the same sensors (one dataset, one data.datasets[i].sensors)"
+            )
     series = [k for k in keys if k in SENSORS and SENSORS[k].is_series]
     lengths = {s: [int(it[s].shape[0]) for it in items] for s in series}
     ragged = {s: max(n) for s, n in lengths.items() if len(set(n)) > 1}
@@ -128,9 +133,9 @@ def collate(items: Sequence[Mapping]) -> dict:
             values = [torch.cat([v, v.new_zeros(T - v.shape[0], *v.shape[1:])]) for v in values]
         elif len({tuple(v.shape) for v in values}) > 1:
             shapes = sorted({_shape(v) for v in values})
-            raise ValueError(
-                f"cannot batch items: {k!r} has shapes {', '.join(shapes[:3])}; give every tile the same "
-                "size (data.datasets[i].tile_m crops them)"
+            raise UserError(
+                f"collate: {k!r} has shapes {', '.join(shapes[:3])} in different items, expected one shape; give "
+                "every tile the same size (data.datasets[i].tile_m crops them)"
             )
         out[k] = torch.stack(values)
     for s, T in ragged.items():

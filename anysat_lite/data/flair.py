@@ -58,6 +58,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import MissingFileError
 from .normalization import NormStats, read_norm_files
 from .readers import (
     check_option,
@@ -154,7 +155,7 @@ class FLAIRDataset(Dataset):
         self.keep_fraction = 1 - temporal_dropout if split == "train" and temporal_dropout else None
         for f in (self.splits_file, self.centroids_file):
             if not (self.root / f).is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"FLAIR: {self.root / f} not found; expected the official FLAIR-2 folder "
                     f"(splits.json, {self.centroids_file}, flair_aerial_train/...) as root"
                 )
@@ -174,7 +175,7 @@ class FLAIRDataset(Dataset):
         self.centroids: list[tuple[int, int]] = []
         for domain in domains[split]:
             if not (aerial_dir / domain).is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"FLAIR: domain folder {aerial_dir / domain} not found (listed in "
                     f"{self.splits_file} for {split!r}); check the download is complete"
                 )
@@ -184,12 +185,12 @@ class FLAIRDataset(Dataset):
                 data = sorted((sen_dir / domain / area).rglob("*data.npy"))
                 prods = sorted((sen_dir / domain / area).rglob("*products.txt"))
                 if len(data) != 1 or len(prods) != 1:
-                    raise FileNotFoundError(
+                    raise MissingFileError(
                         f"FLAIR: expected one *data.npy and one *products.txt under "
                         f"{sen_dir / domain / area}, found {len(data)} and {len(prods)}"
                     )
                 if [_tile_id(p) for p in imgs] != [_tile_id(p) for p in msks]:
-                    raise FileNotFoundError(
+                    raise MissingFileError(
                         f"FLAIR: tiles of {aerial_dir / domain / area} and masks of "
                         f"{label_dir / domain / area} differ; "
                         "expected one MSK_<n>.tif per IMG_<n>.tif"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import MissingFileError, UserError
 from ..files import write_text_atomic
 from ..sensors import SENSORS
 from .readers import read_json
@@ -203,7 +203,7 @@ def read_norm_files(root: str | Path, sensors: Sequence[str], folds: Sequence[in
     for s in sensors:
         path = Path(root) / f"NORM_{s}_patch.json"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: official statistics of {s!r} not found; expected NORM_{s}_patch.json "
                 f"in the dataset root, or compute them with per_tile_norm_stats(dataset)"
             )

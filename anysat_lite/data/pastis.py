@@ -47,7 +47,7 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
+from ..errors import MissingFileError, UserError
 from .normalization import NormStats, per_tile_norm_stats, read_norm_files
 from .readers import check_option, check_root, check_sensors, check_split, choose_dates, item_rng, read_json
 
@@ -148,7 +148,7 @@ class PastisHDDataset(Dataset):
         self.folds = tuple(folds) if folds is not None else self.folds_of[split]
         meta = self.root / self.metadata_file
         if not meta.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"PASTIS-HD: {meta} not found; expected the official PASTIS-HD folder "
                 "(metadata.geojson, DATA_S2/, DATA_S1A/, DATA_SPOT/, ANNOTATIONS/) as root"
             )
@@ -180,7 +180,7 @@ class PastisHDDataset(Dataset):
         for s in self.sensors:
             folder = self.root / (Path(self.spot_file).parts[0] if s == "spot" else self.series_files[s][0])
             if not folder.is_dir():
-                raise FileNotFoundError(f"PASTIS-HD: folder {folder} not found; the official reader reads {s!r} there")
+                raise MissingFileError(f"PASTIS-HD: folder {folder} not found; the official reader reads {s!r} there")
         self.tile_m = self._side_m(self.sensors[0], self.names[0])
 
     def _side_m(self, sensor: str, pid: str) -> float:
@@ -216,7 +216,7 @@ class PastisHDDataset(Dataset):
     def _path(self, rel: str) -> Path:
         path = self.root / rel
         if not path.is_file():
-            raise FileNotFoundError(f"PASTIS-HD: {path} not found (listed in {self.metadata_file})")
+            raise MissingFileError(f"PASTIS-HD: {path} not found (listed in {self.metadata_file})")
         return path
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

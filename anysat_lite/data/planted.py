@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
+from ..errors import MissingFileError, UserError
 from .normalization import NormStats, read_norm_files
 from .readers import (
     check_root,
@@ -184,7 +184,7 @@ class PlantedDataset(Dataset):
         self.folder = self.root / split
         labels = self.folder / self.labels_file
         if not labels.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"PLANTED: {labels} not found; expected the official PLANTED folder with "
                 f"train/, val/, test/ each holding {self.labels_file} and one folder per tile"
             )
@@ -214,7 +214,7 @@ class PlantedDataset(Dataset):
     def _load(self, name: str, suffix: str) -> np.ndarray:
         path = self.folder / name / f"{name}_{suffix}.npz"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"PLANTED: {path} not found; expected <id>_<sensor>.npz, _mask.npz and "
                 f"_timestamp.npz for every sensor of tile {name}"
             )

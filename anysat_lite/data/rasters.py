@@ -45,7 +45,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from ..errors import UserError, yaml_problem
+from ..errors import MissingFileError, UserError, yaml_problem
 from ..sensors import SENSORS
 from .contract import sensor_entries, split_key, validate_sample
 from .io import date_from_name, rasters_to_sample, read_geotiff, stack_time_series
@@ -102,7 +102,7 @@ def _add(tile: RasterTile, sensor: str, path, date, base: Path, where: str) -> N
     path = Path(path)
     path = path if path.is_absolute() else base / path
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{where}: raster {path} not found; correct the path (relative paths start from the manifest's folder)"
         )
     files = tile.files.setdefault(sensor, [])
@@ -246,13 +246,13 @@ class RastersDataset(Dataset):
         if root.is_dir():
             found = [root / n for n in MANIFEST_NAMES if (root / n).is_file()]
             if not found:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"rasters: no {' / '.join(MANIFEST_NAMES)} in {root}; pass the manifest file "
                     "or a folder holding one (see anysat_lite.data.rasters for the format)"
                 )
             root = found[0]
         elif not root.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"rasters: manifest {root} not found; expected a .csv or .yaml manifest "
                 "(see anysat_lite.data.rasters for the format)"
             )

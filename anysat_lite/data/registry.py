@@ -39,6 +39,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 __all__ = [
     "DATASETS",
     "ALIASES",
@@ -131,7 +133,7 @@ def dataset_root(name: str, root: str | Path) -> Path:
         if (root / c).exists():
             return root / c
     tried = ", ".join(dict.fromkeys(candidates))
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"dataset {name!r}: none of {tried} found in data.root={root}; put the dataset there "
         "or give its folder as data.datasets[i].path"
     )

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import MissingFileError
 from .normalization import NormStats, read_norm_files
 from .readers import (
     check_root,
@@ -199,7 +200,7 @@ class S2NAIPUrbanDataset(Dataset):
             rasterise_osm({})  # fail now, not in a worker, when OpenCV is missing
         path = self.root / f"{split}_dict.json"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"S2NAIP-Urban: {path} not found; expected the official S2NAIP-urban folder "
                 f"({split}_dict.json, naip/, sentinel1/, sentinel2/, landsat/, openstreetmap/)"
             )
@@ -229,7 +230,7 @@ class S2NAIPUrbanDataset(Dataset):
     def _read(self, path: Path, bands_per_date: int, side: int, n_dates: int) -> np.ndarray:
         """A date-major raster ``[bands_per_date * T, side, side]``, checked against the dict's dates."""
         if not path.is_file():
-            raise FileNotFoundError(f"S2NAIP-Urban: {path} not found (tile listed in {self.split}_dict.json)")
+            raise MissingFileError(f"S2NAIP-Urban: {path} not found (tile listed in {self.split}_dict.json)")
         with rasterio.open(path) as src:
             data = src.read()
         if data.shape != (bands_per_date * n_dates, side, side):
@@ -246,7 +247,7 @@ class S2NAIPUrbanDataset(Dataset):
         if sensor == "naip":
             path = self.root / "naip" / f"{name}.png"
             if not path.is_file():
-                raise FileNotFoundError(f"S2NAIP-Urban: {path} not found (tile listed in {self.split}_dict.json)")
+                raise MissingFileError(f"S2NAIP-Urban: {path} not found (tile listed in {self.split}_dict.json)")
             return np.asarray(Image.open(path)).transpose(2, 0, 1).astype(np.float32)
         if sensor == "s1":
             x = self._read(self.root / "sentinel1" / f"{name}.tif", 2, hi, n).astype(np.float32).reshape(n, 2, hi, hi)
@@ -272,7 +273,7 @@ class S2NAIPUrbanDataset(Dataset):
         if self.with_labels:
             path = self.root / "openstreetmap" / f"{self.names[i]}.geojson"
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"S2NAIP-Urban: labels {path} not found (tile listed in {self.split}_dict.json); expected "
                     "openstreetmap/<name>.geojson for every tile, or read the dataset with labels=False"
                 )

@@ -121,6 +121,11 @@ class WorldSpec:
             if not whole or value < 1 or (name == "tile_m" and value % 10):
                 expected = "a positive multiple of 10 m" if name == "tile_m" else "a whole number >= 1"
                 raise UserError(f"WorldSpec: {name}={value!r}: expected {expected}; e.g. {name}={example}")
+        if isinstance(self.sensors, str) or not self.sensors:
+            raise UserError(
+                f"WorldSpec: sensors={self.sensors!r}: expected a list of one or more sensor names; "
+                f"e.g. sensors=({self.sensors or 's2'!r},)"
+            )
         bad = [s for s in self.sensors if s not in SUPPORTED_SENSORS]
         if bad:
             raise UserError(

@@ -172,13 +172,13 @@ class TreeSatAITSDataset(Dataset):
         self.temporal_dropout, self.s1_from_h5 = temporal_dropout, s1_from_h5
         lst = self.root / f"{split}_filenames.lst"
         if not lst.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"TreeSatAI-TS: {lst} not found; expected the official TreeSatAI-TS folder "
                 "(train/val/test_filenames.lst, labels/, aerial/, sentinel/, s1-asc/) as root"
             )
         labels_path = self.root / self.labels_file
         if not labels_path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"TreeSatAI-TS: {labels_path} not found; expected the official multi-label "
                 "file of TreeSatAI under labels/"
             )
@@ -187,7 +187,7 @@ class TreeSatAITSDataset(Dataset):
         for key in needed:
             if not (self.root / self.folders[key]).is_dir():
                 hint = " (or pass s1_from_h5=True)" if key == "s1-asc" else ""
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"TreeSatAI-TS: folder {self.root / self.folders[key]} not found; the official "
                     f"reader reads {self.folders[key]}/<tile>{hint}"
                 )
@@ -232,7 +232,7 @@ class TreeSatAITSDataset(Dataset):
     def _file(self, folder: str, name: str, suffix: str) -> Path:
         path = self.root / self.folders[folder] / (Path(name).stem + suffix)
         if not path.is_file():
-            raise FileNotFoundError(f"TreeSatAI-TS: {path} not found (tile {name} of {self.split}_filenames.lst)")
+            raise MissingFileError(f"TreeSatAI-TS: {path} not found (tile {name} of {self.split}_filenames.lst)")
         return path
 
     def _keep(self, n: int, rng: np.random.Generator) -> np.ndarray:
