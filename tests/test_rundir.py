@@ -325,6 +325,34 @@ def test_a_damaged_metric_log_stops_the_resume_before_config_yaml_is_rewritten(t
     assert (out / "config.yaml").read_text() == config
 
 
+def test_a_resume_that_changes_the_config_keeps_the_file_the_earlier_steps_ran_under(tmp_path):
+    """config.yaml was rewritten, comments and all, when a resume changed a value: the earlier file is kept as
+    config-until-step-N.yaml (a second resume from the same step keeps the first), and --force removes it."""
+    from anysat_lite.config import load_config
+    from anysat_lite.train import pretrain
+
+    small = ["data.n_tiles=48", "data.tile_m=40", "data.n_dates=6", "train.batch_size=8", "train.ckpt_every=1"]
+    small += ["train.log_every=1", "jepa.monitor_every=0", f"data.cache_dir={tmp_path / 'cache'}"]
+    out = tmp_path / "run"
+    pretrain(_cfg(out, "train.steps=1", *small), progress=False)
+    mine = "# my notes on this run\n" + (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(mine)
+    with pytest.raises(RunFinishedError):
+        pretrain(_cfg(out, "train.steps=1", *small), resume=True, progress=False)
+    assert (out / "config.yaml").read_text() == mine and not list(out.glob("config-until-*"))
+    pretrain(_cfg(out, "train.steps=2", *small), resume=True, progress=False)
+    assert (out / "config-until-step-000001.yaml").read_text() == mine
+    assert load_config(out / "config.yaml").train.steps == 2
+    (out / "last.pt").unlink()  # resume from step 1 again, with another change
+    for later in out.glob("step-000002.pt"):
+        later.unlink()
+    pretrain(_cfg(out, "train.steps=3", *small), resume=out / "step-000001.pt", progress=False)
+    assert (out / "config-until-step-000001.yaml").read_text() == mine
+    assert load_config(out / "config.yaml").train.steps == 3
+    clear_run_dir(out)  # what --force deletes
+    assert not list(out.glob("config-until-*"))
+
+
 def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
     import json
     import os

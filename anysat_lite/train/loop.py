@@ -52,7 +52,14 @@ from ..sensors import SENSORS
 from .checkpoint import export_encoder, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_max, all_mean, barrier, cleanup, gather_objects, init_distributed, ranks_where
 from .metrics import MetricLog, plot_metrics, read_metrics
-from .rundir import PROBE_REPORT_FILES, clear_run_dir, prepare_run_dir, remove_temporary_files, run_lock
+from .rundir import (
+    PROBE_REPORT_FILES,
+    clear_run_dir,
+    keep_earlier_config,
+    prepare_run_dir,
+    remove_temporary_files,
+    run_lock,
+)
 from .schedules import cosine, lr_at
 
 __all__ = [
@@ -587,6 +594,14 @@ def _train(cfg: Config, run: Run, progress: bool, callbacks: Sequence) -> dict:
                 )
         # the metric log of a resumed run is read before its config.yaml is rewritten
         log = MetricLog(run.out, resume_step=run.start - 1 if run.start > 0 else None, tensorboard=tc.tensorboard)
+        kept = keep_earlier_config(run.out, cfg, run.start) if run.checkpoint is not None else None
+        if kept:
+            path, changed = kept
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            tqdm.write(
+                f"config.yaml: this resume changes {', '.join(changed[:3])}{more}; the file the steps before "
+                f"{run.start} ran under is kept as {path}"
+            )
         save_config(cfg, run.out / "config.yaml")
     pace = _Pace(info.device)
     t0 = time.time()

@@ -2,7 +2,8 @@
 
 A run folder (``train.out_dir``) holds one run: ``config.yaml``, ``last.pt``, ``step-XXXXXX.pt``,
 ``metrics.csv``/``.jsonl``, ``training_curves.png``, ``encoder.safetensors``/``.json``,
-``summary.json`` and, after probing, ``probe_results.*``.  :func:`prepare_run_dir` runs before
+``summary.json``, ``config-until-step-XXXXXX.yaml`` (the config of the steps before a resume that changed it)
+and, after probing, ``probe_results.*``.  :func:`prepare_run_dir` runs before
 anything is written and refuses what would lose or mix results:
 
 * a new run into a folder that holds one (continue it with ``resume``, replace it with ``force``,
@@ -40,6 +41,7 @@ __all__ = [
     "newest_intact_checkpoint",
     "run_lock",
     "remove_temporary_files",
+    "keep_earlier_config",
 ]
 
 # What the probes write beside an encoder (anysat_lite.probe.run_probe; also files of a run folder).
@@ -58,6 +60,7 @@ RUN_FILES = (
     "encoder-online.safetensors",
     "encoder-online.json",
     "summary.json",
+    "config-until-step-*.yaml",
     *PROBE_REPORT_FILES,
     "tensorboard/events.out.tfevents.*",
     ".*.tmp",
@@ -309,6 +312,29 @@ def remove_temporary_files(out_dir: str | Path) -> list[Path]:
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
+
+
+def keep_earlier_config(out_dir: str | Path, cfg: Config, step: int) -> tuple[Path, list[str]] | None:
+    """Before a run resumed at ``step`` with a changed config (``--set train.steps=500``) writes its
+    ``config.yaml``, keep the file the earlier steps ran under, as written (comments included), as
+    ``config-until-step-NNNNNN.yaml``; returns that path and the changed keys, or ``None`` when nothing changed
+    (or there is no readable earlier file: the run records the new config alone)."""
+    from ..config import load_config
+
+    out = Path(out_dir)
+    path = out / "config.yaml"
+    try:
+        old = config_to_dict(load_config(path))
+    except (OSError, UserError, ValueError):
+        return None
+    changed = [k for k, v in _flat(config_to_dict(cfg)).items() if _flat(old).get(k, _MISSING) != v]
+    if not changed:
+        return None
+    kept = out / f"config-until-step-{step:06d}.yaml"
+    if kept.exists():  # resumed twice from the same step: the first file of that step is the one its steps ran under
+        return kept, changed
+    os.replace(path, kept)
+    return kept, changed
 
 
 def clear_run_dir(out_dir: str | Path) -> None:
