@@ -142,6 +142,17 @@ def test_whitening_gives_identity_covariance_and_ignores_linear_maps():
         knn_predict(x, y, x, 3, normalise="pca")
 
 
+def test_whitening_drops_the_direction_that_centring_removes_with_fewer_items_than_dimensions():
+    """With N <= D the centred training items span N - 1 directions; the N-th, left with float32 rounding by a
+    float32 standardisation, was kept and scaled up to unit variance (test items read 1e7 along it)."""
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(5, 8, generator=g) * 3 + 1, torch.randn(4, 8, generator=g) * 3 + 1
+    a, b = normalise_features(train, test, "whiten")
+    assert a.shape == (5, 4) and b.shape == (4, 4)
+    torch.testing.assert_close(a.T @ a / 5, torch.eye(4), atol=1e-4, rtol=0)
+    assert b.abs().max() < 100
+
+
 def test_segmentation_probe_learns_a_dense_rule():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(20, 4, 4, 6, generator=g)

@@ -32,19 +32,22 @@ def normalise_features(train_x: Tensor, test_x: Tensor, how: str = "standardise"
     ``"whiten"``: the standardised ``z`` of the training items factorised as ``U diag(s) V^T`` (``V [D, r]``,
     ``r = min(N, D)``), then ``z V / (s / sqrt(N))``: each principal direction divided by its standard
     deviation, so the whitened training items have identity covariance -> ``[N, r']``, ``[M, r']``, where
-    directions without variance (below float64 rounding; e.g. ``N <= D``) are dropped.  Standardising first
-    changes nothing in exact arithmetic and keeps features of very different units well conditioned.
+    directions without variance (below float64 rounding; e.g. the one that centring removes when ``N <= D``) are
+    dropped.  Standardising first changes nothing in exact arithmetic and keeps features of very different units
+    well conditioned; the whitening standardises in float64, so that a direction without variance is not left
+    with float32 rounding, which whitening would scale up to unit variance.
     """
     if how not in NORMALISATIONS:
         raise ValueError(f"normalise={how!r}: expected one of {', '.join(NORMALISATIONS)}")
-    mu, sd = standardisation(train_x)
-    a, b = (train_x.float() - mu) / sd, (test_x.float() - mu) / sd
+    dtype = torch.float32 if how == "standardise" else torch.float64
+    mu, sd = standardisation(train_x, dtype)
+    a, b = (train_x.to(dtype) - mu) / sd, (test_x.to(dtype) - mu) / sd
     if how == "standardise":
         return a, b
-    _, s, vh = torch.linalg.svd(a.double(), full_matrices=False)  # s [r], vh [r, D]
+    _, s, vh = torch.linalg.svd(a, full_matrices=False)  # s [r], vh [r, D]
     keep = s > s[0] * max(a.shape) * torch.finfo(torch.float64).eps
     w = vh[keep].T / (s[keep] / a.shape[0] ** 0.5)  # [D, r']: project, then divide by each direction's std
-    return (a.double() @ w).float(), (b.double() @ w).float()
+    return (a @ w).float(), (b @ w).float()
 
 
 @torch.no_grad()

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 __all__ = ["LinearProbe", "train_linear", "standardisation"]
 
 
-def standardisation(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation ``[F]`` of each feature of ``x [..., F]`` over all other axes: the
+def standardisation(x: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation ``[F]`` of each feature of ``x [..., F]`` over all other axes, in ``dtype``: the
     training statistics every probe standardises with (population std, floored at 1e-6 so that a
     constant feature becomes 0)."""
-    flat = x.reshape(-1, x.shape[-1]).float()
+    flat = x.reshape(-1, x.shape[-1]).to(dtype)
     return flat.mean(0), flat.std(0, correction=0).clamp_min(1e-6)
 
 
