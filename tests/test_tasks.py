@@ -170,6 +170,25 @@ def test_cost_estimate_counts_flops_on_the_real_input_sizes():
     assert disk_gb("planted") is None
 
 
+def test_cost_train_dates_follow_the_tasks_temporal_dropout():
+    """The training items' numbers of dates in the cost facts are what the reader keeps from the evaluation
+    items' dates at the task's temporal dropout (PLANTED: MODIS too, ALOS at 90 %; they read 17, 4 and 60)."""
+    import numpy as np
+
+    from anysat_lite.data.planted import PlantedDataset
+    from anysat_lite.data.readers import choose_dates
+    from anysat_lite.probe.cost import DATASETS
+
+    for task, dataset in (("planted-lp", "planted"), ("flair-seg-lp", "flair")):
+        dropout = get_task(task).splits["train"]["temporal_dropout"]
+        facts = DATASETS[dataset]
+        for s, shape in facts.train.items():
+            if len(shape) == 4:
+                keep = PlantedDataset.alos_keep if s == "alos" else 1 - dropout
+                kept = choose_dates(facts.eval[s][0], np.random.default_rng(0), None, keep)
+                assert shape[0] == len(kept), (dataset, s, shape[0], len(kept))
+
+
 def test_a_per_epoch_selection_is_a_partial_row_and_says_why(tiny_official, tmp_path):
     r = _short_run(get_task("planted-lp"), tiny_official, tmp_path, bootstrap=0, val_metric="per-epoch")
     metric = get_task("planted-lp").metric
