@@ -2,8 +2,8 @@
 
 A sensor is either *single-date imagery* (``kind="image"``, input ``[B, C, H, W]``) or a
 *time series* (``kind="series"``, input ``[B, T, C, H, W]`` plus ``<name>_dates`` ``[B, T]``
-in day-of-year).  The tokenizer cuts every sensor into **sub-patches** of
-``subpatch_px`` pixels, i.e. ``subpatch_m = subpatch_px * gsd`` metres on the ground;
+in whole days: day-of-year, or days since the dataset's origin).  The tokenizer cuts every sensor
+into **sub-patches** of ``subpatch_px`` pixels, i.e. ``subpatch_m = subpatch_px * gsd`` metres on the ground;
 a patch of ``P`` metres then holds ``(P / subpatch_m) ** 2`` sub-patches.
 
 The eleven sensors of the official AnySat release are registered at import time with

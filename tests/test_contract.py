@@ -69,7 +69,7 @@ def test_non_square_tiles_are_accepted():
         (lambda x: x["s2"].__setitem__((1, 2, 3), float("-inf")), r"s2: 36 non-finite values"),
         (
             lambda x: x.pop("s2_dates"),
-            r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(day-of-year\), not found",
+            r"s2: time series needs 's2_dates' \[B, T\] = \[2, 3\] \(whole days, e.g. day-of-year\), not found",
         ),
         (
             lambda x: x.update(s2_dates=torch.randint(1, 366, (2, 4))),

@@ -239,7 +239,9 @@ def _check_series_extras(x: Mapping, s: Sensor, t: torch.Tensor, check_values: b
     B, T = t.shape[:2]
     key = f"{s.name}_dates"
     if key not in x:
-        raise SampleError(f"{s.name}: time series needs '{key}' [B, T] = [{B}, {T}] (day-of-year), not found")
+        raise SampleError(
+            f"{s.name}: time series needs '{key}' [B, T] = [{B}, {T}] (whole days, e.g. day-of-year), not found"
+        )
     d = x[key]
     if tuple(d.shape) != (B, T):
         raise SampleError(f"{key}: expected shape [B, T] = [{B}, {T}], got {_shape(d)}")
@@ -336,7 +338,9 @@ def estimate_memory(
     """Rough peak bytes of the sub-patch transformer on sample ``x`` at ``patch_size`` metres, and its largest term.
 
     Sensors with the same sub-patch grid are encoded together as ``S = B x patches x sensors``
-    sequences of ``L = g*g + 1`` tokens; memory grows as ``L**2`` (``g = P / sub-patch size``).
+    sequences of ``L = g*g + 1`` tokens; memory grows as ``L**2`` (``g = P / sub-patch size``; a coarse sensor
+    whose map the tokenizer upsamples to 10 m cells has ``g = P / 10``, more than counted here: these terms are
+    small).
     """
     groups: dict[int, list] = {}
     for key, t in x.items():

@@ -15,7 +15,8 @@ Pipeline (one file per stage in this package)::
 * ``"patch"`` ``[B, h, w, D]``     one fused token per patch
 * ``"all"``   ``[B, 1 + h*w, D]``  cls then patches (flattened, row-major)
 * ``"dense"`` ``[B, h*g, w*g, 2D]`` per sub-patch of ``output_modality``: its patch's fused
-  token concatenated with the sub-patch token (``g`` = sub-patches per patch side)
+  token concatenated with the sub-patch token (``g`` = sub-patches per patch side; a coarse sensor whose
+  map is upsampled to 10 m cells, see ``tokenizer.py``, gives one per 10 m cell)
 
 The stages call a few kernels of :mod:`anysat_lite.kernels` (attention, the projector's
 convolution, ...); ``ANYSAT_LITE_REFERENCE=1`` runs their textbook forms instead.

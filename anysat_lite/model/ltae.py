@@ -31,7 +31,9 @@ def _mlp_groupnorm(widths: list[int], dropout: float | None) -> nn.Sequential:
 
 
 class LTAE(nn.Module):
-    """``x [N, T, C]``, ``dates [N, T]`` (day-of-year), ``valid [N, T]`` (optional) -> ``[N, out_dim]``.
+    """``x [N, T, C]``, ``dates [N, T]``, ``valid [N, T]`` (optional) -> ``[N, out_dim]``.
+
+    Dates are whole days: the day of the year, or days since the dataset's origin (PASTIS).
 
     Args:
         in_channels: bands ``C``.
@@ -76,7 +78,7 @@ class LTAE(nn.Module):
         """Dated features ``h [N, T, d]`` and the master queries' attention ``[N, heads, T]`` (before dropout).
 
         ``attn[n, i, t] = softmax_t(q_i . k_t / sqrt(d_k))`` with ``k_t = W_k h_t`` and ``h_t`` = the lifted
-        values of date ``t`` plus the sinusoidal code of its day-of-year; invalid dates get a score of -1000.
+        values of date ``t`` plus the sinusoidal code of its date (in days); invalid dates get a score of -1000.
         """
         N, T, C = x.shape
         h = self.input_mlp(x.reshape(N * T, C)).view(N, T, self.d_model)

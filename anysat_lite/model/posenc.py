@@ -1,9 +1,10 @@
-"""Sinusoidal position encodings: 2-D grid positions in metres and day-of-year dates.
+"""Sinusoidal position encodings: 2-D grid positions in metres and dates in days (day-of-year for most datasets).
 
 AnySat scales every position by a physical length, so that the same code means the same
 ground distance whatever the sensor or patch size:
 
-* inside a patch, sub-patch ``(row, col)`` sits at ``(row, col) * subpatch_m`` metres;
+* inside a patch, sub-patch ``(row, col)`` sits at ``(row, col) * subpatch_m`` metres (10 m cells when a
+  coarse sensor's map is upsampled, see ``tokenizer.py``);
 * on the tile, patch ``(row, col)`` sits at ``(row, col) * P / 10`` (units of 10 m).
 
 The first half of the channels encodes the column, the second half the row (the official
@@ -44,7 +45,7 @@ def grid_sincos_2d(dim: int, rows: int, cols: int, spacing: float, device=None) 
 
 
 def doy_encoding(dates: Tensor, dim: int, period: int, repeat: int) -> Tensor:
-    """L-TAE date encoding: ``dates [B, T]`` (day-of-year) -> ``[B, T, dim * repeat]``.
+    """L-TAE date encoding: ``dates [B, T]`` (whole days, e.g. day-of-year) -> ``[B, T, dim * repeat]``.
 
     Channel ``i`` is ``sin`` (even ``i``) or ``cos`` (odd ``i``) of ``date / period^(2*(i//2)/dim)``;
     the ``dim``-channel code is tiled ``repeat`` times (one copy per L-TAE head).

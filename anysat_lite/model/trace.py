@@ -37,7 +37,7 @@ class PipelineTrace:
         subpatch_m: ``{sensor: metres}`` the spacing of the sub-patches (their position code unit).
         patch_tokens: ``[B, M*N, D]`` the joint transformer's input (one token per patch and sensor, with
             position codes), ``M`` spatial sensors, ``N = h*w`` patches.
-        joint: ``[B, 1 + M*N, D]`` its output (cls first).
+        joint: ``[B, p + M*N, D]`` its output (the ``p`` prefix tokens first: cls, then MODIS when present).
         fusion_weights: ``[B, heads, p + N, p + M*N]`` how each fused query (the ``p`` prefix queries: cls,
             and MODIS when present; then the patches) attends to the joint tokens.
         fused: ``[B, 1 + N, D]`` the fusion block's output: the tile token and one token per patch.
