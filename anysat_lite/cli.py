@@ -209,6 +209,7 @@ def _probe_official(args) -> int:
     settings = dict(max_epochs=args.epochs, min_epochs=args.min_epochs, batch_size=args.batch_size, seed=args.seed)
     # options left out are None (probe without --official refuses them) and keep run_task's defaults
     checked = {k: v for k, v in {"bootstrap": args.bootstrap, "val_metric": args.val_metric}.items() if v is not None}
+    attend = {} if args.attend_over is None else {"attend_over": args.attend_over}
     amp = {} if args.amp is None else {"amp": None if args.amp == "none" else args.amp}
     for t in tasks:  # every task's settings before the first task runs
         check_run_settings(
@@ -240,6 +241,7 @@ def _probe_official(args) -> int:
             allow_pickle=args.allow_pickle,
             **checked,
             **amp,
+            **attend,
         )
     print(format_table(read_results(out)))
     print(f"\nwritten: {out}/{TABLE_NAME}.{{json,md}} and {', '.join(f'{t.name}.json' for t in tasks)}")
@@ -271,6 +273,7 @@ _OFFICIAL_ONLY = {
     "amp": ("--amp", "the probes run in full precision; leave it out"),
     "limit_batches": ("--limit-batches", "the probes read every tile of the dataset; leave it out"),
     "bootstrap": ("--bootstrap", "the probes' resamples are probe.bootstrap: --set probe.bootstrap={}"),
+    "attend_over": ("--attend-over", "an encoder's attention is its own model.attend_over; leave it out"),
 }
 
 
@@ -737,6 +740,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many batches per epoch and split (smoke test; marks the row partial)",
     )
     off.add_argument("--bootstrap", type=int, help="resamples for the 95 %% interval (default 1000; 0: none)")
+    off.add_argument(
+        "--attend-over",
+        choices=("tokens", "heads"),
+        help="the joint transformer's attention: tokens (the default: the official code without flash-attn, as "
+        "its README loads the weights) or heads (the official code with flash-attn, as its configs ask; "
+        "docs/reproduction.md, 'Known differences')",
+    )
     pr.set_defaults(func=cmd_probe)
 
     e = sub.add_parser("embed", parents=[common], help="per-patch embeddings of GeoTIFFs -> NetCDF (CF, with CRS)")

@@ -73,8 +73,9 @@ class ModelConfig:
     ltae_dk: int = 8  # L-TAE key width
     ltae_in_width: int | None = None  # first width of the L-TAE input MLP; None = embed_dim / 8 (official)
     drop_path: float = 0.0
-    dropout: float | None = None  # projector dropout override; None = official per-sensor values
+    dropout: float | None = None  # projector dropout override (not the L-TAE attention's 0.1); None = official values
     subpatch_order: str = "official"  # "official" (released weights) or "geometric" (see model/tokenizer.py)
+    attend_over: str = "tokens"  # joint transformer and predictor; "heads": the official code with flash-attn
     sensors: list[str] | None = None  # projectors to build; None = every registered sensor
 
 
@@ -761,6 +762,7 @@ RULES: dict[str, tuple] = {
     "model.drop_path": _unit(False),
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
     "model.subpatch_order": _choice("official", "geometric"),
+    "model.attend_over": _choice("tokens", "heads"),
     "model.sensors": _SENSORS,
     "data.datasets": (lambda v: len(v) > 0, "at least one dataset"),
     "data.datasets.name": (_dataset_name, None),

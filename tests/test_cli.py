@@ -768,6 +768,7 @@ ROOT_DATA = GEOTIFF.parent  # tests/data
         (["--val-metric", "pooled"], r"^--val-metric pooled: .*ignore; the probes select no epoch"),
         (["--allow-pickle"], r"^--allow-pickle: .*ignore; .*options: \{allow_pickle: true\}\}\]\"$"),
         (["--limit-batches", "1"], r"^--limit-batches 1: .*ignore; .*leave it out$"),
+        (["--attend-over", "heads"], r"^--attend-over heads: .*ignore; an encoder's attention is its own model"),
     ],
 )
 def test_probe_refuses_the_official_options_it_would_ignore(tmp_path, capsys, args, pattern):

@@ -112,7 +112,9 @@ class JEPA(nn.Module):
         self.cfg = cfg
         self.encoder = AnySat(cfg.model, sensors=sensors)
         D = self.encoder.embed_dim
-        self.predictor = Predictor(D, cfg.jepa.predictor_depth, cfg.jepa.predictor_heads)
+        self.predictor = Predictor(
+            D, cfg.jepa.predictor_depth, cfg.jepa.predictor_heads, attend_over=cfg.model.attend_over
+        )
         self.modality_token = nn.Parameter(torch.zeros(1, 1, D))
         nn.init.trunc_normal_(self.modality_token, std=0.02)
         self.target = make_target(self.encoder)

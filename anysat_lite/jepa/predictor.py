@@ -24,14 +24,22 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
 
 class Predictor(nn.Module):
     """``depth`` transformer blocks of width ``dim`` (the encoder's: AnySat's ``predictor_embed_dim``
-    is its ``embed_dim``, so the encoder's position codes serve the predictor as they are)."""
+    is its ``embed_dim``, so the encoder's position codes serve the predictor as they are).
 
-    def __init__(self, dim: int, depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0):
+    With ``attend_over="heads"`` (the official flash-attn path, :mod:`anysat_lite.model.blocks`) no token sees
+    another, so each prediction is a function of its target's position alone, whatever the context.
+    """
+
+    def __init__(
+        self, dim: int, depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0, attend_over: str = "tokens"
+    ):
         super().__init__()
         self.embed = nn.Linear(dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, norm_eps=1e-5) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, norm_eps=1e-5, attend_over=attend_over) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
         init_transformer_weights(self)

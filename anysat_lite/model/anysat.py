@@ -123,7 +123,9 @@ class AnySat(nn.Module):
             self.add_sensor(name)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth + 1).tolist()
         self.subpatch_encoder = SubPatchEncoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path)
-        self.joint = JointEncoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, drop_path=rates[:-1])
+        self.joint = JointEncoder(
+            D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, drop_path=rates[:-1], attend_over=cfg.attend_over
+        )
         self.fusion = FusionBlock(D, cfg.num_heads, cfg.mlp_ratio, drop_path=rates[-1])
 
     # --- sensors ----------------------------------------------------------------------

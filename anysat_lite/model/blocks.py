@@ -4,6 +4,18 @@ Pre-norm ViT blocks (``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``) with mu
 ``softmax(q k^T / sqrt(d) + bias) v`` (:func:`~anysat_lite.kernels.attention`).  An optional
 contextual iRPE (:mod:`.irpe`) makes the bias depend on the queries and the token grid.
 Parameter names (``qkv``, ``proj``, ``mlp.fc1``...) follow timm, as the official code does.
+
+**Attention over heads** (``attend_over="heads"``) reproduces the official joint transformer and
+predictor run with flash-attn (``flash_attn=True``, the default of the official configs and of
+``torch.hub.load``): the official ``Attention`` hands ``flash_attn_func`` its queries, keys and values as
+``[B, H, L, d]``, where that function reads ``[batch, sequence, heads, d]``.  So each token attends over its
+own ``H`` heads, taken as a sequence, and no token sees another:
+
+    out[b, h, l] = sum_h' softmax_h'(q[b, h, l] . k[b, h', l] / sqrt(d)) v[b, h', l]
+
+Without flash-attn (``flash_attn=False``, the official README's choice) the same module attends over the
+tokens, as here by default; the official parity fixtures and the released weights' evaluation in this
+package use that path (docs/reproduction.md, "Known differences").
 """
 
 from __future__ import annotations
@@ -15,7 +27,9 @@ from ..kernels import attention
 from .irpe import ContextualRPE
 from .layers import Dropout, DropPath
 
-__all__ = ["MLP", "SelfAttention", "Block", "init_transformer_weights", "rescale_residual_branches"]
+__all__ = ["MLP", "SelfAttention", "Block", "ATTEND_OVER", "init_transformer_weights", "rescale_residual_branches"]
+
+ATTEND_OVER = ("tokens", "heads")  # "heads": the official code with flash-attn (module docstring)
 
 
 class MLP(nn.Module):
@@ -36,7 +50,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention ``[B, L, D] -> [B, L, D]``, optionally with a contextual iRPE bias.
 
     With ``rpe=True`` the forward needs ``buckets [(B,) L, L]`` (see :mod:`.irpe`); the bias is
-    computed from the *scaled* queries, as in the official ``RPEAttention``.
+    computed from the *scaled* queries, as in the official ``RPEAttention``.  ``attend_over="heads"``: the
+    official flash-attn call's attention across each token's heads (module docstring).
     """
 
     def __init__(
@@ -47,10 +62,16 @@ class SelfAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         rpe: bool = False,
+        attend_over: str = "tokens",
     ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
+        if attend_over not in ATTEND_OVER or (rpe and attend_over != "tokens"):
+            raise ValueError(
+                f"attend_over={attend_over!r}: expected one of {', '.join(ATTEND_OVER)} ('tokens' with iRPE)"
+            )
+        self.attend_over = attend_over
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -85,6 +106,11 @@ class SelfAttention(nn.Module):
     def weights(self, x: Tensor, buckets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """For inspection: ``softmax(q k^T / sqrt(d) + bias)`` ``[B, H, L, L]`` and the iRPE bias ``[B, 1, L, L]``
         (``None`` without iRPE), in the textbook form; :meth:`forward` computes the same with a fast kernel."""
+        if self.attend_over != "tokens":
+            raise ValueError(
+                "attention weights: this block attends over each token's heads (attend_over='heads'), so it has "
+                "no weights between tokens; inspect a model built with attend_over='tokens'"
+            )
         q, k, _ = self.heads(x)
         bias = self.position_bias(q, buckets)
         scores = (q * self.scale) @ k.transpose(-2, -1)
@@ -92,8 +118,12 @@ class SelfAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor | None = None) -> Tensor:
         """Attention from projected heads: ``q [B, H, Lq, d]``, ``k, v [B, H, L, d]`` -> ``[B, Lq, D]``."""
-        bias = self.position_bias(q, buckets)  # the first head's queries (see irpe)
-        out = attention(q, k, v, bias, self.attn_drop if self.training else 0.0)  # [B, H, Lq, d]
+        drop = self.attn_drop if self.training else 0.0
+        if self.attend_over == "heads":  # [B, L, H, d]: the heads of each token as its sequence (module docstring)
+            out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, drop).transpose(1, 2)
+        else:
+            bias = self.position_bias(q, buckets)  # the first head's queries (see irpe)
+            out = attention(q, k, v, bias, drop)  # [B, H, Lq, d]
         B, H, Lq, d = out.shape
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, Lq, H * d)))
 
@@ -111,10 +141,13 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         attn_drop: float = 0.0,
         rpe: bool = False,
+        attend_over: str = "tokens",
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, rpe=rpe)
+        self.attn = SelfAttention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, rpe=rpe, attend_over=attend_over
+        )
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)

@@ -250,7 +250,7 @@ def _read(path: str | Path) -> Mapping:
     return sd
 
 
-def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
+def load_official(state_dict_or_path, model=None, num_heads: int | None = None, attend_over: str = "tokens"):
     """Build (or fill) an :class:`~anysat_lite.model.AnySat` from an official checkpoint.
 
     Args:
@@ -261,6 +261,9 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
         model: an existing model to load into (default: a new one of the inferred size).  A size name
             ("nano") is refused: the size is read from the checkpoint.
         num_heads: attention heads, when the width is not one of the official sizes.
+        attend_over: ``"tokens"`` (the official code without flash-attn, as its README loads the weights) or
+            ``"heads"`` (the official code with flash-attn, ``torch.hub.load``'s default: no token of the joint
+            transformer sees another; :mod:`anysat_lite.model.blocks`), for a new model.
     Returns:
         the model in eval mode, weights in float32.
     """
@@ -272,6 +275,14 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
             f"load_official(model={model!r:.40}): expected an AnySat model to load into, or None{hint}; leave it "
             "out for a new model of the checkpoint's size, e.g. load_official(path)"
         )
+    from .blocks import ATTEND_OVER
+
+    if attend_over not in ATTEND_OVER or (model is not None and attend_over != model.config.attend_over):
+        given = f"; the model given attends over {model.config.attend_over}" if model is not None else ""
+        raise UserError(
+            f"load_official(attend_over={attend_over!r}): expected one of {', '.join(ATTEND_OVER)}{given}; e.g. "
+            "attend_over='tokens' (the official code without flash-attn)"
+        )
     sd = state_dict_or_path
     if isinstance(sd, (str, Path)):
         sd = _read(sd)
@@ -279,7 +290,9 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None):
         sd = sd.state_dict()
     sd, _ = official_encoder_state(sd)
     if model is None:
-        model = AnySat(official_model_config(sd, num_heads))
+        cfg = official_model_config(sd, num_heads)
+        cfg.attend_over = attend_over
+        model = AnySat(cfg)
     converted = convert_official_state_dict(sd)
     own = model.state_dict()
     missing = sorted(set(own) - set(converted))

@@ -62,6 +62,12 @@ def format_table(rows: Sequence[dict]) -> str:
         ci = "" if not r.get("ci95") else f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"
         tiles = " / ".join(str(r["splits"][k]["items"]) for k in ("train", "val", "test"))
         task = r["task"] + (" (partial)" if r.get("partial") else "")
+        if r.get("attend_over", "tokens") != "tokens":
+            task += " (flash-attn path)"
+            notes.append(
+                f"{r['task']}: attention over each token's heads, as the official code with flash-attn "
+                "(--attend-over heads; docs/reproduction.md)"
+            )
         lines.append(
             f"| {task} | {r['protocol']} | {r['metric']} | {paper} | {r['measured']:.1f} | {delta} | {ci} | "
             f"{r['seed']} | {tiles} | {r['epochs_run']} ({r['best_epoch']}) | "

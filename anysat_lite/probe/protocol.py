@@ -227,9 +227,12 @@ def finetuning_encoder(encoder: torch.nn.Module, task: TaskConfig) -> torch.nn.M
     return encoder
 
 
-def build_task_model(task: TaskConfig, official, device: torch.device | str = "cpu") -> TaskModel:
-    """Released weights (path or state dict, any official wrapping) + the task's head, on ``device``."""
-    encoder = finetuning_encoder(load_official(official), task)
+def build_task_model(
+    task: TaskConfig, official, device: torch.device | str = "cpu", attend_over: str = "tokens"
+) -> TaskModel:
+    """Released weights (path or state dict, any official wrapping) + the task's head, on ``device``;
+    ``attend_over`` as :func:`~anysat_lite.model.official.load_official`'s."""
+    encoder = finetuning_encoder(load_official(official, attend_over=attend_over), task)
     missing = [s for s in task.sensors if s not in encoder.projectors]
     if missing:
         raise UserError(
@@ -689,6 +692,7 @@ def run_task(
     log=print,
     allow_pickle: bool = False,
     val_metric: str = "pooled",
+    attend_over: str = "tokens",
 ) -> dict:
     """Reproduce one row of the paper: train and select on the task's splits, score its test split.
 
@@ -707,6 +711,8 @@ def run_task(
         allow_pickle: let the PLANTED reader unpickle object arrays (:func:`build_splits`).
         val_metric: ``"pooled"`` (official: the validation metric accumulates over every validation pass)
             or ``"per-epoch"``; see :func:`_fit`.
+        attend_over: ``"tokens"`` (the official code without flash-attn) or ``"heads"`` (with flash-attn, as
+            the official configs ask; docs/reproduction.md, "Known differences").
     Returns:
         the result row (also written to ``out_dir``), see :mod:`~.paper_table`.
     """
@@ -727,7 +733,7 @@ def run_task(
     dev, amp, workers = _runtime(device, amp, num_workers)
     _seed_everything(task.seed)
     official_path = Path(official) if isinstance(official, (str, Path)) else None
-    model = build_task_model(task, official, dev)  # checkpoint mistakes before reading any data
+    model = build_task_model(task, official, dev, attend_over)  # checkpoint mistakes before reading any data
 
     datasets = build_splits(task, data, task.seed, allow_pickle)
     stats, norm_source = split_norm_stats(datasets, data, task.sensors)
@@ -769,6 +775,7 @@ def run_task(
         "best_epoch": selection.best_epoch,
         "best_val": round(100 * selection.best, 3) if selection.best > -math.inf else None,
         "val_metric": val_metric,
+        "attend_over": attend_over,
         "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}} for r in ROLES},
         "val_drop_last": val_drop_last,
         "batch_size": task.batch_size,

@@ -85,7 +85,7 @@ _MAY_CHANGE = re.compile(
 # Config keys added after runs were first saved, with the value that means what runs saved before them did:
 # a checkpoint without the key was trained with that value.  Every key added to the model, data or jepa
 # sections goes here (tests/test_rundir.py holds the keys of 2026-11-27 and checks that the others are listed).
-ADDED_KEYS = {"jepa.context_gather": "by_patch"}
+ADDED_KEYS = {"jepa.context_gather": "by_patch", "model.attend_over": "tokens"}
 
 
 _MISSING = object()  # a key the checkpoint predates and ADDED_KEYS does not list
