@@ -782,7 +782,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", default="runs/notebooks")
     n.add_argument("--full", action="store_true", help="full runs instead of the smoke mode")
     n.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 00 03")
-    n.add_argument("--store", action="store_true", help="write the executed notebooks back into notebooks/")
+    n.add_argument(
+        "--store",
+        action="store_true",
+        help="with --full: write the executed notebooks back into notebooks/ (not over one saved while it ran)",
+    )
     n.add_argument(
         "--force",
         action="store_true",

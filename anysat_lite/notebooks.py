@@ -354,6 +354,8 @@ def check_structure(path: str | Path, min_words: int = MIN_WORDS) -> list[str]:
         problems.append("no figure in the stored outputs")
     if not code or "report_run_time()" not in code[-1].source or not _outputs_text(code[-1]).strip():
         problems.append("the last cell does not report the run time (anysat_lite.notebooks.report_run_time())")
+    if _tagged(nb, "injected-parameters"):
+        problems.append("a cell papermill injected (tagged injected-parameters) fixes every later run's parameters")
     return problems
 
 
@@ -394,6 +396,15 @@ def tidy_outputs(nb) -> None:
         cell["outputs"] = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
+def without_papermill(nb) -> None:
+    """Drop what papermill adds to an executed notebook (in place): the ``injected-parameters`` cell, which
+    would otherwise fix the next runs' parameters, and its ``papermill`` metadata."""
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+
+
 def run_notebooks(
     out_dir: str | Path,
     smoke: bool = True,
@@ -405,12 +416,19 @@ def run_notebooks(
 ) -> list[str]:
     """Execute every ``NN_*.ipynb`` of ``folder`` into ``out_dir``; returns the names that failed.
 
-    ``store`` writes the executed notebooks (outputs tidied) back into ``folder``: how the
-    stored notebooks get the outputs of a full run.  Executed notebooks already in ``out_dir``
-    are refused before any runs, unless ``force`` (``--force``) replaces them.
+    ``store`` writes the executed notebooks (outputs tidied, papermill's injected cells and metadata left
+    out) back into ``folder``: how the stored notebooks get the outputs of a full run, so it needs
+    ``smoke=False``; a notebook saved while it ran is not stored over (its executed copy stays in
+    ``out_dir``).  Executed notebooks already in ``out_dir`` are refused before any runs, unless
+    ``force`` (``--force``) replaces them.
     """
     import papermill as pm
 
+    if store and smoke:
+        raise UserError(
+            "--store: writes the outputs of a full run into the notebooks, expected --full; a smoke run's "
+            "outputs (and its SMOKE = True cell) would replace them. Add --full, or leave --store out"
+        )
     out = Path(out_dir)
     if out.resolve() == Path(folder).resolve():
         fix = "give --out another folder (--store then copies them back)" if store else "write elsewhere"
@@ -430,6 +448,7 @@ def run_notebooks(
     try:
         for nb in chosen:
             t0 = time.time()
+            source = nb.read_bytes()  # a learner's save while it runs is not stored over
             try:
                 pm.execute_notebook(
                     str(nb),
@@ -440,11 +459,18 @@ def run_notebooks(
                     progress_bar=False,
                 )
                 print(f"ok    {nb.name}  {time.time() - t0:6.1f} s")
-                if store:
+                if store and nb.read_bytes() != source:
+                    failures.append(nb.name)
+                    print(
+                        f"FAIL  {nb.name}  changed while it ran (saved in an editor?): not stored over; the "
+                        f"executed copy is {out / nb.name}"
+                    )
+                elif store:
                     import nbformat
 
                     done = nbformat.read(out / nb.name, as_version=4)
                     tidy_outputs(done)
+                    without_papermill(done)
                     _write_notebook(done, nb)
             except Exception as e:  # noqa: BLE001 - report and continue with the next notebook
                 failures.append(nb.name)

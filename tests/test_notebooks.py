@@ -384,3 +384,46 @@ def test_notebooks_never_replace_executed_copies_in_out_unasked(tmp_path, capsys
     assert main(["notebooks", "--only", "00", "01", "--out", str(tmp_path), "--force"]) == 0
     assert ran == [p.name for p in NOTEBOOKS if p.name[:2] in ("00", "01")]
     assert (tmp_path / name).read_text() == "executed"
+
+
+def test_store_writes_full_runs_only_without_papermills_cells_and_never_over_a_save(tmp_path, monkeypatch):
+    """--store in smoke mode stored a permanent 'SMOKE = True' cell (papermill's injected-parameters) that every later
+    run kept; and a notebook saved in an editor while it ran was replaced by the executed copy."""
+    import nbformat
+    import papermill
+
+    from anysat_lite.notebooks import run_notebooks
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("SMOKE = False", metadata={"tags": ["parameters"]})]
+    nbformat.write(nb, folder / "98_a.ipynb")
+    nbformat.write(nb, folder / "99_b.ipynb")
+    saved_meanwhile = "99_b.ipynb"
+
+    def fake_execute(src, dst, parameters, **kwargs):  # what papermill leaves: an injected cell and its metadata
+        done = nbformat.read(src, as_version=4)
+        injected = nbformat.v4.new_code_cell("# Parameters\nSMOKE = True\n", metadata={"tags": ["injected-parameters"]})
+        done.cells.insert(1, injected)
+        done.metadata["papermill"] = {"parameters": parameters}
+        nbformat.write(done, dst)
+        if src.endswith(saved_meanwhile):
+            with open(src, "a") as f:
+                f.write("\n")  # the learner saves
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    with pytest.raises(UserError, match=r"^--store: writes the outputs of a full run into the notebooks, expected"):
+        run_notebooks(tmp_path / "out", smoke=True, folder=folder, store=True)
+    before = (folder / saved_meanwhile).read_bytes()
+    assert run_notebooks(tmp_path / "out", smoke=False, folder=folder, store=True) == [saved_meanwhile]
+    stored = nbformat.read(folder / "98_a.ipynb", as_version=4)
+    assert [c.source for c in stored.cells] == ["SMOKE = False"] and "papermill" not in stored.metadata
+    assert (folder / saved_meanwhile).read_bytes() == before + b"\n"  # the save is kept
+    assert (tmp_path / "out" / saved_meanwhile).exists()  # and the executed copy is in --out
+    from anysat_lite.notebooks import check_structure
+
+    assert "a cell papermill injected (tagged injected-parameters) fixes every later run's parameters" in (
+        check_structure(tmp_path / "out" / "98_a.ipynb")
+    )
+    assert not any("papermill injected" in p for p in check_structure(folder / "98_a.ipynb"))
