@@ -509,6 +509,13 @@ def cmd_embed(args) -> int:
             f"{repr(out.suffix) if out.suffix else 'no suffix'}; e.g. --out {example}"
         )
     check_output_file("--out", out, args.force)
+    for sensor, files in spec.items():  # with --force the input would be replaced (a symlink: its target)
+        same = [f for f in files if Path(f).exists() and Path(f).resolve() == out.resolve()]
+        if same:
+            raise UserError(
+                f"--out {out}: is the --raster {sensor} input {same[0]}, expected a new file; the embedding "
+                f"would replace it; name another file, e.g. --out {out.with_name(out.stem + '-embedding.nc')}"
+            )
     if args.patch_size <= 0 or args.patch_size % 10:
         raise UserError(
             f"--patch-size {args.patch_size}: expected a positive multiple of 10 m, got {args.patch_size}; "

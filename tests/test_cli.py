@@ -533,6 +533,16 @@ def test_embed_out_is_checked_before_any_work_and_never_replaced_unasked(tmp_pat
     assert out.read_bytes() == b"the user's own file"
     assert main(["embed", "--checkpoint", str(encoder_files), "--raster", aerial, "--out", str(out), "--force"]) == 0
     assert xr.open_dataset(out).embedding.sizes["feature"] == 64
+    # the input itself as --out, named directly or through a symlink: replaced by the embedding before (even a .tif)
+    own = tmp_path / "a.nc"
+    own.write_bytes((GEOTIFF / "aerial.tif").read_bytes())
+    (tmp_path / "link.nc").symlink_to(own)
+    for target in (own, tmp_path / "link.nc"):
+        args = ["--raster", f"aerial={own}", "--out", str(target), "--force"]
+        assert main(["embed", "--checkpoint", str(encoder_files), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(r"--out .*: is the --raster aerial input .*a.nc, expected a new", err[0])
+    assert own.read_bytes() == (GEOTIFF / "aerial.tif").read_bytes()
 
 
 def test_notebooks_only_names_no_notebook(capsys):
