@@ -299,11 +299,12 @@ def cmd_probe(args) -> int:
     checkpoint = _probe_checkpoint(args, cfg)
     # beside the encoder probed (a training checkpoint's folder for last.pt), unless --out says where
     out = Path(args.out) if args.out else checkpoint.parent
-    check_output_folder("--out" if args.out else "--out (default: the checkpoint's folder)", out)
+    option = "--out" if args.out else "--out (default: the checkpoint's folder)"
+    check_output_folder(option, out)
     from .probe.run import REPORT_FILES
 
     earlier = " (probe results of an earlier run, or a file of yours)"
-    check_output_files("--out", out, REPORT_FILES, args.force, "the probes", earlier)
+    check_output_files(option, out, REPORT_FILES, args.force, "the probes", earlier)
     from .probe import format_table, run_probe
     from .probe.run import gain_summary, scored_split
 

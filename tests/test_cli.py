@@ -622,7 +622,8 @@ def test_a_run_is_never_replaced_or_mixed_silently(tmp_path):
     # probe does not overwrite those results
     one_line_error(
         anysat_lite("probe", "--quiet", "--config", out / "config.yaml"),
-        r"probe_results.json exists \(probe results of an earlier run, or a file of yours\) and the probes would "
+        r"--out \(default: the checkpoint's folder\) \S+: \S+probe_results.json exists \(probe results of an earlier "
+        r"run, or a file of yours\) and the probes would "
         r"replace it; write elsewhere with --out DIR, or replace it with --force",
     )
     one_line_error(

@@ -595,7 +595,7 @@ def test_probe_finds_the_online_encoder_by_any_name_of_the_exported_one(tmp_path
     bundle = SimpleNamespace(name="synthetic", stats=NormStats({}), sensors=["s2"])
     cfg = get_config("cpu-demo")
     for given in (tmp_path, tmp_path / "encoder", tmp_path / "encoder.safetensors", tmp_path / "encoder.json"):
-        encoders, _ = _load_encoders(cfg, given, bundle, "cpu")
+        encoders, *_ = _load_encoders(cfg, given, bundle, "cpu")
         assert set(encoders) == {"pretrained", "online", "random-init"}, given
         got = encoders["online"].state_dict()
         assert all(torch.equal(got[k], v) for k, v in online.state_dict().items())
@@ -739,3 +739,36 @@ def test_encode_dataset_takes_statistics_as_a_dict_and_refuses_unknown_or_absent
     with pytest.raises(UserError, match=r"^sensors: 's1' is not in the batch, expected sensors it holds \(s2\); "):
         select_sensors(batch, ["s1"])
     assert set(select_sensors({**batch, "label": torch.zeros(2)}, ["s2"])) == {"s2", "s2_dates"}
+
+
+def test_probe_results_are_not_written_for_an_encoder_replaced_while_the_probes_ran(tmp_path, monkeypatch):
+    """A pretraining of the same folder (--resume: a new encoder; --force: none) while the probes ran left results
+    of the old encoder beside the new one, with nothing to tell; the results now name the encoder's SHA-256 and are
+    refused when the file changed or went."""
+    from anysat_lite.config import get_config, model_config
+    from anysat_lite.errors import UserError
+    from anysat_lite.files import sha256_of
+    from anysat_lite.model import AnySat
+    from anysat_lite.probe import run
+    from anysat_lite.train.checkpoint import export_encoder
+
+    sensors = ["aerial", "s2", "s1-asc"]
+    meta = {"model": {"embed_dim": 64, "depth": 2, "num_heads": 4}, "sensors": sensors}
+    torch.manual_seed(0)
+    export_encoder(AnySat(model_config("nano"), sensors=sensors), tmp_path / "encoder", meta)
+    over = ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]"]
+    over += ["probe.modality_sets=[[s2]]", "probe.seg_epochs=1", "probe.bootstrap=0", "probe.online=false"]
+    cfg = get_config("cpu-demo", over)
+    report = run.run_probe(cfg, checkpoint=tmp_path, out_dir=tmp_path / "ok", progress=False)
+    assert report["checkpoint"] == str(tmp_path / "encoder")
+    assert report["checkpoint_sha256"] == sha256_of(tmp_path / "encoder.safetensors")
+
+    probes = run._tile_probes
+    for change, what in (
+        (lambda: export_encoder(AnySat(model_config("nano"), sensors=sensors), tmp_path / "encoder", meta), "replaced"),
+        (lambda: (tmp_path / "encoder.safetensors").unlink(), "removed"),
+    ):
+        monkeypatch.setattr(run, "_tile_probes", lambda *a, change=change, **k: (probes(*a, **k), change())[0])
+        with pytest.raises(UserError, match=rf"encoder.safetensors was {what} while the probes ran .*not written"):
+            run.run_probe(cfg, checkpoint=tmp_path / "encoder", out_dir=tmp_path / what, progress=False)
+        assert not (tmp_path / what).exists()

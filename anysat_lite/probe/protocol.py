@@ -31,7 +31,6 @@ per-tile decisions (classification) or per-tile confusion matrices (segmentation
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import random
@@ -50,6 +49,7 @@ from ..data.contract import sensor_entries, split_key
 from ..data.normalization import NormStats, per_tile_norm_stats
 from ..data.registry import get_dataset
 from ..errors import UserError, check_device, check_output_files
+from ..files import sha256_of
 from ..model.official import load_official
 from ..model.projectors import SeriesProjector
 from ..sensors import SENSORS
@@ -447,14 +447,6 @@ def evaluate(
 
 
 # --- 5. the whole run ------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _trained(model: TaskModel, task: TaskConfig) -> torch.nn.Module:
     """The part of the model that training changes: the head (linear probing; the pad values too when they
     train, see :func:`build_task_model`) or everything (fine-tuning)."""
@@ -788,7 +780,7 @@ def run_task(
         "overrides": changes,
         "partial": limit_batches is not None or bool(set(changes) - {"seed"}) or val_metric != "pooled",
         "checkpoint": str(official_path) if official_path else None,
-        "checkpoint_sha256": _sha256(official_path) if official_path else None,
+        "checkpoint_sha256": sha256_of(official_path) if official_path else None,
         "seconds": {
             "total": round(time.time() - t0, 1),
             "train": round(train_seconds, 1),

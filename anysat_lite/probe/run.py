@@ -34,7 +34,7 @@ from ..config import Config, ModelConfig, check_config, config_to_dict, validate
 from ..data.datasets import TARGET_KEYS, DatasetBundle, build_dataset, collate
 from ..data.normalization import NormStats
 from ..errors import UserError
-from ..files import atomic_write, write_text_atomic
+from ..files import atomic_write, sha256_of, write_text_atomic
 from ..model import AnySat
 from ..sensors import SENSORS
 from ..train.distributed import device_for
@@ -108,14 +108,19 @@ def _check_sensors(checkpoint, has: list[str], bundle: DatasetBundle, spec) -> N
     )
 
 
-def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tuple[dict, NormStats]:
-    """The encoders to compare and the normalisation statistics they were trained with."""
+def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tuple[dict, NormStats, Path, str]:
+    """The encoders to compare, the normalisation statistics they were trained with, and the pretrained encoder's
+    path (without suffix for an export: ``runs/x/encoder``) and the SHA-256 of its file (``None`` for both
+    without a checkpoint)."""
     from ..train.checkpoint import TRAINING_SUFFIXES, load_encoder, resolve_encoder_path
 
-    encoders, stats, model_cfg = {}, bundle.stats, cfg.model
+    encoders, stats, model_cfg, read = {}, bundle.stats, cfg.model, None
     if checkpoint is not None:
         checkpoint = resolve_encoder_path(checkpoint)  # runs/x, runs/x/encoder.safetensors -> runs/x/encoder
+        read = sha256_of(_encoder_file(checkpoint))  # before the load: the bytes the encoder comes from
         enc, meta = load_encoder(checkpoint, device)
+        if sha256_of(_encoder_file(checkpoint)) != read:
+            raise UserError(f"{_encoder_file(checkpoint)} changed while it was read (a run writing it?); probe again")
         _check_sensors(checkpoint, list(enc.sensors), bundle, cfg.data.datasets[0])
         encoders["pretrained"] = enc
         model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in ModelConfig.__dataclass_fields__})
@@ -127,7 +132,7 @@ def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tu
             encoders["online"] = load_encoder(online, device)[0]
     torch.manual_seed(cfg.probe.seed)
     encoders["random-init"] = AnySat(model_cfg, sensors=bundle.sensors).to(device).eval()
-    return encoders, stats
+    return encoders, stats, checkpoint, read
 
 
 # --- 2. one probe family per function ----------------------------------------------------
@@ -300,13 +305,36 @@ def _finetune_probes(report: _Report, setting, encoders, bundle, stats, y_test, 
 REPORT_FILES = PROBE_REPORT_FILES  # what run_probe writes to out_dir
 
 
+def _encoder_file(checkpoint: Path) -> Path:
+    """The file an encoder was read from: a training checkpoint itself, or an export's ``.safetensors``."""
+    from ..train.checkpoint import TRAINING_SUFFIXES
+
+    return checkpoint if checkpoint.suffix in TRAINING_SUFFIXES else Path(f"{checkpoint}.safetensors")
+
+
+def _check_encoder_unchanged(result: dict) -> None:
+    """Refuse to write results of an encoder whose file changed or went while the probes ran (a pretraining of
+    the same folder: ``--resume`` writes a new encoder, ``--force`` deletes it)."""
+    if not result.get("checkpoint"):
+        return
+    path = _encoder_file(Path(result["checkpoint"]))
+    now = sha256_of(path) if path.is_file() else None
+    if now != result["checkpoint_sha256"]:
+        what = "was replaced" if now else "was removed"
+        raise UserError(
+            f"{path} {what} while the probes ran (a pretraining of that folder?), expected the encoder they "
+            "read; its results were not written. Probe again once that run is done"
+        )
+
+
 def _write_report(result: dict, out_dir: str | Path) -> None:
-    """``probe_results.json`` (everything), ``.md`` (the table) and ``.png`` (the headline bars)."""
+    """``probe_results.png`` (the headline bars), ``.md`` (the table) and ``.json`` (everything), in that order:
+    the slow figure first and the JSON, which says a folder holds results, last; each file is atomic."""
     out = Path(out_dir)  # atomic_write creates the folder
     json_file, md_file, png_file = (out / name for name in REPORT_FILES)
-    write_text_atomic(json_file, json.dumps(result, indent=1))
-    write_text_atomic(md_file, format_table(result) + "\n")
     atomic_write(png_file, lambda tmp: plot_results(result, tmp))
+    write_text_atomic(md_file, format_table(result) + "\n")
+    write_text_atomic(json_file, json.dumps(result, indent=1))
 
 
 def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:
@@ -385,7 +413,7 @@ def run_probe(
             f"rasters manifest: rows with split '{pc.split}')"
         )
     bundle = dataclasses.replace(bundle, test=getattr(bundle, pc.split))  # below, "test" = the scored split
-    encoders, stats = _load_encoders(cfg, checkpoint, bundle, dev)
+    encoders, stats, checkpoint, encoder_sha256 = _load_encoders(cfg, checkpoint, bundle, dev)
     K = len(bundle.classes)
     tasks = _tasks(bundle, pc)
     targets = {
@@ -407,6 +435,7 @@ def run_probe(
         "dataset": bundle.name,
         "classes": list(bundle.classes),
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": encoder_sha256,
         "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
         "splits": splits,
         "scored_on": pc.split,
@@ -418,6 +447,7 @@ def run_probe(
         "machine": machine_description(device=dev),
     }
     if out_dir is not None:
+        _check_encoder_unchanged(result)
         _write_report(result, out_dir)
     return result
 
