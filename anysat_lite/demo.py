@@ -84,7 +84,8 @@ def run_demo(
     already holds ``probe_results.json``: nothing new would be probed, so that is refused, as
     ``anysat-lite probe`` refuses it without ``--force`` (``reprobe=True`` replaces them: the seed
     study's ``--resume`` does).  A resumed run that trains further (``train.steps`` raised) is probed
-    again and replaces its results.
+    again and replaces its results, if they are its own as the probes wrote them (of its ``encoder``, the
+    table unedited); other results are refused before any training.
     """
     import json
 
@@ -105,6 +106,13 @@ def run_demo(
     checkpoint = Path(resume) if isinstance(resume, (str, Path)) else out / "last.pt"
     if resume and not reprobe and results.exists() and not checkpoint.exists():
         raise keep  # nothing to train: the results would only be replaced
+    trains = resume and not reprobe and results.exists() and _trains_further(checkpoint, cfg.train.steps)
+    foreign = _not_own_results(out) if trains else None
+    if foreign:
+        raise UserError(
+            f"demo --resume: {out}/probe_results.* {foreign}, and probing the resumed run would replace them; move "
+            f"them out of {out} first (Python: run_demo(..., reprobe=True) replaces them)"
+        )
     try:
         summary = pretrain(cfg, resume=resume, progress=progress, force=force)
     except RunFinishedError as e:
@@ -114,6 +122,38 @@ def run_demo(
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     report = run_probe(cfg, checkpoint=out / "encoder", out_dir=out, progress=progress)
     return summary, report
+
+
+def _trains_further(checkpoint: Path, steps: int) -> bool:
+    """Whether resuming from ``checkpoint`` would train (its step below ``steps``); an unreadable checkpoint is left
+    to the pretraining's own refusal."""
+    from .train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return int(load_checkpoint(checkpoint)["step"]) < steps
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return False
+
+
+def _not_own_results(out: Path) -> str | None:
+    """Why the probe results in a run folder are not the run's own as the probes wrote them (``None`` if they are):
+    of another encoder, a table edited by hand, or files the probes cannot read back."""
+    import json
+
+    from .probe.run import format_table
+
+    try:
+        report = json.loads((out / "probe_results.json").read_text(encoding="utf-8"))
+        table = (out / "probe_results.md").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return "cannot be read back as the probes' own files"
+    if report.get("checkpoint") != str(out / "encoder"):
+        return f"describe another encoder ({report.get('checkpoint')})"
+    try:
+        written = format_table(report) + "\n"
+    except (KeyError, TypeError, ValueError):
+        return "cannot be read back as the probes' own files"
+    return None if table == written else "hold a table edited since the probes wrote it (probe_results.md)"
 
 
 def _cell_rows(rows: list[dict], P: int, mods: str, method: str, metric: str) -> dict[str, dict]:

@@ -432,7 +432,7 @@ def run_notebooks(
     out = Path(out_dir)
     if out.resolve() == Path(folder).resolve():
         fix = "give --out another folder (--store then copies them back)" if store else "write elsewhere"
-        fix += "" if store else ", or use --store to store a full run in them"
+        fix += "" if store else " (--full --store with another --out stores a full run in them)"
         raise UserError(
             f"--out {out_dir}: that is the folder of the notebooks themselves, expected another one (the "
             f"executed copies would replace them); {fix}"

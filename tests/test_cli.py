@@ -728,7 +728,8 @@ def test_notebooks_never_execute_into_the_stored_notebooks(tmp_path, capsys):
     before = (NOTEBOOK_DIR / "00_quickstart.ipynb").read_bytes()
     assert main(["notebooks", "--only", "00", "--out", str(NOTEBOOK_DIR)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "that is the folder of the notebooks themselves" in err[0] and "--store" in err[0]
+    assert len(err) == 1 and "that is the folder of the notebooks themselves" in err[0]
+    assert "(--full --store with another --out stores a full run in them)" in err[0]
     assert (NOTEBOOK_DIR / "00_quickstart.ipynb").read_bytes() == before
     (tmp_path / "afile").write_text("mine")
     assert main(["notebooks", "--only", "00", "--out", str(tmp_path / "afile")]) == 2

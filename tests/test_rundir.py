@@ -279,6 +279,35 @@ def test_a_run_without_a_checkpoint_is_not_offered_to_resume(tmp_path):
         prepare_run_dir(tmp_path, _cfg(tmp_path))
 
 
+def test_demo_resume_that_trains_further_replaces_only_its_own_unedited_probe_results(tmp_path):
+    """demo --resume with train.steps raised re-probed and replaced whatever probe results the folder held: another
+    encoder's (written there by probe --out) or a table the user had added notes to. Refused before any training."""
+    import json
+
+    from anysat_lite.demo import _not_own_results, run_demo
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe import format_table, run_probe
+
+    over = ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]", "probe.bootstrap=0"]
+    over += ["probe.modality_sets=[[s2]]", "probe.seg_epochs=1", "probe.online=false"]
+    report = run_probe(get_config("cpu-demo", over), progress=False)
+    before = _fake_run(tmp_path)
+    for checkpoint, table, why in (
+        ("/elsewhere/encoder", "", r"describe another encoder \(/elsewhere/encoder\)"),
+        (str(tmp_path / "encoder"), "\nmy notes\n", r"hold a table edited since the probes wrote it"),
+    ):
+        (tmp_path / "probe_results.json").write_text(json.dumps(report | {"checkpoint": checkpoint}))
+        (tmp_path / "probe_results.md").write_text(format_table(report) + "\n" + table)
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+        with pytest.raises(
+            UserError, match=rf"^demo --resume: .*probe_results.\* {why}.*, and probing the resumed run"
+        ):
+            run_demo(_cfg(tmp_path, "train.steps=12"), resume=True, progress=False)
+        assert _unchanged(tmp_path, before)
+    (tmp_path / "probe_results.md").write_text(format_table(report) + "\n")  # the run's own, as written
+    assert _not_own_results(tmp_path) is None
+
+
 def test_resume_from_weights_that_are_no_training_checkpoint_names_a_few_keys(tmp_path):
     save_checkpoint({f"block{i}.weight": torch.zeros(1) for i in range(200)}, tmp_path / "weights.pt")
     with pytest.raises(
