@@ -73,7 +73,7 @@ class ModelConfig:
     ltae_dk: int = 8  # L-TAE key width
     ltae_in_width: int | None = None  # first width of the L-TAE input MLP; None = embed_dim / 8 (official)
     drop_path: float = 0.0
-    dropout: float | None = None  # projector dropout override (not the L-TAE attention's 0.1); None = official values
+    dropout: float | None = None  # projector dropout override, L-TAE attention's included; None = official values
     subpatch_order: str = "official"  # "official" (released weights) or "geometric" (see model/tokenizer.py)
     attend_over: str = "tokens"  # joint transformer and predictor; "heads": the official code with flash-attn
     sensors: list[str] | None = None  # projectors to build; None = every registered sensor

@@ -109,7 +109,7 @@ from anysat_lite.config import (
         ("train.plateau_factor=1", r"train.plateau_factor: expected in \(0, 1\), got 1.0"),
         ("jepa.contrastive_scope=world", r"jepa.contrastive_scope: expected one of global, local, got 'world'"),
         ("jepa.context=bogus", r"jepa.context: expected one of block, complement, got 'bogus'"),
-        ("model.sise=nano", r"\(model.sise\); did you mean model.size\? valid: attend_over, depth, .*, size, subpatch_order$"),
+        ("model.sise=nano", r"\(model.sise\); did you mean model.size\? valid: attend_over, .*, size, subpatch_order$"),
         ("probe.bootstrap=-5", r"probe.bootstrap: expected an integer >= 0, got -5"),
         (
             "data.datasets=[{name: synthetic, max_dates: 2}]",
@@ -251,7 +251,7 @@ def test_programmatic_configs_are_validated_too():
             r"divisor of model.embed_dim=64, got 5; e.g. model_config\('nano', ",
         ),
         (lambda: model_config("nano", depht=3), r"unknown config key\(s\) \['depht'\] .*did you mean model.depth\?"),
-        (lambda: model_config("nano", foo=1), r"unknown config key\(s\) \['foo'\] in model .*valid: attend_over, depth, "),
+        (lambda: model_config("nano", foo=1), r"unknown config key\(s\) \['foo'\] in model .*valid: attend_over, "),
         (lambda: model_config("nano", dropout=1.5), r"dropout: expected null or in \[0, 1\), got 1.5"),
     ],
 )

@@ -69,7 +69,7 @@ class SeriesProjector(nn.Module):
             period=sensor.doy_period,
             in_norm=sensor.in_norm,
             dropout=sensor.dropout if dropout is None else dropout,
-            attn_dropout=0.1,  # official: 0.1 whatever the projector's dropout
+            attn_dropout=0.1 if dropout is None else dropout,  # official 0.1; an override (0: none at all) sets it
         )
         self.pad_value = nn.Parameter(torch.zeros(()))
 
