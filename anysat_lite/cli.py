@@ -644,8 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="pretrain (cpu-demo by default) then probe; prints the results table",
         description="Pretrain, then probe the exported encoders and print the results table. With --resume, a "
-        "run that trains further (train.steps raised) is probed again and its probe_results are replaced; a "
-        "finished run that already holds probe_results is refused (anysat-lite probe --force re-probes it).",
+        "run that trains further (train.steps raised) is probed again and its own probe_results are replaced (results "
+        "of another encoder, or a table edited by hand, are refused); a finished run that already holds "
+        "probe_results is refused (anysat-lite probe --force re-probes it).",
     )
     _add_config_args(d)
     _add_run_args(d)

@@ -93,7 +93,7 @@ def run_demo(
     from .errors import UserError
     from .probe import run_probe
     from .train import pretrain
-    from .train.rundir import RunFinishedError
+    from .train.rundir import RunFinishedError, resume_path
 
     validate_probe(cfg)  # probe settings that cannot work are refused before pretraining, not after it
     out = Path(cfg.train.out_dir)
@@ -103,7 +103,7 @@ def run_demo(
         f"anysat-lite probe --config {out / 'config.yaml'} --checkpoint {out / 'encoder'} --out {out} --force, "
         f"or move the probe_results files out of {out} first (Python: run_demo(..., reprobe=True))"
     )
-    checkpoint = Path(resume) if isinstance(resume, (str, Path)) else out / "last.pt"
+    checkpoint = resume_path(out, resume or True)
     if resume and not reprobe and results.exists() and not checkpoint.exists():
         raise keep  # nothing to train: the results would only be replaced
     trains = resume and not reprobe and results.exists() and _trains_further(checkpoint, cfg.train.steps)
@@ -138,22 +138,26 @@ def _trains_further(checkpoint: Path, steps: int) -> bool:
 def _not_own_results(out: Path) -> str | None:
     """Why the probe results in a run folder are not the run's own as the probes wrote them (``None`` if they are):
     of another encoder, a table edited by hand, or files the probes cannot read back."""
+    import hashlib
     import json
 
-    from .probe.run import format_table
+    from .files import sha256_of
 
     try:
         report = json.loads((out / "probe_results.json").read_text(encoding="utf-8"))
-        table = (out / "probe_results.md").read_text(encoding="utf-8")
+        table = (out / "probe_results.md").read_bytes()
     except (OSError, ValueError):
         return "cannot be read back as the probes' own files"
-    if report.get("checkpoint") != str(out / "encoder"):
-        return f"describe another encoder ({report.get('checkpoint')})"
-    try:
-        written = format_table(report) + "\n"
-    except (KeyError, TypeError, ValueError):
+    if not isinstance(report, dict):
         return "cannot be read back as the probes' own files"
-    return None if table == written else "hold a table edited since the probes wrote it (probe_results.md)"
+    encoder, given = out / "encoder.safetensors", report.get("checkpoint")
+    same_file = encoder.is_file() and report.get("checkpoint_sha256") == sha256_of(encoder)
+    if not same_file and not (isinstance(given, str) and Path(given).resolve() == (out / "encoder").resolve()):
+        return f"describe another encoder ({given})"
+    wrote = report.get("table_sha256")  # results written before 2026-11-28 do not say: not checked
+    if wrote is not None and hashlib.sha256(table).hexdigest() != wrote:
+        return "hold a table edited since the probes wrote it (probe_results.md)"
+    return None
 
 
 def _cell_rows(rows: list[dict], P: int, mods: str, method: str, metric: str) -> dict[str, dict]:

@@ -405,6 +405,16 @@ def without_papermill(nb) -> None:
         cell.metadata.pop("papermill", None)
 
 
+def check_run_options(smoke: bool, store: bool) -> None:
+    """Refuse ``--store`` without ``--full``: a smoke run's outputs (and papermill's ``SMOKE = True`` cell) are not
+    what the stored notebooks show."""
+    if store and smoke:
+        raise UserError(
+            "--store: writes the outputs of a full run into the notebooks, expected --full; a smoke run's "
+            "outputs (and its SMOKE = True cell) would replace them. Add --full, or leave --store out"
+        )
+
+
 def run_notebooks(
     out_dir: str | Path,
     smoke: bool = True,
@@ -424,11 +434,7 @@ def run_notebooks(
     """
     import papermill as pm
 
-    if store and smoke:
-        raise UserError(
-            "--store: writes the outputs of a full run into the notebooks, expected --full; a smoke run's "
-            "outputs (and its SMOKE = True cell) would replace them. Add --full, or leave --store out"
-        )
+    check_run_options(smoke, store)
     out = Path(out_dir)
     if out.resolve() == Path(folder).resolve():
         fix = "give --out another folder (--store then copies them back)" if store else "write elsewhere"

@@ -6,6 +6,8 @@ function's documented semantics written out in torch, since flash-attn needs a G
 it: no token of the joint transformer sees another, and the predictor's output ignores the context.
 """
 
+import json
+
 import pytest
 import torch
 
@@ -98,12 +100,22 @@ def test_the_released_weights_load_and_evaluate_over_heads(tmp_path):
     model = load_official(sd, attend_over="heads")
     assert {b.attn.attend_over for b in model.joint.blocks} == {"heads"}
     assert model.config.attend_over == "heads"
-    with pytest.raises(UserError, match=r"attend_over='heads'\): expected one of tokens, heads; the model given"):
+    with pytest.raises(UserError, match=r"attend_over='heads'\): the model given attends over 'tokens', expected the"):
         load_official(sd, model=AnySat(model_config("nano")), attend_over="heads")
+    into = load_official(sd, model=AnySat(model_config("nano", attend_over="heads")))  # its own setting is kept
+    assert into.config.attend_over == "heads"
     path = tmp_path / "AnySat-d64.pth"
     torch.save({"state_dict": sd}, path)
-    r = _short_run(get_task("treesatai-ts-lp"), path, tmp_path / "out", attend_over="heads", bootstrap=0)
+    from test_tasks import FIXTURES
+
+    from anysat_lite.cli import main
+
+    args = ["--task", "treesatai-ts-lp", "--data", str(FIXTURES["treesatai-ts"]), "--epochs", "1", "--min-epochs", "0"]
+    args += ["--batch-size", "1", "--bootstrap", "0", "--quiet", "--out", str(tmp_path / "out")]
+    assert main(["probe", "--official", str(path), *args, "--attend-over", "heads"]) == 0
+    r = json.loads((tmp_path / "out" / "treesatai-ts-lp.json").read_text())
     assert r["attend_over"] == "heads"
+    assert _short_run(get_task("treesatai-ts-lp"), path, None, bootstrap=0)["attend_over"] == "tokens"
     md = (tmp_path / "out" / "reproduction.md").read_text()
     assert "| treesatai-ts-lp (partial) (flash-attn path) |" in md
     assert "treesatai-ts-lp: attention over each token's heads, as the official code with flash-attn" in md

@@ -20,6 +20,7 @@ from conftest import ROOT
 from anysat_lite import bench, cli
 from anysat_lite.config import get_config, validate_probe
 from anysat_lite.errors import UserError
+from anysat_lite.notebooks import check_run_options
 from anysat_lite.probe.tasks import get_task
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "notebooks").glob("*.ipynb"))]
@@ -66,6 +67,27 @@ def documented_commands() -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
+SUBCOMMANDS = ("demo", "pretrain", "probe", "embed", "bench", "notebooks", "info")
+
+
+def documented_options() -> list[tuple[str, str, str]]:
+    """``(where, command, --option)`` for the options named in synopses (``anysat-lite demo [--resume] ...``)
+    and in prose that names a command without the program (``probe --official --attend-over heads``)."""
+    found = []
+    for doc in DOCUMENTS:
+        text = doc.read_text(encoding="utf-8")
+        if doc.suffix == ".ipynb":
+            text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "markdown")
+        for span in re.findall(r"`([^`\n]+)`", text):
+            m = re.match(rf"(?:anysat-lite |python -m anysat_lite )?({'|'.join(SUBCOMMANDS)})( .*)?$", span.strip())
+            if m and (span.startswith(("anysat-lite", "python")) or "--" in (m.group(2) or "")):
+                found += [(doc.name, m.group(1), o) for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", m.group(2) or "")]
+    return sorted(set(found))
+
+
+OPTIONS = documented_options()
+
+
 COMMANDS = documented_commands()
 
 
@@ -86,6 +108,9 @@ def check_command(argv: list[str]) -> None:
         bench._check_args(args)
         return
     args = cli.build_parser().parse_args(argv)
+    if args.command == "notebooks":
+        check_run_options(not args.full, args.store)
+        return
     if args.command == "probe" and (args.official or args.task or args.data):
         for task in args.task:
             get_task(task)
@@ -161,3 +186,24 @@ def test_documented_override_is_accepted(where, override):
         get_config("cpu-demo", [override])
     except UserError:
         get_config("geoplex", [override])
+
+
+def _help(command: str) -> str:
+    """The ``--help`` text of ``anysat-lite COMMAND`` (the benchmark has its own parser)."""
+    parser, argv = (
+        (bench.build_parser(), ["--help"]) if command == "bench" else (cli.build_parser(), [command, "--help"])
+    )
+    shown = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(shown):
+        parser.parse_args(argv)
+    return shown.getvalue()
+
+
+@pytest.mark.parametrize("where, command, option", OPTIONS, ids=[f"{w}: {c} {o}" for w, c, o in OPTIONS])
+def test_documented_option_exists(where, command, option):
+    assert re.search(rf"{option}\b", _help(command)), f"{where}: anysat-lite {command} has no option {option}"
+
+
+def test_the_options_of_synopses_and_prose_are_read():
+    assert ("README.md", "probe", "--attend-over") in OPTIONS and ("README.md", "demo", "--seeds") in OPTIONS
+    assert ("README.md", "notebooks", "--store") in OPTIONS

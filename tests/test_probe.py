@@ -772,3 +772,19 @@ def test_probe_results_are_not_written_for_an_encoder_replaced_while_the_probes_
         with pytest.raises(UserError, match=rf"encoder.safetensors was {what} while the probes ran .*not written"):
             run.run_probe(cfg, checkpoint=tmp_path / "encoder", out_dir=tmp_path / what, progress=False)
         assert not (tmp_path / what).exists()
+
+
+def test_probe_names_a_missing_encoder_file_as_the_loader_does(tmp_path):
+    """Hashing the encoder before loading it turned these messages into a bare '[Errno 2]'."""
+    from anysat_lite.config import get_config
+    from anysat_lite.errors import UserError
+    from anysat_lite.probe import run
+
+    (tmp_path / "encoder.json").write_text("{}")
+    cfg = get_config("cpu-demo", ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4"])
+    for given, pattern in (
+        (tmp_path / "encoder.json", r"encoder.safetensors not found \(beside encoder.json\)"),
+        (tmp_path / "nosuch.pt", r"nosuch.pt: no such checkpoint file; check the path"),
+    ):
+        with pytest.raises(UserError, match=pattern):
+            run.run_probe(cfg, checkpoint=given, progress=False)

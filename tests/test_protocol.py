@@ -318,7 +318,7 @@ _MEMORY_SCRIPT = textwrap.dedent('''
             return self.lift(x[output_modality].mean(1).permute(0, 2, 3, 1))
 
     register_dataset("memtiles", Tiles)
-    protocol.build_task_model = lambda task, official, device: TaskModel(
+    protocol.build_task_model = lambda task, official, device, attend_over=None: TaskModel(
         DenseFeatures(), DenseHead(128, 4), 40, dense_sensor="s2", frozen=True)
 
     def run(n):

@@ -1,6 +1,8 @@
 """Run folders: a new run never replaces an old one silently, and resume checks its checkpoint before writing."""
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from anysat_lite.train.rundir import (
     RunDirError,
     RunFinishedError,
     clear_run_dir,
+    keep_earlier_config,
     prepare_run_dir,
     run_files,
 )
@@ -282,6 +285,7 @@ def test_a_run_without_a_checkpoint_is_not_offered_to_resume(tmp_path):
 def test_demo_resume_that_trains_further_replaces_only_its_own_unedited_probe_results(tmp_path):
     """demo --resume with train.steps raised re-probed and replaced whatever probe results the folder held: another
     encoder's (written there by probe --out) or a table the user had added notes to. Refused before any training."""
+    import hashlib
     import json
 
     from anysat_lite.demo import _not_own_results, run_demo
@@ -291,21 +295,30 @@ def test_demo_resume_that_trains_further_replaces_only_its_own_unedited_probe_re
     over = ["data.n_tiles=30", "data.tile_m=40", "data.n_dates=4", "probe.patch_sizes=[20]", "probe.bootstrap=0"]
     over += ["probe.modality_sets=[[s2]]", "probe.seg_epochs=1", "probe.online=false"]
     report = run_probe(get_config("cpu-demo", over), progress=False)
-    before = _fake_run(tmp_path)
-    for checkpoint, table, why in (
-        ("/elsewhere/encoder", "", r"describe another encoder \(/elsewhere/encoder\)"),
-        (str(tmp_path / "encoder"), "\nmy notes\n", r"hold a table edited since the probes wrote it"),
+    table = format_table(report) + "\n"
+    written = report | {"table_sha256": hashlib.sha256(table.encode()).hexdigest()}  # as the probes write it
+    _fake_run(tmp_path)
+    for checkpoint, notes, resume, why in (
+        ("/elsewhere/encoder", "", True, r"describe another encoder \(/elsewhere/encoder\)"),
+        ("/elsewhere/encoder", "", str(tmp_path), r"describe another encoder"),  # --resume RUN_FOLDER
+        (str(tmp_path / "encoder"), "my notes\n", True, r"hold a table edited since the probes wrote it"),
     ):
-        (tmp_path / "probe_results.json").write_text(json.dumps(report | {"checkpoint": checkpoint}))
-        (tmp_path / "probe_results.md").write_text(format_table(report) + "\n" + table)
+        (tmp_path / "probe_results.json").write_text(json.dumps(written | {"checkpoint": checkpoint}))
+        (tmp_path / "probe_results.md").write_text(table + notes)
         before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-        with pytest.raises(
-            UserError, match=rf"^demo --resume: .*probe_results.\* {why}.*, and probing the resumed run"
-        ):
-            run_demo(_cfg(tmp_path, "train.steps=12"), resume=True, progress=False)
+        with pytest.raises(UserError, match=rf"^demo --resume: .*probe_results.\* {why}.*, and probing the resumed"):
+            run_demo(_cfg(tmp_path, "train.steps=12"), resume=resume, progress=False)
         assert _unchanged(tmp_path, before)
-    (tmp_path / "probe_results.md").write_text(format_table(report) + "\n")  # the run's own, as written
+    (tmp_path / "probe_results.md").write_text(table)  # the run's own, as written, however its path is spelt
     assert _not_own_results(tmp_path) is None
+    (tmp_path / "probe_results.json").write_text(json.dumps(written | {"checkpoint": os.path.relpath(tmp_path)}))
+    assert _not_own_results(tmp_path) == f"describe another encoder ({os.path.relpath(tmp_path)})"
+    (tmp_path / "probe_results.json").write_text(
+        json.dumps(written | {"checkpoint": os.path.relpath(tmp_path / "encoder")})
+    )
+    assert _not_own_results(tmp_path) is None
+    (tmp_path / "probe_results.json").write_text("[]")
+    assert _not_own_results(tmp_path) == "cannot be read back as the probes' own files"
 
 
 def test_resume_from_weights_that_are_no_training_checkpoint_names_a_few_keys(tmp_path):
@@ -378,6 +391,12 @@ def test_a_resume_that_changes_the_config_keeps_the_file_the_earlier_steps_ran_u
     pretrain(_cfg(out, "train.steps=3", *small), resume=out / "step-000001.pt", progress=False)
     assert (out / "config-until-step-000001.yaml").read_text() == mine
     assert load_config(out / "config.yaml").train.steps == 3
+    # the same folder spelt another way is no change; a config.yaml edited past reading is kept all the same
+    assert keep_earlier_config(out, _cfg(Path(os.path.relpath(out)), "train.steps=3", *small), 3) is None
+    (out / "config.yaml").write_text("# my notes\nstepz: 4\n")
+    kept = keep_earlier_config(out, _cfg(out, "train.steps=3", *small), 3)
+    assert kept == (out / "config-until-step-000003.yaml", ["(the file could not be read as a config)"])
+    assert (out / "config-until-step-000003.yaml").read_text() == "# my notes\nstepz: 4\n"
     clear_run_dir(out)  # what --force deletes
     assert not list(out.glob("config-until-*"))
 

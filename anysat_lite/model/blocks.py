@@ -67,10 +67,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
-        if attend_over not in ATTEND_OVER or (rpe and attend_over != "tokens"):
-            raise ValueError(
-                f"attend_over={attend_over!r}: expected one of {', '.join(ATTEND_OVER)} ('tokens' with iRPE)"
-            )
+        if attend_over not in ATTEND_OVER:
+            raise ValueError(f"attend_over={attend_over!r}: expected one of {', '.join(ATTEND_OVER)}")
+        if rpe and attend_over != "tokens":
+            raise ValueError(f"attend_over={attend_over!r} with iRPE: expected 'tokens' (its bias is per token pair)")
         self.attend_over = attend_over
         self.num_heads = num_heads
         self.head_dim = dim // num_heads

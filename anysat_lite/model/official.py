@@ -250,7 +250,7 @@ def _read(path: str | Path) -> Mapping:
     return sd
 
 
-def load_official(state_dict_or_path, model=None, num_heads: int | None = None, attend_over: str = "tokens"):
+def load_official(state_dict_or_path, model=None, num_heads: int | None = None, attend_over: str | None = None):
     """Build (or fill) an :class:`~anysat_lite.model.AnySat` from an official checkpoint.
 
     Args:
@@ -263,7 +263,8 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None, 
         num_heads: attention heads, when the width is not one of the official sizes.
         attend_over: ``"tokens"`` (the official code without flash-attn, as its README loads the weights) or
             ``"heads"`` (the official code with flash-attn, ``torch.hub.load``'s default: no token of the joint
-            transformer sees another; :mod:`anysat_lite.model.blocks`), for a new model.
+            transformer sees another; :mod:`anysat_lite.model.blocks`); ``None``: the given model's own setting,
+            or ``"tokens"`` for a new model.
     Returns:
         the model in eval mode, weights in float32.
     """
@@ -277,11 +278,15 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None, 
         )
     from .blocks import ATTEND_OVER
 
-    if attend_over not in ATTEND_OVER or (model is not None and attend_over != model.config.attend_over):
-        given = f"; the model given attends over {model.config.attend_over}" if model is not None else ""
+    if attend_over is not None and attend_over not in ATTEND_OVER:
         raise UserError(
-            f"load_official(attend_over={attend_over!r}): expected one of {', '.join(ATTEND_OVER)}{given}; e.g. "
+            f"load_official(attend_over={attend_over!r}): expected one of {', '.join(ATTEND_OVER)}; e.g. "
             "attend_over='tokens' (the official code without flash-attn)"
+        )
+    if model is not None and attend_over not in (None, model.config.attend_over):
+        raise UserError(
+            f"load_official(attend_over={attend_over!r}): the model given attends over "
+            f"{model.config.attend_over!r}, expected the same; leave attend_over out, or build the model with it"
         )
     sd = state_dict_or_path
     if isinstance(sd, (str, Path)):
@@ -291,7 +296,7 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None, 
     sd, _ = official_encoder_state(sd)
     if model is None:
         cfg = official_model_config(sd, num_heads)
-        cfg.attend_over = attend_over
+        cfg.attend_over = attend_over or "tokens"
         model = AnySat(cfg)
     converted = convert_official_state_dict(sd)
     own = model.state_dict()

@@ -228,7 +228,7 @@ def finetuning_encoder(encoder: torch.nn.Module, task: TaskConfig) -> torch.nn.M
 
 
 def build_task_model(
-    task: TaskConfig, official, device: torch.device | str = "cpu", attend_over: str = "tokens"
+    task: TaskConfig, official, device: torch.device | str = "cpu", attend_over: str | None = None
 ) -> TaskModel:
     """Released weights (path or state dict, any official wrapping) + the task's head, on ``device``;
     ``attend_over`` as :func:`~anysat_lite.model.official.load_official`'s."""
@@ -684,7 +684,7 @@ def run_task(
     log=print,
     allow_pickle: bool = False,
     val_metric: str = "pooled",
-    attend_over: str = "tokens",
+    attend_over: str | None = None,
 ) -> dict:
     """Reproduce one row of the paper: train and select on the task's splits, score its test split.
 
@@ -767,7 +767,7 @@ def run_task(
         "best_epoch": selection.best_epoch,
         "best_val": round(100 * selection.best, 3) if selection.best > -math.inf else None,
         "val_metric": val_metric,
-        "attend_over": attend_over,
+        "attend_over": attend_over or "tokens",  # a new model from the checkpoint: load_official's default
         "splits": {r: {"items": len(datasets[r]), "reader": {k: v for k, v in task.splits[r].items()}} for r in ROLES},
         "val_drop_last": val_drop_last,
         "batch_size": task.batch_size,

@@ -21,7 +21,9 @@ a 95 % bootstrap interval over the scored tiles (:func:`~.metrics.bootstrap_inte
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -117,9 +119,10 @@ def _load_encoders(cfg: Config, checkpoint, bundle: DatasetBundle, device) -> tu
     encoders, stats, model_cfg, read = {}, bundle.stats, cfg.model, None
     if checkpoint is not None:
         checkpoint = resolve_encoder_path(checkpoint)  # runs/x, runs/x/encoder.safetensors -> runs/x/encoder
-        read = sha256_of(_encoder_file(checkpoint))  # before the load: the bytes the encoder comes from
+        file = _encoder_file(checkpoint)
+        read = sha256_of(file) if file.is_file() else None  # before the load (a missing file: load_encoder says)
         enc, meta = load_encoder(checkpoint, device)
-        if sha256_of(_encoder_file(checkpoint)) != read:
+        if sha256_of(file) != read:
             raise UserError(f"{_encoder_file(checkpoint)} changed while it was read (a run writing it?); probe again")
         _check_sensors(checkpoint, list(enc.sensors), bundle, cfg.data.datasets[0])
         encoders["pretrained"] = enc
@@ -332,9 +335,11 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
     the slow figure first and the JSON, which says a folder holds results, last; each file is atomic."""
     out = Path(out_dir)  # atomic_write creates the folder
     json_file, md_file, png_file = (out / name for name in REPORT_FILES)
+    table = format_table(result) + "\n"
     atomic_write(png_file, lambda tmp: plot_results(result, tmp))
-    write_text_atomic(md_file, format_table(result) + "\n")
-    write_text_atomic(json_file, json.dumps(result, indent=1))
+    write_text_atomic(md_file, table)
+    table_sha256 = hashlib.sha256(table.encode("utf-8")).hexdigest()  # tells the table as written from one edited
+    write_text_atomic(json_file, json.dumps(result | {"table_sha256": table_sha256}, indent=1))
 
 
 def machine_description(threads: int | None = None, device: torch.device | str = "cpu") -> str:
@@ -434,7 +439,7 @@ def run_probe(
     result = {
         "dataset": bundle.name,
         "classes": list(bundle.classes),
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
         "checkpoint_sha256": encoder_sha256,
         "encoders": [e for e in ENCODERS if e == "raw-pixels" or e in encoders],
         "splits": splits,

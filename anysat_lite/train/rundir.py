@@ -42,6 +42,7 @@ __all__ = [
     "run_lock",
     "remove_temporary_files",
     "keep_earlier_config",
+    "resume_path",
 ]
 
 # What the probes write beside an encoder (anysat_lite.probe.run_probe; also files of a run folder).
@@ -162,11 +163,15 @@ def _flat(d, prefix: str = "") -> dict:
     return {prefix: list(d) if isinstance(d, tuple) else d}
 
 
+def resume_path(out: str | Path, resume) -> Path:
+    """The checkpoint file ``resume`` names: ``True`` -> ``<out>/last.pt``, a run folder -> its ``last.pt``."""
+    path = Path(out) / "last.pt" if resume is True else Path(resume)
+    return path / "last.pt" if path.is_dir() else path
+
+
 def _resume_checkpoint(out: Path, resume, map_location="cpu") -> tuple[Path, dict]:
     """Load the checkpoint ``resume`` names (``True``: ``<out>/last.pt``) or say which one would work."""
-    path = out / "last.pt" if resume is True else Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
+    path = resume_path(out, resume)
     if not path.exists():
         newest = newest_intact_checkpoint(path.parent) if path.parent.is_dir() else None
         hint = (
@@ -323,11 +328,17 @@ def keep_earlier_config(out_dir: str | Path, cfg: Config, step: int) -> tuple[Pa
 
     out = Path(out_dir)
     path = out / "config.yaml"
-    try:
-        old = config_to_dict(load_config(path))
-    except (OSError, UserError, ValueError):
+    if not path.is_file():
         return None
-    changed = [k for k, v in _flat(config_to_dict(cfg)).items() if _flat(old).get(k, _MISSING) != v]
+    try:
+        old = _flat(config_to_dict(load_config(path)))
+        changed = [
+            k
+            for k, v in _flat(config_to_dict(cfg)).items()
+            if k != "train.out_dir" and old.get(k, _MISSING) != v  # the folder, however it is spelt, is the same
+        ]
+    except (OSError, UserError, ValueError):  # a hand edit it cannot read back: kept as it is, all the same
+        changed = ["(the file could not be read as a config)"]
     if not changed:
         return None
     kept = out / f"config-until-step-{step:06d}.yaml"
