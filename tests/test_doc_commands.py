@@ -28,6 +28,14 @@ SYNOPSIS = re.compile(r"\[-|\[[A-Z]|\.\.\.|\b(PRESET|NAME|ROOT|CKPT|DIR|FILE|KEY
 ENTRY = re.compile(r"(?:^|\s)(?:anysat-lite|(?:python|torchrun\b.*?)\s+-m\s+anysat_lite)\s+(.*)$")
 
 
+def _text(doc) -> str:
+    """A page's Markdown, or a notebook's markdown cells joined."""
+    text = doc.read_text(encoding="utf-8")
+    if doc.suffix != ".ipynb":
+        return text
+    return "\n\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "markdown")
+
+
 def _shell_lines(block: str) -> list[str]:
     """The commands of a shell block, one per line: continuations joined, simple ``name='value'`` assignments
     and ``for name in first ...; do`` loop variables substituted (the first value), comments dropped."""
@@ -51,10 +59,7 @@ def documented_commands() -> list[tuple[str, str]]:
     """``(where, argv text after anysat-lite)`` for every command in the README, docs/ and the notebooks' text."""
     found = []
     for doc in DOCUMENTS:
-        text = doc.read_text(encoding="utf-8")
-        if doc.suffix == ".ipynb":
-            cells = json.loads(text)["cells"]
-            text = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        text = _text(doc)
         blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
         lines = [line for lang, body in blocks if lang in ("bash", "sh", "") for line in _shell_lines(body)]
         prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
@@ -75,9 +80,7 @@ def documented_options() -> list[tuple[str, str, str]]:
     and in prose that names a command without the program (``probe --official --attend-over heads``)."""
     found = []
     for doc in DOCUMENTS:
-        text = doc.read_text(encoding="utf-8")
-        if doc.suffix == ".ipynb":
-            text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "markdown")
+        text = _text(doc)
         for span in re.findall(r"`([^`\n]+)`", text):
             m = re.match(rf"(?:anysat-lite |python -m anysat_lite )?({'|'.join(SUBCOMMANDS)})( .*)?$", span.strip())
             if m and (span.startswith(("anysat-lite", "python")) or "--" in (m.group(2) or "")):
@@ -166,9 +169,7 @@ def documented_overrides() -> list[tuple[str, str]]:
     """``(where, key=value)`` for every override written alone in inline code (`jepa.ema=[0.99,1.0]`)."""
     found = []
     for doc in DOCUMENTS:
-        text = doc.read_text(encoding="utf-8")
-        if doc.suffix == ".ipynb":
-            text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "markdown")
+        text = _text(doc)
         for span in re.findall(r"`((?:model|data|jepa|train|probe)\.\w+=[^`]*)`", text):
             if not re.fullmatch(r"[\w.]+=[A-Z]", span):  # data.seed=W: a placeholder
                 found.append((doc.name, span))
