@@ -602,7 +602,8 @@ def _train(cfg: Config, run: Run, progress: bool, callbacks: Sequence) -> dict:
                 f"config.yaml: this resume changes {', '.join(changed[:3])}{more}; the file the steps before "
                 f"{run.start} ran under is kept as {path}"
             )
-        save_config(cfg, run.out / "config.yaml")
+        if kept or not (run.out / "config.yaml").is_file():  # a resume that changes nothing keeps the file as it is
+            save_config(cfg, run.out / "config.yaml")
     pace = _Pace(info.device)
     t0 = time.time()
     first_loss, warned, flagged, row, per_dataset = None, {}, {}, {}, {}

@@ -322,8 +322,9 @@ def remove_temporary_files(out_dir: str | Path) -> list[Path]:
 def keep_earlier_config(out_dir: str | Path, cfg: Config, step: int) -> tuple[Path, list[str]] | None:
     """Before a run resumed at ``step`` with a changed config (``--set train.steps=500``) writes its
     ``config.yaml``, keep the file the earlier steps ran under, as written (comments included), as
-    ``config-until-step-NNNNNN.yaml``; returns that path and the changed keys, or ``None`` when nothing changed
-    (or there is no readable earlier file: the run records the new config alone)."""
+    ``config-until-step-NNNNNN.yaml`` (a file it cannot read as a config too); returns that path and the changed
+    keys, or ``None`` when nothing changed (``train.out_dir`` spelt another way is no change) or there is no
+    earlier file."""
     from ..config import load_config
 
     out = Path(out_dir)
