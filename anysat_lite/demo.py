@@ -138,14 +138,13 @@ def _trains_further(checkpoint: Path, steps: int) -> bool:
 def _not_own_results(out: Path) -> str | None:
     """Why the probe results in a run folder are not the run's own as the probes wrote them (``None`` if they are):
     of another encoder, a table edited by hand, or files the probes cannot read back."""
-    import hashlib
     import json
 
     from .files import sha256_of
 
     try:
         report = json.loads((out / "probe_results.json").read_text(encoding="utf-8"))
-        table = (out / "probe_results.md").read_bytes()
+        table = sha256_of(out / "probe_results.md")
     except (OSError, ValueError):
         return "cannot be read back as the probes' own files"
     if not isinstance(report, dict):
@@ -155,7 +154,7 @@ def _not_own_results(out: Path) -> str | None:
     if not same_file and not (isinstance(given, str) and Path(given).resolve() == (out / "encoder").resolve()):
         return f"describe another encoder ({given})"
     wrote = report.get("table_sha256")  # results written before 2026-11-28 do not say: not checked
-    if wrote is not None and hashlib.sha256(table).hexdigest() != wrote:
+    if wrote is not None and table != wrote:
         return "hold a table edited since the probes wrote it (probe_results.md)"
     return None
 

@@ -762,6 +762,8 @@ def test_probe_results_are_not_written_for_an_encoder_replaced_while_the_probes_
     report = run.run_probe(cfg, checkpoint=tmp_path, out_dir=tmp_path / "ok", progress=False)
     assert report["checkpoint"] == str(tmp_path / "encoder")
     assert report["checkpoint_sha256"] == sha256_of(tmp_path / "encoder.safetensors")
+    written = json.loads((tmp_path / "ok" / "probe_results.json").read_text())
+    assert written["table_sha256"] == sha256_of(tmp_path / "ok" / "probe_results.md")  # tells a hand edit
 
     probes = run._tile_probes
     for change, what in (

@@ -21,7 +21,6 @@ a 95 % bootstrap interval over the scored tiles (:func:`~.metrics.bootstrap_inte
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -335,10 +334,9 @@ def _write_report(result: dict, out_dir: str | Path) -> None:
     the slow figure first and the JSON, which says a folder holds results, last; each file is atomic."""
     out = Path(out_dir)  # atomic_write creates the folder
     json_file, md_file, png_file = (out / name for name in REPORT_FILES)
-    table = format_table(result) + "\n"
     atomic_write(png_file, lambda tmp: plot_results(result, tmp))
-    write_text_atomic(md_file, table)
-    table_sha256 = hashlib.sha256(table.encode("utf-8")).hexdigest()  # tells the table as written from one edited
+    write_text_atomic(md_file, format_table(result) + "\n")
+    table_sha256 = sha256_of(md_file)  # tells the table as written from one edited by hand
     write_text_atomic(json_file, json.dumps(result | {"table_sha256": table_sha256}, indent=1))
 
 
