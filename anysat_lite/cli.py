@@ -629,6 +629,8 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import ATTEND_OVER
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug",
@@ -751,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--bootstrap", type=int, help="resamples for the 95 %% interval (default 1000; 0: none)")
     off.add_argument(
         "--attend-over",
-        choices=("tokens", "heads"),
+        choices=ATTEND_OVER,
         help="the joint transformer's attention: tokens (the default: the official code without flash-attn, as "
         "its README loads the weights) or heads (the official code with flash-attn, as its configs ask; "
         "docs/reproduction.md, 'Known differences')",

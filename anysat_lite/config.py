@@ -75,9 +75,11 @@ class ModelConfig:
     drop_path: float = 0.0
     dropout: float | None = None  # projector dropout override, L-TAE attention's included; None = official values
     subpatch_order: str = "official"  # "official" (released weights) or "geometric" (see model/tokenizer.py)
-    attend_over: str = "tokens"  # joint transformer and predictor; "heads": the official code with flash-attn
+    attend_over: str = "tokens"  # joint transformer and predictor: one of ATTEND_OVER (model/blocks.py)
     sensors: list[str] | None = None  # projectors to build; None = every registered sensor
 
+
+ATTEND_OVER = ("tokens", "heads")  # "heads": the official code with flash-attn (model/blocks.py)
 
 MODEL_SIZES: dict[str, dict] = {
     "nano": dict(embed_dim=64, depth=2, num_heads=4),
@@ -762,7 +764,7 @@ RULES: dict[str, tuple] = {
     "model.drop_path": _unit(False),
     "model.dropout": (lambda v: v is None or 0 <= v < 1, "null or in [0, 1)"),
     "model.subpatch_order": _choice("official", "geometric"),
-    "model.attend_over": _choice("tokens", "heads"),
+    "model.attend_over": _choice(*ATTEND_OVER),
     "model.sensors": _SENSORS,
     "data.datasets": (lambda v: len(v) > 0, "at least one dataset"),
     "data.datasets.name": (_dataset_name, None),

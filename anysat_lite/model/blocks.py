@@ -23,13 +23,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..config import ATTEND_OVER
 from ..kernels import attention
 from .irpe import ContextualRPE
 from .layers import Dropout, DropPath
 
-__all__ = ["MLP", "SelfAttention", "Block", "ATTEND_OVER", "init_transformer_weights", "rescale_residual_branches"]
-
-ATTEND_OVER = ("tokens", "heads")  # "heads": the official code with flash-attn (module docstring)
+__all__ = ["MLP", "SelfAttention", "Block", "init_transformer_weights", "rescale_residual_branches"]
 
 
 class MLP(nn.Module):

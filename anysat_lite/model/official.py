@@ -276,7 +276,7 @@ def load_official(state_dict_or_path, model=None, num_heads: int | None = None, 
             f"load_official(model={model!r:.40}): expected an AnySat model to load into, or None{hint}; leave it "
             "out for a new model of the checkpoint's size, e.g. load_official(path)"
         )
-    from .blocks import ATTEND_OVER
+    from ..config import ATTEND_OVER
 
     if attend_over is not None and attend_over not in ATTEND_OVER:
         raise UserError(
